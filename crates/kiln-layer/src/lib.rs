@@ -1,0 +1,2 @@
+//! OCI layers: apply a layer into a rootfs safely, diff an overlay upper dir into a layer, compression.
+#![deny(missing_docs)]
