@@ -1,2 +1,101 @@
 //! Digests, descriptors, image configs, manifests and the crash-safe local OCI store.
+//!
+//! The store is an OCI image layout (`oci/`) that skopeo and umoci read as it is, plus the
+//! unpacked layer snapshots and build-cache records kiln needs to build quickly:
+//!
+//! ```no_run
+//! use kiln_image::{ImageConfig, Store};
+//!
+//! let store = Store::open("/var/lib/kiln".as_ref())?;
+//! let config = ImageConfig::scratch();
+//! let image = store.put_image(&config, Vec::new())?;
+//! store.tag("empty:latest", &image.descriptor)?;
+//! assert_eq!(store.resolve("empty")?.manifest_digest(), &image.descriptor.digest);
+//! # Ok::<(), kiln_image::Error>(())
+//! ```
 #![deny(missing_docs)]
+
+mod config;
+mod digest;
+mod manifest;
+mod reference;
+mod store;
+
+use std::path::PathBuf;
+
+pub use config::{
+    ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs, host_architecture,
+};
+pub use digest::{Digest, HashingReader, HashingWriter, chain_id};
+pub use manifest::{Compression, Descriptor, Index, Manifest, Platform, media_type};
+pub use reference::{DEFAULT_DOMAIN, Reference};
+pub use store::{
+    BlobWriter, CacheRecord, GcReport, Image, REF_NAME_ANNOTATION, Store, StoreLock, TaggedImage,
+    write_atomic,
+};
+
+/// Errors of the image model and the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file-system call failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a `sha256:<hex>` digest.
+    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+    BadDigest(String),
+    /// An image reference that does not parse.
+    #[error("invalid image reference {reference:?}: {why}")]
+    BadReference {
+        /// The text given.
+        reference: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No image by that name or id.
+    #[error("image {0:?} is not in the local store")]
+    ImageNotFound(String),
+    /// A blob the store should have is missing.
+    #[error("blob {0} is missing from the store")]
+    BlobNotFound(Digest),
+    /// Content did not hash to what was expected.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What the descriptor said.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A JSON document in the store or an archive is malformed.
+    #[error("{what} is not valid JSON")]
+    BadJson {
+        /// Which document.
+        what: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An id prefix matches more than one image.
+    #[error("image id prefix {0:?} is ambiguous: give more digits")]
+    Ambiguous(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,750 @@
+//! The local store: an OCI layout plus snapshots, build-cache records and staging.
+//!
+//! Crash safety comes from one rule: every file is written under `tmp/`, fsynced, and renamed
+//! into place. Blobs are content-addressed, so two writers of the same blob cannot conflict.
+//! Two locks keep processes apart: `lock` is held shared by every command that reads or writes
+//! and exclusive by `gc`, and `index.lock` serialises the read-modify-write of `index.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Descriptor, Digest, Error, HashingWriter, ImageConfig, Index, Manifest, Reference, Result,
+    chain_id, media_type,
+};
+
+/// The annotation that names an image in an OCI layout's `index.json`.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// A store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A held flock; released on drop (and by the kernel if the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+/// An image as the store knows it.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest's descriptor.
+    pub descriptor: Descriptor,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The parsed config.
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// The manifest digest.
+    pub fn manifest_digest(&self) -> &Digest {
+        &self.descriptor.digest
+    }
+
+    /// The image id, as docker defines it: the config digest.
+    pub fn id(&self) -> &Digest {
+        &self.manifest.config.digest
+    }
+
+    /// Bytes of the config plus every layer blob.
+    pub fn size(&self) -> u64 {
+        self.manifest.config.size + self.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+}
+
+/// A name in the store and the manifest it points at.
+#[derive(Debug, Clone)]
+pub struct TaggedImage {
+    /// `name:tag` as stored.
+    pub name: String,
+    /// The manifest descriptor.
+    pub descriptor: Descriptor,
+}
+
+/// What one build step produced: the image state after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The config blob after the step.
+    pub config: Digest,
+    /// Every layer after the step, bottom first.
+    pub layers: Vec<Descriptor>,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs deleted.
+    pub blobs: usize,
+    /// Bytes of blobs deleted.
+    pub bytes: u64,
+    /// Snapshots deleted.
+    pub snapshots: usize,
+    /// Build-cache records deleted.
+    pub cache_records: usize,
+}
+
+impl Store {
+    /// The default root: `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` otherwise.
+    pub fn default_root() -> PathBuf {
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        match std::env::var_os("XDG_DATA_HOME") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("kiln"),
+            _ => {
+                let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+                PathBuf::from(home).join(".local/share/kiln")
+            }
+        }
+    }
+
+    /// Opens (creating if needed) the store at `root`, and clears staging left by dead processes.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [
+            store.oci().join("blobs/sha256"),
+            store.root.join("snapshots"),
+            store.root.join("cache"),
+            store.root.join("tmp"),
+        ] {
+            fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        }
+        let layout = store.oci().join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&store.tmp(), &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = store.oci().join("index.json");
+        if !index.exists() {
+            let _guard = store.lock_index()?;
+            if !index.exists() {
+                write_atomic(&store.tmp(), &index, &Index::default().to_bytes())?;
+            }
+        }
+        store.clear_dead_staging();
+        Ok(store)
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The OCI layout directory.
+    pub fn oci(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Held shared by every command for its whole run; `gc` takes it exclusive.
+    pub fn lock_shared(&self) -> Result<StoreLock> {
+        self.flock("lock", FlockOperation::LockShared)
+    }
+
+    /// Held by `gc`: no other kiln process is using the store meanwhile.
+    pub fn lock_exclusive(&self) -> Result<StoreLock> {
+        self.flock("lock", FlockOperation::LockExclusive)
+    }
+
+    fn lock_index(&self) -> Result<StoreLock> {
+        self.flock("index.lock", FlockOperation::LockExclusive)
+    }
+
+    fn flock(&self, name: &str, op: FlockOperation) -> Result<StoreLock> {
+        let path = self.root.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open lock file", &path))?;
+        rustix::fs::flock(file.as_fd(), op).map_err(|e| Error::Io {
+            op: "flock",
+            path,
+            source: e.into(),
+        })?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// A fresh staging directory, removed on drop, named so that a later process can tell
+    /// whether its owner is still alive.
+    pub fn staging_dir(&self, purpose: &str) -> Result<tempfile::TempDir> {
+        let prefix = format!("{}-{purpose}-", std::process::id());
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(self.tmp())
+            .map_err(Error::io("create staging directory", self.tmp()))
+    }
+
+    /// Removes `tmp/<pid>-…` entries whose process is gone (a killed import, say).
+    fn clear_dead_staging(&self) {
+        let Ok(entries) = fs::read_dir(self.tmp()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            let path = entry.path();
+            detach_mounts_under(&path);
+            // Snapshots staged for a rename are made read-only dirs only by content; plain removal works.
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
+
+    // ---- blobs ----
+
+    /// Where a blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.oci().join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).exists()
+    }
+
+    /// Stores bytes as a blob.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            write_atomic(&self.tmp(), &self.blob_path(&digest), bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// A writer that streams a blob into staging and hashes it.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let file = tempfile::NamedTempFile::new_in(self.tmp())
+            .map_err(Error::io("create temp file", self.tmp()))?;
+        Ok(BlobWriter {
+            inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+            store: self.clone(),
+        })
+    }
+
+    /// Reads a whole blob (configs and manifests).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::BlobNotFound(digest.clone())
+            } else {
+                Error::Io {
+                    op: "read",
+                    path,
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Opens a blob for streaming.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::BlobNotFound(digest.clone())
+            } else {
+                Error::Io {
+                    op: "open",
+                    path,
+                    source: e,
+                }
+            }
+        })
+    }
+
+    // ---- images ----
+
+    /// Stores a config and a manifest over `layers` (whose blobs must already be present).
+    pub fn put_image(&self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<Image> {
+        let config_bytes = config.to_bytes();
+        let config_digest = self.write_blob(&config_bytes)?;
+        let config_desc = Descriptor::new(
+            media_type::OCI_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        );
+        let manifest = Manifest::oci(config_desc, layers);
+        let manifest_bytes = manifest.to_bytes();
+        let digest = self.write_blob(&manifest_bytes)?;
+        let descriptor = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            digest,
+            manifest_bytes.len() as u64,
+        );
+        Ok(Image {
+            descriptor,
+            manifest,
+            config: config.clone(),
+        })
+    }
+
+    /// Reads the image a manifest descriptor points at.
+    pub fn image(&self, descriptor: &Descriptor) -> Result<Image> {
+        let manifest: Manifest = parse_json(&self.read_blob(&descriptor.digest)?, || {
+            format!("manifest {}", descriptor.digest)
+        })?;
+        let config: ImageConfig = parse_json(&self.read_blob(&manifest.config.digest)?, || {
+            format!("config {}", manifest.config.digest)
+        })?;
+        Ok(Image {
+            descriptor: descriptor.clone(),
+            manifest,
+            config,
+        })
+    }
+
+    /// Reads the config blob of a cache record or a manifest.
+    pub fn config(&self, digest: &Digest) -> Result<ImageConfig> {
+        parse_json(&self.read_blob(digest)?, || format!("config {digest}"))
+    }
+
+    /// The index of the layout.
+    pub fn index(&self) -> Result<Index> {
+        let path = self.oci().join("index.json");
+        let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
+        parse_json(&bytes, || path.display().to_string())
+    }
+
+    /// Every tagged image, sorted by name.
+    pub fn list(&self) -> Result<Vec<TaggedImage>> {
+        let mut images: Vec<TaggedImage> = self
+            .index()?
+            .manifests
+            .into_iter()
+            .filter_map(|d| {
+                Some(TaggedImage {
+                    name: d.annotation(REF_NAME_ANNOTATION)?.to_owned(),
+                    descriptor: d,
+                })
+            })
+            .collect();
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(images)
+    }
+
+    /// Points `name` (a reference, normalised) at a manifest, replacing any earlier target.
+    pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<()> {
+        let name = name.parse::<Reference>()?.store_name();
+        self.edit_index(|index| {
+            index
+                .manifests
+                .retain(|d| d.annotation(REF_NAME_ANNOTATION) != Some(name.as_str()));
+            let mut entry =
+                Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
+            entry.annotations = Some(BTreeMap::from([(
+                REF_NAME_ANNOTATION.to_owned(),
+                name.clone(),
+            )]));
+            index.manifests.push(entry);
+        })
+    }
+
+    /// Removes a name; returns what it pointed at.
+    pub fn untag(&self, name: &str) -> Result<Descriptor> {
+        let tagged = self.resolve_name(name)?;
+        self.edit_index(|index| {
+            index
+                .manifests
+                .retain(|d| d.annotation(REF_NAME_ANNOTATION) != Some(tagged.name.as_str()))
+        })?;
+        Ok(tagged.descriptor)
+    }
+
+    fn edit_index(&self, edit: impl FnOnce(&mut Index)) -> Result<()> {
+        let _guard = self.lock_index()?;
+        let mut index = self.index()?;
+        edit(&mut index);
+        write_atomic(
+            &self.tmp(),
+            &self.oci().join("index.json"),
+            &index.to_bytes(),
+        )
+    }
+
+    fn resolve_name(&self, name: &str) -> Result<TaggedImage> {
+        let wanted = name
+            .parse::<Reference>()
+            .map(|r| r.store_name())
+            .unwrap_or_else(|_| name.to_owned());
+        self.list()?
+            .into_iter()
+            .find(|t| t.name == wanted)
+            .ok_or_else(|| Error::ImageNotFound(name.to_owned()))
+    }
+
+    /// Finds an image by name, by image id (config digest, or a prefix of its hex of at least
+    /// 4 digits), or by manifest digest.
+    pub fn resolve(&self, name_or_id: &str) -> Result<Image> {
+        if let Ok(tagged) = self.resolve_name(name_or_id) {
+            return self.image(&tagged.descriptor);
+        }
+        let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: Option<Image> = None;
+            for tagged in self.list()? {
+                let image = self.image(&tagged.descriptor)?;
+                if image.id().hex().starts_with(hex)
+                    || image.manifest_digest().hex().starts_with(hex)
+                {
+                    if found
+                        .as_ref()
+                        .is_some_and(|f| f.manifest_digest() != image.manifest_digest())
+                    {
+                        return Err(Error::Ambiguous(name_or_id.to_owned()));
+                    }
+                    found = Some(image);
+                }
+            }
+            if let Some(image) = found {
+                return Ok(image);
+            }
+        }
+        Err(Error::ImageNotFound(name_or_id.to_owned()))
+    }
+
+    // ---- snapshots ----
+
+    /// Where the unpacked layer at the top of `chain` lives (an overlay lower dir).
+    pub fn snapshot_dir(&self, chain: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(chain.hex())
+    }
+
+    /// Moves a finished snapshot into place. If another process won the race, ours is dropped.
+    pub fn commit_snapshot(&self, staged: &Path, chain: &Digest) -> Result<PathBuf> {
+        let target = self.snapshot_dir(chain);
+        match fs::rename(staged, &target) {
+            Ok(()) => {}
+            Err(_) if target.is_dir() => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "rename snapshot into",
+                    path: target,
+                    source: e,
+                });
+            }
+        }
+        sync_dir(&self.root.join("snapshots"));
+        Ok(target)
+    }
+
+    // ---- build cache ----
+
+    /// The result of a step, if one with this key was built before and its blobs survive.
+    pub fn cache_get(&self, key: &Digest) -> Option<CacheRecord> {
+        let bytes = fs::read(self.root.join("cache").join(key.hex())).ok()?;
+        let record: CacheRecord = serde_json::from_slice(&bytes).ok()?;
+        let complete =
+            self.has_blob(&record.config) && record.layers.iter().all(|l| self.has_blob(&l.digest));
+        complete.then_some(record)
+    }
+
+    /// Records the result of a step.
+    pub fn cache_put(&self, key: &Digest, record: &CacheRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        write_atomic(
+            &self.tmp(),
+            &self.root.join("cache").join(key.hex()),
+            &bytes,
+        )
+    }
+
+    // ---- gc ----
+
+    /// Removes blobs and snapshots that no tag reaches, keeping what the build cache still
+    /// references unless `prune_cache`, which drops the build cache first.
+    pub fn gc(&self, prune_cache: bool) -> Result<GcReport> {
+        let _exclusive = self.lock_exclusive()?;
+        let mut report = GcReport::default();
+        let cache_dir = self.root.join("cache");
+        let mut live_blobs = BTreeSet::new();
+        let mut live_layers: Vec<Vec<Digest>> = Vec::new();
+        for entry in fs::read_dir(&cache_dir)
+            .map_err(Error::io("read directory", &cache_dir))?
+            .flatten()
+        {
+            let record = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok());
+            match record {
+                Some(record) if !prune_cache => {
+                    live_blobs.insert(record.config.clone());
+                    if let Ok(config) = self.config(&record.config) {
+                        live_layers.push(config.rootfs.diff_ids);
+                    }
+                    live_blobs.extend(record.layers.into_iter().map(|l| l.digest));
+                }
+                _ => {
+                    if fs::remove_file(entry.path()).is_ok() {
+                        report.cache_records += 1;
+                    }
+                }
+            }
+        }
+        for descriptor in self.index()?.manifests {
+            live_blobs.insert(descriptor.digest.clone());
+            let Ok(image) = self.image(&descriptor) else {
+                continue;
+            };
+            live_blobs.insert(image.manifest.config.digest.clone());
+            live_blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+            live_layers.push(image.config.rootfs.diff_ids);
+        }
+        let blob_dir = self.oci().join("blobs/sha256");
+        for entry in fs::read_dir(&blob_dir)
+            .map_err(Error::io("read directory", &blob_dir))?
+            .flatten()
+        {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            if !live_blobs.contains(&digest) {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(entry.path()).is_ok() {
+                    report.blobs += 1;
+                    report.bytes += size;
+                }
+            }
+        }
+        let mut live_chains = BTreeSet::new();
+        for diff_ids in live_layers {
+            for n in 1..=diff_ids.len() {
+                if let Some(chain) = chain_id(&diff_ids[..n]) {
+                    live_chains.insert(chain.hex().to_owned());
+                }
+            }
+        }
+        let snapshot_root = self.root.join("snapshots");
+        for entry in fs::read_dir(&snapshot_root)
+            .map_err(Error::io("read directory", &snapshot_root))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live_chains.contains(&name) && fs::remove_dir_all(entry.path()).is_ok() {
+                report.snapshots += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// A blob being streamed into the store.
+pub struct BlobWriter {
+    inner: HashingWriter<io::BufWriter<tempfile::NamedTempFile>>,
+    store: Store,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.written()
+    }
+
+    /// Finishes the blob. With `expected`, content that hashes otherwise is discarded and
+    /// nothing enters the store.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (buffered, digest, size) = self.inner.finish();
+        let tmp = self.store.tmp();
+        let file = buffered.into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        let target = self.store.blob_path(&digest);
+        if !target.exists() {
+            file.as_file()
+                .sync_all()
+                .map_err(Error::io("fsync", file.path()))?;
+            file.persist(&target).map_err(|e| Error::Io {
+                op: "rename blob into",
+                path: target.clone(),
+                source: e.error,
+            })?;
+            sync_dir(&self.store.oci().join("blobs/sha256"));
+        }
+        Ok((digest, size))
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in `tmp_dir`: fsync, rename, fsync the dir.
+pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file =
+        tempfile::NamedTempFile::new_in(tmp_dir).map_err(Error::io("create temp file", tmp_dir))?;
+    file.write_all(bytes)
+        .map_err(Error::io("write", file.path()))?;
+    file.as_file()
+        .sync_all()
+        .map_err(Error::io("fsync", file.path()))?;
+    file.persist(path).map_err(|e| Error::Io {
+        op: "rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    // Durability of the rename; a failure here cannot tear anything, so it is not fatal.
+    if let Ok(file) = File::open(dir) {
+        let _ = file.sync_all();
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::BadJson {
+        what: what(),
+        source,
+    })
+}
+
+/// Lazily unmounts whatever a dead process left mounted under `dir` (an overlay of a killed
+/// build step), so that its staging can be removed.
+fn detach_mounts_under(dir: &Path) {
+    let Ok(mut mountinfo) = File::open("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut text = String::new();
+    if mountinfo.read_to_string(&mut text).is_err() {
+        return;
+    }
+    let mut points: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_resolve_and_untag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = store
+            .put_image(&ImageConfig::scratch(), Vec::new())
+            .unwrap();
+        store.tag("a", &image.descriptor).unwrap();
+        store.tag("b:1", &image.descriptor).unwrap();
+        assert_eq!(
+            store
+                .list()
+                .unwrap()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a:latest", "b:1"]
+        );
+        assert_eq!(store.resolve("a:latest").unwrap().id(), image.id());
+        assert_eq!(
+            store.resolve(&image.id().hex()[..12]).unwrap().id(),
+            image.id()
+        );
+        store.untag("a").unwrap();
+        assert!(matches!(store.resolve("a"), Err(Error::ImageNotFound(_))));
+    }
+
+    #[test]
+    fn a_blob_with_the_wrong_digest_never_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writer = store.blob_writer().unwrap();
+        writer.write_all(b"hello").unwrap();
+        let wrong = Digest::of(b"other");
+        assert!(matches!(
+            writer.commit(Some(&wrong)),
+            Err(Error::DigestMismatch { .. })
+        ));
+        assert!(!store.has_blob(&Digest::of(b"hello")));
+        assert_eq!(
+            fs::read_dir(store.tmp()).unwrap().count(),
+            0,
+            "staging is cleaned"
+        );
+    }
+
+    #[test]
+    fn gc_keeps_tagged_and_cached_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let orphan = store.write_blob(b"orphan").unwrap();
+        let cached = store.write_blob(b"cached-layer").unwrap();
+        let image = store
+            .put_image(&ImageConfig::scratch(), Vec::new())
+            .unwrap();
+        store.tag("kept", &image.descriptor).unwrap();
+        let record = CacheRecord {
+            config: image.id().clone(),
+            layers: vec![Descriptor::new(
+                media_type::OCI_LAYER_TAR,
+                cached.clone(),
+                12,
+            )],
+        };
+        store.cache_put(&Digest::of(b"key"), &record).unwrap();
+        let report = store.gc(false).unwrap();
+        assert_eq!(report.blobs, 1);
+        assert!(!store.has_blob(&orphan));
+        assert!(store.has_blob(&cached));
+        assert!(store.has_blob(image.id()));
+        let report = store.gc(true).unwrap();
+        assert_eq!((report.blobs, report.cache_records), (1, 1));
+        assert!(store.has_blob(image.manifest_digest()));
+    }
+}
