@@ -1,16 +1,23 @@
-//! Subcommands. Each file holds one command family; this module holds the flags they share
-//! and the one error renderer.
+//! Subcommands. Each file holds one command family; this module holds the flags they share,
+//! the output helpers and the one error renderer.
 
+mod archive;
 mod debug;
+mod image;
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_image::Store;
 
 /// Build container images from Dockerfiles, without a daemon.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, propagate_version = true)]
+#[command(
+    after_help = "Example:\n  kiln build -t my-python-base examples/python-base\n  kiln run --rm my-python-base python3 -V"
+)]
 pub struct Cli {
     /// Store root (default: /var/lib/kiln for root, $XDG_DATA_HOME/kiln otherwise).
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
@@ -18,25 +25,167 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
-    /// Progress output: auto, plain, tty or quiet.
-    #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
-    pub progress: String,
+    /// Progress output.
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto, value_name = "MODE")]
+    pub progress: Progress,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How progress is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// tty on a terminal, plain otherwise.
+    Auto,
+    /// Stable lines, for CI and tests.
+    Plain,
+    /// Redrawn status lines.
+    Tty,
+    /// Errors only.
+    Quiet,
+}
+
+/// Output formats of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
 }
 
 /// The commands kiln knows.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List images in the store.
+    Images(image::ImagesArgs),
+    /// Show the docker-style JSON of images.
+    Inspect(image::InspectArgs),
+    /// Show the steps and layer sizes of an image.
+    History(image::HistoryArgs),
+    /// Give an image another name.
+    Tag(image::TagArgs),
+    /// Remove image names.
+    Rmi(image::RmiArgs),
+    /// Remove blobs, snapshots and cache no image needs.
+    Gc(image::GcArgs),
+    /// Read a docker-archive or oci-archive into the store.
+    Load(archive::LoadArgs),
+    /// Write images as a docker-archive, oci-archive or OCI directory.
+    Save(archive::SaveArgs),
+    /// Make a one-layer image from a rootfs tarball.
+    Import(archive::ImportArgs),
     /// Inspect how kiln reads Dockerfiles and shell words (stable, for tests and users).
     Debug(debug::DebugArgs),
 }
 
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = cli.root.clone().unwrap_or_else(Store::default_root);
+    let mut out = Output {
+        quiet: cli.progress == Progress::Quiet,
+    };
+    let open = || -> anyhow::Result<(Store, kiln_image::StoreLock)> {
+        let store = Store::open(&root).map_err(|e| {
+            anyhow::Error::new(e).context(format!("open the store at {}", root.display()))
+        })?;
+        let lock = store.lock_shared()?;
+        Ok((store, lock))
+    };
     match cli.command {
         Command::Debug(args) => debug::run(args),
+        Command::Gc(args) => {
+            let store = Store::open(&root)?;
+            image::gc(&store, &mut out, args)
+        }
+        Command::Images(args) => image::images(&open()?.0, &mut out, args),
+        Command::Inspect(args) => image::inspect(&open()?.0, &mut out, args),
+        Command::History(args) => image::history(&open()?.0, &mut out, args),
+        Command::Tag(args) => image::tag(&open()?.0, args),
+        Command::Rmi(args) => image::rmi(&open()?.0, &mut out, args),
+        Command::Load(args) => archive::load(&open()?.0, &mut out, args),
+        Command::Save(args) => archive::save(&open()?.0, args),
+        Command::Import(args) => archive::import(&open()?.0, &mut out, args),
     }
+}
+
+/// Result lines on stdout (the part of the output that scripts read).
+pub struct Output {
+    quiet: bool,
+}
+
+impl Output {
+    /// Prints one line.
+    pub fn line(&mut self, text: &str) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{text}")
+    }
+
+    /// Prints rows as aligned columns.
+    pub fn table<const N: usize>(&mut self, rows: &[[String; N]]) -> io::Result<()> {
+        let mut widths = [0usize; N];
+        for row in rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if i + 1 < N {
+                    line.extend(std::iter::repeat_n(
+                        ' ',
+                        widths[i] - cell.chars().count() + 3,
+                    ));
+                }
+            }
+            self.line(line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// Sizes as docker prints them: decimal units, three significant digits.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + UNITS[unit]
+    }
+}
+
+/// `5 minutes ago`, from an RFC 3339 time.
+pub fn relative_time(created: Option<&str>) -> String {
+    let Some(created) = created.and_then(|c| {
+        time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return "N/A".into();
+    };
+    let seconds = (time::OffsetDateTime::now_utc() - created).whole_seconds();
+    let (n, unit) = match seconds {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86400 => (s / 3600, "hour"),
+        s if s < 86400 * 30 => (s / 86400, "day"),
+        s if s < 86400 * 365 => (s / (86400 * 30), "month"),
+        s => (s / (86400 * 365), "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 /// The one error renderer: `error: …`, then each cause, then a hint where one helps.
@@ -45,5 +194,25 @@ pub fn report_error(err: &anyhow::Error) {
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
+    }
+    if let Some(kiln_image::Error::ImageNotFound(name)) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<kiln_image::Error>())
+    {
+        eprintln!(
+            "hint: get it with `kiln load -i FILE`, `kiln import ROOTFS.tar {name}` or `kiln pull {name}`; `kiln images` lists what the store has"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500), "1.5kB");
+        assert_eq!(human_size(7_050_000), "7.05MB");
     }
 }

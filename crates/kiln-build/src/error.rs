@@ -1,0 +1,48 @@
+//! The errors of building, loading and saving.
+
+use std::path::PathBuf;
+
+/// What went wrong, with the path or step it went wrong on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] kiln_image::Error),
+    /// A file-system call failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing an archive stream failed.
+    #[error("{op}")]
+    Archive {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An archive that is not what it claims to be.
+    #[error("not a valid image archive: {0}")]
+    BadArchive(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn archive(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Archive { op, source }
+    }
+}

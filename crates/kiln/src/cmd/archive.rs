@@ -1,0 +1,191 @@
+//! `load`, `save`, `import`: images in and out of the store as tarballs.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kiln_build::archive::{self, SaveFormat};
+use kiln_image::{History, Image, ImageConfig, Store};
+
+use super::Output;
+
+/// `kiln load`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln load -i my-image.tar\n  docker save debian:bookworm | kiln load"
+)]
+pub struct LoadArgs {
+    /// Read from this file instead of stdin (docker-archive or oci-archive, optionally gzip or zstd).
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}
+
+/// Reads an archive into the store.
+pub fn load(store: &Store, out: &mut Output, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match &args.input {
+        Some(path) => archive::load(
+            store,
+            File::open(path).with_context(|| format!("open {}", path.display()))?,
+        ),
+        None => {
+            anyhow::ensure!(
+                !io::stdin().is_terminal(),
+                "no archive on stdin: pass -i FILE or pipe one in"
+            );
+            archive::load(store, io::stdin().lock())
+        }
+    };
+    let loaded = loaded.context("load failed; the store is unchanged")?;
+    for (image, names) in loaded.images {
+        if names.is_empty() {
+            out.line(&format!("Loaded image ID: {}", image.id()))?;
+        }
+        for name in names {
+            out.line(&format!("Loaded image: {name}"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Archive formats of `kiln save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormatArg {
+    /// What `docker save` writes and `docker load` reads.
+    Docker,
+    /// An OCI image layout in a tar (`oci-archive:`).
+    Oci,
+    /// An OCI image layout directory (`oci:`); needs `-o DIR`.
+    OciDir,
+}
+
+/// `kiln save`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln save my-python-base | docker load\n  kiln save --format oci -o base.tar my-python-base\n  kiln save --format oci-dir -o ./layout my-python-base"
+)]
+pub struct SaveArgs {
+    /// Images to write.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Write to this file (or directory for oci-dir) instead of stdout.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value_t = SaveFormatArg::Docker)]
+    pub format: SaveFormatArg,
+}
+
+/// Writes images out of the store.
+pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let mut images: Vec<(Image, Vec<String>)> = Vec::new();
+    for name in &args.images {
+        let image = store.resolve(name)?;
+        // A name, not an id, is carried into the archive so that `docker load` tags it.
+        let names = if store.list()?.iter().any(|t| {
+            name.parse::<kiln_image::Reference>()
+                .is_ok_and(|r| r.store_name() == t.name)
+        }) {
+            vec![name.clone()]
+        } else {
+            Vec::new()
+        };
+        images.push((image, names));
+    }
+    let format = match args.format {
+        SaveFormatArg::OciDir => {
+            let dir = args.output.context("--format oci-dir needs -o DIR")?;
+            archive::save_oci_dir(store, &images, &dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        SaveFormatArg::Docker => SaveFormat::Docker,
+        SaveFormatArg::Oci => SaveFormat::OciArchive,
+    };
+    match &args.output {
+        Some(path) => {
+            // Written beside the target and renamed, so a failed save leaves no torn file.
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut file = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("create a file in {}", dir.display()))?;
+            archive::save(
+                store,
+                &images,
+                format,
+                io::BufWriter::with_capacity(1 << 20, file.as_file_mut()),
+            )?;
+            file.persist(path)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        None => {
+            let stdout = io::stdout();
+            anyhow::ensure!(
+                !stdout.is_terminal(),
+                "refusing to write an archive to a terminal: pass -o FILE or pipe it"
+            );
+            let mut lock = stdout.lock();
+            archive::save(
+                store,
+                &images,
+                format,
+                io::BufWriter::with_capacity(1 << 20, &mut lock),
+            )?;
+            lock.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln import`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln import rootfs.tar debian:bookworm\n  mmdebstrap bookworm - | kiln import - debian:bookworm\n  kiln import --change 'CMD [\"/bin/sh\"]' --change 'ENV LANG=C.UTF-8' rootfs.tar.gz base"
+)]
+pub struct ImportArgs {
+    /// A rootfs tarball (plain, gzip or zstd), or `-` for stdin.
+    pub file: String,
+    /// The name to give the image.
+    pub name: String,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, ONBUILD, STOPSIGNAL, HEALTHCHECK, SHELL).
+    #[arg(short, long, value_name = "INSTRUCTION")]
+    pub change: Vec<String>,
+    /// A commit message for the history entry.
+    #[arg(short, long)]
+    pub message: Option<String>,
+}
+
+/// Makes a one-layer image from a rootfs tarball.
+pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let name: kiln_image::Reference = args.name.parse()?;
+    let input: Box<dyn Read> = if args.file == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&args.file).with_context(|| format!("open {}", args.file))?)
+    };
+    let layer =
+        archive::import_layer(store, input).context("import failed; the store is unchanged")?;
+    let mut config = ImageConfig::scratch();
+    let created = kiln_build::created_timestamp();
+    config.created = Some(created.clone());
+    config.rootfs.diff_ids.push(layer.digest.clone());
+    config.history.push(History {
+        created: Some(created),
+        created_by: None,
+        comment: Some(args.message.clone().unwrap_or_else(|| {
+            format!(
+                "Imported from {}",
+                if args.file == "-" { "-" } else { &args.file }
+            )
+        })),
+        ..History::default()
+    });
+    kiln_build::apply_changes(&mut config, &args.change)?;
+    let image = store.put_image(&config, vec![layer])?;
+    store.tag(&name.store_name(), &image.descriptor)?;
+    out.line(image.id().as_str())?;
+    Ok(ExitCode::SUCCESS)
+}
