@@ -37,10 +37,9 @@ enum Member {
 /// Reads a docker-archive or an OCI archive (plain or compressed) into the store and tags
 /// what it names.
 pub fn load(store: &Store, input: impl Read) -> Result<Loaded, Error> {
-    let mut archive = tar::Archive::new(
-        crate::compression::decompress_auto(io::BufReader::with_capacity(1 << 20, input))
-            .map_err(Error::archive("read archive"))?,
-    );
+    let mut archive = tar::Archive::new(kiln_layer::decompress_auto(
+        io::BufReader::with_capacity(1 << 20, input),
+    )?);
     let mut members: HashMap<String, Member> = HashMap::new();
     for entry in archive.entries().map_err(Error::archive("read archive"))? {
         let mut entry = entry.map_err(Error::archive("read archive entry"))?;
@@ -184,20 +183,18 @@ fn verify_layer(
 ) -> Result<Descriptor, Error> {
     let file = store.open_blob(&blob.digest)?;
     let mut sniff = io::BufReader::new(file);
-    let compression =
-        crate::compression::sniff(&mut sniff).map_err(Error::archive("read layer"))?;
+    let head = io::BufRead::fill_buf(&mut sniff).map_err(Error::archive("read layer"))?;
+    let compression = kiln_layer::detect_compression(head);
     blob.media_type = match compression {
-        kiln_image::Compression::None => media_type::OCI_LAYER_TAR,
-        kiln_image::Compression::Gzip => media_type::OCI_LAYER_GZIP,
-        kiln_image::Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+        kiln_layer::Compression::None => media_type::OCI_LAYER_TAR,
+        kiln_layer::Compression::Gzip => media_type::OCI_LAYER_GZIP,
+        kiln_layer::Compression::Zstd => media_type::OCI_LAYER_ZSTD,
     }
     .to_owned();
-    let actual = if compression == kiln_image::Compression::None {
+    let actual = if compression == kiln_layer::Compression::None {
         blob.digest.clone()
     } else {
-        let mut reader = HashingReader::new(
-            crate::compression::decompress_auto(sniff).map_err(Error::archive("read layer"))?,
-        );
+        let mut reader = HashingReader::new(kiln_layer::decompress_auto(sniff)?);
         io::copy(&mut reader, &mut io::sink()).map_err(Error::archive("decompress layer"))?;
         reader.finish().0
     };
@@ -490,8 +487,7 @@ fn file_header(size: u64) -> tar::Header {
 /// checking on the way that it is a readable tar. Returns the layer descriptor; its digest is
 /// its diff id.
 pub fn import_layer(store: &Store, input: impl Read) -> Result<Descriptor, Error> {
-    let plain = crate::compression::decompress_auto(io::BufReader::with_capacity(1 << 20, input))
-        .map_err(Error::archive("read tarball"))?;
+    let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, input))?;
     let mut writer = store.blob_writer()?;
     {
         let tee = TeeReader {

@@ -28,6 +28,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Applying or writing a layer failed.
+    #[error(transparent)]
+    Layer(#[from] kiln_layer::Error),
     /// An archive that is not what it claims to be.
     #[error("not a valid image archive: {0}")]
     BadArchive(String),

@@ -7,8 +7,8 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-mod compression;
 mod error;
+pub mod snapshot;
 
 pub use error::Error;
 

@@ -1,0 +1,162 @@
+//! Unpacked layers (`snapshots/<chain id>/`) and the overlay mounts built from them.
+//!
+//! Each snapshot holds one layer in overlayfs form (whiteouts as 0/0 devices, opaque dirs as
+//! xattrs), so a step's rootfs is an overlay whose lowers are its image's snapshots. Nothing is
+//! ever copied from one snapshot to another.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Digest, Image, Store, chain_id};
+use kiln_layer::{ApplyMode, ApplyOptions};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
+
+use crate::Error;
+
+/// Makes sure every layer of `image` is unpacked, and returns the overlay lower dirs, top-most
+/// first.
+pub fn lowers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Error> {
+    let diff_ids = &image.config.rootfs.diff_ids;
+    let mut dirs = Vec::with_capacity(diff_ids.len());
+    for (i, layer) in image.manifest.layers.iter().enumerate() {
+        let chain = chain_id(&diff_ids[..=i]).ok_or_else(|| {
+            Error::BadArchive(format!(
+                "image {} has more layers than diff ids",
+                image.id()
+            ))
+        })?;
+        let dir = store.snapshot_dir(&chain);
+        if !dir.is_dir() {
+            unpack(store, &layer.digest, &chain)?;
+        }
+        dirs.push(dir);
+    }
+    dirs.reverse();
+    Ok(dirs)
+}
+
+fn unpack(store: &Store, blob: &Digest, chain: &Digest) -> Result<(), Error> {
+    let staging = store.staging_dir("snapshot")?;
+    let target = staging.path().join("layer");
+    std::fs::create_dir(&target).map_err(Error::io("create directory", &target))?;
+    let file = store.open_blob(blob)?;
+    let plain = kiln_layer::decompress_auto(BufReader::with_capacity(1 << 20, file))?;
+    kiln_layer::apply_layer(plain, &target, ApplyMode::Overlay, ApplyOptions::default())?;
+    store.commit_snapshot(&target, chain)?;
+    Ok(())
+}
+
+/// An overlay mounted in kiln's own mount namespace, unmounted on drop.
+#[derive(Debug)]
+pub struct OverlayMount {
+    target: PathBuf,
+}
+
+impl OverlayMount {
+    /// Mounts lowers (top-most first) and an optional upper/work pair at `target`. Without an
+    /// upper the mount is read-only. With no lowers, `empty` stands in (overlayfs needs one).
+    pub fn mount(
+        lowers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        empty: &Path,
+        target: &Path,
+    ) -> Result<OverlayMount, Error> {
+        let sys = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |e: rustix::io::Errno| Error::Io {
+                op,
+                path,
+                source: e.into(),
+            }
+        };
+        let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+            .map_err(sys("fsopen overlay for", target))?;
+        let fallback = [empty.to_path_buf()];
+        let lowers = if lowers.is_empty() {
+            &fallback[..]
+        } else {
+            lowers
+        };
+        // One `lowerdir+` per layer: no limit on the number of layers from the mount data size.
+        for lower in lowers {
+            rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower)
+                .map_err(sys("fsconfig lowerdir+", lower))?;
+        }
+        if let Some((upper, work)) = upper {
+            rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)
+                .map_err(sys("fsconfig upperdir", upper))?;
+            rustix::mount::fsconfig_set_string(&fs, "workdir", work)
+                .map_err(sys("fsconfig workdir", work))?;
+        }
+        rustix::mount::fsconfig_create(&fs).map_err(sys("fsconfig create overlay for", target))?;
+        let attrs = if upper.is_some() {
+            MountAttrFlags::empty()
+        } else {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+        };
+        let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+            .map_err(sys("fsmount overlay for", target))?;
+        rustix::mount::move_mount(
+            &mnt,
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(sys("move_mount overlay to", target))?;
+        Ok(OverlayMount {
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Where the merged view is.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        // Detach: an open file elsewhere must not keep the staging dir from being removed.
+        let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
+    }
+}
+
+/// A staging area for one step: `upper/`, `work/`, `merged/` and an empty lower.
+#[derive(Debug)]
+pub struct StepDirs {
+    /// Removed on drop (after the mount is gone).
+    pub staging: tempfile::TempDir,
+}
+
+impl StepDirs {
+    /// Creates the directories under the store's staging area.
+    pub fn new(store: &Store, purpose: &str) -> Result<StepDirs, Error> {
+        let staging = store.staging_dir(purpose)?;
+        for dir in ["upper", "work", "merged", "empty"] {
+            let path = staging.path().join(dir);
+            std::fs::create_dir(&path).map_err(Error::io("create directory", &path))?;
+        }
+        Ok(StepDirs { staging })
+    }
+
+    /// The overlay upper dir.
+    pub fn upper(&self) -> PathBuf {
+        self.staging.path().join("upper")
+    }
+
+    /// The overlay work dir.
+    pub fn work(&self) -> PathBuf {
+        self.staging.path().join("work")
+    }
+
+    /// The mount point.
+    pub fn merged(&self) -> PathBuf {
+        self.staging.path().join("merged")
+    }
+
+    /// An empty dir, the lower of a rootfs with no layers.
+    pub fn empty(&self) -> PathBuf {
+        self.staging.path().join("empty")
+    }
+}
