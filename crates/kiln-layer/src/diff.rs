@@ -1,0 +1,659 @@
+//! Turn a directory (an overlayfs upper dir, or a plain rootfs) into a layer
+//! tar, hashing it as it is written.
+//!
+//! One walker serves both sources. It visits each directory's entries sorted
+//! by their name bytes, depth first (a directory comes right before its
+//! children, as `filepath.Walk` does), and writes:
+//!
+//! - paths relative to the walked dir, without a leading `/` or `./`;
+//!   directories end with `/` (`etc/`, `etc/passwd`);
+//! - numeric uid/gid only, no user or group names, no atime/ctime;
+//! - mtimes clamped to `source_date_epoch` when it is set;
+//! - a hardlink entry for the second and later paths of an inode (by
+//!   `(dev, ino)`);
+//! - xattrs as PAX `SCHILY.xattr.*` records, except `trusted.overlay.*`,
+//!   `user.overlay.*` (overlayfs internals) and `security.selinux` (a host
+//!   label, not image content);
+//! - PAX `path`/`linkpath` records for names that don't fit a ustar header.
+//!
+//! For an upper dir, overlayfs whiteouts (a 0/0 char device, or a file with
+//! the `overlay.whiteout` xattr) become `.wh.NAME` entries, and a directory
+//! with `overlay.opaque=y` is followed by a `.wh..wh..opq` entry.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use sha2::{Digest as _, Sha256};
+
+use crate::apply::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::error::{Error, Result};
+use crate::hash::digest_string;
+
+/// Options of [`write_layer_from_upper`] and [`write_layer_from_dir`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Clamp every mtime to this many seconds since the epoch
+    /// (`SOURCE_DATE_EPOCH`), for reproducible layers.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The layer tar that was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSummary {
+    /// `sha256:<hex>` of the uncompressed tar: the layer's `diff_id`.
+    pub diff_id: String,
+    /// Size in bytes of the uncompressed tar.
+    pub size: u64,
+}
+
+/// Writes the overlayfs upper dir `upper` as an OCI layer tar into `out`.
+///
+/// Overlay whiteouts become `.wh.` entries and opaque dirs get a
+/// `.wh..wh..opq` entry (see the module documentation for the full format).
+/// `out` is written in 1 MiB chunks and flushed at the end.
+pub fn write_layer_from_upper(
+    upper: &Path,
+    out: impl Write,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    write_layer(upper, Source::Upper, out, opts)
+}
+
+/// Writes the plain directory `dir` (e.g. a rootfs to `import`) as a layer tar into `out`.
+///
+/// Same format as [`write_layer_from_upper`], without the whiteout
+/// conversion: a 0/0 char device stays a char device.
+pub fn write_layer_from_dir(
+    dir: &Path,
+    out: impl Write,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    write_layer(dir, Source::Plain, out, opts)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Upper,
+    Plain,
+}
+
+fn write_layer<W: Write>(
+    root: &Path,
+    source: Source,
+    out: W,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", root, e))?;
+    let mut walker = Walker {
+        out: TarOut::new(out),
+        root,
+        source,
+        epoch: opts.source_date_epoch,
+        links: HashMap::new(),
+        path: Vec::with_capacity(4096),
+        list_buf: vec![0u8; 4096],
+        value_buf: vec![0u8; 4096],
+        xattrs: Vec::new(),
+        link_buf: Vec::with_capacity(4096),
+        pax: Vec::with_capacity(1024),
+    };
+    walker.walk_dir(&root_fd)?;
+    let (diff_id, size) = walker.out.finish()?;
+    Ok(LayerSummary { diff_id, size })
+}
+
+const BLOCK: usize = 512;
+const BUF_SIZE: usize = 1 << 20;
+
+/// A block-aligned output buffer that hashes what it hands to the writer.
+struct TarOut<W> {
+    out: W,
+    hasher: Sha256,
+    size: u64,
+    buf: Box<[u8]>,
+    fill: usize,
+}
+
+impl<W: Write> TarOut<W> {
+    fn new(out: W) -> Self {
+        TarOut {
+            out,
+            hasher: Sha256::new(),
+            size: 0,
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            fill: 0,
+        }
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        let chunk = &self.buf[..self.fill];
+        self.hasher.update(chunk);
+        self.out
+            .write_all(chunk)
+            .map_err(|source| Error::Write { source })?;
+        self.size += self.fill as u64;
+        self.fill = 0;
+        Ok(())
+    }
+
+    fn put(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.fill == self.buf.len() {
+                self.flush_buf()?;
+            }
+            let n = data.len().min(self.buf.len() - self.fill);
+            self.buf[self.fill..self.fill + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Zero padding up to the next block boundary, given `len` bytes of data.
+    fn pad(&mut self, len: u64) -> Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.put(&[0u8; BLOCK][..BLOCK - rem])?;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes of `file` straight into the buffer, then pads.
+    fn file_data(&mut self, file: &mut File, len: u64, path: &dyn Fn() -> PathBuf) -> Result<()> {
+        let mut remaining = len;
+        while remaining > 0 {
+            if self.fill == self.buf.len() {
+                self.flush_buf()?;
+            }
+            let want =
+                (self.buf.len() - self.fill).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            match file.read(&mut self.buf[self.fill..self.fill + want]) {
+                Ok(0) => {
+                    return Err(Error::Changed {
+                        path: path(),
+                        detail: format!("{} bytes shorter than when it was stat'ed", remaining),
+                    });
+                }
+                Ok(n) => {
+                    self.fill += n;
+                    remaining -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::sys("read", path(), e)),
+            }
+        }
+        self.pad(len)
+    }
+
+    fn finish(mut self) -> Result<(String, u64)> {
+        self.put(&[0u8; 2 * BLOCK])?;
+        self.flush_buf()?;
+        self.out.flush().map_err(|source| Error::Write { source })?;
+        Ok((digest_string(&self.hasher.finalize()), self.size))
+    }
+}
+
+/// What a header describes.
+struct Entry<'a> {
+    path: &'a [u8],
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    link: &'a [u8],
+    dev: (u32, u32),
+}
+
+struct Walker<'a, W> {
+    out: TarOut<W>,
+    root: &'a Path,
+    source: Source,
+    epoch: Option<i64>,
+    /// First path seen of each multiply-linked inode.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// The current entry's path relative to the root (dirs end with `/`).
+    path: Vec<u8>,
+    list_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    /// Xattrs of the current entry (name, value), kept ones only.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    link_buf: Vec<u8>,
+    pax: Vec<u8>,
+}
+
+/// What the overlayfs xattrs of an entry say.
+#[derive(Default)]
+struct OverlayMarks {
+    opaque: bool,
+    whiteout: bool,
+}
+
+fn is_dropped_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name == b"security.selinux"
+}
+
+fn overlay_suffix(name: &[u8]) -> Option<&[u8]> {
+    name.strip_prefix(b"trusted.overlay.")
+        .or_else(|| name.strip_prefix(b"user.overlay."))
+}
+
+/// Appends one PAX record (`"<len> <key>=<value>\n"`).
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    loop {
+        let digits = len.to_string().len();
+        if digits + body == len {
+            break;
+        }
+        len = digits + body;
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Splits `path` into ustar (prefix, name), if it fits.
+fn ustar_split(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    if path.len() <= 100 {
+        return Some((&[], path));
+    }
+    // The name part is what follows the slash: at most 100 bytes, not empty.
+    let min = path.len().saturating_sub(101);
+    (min..path.len().min(156))
+        .find(|&i| path[i] == b'/' && i > 0 && i + 1 < path.len() && path.len() - i - 1 <= 100)
+        .map(|i| (&path[..i], &path[i + 1..]))
+}
+
+impl<W: Write> Walker<'_, W> {
+    fn host(&self) -> PathBuf {
+        self.root.join(std::ffi::OsStr::from_bytes(&self.path))
+    }
+
+    fn clamp(&self, mtime: i64) -> i64 {
+        let t = match self.epoch {
+            Some(e) => mtime.min(e),
+            None => mtime,
+        };
+        t.max(0)
+    }
+
+    fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
+        // Names of the directory in one arena, sorted by their bytes.
+        let mut arena: Vec<u8> = Vec::new();
+        let mut names: Vec<(usize, usize)> = Vec::new();
+        {
+            let mut d = rustix::fs::Dir::read_from(dir)
+                .map_err(|e| Error::sys("openat", self.host(), e))?;
+            while let Some(ent) = d.read() {
+                let ent = ent.map_err(|e| Error::sys("getdents64", self.host(), e))?;
+                let n = ent.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push((arena.len(), n.len()));
+                    arena.extend_from_slice(n);
+                }
+            }
+        }
+        names.sort_unstable_by(|a, b| arena[a.0..a.0 + a.1].cmp(&arena[b.0..b.0 + b.1]));
+        for &(start, len) in &names {
+            let name = &arena[start..start + len];
+            let base = self.path.len();
+            self.path.extend_from_slice(name);
+            let r = self.visit(dir, name, base);
+            self.path.truncate(base);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, dir: &OwnedFd, name: &[u8], base: usize) -> Result<()> {
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::sys("fstatat", self.host(), e))?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mode = st.st_mode & 0o7777;
+        let mtime = self.clamp(st.st_mtime);
+        let upper = self.source == Source::Upper;
+        let mut e = Entry {
+            path: &[],
+            kind: tar::EntryType::Regular,
+            mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: 0,
+            mtime,
+            link: &[],
+            dev: (0, 0),
+        };
+        match ft {
+            FileType::Directory => {
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::sys("openat", self.host(), e))?;
+                let marks = self.read_xattrs(XattrSource::Fd(&fd))?;
+                self.path.push(b'/');
+                e.kind = tar::EntryType::Directory;
+                self.emit(&e, true)?;
+                if upper && marks.opaque {
+                    let dir_len = self.path.len();
+                    self.path.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+                    let wh = Entry {
+                        mode: mode & 0o777,
+                        ..e
+                    };
+                    let r = self.emit(&wh, false);
+                    self.path.truncate(dir_len);
+                    r?;
+                }
+                self.walk_dir(&fd)
+            }
+            FileType::CharacterDevice if upper && st.st_rdev == 0 => self.whiteout(name, base, e),
+            _ => {
+                if st.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
+                        let first = first.clone();
+                        e.kind = tar::EntryType::Link;
+                        e.mode = mode;
+                        e.link = &first;
+                        return self.emit(&e, false);
+                    }
+                }
+                let r = match ft {
+                    FileType::RegularFile => self.regular(dir, name, base, st.st_size as u64, e),
+                    FileType::Symlink => {
+                        let mut target = std::mem::take(&mut self.link_buf);
+                        target.clear();
+                        let target = rustix::fs::readlinkat(dir, name, target)
+                            .map_err(|e| Error::sys("readlinkat", self.host(), e))?;
+                        self.read_xattrs(XattrSource::Path(&self.host()))?;
+                        e.kind = tar::EntryType::Symlink;
+                        e.link = target.as_bytes();
+                        let r = self.emit(&e, true);
+                        self.link_buf = target.into_bytes();
+                        r
+                    }
+                    FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                        self.read_xattrs(XattrSource::Path(&self.host()))?;
+                        e.kind = match ft {
+                            FileType::CharacterDevice => tar::EntryType::Char,
+                            FileType::BlockDevice => tar::EntryType::Block,
+                            _ => tar::EntryType::Fifo,
+                        };
+                        e.dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+                        self.emit(&e, true)
+                    }
+                    // Sockets (and anything else) have no place in a layer.
+                    _ => return Ok(()),
+                };
+                if r.is_ok() && st.st_nlink > 1 {
+                    self.links.insert((st.st_dev, st.st_ino), self.path.clone());
+                }
+                r
+            }
+        }
+    }
+
+    fn whiteout(&mut self, name: &[u8], base: usize, e: Entry<'_>) -> Result<()> {
+        self.path.truncate(base);
+        self.path.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+        self.path.extend_from_slice(name);
+        let wh = Entry {
+            kind: tar::EntryType::Regular,
+            mode: 0o600,
+            size: 0,
+            ..e
+        };
+        self.emit(&wh, false)
+    }
+
+    fn regular(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        base: usize,
+        size: u64,
+        mut e: Entry<'_>,
+    ) -> Result<()> {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys("openat", self.host(), e))?;
+        let marks = self.read_xattrs(XattrSource::Fd(&fd))?;
+        if self.source == Source::Upper && marks.whiteout && size == 0 {
+            return self.whiteout(name, base, e);
+        }
+        e.size = size;
+        self.emit(&e, true)?;
+        let mut file = File::from(fd);
+        let root = self.root;
+        let path = self.path.clone();
+        self.out.file_data(&mut file, size, &|| {
+            root.join(std::ffi::OsStr::from_bytes(&path))
+        })
+    }
+
+    /// Reads the xattrs of the current entry into `self.xattrs` (kept ones)
+    /// and reports the overlayfs marks among them.
+    fn read_xattrs(&mut self, src: XattrSource<'_>) -> Result<OverlayMarks> {
+        self.xattrs.clear();
+        let mut marks = OverlayMarks::default();
+        let list_len = loop {
+            let r = match src {
+                XattrSource::Fd(fd) => rustix::fs::flistxattr(fd, &mut self.list_buf[..]),
+                XattrSource::Path(host) => rustix::fs::llistxattr(host, &mut self.list_buf[..]),
+            };
+            match r {
+                Ok(n) => break n,
+                Err(Errno::RANGE) => {
+                    let want = self.list_buf.len() * 4;
+                    if want > 1 << 20 {
+                        return Err(Error::sys("listxattr", self.host(), Errno::RANGE));
+                    }
+                    self.list_buf.resize(want, 0);
+                    continue;
+                }
+                Err(Errno::OPNOTSUPP) => return Ok(marks),
+                Err(e) => return Err(Error::sys("listxattr", self.host(), e)),
+            }
+        };
+        if list_len == 0 {
+            return Ok(marks);
+        }
+        let list = std::mem::take(&mut self.list_buf);
+        let result = self.read_values(src, &list[..list_len], &mut marks);
+        self.list_buf = list;
+        result.map(|()| marks)
+    }
+
+    fn read_values(
+        &mut self,
+        src: XattrSource<'_>,
+        list: &[u8],
+        marks: &mut OverlayMarks,
+    ) -> Result<()> {
+        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let wanted = match overlay_suffix(name) {
+                Some(b"opaque") | Some(b"whiteout") => true,
+                _ => !is_dropped_xattr(name),
+            };
+            if !wanted {
+                continue;
+            }
+            let len = loop {
+                let r = match src {
+                    XattrSource::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut self.value_buf[..]),
+                    XattrSource::Path(host) => {
+                        rustix::fs::lgetxattr(host, name, &mut self.value_buf[..])
+                    }
+                };
+                match r {
+                    Ok(n) => break Some(n),
+                    Err(Errno::RANGE) if self.value_buf.len() < 1 << 20 => {
+                        let want = self.value_buf.len() * 4;
+                        self.value_buf.resize(want, 0);
+                    }
+                    Err(Errno::NODATA) => break None,
+                    Err(e) => return Err(Error::sys("getxattr", self.host(), e)),
+                }
+            };
+            let Some(len) = len else { continue };
+            let value = &self.value_buf[..len];
+            match overlay_suffix(name) {
+                Some(b"opaque") => marks.opaque = value == b"y",
+                Some(b"whiteout") => marks.whiteout = true,
+                _ => self.xattrs.push((name.to_vec(), value.to_vec())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the header (and PAX header) of `e` at `self.path`, with the
+    /// current xattrs when `with_xattrs`.
+    fn emit(&mut self, e: &Entry<'_>, with_xattrs: bool) -> Result<()> {
+        let path = std::mem::take(&mut self.path);
+        let r = self.emit_at(&path, e, with_xattrs);
+        self.path = path;
+        r
+    }
+
+    fn emit_at(&mut self, path: &[u8], e: &Entry<'_>, with_xattrs: bool) -> Result<()> {
+        let path = if e.path.is_empty() { path } else { e.path };
+        let mut header = tar::Header::new_ustar();
+        self.pax.clear();
+        let mut pax = std::mem::take(&mut self.pax);
+        {
+            let ustar = header.as_ustar_mut().ok_or_else(|| Error::Write {
+                source: io::Error::other("ustar header expected"),
+            })?;
+            match ustar_split(path) {
+                Some((prefix, name)) => {
+                    ustar.prefix[..prefix.len()].copy_from_slice(prefix);
+                    ustar.name[..name.len()].copy_from_slice(name);
+                }
+                None => {
+                    pax_record(&mut pax, b"path", path);
+                    ustar.name.copy_from_slice(&path[..100]);
+                }
+            }
+            if e.link.len() > 100 {
+                pax_record(&mut pax, b"linkpath", e.link);
+                ustar.linkname.copy_from_slice(&e.link[..100]);
+            } else {
+                ustar.linkname[..e.link.len()].copy_from_slice(e.link);
+            }
+        }
+        if with_xattrs {
+            for (k, v) in &self.xattrs {
+                let mut key = Vec::with_capacity(13 + k.len());
+                key.extend_from_slice(b"SCHILY.xattr.");
+                key.extend_from_slice(k);
+                pax_record(&mut pax, &key, v);
+            }
+        }
+        header.set_entry_type(e.kind);
+        header.set_mode(e.mode);
+        header.set_uid(u64::from(e.uid));
+        header.set_gid(u64::from(e.gid));
+        header.set_size(e.size);
+        header.set_mtime(e.mtime as u64);
+        if matches!(e.kind, tar::EntryType::Char | tar::EntryType::Block) {
+            header
+                .set_device_major(e.dev.0)
+                .and_then(|()| header.set_device_minor(e.dev.1))
+                .map_err(|source| Error::Write { source })?;
+        }
+        header.set_cksum();
+        let r = self
+            .write_pax(&pax)
+            .and_then(|()| self.out.put(header.as_bytes()));
+        self.pax = pax;
+        r
+    }
+
+    fn write_pax(&mut self, pax: &[u8]) -> Result<()> {
+        if pax.is_empty() {
+            return Ok(());
+        }
+        let mut h = tar::Header::new_ustar();
+        if let Some(u) = h.as_ustar_mut() {
+            let name = b"././@PaxHeader";
+            u.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(pax.len() as u64);
+        h.set_cksum();
+        self.out.put(h.as_bytes())?;
+        self.out.put(pax)?;
+        self.out.pad(pax.len() as u64)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum XattrSource<'a> {
+    Fd(&'a OwnedFd),
+    /// `l*xattr` on the host path of the current entry (symlinks, devices).
+    Path(&'a Path),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let mut v = Vec::new();
+        pax_record(&mut v, b"path", b"a");
+        assert_eq!(v, b"9 path=a\n");
+        v.clear();
+        // 2-digit length crossing into 3 digits.
+        let val = vec![b'x'; 92];
+        pax_record(&mut v, b"path", &val);
+        let len: usize = std::str::from_utf8(&v[..v.iter().position(|b| *b == b' ').unwrap()])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, v.len());
+    }
+
+    #[test]
+    fn ustar_split_keeps_names_within_fields() {
+        assert_eq!(
+            ustar_split(b"etc/passwd"),
+            Some((&b""[..], &b"etc/passwd"[..]))
+        );
+        let long = [vec![b'a'; 120], b"/".to_vec(), vec![b'b'; 50]].concat();
+        let (p, n) = ustar_split(&long).unwrap();
+        assert_eq!((p.len(), n.len()), (120, 50));
+        assert!(ustar_split(&vec![b'a'; 300]).is_none());
+        let dir = [vec![b'a'; 120], b"/".to_vec()].concat();
+        assert!(ustar_split(&dir).is_none());
+    }
+}

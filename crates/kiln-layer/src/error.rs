@@ -1,0 +1,96 @@
+//! The error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while applying, diffing or compressing a layer.
+///
+/// Every variant that touches the file system names the path and the syscall
+/// (or library call) that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A syscall failed on a path.
+    #[error("{syscall} failed on {}: {source}", path.display())]
+    Syscall {
+        /// The syscall, e.g. `openat2` or `mknodat`.
+        syscall: &'static str,
+        /// The path the syscall operated on (host path when known).
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The layer tar stream could not be read or is malformed.
+    #[error("reading the layer tar stream{}: {source}", entry_suffix(entry))]
+    TarRead {
+        /// The entry being read, when known.
+        entry: Option<String>,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A tar entry is not acceptable (bad name, hardlink to a directory, ...).
+    #[error("layer entry {entry:?}: {reason}")]
+    BadEntry {
+        /// The entry name as it appears in the tar stream.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Writing the produced layer (or compressed blob) failed.
+    #[error("writing the layer output: {source}")]
+    Write {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file changed while it was being committed into a layer.
+    #[error("{} changed while it was being read ({detail}); is something still writing to it?", path.display())]
+    Changed {
+        /// The host path of the file.
+        path: PathBuf,
+        /// What changed.
+        detail: String,
+    },
+    /// The compressor failed.
+    #[error("{codec} compression failed: {message}")]
+    Compress {
+        /// `gzip` or `zstd`.
+        codec: &'static str,
+        /// The compressor's message.
+        message: String,
+    },
+}
+
+fn entry_suffix(entry: &Option<String>) -> String {
+    match entry {
+        Some(e) => format!(" at entry {e:?}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub(crate) fn sys(
+        syscall: &'static str,
+        path: impl Into<PathBuf>,
+        err: impl Into<io::Error>,
+    ) -> Self {
+        Error::Syscall {
+            syscall,
+            path: path.into(),
+            source: err.into(),
+        }
+    }
+
+    /// The OS errno of a [`Error::Syscall`], if this is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Syscall { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

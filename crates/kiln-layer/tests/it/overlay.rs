@@ -1,0 +1,1 @@
+//! Real overlayfs mounts: upper dir → layer → apply in both modes.

@@ -1,0 +1,1 @@
+//! diff a tree → apply it → the same tree; determinism.
