@@ -1,0 +1,195 @@
+//! Parse errors: what went wrong, where (line and column), the source line, and a hint.
+
+use std::fmt;
+
+/// A position in the Dockerfile: 1-based line and 1-based column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+}
+
+/// The lines an instruction spans, from its first to its last line (heredoc bodies
+/// included), and the column where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Span {
+    /// Where the instruction starts.
+    pub start: Position,
+    /// The last line of the instruction and the column just after its last character.
+    pub end: Position,
+}
+
+impl Span {
+    /// The first line (1-based).
+    pub fn start_line(&self) -> usize {
+        self.start.line
+    }
+
+    /// The last line (1-based).
+    pub fn end_line(&self) -> usize {
+        self.end.line
+    }
+}
+
+/// A Dockerfile that cannot be parsed.
+///
+/// `Display` gives a one-line message with `line:column`; [`ParseError::render`] gives the
+/// full diagnostic with the file name, the source line, a caret and the hint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {}:{}: {message}", .position.line, .position.column)]
+pub struct ParseError {
+    /// What went wrong.
+    pub message: String,
+    /// Where: 1-based line and column.
+    pub position: Position,
+    /// The last line of the offending instruction (same as `position.line` for one line).
+    pub end_line: usize,
+    /// How many characters the caret underlines (at least 1).
+    pub width: usize,
+    /// The physical source line at `position.line` (without its newline).
+    pub source_line: String,
+    /// What to write instead.
+    pub hint: Option<String>,
+}
+
+impl ParseError {
+    /// Builds an error at `line:column` of `source`, underlining `width` characters.
+    pub(crate) fn at(source: &str, line: usize, column: usize, width: usize, message: impl Into<String>) -> Self {
+        let source_line = nth_line(source, line).to_string();
+        ParseError {
+            message: message.into(),
+            position: Position { line, column: column.max(1) },
+            end_line: line,
+            width: width.max(1),
+            source_line,
+            hint: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Sets the last line of the instruction the error belongs to.
+    pub(crate) fn with_end_line(mut self, end_line: usize) -> Self {
+        self.end_line = end_line.max(self.position.line);
+        self
+    }
+
+    /// The diagnostic as a user sees it, e.g.
+    ///
+    /// ```text
+    /// error: unknown instruction: COPPY
+    ///  --> Dockerfile:3:1
+    ///   |
+    /// 3 | COPPY . /app
+    ///   | ^^^^^
+    ///   = hint: did you mean COPY?
+    /// ```
+    pub fn render(&self, file_name: &str) -> String {
+        render_diagnostic(
+            file_name,
+            &self.message,
+            self.position,
+            self.width,
+            &self.source_line,
+            self.hint.as_deref(),
+        )
+    }
+}
+
+/// Formats a diagnostic in the house style (shared by parse, instruction and expansion errors).
+pub(crate) fn render_diagnostic(
+    file_name: &str,
+    message: &str,
+    position: Position,
+    width: usize,
+    source_line: &str,
+    hint: Option<&str>,
+) -> String {
+    use fmt::Write as _;
+    let mut out = String::new();
+    let line_no = position.line.to_string();
+    let pad = " ".repeat(line_no.len());
+    let _ = writeln!(out, "error: {message}");
+    let _ = writeln!(out, "{pad}--> {file_name}:{}:{}", position.line, position.column);
+    let _ = writeln!(out, "{pad} |");
+    let shown: String = source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+    let _ = writeln!(out, "{line_no} | {shown}");
+    let caret_pad = " ".repeat(position.column.saturating_sub(1));
+    let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(width.max(1)));
+    if let Some(hint) = hint {
+        let _ = writeln!(out, "{pad} = hint: {hint}");
+    }
+    out
+}
+
+/// The 1-based `line` of `source` without its line ending ("" past the end).
+pub(crate) fn nth_line(source: &str, line: usize) -> &str {
+    if line == 0 {
+        return "";
+    }
+    source
+        .split('\n')
+        .nth(line - 1)
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or("")
+}
+
+/// The closest candidate to `word` (case-insensitive edit distance of at most a third of its
+/// length, at least 1), for "did you mean" hints.
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    let max = (word.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (levenshtein(&word, &c.to_lowercase()), *c))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("COPPY", &["COPY", "CMD", "ADD"]), Some("COPY"));
+        assert_eq!(suggest("xyzzy", &["COPY", "CMD"]), None);
+        assert_eq!(suggest("from", &["FROM"]), Some("FROM"));
+    }
+
+    #[test]
+    fn render_has_caret_and_hint() {
+        let e = ParseError::at("FROM a\nCOPPY . /\n", 2, 1, 5, "unknown instruction: COPPY")
+            .with_hint("did you mean COPY?");
+        let r = e.render("Dockerfile");
+        assert!(r.contains("--> Dockerfile:2:1"), "{r}");
+        assert!(r.contains("2 | COPPY . /"), "{r}");
+        assert!(r.contains("  | ^^^^^"), "{r}");
+        assert!(r.contains("hint: did you mean COPY?"), "{r}");
+    }
+}
