@@ -31,6 +31,9 @@ pub enum Error {
     /// Applying or writing a layer failed.
     #[error(transparent)]
     Layer(#[from] kiln_layer::Error),
+    /// Input that kiln cannot use, with what to do instead.
+    #[error("{0}")]
+    BadInput(String),
     /// An archive that is not what it claims to be.
     #[error("not a valid image archive: {0}")]
     BadArchive(String),

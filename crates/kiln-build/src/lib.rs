@@ -7,6 +7,8 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod context;
+pub mod copy;
 mod error;
 pub mod snapshot;
 

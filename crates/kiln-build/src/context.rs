@@ -1,0 +1,203 @@
+//! The build context: a directory, filtered by `.dockerignore` with docker's pattern rules.
+//!
+//! Docker's rules, as its CLI applies them: one pattern a line, `#` comments, blank lines
+//! skipped, each pattern cleaned (`./a/../b` is `b`) with leading `/` dropped, `**` matching any
+//! number of directories, `!` re-including, and the last matching pattern winning. A pattern
+//! that matches a directory excludes everything below it.
+
+use std::path::{Path, PathBuf};
+
+use globset::GlobMatcher;
+
+use crate::Error;
+
+/// One `.dockerignore` line.
+#[derive(Debug, Clone)]
+struct Pattern {
+    matcher: GlobMatcher,
+    exclusion: bool,
+}
+
+/// The compiled `.dockerignore`.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreRules {
+    patterns: Vec<Pattern>,
+}
+
+impl IgnoreRules {
+    /// Parses `.dockerignore` text.
+    pub fn parse(text: &str) -> Result<IgnoreRules, Error> {
+        let mut patterns = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (exclusion, raw) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            let cleaned = clean_path(raw);
+            if cleaned.is_empty() {
+                continue;
+            }
+            let glob = globset::GlobBuilder::new(&cleaned)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| {
+                    Error::BadInput(format!(
+                        ".dockerignore line {}: {raw:?} is not a valid pattern: {e}",
+                        number + 1
+                    ))
+                })?;
+            patterns.push(Pattern {
+                matcher: glob.compile_matcher(),
+                exclusion,
+            });
+        }
+        Ok(IgnoreRules { patterns })
+    }
+
+    /// Reads `<context>/.dockerignore` if there is one.
+    pub fn load(context: &Path) -> Result<IgnoreRules, Error> {
+        let path = context.join(".dockerignore");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => IgnoreRules::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IgnoreRules::default()),
+            Err(e) => Err(Error::Io {
+                op: "read",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Whether a context-relative path (`a/b/c`) is excluded.
+    pub fn is_excluded(&self, relative: &str) -> bool {
+        let mut excluded = false;
+        for pattern in &self.patterns {
+            if pattern.exclusion != excluded {
+                continue;
+            }
+            if matches_self_or_parent(&pattern.matcher, relative) {
+                excluded = !pattern.exclusion;
+            }
+        }
+        excluded
+    }
+
+    /// Whether any `!` pattern exists; then an excluded directory must still be walked, since
+    /// something below it may be re-included.
+    pub fn has_exclusions(&self) -> bool {
+        self.patterns.iter().any(|p| p.exclusion)
+    }
+}
+
+fn matches_self_or_parent(matcher: &GlobMatcher, relative: &str) -> bool {
+    if matcher.is_match(relative) {
+        return true;
+    }
+    let mut end = relative.len();
+    while let Some(slash) = relative[..end].rfind('/') {
+        if matcher.is_match(&relative[..slash]) {
+            return true;
+        }
+        end = slash;
+    }
+    false
+}
+
+/// Lexically cleans a slash path as Go's `filepath.Clean` does, without a leading `/`.
+pub fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+/// A build context on disk.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The context root; `None` for `kiln build -` (no context).
+    pub root: Option<PathBuf>,
+    /// Its `.dockerignore`.
+    pub ignore: IgnoreRules,
+}
+
+impl Context {
+    /// Opens a context directory and reads its `.dockerignore`.
+    pub fn open(root: &Path) -> Result<Context, Error> {
+        let meta = std::fs::metadata(root).map_err(Error::io("open build context", root))?;
+        if !meta.is_dir() {
+            return Err(Error::BadInput(format!(
+                "build context {} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(Context {
+            root: Some(root.to_path_buf()),
+            ignore: IgnoreRules::load(root)?,
+        })
+    }
+
+    /// No context (the Dockerfile came on stdin).
+    pub fn none() -> Context {
+        Context {
+            root: None,
+            ignore: IgnoreRules::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> IgnoreRules {
+        IgnoreRules::parse(text).unwrap()
+    }
+
+    #[test]
+    fn docker_pattern_rules() {
+        let r = rules("# comment\n*.md\n!README.md\n/build\n**/*.pyc\ntemp?\n");
+        assert!(r.is_excluded("notes.md"));
+        assert!(!r.is_excluded("README.md"));
+        assert!(!r.is_excluded("docs/notes.md"), "* does not cross /");
+        assert!(r.is_excluded("build"));
+        assert!(
+            r.is_excluded("build/out/x"),
+            "a matched dir excludes its content"
+        );
+        assert!(r.is_excluded("a/b/c.pyc"));
+        assert!(r.is_excluded("c.pyc"), "**/ matches zero dirs");
+        assert!(r.is_excluded("temp1"));
+        assert!(!r.is_excluded("temp12"));
+        assert!(!r.is_excluded("src/main.py"));
+    }
+
+    #[test]
+    fn last_match_wins_and_exceptions_reinclude() {
+        let r = rules("data\n!data/keep\n");
+        assert!(r.is_excluded("data/drop"));
+        assert!(!r.is_excluded("data/keep"));
+        assert!(!r.is_excluded("data/keep/x"));
+        let r = rules("!a\na\n");
+        assert!(r.is_excluded("a"));
+    }
+
+    #[test]
+    fn patterns_are_cleaned() {
+        let r = rules("./a/../b\n/c/\n");
+        assert!(r.is_excluded("b"));
+        assert!(r.is_excluded("c/d"));
+        assert_eq!(clean_path("/x//y/./z/.."), "x/y");
+    }
+}

@@ -1,0 +1,398 @@
+//! `COPY` and `ADD` sources turned into one tar stream, applied to the step's rootfs.
+//!
+//! Going through a tar lets one piece of code, `kiln_layer::apply_layer`, do every write into
+//! the rootfs, with every path resolved inside it: a base image whose `/app` is a symlink to
+//! `/etc` cannot make a COPY write to the host's `/etc`. While the tar is written, a digest of
+//! the sources' names, metadata and content (not their mtimes) is taken for the cache key.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use kiln_image::Digest;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use sha2::{Digest as _, Sha256};
+
+use crate::Error;
+use crate::context::{IgnoreRules, clean_path};
+
+/// Where sources are read from.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceRoot<'a> {
+    /// The context dir, or the rootfs of a stage or image (`--from`).
+    pub root: &'a Path,
+    /// `.dockerignore` rules (context only).
+    pub ignore: Option<&'a IgnoreRules>,
+}
+
+/// What to do with the sources.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--chown`, resolved to ids.
+    pub owner: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub chmod: Option<u32>,
+    /// `ADD`: local tar archives are extracted into the destination.
+    pub extract_archives: bool,
+}
+
+/// One source path matched in the source root, relative to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched(pub String);
+
+/// Expands one source pattern (`*.txt`, `dir/`, `.`) against the source root.
+pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>, Error> {
+    let cleaned = clean_path(pattern);
+    let excluded = |rel: &str| {
+        src.ignore
+            .is_some_and(|i| !rel.is_empty() && i.is_excluded(rel))
+    };
+    if !cleaned.contains(['*', '?', '[']) {
+        if excluded(&cleaned) || open_in_root(src.root, &cleaned).is_err() {
+            return Err(Error::BadInput(format!(
+                "source {pattern:?} was not found in the build context (or is excluded by .dockerignore)"
+            )));
+        }
+        return Ok(vec![Matched(cleaned)]);
+    }
+    let glob = globset::GlobBuilder::new(&cleaned)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| Error::BadInput(format!("source pattern {pattern:?} is invalid: {e}")))?
+        .compile_matcher();
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(src.root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry =
+            entry.map_err(|e| Error::BadInput(format!("walk {}: {e}", src.root.display())))?;
+        let rel = relative(src.root, entry.path());
+        if glob.is_match(&rel) && !excluded(&rel) {
+            found.push(Matched(rel));
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::BadInput(format!(
+            "no source files were specified: nothing in the build context matches {pattern:?}"
+        )));
+    }
+    Ok(found)
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Opens `rel` inside `root` with every symlink resolved inside `root`.
+pub fn open_in_root(root: &Path, rel: &str) -> io::Result<OwnedFd> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel = if rel.is_empty() { "." } else { rel };
+    Ok(rustix::fs::openat2(
+        root_fd.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// A path through which the file an fd refers to can be opened and walked.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// What a path inside a rootfs is, symlinks resolved inside it.
+pub fn kind_in_root(root: &Path, path: &str) -> Option<std::fs::FileType> {
+    let fd = open_in_root(root, &clean_path(path)).ok()?;
+    std::fs::metadata(fd_path(&fd)).ok().map(|m| m.file_type())
+}
+
+/// Writes the tar that places `sources` at `dest` (an absolute container path; a trailing `/`
+/// or an existing directory means "into"). `rootfs` is the step's merged view, consulted for
+/// what exists. Returns the content digest used in the cache key.
+pub fn write_copy_tar(
+    src: SourceRoot<'_>,
+    sources: &[Matched],
+    dest: &str,
+    rootfs: &Path,
+    options: &CopyOptions,
+    out: impl Write,
+) -> Result<Digest, Error> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    let mut key = Sha256::new();
+    let dest_clean = clean_path(dest);
+    let dest_exists_as_dir = kind_in_root(rootfs, &dest_clean).is_some_and(|k| k.is_dir());
+    let into_dir =
+        dest.ends_with('/') || dest_exists_as_dir || dest_clean.is_empty() || sources.len() > 1;
+    if sources.len() > 1 && !dest.ends_with('/') && !dest_exists_as_dir {
+        return Err(Error::BadInput(format!(
+            "with more than one source, the destination must be a directory and end with a /: {dest:?}"
+        )));
+    }
+    let mut writer = TarWriter {
+        tar: &mut tar,
+        key: &mut key,
+        options,
+        rootfs,
+    };
+    for Matched(rel) in sources {
+        let fd =
+            open_in_root(src.root, rel).map_err(Error::io("open source", src.root.join(rel)))?;
+        let host = fd_path(&fd);
+        let meta = std::fs::metadata(&host).map_err(Error::io("stat", src.root.join(rel)))?;
+        if meta.is_dir() {
+            writer.ensure_dir(&dest_clean)?;
+            writer.walk_dir(&host, rel, &dest_clean, src.ignore)?;
+        } else {
+            let name = Path::new(rel)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = if into_dir {
+                join(&dest_clean, &name)
+            } else {
+                dest_clean.clone()
+            };
+            if let Some(parent) = Path::new(&target).parent() {
+                writer.ensure_dir(&parent.to_string_lossy())?;
+            }
+            if options.extract_archives && writer.try_extract(&host, &dest_clean)? {
+                continue;
+            }
+            writer.entry(&host, &meta, &target)?;
+        }
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(Error::archive("write copy stream"))?;
+    Ok(Digest::from_hasher(key))
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+struct TarWriter<'a, W: Write> {
+    tar: &'a mut tar::Builder<W>,
+    key: &'a mut Sha256,
+    options: &'a CopyOptions,
+    rootfs: &'a Path,
+}
+
+impl<W: Write> TarWriter<'_, W> {
+    /// Adds entries for the missing directories of `dir`, 0755 and owned as `--chown` says, as
+    /// BuildKit creates them. Existing directories are left as they are.
+    fn ensure_dir(&mut self, dir: &str) -> Result<(), Error> {
+        let mut prefix = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            prefix = join(&prefix, part);
+            if kind_in_root(self.rootfs, &prefix).is_none() {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                let (uid, gid) = self.options.owner.unwrap_or((0, 0));
+                header.set_uid(uid.into());
+                header.set_gid(gid.into());
+                header.set_mtime(0);
+                header.set_size(0);
+                self.key.update(format!("mkdir {prefix}\0").as_bytes());
+                self.tar
+                    .append_data(&mut header, format!("{prefix}/"), io::empty())
+                    .map_err(Error::archive("write copy stream"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn walk_dir(
+        &mut self,
+        host: &Path,
+        rel: &str,
+        dest: &str,
+        ignore: Option<&IgnoreRules>,
+    ) -> Result<(), Error> {
+        let walker = walkdir::WalkDir::new(host)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name();
+        let mut walker = walker.into_iter();
+        while let Some(entry) = walker.next() {
+            let entry =
+                entry.map_err(|e| Error::BadInput(format!("walk {}: {e}", host.display())))?;
+            let below = relative(host, entry.path());
+            let context_rel = join(rel, &below);
+            if ignore.is_some_and(|i| i.is_excluded(&context_rel)) {
+                if entry.file_type().is_dir() && !ignore.is_some_and(IgnoreRules::has_exclusions) {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::BadInput(format!("stat {}: {e}", entry.path().display())))?;
+            self.entry(entry.path(), &meta, &join(dest, &below))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, host: &Path, meta: &std::fs::Metadata, target: &str) -> Result<(), Error> {
+        let mut header = tar::Header::new_gnu();
+        let mode = self.options.chmod.unwrap_or(meta.mode() & 0o7777);
+        let (uid, gid) = self.options.owner.unwrap_or((0, 0));
+        header.set_mode(mode);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_mtime(meta.mtime().max(0) as u64);
+        let file_type = meta.file_type();
+        let record =
+            |kind: &str, extra: &str| format!("{kind} {target} {mode:o} {uid}:{gid} {extra}\0");
+        let err = Error::archive("write copy stream");
+        if file_type.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            self.key.update(record("dir", "").as_bytes());
+            self.tar
+                .append_data(&mut header, format!("{target}/"), io::empty())
+                .map_err(err)
+        } else if file_type.is_symlink() {
+            let link = std::fs::read_link(host).map_err(Error::io("readlink", host))?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            self.key
+                .update(record("link", &link.to_string_lossy()).as_bytes());
+            self.tar
+                .append_link(&mut header, target, &link)
+                .map_err(err)
+        } else if file_type.is_file() {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            let file = File::open(host).map_err(Error::io("open", host))?;
+            self.key
+                .update(record("file", &meta.len().to_string()).as_bytes());
+            let mut content = KeyedReader {
+                inner: io::BufReader::with_capacity(1 << 20, file),
+                key: self.key,
+            };
+            self.tar
+                .append_data(&mut header, target, &mut content)
+                .map_err(err)
+        } else {
+            // Sockets, fifos and devices in a build context are not content; docker skips them too.
+            Ok(())
+        }
+    }
+
+    /// `ADD` of a local archive: its entries go under `dest`. Returns false if it is not one.
+    fn try_extract(&mut self, host: &Path, dest: &str) -> Result<bool, Error> {
+        if !is_tar(host) {
+            return Ok(false);
+        }
+        let file = File::open(host).map_err(Error::io("open", host))?;
+        let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, file))?;
+        let mut archive = tar::Archive::new(KeyedReader {
+            inner: plain,
+            key: self.key,
+        });
+        let err = || Error::archive("read archive to extract");
+        for entry in archive.entries().map_err(err())? {
+            let mut entry = entry.map_err(err())?;
+            let name = clean_path(&String::from_utf8_lossy(&entry.path_bytes()));
+            if name.is_empty() {
+                continue;
+            }
+            let mut header = entry.header().clone();
+            let target = join(dest, &name);
+            match header.entry_type() {
+                tar::EntryType::Link => {
+                    let link = entry
+                        .link_name_bytes()
+                        .map(|l| clean_path(&String::from_utf8_lossy(&l)))
+                        .unwrap_or_default();
+                    self.tar
+                        .append_link(&mut header, &target, join(dest, &link))
+                        .map_err(Error::archive("write copy stream"))?;
+                }
+                tar::EntryType::Symlink => {
+                    let link = entry
+                        .link_name_bytes()
+                        .map(|l| String::from_utf8_lossy(&l).into_owned())
+                        .unwrap_or_default();
+                    self.tar
+                        .append_link(&mut header, &target, link)
+                        .map_err(Error::archive("write copy stream"))?;
+                }
+                tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink => {}
+                _ => self
+                    .tar
+                    .append_data(&mut header, &target, &mut entry)
+                    .map_err(Error::archive("write copy stream"))?,
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a file is a (possibly compressed) tar archive, as `ADD` decides: its first header
+/// must parse and checksum.
+fn is_tar(host: &Path) -> bool {
+    let Ok(file) = File::open(host) else {
+        return false;
+    };
+    let Ok(mut plain) = kiln_layer::decompress_auto(io::BufReader::new(file)) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    if plain.read_exact(&mut block).is_err() {
+        return false;
+    }
+    let header = tar::Header::from_byte_slice(&block);
+    let Ok(sum) = header.cksum() else {
+        return false;
+    };
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == computed && block[0] != 0
+}
+
+/// Hashes what the tar builder reads, so content is read once for both.
+struct KeyedReader<'a, R> {
+    inner: R,
+    key: &'a mut Sha256,
+}
+
+impl<R: Read> Read for KeyedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.key.update(&buf[..n]);
+        Ok(n)
+    }
+}
