@@ -433,9 +433,12 @@ impl Applier<'_> {
                 self.hardlink(&parent_fd, last, &rel, &target, &raw)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let header = entry.header();
-                let major = header.device_major().map_err(tar_err)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(tar_err)?.unwrap_or(0);
+                let (mut major, mut minor) = (0, 0);
+                if etype != tar::EntryType::Fifo {
+                    let header = entry.header();
+                    major = header.device_major().map_err(tar_err)?.unwrap_or(0);
+                    minor = header.device_minor().map_err(tar_err)?.unwrap_or(0);
+                }
                 let ft = match etype {
                     tar::EntryType::Char => FileType::CharacterDevice,
                     tar::EntryType::Block => FileType::BlockDevice,

@@ -580,12 +580,11 @@ impl<W: Write> Walker<'_, W> {
         header.set_gid(u64::from(e.gid));
         header.set_size(e.size);
         header.set_mtime(e.mtime as u64);
-        if matches!(e.kind, tar::EntryType::Char | tar::EntryType::Block) {
-            header
-                .set_device_major(e.dev.0)
-                .and_then(|()| header.set_device_minor(e.dev.1))
-                .map_err(|source| Error::Write { source })?;
-        }
+        // Written for every entry (0 unless a device), as Go's archive/tar does.
+        header
+            .set_device_major(e.dev.0)
+            .and_then(|()| header.set_device_minor(e.dev.1))
+            .map_err(|source| Error::Write { source })?;
         header.set_cksum();
         let r = self
             .write_pax(&pax)
