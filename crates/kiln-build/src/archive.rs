@@ -163,8 +163,7 @@ fn load_docker(store: &Store, members: &mut HashMap<String, Member>) -> Result<L
             let blob = member_blob(store, members, &normalize_member(path.as_bytes()))?;
             layers.push(verify_layer(store, blob, diff_id)?);
         }
-        let image = store.put_image(&config, layers)?;
-        debug_assert_eq!(image.id(), &config_desc.digest);
+        let image = store.put_manifest(config_desc, config, layers)?;
         let names = entry.repo_tags.unwrap_or_default();
         for name in &names {
             store.tag(name, &image.descriptor)?;

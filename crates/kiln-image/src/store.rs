@@ -288,6 +288,17 @@ impl Store {
             config_digest,
             config_bytes.len() as u64,
         );
+        self.put_manifest(config_desc, config.clone(), layers)
+    }
+
+    /// Stores a manifest over a config blob that is already stored byte for byte as it came
+    /// (a loaded or pulled image keeps its id).
+    pub fn put_manifest(
+        &self,
+        config_desc: Descriptor,
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<Image> {
         let manifest = Manifest::oci(config_desc, layers);
         let manifest_bytes = manifest.to_bytes();
         let digest = self.write_blob(&manifest_bytes)?;
@@ -299,7 +310,7 @@ impl Store {
         Ok(Image {
             descriptor,
             manifest,
-            config: config.clone(),
+            config,
         })
     }
 

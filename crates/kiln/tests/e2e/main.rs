@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `kiln` binary against the real judges (docker, skopeo, umoci,
+//! docker-registry). One test binary, as ripgrep has it; every test gets a fresh directory.
+//!
+//! These tests need root and the tools that `scripts/test.sh` installs. A missing tool fails
+//! the test with a message naming it; nothing is skipped in silence.
+
+mod util;
+
+mod store;

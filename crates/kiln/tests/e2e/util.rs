@@ -1,0 +1,175 @@
+//! Shared test plumbing: fresh dirs, the kiln binary, the judges, tiny bases.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Fails the test, naming the tool, if it is not installed.
+pub fn require(tool: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file());
+    match found {
+        Some(path) => path,
+        None => panic!(
+            "this test needs `{tool}`, which is not installed; run scripts/test.sh, which installs it"
+        ),
+    }
+}
+
+/// Fails the test unless it runs as root.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (overlay mounts, namespaces); run it through scripts/test.sh as root"
+    );
+}
+
+/// A fresh store and work dir for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        require_root();
+        // Under /var/tmp, not /tmp: overlayfs upper dirs cannot sit on tmpfs with xattrs off.
+        std::fs::create_dir_all("/var/tmp/kiln-tests").unwrap();
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("t-")
+                .tempdir_in("/var/tmp/kiln-tests")
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// A `kiln` command with this test's store.
+    pub fn kiln(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--progress")
+            .arg("plain");
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    }
+
+    /// Runs kiln and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln().args(args).output().unwrap();
+        assert_success(&out, &format!("kiln {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kiln and asserts a clean failure (non-zero, no panic); returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kiln().args(args).output().unwrap();
+        assert_clean_failure(&out, &format!("kiln {}", args.join(" ")))
+    }
+
+    /// Imports a busybox rootfs as `name`.
+    pub fn busybox_base(&self, name: &str) {
+        let tar = busybox_tar();
+        self.ok(&["import", tar.to_str().unwrap(), name]);
+    }
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn assert_clean_failure(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{what} should have failed\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what} should exit 1, got {}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
+    assert!(
+        stderr.starts_with("error: "),
+        "{what} should print `error: …`, got:\n{stderr}"
+    );
+    stderr
+}
+
+/// Runs a command and asserts success; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert_success(&out, &format!("{cmd:?}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian's own docker client (a newer one earlier on PATH may lack buildx).
+pub fn docker() -> Command {
+    let path = Path::new("/usr/bin/docker");
+    assert!(
+        path.is_file(),
+        "this test needs `docker` from the docker.io package at /usr/bin/docker; run scripts/test.sh"
+    );
+    let mut cmd = Command::new(path);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A tarball of a tiny rootfs: busybox-static and its applets, `/etc/passwd`, `/etc/group`.
+/// Built once per test run.
+pub fn busybox_tar() -> PathBuf {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(busybox.is_file(), "this test needs `busybox-static` (/bin/busybox); run scripts/test.sh");
+        std::fs::create_dir_all("/var/tmp/kiln-tests").unwrap();
+        let dir = tempfile::Builder::new().prefix("busybox-").tempdir_in("/var/tmp/kiln-tests").unwrap().keep();
+        let root = dir.join("rootfs");
+        for sub in ["bin", "etc", "tmp", "root", "usr/bin", "var"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        let applets = run(Command::new(busybox).arg("--list"));
+        for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\napp:x:1000:\n").unwrap();
+        let tar = dir.join("busybox.tar");
+        run(Command::new("tar").arg("-C").arg(&root).arg("--numeric-owner").arg("-cf").arg(&tar).arg("."));
+        tar
+    })
+    .clone()
+}
+
+/// Whether any mount of the current namespace sits under `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
