@@ -1,2 +1,192 @@
 //! Run one process in a rootfs: namespaces, overlay mounts, pivot_root, user, env, workdir.
+//!
+//! `kiln-sandbox` is what a Dockerfile `RUN` (and `kiln run`) executes in. One entry point,
+//! [`run`], takes a [`RunSpec`] and streams the process's output to a callback:
+//!
+//! ```no_run
+//! use kiln_sandbox::{run, OutputStream, Rootfs, RunSpec};
+//!
+//! let mut spec = RunSpec::new(
+//!     Rootfs::Overlay {
+//!         lowers: vec!["/var/lib/kiln/snapshots/b".into(), "/var/lib/kiln/snapshots/a".into()],
+//!         upper: "/var/lib/kiln/tmp/step/upper".into(),
+//!         work: "/var/lib/kiln/tmp/step/work".into(),
+//!     },
+//!     vec!["/bin/sh".into(), "-c".into(), "apt-get update".into()],
+//! );
+//! spec.cwd = "/app".into();
+//! let outcome = run(&spec, &mut |stream, chunk| match stream {
+//!     OutputStream::Stdout => { /* prefix with the step and print */ }
+//!     OutputStream::Stderr => { /* same */ }
+//! })?;
+//! if outcome.interrupted || !outcome.status.success() {
+//!     // do not commit the upper dir
+//! }
+//! # Ok::<(), kiln_sandbox::SandboxError>(())
+//! ```
+//!
+//! # What a run gets
+//!
+//! - New mount, pid, ipc and uts namespaces, and a new network namespace with only `lo` (up)
+//!   for [`Network::None`]. All mount propagation is private; nothing is ever mounted in the
+//!   caller's mount namespace.
+//! - The rootfs: an overlay of [`Rootfs::Overlay`]'s lowers and upper (or a plain dir),
+//!   `pivot_root`ed into, the old root detached (`MNT_DETACH`), so no host mount is reachable.
+//! - `/proc` (with docker's read-only and masked paths), `/dev` (tmpfs with `null`, `zero`,
+//!   `full`, `random`, `urandom`, `tty`, a private `devpts` with `ptmx`, `shm`, `mqueue`),
+//!   `/sys` read-only, and the host's `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`
+//!   bound read-only ([`RunSpec::etc_binds`]).
+//! - **Mountpoints never reach the upper dir**: missing ones come from a private, top-most
+//!   "init" lower layer (see [`rootfs`] for the rules and the one fallback). The cwd, created if
+//!   missing, is real content, as with docker's `WORKDIR`.
+//! - A pid-1 reaper ([`process`]) that forwards signals, reaps zombies and exits with the
+//!   process's status; the whole namespace dies with it.
+//! - The process runs as the resolved [`RunSpec::user`] (supplementary groups too) with docker's
+//!   default capability bounding set: no `CAP_SYS_ADMIN`, so `mount` fails inside.
+//!
+//! # Interruption and cleanup
+//!
+//! [`run`] returns only after every process of the container is gone and its mount namespace
+//! is torn down. [`Interrupt`] (in the spec) lets a signal handler stop a run; the
+//! [`Outcome::interrupted`] flag then tells the caller not to commit. If the caller's process
+//! dies instead, pid 1 gets `SIGKILL` and the namespaces die with it.
+//!
+//! # Threads
+//!
+//! The container is built on a short-lived thread of its own; it `unshare`s and mounts without
+//! affecting the caller's other threads, then `fork`s, doing only async-signal-safe work in the
+//! children ([`process`]). The calling thread relays output meanwhile.
+//!
+//! Requires root (the tests say so when they are not run as root), Linux ≥ 5.12
+//! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`), overlayfs.
 #![deny(missing_docs)]
+
+mod container;
+mod error;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+mod spec;
+pub mod syscall;
+pub mod tty;
+pub mod user;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+pub use error::SandboxError;
+pub use spec::{ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio};
+
+/// Run `spec.args` in the sandbox described by `spec` and wait for it.
+///
+/// `on_output` gets the output chunks as they arrive in [`Stdio::Piped`] and [`Stdio::Tty`]
+/// modes (never in [`Stdio::Inherit`]). A non-zero exit is an `Ok` [`Outcome`]; an `Err` means
+/// the process could not be started (or pid 1 could not be waited for), and says which call
+/// failed on which path.
+pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Result<Outcome, SandboxError> {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        return Err(SandboxError::NotRoot { euid });
+    }
+    validate(spec)?;
+    if spec.interrupt.is_interrupted() {
+        return Err(SandboxError::Interrupted);
+    }
+    let staging = match &spec.rootfs {
+        Rootfs::Overlay { work, .. } => {
+            let parent = work.parent().unwrap_or(Path::new("/"));
+            Some(
+                tempfile::Builder::new()
+                    .prefix(".kiln-sandbox-")
+                    .tempdir_in(parent)
+                    .map_err(|e| SandboxError::sys("mkdir staging dir in", parent.display().to_string(), e))?,
+            )
+        }
+        Rootfs::Dir(_) => None,
+    };
+    let staging_path = staging.as_ref().map(|t| t.path().to_path_buf());
+    let owned = spec.clone();
+    let spawn = |io| {
+        std::thread::Builder::new()
+            .name("kiln-sandbox".into())
+            .spawn(move || container::run_container(owned, staging_path, io))
+            .map_err(|e| SandboxError::sys("spawn thread", "kiln-sandbox", e))
+    };
+    let handle = match spec.stdio {
+        Stdio::Inherit => spawn(container::ThreadIo::Inherit)?,
+        Stdio::Piped => {
+            let (out_r, out_w) = container::pipe()?;
+            let (err_r, err_w) = container::pipe()?;
+            let h = spawn(container::ThreadIo::Piped { stdout: out_w, stderr: err_w })?;
+            relay_pipes(out_r, err_r, on_output);
+            h
+        }
+        Stdio::Tty => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = spawn(container::ThreadIo::Tty { master_to: tx })?;
+            if let Ok(master) = rx.recv() {
+                tty::relay(master, on_output);
+            }
+            h
+        }
+    };
+    let result = handle.join().map_err(|_| SandboxError::Panicked)?;
+    drop(staging);
+    result
+}
+
+fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return Err(SandboxError::Spec("no command to run (args is empty)".into()));
+    }
+    for m in &spec.mounts {
+        if !m.target().starts_with('/') || m.target().split('/').any(|c| c == "..") {
+            return Err(SandboxError::Spec(format!("mount target {:?} must be absolute, without '..'", m.target())));
+        }
+    }
+    if let Rootfs::Overlay { lowers, .. } = &spec.rootfs
+        && lowers.is_empty()
+    {
+        return Err(SandboxError::Spec("an overlay needs at least one lower dir".into()));
+    }
+    Ok(())
+}
+
+/// Deliver stdout and stderr chunks as they arrive, until both pipes reach EOF (every process
+/// of the container is gone).
+fn relay_pipes(out: OwnedFd, err: OwnedFd, on_output: &mut dyn FnMut(OutputStream, &[u8])) {
+    let mut open = [Some(out), Some(err)];
+    let streams = [OutputStream::Stdout, OutputStream::Stderr];
+    let mut buf = vec![0u8; 65536];
+    while open.iter().any(Option::is_some) {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut which = Vec::new();
+        for (i, fd) in open.iter().enumerate() {
+            if let Some(fd) = fd {
+                fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                which.push(i);
+            }
+        }
+        // SAFETY: fds is a valid pollfd array.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        for (pfd, &i) in fds.iter().zip(&which) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                on_output(streams[i], &buf[..n as usize]);
+            } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                open[i] = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The setup thread: everything between "spec" and "pid 1 is running", and the teardown.
+//!
+//! It runs on a thread of its own so that it can allocate freely while it builds the container
+//! (see [`namespaces`](crate::namespaces) for why a thread can do this without disturbing the
+//! caller's other threads), and forks only at the very end.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+
+use crate::mounts::{self, Created, Planned};
+use crate::namespaces::{self, HostMountNs};
+use crate::process::{self, ChildPlan, Session};
+use crate::rootfs::{self, HostLayers, Target};
+use crate::syscall::{FileKind, LinuxSyscall, Syscall, cpath};
+use crate::{ExitStatus, Mount, Network, Outcome, Rootfs, RunSpec, SandboxError, user};
+
+/// The host resolver files bound with [`RunSpec::etc_binds`].
+pub(crate) const ETC_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"];
+
+/// Docker's default `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The caller's side of stdio, handed to the thread.
+pub(crate) enum ThreadIo {
+    Piped { stdout: OwnedFd, stderr: OwnedFd },
+    Inherit,
+    Tty { master_to: Sender<OwnedFd> },
+}
+
+fn last_os(call: &'static str, path: impl Into<String>) -> SandboxError {
+    SandboxError::sys(call, path, std::io::Error::last_os_error())
+}
+
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(last_os("pipe2", "sandbox pipe"));
+    }
+    // SAFETY: fresh fds owned right away.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at a host path, made
+/// read-only (and nosuid, nodev) if asked.
+fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let shown = path.display().to_string();
+    let c = cpath(path).map_err(|e| SandboxError::sys("open_tree", &shown, e))?;
+    // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os("open_tree", shown));
+    }
+    // SAFETY: fresh fd owned right away.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    if readonly {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        const MOUNT_ATTR_RDONLY: u64 = 0x1;
+        const MOUNT_ATTR_NOSUID: u64 = 0x2;
+        const MOUNT_ATTR_NODEV: u64 = 0x4;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr on our fd with an empty path and a valid mount_attr.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(last_os("mount_setattr read-only", path.display().to_string()));
+        }
+    }
+    Ok(fd)
+}
+
+/// Read a small regular file of the rootfs (never a fifo or a device: no hang, no flood).
+fn read_rootfs_file(path: &str) -> Result<Option<String>, SandboxError> {
+    let err = |e| SandboxError::ReadRootfs { path: path.to_string(), source: e };
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e)),
+    };
+    let meta = f.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    f.take(16 << 20).read_to_string(&mut s).map_err(err)?;
+    Ok(Some(s))
+}
+
+/// Find `program` like `execvp`, inside the current root.
+fn lookup(program: &str, path_var: &str) -> Option<String> {
+    if program.contains('/') {
+        return Some(program.to_string());
+    }
+    path_var.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
+        let cand = format!("{}/{program}", dir.trim_end_matches('/'));
+        let m = std::fs::metadata(&cand).ok()?;
+        (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(cand)
+    })
+}
+
+fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter().rev().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Run the container; called on the setup thread.
+pub(crate) fn run_container(spec: RunSpec, staging: Option<PathBuf>, io: ThreadIo) -> Result<Outcome, SandboxError> {
+    let sys = LinuxSyscall;
+    let host_ns = HostMountNs::open()?;
+    let last_cap = last_cap();
+    namespaces::unshare(namespaces::unshare_flags(spec.network))?;
+    // SAFETY: umask of this thread only (its fs_struct is private after CLONE_NEWNS).
+    unsafe { libc::umask(0) };
+    let result = in_namespaces(&sys, &spec, staging.as_deref(), io, last_cap);
+    // Leaving the mount namespace as its last member tears it down now, with every mount.
+    let back = host_ns.enter();
+    let outcome = result?;
+    back?;
+    Ok(outcome)
+}
+
+fn in_namespaces(
+    sys: &dyn Syscall,
+    spec: &RunSpec,
+    staging: Option<&Path>,
+    io: ThreadIo,
+    last_cap: u32,
+) -> Result<Outcome, SandboxError> {
+    sys.mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| SandboxError::sys("mount make-rprivate", "/", e))?;
+    if spec.network == Network::None {
+        namespaces::loopback_up()?;
+    }
+    namespaces::set_hostname(&spec.hostname)?;
+
+    // Sources of the binds, captured on the host side as detached trees.
+    let mut trees: Vec<OwnedFd> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
+        .iter()
+        .map(|p| Target { path: p.to_string(), kind: FileKind::Dir, shadow: false })
+        .collect();
+    if spec.etc_binds {
+        for f in ETC_FILES {
+            if !Path::new(f).exists() {
+                continue;
+            }
+            let fd = clone_tree(Path::new(f), true)?;
+            planned.push(Planned::Tree { target: f.to_string(), fd: fd.as_raw_fd(), dir: false });
+            trees.push(fd);
+            targets.push(Target { path: f.to_string(), kind: FileKind::File, shadow: true });
+        }
+    }
+    for m in &spec.mounts {
+        match m {
+            Mount::Bind { source, target, readonly } => {
+                let dir = std::fs::metadata(source)
+                    .map_err(|e| SandboxError::sys("stat bind source", source.display().to_string(), e))?
+                    .is_dir();
+                let fd = clone_tree(source, *readonly)?;
+                planned.push(Planned::Tree { target: target.clone(), fd: fd.as_raw_fd(), dir });
+                trees.push(fd);
+            }
+            Mount::Tmpfs { target, size } => planned.push(Planned::Tmpfs { target: target.clone(), size: *size }),
+        }
+    }
+    for p in planned.iter().skip_while(|p| ETC_FILES.contains(&p.target())) {
+        let kind = if p.is_dir() { FileKind::Dir } else { FileKind::File };
+        targets.push(Target { path: p.target().to_string(), kind, shadow: false });
+    }
+
+    // The root.
+    let (root, fallback) = match (&spec.rootfs, staging) {
+        (Rootfs::Overlay { lowers, upper, work }, Some(staging)) => {
+            let shown = staging.display().to_string();
+            sys.mount(Some("tmpfs"), staging, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=700"))
+                .map_err(|e| SandboxError::sys("mount tmpfs on", &shown, e))?;
+            let init = staging.join("init");
+            let root = staging.join("root");
+            for d in [&init, &root] {
+                sys.mkdir(d, 0o755).map_err(|e| SandboxError::sys("mkdir", d.display().to_string(), e))?;
+            }
+            let plan = rootfs::plan_init(&HostLayers(lowers), &targets)
+                .map_err(|e| SandboxError::sys("lstat lower dirs for", "mountpoints", e))?;
+            rootfs::write_init(&init, &plan)?;
+            rootfs::mount_overlay(sys, &root, &init, lowers, upper, work)?;
+            (root, plan.fallback)
+        }
+        (Rootfs::Dir(dir), _) => {
+            sys.mount(Some(&dir.display().to_string()), dir, None, libc::MS_BIND | libc::MS_REC, None)
+                .map_err(|e| SandboxError::sys("mount bind rootfs on", dir.display().to_string(), e))?;
+            (dir.clone(), targets)
+        }
+        (Rootfs::Overlay { .. }, None) => return Err(SandboxError::Spec("overlay without staging dir".into())),
+    };
+    rootfs::pivot(sys, &root)?;
+
+    // From here on every path is inside the container.
+    let mut created: Vec<Created> = Vec::new();
+    let result = inside(sys, spec, &planned, &fallback, &mut created, io, last_cap);
+    drop(trees);
+    let cleaned = mounts::cleanup(sys, &planned, &created)
+        .map_err(|e| SandboxError::sys("remove created mountpoints in", "the rootfs", e));
+    let outcome = result?;
+    cleaned?;
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inside(
+    sys: &dyn Syscall,
+    spec: &RunSpec,
+    planned: &[Planned],
+    fallback: &[Target],
+    created: &mut Vec<Created>,
+    io: ThreadIo,
+    last_cap: u32,
+) -> Result<Outcome, SandboxError> {
+    for t in fallback {
+        mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
+    }
+    mounts::mount_dev(sys)?;
+    mounts::mount_sys(sys)?;
+    mounts::mount_planned(sys, planned)?;
+
+    let passwd = read_rootfs_file("/etc/passwd")?;
+    let group = read_rootfs_file("/etc/group")?;
+    let who = user::resolve(&spec.user, passwd.as_deref(), group.as_deref())
+        .map_err(|reason| SandboxError::User { spec: spec.user.clone(), reason })?;
+
+    let mut env = spec.env.clone();
+    if env_get(&env, "PATH").is_none() {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if env_get(&env, "HOME").is_none() {
+        env.push(format!("HOME={}", who.home));
+    }
+    let path_var = env_get(&env, "PATH").unwrap_or(DEFAULT_PATH).to_string();
+    let program = &spec.args[0];
+    let exe = lookup(program, &path_var)
+        .ok_or_else(|| SandboxError::NotFound { program: program.clone(), path: path_var.clone() })?;
+
+    let cwd = if spec.cwd.starts_with('/') { spec.cwd.clone() } else { format!("/{}", spec.cwd) };
+    std::fs::create_dir_all(&cwd).map_err(|e| SandboxError::sys("mkdir workdir", &cwd, e))?;
+
+    // stdio of the container.
+    let mut keep: Vec<OwnedFd> = Vec::new();
+    let (stdio, session) = match io {
+        ThreadIo::Inherit => ([0, 1, 2], Session::Keep),
+        ThreadIo::Piped { stdout, stderr } => {
+            let null = File::open("/dev/null").map_err(|e| SandboxError::sys("open", "/dev/null", e))?;
+            let fds = [null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+            keep.extend([OwnedFd::from(null), stdout, stderr]);
+            (fds, Session::Detach)
+        }
+        ThreadIo::Tty { master_to } => {
+            let (master, slave) = crate::tty::open_pty()?;
+            let ws = crate::tty::host_winsize().unwrap_or(libc::winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            crate::tty::set_winsize(master.as_raw_fd(), &ws);
+            let s = slave.as_raw_fd();
+            keep.push(slave);
+            // If the caller's side is gone, the relay cannot run; run anyway without it.
+            let _ = master_to.send(master);
+            ([s, s, s], Session::Tty)
+        }
+    };
+
+    let plan = ChildPlan::new(&exe, &spec.args, &env, &cwd, &who, stdio, session, last_cap)?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    if spec.interrupt.is_interrupted() {
+        return Err(SandboxError::Interrupted);
+    }
+    let pid = process::spawn_pid1(&plan, err_w.as_raw_fd(), status_w.as_raw_fd())?;
+    // Our copies of the write ends go now, so that the readers see EOF when the container ends.
+    drop((err_w, status_w, keep));
+    spec.interrupt.attach(pid);
+    let pid1_status = wait_pid1(pid, &spec.interrupt)?;
+
+    let mut rec = [0u8; 8];
+    if read_full(&err_r, &mut rec) == rec.len() {
+        let stage = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        let errno = i32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]);
+        return Err(plan.describe(stage, errno));
+    }
+    let mut st = [0u8; 4];
+    let status = if read_full(&status_r, &mut st) == st.len() {
+        ExitStatus::from_wait_status(i32::from_ne_bytes(st))
+    } else {
+        ExitStatus::from_wait_status(pid1_status)
+    };
+    Ok(Outcome { status, interrupted: spec.interrupt.is_interrupted() })
+}
+
+/// Wait for pid 1 without reaping, forget its pid for [`Interrupt`](crate::Interrupt), reap.
+fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid writes it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a valid siginfo pointer.
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            interrupt.detach();
+            return Err(last_os("waitid", format!("container pid 1 ({pid})")));
+        }
+    }
+    interrupt.detach();
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(last_os("waitpid", format!("container pid 1 ({pid})")));
+        }
+    }
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: the slice tail is valid for writing.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lookup_takes_the_last_entry() {
+        let env = vec!["PATH=/a".to_string(), "PATHX=1".to_string(), "PATH=/b".to_string()];
+        assert_eq!(env_get(&env, "PATH"), Some("/b"));
+        assert_eq!(env_get(&env, "HOME"), None);
+    }
+
+    #[test]
+    fn programs_with_a_slash_are_not_searched() {
+        assert_eq!(lookup("./x", "/nowhere").as_deref(), Some("./x"));
+        assert_eq!(lookup("surely-not-a-program-kiln", "/nowhere:/also-not"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Namespaces: which ones a run gets, entering them from the setup thread, bringing up the
+//! loopback interface of a new network namespace, and leaving the mount namespace again.
+//!
+//! The setup thread calls `unshare(2)`: mount, pid (for its children), ipc, uts, and net for
+//! [`Network::None`](crate::Network::None). `unshare(CLONE_NEWNS)` implies `CLONE_FS`, so the
+//! thread's root, cwd and umask become its own and the caller's other threads never see its
+//! mounts or its `pivot_root`. At the end the thread `setns(2)`s back into the host mount
+//! namespace; being the last member, the container's mount namespace is torn down, with all its
+//! mounts, before that call returns.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::{Network, SandboxError};
+
+/// The `unshare(2)` flags of a run.
+pub(crate) fn unshare_flags(network: Network) -> libc::c_int {
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// A handle on the mount namespace the thread started in.
+pub(crate) struct HostMountNs(File);
+
+impl HostMountNs {
+    /// Open `/proc/thread-self/ns/mnt`.
+    pub(crate) fn open() -> Result<Self, SandboxError> {
+        File::open("/proc/thread-self/ns/mnt")
+            .map(HostMountNs)
+            .map_err(|e| SandboxError::sys("open", "/proc/thread-self/ns/mnt", e))
+    }
+
+    /// `setns(2)` back into it.
+    pub(crate) fn enter(&self) -> Result<(), SandboxError> {
+        // SAFETY: setns on an fd we own; the thread has its own fs_struct (CLONE_FS unshared).
+        let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNS) };
+        if r < 0 {
+            return Err(SandboxError::sys("setns", "host mount namespace", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+/// `unshare(2)` the calling thread into new namespaces.
+pub(crate) fn unshare(flags: libc::c_int) -> Result<(), SandboxError> {
+    // SAFETY: unshare has no memory-safety preconditions; it affects the calling thread only
+    // (none of CLONE_THREAD, CLONE_VM, CLONE_SIGHAND is requested).
+    if unsafe { libc::unshare(flags) } < 0 {
+        return Err(SandboxError::sys(
+            "unshare",
+            format!("namespaces {flags:#x}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Set the hostname of the (new) UTS namespace.
+pub(crate) fn set_hostname(name: &str) -> Result<(), SandboxError> {
+    rustix::system::sethostname(name.as_bytes()).map_err(|e| SandboxError::sys("sethostname", name, e))
+}
+
+/// Bring `lo` up in the (new) network namespace.
+pub(crate) fn loopback_up() -> Result<(), SandboxError> {
+    let err = |call| SandboxError::sys(call, "lo", std::io::Error::last_os_error());
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket for"));
+    }
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: req is a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS, the union field read is the
+    // one the kernel filled.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(err("ioctl SIOCGIFFLAGS on"));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(err("ioctl SIOCSIFFLAGS on"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_network_keeps_the_net_namespace() {
+        let f = unshare_flags(Network::Host);
+        assert_eq!(f & libc::CLONE_NEWNET, 0);
+        for ns in [libc::CLONE_NEWNS, libc::CLONE_NEWPID, libc::CLONE_NEWIPC, libc::CLONE_NEWUTS] {
+            assert_ne!(f & ns, 0);
+        }
+        assert_ne!(unshare_flags(Network::None) & libc::CLONE_NEWNET, 0);
+    }
+}

@@ -1,0 +1,453 @@
+//! Processes: the container's pid 1 (a reaper) and the process it runs.
+//!
+//! # Forking from a multi-threaded caller
+//!
+//! The caller may have threads, so after `fork(2)` only async-signal-safe work is allowed. All
+//! the allocation happens before: [`ChildPlan`] holds the resolved executable, argv and envp as
+//! NUL-terminated arrays, the cwd, the ids, and the fds. The code below `fork` calls libc
+//! directly (no allocation, no locks, no `std` I/O) and reports a failure as a fixed-size
+//! record `{stage, errno}` on a close-on-exec pipe, which the setup thread turns into a
+//! [`SandboxError`] naming the call and the path.
+//!
+//! # pid 1
+//!
+//! The setup thread has `unshare(CLONE_NEWPID)`ed, so its first child is pid 1 of the new pid
+//! namespace. pid 1: gets `SIGKILL` if the setup thread dies (`PR_SET_PDEATHSIG`), puts the
+//! stdio fds in place and closes every other fd, mounts `/proc` (it must be a member of the
+//! namespace to mount its procfs) and masks the dangerous parts of it as docker does, forks the
+//! process, forwards `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and `SIGUSR2` to it,
+//! reaps every zombie, and when the process ends writes its raw wait status to a pipe and
+//! exits with its code (128 + signal for a signal). Its exit makes the kernel kill whatever is
+//! left in the namespace, so nothing outlives the run.
+//!
+//! # The process
+//!
+//! Signal dispositions back to default (the caller's ignored `SIGPIPE` must not leak), a new
+//! session with the pty as controlling terminal in [`Stdio::Tty`](crate::Stdio::Tty) mode,
+//! `chdir`, capability bounding set reduced to docker's default set (no `CAP_SYS_ADMIN`, so
+//! `mount` fails inside), `setgroups`, `setgid`, `setuid`, `execve`.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::SandboxError;
+
+/// Docker's default capability set; every other capability leaves the bounding set.
+pub(crate) const DEFAULT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// How the process relates to the caller's terminal session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Stay in the caller's session and process group ([`Stdio::Inherit`](crate::Stdio)).
+    Keep,
+    /// pid 1 starts a new session without a terminal ([`Stdio::Piped`](crate::Stdio)).
+    Detach,
+    /// pid 1 starts a new session; the process another one, with fd 0 (the pty slave) as its
+    /// controlling terminal.
+    Tty,
+}
+
+/// Everything the forked processes need, prepared before `fork`.
+pub(crate) struct ChildPlan {
+    exe: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    /// Sources of fds 0, 1, 2.
+    stdio: [RawFd; 3],
+    session: Session,
+    /// Bit n set: keep capability n.
+    keep_caps: u64,
+    last_cap: u32,
+}
+
+/// What failed after `fork`; the codes travel over the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Stage {
+    Fds = 1,
+    MountProc = 2,
+    MaskProc = 3,
+    Fork = 4,
+    Setsid = 5,
+    Ctty = 6,
+    Chdir = 7,
+    Capbset = 8,
+    Setgroups = 9,
+    Setgid = 10,
+    Setuid = 11,
+    Exec = 12,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Option<Stage> {
+        use Stage::*;
+        [Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid, Setuid, Exec]
+            .into_iter()
+            .find(|s| *s as u32 == v)
+    }
+}
+
+impl ChildPlan {
+    /// Prepare the plan; fails on strings with interior NULs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        exe: &str,
+        args: &[String],
+        env: &[String],
+        cwd: &str,
+        user: &crate::user::ExecUser,
+        stdio: [RawFd; 3],
+        session: Session,
+        last_cap: u32,
+    ) -> Result<Self, SandboxError> {
+        let c = |s: &str, what: &str| {
+            CString::new(s).map_err(|_| SandboxError::Spec(format!("{what} {s:?} contains a NUL byte")))
+        };
+        let argv = args.iter().map(|a| c(a, "argument")).collect::<Result<Vec<_>, _>>()?;
+        let envp = env.iter().map(|e| c(e, "environment entry")).collect::<Result<Vec<_>, _>>()?;
+        let nul_terminated = |v: &[CString]| {
+            v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
+        };
+        let argv_ptrs = nul_terminated(&argv);
+        let envp_ptrs = nul_terminated(&envp);
+        let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
+        Ok(ChildPlan {
+            exe: c(exe, "executable")?,
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            cwd: c(cwd, "working directory")?,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            stdio,
+            session,
+            keep_caps,
+            last_cap: last_cap.min(63),
+        })
+    }
+
+    /// Turn an error record from the pipe into an error naming the call and path.
+    pub(crate) fn describe(&self, stage: u32, errno: i32) -> SandboxError {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        let (call, path) = match Stage::from_u32(stage) {
+            Some(Stage::Fds) => ("dup2 stdio of", "pid 1".to_string()),
+            Some(Stage::MountProc) => ("mount proc on", "/proc".to_string()),
+            Some(Stage::MaskProc) => ("mount mask on", "/proc".to_string()),
+            Some(Stage::Fork) => ("fork", "container process".to_string()),
+            Some(Stage::Setsid) => ("setsid", "container process".to_string()),
+            Some(Stage::Ctty) => ("ioctl TIOCSCTTY on", "the pty".to_string()),
+            Some(Stage::Chdir) => ("chdir", s(&self.cwd)),
+            Some(Stage::Capbset) => ("prctl PR_CAPBSET_DROP", "capability bounding set".to_string()),
+            Some(Stage::Setgroups) => ("setgroups", format!("{:?}", self.groups)),
+            Some(Stage::Setgid) => ("setgid", self.gid.to_string()),
+            Some(Stage::Setuid) => ("setuid", self.uid.to_string()),
+            Some(Stage::Exec) => ("execve", s(&self.exe)),
+            None => ("unknown stage of", format!("container setup {stage}")),
+        };
+        SandboxError::errno(call, path, errno)
+    }
+}
+
+/// The pid the reaper forwards signals to (set in pid 1 only).
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+const FORWARDED: &[libc::c_int] =
+    &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// Parts of `/proc` made read-only, as docker does.
+const PROC_READONLY: &[&std::ffi::CStr] =
+    &[c"/proc/bus", c"/proc/fs", c"/proc/irq", c"/proc/sys", c"/proc/sysrq-trigger"];
+/// Files hidden behind `/dev/null`.
+const PROC_MASK_FILES: &[&std::ffi::CStr] = &[
+    c"/proc/kcore",
+    c"/proc/keys",
+    c"/proc/latency_stats",
+    c"/proc/timer_list",
+    c"/proc/timer_stats",
+    c"/proc/sched_debug",
+];
+/// Directories hidden behind an empty read-only tmpfs.
+const MASK_DIRS: &[&std::ffi::CStr] =
+    &[c"/proc/acpi", c"/proc/asound", c"/proc/scsi", c"/sys/firmware", c"/sys/devices/virtual/powercap"];
+
+/// Fork pid 1. Returns its (host) pid. `err_w` and `status_w` are the write ends of the error
+/// and status pipes; the caller closes its copies right after.
+pub(crate) fn spawn_pid1(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> Result<i32, SandboxError> {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to sigset_t values owned here. Blocking every signal in this
+    // thread keeps a signal from running a handler of the caller in the child before pid 1
+    // installs its own.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: fork in a possibly multi-threaded process: the child only runs pid1_main, which
+    // makes async-signal-safe calls only, on data prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the child of fork; see pid1_main's contract.
+        unsafe { pid1_main(plan, err_w, status_w) }
+    }
+    let fork_err = std::io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if pid < 0 {
+        return Err(SandboxError::sys("fork", "container pid 1", fork_err));
+    }
+    Ok(pid)
+}
+
+/// Report `stage` with the current errno on `fd` and exit.
+///
+/// # Safety
+/// Only after fork.
+unsafe fn die_on(fd: RawFd, stage: Stage) -> ! {
+    // SAFETY: errno location is thread-local and valid.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut rec = [0u8; 8];
+    rec[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    rec[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe; rec is a valid buffer.
+    unsafe {
+        libc::write(fd, rec.as_ptr().cast(), rec.len());
+        libc::_exit(126)
+    }
+}
+
+/// [`die_on`] the error pipe, once it sits on fd 3.
+///
+/// # Safety
+/// Only after fork, with the error pipe on fd 3.
+unsafe fn die(stage: Stage) -> ! {
+    // SAFETY: forwarded contract.
+    unsafe { die_on(3, stage) }
+}
+
+/// pid 1 of the container.
+///
+/// # Safety
+/// Must only run in the child of `fork`, and must not return. Makes async-signal-safe calls
+/// only; `plan` and the statics it reads were set up before the fork.
+unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
+    // SAFETY: everything below is libc calls on valid, NUL-terminated data from `plan` or
+    // static C strings, in a single-threaded child.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+
+        // fds: stdio sources on 0..2, error pipe on 3, status pipe on 4, nothing else.
+        let srcs = [plan.stdio[0], plan.stdio[1], plan.stdio[2], err_w, status_w];
+        let mut tmp = [-1; 5];
+        for (i, fd) in srcs.iter().enumerate() {
+            tmp[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+            if tmp[i] < 0 {
+                die_on(err_w, Stage::Fds);
+            }
+        }
+        if libc::dup3(tmp[3], 3, libc::O_CLOEXEC) < 0 {
+            die_on(tmp[3], Stage::Fds);
+        }
+        for i in 0..3 {
+            if libc::dup2(tmp[i], i as libc::c_int) < 0 {
+                die(Stage::Fds);
+            }
+        }
+        if libc::dup3(tmp[4], 4, libc::O_CLOEXEC) < 0 {
+            die(Stage::Fds);
+        }
+        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
+            for fd in 5..4096 {
+                libc::close(fd);
+            }
+        }
+        libc::umask(0o022);
+        if plan.session != Session::Keep && libc::setsid() < 0 {
+            die(Stage::Setsid);
+        }
+
+        // /proc of the new pid namespace, with docker's masks.
+        let ro = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), ro, std::ptr::null()) < 0 {
+            die(Stage::MountProc);
+        }
+        for p in PROC_READONLY {
+            if libc::mount(p.as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) < 0 {
+                if *libc::__errno_location() == libc::ENOENT {
+                    continue;
+                }
+                die(Stage::MaskProc);
+            }
+            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | ro;
+            if libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), flags, std::ptr::null()) < 0 {
+                die(Stage::MaskProc);
+            }
+        }
+        for p in PROC_MASK_FILES {
+            if libc::mount(c"/dev/null".as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) < 0
+                && *libc::__errno_location() != libc::ENOENT
+            {
+                die(Stage::MaskProc);
+            }
+        }
+        for p in MASK_DIRS {
+            let flags = libc::MS_RDONLY | ro;
+            if libc::mount(c"tmpfs".as_ptr(), p.as_ptr(), c"tmpfs".as_ptr(), flags, c"size=0".as_ptr().cast()) < 0
+                && *libc::__errno_location() != libc::ENOENT
+            {
+                die(Stage::MaskProc);
+            }
+        }
+
+        // Signals stay blocked (inherited from the setup thread) until the handlers are in
+        // place and the child's pid is known.
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigfillset(&mut sa.sa_mask);
+        for sig in FORWARDED {
+            libc::sigaction(*sig, &sa, std::ptr::null_mut());
+        }
+
+        let child = libc::fork();
+        if child < 0 {
+            die(Stage::Fork);
+        }
+        if child == 0 {
+            workload_main(plan);
+        }
+        FORWARD_TO.store(child, Ordering::Relaxed);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(-1, &mut status, 0);
+            if r == child {
+                let bytes = status.to_ne_bytes();
+                libc::write(4, bytes.as_ptr().cast(), bytes.len());
+                let code = if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    libc::WEXITSTATUS(status)
+                };
+                libc::_exit(code);
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(255);
+            }
+        }
+    }
+}
+
+/// The process: credentials, cwd, capabilities, exec.
+///
+/// # Safety
+/// Only in the child of pid 1's fork; async-signal-safe calls only.
+unsafe fn workload_main(plan: &ChildPlan) -> ! {
+    // SAFETY: libc calls on data prepared before the fork; single-threaded child.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..libc::SIGRTMAX() {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        if plan.session == Session::Tty {
+            if libc::setsid() < 0 {
+                die(Stage::Setsid);
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                die(Stage::Ctty);
+            }
+        }
+        if libc::chdir(plan.cwd.as_ptr()) < 0 {
+            die(Stage::Chdir);
+        }
+        for cap in 0..=plan.last_cap {
+            if plan.keep_caps & (1u64 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                die(Stage::Capbset);
+            }
+        }
+        // Raw syscalls: per-thread credentials are per-process in this single-threaded child.
+        if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
+            die(Stage::Setgroups);
+        }
+        if libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) < 0 {
+            die(Stage::Setgid);
+        }
+        if libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) < 0 {
+            die(Stage::Setuid);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(plan.exe.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
+        die(Stage::Exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_exclude_sys_admin() {
+        assert!(!DEFAULT_CAPS.contains(&21), "CAP_SYS_ADMIN must leave the bounding set");
+        assert!(!DEFAULT_CAPS.contains(&19), "CAP_SYS_PTRACE must leave the bounding set");
+        assert!(!DEFAULT_CAPS.contains(&12), "CAP_NET_ADMIN must leave the bounding set");
+    }
+
+    #[test]
+    fn errors_from_the_child_name_call_and_path() {
+        let user = crate::user::ExecUser { uid: 5, gid: 6, groups: vec![], home: "/".into() };
+        let plan =
+            ChildPlan::new("/bin/true", &["true".into()], &[], "/work", &user, [0, 1, 2], Session::Keep, 40).unwrap();
+        assert_eq!(plan.describe(Stage::Chdir as u32, libc::ENOENT).to_string(), "chdir /work: ENOENT");
+        assert_eq!(plan.describe(Stage::Exec as u32, libc::EACCES).to_string(), "execve /bin/true: EACCES");
+        assert_eq!(plan.describe(Stage::Setuid as u32, libc::EPERM).to_string(), "setuid 5: EPERM");
+    }
+
+    #[test]
+    fn nul_bytes_are_spec_errors() {
+        let user = crate::user::ExecUser { uid: 0, gid: 0, groups: vec![], home: "/".into() };
+        let r = ChildPlan::new("/bin/sh", &["a\0b".into()], &[], "/", &user, [0, 1, 2], Session::Keep, 40);
+        assert!(matches!(r, Err(SandboxError::Spec(_))));
+    }
+}

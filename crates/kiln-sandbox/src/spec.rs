@@ -1,0 +1,250 @@
+//! What to run and how: [`RunSpec`] and the small types around it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+/// The root filesystem of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An overlayfs assembled from read-only lower dirs and one writable upper dir.
+    ///
+    /// The overlay is mounted with `redirect_dir=off`, `metacopy=off` and `index=off`, so the
+    /// upper dir holds whole files, 0/0 character-device whiteouts and
+    /// `trusted.overlay.opaque` dirs only: a layer differ can read it as it is.
+    Overlay {
+        /// Lower dirs, top-most first (the order of overlayfs' `lowerdir=`).
+        lowers: Vec<PathBuf>,
+        /// The upper dir: every write of the run lands here.
+        upper: PathBuf,
+        /// The overlay work dir: empty, on the same filesystem as `upper`.
+        work: PathBuf,
+    },
+    /// A plain directory, used read-write as it is (bind-mounted on itself).
+    Dir(PathBuf),
+}
+
+/// The network of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Share the host's network namespace (`RUN --network=host`, docker build's default).
+    #[default]
+    Host,
+    /// A new, empty network namespace with only the loopback interface, up.
+    None,
+}
+
+/// An extra mount inside the rootfs. Targets are absolute paths inside the container; missing
+/// targets are created for the run only (see the crate docs on mountpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Bind a host file or directory (a cache dir, a secret file, a build-context dir).
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Path inside the container.
+        target: String,
+        /// Mount it read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Path inside the container.
+        target: String,
+        /// Size limit in bytes; `None` for the kernel's default (half of RAM).
+        size: Option<u64>,
+    },
+}
+
+impl Mount {
+    /// The path inside the container.
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// Where the process's stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stdio {
+    /// stdin is `/dev/null`; stdout and stderr are pipes whose chunks reach the `on_output`
+    /// callback of [`run`](crate::run) as they arrive. The container gets its own session, so a
+    /// terminal's Ctrl-C reaches the caller only (see [`Interrupt`]).
+    #[default]
+    Piped,
+    /// The caller's fds 0, 1 and 2 are passed through unchanged.
+    Inherit,
+    /// A pseudo-terminal: the slave is the controlling terminal of the process, the caller's
+    /// stdin (put in raw mode if it is a terminal) is relayed to it, and what the process
+    /// writes reaches `on_output` as [`OutputStream::Stdout`] chunks; the caller writes them to
+    /// its terminal unchanged. Window size changes (`SIGWINCH`) are forwarded.
+    Tty,
+}
+
+/// Which stream an output chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// The process's stdout (or the pty, in [`Stdio::Tty`] mode).
+    Stdout,
+    /// The process's stderr.
+    Stderr,
+}
+
+/// Everything [`run`](crate::run) needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The root filesystem.
+    pub rootfs: Rootfs,
+    /// argv, already shell-wrapped by the caller. `argv[0]` without a `/` is looked up in the
+    /// `PATH` of `env` (docker's default `PATH` if `env` has none), inside the rootfs.
+    pub args: Vec<String>,
+    /// Environment, `K=V`. `PATH` and `HOME` are added when missing, as docker does.
+    pub env: Vec<String>,
+    /// Working directory inside the container, created (mode 0755, owned by root) if missing,
+    /// as docker does for `WORKDIR`; that creation is legitimate layer content.
+    pub cwd: String,
+    /// `""` (root), `name`, `uid`, `uid:gid`, `name:group`: resolved from the rootfs's
+    /// `/etc/passwd` and `/etc/group`, supplementary groups included.
+    pub user: String,
+    /// Hostname inside the new UTS namespace.
+    pub hostname: String,
+    /// Host network or none.
+    pub network: Network,
+    /// Extra mounts (caches and secrets are binds prepared by the caller).
+    pub mounts: Vec<Mount>,
+    /// stdio handling.
+    pub stdio: Stdio,
+    /// Bind the host's `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname` read-only for the
+    /// run only. They never reach the upper dir.
+    pub etc_binds: bool,
+    /// The handle a signal handler uses to stop the run (see [`Interrupt`]).
+    pub interrupt: Interrupt,
+}
+
+impl RunSpec {
+    /// A spec with docker-like defaults: cwd `/`, user root, hostname `kiln`, host network,
+    /// piped output, the host's resolver files bound, a fresh [`Interrupt`].
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        RunSpec {
+            rootfs,
+            args,
+            env: Vec::new(),
+            cwd: "/".to_string(),
+            user: String::new(),
+            hostname: "kiln".to_string(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            stdio: Stdio::Piped,
+            etc_binds: true,
+            interrupt: Interrupt::new(),
+        }
+    }
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell's view: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+
+    /// Exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    pub(crate) fn from_wait_status(status: i32) -> Self {
+        if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// The result of a run that got as far as starting the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the process (or the container's pid 1) ended.
+    pub status: ExitStatus,
+    /// [`Interrupt::interrupt`] was called during the run: the caller must treat the step as
+    /// cancelled (not commit it), whatever the status says.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Default)]
+struct InterruptState {
+    /// Host pid of the container's pid 1 while it runs, else 0.
+    pid: AtomicI32,
+    /// How many times `interrupt` was called.
+    requests: AtomicU32,
+}
+
+/// A handle that stops a run from a signal handler.
+///
+/// The library installs no `SIGINT`/`SIGTERM` handler of its own. The caller (the `kiln`
+/// binary) installs one and calls [`Interrupt::interrupt`] from it. The first call sends
+/// `SIGTERM` to the container's pid 1, which forwards it to the process; a second call sends
+/// `SIGKILL` to pid 1, and the kernel then kills every process of the pid namespace. Either way
+/// [`run`](crate::run) returns with [`Outcome::interrupted`] set after everything is torn down.
+/// Once interrupted, a handle makes later runs fail with
+/// [`SandboxError::Interrupted`](crate::SandboxError::Interrupted) before they start, so one
+/// handle can be shared by all the steps of a build (clones share the state). Use one handle per
+/// concurrently running sandbox.
+///
+/// If the caller does not catch the signal and the process dies, the container's pid 1 gets
+/// `SIGKILL` (parent-death signal) and its namespaces go with it; only an empty staging
+/// directory next to the overlay work dir may remain.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<InterruptState>);
+
+impl Interrupt {
+    /// A fresh handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the run to stop. Async-signal-safe: atomics and `kill(2)` only.
+    pub fn interrupt(&self) {
+        let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
+        let pid = self.0.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let sig = if n == 0 { libc::SIGTERM } else { libc::SIGKILL };
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Whether [`Interrupt::interrupt`] was called.
+    pub fn is_interrupted(&self) -> bool {
+        self.0.requests.load(Ordering::SeqCst) > 0
+    }
+
+    /// Publish pid 1's host pid; deliver a request that arrived before it was known.
+    pub(crate) fn attach(&self, pid: i32) {
+        self.0.pid.store(pid, Ordering::SeqCst);
+        let n = self.0.requests.load(Ordering::SeqCst);
+        if n > 0 {
+            let sig = if n == 1 { libc::SIGTERM } else { libc::SIGKILL };
+            // SAFETY: kill(2) has no memory-safety preconditions; pid is our unreaped child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Forget pid 1 before it is reaped, so that a late request never hits a recycled pid.
+    pub(crate) fn detach(&self) {
+        self.0.pid.store(0, Ordering::SeqCst);
+    }
+}
