@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job: build the seed's custom Python base image, `my-python-base`, with kiln.
+# On a fresh Debian 12 machine, as root. Re-running it reuses every cached step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run as root: RUN steps use namespaces and overlay mounts" >&2
+  exit 1
+fi
+if ! command -v mmdebstrap >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+fi
+cargo build --release -p kiln
+export KILN="$PWD/target/release/kiln"
+if ! "$KILN" inspect debian:bookworm >/dev/null 2>&1; then
+  scripts/make-debian-base.sh debian:bookworm
+fi
+"$KILN" build -t my-python-base examples/python-base
+"$KILN" images
