@@ -28,6 +28,9 @@ pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// The overlayfs xattr that marks a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
+/// At most this many lines in [`ApplyStats::warnings`]; the counters keep counting.
+const MAX_WARNINGS: usize = 1000;
+
 /// How whiteouts are represented in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyMode {
@@ -87,7 +90,7 @@ pub struct ApplyStats {
     pub skipped_xattrs: u64,
     /// Entries ignored (the root dir itself, unknown types, global headers).
     pub skipped_entries: u64,
-    /// One human-readable line per skipped item.
+    /// One human-readable line per skipped item (the first 1000).
     pub warnings: Vec<String>,
 }
 
@@ -318,7 +321,10 @@ impl Applier<'_> {
     }
 
     fn warn(&mut self, msg: String) {
-        self.stats.warnings.push(msg);
+        // A hostile layer must not be able to grow this without bound.
+        if self.stats.warnings.len() < MAX_WARNINGS {
+            self.stats.warnings.push(msg);
+        }
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {

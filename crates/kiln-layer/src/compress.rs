@@ -106,7 +106,8 @@ fn copy_into<R: Read, W: Write>(mut reader: R, writer: &mut W) -> Result<()> {
 /// Compresses `reader` into `writer` with gzip on all cores (gzp, pure-Rust
 /// deflate), hashing the compressed output as it streams. `level` is 0–9.
 ///
-/// The output is a multi-member gzip stream, which every gzip reader accepts.
+/// The output is one gzip member, compressed in blocks on all cores as
+/// `pigz` does; any gzip reader decompresses it.
 /// `writer` is only borrowed: flush and fsync it afterwards as needed.
 ///
 /// ```
@@ -193,6 +194,31 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn gzip_output_is_one_member_that_gunzip_reads() {
+        let data = sample();
+        let mut out = Vec::new();
+        gzip_parallel(&data[..], &mut out, 1).unwrap();
+        // A single-member decoder stops at the end of the first member.
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back.len(), data.len());
+        let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip must be installed for this test");
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || stdin.write_all(&out));
+        let output = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        assert!(output.status.success());
+        assert_eq!(output.stdout, data);
     }
 
     #[test]

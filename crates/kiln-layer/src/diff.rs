@@ -248,6 +248,7 @@ fn is_dropped_xattr(name: &[u8]) -> bool {
 }
 
 fn overlay_suffix(name: &[u8]) -> Option<&[u8]> {
+    // `trusted.` with overlayfs's default, `user.` with its `userxattr` option.
     name.strip_prefix(b"trusted.overlay.")
         .or_else(|| name.strip_prefix(b"user.overlay."))
 }
@@ -496,6 +497,18 @@ impl<W: Write> Walker<'_, W> {
         marks: &mut OverlayMarks,
     ) -> Result<()> {
         for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if self.source == Source::Upper {
+                if let Some(what @ (b"metacopy" | b"redirect")) = overlay_suffix(name) {
+                    return Err(Error::Unsupported {
+                        path: self.host(),
+                        reason: format!(
+                            "the overlayfs upper dir uses {}: its data lives in the lower dirs; \
+                             mount the overlay with metacopy=off,redirect_dir=off to commit it",
+                            String::from_utf8_lossy(what)
+                        ),
+                    });
+                }
+            }
             let wanted = match overlay_suffix(name) {
                 Some(b"opaque") | Some(b"whiteout") => true,
                 _ => !is_dropped_xattr(name),

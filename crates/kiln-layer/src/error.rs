@@ -53,6 +53,14 @@ pub enum Error {
         /// What changed.
         detail: String,
     },
+    /// The input uses a feature this crate can't represent faithfully.
+    #[error("{}: {reason}", path.display())]
+    Unsupported {
+        /// The host path of the offending entry.
+        path: PathBuf,
+        /// What is unsupported, and what to do about it.
+        reason: String,
+    },
     /// The compressor failed.
     #[error("{codec} compression failed: {message}")]
     Compress {

@@ -227,3 +227,30 @@ fn plain_dir_diff_keeps_char_devices_and_drops_overlay_xattrs() {
     write_layer_from_upper(d, &mut upper, DiffOptions::default()).unwrap();
     assert_eq!(tar_names(&upper), ["dir/", "dir/.wh..wh..opq", ".wh.wh"]);
 }
+
+#[test]
+fn metacopy_and_redirect_uppers_are_refused_with_a_hint() {
+    require_root("trusted.* xattrs");
+    for (what, is_dir) in [
+        ("trusted.overlay.metacopy", false),
+        ("trusted.overlay.redirect", true),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x");
+        if is_dir {
+            std::fs::create_dir(&p).unwrap();
+        } else {
+            std::fs::write(&p, "").unwrap();
+        }
+        rustix::fs::lsetxattr(&p, what, b"", XattrFlags::empty()).unwrap();
+        let err = write_layer_from_upper(tmp.path(), std::io::sink(), DiffOptions::default())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("metacopy=off") && msg.contains(&*p.to_string_lossy()),
+            "{msg}"
+        );
+        // A plain dir is committed as it is.
+        write_layer_from_dir(tmp.path(), std::io::sink(), DiffOptions::default()).unwrap();
+    }
+}

@@ -201,3 +201,40 @@ fn truncated_tar_is_an_error_not_a_panic() {
     let err = apply_layer(&tar[..1500], tmp.path(), ApplyMode::Merged, opts()).unwrap_err();
     assert!(matches!(err, kiln_layer::Error::TarRead { .. }), "{err}");
 }
+
+#[test]
+fn devices_are_skipped_with_a_warning_when_mknod_is_not_permitted() {
+    require_root("dropping CAP_MKNOD from a thread");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind) in [
+        ("null", tar::EntryType::Char),
+        ("loop0", tar::EntryType::Block),
+        ("fifo", tar::EntryType::Fifo),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, name, &[][..]).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    // Capabilities are per thread: drop CAP_MKNOD in a thread of our own.
+    let stats = std::thread::spawn(move || {
+        let mut caps = rustix::thread::capabilities(None).unwrap();
+        caps.effective.remove(rustix::thread::CapabilitySet::MKNOD);
+        caps.permitted.remove(rustix::thread::CapabilitySet::MKNOD);
+        rustix::thread::set_capabilities(None, caps).unwrap();
+        apply_layer(&tar[..], &root, ApplyMode::Merged, opts()).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!((stats.skipped_devices, stats.specials), (2, 1), "{stats:?}");
+    assert_eq!(stats.warnings.len(), 2, "{:?}", stats.warnings);
+    assert!(stats.warnings[0].contains("null") && stats.warnings[0].contains("mknodat"));
+    assert!(tmp.path().join("fifo").exists());
+    assert!(!tmp.path().join("null").exists());
+}
