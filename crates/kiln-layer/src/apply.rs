@@ -7,6 +7,23 @@
 //! follow a symlink in the last component. Entry names are first cleaned
 //! lexically (`..` is clamped at the root, as `filepath.Clean("/" + name)`
 //! does), so `../x`, `/etc/x` and `a/../../x` all land on `x` inside the root.
+//!
+//! Symlinks met on the way are followed *inside* the root, as in a chroot: a
+//! later entry `lib/x` under a symlink `lib -> /usr/lib` lands in
+//! `ROOT/usr/lib/x`. When the link's target does not exist inside the root the
+//! entry is refused (as docker's chrooted unpack does) rather than creating
+//! directories through the link. Existing files are never opened for writing:
+//! they are unlinked and created anew (`O_CREAT | O_EXCL | O_NOFOLLOW`), so
+//! nothing is ever written through a symlink or into another hardlink.
+//!
+//! Whiteouts hide entries of lower layers only: a whiteout of a path that
+//! this layer itself unpacked is ignored. Names `.wh..` and `.wh...` (whiteouts
+//! of `.` and `..`) are refused. `trusted.overlay.*` and `user.overlay.*`
+//! xattrs found in a layer are never applied, so a layer can't forge overlayfs
+//! metadata.
+//!
+//! Apply into a staging directory and rename it into place: an error leaves
+//! a partly applied tree behind.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -305,9 +322,6 @@ impl Applier<'_> {
     }
 
     fn mark_unpacked(&mut self, rel: &[u8]) {
-        if self.mode != ApplyMode::Merged {
-            return;
-        }
         let mut end = rel.len();
         loop {
             if !self.unpacked.insert(rel[..end].to_vec()) {
@@ -522,11 +536,11 @@ impl Applier<'_> {
         rel.extend_from_slice(target);
         self.stats.whiteouts += 1;
         match self.mode {
+            _ if self.unpacked.contains(&rel) => {
+                // A whiteout only hides lower layers, never this layer's own entries.
+                Ok(())
+            }
             ApplyMode::Merged => {
-                if self.unpacked.contains(&rel) {
-                    // A whiteout only hides lower layers, never this layer's own entries.
-                    return Ok(());
-                }
                 let parent_fd = match self.open_dir_in_root(&join(parent)) {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),

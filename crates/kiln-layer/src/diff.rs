@@ -580,6 +580,8 @@ impl<W: Write> Walker<'_, W> {
             }
         }
         if with_xattrs {
+            // listxattr order depends on the file system: sort for stable bytes.
+            self.xattrs.sort_unstable();
             for (k, v) in &self.xattrs {
                 let mut key = Vec::with_capacity(13 + k.len());
                 key.extend_from_slice(b"SCHILY.xattr.");

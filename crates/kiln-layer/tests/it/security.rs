@@ -452,3 +452,60 @@ fn dangling_symlink_parent_is_refused() {
     });
     assert!(!std::path::Path::new("/nonexistent-kiln-dir").exists());
 }
+
+#[test]
+fn corrupted_hostile_layers_never_panic_or_escape() {
+    let fx = Fixture::new();
+    let host = host_str(&fx);
+    let mut t = RawTar::new();
+    t.dir("d/")
+        .file("d/a", b"aaaa")
+        .symlink("d", &host)
+        .file("d/b", b"bbbb")
+        .hardlink("hl", "../host/secret")
+        .symlink("up", "../host")
+        .file("up/x", b"x")
+        .file("../.wh.host", b"")
+        .file("d/.wh..wh..opq", b"");
+    let base = t.finish();
+    // A small deterministic PRNG (xorshift), so failures reproduce.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let before = fx.outside();
+    for i in 0..300 {
+        let mut tar = base.clone();
+        for _ in 0..(1 + next() % 8) {
+            let pos = (next() % tar.len() as u64) as usize;
+            tar[pos] = match next() % 4 {
+                0 => b'/',
+                1 => b'.',
+                2 => 0,
+                _ => next() as u8,
+            };
+        }
+        let root = fx.outer.join(format!("root-fuzz-{i}"));
+        std::fs::create_dir(&root).unwrap();
+        for mode in MODES {
+            let _ = apply_layer(&tar[..], &root, mode, opts());
+        }
+        let now: Vec<_> = fx
+            .outside()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"root-fuzz-"))
+            .collect();
+        let was: Vec<_> = before
+            .clone()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"root-fuzz-"))
+            .collect();
+        assert_eq!(
+            was, now,
+            "iteration {i}: something outside the root changed"
+        );
+    }
+}
