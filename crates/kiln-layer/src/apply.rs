@@ -44,6 +44,8 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// The overlayfs xattr that marks a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same for an overlayfs mounted with `userxattr` (rootless).
+pub const USER_OVERLAY_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// At most this many lines in [`ApplyStats::warnings`]; the counters keep counting.
 const MAX_WARNINGS: usize = 1000;
@@ -58,7 +60,8 @@ pub enum ApplyMode {
     Merged,
     /// The target is this layer's own directory, used later as an overlayfs
     /// lower dir: `.wh.NAME` becomes a 0/0 character device `NAME`, and
-    /// `.wh..wh..opq` sets `trusted.overlay.opaque=y` on the directory.
+    /// `.wh..wh..opq` sets `trusted.overlay.opaque=y` on the directory
+    /// (`user.overlay.opaque` with [`ApplyOptions::user_xattrs`]).
     Overlay,
 }
 
@@ -68,12 +71,17 @@ pub struct ApplyOptions {
     /// Set the owner of every entry to the uid/gid of the tar header
     /// (`lchown`). On by default; turn it off when not running as root.
     pub preserve_owner: bool,
+    /// In [`ApplyMode::Overlay`], mark opaque dirs with `user.overlay.opaque`
+    /// instead of `trusted.overlay.opaque`: for an overlayfs mounted with the
+    /// `userxattr` option (rootless). Off by default.
+    pub user_xattrs: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             preserve_owner: true,
+            user_xattrs: false,
         }
     }
 }
@@ -128,7 +136,7 @@ pub struct ApplyStats {
 /// let tar = b.into_inner()?;
 ///
 /// let root = tempfile::tempdir()?;
-/// let opts = ApplyOptions { preserve_owner: false };
+/// let opts = ApplyOptions { preserve_owner: false, ..Default::default() };
 /// let stats = apply_layer(&tar[..], root.path(), ApplyMode::Merged, opts)?;
 /// assert_eq!(stats.files, 1);
 /// assert_eq!(std::fs::read(root.path().join("etc/hostname"))?, b"k\n");
@@ -575,9 +583,13 @@ impl Applier<'_> {
                 self.remove_lower(&fd, &mut rel)
             }
             ApplyMode::Overlay => {
-                rustix::fs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty()).map_err(
-                    |e| Error::sys("fsetxattr(trusted.overlay.opaque)", self.host(&rel), e),
-                )
+                let (name, syscall) = if self.opts.user_xattrs {
+                    (USER_OVERLAY_OPAQUE_XATTR, "fsetxattr(user.overlay.opaque)")
+                } else {
+                    (OVERLAY_OPAQUE_XATTR, "fsetxattr(trusted.overlay.opaque)")
+                };
+                rustix::fs::fsetxattr(&fd, name, b"y", XattrFlags::empty())
+                    .map_err(|e| Error::sys(syscall, self.host(&rel), e))
             }
         }
     }

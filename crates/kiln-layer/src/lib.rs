@@ -34,7 +34,7 @@
 //!
 //! // Apply it somewhere else.
 //! let dst = tempfile::tempdir()?;
-//! let apply = ApplyOptions { preserve_owner: false };
+//! let apply = ApplyOptions { preserve_owner: false, ..Default::default() };
 //! apply_layer(&tar[..], dst.path(), ApplyMode::Merged, apply)?;
 //! assert_eq!(std::fs::read_to_string(dst.path().join("etc/motd"))?, "hi\n");
 //! # Ok(()) }
@@ -48,8 +48,8 @@ mod error;
 mod hash;
 
 pub use apply::{
-    ApplyMode, ApplyOptions, ApplyStats, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX,
-    apply_layer,
+    ApplyMode, ApplyOptions, ApplyStats, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR,
+    WHITEOUT_OPAQUE, WHITEOUT_PREFIX, apply_layer,
 };
 pub use compress::{
     Compressed, Compression, decompress_auto, detect_compression, gzip_parallel, zstd_compress,

@@ -23,7 +23,9 @@ pub fn require_root(what: &str) {
 
 pub fn opts() -> ApplyOptions {
     ApplyOptions {
+        // Without root: no chown, and user.overlay.* instead of trusted.overlay.*.
         preserve_owner: is_root(),
+        user_xattrs: !is_root(),
     }
 }
 
