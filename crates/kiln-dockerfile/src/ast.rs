@@ -69,6 +69,8 @@ pub struct Node {
     pub heredocs: Vec<Heredoc>,
     /// The logical line after joining continuations (what BuildKit calls `Original`).
     pub original: String,
+    /// The instruction's physical lines as written (first to last line of `span`).
+    pub source: String,
     /// Comment lines directly above the instruction (without `#`).
     pub comments: Vec<String>,
     /// Where the instruction is: first line and column to its last line (heredocs included).

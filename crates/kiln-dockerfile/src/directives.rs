@@ -122,7 +122,13 @@ mod tests {
 
     #[test]
     fn placement_rules() {
-        let d = parse(&["# syntax = docker/dockerfile:1", "#ESCAPE=`", "# check=skip=all", "FROM x"]).unwrap();
+        let d = parse(&[
+            "# syntax = docker/dockerfile:1",
+            "#ESCAPE=`",
+            "# check=skip=all",
+            "FROM x",
+        ])
+        .unwrap();
         assert_eq!(d.len(), 3);
         assert_eq!(d[1].name, "escape");
         assert_eq!(d[1].value, "`");
@@ -140,7 +146,12 @@ mod tests {
             parse(&["# escape=`", "# Escape=\\"]).unwrap_err(),
             DirectiveError::Duplicate("escape".into())
         );
-        assert!(matches!(parse(&["# escape=x"]), Err(DirectiveError::InvalidEscape(_))));
-        assert!(matches!(parse(&["# escape= "]), Err(DirectiveError::InvalidEscape(v)) if v == " "));
+        assert!(matches!(
+            parse(&["# escape=x"]),
+            Err(DirectiveError::InvalidEscape(_))
+        ));
+        assert!(
+            matches!(parse(&["# escape= "]), Err(DirectiveError::InvalidEscape(v)) if v == " ")
+        );
     }
 }

@@ -56,11 +56,20 @@ pub struct ParseError {
 
 impl ParseError {
     /// Builds an error at `line:column` of `source`, underlining `width` characters.
-    pub(crate) fn at(source: &str, line: usize, column: usize, width: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn at(
+        source: &str,
+        line: usize,
+        column: usize,
+        width: usize,
+        message: impl Into<String>,
+    ) -> Self {
         let source_line = nth_line(source, line).to_string();
         ParseError {
             message: message.into(),
-            position: Position { line, column: column.max(1) },
+            position: Position {
+                line,
+                column: column.max(1),
+            },
             end_line: line,
             width: width.max(1),
             source_line,
@@ -116,9 +125,16 @@ pub(crate) fn render_diagnostic(
     let line_no = position.line.to_string();
     let pad = " ".repeat(line_no.len());
     let _ = writeln!(out, "error: {message}");
-    let _ = writeln!(out, "{pad}--> {file_name}:{}:{}", position.line, position.column);
+    let _ = writeln!(
+        out,
+        "{pad}--> {file_name}:{}:{}",
+        position.line, position.column
+    );
     let _ = writeln!(out, "{pad} |");
-    let shown: String = source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+    let shown: String = source_line
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
     let _ = writeln!(out, "{line_no} | {shown}");
     let caret_pad = " ".repeat(position.column.saturating_sub(1));
     let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(width.max(1)));
@@ -140,11 +156,13 @@ pub(crate) fn nth_line(source: &str, line: usize) -> &str {
         .unwrap_or("")
 }
 
-/// The closest candidate to `word` (case-insensitive edit distance of at most a third of its
-/// length, at least 1), for "did you mean" hints.
+/// The closest candidate to `word` (case-insensitive edit distance, transpositions counting
+/// as one edit, of at most 1 for short words and 2 or a third of the length otherwise), for
+/// "did you mean" hints.
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_lowercase();
-    let max = (word.chars().count() / 3).max(1);
+    let len = word.chars().count();
+    let max = if len <= 3 { 1 } else { (len / 3).max(2) };
     candidates
         .iter()
         .map(|c| (levenshtein(&word, &c.to_lowercase()), *c))
@@ -153,22 +171,34 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .map(|(_, c)| c)
 }
 
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
 fn levenshtein(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     if a.len() > 64 || b.len() > 64 {
         return usize::MAX;
     }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j - 1] + cost)
+                .min(d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
 }
 
 #[cfg(test)]

@@ -105,18 +105,35 @@ mod tests {
 
     #[test]
     fn helpers_like_buildkit() {
-        for valid in ["<<EOF", "<<'EOF'", r#"<<"EOF""#, "<<-EOF", "<<-'EOF'", r#"<<-"EOF""#, r#"<<EO"F""#, "<< EOF", "<<- EOF"] {
-            let h = parse_heredoc(valid).unwrap().unwrap_or_else(|| panic!("{valid}"));
+        for valid in [
+            "<<EOF",
+            "<<'EOF'",
+            r#"<<"EOF""#,
+            "<<-EOF",
+            "<<-'EOF'",
+            r#"<<-"EOF""#,
+            r#"<<EO"F""#,
+            "<< EOF",
+            "<<- EOF",
+        ] {
+            let h = parse_heredoc(valid)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{valid}"));
             assert_eq!(h.name, "EOF", "{valid}");
         }
         for invalid in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
             assert!(parse_heredoc(invalid).is_err(), "{invalid}");
         }
-        for not in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh", "<<EOF<", "EOF<<"] {
+        for not in [
+            "", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh", "<<EOF<", "EOF<<",
+        ] {
             assert_eq!(parse_heredoc(not).unwrap(), None, "{not}");
         }
         let h = parse_heredoc("3<<-'E'O\\'F").unwrap().unwrap();
-        assert_eq!((h.fd, h.chomp, h.expand, h.name.as_str()), (3, true, false, "EO'F"));
+        assert_eq!(
+            (h.fd, h.chomp, h.expand, h.name.as_str()),
+            (3, true, false, "EO'F")
+        );
     }
 
     #[test]
@@ -125,6 +142,10 @@ mod tests {
         assert_eq!(hs.len(), 2);
         assert_eq!(hs[0].name, "FILE1");
         assert!(hs[1].chomp && !hs[1].expand);
-        assert!(heredocs_from_line("RUN \"<<NOHEREDOC\"").unwrap().is_empty());
+        assert!(
+            heredocs_from_line("RUN \"<<NOHEREDOC\"")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -298,9 +298,18 @@ mod tests {
     fn arrays() {
         assert_eq!(parse_json_array(r#"["a", "b"]"#), strings(&["a", "b"]));
         assert_eq!(parse_json_array(r#"  [ ] "#), strings(&[]));
-        assert_eq!(parse_json_array(r#"["\u00e9\ud83d\ude00\ud800x"]"#), strings(&["é😀\u{fffd}x"]));
-        assert_eq!(parse_json_array(r#"[ "a", [ "b" ] ]"#), JsonArgs::NotStringArray);
-        assert_eq!(parse_json_array(r#"["a", 1, {"k": [null]}]"#), JsonArgs::NotStringArray);
+        assert_eq!(
+            parse_json_array(r#"["\u00e9\ud83d\ude00\ud800x"]"#),
+            strings(&["é😀\u{fffd}x"])
+        );
+        assert_eq!(
+            parse_json_array(r#"[ "a", [ "b" ] ]"#),
+            JsonArgs::NotStringArray
+        );
+        assert_eq!(
+            parse_json_array(r#"["a", 1, {"k": [null]}]"#),
+            JsonArgs::NotStringArray
+        );
         assert_eq!(parse_json_array(r#"["a", 1e999]"#), JsonArgs::NotJson);
         assert_eq!(parse_json_array(r#"['a']"#), JsonArgs::NotJson);
         assert_eq!(parse_json_array(r#"["a""#), JsonArgs::NotJson);

@@ -73,6 +73,7 @@ pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError
         json: parsed.json,
         heredocs: Vec::new(),
         original: line.to_string(),
+        source: String::new(),
         comments: Vec::new(),
         span: Default::default(),
     })
@@ -297,7 +298,11 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// `ENV`/`LABEL`: `k=v …` or the legacy `k v`.
-fn parse_name_val(rest: &str, keyword: &'static str, escape: char) -> Result<ParsedArgs, LineError> {
+fn parse_name_val(
+    rest: &str,
+    keyword: &'static str,
+    escape: char,
+) -> Result<ParsedArgs, LineError> {
     let words = parse_words(rest, escape);
     let Some(first) = words.first() else {
         return Ok(ParsedArgs::none());
@@ -308,7 +313,11 @@ fn parse_name_val(rest: &str, keyword: &'static str, escape: char) -> Result<Par
             Some(i) => {
                 let key = &rest[..i];
                 let value = rest[i..].trim_start_matches(is_ascii_blank);
-                Ok(ParsedArgs::words(vec![key.to_string(), value.to_string(), String::new()]))
+                Ok(ParsedArgs::words(vec![
+                    key.to_string(),
+                    value.to_string(),
+                    String::new(),
+                ]))
             }
             None => Err(LineError::MissingValue {
                 keyword,
@@ -332,7 +341,12 @@ fn parse_whitespace_delimited(rest: &str) -> ParsedArgs {
     if rest.is_empty() {
         return ParsedArgs::none();
     }
-    ParsedArgs::words(rest.split(is_ascii_blank).filter(|s| !s.is_empty()).map(str::to_string).collect())
+    ParsedArgs::words(
+        rest.split(is_ascii_blank)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 fn parse_string(rest: &str) -> ParsedArgs {
@@ -387,7 +401,10 @@ fn parse_health_config(rest: &str) -> Result<ParsedArgs, LineError> {
     let cmd = parse_maybe_json(&cmd_text)?;
     let mut args = vec![Arg::Word(typ)];
     args.extend(cmd.args);
-    Ok(ParsedArgs { args, json: cmd.json })
+    Ok(ParsedArgs {
+        args,
+        json: cmd.json,
+    })
 }
 
 fn parse_sub_command(rest: &str, escape: char) -> Result<ParsedArgs, LineError> {
@@ -425,7 +442,10 @@ mod tests {
     #[test]
     fn flags_stop_at_double_dash() {
         let (k, f, r) = split_command("COPY --a=1 -- --b x", '\\');
-        assert_eq!((k.as_str(), f, r.as_str()), ("COPY", vec!["--a=1".to_string()], "--b x"));
+        assert_eq!(
+            (k.as_str(), f, r.as_str()),
+            ("COPY", vec!["--a=1".to_string()], "--b x")
+        );
         let (_, f, r) = split_command("RUN --mount=\"type=cache,target=/x\" echo", '\\');
         assert_eq!(f, ["--mount=type=cache,target=/x"]);
         assert_eq!(r, "echo");

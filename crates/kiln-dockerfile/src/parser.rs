@@ -68,6 +68,11 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Byte offset of the next unread line.
+    fn offset(&self) -> usize {
+        self.source.len() - self.lines.rest.len()
+    }
+
     /// The next physical line, checked for BuildKit's maximum length.
     fn next_line(&mut self) -> Result<Option<&'a str>, ParseError> {
         let Some(mut line) = self.lines.next() else {
@@ -92,7 +97,11 @@ impl<'a> Reader<'a> {
 
     /// BuildKit's `processLine`: newline trimmed, optionally left-trimmed, checked for a
     /// directive, and emptied if it is a comment.
-    fn process_line(&mut self, raw: &'a str, strip_left: bool) -> Result<(&'a str, bool), ParseError> {
+    fn process_line(
+        &mut self,
+        raw: &'a str,
+        strip_left: bool,
+    ) -> Result<(&'a str, bool), ParseError> {
         let mut token = trim_newline(raw);
         if strip_left {
             token = trim_left_space(token);
@@ -116,7 +125,11 @@ impl<'a> Reader<'a> {
     }
 
     fn directive_error(&self, e: DirectiveError, line: usize, token: &str) -> ParseError {
-        let col = column_of(self.source, line, token.find('=').map_or(0, |i| i + 1) + leading_len(self.source, line, token));
+        let col = column_of(
+            self.source,
+            line,
+            token.find('=').map_or(0, |i| i + 1) + leading_len(self.source, line, token),
+        );
         match e {
             DirectiveError::Duplicate(name) => ParseError::at(
                 self.source,
@@ -174,7 +187,9 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
 
-    while let Some(raw) = r.next_line()? {
+    loop {
+        let instruction_start = r.offset();
+        let Some(raw) = r.next_line()? else { break };
         if is_comment(raw) {
             let text = trim_left_space(raw);
             let comment = crate::text::trim_space(&text[1..]);
@@ -227,9 +242,15 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
 
         if can_contain_heredoc(&node) && line.contains("<<") {
             let starts = heredocs_from_line(&line).map_err(|e| {
-                ParseError::at(source, start_line, first_text_column(source, start_line), 1, e.to_string())
-                    .with_end_line(r.current_line)
-                    .with_hint(e.hint())
+                ParseError::at(
+                    source,
+                    start_line,
+                    first_text_column(source, start_line),
+                    1,
+                    e.to_string(),
+                )
+                .with_end_line(r.current_line)
+                .with_hint(e.hint())
             })?;
             for start in starts {
                 let mut content = String::new();
@@ -265,11 +286,23 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
             }
         }
 
-        let start_col = first_text_column(source, start_line);
-        let end_col = crate::error::nth_line(source, r.current_line).chars().count() + 1;
+        // The instruction's own text; positions are computed from it so that parsing stays
+        // linear in the size of the file.
+        let text = source[instruction_start..r.offset()].trim_end_matches(['\n', '\r']);
+        let first_line = text.split('\n').next().unwrap_or("");
+        let start_col = first_line.chars().take_while(|&c| is_space(c)).count() + 1;
+        let last_line = text.rsplit('\n').next().unwrap_or("");
+        let end_col = last_line.trim_end_matches('\r').chars().count() + 1;
+        node.source = text.to_string();
         node.span = Span {
-            start: Position { line: start_line, column: start_col },
-            end: Position { line: r.current_line, column: end_col },
+            start: Position {
+                line: start_line,
+                column: start_col,
+            },
+            end: Position {
+                line: r.current_line,
+                column: end_col,
+            },
         };
         set_sub_span(&mut node);
         nodes.push(node);
@@ -277,8 +310,10 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
 
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
         let line = r.current_line.max(1);
-        return Err(ParseError::at(source, line, 1, 1, "file with no instructions")
-            .with_hint("add at least a FROM instruction, e.g. `FROM alpine:3.20`"));
+        return Err(
+            ParseError::at(source, line, 1, 1, "file with no instructions")
+                .with_hint("add at least a FROM instruction, e.g. `FROM alpine:3.20`"),
+        );
     };
     let span = Span {
         start: first.span.start,
@@ -301,6 +336,7 @@ fn set_sub_span(node: &mut Node) {
         if let crate::ast::Arg::Instruction(sub) = arg {
             sub.span = span;
             sub.heredocs = heredocs.clone();
+            sub.source = node.source.clone();
             set_sub_span(sub);
         }
     }
@@ -327,17 +363,33 @@ fn find_heredoc_column(source: &str, line: usize, name: &str) -> usize {
 
 fn line_error(source: &str, e: LineError, start: usize, end: usize, logical: &str) -> ParseError {
     let col = first_text_column(source, start);
-    let keyword_width = logical.split(is_space).find(|s| !s.is_empty()).map_or(1, |k| k.chars().count());
+    let keyword_width = logical
+        .split(is_space)
+        .find(|s| !s.is_empty())
+        .map_or(1, |k| k.chars().count());
     let err = match e {
         LineError::MissingValue { keyword, key } => {
             let raw = crate::error::nth_line(source, start);
-            let key_col = raw.find(key.as_str()).filter(|_| !key.is_empty()).map_or(col, |i| column_of(source, start, i));
-            ParseError::at(source, start, key_col, key.chars().count(), format!("{keyword} must have two arguments"))
-                .with_hint(format!("write `{keyword} {key}=<value>` (an empty value is `{key}=\"\"`)"))
+            let key_col = raw
+                .find(key.as_str())
+                .filter(|_| !key.is_empty())
+                .map_or(col, |i| column_of(source, start, i));
+            ParseError::at(
+                source,
+                start,
+                key_col,
+                key.chars().count(),
+                format!("{keyword} must have two arguments"),
+            )
+            .with_hint(format!(
+                "write `{keyword} {key}=<value>` (an empty value is `{key}=\"\"`)"
+            ))
         }
         LineError::MissingEquals { keyword, word } => {
             let raw = crate::error::nth_line(source, start);
-            let word_col = raw.find(word.as_str()).map_or(col, |i| column_of(source, start, i));
+            let word_col = raw
+                .find(word.as_str())
+                .map_or(col, |i| column_of(source, start, i));
             ParseError::at(
                 source,
                 start,
@@ -385,7 +437,11 @@ mod tests {
         let src = "\nFROM alpine:3.6\n\nRUN valid \\\n    continuation\n\nRUN something \\\n\n    following \\\n\n    more\n\nRUN another \\\n\n    thing\n\nRUN non-indented \\\n# this is a comment\n   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t";
         let p = parse(src).unwrap();
         assert_eq!(p.warnings.len(), 2);
-        assert!(p.warnings[0].message.contains("RUN something     following     more"));
+        assert!(
+            p.warnings[0]
+                .message
+                .contains("RUN something     following     more")
+        );
         assert!(p.warnings[1].message.contains("RUN another     thing"));
     }
 
@@ -393,7 +449,10 @@ mod tests {
     fn too_long_line() {
         let src = format!("\n\t\tFROM image\n\t\tLABEL test={}\n", "a".repeat(65_536));
         let e = parse(&src).unwrap_err();
-        assert_eq!(e.message, "dockerfile line greater than max allowed size of 65535");
+        assert_eq!(
+            e.message,
+            "dockerfile line greater than max allowed size of 65535"
+        );
         assert_eq!(e.position.line, 3);
     }
 
@@ -402,7 +461,10 @@ mod tests {
         let src = "FROM a\nRUN <<EOF\necho hi\nEOF\nCOPY <<-X <<Y /d\n\tx\n\tX\ny\nY\n";
         let p = parse(src).unwrap();
         assert_eq!(p.nodes[1].heredocs[0].content, "echo hi\n");
-        assert_eq!((p.nodes[1].span.start.line, p.nodes[1].span.end.line), (2, 4));
+        assert_eq!(
+            (p.nodes[1].span.start.line, p.nodes[1].span.end.line),
+            (2, 4)
+        );
         assert_eq!(p.nodes[2].heredocs[0].content, "\tx\n");
         assert_eq!(p.nodes[2].heredocs[0].chomped(), "x\n");
         assert_eq!(p.nodes[2].heredocs[1].content, "y\n");

@@ -90,6 +90,7 @@ pub(crate) fn to_upper(s: &str) -> String {
 }
 
 /// Go's `strconv.Quote`: a double-quoted string literal with Go escapes.
+#[cfg(test)]
 pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     quote_into(&mut out, s);

@@ -23,9 +23,16 @@ fn read(path: &Path) -> String {
 fn case_dirs(dir: &Path) -> Vec<PathBuf> {
     let entries = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("conformance directory missing: {}: {e}", dir.display()));
-    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no conformance cases in {}", dir.display());
+    assert!(
+        !dirs.is_empty(),
+        "no conformance cases in {}",
+        dir.display()
+    );
     dirs
 }
 
@@ -40,14 +47,22 @@ fn parser_testfiles_match_results_byte_for_byte() {
             Ok(parsed) => {
                 let got = parsed.dump();
                 if got != expected {
-                    failures.push(format!("{}:\n--- expected\n{expected}--- got\n{got}", dir.display()));
+                    failures.push(format!(
+                        "{}:\n--- expected\n{expected}--- got\n{got}",
+                        dir.display()
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: rejected: {e}", dir.display())),
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), dirs.len(), failures.join("\n"));
-    eprintln!("{} testfiles cases passed", dirs.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -56,17 +71,27 @@ fn parser_negative_testfiles_are_rejected() {
     for dir in &dirs {
         let dockerfile = read(&dir.join("Dockerfile"));
         let result = kiln_dockerfile::parse(&dockerfile);
-        assert!(result.is_err(), "{} was accepted: {:?}", dir.display(), result.map(|p| p.dump()));
+        assert!(
+            result.is_err(),
+            "{} was accepted: {:?}",
+            dir.display(),
+            result.map(|p| p.dump())
+        );
     }
 }
 
 #[test]
 fn parser_line_numbers() {
     let path = conformance_root().join("parser/testfile-line/Dockerfile");
-    let parsed = kiln_dockerfile::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let parsed =
+        kiln_dockerfile::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(parsed.span.start.line, 5);
     assert_eq!(parsed.span.end.line, 31);
-    let lines: Vec<(usize, usize)> = parsed.nodes.iter().map(|n| (n.span.start.line, n.span.end.line)).collect();
+    let lines: Vec<(usize, usize)> = parsed
+        .nodes
+        .iter()
+        .map(|n| (n.span.start.line, n.span.end.line))
+        .collect();
     assert_eq!(lines, [(5, 5), (11, 12), (17, 31)]);
 }
 
@@ -83,7 +108,13 @@ fn shell_env_var_test() {
             continue;
         }
         let parts: Vec<&str> = line.split('|').collect();
-        assert_eq!(parts.len(), 3, "{}:{}: malformed line {line:?}", path.display(), i + 1);
+        assert_eq!(
+            parts.len(),
+            3,
+            "{}:{}: malformed line {line:?}",
+            path.display(),
+            i + 1
+        );
         let platform = parts[0].trim();
         if platform != "A" && platform != "U" {
             continue;
@@ -98,7 +129,10 @@ fn shell_env_var_test() {
             (Err(_), _) => false,
         };
         if !ok {
-            failures.push(format!("line {}: {source:?}: expected {expected:?}, got {got:?}", i + 1));
+            failures.push(format!(
+                "line {}: {source:?}: expected {expected:?}, got {got:?}",
+                i + 1
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -121,11 +155,19 @@ fn shell_words_test() {
             continue;
         }
         let parts: Vec<&str> = line.split('|').collect();
-        assert_eq!(parts.len(), 2, "{}:{}: malformed line {line:?}", path.display(), i + 1);
+        assert_eq!(
+            parts.len(),
+            2,
+            "{}:{}: malformed line {line:?}",
+            path.display(),
+            i + 1
+        );
         let input = parts[0].trim();
         let expected: Vec<&str> = parts[1].trim_start_matches(' ').split(',').collect();
         let env = EnvList::from_env_strings(&env_lines);
-        let got = lexer.expand_words(input, &env).unwrap_or_else(|_| vec!["error".into()]);
+        let got = lexer
+            .expand_words(input, &env)
+            .unwrap_or_else(|_| vec!["error".into()]);
         checked += 1;
         assert_eq!(got, expected, "{}:{}: {input:?}", path.display(), i + 1);
     }

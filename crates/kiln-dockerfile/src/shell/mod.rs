@@ -118,7 +118,10 @@ impl EnvList {
 
     /// `KEY=value` strings, in order (the shape of an image config's `Env`).
     pub fn to_env_strings(&self) -> Vec<String> {
-        self.entries.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        self.entries
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
     }
 
     /// Number of variables.
@@ -767,6 +770,9 @@ mod tests {
         let mut lex = Lexer::new('\\');
         lex.skip_unset_env = true;
         lex.raw_quotes = true;
-        assert_eq!(lex.expand_word("$X ${Y} ${Z:-q}", &NoEnv).unwrap(), "$X ${Y} ${Z:-q}");
+        assert_eq!(
+            lex.expand_word("$X ${Y} ${Z:-q}", &NoEnv).unwrap(),
+            "$X ${Y} ${Z:-q}"
+        );
     }
 }

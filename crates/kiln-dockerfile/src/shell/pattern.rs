@@ -58,7 +58,9 @@ impl Pattern {
                             tokens.push(Token::Literal(e));
                         }
                         Some(&e) => return Err(PatternError(format!("invalid escape '\\{e}'"))),
-                        None => return Err(PatternError("invalid escape at end of pattern".into())),
+                        None => {
+                            return Err(PatternError("invalid escape at end of pattern".into()));
+                        }
                     }
                 }
                 c => tokens.push(Token::Literal(c)),
@@ -145,7 +147,11 @@ impl Memo {
 }
 
 /// `${value#pattern}` / `${value##pattern}`: removes the matching prefix.
-pub(crate) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
+pub(crate) fn trim_prefix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+) -> Result<String, PatternError> {
     let pat = Pattern::compile(pattern, greedy)?;
     let text: Vec<char> = value.chars().collect();
     let mut memo = Memo::new(pat.tokens.len(), text.len());
@@ -157,7 +163,11 @@ pub(crate) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<St
 
 /// `${value%pattern}` / `${value%%pattern}`: removes the matching suffix. Like BuildKit, it
 /// reverses both strings (keeping escape pairs in order) and trims a prefix.
-pub(crate) fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
+pub(crate) fn trim_suffix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+) -> Result<String, PatternError> {
     let reversed_pattern = reverse_pattern(pattern);
     let reversed_value: String = value.chars().rev().collect();
     let trimmed = trim_prefix(&reversed_pattern, &reversed_value, greedy)?;

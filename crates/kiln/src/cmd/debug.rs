@@ -1,14 +1,261 @@
 //! `kiln debug`: the parser's and the shell lexer's view of the input.
+//!
+//! This surface is stable: tests and users drive it to see exactly how kiln reads a
+//! Dockerfile. `parse` prints BuildKit's AST dump byte-for-byte; `expand` and `words` run
+//! BuildKit's shell-word lexer on one word.
 
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use kiln_dockerfile::shell::{EnvList, Lexer};
 
 /// Arguments of `kiln debug`.
 #[derive(Debug, Args)]
-pub struct DebugArgs {}
+#[command(
+    about = "Show how kiln reads Dockerfiles and shell words (stable, for tests and users)",
+    long_about = "Show how kiln reads Dockerfiles and shell words.\n\n\
+This is a stable, documented surface: its output formats do not change between releases.\n\
+`parse` prints BuildKit's AST dump of a Dockerfile, byte-for-byte the format of BuildKit's\n\
+parser `result` test files. `expand` and `words` run the shell-word lexer that Dockerfile\n\
+instructions such as ENV, COPY and WORKDIR use to substitute variables.\n\n\
+Exit status: 0 on success, 1 when the input is rejected (the error, with file, line,\n\
+column, the source line and a hint, goes to stderr), 2 on a usage error.",
+    after_help = "Examples:\n  \
+kiln debug parse Dockerfile\n  \
+kiln debug parse --check Dockerfile\n  \
+kiln debug expand --env NAME=kiln 'hello-${NAME:-world}'\n  \
+kiln debug words --env 'SPACE=a  b' 'x${SPACE}y'\n  \
+kiln debug instructions Dockerfile"
+)]
+pub struct DebugArgs {
+    #[command(subcommand)]
+    command: DebugCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Print the AST dump of a Dockerfile, one S-expression per instruction.
+    #[command(
+        long_about = "Print the AST dump of a Dockerfile: one S-expression per instruction, in\n\
+the exact format of BuildKit's parser test `result` files, e.g.\n\n  \
+(from \"ubuntu\")\n  \
+(run \"apt-get update && apt-get install -y python3\")\n  \
+(copy [\"--chown=app\"] \"src\" \"/app/\")\n  \
+(onbuild (run \"echo\" \"hi\"))\n\n\
+The keyword is lower-cased, flags are shown as a quoted list, and every argument is a\n\
+Go-quoted string. The parser reads exactly what BuildKit's parser reads: directives,\n\
+continuation lines, comments inside continuations, heredocs and the JSON exec form.\n\
+Unknown instructions are accepted here (as BuildKit's parser does) unless --check is given.\n\n\
+A file the parser rejects (no instructions, `ENV key` without a value, a JSON array with\n\
+non-string elements, an unterminated heredoc, a duplicate or invalid directive) exits 1\n\
+with the error on stderr.",
+        after_help = "Examples:\n  \
+kiln debug parse Dockerfile\n  \
+kiln debug parse - < Dockerfile\n  \
+kiln debug parse --check Dockerfile    # also reject unknown instructions and bad flags"
+    )]
+    Parse {
+        /// The Dockerfile to read; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also convert every instruction to its typed form and group stages, rejecting what
+        /// `docker build` rejects at that stage (unknown instructions, unknown flags, ...).
+        #[arg(long)]
+        check: bool,
+        /// Print parser warnings (e.g. empty continuation lines) to stderr.
+        #[arg(long)]
+        warnings: bool,
+    },
+    /// Expand one shell word ($VAR, ${VAR:-default}, quotes, escapes) and print the result.
+    #[command(
+        long_about = "Expand one shell word the way Dockerfile instructions do and print the\n\
+result followed by a newline. Quotes are removed, escapes resolved, and $NAME, ${NAME},\n\
+${NAME:-default}, ${NAME-default}, ${NAME:+alt}, ${NAME+alt}, ${NAME:?message},\n\
+${NAME?message}, ${NAME#pattern}, ${NAME##pattern}, ${NAME%pattern}, ${NAME%%pattern},\n\
+${NAME/pattern/replacement} and ${NAME//pattern/replacement} substituted. Variables not\n\
+given with --env are unset. An expansion error (unterminated quote, missing `}`, bad\n\
+substitution, ${NAME:?...} on an unset variable) exits 1 with the error on stderr.",
+        after_help = "Examples:\n  \
+kiln debug expand --env PWD=/home 'he$PWD'             # he/home\n  \
+kiln debug expand 'he${XXX:-000}xx'                    # he000xx\n  \
+kiln debug expand --env V=a/b/c '${V##*/}'             # c\n  \
+kiln debug expand --escape '`' 'a`$b'                  # a$b\n  \
+kiln debug expand \"'single \\$quoted'\"                 # single \\$quoted"
+    )]
+    Expand(WordArgs),
+    /// Expand one shell word and print the resulting words joined by `,`.
+    #[command(
+        long_about = "Expand one shell word and split the result into words the way BuildKit\n\
+does, then print the words joined by `,` followed by a newline. Unquoted whitespace\n\
+(also whitespace coming from an unquoted variable) separates words; quoted text stays\n\
+in one word. Exits 1 on an expansion error.",
+        after_help = "Examples:\n  \
+kiln debug words 'hello there'                         # hello,there\n  \
+kiln debug words --env 'space=abc  def' 'hello${space}bye'   # helloabc,defbye\n  \
+kiln debug words --env 'space=abc  def' 'hello\"${space}\"bye' # helloabc  defbye"
+    )]
+    Words(WordArgs),
+    /// Print every instruction in its typed form (flags parsed, stages grouped).
+    #[command(
+        long_about = "Parse a Dockerfile, convert every instruction to its typed form (flags,\n\
+mounts, heredocs, exec or shell form) and print the meta ARGs and the stages, one\n\
+instruction per line, in a human-readable debug format. This format is for people and may\n\
+change; use `parse` for a stable format.",
+        after_help = "Example:\n  kiln debug instructions Dockerfile"
+    )]
+    Instructions {
+        /// The Dockerfile to read; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WordArgs {
+    /// Set a variable, `KEY=VALUE` (`KEY` alone sets it to the empty string). Repeatable.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The escape character: `\` (default) or a backtick, as set by `# escape=`.
+    #[arg(long, default_value = "\\", value_name = "CHAR", value_parser = parse_escape)]
+    escape: char,
+    /// The word to expand (quote it for your shell). Use `--` before a word starting with `-`.
+    #[arg(value_name = "WORD", allow_hyphen_values = true)]
+    word: String,
+}
+
+fn parse_escape(s: &str) -> Result<char, String> {
+    match s {
+        "\\" | "`" => Ok(s.chars().next().unwrap_or('\\')),
+        _ => Err(format!("the escape character must be \\ or ` (got {s:?})")),
+    }
+}
 
 /// Runs `kiln debug`.
-pub fn run(_args: DebugArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("kiln debug is not implemented yet")
+pub fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        DebugCommand::Parse {
+            file,
+            check,
+            warnings,
+        } => parse(&file, check, warnings),
+        DebugCommand::Expand(w) => expand(&w, false),
+        DebugCommand::Words(w) => expand(&w, true),
+        DebugCommand::Instructions { file } => instructions(&file),
+    }
+}
+
+/// Reads a Dockerfile (or stdin for `-`); invalid UTF-8 is replaced, as the parser needs text.
+fn read_dockerfile(file: &PathBuf) -> anyhow::Result<(String, String)> {
+    let mut bytes = Vec::new();
+    let name = if file.as_os_str() == "-" {
+        io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the Dockerfile from standard input")?;
+        "<stdin>".to_string()
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        file.display().to_string()
+    };
+    Ok((name, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn write_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+fn parse(file: &PathBuf, check: bool, show_warnings: bool) -> anyhow::Result<ExitCode> {
+    let (name, text) = read_dockerfile(file)?;
+    let parsed = match kiln_dockerfile::parse(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            write_stderr(&e.render(&name));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if show_warnings {
+        for w in &parsed.warnings {
+            write_stderr(&format!(
+                "warning: {name}:{}: {} ({})\n",
+                w.line, w.message, w.url
+            ));
+        }
+    }
+    if check {
+        if let Err(e) = kiln_dockerfile::parse_stages(&parsed) {
+            write_stderr(&e.render(&name, &text));
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    write_stdout(&parsed.dump())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn expand(args: &WordArgs, split: bool) -> anyhow::Result<ExitCode> {
+    let env = EnvList::from_env_strings(&args.env);
+    let lexer = Lexer::new(args.escape);
+    let result = if split {
+        lexer.expand_words(&args.word, &env).map(|w| w.join(","))
+    } else {
+        lexer.expand_word(&args.word, &env)
+    };
+    match result {
+        Ok(text) => {
+            write_stdout(&format!("{text}\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            write_stderr(&format!(
+                "error: {e}\n  at character {} of the word\n  = hint: {}\n",
+                e.offset + 1,
+                e.hint()
+            ));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn instructions(file: &PathBuf) -> anyhow::Result<ExitCode> {
+    let (name, text) = read_dockerfile(file)?;
+    let parsed = match kiln_dockerfile::parse(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            write_stderr(&e.render(&name));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (meta_args, stages) = match kiln_dockerfile::parse_stages(&parsed) {
+        Ok(s) => s,
+        Err(e) => {
+            write_stderr(&e.render(&name, &text));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = String::new();
+    for arg in &meta_args {
+        out.push_str(&format!("meta {arg:?}\n"));
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        out.push_str(&format!(
+            "stage {i} name={:?} base={:?} platform={:?} lines {}-{}\n",
+            stage.name, stage.base, stage.platform, stage.span.start.line, stage.span.end.line
+        ));
+        for inst in &stage.instructions {
+            out.push_str(&format!(
+                "  {}:{} {:?}\n",
+                inst.span.start.line, inst.span.start.column, inst.value
+            ));
+        }
+    }
+    write_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
 }
