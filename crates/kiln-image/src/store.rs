@@ -237,8 +237,7 @@ impl Store {
 
     /// A writer that streams a blob into staging and hashes it.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        let file = tempfile::NamedTempFile::new_in(self.tmp())
-            .map_err(Error::io("create temp file", self.tmp()))?;
+        let file = staging_file(&self.tmp())?;
         Ok(BlobWriter {
             inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
             store: self.clone(),
@@ -624,8 +623,7 @@ impl BlobWriter {
 
 /// Writes `bytes` to `path` through a temp file in `tmp_dir`: fsync, rename, fsync the dir.
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file =
-        tempfile::NamedTempFile::new_in(tmp_dir).map_err(Error::io("create temp file", tmp_dir))?;
+    let mut file = staging_file(tmp_dir)?;
     file.write_all(bytes)
         .map_err(Error::io("write", file.path()))?;
     file.as_file()
@@ -640,6 +638,15 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         sync_dir(parent);
     }
     Ok(())
+}
+
+/// A temp file named `<pid>-…`, so that a later process can tell whether its writer died.
+fn staging_file(tmp_dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let prefix = format!("{}-", std::process::id());
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempfile_in(tmp_dir)
+        .map_err(Error::io("create temp file", tmp_dir))
 }
 
 fn sync_dir(dir: &Path) {

@@ -6,4 +6,5 @@
 
 mod util;
 
+mod crash;
 mod store;
