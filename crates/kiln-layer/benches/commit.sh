@@ -58,8 +58,9 @@ PY
 fi
 
 echo "building the example (release) ..." >&2
-(cd "$here" && cargo build --release -q -p kiln-layer --example commit)
+(cd "$here" && cargo build --release -q -p kiln-layer --example commit --example apply)
 bin="$here/target/release/examples/commit"
+apply_bin="$here/target/release/examples/apply"
 
 du -sh --apparent-size "$DIR" >&2
 echo "files: $(find "$DIR" -type f | wc -l), dirs: $(find "$DIR" -type d | wc -l)" >&2
@@ -95,3 +96,14 @@ if [ -n "$have_openssl" ]; then
     printf 'tar -cf - | openssl dgst -sha256: median %.3fs  [%s]\n' "$o" "$(echo "${ossl_times[@]}")"
     printf 'ratio kiln/(tar|openssl): %.2f\n' "$(echo "$k / $o" | bc -l)"
 fi
+
+# Apply (informational, no target): the same layer unpacked by kiln-layer and by GNU tar.
+work=$(mktemp -d /tmp/kiln-apply-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+"$bin" "$DIR" --out "$work/layer.tar" > /dev/null
+mkdir "$work/a" "$work/b"
+t0=$(now); "$apply_bin" "$work/layer.tar" "$work/a" > /dev/null; t1=$(now)
+ka=$(echo "$t1 - $t0" | bc -l)
+t0=$(now); tar -xpf "$work/layer.tar" -C "$work/b"; t1=$(now)
+ta=$(echo "$t1 - $t0" | bc -l)
+printf 'apply: kiln %.3fs, tar -xpf %.3fs, ratio %.2f (one run each, cold target dirs)\n' "$ka" "$ta" "$(echo "$ka / $ta" | bc -l)"
