@@ -1,0 +1,157 @@
+//! Parser throughput: the seed's Dockerfile and generated 10k/20k/40k-instruction files.
+//!
+//! `cargo bench -p kiln-dockerfile --bench parse` (or `bench/parse.sh`). Prints MB/s for
+//! `parse` alone and for the full front end (parse + typed instructions + stages + expansion),
+//! and the cost per instruction at 10k, 20k and 40k instructions: linear growth shows as a
+//! flat ns/instruction column and time ratios of about 2 and 4.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kiln_dockerfile::shell::EnvList;
+use kiln_dockerfile::{Platform, PlatformArgs, Variables, parse, parse_stages};
+
+/// The "完整 Dockerfile" block of the seed tutorial.
+fn seed_dockerfile() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/seeds/python-base-image-tutorial.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("seed missing: {}: {e}", path.display()));
+    let start = text
+        .find("完整 Dockerfile")
+        .unwrap_or_else(|| panic!("no 完整 Dockerfile section in {}", path.display()));
+    let rest = &text[start..];
+    let open = rest.find("```").expect("code block start");
+    let body_start = open + rest[open..].find('\n').expect("code block line") + 1;
+    let body_len = rest[body_start..].find("```").expect("code block end");
+    rest[body_start..body_start + body_len].to_string()
+}
+
+/// A Dockerfile of `n` instructions mixing the shapes real files have.
+fn generated(n: usize) -> String {
+    let mut s = String::from(
+        "# syntax=docker/dockerfile:1\nARG BASE=ubuntu:24.04\nFROM ${BASE} AS build\n",
+    );
+    let mut count = 2;
+    let mut i = 0;
+    while count < n {
+        match i % 10 {
+            0 => s.push_str(&format!(
+                "RUN apt-get update && \\\n\tapt-get install -y pkg{i} \\\n    # comment in a continuation\n    && rm -rf /var/lib/apt/lists/*\n"
+            )),
+            1 => s.push_str(&format!("ENV VAR{i}=\"value {i}\" OTHER{i}=${{VAR{i}:-x}}\n")),
+            2 => s.push_str(&format!("COPY --chown=app:app --chmod=644 src/{i} /app/{i}/\n")),
+            3 => s.push_str(&format!("LABEL org.example.k{i}=\"v{i}\"\n")),
+            4 => s.push_str(&format!("RUN --mount=type=cache,target=/root/.cache/{i} [\"pip\", \"install\", \"pkg{i}\"]\n")),
+            5 => s.push_str(&format!("ARG A{i}=default{i}\n")),
+            6 => s.push_str(&format!("WORKDIR /app/$A{}\n", i - 1)),
+            7 => s.push_str(&format!("COPY <<EOF /etc/conf{i}\nkey={i}\nhome=$HOME\nEOF\n")),
+            8 => s.push_str("EXPOSE 80/tcp 443\n"),
+            _ => s.push_str(&format!("HEALTHCHECK --interval=30s --retries=3 CMD curl -f http://localhost:{i}/\n")),
+        }
+        count += 1;
+        i += 1;
+    }
+    s
+}
+
+/// Runs `f` until at least `min` has elapsed; returns the mean time per call.
+fn time_per_call(min: Duration, mut f: impl FnMut()) -> Duration {
+    f(); // warm up
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < min {
+        f();
+        calls += 1;
+    }
+    start.elapsed() / calls.max(1)
+}
+
+fn front_end(text: &str) {
+    let parsed = parse(text).expect("benchmark input parses");
+    let (meta, stages) = parse_stages(&parsed).expect("benchmark input is valid");
+    let mut global = Variables::new(
+        &PlatformArgs::same(Platform::new("linux", "amd64", "")),
+        Vec::<(String, String)>::new(),
+    );
+    global
+        .declare_meta_args(&meta, parsed.escape)
+        .expect("meta args");
+    let base_env = EnvList::from_pairs([("PATH", "/usr/bin"), ("HOME", "/root")]);
+    for stage in &stages {
+        let _ = black_box(stage.from.expand(global.global(), parsed.escape));
+        let mut vars = global.for_stage();
+        vars.set_base_env(base_env.to_env_strings());
+        for inst in &stage.instructions {
+            let _ = black_box(vars.expand_and_apply(inst, parsed.escape));
+        }
+    }
+}
+
+fn mb_per_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e6
+}
+
+#[allow(clippy::print_stdout)]
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let min = if quick {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    };
+
+    let seed = seed_dockerfile();
+    assert!(parse(&seed).is_ok(), "the seed Dockerfile must parse");
+    let t = time_per_call(min, || {
+        black_box(parse(black_box(&seed)).ok());
+    });
+    println!(
+        "seed Dockerfile ({} bytes, {} instructions): parse {:.1} µs = {:.1} MB/s",
+        seed.len(),
+        parse(&seed).map(|p| p.nodes.len()).unwrap_or(0),
+        t.as_secs_f64() * 1e6,
+        mb_per_s(seed.len(), t)
+    );
+
+    println!(
+        "{:>8} {:>10} {:>12} {:>10} {:>8} {:>14} {:>10}",
+        "instrs", "bytes", "parse", "MB/s", "ns/inst", "front end", "MB/s"
+    );
+    let mut base: Option<(usize, Duration)> = None;
+    let mut ratios = Vec::new();
+    for n in [10_000, 20_000, 40_000] {
+        let text = generated(n);
+        let tp = time_per_call(min, || {
+            black_box(parse(black_box(&text)).ok());
+        });
+        let tf = time_per_call(min, || front_end(black_box(&text)));
+        println!(
+            "{:>8} {:>10} {:>10.2}ms {:>10.1} {:>8.0} {:>12.2}ms {:>10.1}",
+            n,
+            text.len(),
+            tp.as_secs_f64() * 1e3,
+            mb_per_s(text.len(), tp),
+            tp.as_secs_f64() * 1e9 / n as f64,
+            tf.as_secs_f64() * 1e3,
+            mb_per_s(text.len(), tf)
+        );
+        match base {
+            None => base = Some((n, tp)),
+            Some((n0, t0)) => ratios.push((n / n0, tp.as_secs_f64() / t0.as_secs_f64())),
+        }
+    }
+    for (size, time) in &ratios {
+        println!("{size}x instructions -> {time:.2}x parse time");
+    }
+    let linear = ratios.iter().all(|(size, time)| *time < *size as f64 * 1.5);
+    println!(
+        "linear: {}",
+        if linear {
+            "yes"
+        } else {
+            "NO (superlinear growth)"
+        }
+    );
+}
