@@ -381,7 +381,14 @@ impl<W: Write> Walker<'_, W> {
                     }
                 }
                 let r = match ft {
-                    FileType::RegularFile => self.regular(dir, name, base, st.st_size as u64, e),
+                    FileType::RegularFile => {
+                        match self.regular(dir, name, base, st.st_size as u64, e) {
+                            // A whiteout is no inode to link to.
+                            Ok(Regular::Whiteout) => return Ok(()),
+                            Ok(Regular::File) => Ok(()),
+                            Err(e) => Err(e),
+                        }
+                    }
                     FileType::Symlink => {
                         let mut target = std::mem::take(&mut self.link_buf);
                         target.clear();
@@ -416,10 +423,12 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn whiteout(&mut self, name: &[u8], base: usize, e: Entry<'_>) -> Result<()> {
-        self.path.truncate(base);
-        self.path.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
-        self.path.extend_from_slice(name);
+        let mut path = Vec::with_capacity(base + WHITEOUT_PREFIX.len() + name.len());
+        path.extend_from_slice(&self.path[..base]);
+        path.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+        path.extend_from_slice(name);
         let wh = Entry {
+            path: &path,
             kind: tar::EntryType::Regular,
             mode: 0o600,
             size: 0,
@@ -435,7 +444,7 @@ impl<W: Write> Walker<'_, W> {
         base: usize,
         size: u64,
         mut e: Entry<'_>,
-    ) -> Result<()> {
+    ) -> Result<Regular> {
         let fd = rustix::fs::openat(
             dir,
             name,
@@ -445,16 +454,17 @@ impl<W: Write> Walker<'_, W> {
         .map_err(|e| Error::sys("openat", self.host(), e))?;
         let marks = self.read_xattrs(XattrSource::Fd(&fd))?;
         if self.source == Source::Upper && marks.whiteout && size == 0 {
-            return self.whiteout(name, base, e);
+            return self.whiteout(name, base, e).map(|()| Regular::Whiteout);
         }
         e.size = size;
         self.emit(&e, true)?;
         let mut file = File::from(fd);
         let root = self.root;
-        let path = self.path.clone();
+        let path = &self.path;
         self.out.file_data(&mut file, size, &|| {
-            root.join(std::ffi::OsStr::from_bytes(&path))
-        })
+            root.join(std::ffi::OsStr::from_bytes(path))
+        })?;
+        Ok(Regular::File)
     }
 
     /// Reads the xattrs of the current entry into `self.xattrs` (kept ones)
@@ -628,6 +638,13 @@ impl<W: Write> Walker<'_, W> {
         self.out.put(pax)?;
         self.out.pad(pax.len() as u64)
     }
+}
+
+/// What [`Walker::regular`] wrote.
+enum Regular {
+    File,
+    /// An xattr whiteout (`overlay.whiteout` on an empty file).
+    Whiteout,
 }
 
 #[derive(Clone, Copy)]

@@ -220,12 +220,25 @@ fn plain_dir_diff_keeps_char_devices_and_drops_overlay_xattrs() {
         XattrFlags::empty(),
     )
     .unwrap();
+    // An xattr whiteout (what overlayfs uses where mknod is not allowed), hardlinked.
+    std::fs::write(d.join("xw"), "").unwrap();
+    rustix::fs::lsetxattr(
+        d.join("xw"),
+        "trusted.overlay.whiteout",
+        b"",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::hard_link(d.join("xw"), d.join("xw2")).unwrap();
     let mut plain = Vec::new();
     write_layer_from_dir(d, &mut plain, DiffOptions::default()).unwrap();
-    assert_eq!(tar_names(&plain), ["dir/", "wh"]);
+    assert_eq!(tar_names(&plain), ["dir/", "wh", "xw", "xw2"]);
     let mut upper = Vec::new();
     write_layer_from_upper(d, &mut upper, DiffOptions::default()).unwrap();
-    assert_eq!(tar_names(&upper), ["dir/", "dir/.wh..wh..opq", ".wh.wh"]);
+    assert_eq!(
+        tar_names(&upper),
+        ["dir/", "dir/.wh..wh..opq", ".wh.wh", ".wh.xw", ".wh.xw2"]
+    );
 }
 
 #[test]
