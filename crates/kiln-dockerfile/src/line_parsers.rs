@@ -38,7 +38,14 @@ pub(crate) enum LineError {
     },
     /// An exec-form array with a non-string element.
     NotStringArray,
+    /// `ONBUILD ONBUILD …` nested deeper than [`MAX_ONBUILD_NESTING`].
+    TooDeep,
 }
+
+/// Deepest `ONBUILD ONBUILD …` nesting the parser accepts. BuildKit has no limit (and rejects
+/// any nesting later, when it converts instructions); we stop early so that a pathological
+/// line cannot exhaust the stack.
+pub(crate) const MAX_ONBUILD_NESTING: usize = 64;
 
 /// The result of a line parser: arguments and whether they were JSON.
 pub(crate) struct ParsedArgs {
@@ -64,8 +71,12 @@ impl ParsedArgs {
 
 /// Builds the node for one logical line (no spans or heredocs yet).
 pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError> {
+    node_from_line_at_depth(line, escape, 0)
+}
+
+fn node_from_line_at_depth(line: &str, escape: char, depth: usize) -> Result<Node, LineError> {
     let (keyword, flags, rest) = split_command(line, escape);
-    let parsed = dispatch(&keyword, &rest, escape)?;
+    let parsed = dispatch(&keyword, &rest, escape, depth)?;
     Ok(Node {
         keyword,
         flags,
@@ -79,7 +90,12 @@ pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError
     })
 }
 
-fn dispatch(keyword: &str, rest: &str, escape: char) -> Result<ParsedArgs, LineError> {
+fn dispatch(
+    keyword: &str,
+    rest: &str,
+    escape: char,
+    depth: usize,
+) -> Result<ParsedArgs, LineError> {
     match to_lower(keyword).as_str() {
         "add" | "copy" | "volume" => parse_maybe_json_to_list(rest),
         "arg" => Ok(ParsedArgs::words(parse_words(rest, escape))),
@@ -89,7 +105,7 @@ fn dispatch(keyword: &str, rest: &str, escape: char) -> Result<ParsedArgs, LineE
         "expose" | "from" => Ok(parse_whitespace_delimited(rest)),
         "healthcheck" => parse_health_config(rest),
         "maintainer" | "stopsignal" | "user" | "workdir" => Ok(parse_string(rest)),
-        "onbuild" => parse_sub_command(rest, escape),
+        "onbuild" => parse_sub_command(rest, escape, depth),
         // Unknown instructions are kept (the instruction layer rejects them with a hint);
         // BuildKit gives them one empty argument, visible in the dump as `""`.
         _ => Ok(ParsedArgs::words(vec![String::new()])),
@@ -407,11 +423,14 @@ fn parse_health_config(rest: &str) -> Result<ParsedArgs, LineError> {
     })
 }
 
-fn parse_sub_command(rest: &str, escape: char) -> Result<ParsedArgs, LineError> {
+fn parse_sub_command(rest: &str, escape: char, depth: usize) -> Result<ParsedArgs, LineError> {
     if rest.is_empty() {
         return Ok(ParsedArgs::none());
     }
-    let child = node_from_line(rest, escape)?;
+    if depth >= MAX_ONBUILD_NESTING {
+        return Err(LineError::TooDeep);
+    }
+    let child = node_from_line_at_depth(rest, escape, depth + 1)?;
     Ok(ParsedArgs {
         args: vec![Arg::Instruction(Box::new(child))],
         json: false,

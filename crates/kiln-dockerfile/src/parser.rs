@@ -368,6 +368,17 @@ fn line_error(source: &str, e: LineError, start: usize, end: usize, logical: &st
         .find(|s| !s.is_empty())
         .map_or(1, |k| k.chars().count());
     let err = match e {
+        LineError::TooDeep => ParseError::at(
+            source,
+            start,
+            col,
+            keyword_width,
+            format!(
+                "ONBUILD nested more than {} levels deep",
+                crate::line_parsers::MAX_ONBUILD_NESTING
+            ),
+        )
+        .with_hint("write a single ONBUILD followed by the trigger instruction"),
         LineError::MissingValue { keyword, key } => {
             let raw = crate::error::nth_line(source, start);
             let key_col = raw
@@ -404,7 +415,6 @@ fn line_error(source: &str, e: LineError, start: usize, end: usize, logical: &st
         LineError::NotStringArray => {
             let raw = crate::error::nth_line(source, start);
             let c = raw.find('[').map_or(col, |i| column_of(source, start, i));
-            let _ = keyword_width;
             ParseError::at(
                 source,
                 start,
@@ -454,6 +464,14 @@ mod tests {
             "dockerfile line greater than max allowed size of 65535"
         );
         assert_eq!(e.position.line, 3);
+    }
+
+    #[test]
+    fn deep_onbuild_nesting_is_an_error_not_a_crash() {
+        let ok = format!("{}RUN x\n", "ONBUILD ".repeat(10));
+        assert!(parse(&ok).is_ok());
+        let deep = format!("{}RUN x\n", "ONBUILD \\\n".repeat(100_000));
+        assert!(parse(&deep).is_err());
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub struct Variables {
     env: EnvList,
     config_env: EnvList,
     declared: Vec<(String, Option<String>)>,
+    declared_index: BTreeMap<String, usize>,
 }
 
 impl Variables {
@@ -238,8 +239,14 @@ impl Variables {
                 self.env.set(key, v.clone());
             }
         }
-        self.declared.retain(|(k, _)| k != key);
-        self.declared.push((key.to_string(), value.clone()));
+        match self.declared_index.get(key) {
+            Some(&i) => self.declared[i].1 = value.clone(),
+            None => {
+                self.declared_index
+                    .insert(key.to_string(), self.declared.len());
+                self.declared.push((key.to_string(), value.clone()));
+            }
+        }
         Ok(value)
     }
 
@@ -293,8 +300,8 @@ impl Variables {
         self.config_env.to_env_strings()
     }
 
-    /// The ARGs declared in this stage, with their values, in order (docker records them in
-    /// a `RUN` history entry as `|N KEY=value … command`).
+    /// The ARGs declared in this stage, with their values, in order of first declaration
+    /// (docker records them in a `RUN` history entry as `|N KEY=value … command`).
     pub fn declared_args(&self) -> &[(String, Option<String>)] {
         &self.declared
     }

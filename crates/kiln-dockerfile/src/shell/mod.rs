@@ -53,11 +53,21 @@ impl Env for NoEnv {
 }
 
 /// An ordered list of `KEY=value` pairs where a later key replaces an earlier one in place
-/// (the order of first definition is kept, as in an image config's `Env`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (the order of first definition is kept, as in an image config's `Env`). Lookups and
+/// updates are O(1), so long Dockerfiles stay linear.
+#[derive(Debug, Clone, Default)]
 pub struct EnvList {
     entries: Vec<(String, String)>,
+    index: HashMap<String, usize>,
 }
+
+impl PartialEq for EnvList {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for EnvList {}
 
 impl EnvList {
     /// An empty list.
@@ -92,23 +102,31 @@ impl EnvList {
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+            }
         }
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: &str) {
-        self.entries.retain(|(k, _)| k != key);
+        if self.index.remove(key).is_some() {
+            self.entries.retain(|(k, _)| k != key);
+            self.index = self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+        }
     }
 
     /// The value of `key`.
     pub fn lookup(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.index.get(key).map(|&i| self.entries[i].1.as_str())
     }
 
     /// The pairs in order of first definition.

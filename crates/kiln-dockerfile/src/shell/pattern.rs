@@ -120,29 +120,41 @@ impl Pattern {
 }
 
 /// States (token index, text index) already explored without success. A state's outcome does
-/// not depend on how it was reached, so the memo is valid across start positions.
-struct Memo {
-    width: usize,
-    bits: Vec<u64>,
+/// not depend on how it was reached, so the memo is valid across start positions. Small
+/// searches use a dense bit set; huge ones (long pattern × long value) a hash set, so memory
+/// stays proportional to the states actually visited.
+enum Memo {
+    Dense { width: usize, bits: Vec<u64> },
+    Sparse(std::collections::HashSet<(usize, usize)>),
 }
+
+/// Above this many states the dense bit set would be too large (16 Mi states = 2 MiB).
+const DENSE_LIMIT: usize = 1 << 24;
 
 impl Memo {
     fn new(tokens: usize, text: usize) -> Self {
         let width = text + 1;
-        let n = (tokens + 1) * width;
-        Memo {
-            width,
-            bits: vec![0; n.div_ceil(64)],
+        match (tokens + 1).checked_mul(width) {
+            Some(n) if n <= DENSE_LIMIT => Memo::Dense {
+                width,
+                bits: vec![0; n.div_ceil(64)],
+            },
+            _ => Memo::Sparse(Default::default()),
         }
     }
 
     /// Marks the state; false if it was marked already.
     fn insert(&mut self, ti: usize, si: usize) -> bool {
-        let idx = ti * self.width + si;
-        let (word, bit) = (idx / 64, 1u64 << (idx % 64));
-        let fresh = self.bits[word] & bit == 0;
-        self.bits[word] |= bit;
-        fresh
+        match self {
+            Memo::Dense { width, bits } => {
+                let idx = ti * *width + si;
+                let (word, bit) = (idx / 64, 1u64 << (idx % 64));
+                let fresh = bits[word] & bit == 0;
+                bits[word] |= bit;
+                fresh
+            }
+            Memo::Sparse(set) => set.insert((ti, si)),
+        }
     }
 }
 
