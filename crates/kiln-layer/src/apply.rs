@@ -1,29 +1,5 @@
-//! Apply an (uncompressed) OCI layer tar stream into a directory, safely.
-//!
-//! Every path of the layer is resolved inside the target root: parents are
-//! looked up with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` on a
-//! dirfd of the root, and the last component is then created, replaced or
-//! removed with `*at()` syscalls relative to that parent fd, which never
-//! follow a symlink in the last component. Entry names are first cleaned
-//! lexically (`..` is clamped at the root, as `filepath.Clean("/" + name)`
-//! does), so `../x`, `/etc/x` and `a/../../x` all land on `x` inside the root.
-//!
-//! Symlinks met on the way are followed *inside* the root, as in a chroot: a
-//! later entry `lib/x` under a symlink `lib -> /usr/lib` lands in
-//! `ROOT/usr/lib/x`. When the link's target does not exist inside the root the
-//! entry is refused (as docker's chrooted unpack does) rather than creating
-//! directories through the link. Existing files are never opened for writing:
-//! they are unlinked and created anew (`O_CREAT | O_EXCL | O_NOFOLLOW`), so
-//! nothing is ever written through a symlink or into another hardlink.
-//!
-//! Whiteouts hide entries of lower layers only: a whiteout of a path that
-//! this layer itself unpacked is ignored. Names `.wh..` and `.wh...` (whiteouts
-//! of `.` and `..`) are refused. `trusted.overlay.*` and `user.overlay.*`
-//! xattrs found in a layer are never applied, so a layer can't forge overlayfs
-//! metadata.
-//!
-//! Apply into a staging directory and rename it into place: an error leaves
-//! a partly applied tree behind.
+//! Apply an (uncompressed) OCI layer tar stream into a directory, safely
+//! (the rules are in the crate documentation).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -123,7 +99,7 @@ pub struct ApplyStats {
 ///
 /// Use [`decompress_auto`](crate::decompress_auto) first for a compressed
 /// blob. Nothing outside `root` is ever created, changed or read, whatever
-/// the layer holds (see the module documentation).
+/// the layer holds (see [the crate documentation](crate#applying-a-layer-safely)).
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

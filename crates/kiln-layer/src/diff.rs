@@ -1,24 +1,5 @@
 //! Turn a directory (an overlayfs upper dir, or a plain rootfs) into a layer
-//! tar, hashing it as it is written.
-//!
-//! One walker serves both sources. It visits each directory's entries sorted
-//! by their name bytes, depth first (a directory comes right before its
-//! children, as `filepath.Walk` does), and writes:
-//!
-//! - paths relative to the walked dir, without a leading `/` or `./`;
-//!   directories end with `/` (`etc/`, `etc/passwd`);
-//! - numeric uid/gid only, no user or group names, no atime/ctime;
-//! - mtimes clamped to `source_date_epoch` when it is set;
-//! - a hardlink entry for the second and later paths of an inode (by
-//!   `(dev, ino)`);
-//! - xattrs as PAX `SCHILY.xattr.*` records, except `trusted.overlay.*`,
-//!   `user.overlay.*` (overlayfs internals) and `security.selinux` (a host
-//!   label, not image content);
-//! - PAX `path`/`linkpath` records for names that don't fit a ustar header.
-//!
-//! For an upper dir, overlayfs whiteouts (a 0/0 char device, or a file with
-//! the `overlay.whiteout` xattr) become `.wh.NAME` entries, and a directory
-//! with `overlay.opaque=y` is followed by a `.wh..wh..opq` entry.
+//! tar, hashing it as it is written (the format is in the crate documentation).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -55,7 +36,8 @@ pub struct LayerSummary {
 /// Writes the overlayfs upper dir `upper` as an OCI layer tar into `out`.
 ///
 /// Overlay whiteouts become `.wh.` entries and opaque dirs get a
-/// `.wh..wh..opq` entry (see the module documentation for the full format).
+/// `.wh..wh..opq` entry (the full format is in
+/// [the crate documentation](crate#the-layers-this-crate-writes)).
 /// `out` is written in 1 MiB chunks and flushed at the end.
 pub fn write_layer_from_upper(
     upper: &Path,

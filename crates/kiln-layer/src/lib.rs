@@ -39,6 +39,60 @@
 //! assert_eq!(std::fs::read_to_string(dst.path().join("etc/motd"))?, "hi\n");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Applying a layer safely
+//!
+//! Every path of the layer is resolved inside the target root: parents are
+//! looked up with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` on a
+//! dirfd of the root, and the last component is then created, replaced or
+//! removed with `*at()` syscalls relative to that parent fd, which never
+//! follow a symlink in the last component. Entry names are first cleaned
+//! lexically (`..` is clamped at the root, as `filepath.Clean("/" + name)`
+//! does), so `../x`, `/etc/x` and `a/../../x` all land on `x` inside the root.
+//!
+//! Symlinks met on the way are followed *inside* the root, as in a chroot: a
+//! later entry `lib/x` under a symlink `lib -> /usr/lib` lands in
+//! `ROOT/usr/lib/x`. When the link's target does not exist inside the root the
+//! entry is refused (as docker's chrooted unpack does) rather than creating
+//! directories through the link. Existing files are never opened for writing:
+//! they are unlinked and created anew (`O_CREAT | O_EXCL | O_NOFOLLOW`), so
+//! nothing is ever written through a symlink or into another hardlink.
+//!
+//! Whiteouts hide entries of lower layers only: a whiteout of a path that
+//! this layer itself unpacked is ignored. Names `.wh..` and `.wh...` (whiteouts
+//! of `.` and `..`) are refused. `trusted.overlay.*` and `user.overlay.*`
+//! xattrs found in a layer are never applied, so a layer can't forge overlayfs
+//! metadata.
+//!
+//! Apply into a staging directory and rename it into place: an error leaves
+//! a partly applied tree behind.
+//!
+//! ## The layers this crate writes
+//!
+//! One walker serves both sources. It visits each directory's entries sorted
+//! by their name bytes, depth first (a directory comes right before its
+//! children, as `filepath.Walk` does), and writes:
+//!
+//! - paths relative to the walked dir, without a leading `/` or `./`;
+//!   directories end with `/` (`etc/`, `etc/passwd`);
+//! - numeric uid/gid only, no user or group names, no atime/ctime;
+//! - mtimes clamped to `source_date_epoch` when it is set;
+//! - a hardlink entry for the second and later paths of an inode (by
+//!   `(dev, ino)`);
+//! - xattrs as PAX `SCHILY.xattr.*` records, except `trusted.overlay.*`,
+//!   `user.overlay.*` (overlayfs internals) and `security.selinux` (a host
+//!   label, not image content);
+//! - PAX `path`/`linkpath` records for names that don't fit a ustar header.
+//!
+//! For an upper dir, overlayfs whiteouts (a 0/0 char device, or a file with
+//! the `overlay.whiteout` xattr) become `.wh.NAME` entries, and a directory
+//! with `overlay.opaque=y` is followed by a `.wh..wh..opq` entry. An upper
+//! dir that uses overlayfs `metacopy` or `redirect_dir` (whose data or names
+//! live in the lower dirs) is refused with a hint: mount the overlay with
+//! `metacopy=off,redirect_dir=off`. Sockets are left out.
+//!
+//! Only the upper dir is read, never the lower ones, and each file once: the
+//! tar is hashed as it is written, so `diff_id` costs no second pass.
 #![deny(missing_docs)]
 
 mod apply;
