@@ -172,6 +172,23 @@ pub struct ExpandError {
 }
 
 impl ExpandError {
+    /// The diagnostic for a word shown on its own (as `kiln debug expand` does): `origin`
+    /// names where the word came from, then the word with a caret at the problem and a hint.
+    pub fn render(&self, origin: &str) -> String {
+        let before: String = self.word.chars().take(self.offset).collect();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let source_line = self.word.split('\n').nth(line - 1).unwrap_or("");
+        crate::error::render_diagnostic(
+            origin,
+            &self.to_string(),
+            crate::Position { line, column },
+            1,
+            source_line,
+            Some(self.hint()),
+        )
+    }
+
     /// A hint telling the user what to write instead.
     pub fn hint(&self) -> &'static str {
         match self.kind {
@@ -775,6 +792,15 @@ mod tests {
     fn backtick_escape() {
         assert_eq!(expand_word("a`$PWD", &env(), '`').unwrap(), "a$PWD");
         assert_eq!(expand_word("a\\b", &env(), '`').unwrap(), "a\\b");
+    }
+
+    #[test]
+    fn render_points_at_the_problem() {
+        let e = expand_word("ab${x", &env(), '\\').unwrap_err();
+        let r = e.render("<word>");
+        assert!(r.contains("<word>:1:6"), "{r}");
+        assert!(r.contains("1 | ab${x"), "{r}");
+        assert!(r.contains("hint:"), "{r}");
     }
 
     #[test]

@@ -16,18 +16,18 @@ use kiln_dockerfile::shell::{EnvList, Lexer};
 #[derive(Debug, Args)]
 #[command(
     about = "Show how kiln reads Dockerfiles and shell words (stable, for tests and users)",
-    long_about = "Show how kiln reads Dockerfiles and shell words.\n\n\
-This is a stable, documented surface: its output formats do not change between releases.\n\
-`parse` prints BuildKit's AST dump of a Dockerfile, byte-for-byte the format of BuildKit's\n\
-parser `result` test files. `expand` and `words` run the shell-word lexer that Dockerfile\n\
-instructions such as ENV, COPY and WORKDIR use to substitute variables.\n\n\
-Exit status: 0 on success, 1 when the input is rejected (the error, with file, line,\n\
-column, the source line and a hint, goes to stderr), 2 on a usage error.",
-    after_help = "Examples:\n  \
+    after_help = "This is a stable, documented surface: its output formats do not change between \
+releases. `parse` prints BuildKit's AST dump of a Dockerfile, byte-for-byte the format of \
+BuildKit's parser `result` test files. `expand` and `words` run the shell-word lexer that \
+Dockerfile instructions such as ENV, COPY and WORKDIR use to substitute variables. \
+`instructions` shows the typed instructions a build uses.\n\n\
+Exit status: 0 on success; 1 when the input is rejected (the error goes to stderr with the \
+file, line and column, the source line with a caret, and a hint); 2 on a usage error.\n\n\
+Examples:\n  \
 kiln debug parse Dockerfile\n  \
 kiln debug parse --check Dockerfile\n  \
-kiln debug expand --env NAME=kiln 'hello-${NAME:-world}'\n  \
-kiln debug words --env 'SPACE=a  b' 'x${SPACE}y'\n  \
+kiln debug expand --env NAME=kiln 'hello-${NAME:-world}'     # hello-kiln\n  \
+kiln debug words --env 'SPACE=a  b' 'x${SPACE}y'             # xa,by\n  \
 kiln debug instructions Dockerfile"
 )]
 pub struct DebugArgs {
@@ -214,11 +214,7 @@ fn expand(args: &WordArgs, split: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            write_stderr(&format!(
-                "error: {e}\n  at character {} of the word\n  = hint: {}\n",
-                e.offset + 1,
-                e.hint()
-            ));
+            write_stderr(&e.render("<word>"));
             Ok(ExitCode::FAILURE)
         }
     }
@@ -258,4 +254,57 @@ fn instructions(file: &PathBuf) -> anyhow::Result<ExitCode> {
     }
     write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        debug: DebugArgs,
+    }
+
+    fn parse(args: &[&str]) -> DebugCommand {
+        let mut argv = vec!["kiln-debug"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .debug
+            .command
+    }
+
+    #[test]
+    fn word_commands_take_env_escape_and_hyphen_words() {
+        let DebugCommand::Expand(w) =
+            parse(&["expand", "--env", "A=1", "-e", "B", "--escape", "`", "-x$A"])
+        else {
+            panic!()
+        };
+        assert_eq!(w.env, ["A=1", "B"]);
+        assert_eq!(w.escape, '`');
+        assert_eq!(w.word, "-x$A");
+        let DebugCommand::Words(w) = parse(&["words", "--", "--"]) else {
+            panic!()
+        };
+        assert_eq!(w.word, "--");
+        assert!(Cli::try_parse_from(["kiln-debug", "expand", "--escape", "x", "w"]).is_err());
+    }
+
+    #[test]
+    fn parse_takes_a_file_and_options() {
+        let DebugCommand::Parse {
+            file,
+            check,
+            warnings,
+        } = parse(&["parse", "--check", "Dockerfile"])
+        else {
+            panic!()
+        };
+        assert_eq!(file, PathBuf::from("Dockerfile"));
+        assert!(check && !warnings);
+    }
 }
