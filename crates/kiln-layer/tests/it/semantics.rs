@@ -238,3 +238,53 @@ fn devices_are_skipped_with_a_warning_when_mknod_is_not_permitted() {
     assert!(tmp.path().join("fifo").exists());
     assert!(!tmp.path().join("null").exists());
 }
+
+#[test]
+fn overlay_mode_with_user_xattrs_marks_opaque_dirs_for_userxattr_mounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = RawTar::new();
+    t.dir("d/").file("d/.wh..wh..opq", b"");
+    let opts = kiln_layer::ApplyOptions {
+        user_xattrs: true,
+        ..opts()
+    };
+    apply_layer(&t.finish()[..], tmp.path(), ApplyMode::Overlay, opts).unwrap();
+    let x = xattrs(&tmp.path().join("d"));
+    assert_eq!(
+        x.get(&b"user.overlay.opaque"[..]).map(|v| &v[..]),
+        Some(&b"y"[..])
+    );
+    assert!(!x.contains_key(&b"trusted.overlay.opaque"[..]));
+}
+
+#[test]
+fn overlay_private_xattrs_from_a_layer_are_refused() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_pax_extensions([
+        ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+        ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.user.kept", &b"1"[..]),
+    ])
+    .unwrap();
+    b.append_data(&mut h, "d/", &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    for mode in crate::common::MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let stats = apply_layer(&tar[..], tmp.path(), mode, opts()).unwrap();
+        assert_eq!(stats.skipped_xattrs, 2, "{mode:?}: {stats:?}");
+        let x = xattrs(&tmp.path().join("d"));
+        assert_eq!(
+            x.keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>(),
+            ["user.kept"]
+        );
+    }
+}
