@@ -121,12 +121,14 @@ pub fn kind_in_root(root: &Path, path: &str) -> Option<std::fs::FileType> {
 
 /// Writes the tar that places `sources` at `dest` (an absolute container path; a trailing `/`
 /// or an existing directory means "into"). `rootfs` is the step's merged view, consulted for
-/// what exists. Returns the content digest used in the cache key.
+/// what exists; without it (to take the cache key only, into `io::sink()`) nothing is looked
+/// up. Returns the digest of the sources' names, metadata and content: the same with or
+/// without a rootfs.
 pub fn write_copy_tar(
     src: SourceRoot<'_>,
     sources: &[Matched],
     dest: &str,
-    rootfs: &Path,
+    rootfs: Option<&Path>,
     options: &CopyOptions,
     out: impl Write,
 ) -> Result<Digest, Error> {
@@ -134,7 +136,9 @@ pub fn write_copy_tar(
     tar.follow_symlinks(false);
     let mut key = Sha256::new();
     let dest_clean = clean_path(dest);
-    let dest_exists_as_dir = kind_in_root(rootfs, &dest_clean).is_some_and(|k| k.is_dir());
+    let dest_exists_as_dir = rootfs
+        .and_then(|r| kind_in_root(r, &dest_clean))
+        .is_some_and(|k| k.is_dir());
     let into_dir =
         dest.ends_with('/') || dest_exists_as_dir || dest_clean.is_empty() || sources.len() > 1;
     if sources.len() > 1 && !dest.ends_with('/') && !dest_exists_as_dir {
@@ -172,7 +176,7 @@ pub fn write_copy_tar(
             if options.extract_archives && writer.try_extract(&host, &dest_clean)? {
                 continue;
             }
-            writer.entry(&host, &meta, &target)?;
+            writer.entry(&host, &meta, &target, rel)?;
         }
     }
     tar.into_inner()
@@ -193,17 +197,20 @@ struct TarWriter<'a, W: Write> {
     tar: &'a mut tar::Builder<W>,
     key: &'a mut Sha256,
     options: &'a CopyOptions,
-    rootfs: &'a Path,
+    rootfs: Option<&'a Path>,
 }
 
 impl<W: Write> TarWriter<'_, W> {
     /// Adds entries for the missing directories of `dir`, 0755 and owned as `--chown` says, as
     /// BuildKit creates them. Existing directories are left as they are.
     fn ensure_dir(&mut self, dir: &str) -> Result<(), Error> {
+        let Some(rootfs) = self.rootfs else {
+            return Ok(());
+        };
         let mut prefix = String::new();
         for part in dir.split('/').filter(|p| !p.is_empty()) {
             prefix = join(&prefix, part);
-            if kind_in_root(self.rootfs, &prefix).is_none() {
+            if kind_in_root(rootfs, &prefix).is_none() {
                 let mut header = tar::Header::new_gnu();
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_mode(0o755);
@@ -212,7 +219,6 @@ impl<W: Write> TarWriter<'_, W> {
                 header.set_gid(gid.into());
                 header.set_mtime(0);
                 header.set_size(0);
-                self.key.update(format!("mkdir {prefix}\0").as_bytes());
                 self.tar
                     .append_data(&mut header, format!("{prefix}/"), io::empty())
                     .map_err(Error::archive("write copy stream"))?;
@@ -247,12 +253,20 @@ impl<W: Write> TarWriter<'_, W> {
             let meta = entry
                 .metadata()
                 .map_err(|e| Error::BadInput(format!("stat {}: {e}", entry.path().display())))?;
-            self.entry(entry.path(), &meta, &join(dest, &below))?;
+            self.entry(entry.path(), &meta, &join(dest, &below), &context_rel)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, host: &Path, meta: &std::fs::Metadata, target: &str) -> Result<(), Error> {
+    /// `source` names the entry in the cache key: where it comes from, not where it goes, so the
+    /// key does not depend on what the rootfs holds.
+    fn entry(
+        &mut self,
+        host: &Path,
+        meta: &std::fs::Metadata,
+        target: &str,
+        source: &str,
+    ) -> Result<(), Error> {
         let mut header = tar::Header::new_gnu();
         let mode = self.options.chmod.unwrap_or(meta.mode() & 0o7777);
         let (uid, gid) = self.options.owner.unwrap_or((0, 0));
@@ -262,7 +276,7 @@ impl<W: Write> TarWriter<'_, W> {
         header.set_mtime(meta.mtime().max(0) as u64);
         let file_type = meta.file_type();
         let record =
-            |kind: &str, extra: &str| format!("{kind} {target} {mode:o} {uid}:{gid} {extra}\0");
+            |kind: &str, extra: &str| format!("{kind} {source} {mode:o} {uid}:{gid} {extra}\0");
         let err = Error::archive("write copy stream");
         if file_type.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);

@@ -34,6 +34,37 @@ pub enum Error {
     /// Input that kiln cannot use, with what to do instead.
     #[error("{0}")]
     BadInput(String),
+    /// The Dockerfile does not parse or expand; the text is the rendered diagnostic.
+    #[error("{0}")]
+    Dockerfile(String),
+    /// A `FROM` names an image the store does not have.
+    #[error("FROM {name}: the image is not in the local store (Dockerfile line {line})")]
+    BaseNotFound {
+        /// The image.
+        name: String,
+        /// The FROM line.
+        line: usize,
+    },
+    /// A `RUN` exited non-zero.
+    #[error("RUN at Dockerfile line {line} failed with exit code {code}\n  step: {instruction}\n  command: {command:?}\n  last output:\n{}", tail.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))]
+    RunFailed {
+        /// The RUN line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// The argv run.
+        command: Vec<String>,
+        /// Exit code (128 + signal for a signal).
+        code: i32,
+        /// The last lines of output.
+        tail: Vec<String>,
+    },
+    /// The sandbox could not start the process.
+    #[error(transparent)]
+    Sandbox(#[from] kiln_sandbox::SandboxError),
+    /// The build was interrupted (Ctrl-C or SIGTERM); nothing of the step was kept.
+    #[error("interrupted; the store keeps every step completed before")]
+    Interrupted,
     /// An archive that is not what it claims to be.
     #[error("not a valid image archive: {0}")]
     BadArchive(String),

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod build;
 pub mod context;
 pub mod copy;
 mod error;
@@ -35,14 +36,4 @@ pub fn source_date_epoch() -> Option<i64> {
         .and_then(|s| s.trim().parse::<i64>().ok())
 }
 
-/// Applies `--change` instructions (`CMD …`, `ENV …`) to a config, as `docker import` does.
-pub fn apply_changes(
-    config: &mut kiln_image::ImageConfig,
-    changes: &[String],
-) -> Result<(), Error> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let _ = config;
-    Err(Error::BadArchive("--change is not supported yet".into()))
-}
+pub use build::apply_changes;

@@ -16,15 +16,20 @@ use crate::Error;
 /// Makes sure every layer of `image` is unpacked, and returns the overlay lower dirs, top-most
 /// first.
 pub fn lowers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Error> {
-    let diff_ids = &image.config.rootfs.diff_ids;
+    lowers_of(store, &image.manifest.layers, &image.config.rootfs.diff_ids)
+}
+
+/// [`lowers`] for a stack of layers that is not (yet) an image.
+pub fn lowers_of(
+    store: &Store,
+    layers: &[kiln_image::Descriptor],
+    diff_ids: &[Digest],
+) -> Result<Vec<PathBuf>, Error> {
     let mut dirs = Vec::with_capacity(diff_ids.len());
-    for (i, layer) in image.manifest.layers.iter().enumerate() {
-        let chain = chain_id(&diff_ids[..=i]).ok_or_else(|| {
-            Error::BadArchive(format!(
-                "image {} has more layers than diff ids",
-                image.id()
-            ))
-        })?;
+    for (i, layer) in layers.iter().enumerate() {
+        let chain = chain_id(diff_ids.get(..=i).unwrap_or_default())
+            .filter(|_| i < diff_ids.len())
+            .ok_or_else(|| Error::BadArchive("the image has more layers than diff ids".into()))?;
         let dir = store.snapshot_dir(&chain);
         if !dir.is_dir() {
             unpack(store, &layer.digest, &chain)?;

@@ -2,8 +2,10 @@
 //! the output helpers and the one error renderer.
 
 mod archive;
+mod build;
 mod debug;
 mod image;
+mod run;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -57,6 +59,10 @@ pub enum OutputFormat {
 /// The commands kiln knows.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// Run a command in a new container from an image.
+    Run(run::RunArgs),
     /// List images in the store.
     Images(image::ImagesArgs),
     /// Show the docker-style JSON of images.
@@ -98,6 +104,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&root)?;
             image::gc(&store, &mut out, args)
         }
+        Command::Build(args) => build::build(&open()?.0, &mut out, cli.progress, args),
+        Command::Run(args) => run::run(&open()?.0, args),
         Command::Images(args) => image::images(&open()?.0, &mut out, args),
         Command::Inspect(args) => image::inspect(&open()?.0, &mut out, args),
         Command::History(args) => image::history(&open()?.0, &mut out, args),
@@ -188,12 +196,36 @@ pub fn relative_time(created: Option<&str>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// Makes Ctrl-C and SIGTERM stop the running container (and with it the build) instead of
+/// killing kiln outright, so that mounts are torn down and the store stays consistent.
+pub fn on_interrupt(interrupt: kiln_sandbox::Interrupt) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            interrupt.interrupt();
+        }
+    });
+}
+
 /// The one error renderer: `error: …`, then each cause, then a hint where one helps.
 #[allow(clippy::print_stderr)]
 pub fn report_error(err: &anyhow::Error) {
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
+    }
+    if let Some(kiln_build::Error::BaseNotFound { name, .. }) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<kiln_build::Error>())
+    {
+        eprintln!(
+            "hint: get it with `kiln import ROOTFS.tar {name}` or `kiln load -i IMAGE.tar` (scripts/make-debian-base.sh makes debian:bookworm with mmdebstrap)"
+        );
     }
     if let Some(kiln_image::Error::ImageNotFound(name)) = err
         .chain()

@@ -1,0 +1,426 @@
+//! `COPY`, `ADD` and `WORKDIR`: steps that write files into the rootfs without running
+//! anything. The writes go through an overlay mount, so the upper dir holds exactly the change,
+//! and then through the same commit as a `RUN`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::Instruction;
+use kiln_image::Digest;
+use kiln_layer::{ApplyMode, ApplyOptions};
+use sha2::{Digest as _, Sha256};
+
+use super::stage::{StageState, StepContext, commit_upper, push_history};
+use super::stage_by_name;
+use crate::Error;
+use crate::copy::{self, CopyOptions, Matched, SourceRoot};
+use crate::snapshot::{self, OverlayMount, StepDirs};
+
+/// Where a COPY or ADD reads from, resolved before the cache lookup.
+pub(crate) enum Origin {
+    /// The build context.
+    Context(PathBuf),
+    /// A stage built earlier, or an image: its layers.
+    Layers {
+        layers: Vec<kiln_image::Descriptor>,
+        diff_ids: Vec<Digest>,
+    },
+    /// Files kiln wrote itself (heredoc sources, downloads), in a staging dir.
+    Staged(tempfile::TempDir),
+}
+
+/// A COPY or ADD with its sources found and keyed.
+pub(crate) struct Plan {
+    origin: Origin,
+    patterns: Vec<String>,
+    dest: String,
+    chown: Option<String>,
+    chmod: Option<String>,
+    extract: bool,
+    key: Digest,
+    created_by: String,
+}
+
+impl Plan {
+    /// What the cache key adds for the sources.
+    pub fn key(&self) -> &Digest {
+        &self.key
+    }
+}
+
+/// Finds the sources of a COPY/ADD and digests them for the cache key.
+pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan, Error> {
+    let builder = ctx.builder;
+    let (sources, inline, dest, from, chown, chmod, extract, checksum) = match &ctx.inst.value {
+        Instruction::Copy(c) => (
+            &c.sources,
+            &c.inline_sources,
+            &c.dest,
+            c.from.clone(),
+            c.chown.clone(),
+            c.chmod.clone(),
+            false,
+            None,
+        ),
+        Instruction::Add(a) => (
+            &a.sources,
+            &a.inline_sources,
+            &a.dest,
+            None,
+            a.chown.clone(),
+            a.chmod.clone(),
+            a.unpack.unwrap_or(true),
+            a.checksum.clone(),
+        ),
+        _ => return Err(Error::BadInput("not a COPY or ADD".into())),
+    };
+    let dest = absolute_dest(&state.workdir(), dest);
+    let created_by = format!("{} # buildkit", ctx.inst.original);
+    let mut key = Sha256::new();
+    let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    let (origin, patterns) = if !inline.is_empty() {
+        let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
+            .map_err(Error::io("create staging dir", builder.store.root()))?;
+        let mut names = Vec::new();
+        for source in inline {
+            let path = dir.path().join(&source.name);
+            std::fs::write(&path, source.data.as_bytes()).map_err(Error::io("write", &path))?;
+            names.push(source.name.clone());
+        }
+        (Origin::Staged(dir), names)
+    } else if sources.iter().any(|s| is_url(s)) {
+        let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
+            .map_err(Error::io("create staging dir", builder.store.root()))?;
+        let mut names = Vec::new();
+        for url in sources {
+            if !is_url(url) {
+                return Err(Error::BadInput(format!(
+                    "ADD mixes URLs and local paths ({url:?}); use one ADD for each"
+                )));
+            }
+            names.push(download(url, dir.path(), checksum.as_deref())?);
+        }
+        (Origin::Staged(dir), names)
+    } else if let Some(from) = from {
+        if let Some(dep) = stage_by_name(builder_stages(ctx), &from, ctx.stage_index) {
+            let dep_state = builder.built[dep].as_ref().ok_or_else(|| {
+                Error::BadInput(format!("COPY --from={from}: that stage was not built"))
+            })?;
+            key.update(dep_state.key.as_str().as_bytes());
+            (
+                Origin::Layers {
+                    layers: dep_state.layers.clone(),
+                    diff_ids: dep_state.config.rootfs.diff_ids.clone(),
+                },
+                sources.clone(),
+            )
+        } else {
+            let image = builder.resolve_image(&from).map_err(|_| {
+                Error::BadInput(format!("COPY --from={from}: no stage of that name before this one, and no image of that name in the store"))
+            })?;
+            key.update(image.manifest_digest().as_str().as_bytes());
+            (
+                Origin::Layers {
+                    layers: image.manifest.layers.clone(),
+                    diff_ids: image.config.rootfs.diff_ids.clone(),
+                },
+                sources.clone(),
+            )
+        }
+    } else {
+        let root = builder.request.context.root.clone().ok_or_else(|| {
+            Error::BadInput(format!("{} needs a build context, and none was given (the Dockerfile came on stdin): pass a directory instead of `-`", ctx.inst.keyword.to_uppercase()))
+        })?;
+        (Origin::Context(root), sources.clone())
+    };
+    let options = copy_options(None, chmod.as_deref(), extract)?;
+    if let Some(root) = origin.local_root() {
+        let src = SourceRoot {
+            root,
+            ignore: origin.ignore(builder),
+        };
+        let matched = match_all(src, &patterns)?;
+        key.update(
+            copy::write_copy_tar(src, &matched, &dest, None, &options, io::sink())?
+                .as_str()
+                .as_bytes(),
+        );
+    }
+    Ok(Plan {
+        origin,
+        patterns,
+        dest,
+        chown,
+        chmod,
+        extract,
+        key: Digest::from_hasher(key),
+        created_by,
+    })
+}
+
+fn builder_stages<'x>(ctx: &'x StepContext<'_, '_>) -> &'x [kiln_dockerfile::Stage] {
+    ctx.builder.stages()
+}
+
+impl Origin {
+    fn local_root(&self) -> Option<&Path> {
+        match self {
+            Origin::Context(root) => Some(root),
+            Origin::Staged(dir) => Some(dir.path()),
+            Origin::Layers { .. } => None,
+        }
+    }
+
+    fn ignore<'b>(
+        &self,
+        builder: &'b super::stage::Builder<'_>,
+    ) -> Option<&'b crate::context::IgnoreRules> {
+        matches!(self, Origin::Context(_)).then_some(&builder.request.context.ignore)
+    }
+}
+
+fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
+    let mut matched = Vec::new();
+    for pattern in patterns {
+        matched.extend(copy::match_sources(src, pattern)?);
+    }
+    Ok(matched)
+}
+
+/// The destination as an absolute path; a relative one is under the working directory.
+fn absolute_dest(workdir: &str, dest: &str) -> String {
+    if dest.starts_with('/') {
+        return dest.to_owned();
+    }
+    let trailing = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let mut joined = format!("{}/{}", workdir.trim_end_matches('/'), dest);
+    joined = format!("/{}", crate::context::clean_path(&joined));
+    if trailing && !joined.ends_with('/') {
+        joined.push('/');
+    }
+    joined
+}
+
+fn copy_options(
+    owner: Option<(u32, u32)>,
+    chmod: Option<&str>,
+    extract: bool,
+) -> Result<CopyOptions, Error> {
+    let chmod = chmod
+        .map(|mode| {
+            u32::from_str_radix(mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    Error::BadInput(format!(
+                        "--chmod={mode}: expected an octal mode such as 755 or 0644"
+                    ))
+                })
+        })
+        .transpose()?;
+    Ok(CopyOptions {
+        owner,
+        chmod,
+        extract_archives: extract,
+    })
+}
+
+/// Runs a planned COPY/ADD on a cache miss.
+pub(crate) fn apply(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    plan: Plan,
+) -> Result<(), Error> {
+    let store = ctx.builder.store;
+    let dirs = StepDirs::new(store, "copy")?;
+    let lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some((&dirs.upper(), &dirs.work())),
+        &dirs.empty(),
+        &dirs.merged(),
+    )?;
+    // Sources from other layers are read through a read-only overlay of their own.
+    let from_dirs;
+    let from_mount;
+    let source_root: PathBuf = match &plan.origin {
+        Origin::Layers { layers, diff_ids } => {
+            from_dirs = StepDirs::new(store, "from")?;
+            let from_lowers = snapshot::lowers_of(store, layers, diff_ids)?;
+            from_mount =
+                OverlayMount::mount(&from_lowers, None, &from_dirs.empty(), &from_dirs.merged())?;
+            from_mount.path().to_path_buf()
+        }
+        other => other
+            .local_root()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let owner = plan
+        .chown
+        .as_deref()
+        .map(|spec| resolve_owner(mount.path(), spec))
+        .transpose()?;
+    let options = copy_options(owner, plan.chmod.as_deref(), plan.extract)?;
+    let src = SourceRoot {
+        root: &source_root,
+        ignore: plan.origin.ignore(ctx.builder),
+    };
+    let matched = match_all(src, &plan.patterns)?;
+    let tar_path = dirs.staging.path().join("copy.tar");
+    {
+        let file = File::create(&tar_path).map_err(Error::io("create", &tar_path))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        copy::write_copy_tar(
+            src,
+            &matched,
+            &plan.dest,
+            Some(mount.path()),
+            &options,
+            &mut out,
+        )?;
+        out.flush().map_err(Error::io("write", &tar_path))?;
+    }
+    let tar = File::open(&tar_path).map_err(Error::io("open", &tar_path))?;
+    kiln_layer::apply_layer(
+        io::BufReader::with_capacity(1 << 20, tar),
+        mount.path(),
+        ApplyMode::Merged,
+        ApplyOptions::default(),
+    )?;
+    drop(mount);
+    commit_upper(store, state, &dirs.upper(), plan.created_by)
+}
+
+/// `--chown=user:group`, resolved against the rootfs being written to.
+fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), Error> {
+    let read = |path: &str| -> Option<String> {
+        let fd = copy::open_in_root(rootfs, path).ok()?;
+        let mut text = String::new();
+        File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+        Some(text)
+    };
+    let passwd = read("etc/passwd");
+    let group = read("etc/group");
+    let user = kiln_sandbox::user::resolve(spec, passwd.as_deref(), group.as_deref())
+        .map_err(|why| Error::BadInput(format!("--chown={spec}: {why}")))?;
+    Ok((user.uid, user.gid))
+}
+
+/// `WORKDIR`: sets the directory and creates it if the rootfs lacks it.
+pub(crate) fn workdir(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    dir: &str,
+) -> Result<(), Error> {
+    let path = absolute_dest(&state.workdir(), dir);
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/').to_owned()
+    } else {
+        path
+    };
+    state.config.container().working_dir = path.clone();
+    let store = ctx.builder.store;
+    let dirs = StepDirs::new(store, "workdir")?;
+    let lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some((&dirs.upper(), &dirs.work())),
+        &dirs.empty(),
+        &dirs.merged(),
+    )?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut prefix = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        prefix = if prefix.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{prefix}/{part}")
+        };
+        if copy::kind_in_root(mount.path(), &prefix).is_none() {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            header.set_mtime(crate::source_date_epoch().unwrap_or(0).max(0) as u64);
+            tar.append_data(&mut header, format!("{prefix}/"), io::empty())
+                .map_err(Error::archive("write workdir entry"))?;
+        }
+    }
+    let bytes = tar
+        .into_inner()
+        .map_err(Error::archive("write workdir entry"))?;
+    kiln_layer::apply_layer(
+        &bytes[..],
+        mount.path(),
+        ApplyMode::Merged,
+        ApplyOptions::default(),
+    )?;
+    drop(mount);
+    let created_by = format!("WORKDIR {path}");
+    let changed = std::fs::read_dir(dirs.upper())
+        .map_err(Error::io("read", dirs.upper()))?
+        .next()
+        .is_some();
+    if changed {
+        commit_upper(store, state, &dirs.upper(), created_by)
+    } else {
+        push_history(&mut state.config, created_by, true);
+        Ok(())
+    }
+}
+
+/// `ADD https://…`: downloads into `dir` (mode 0600, as docker does) and checks `--checksum`.
+fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Error> {
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("index.html")
+        .to_owned();
+    let path = dir.join(&name);
+    let response = ureq::get(url)
+        .call()
+        .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
+    let mut body = response.into_body().into_reader();
+    let file = File::create(&path).map_err(Error::io("create", &path))?;
+    let mut out = kiln_image::HashingWriter::new(BufWriter::new(file));
+    io::copy(&mut body, &mut out)
+        .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
+    let (mut file, digest, _) = out.finish();
+    file.flush().map_err(Error::io("write", &path))?;
+    if let Some(expected) = checksum
+        && expected != digest.as_str()
+    {
+        return Err(Error::BadInput(format!(
+            "ADD {url}: --checksum={expected} does not match the download ({digest})"
+        )));
+    }
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(Error::io("chmod", &path))?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_under_the_workdir() {
+        assert_eq!(absolute_dest("/app", "x"), "/app/x");
+        assert_eq!(absolute_dest("/app", "sub/"), "/app/sub/");
+        assert_eq!(absolute_dest("/app", "."), "/app/");
+        assert_eq!(absolute_dest("/", "./a/../b"), "/b");
+        assert_eq!(absolute_dest("/app", "/abs"), "/abs");
+    }
+}

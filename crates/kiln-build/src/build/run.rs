@@ -1,0 +1,291 @@
+//! `RUN`: the command in a sandbox over an overlay of the parent snapshots; the upper dir
+//! becomes the layer.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use kiln_dockerfile::{CommandLine, MountType, RunInstruction};
+use kiln_sandbox::{Network, Rootfs, RunSpec};
+
+use super::stage::{StageState, StepContext, commit_upper};
+use super::stage_by_name;
+use crate::Error;
+use crate::snapshot::{self, OverlayMount, StepDirs};
+
+/// Lines of output kept for the error of a failing step.
+const TAIL_LINES: usize = 20;
+
+/// What a RUN reads besides its instruction text: it goes into the cache key.
+pub(crate) fn key_material(state: &StageState, run: &RunInstruction) -> String {
+    format!(
+        "env={:?} shell={:?} workdir={} user={} network={:?}",
+        state.vars.run_env(),
+        state.shell(),
+        state.workdir(),
+        state.user(),
+        run.network
+    )
+}
+
+/// The argv of a RUN: exec form as written; shell form through the shell, with heredocs
+/// appended to the script so that the shell reads them as it would in a terminal.
+fn argv(state: &StageState, run: &RunInstruction) -> Vec<String> {
+    match &run.command {
+        CommandLine::Exec(argv) => argv.clone(),
+        CommandLine::Shell(script) => {
+            let mut script = script.clone();
+            for heredoc in &run.heredocs {
+                script.push('\n');
+                script.push_str(&heredoc.content);
+                if !heredoc.content.ends_with('\n') && !heredoc.content.is_empty() {
+                    script.push('\n');
+                }
+                script.push_str(&heredoc.name);
+            }
+            let mut argv = state.shell();
+            argv.push(script);
+            argv
+        }
+    }
+}
+
+/// Runs the command and commits what it changed.
+pub(crate) fn run(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    run: &RunInstruction,
+) -> Result<(), Error> {
+    let builder = ctx.builder;
+    let store = builder.store;
+    let dirs = StepDirs::new(store, "run")?;
+    let mut lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
+    if lowers.is_empty() {
+        lowers.push(dirs.empty());
+    }
+    let argv = argv(state, run);
+    let mut spec = RunSpec::new(
+        Rootfs::Overlay {
+            lowers,
+            upper: dirs.upper(),
+            work: dirs.work(),
+        },
+        argv.clone(),
+    );
+    spec.env = state.vars.run_env();
+    spec.cwd = state.workdir();
+    spec.user = state.user();
+    spec.interrupt = builder.request.interrupt.clone();
+    spec.network = match run.network.as_deref() {
+        None | Some("default") | Some("host") => Network::Host,
+        Some("none") => Network::None,
+        Some(other) => {
+            return Err(Error::BadInput(format!(
+                "RUN --network={other}: kiln supports default, host and none"
+            )));
+        }
+    };
+    let mut keep = Keep::default();
+    for mount in &run.mounts {
+        spec.mounts.push(mount_for(ctx, state, mount, &mut keep)?);
+    }
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut partial = Vec::new();
+    let mut on_output = |_stream: kiln_sandbox::OutputStream, chunk: &[u8]| {
+        partial.extend_from_slice(chunk);
+        while let Some(newline) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=newline).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            builder.reporter.report(super::Event::Output {
+                id: ctx.id,
+                line: &text,
+            });
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    };
+    let outcome = kiln_sandbox::run(&spec, &mut on_output)?;
+    if !partial.is_empty() {
+        let text = String::from_utf8_lossy(&partial).into_owned();
+        builder.reporter.report(super::Event::Output {
+            id: ctx.id,
+            line: &text,
+        });
+        tail.push_back(text);
+    }
+    drop(keep);
+    if outcome.interrupted {
+        return Err(Error::Interrupted);
+    }
+    if !outcome.status.success() {
+        return Err(Error::RunFailed {
+            line: ctx.inst.span.start_line(),
+            instruction: ctx.inst.original.clone(),
+            command: argv,
+            code: outcome.status.code(),
+            tail: tail.into_iter().collect(),
+        });
+    }
+    let declared: Vec<String> = state
+        .vars
+        .declared_args()
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    let created_by = match (&run.command, declared.is_empty()) {
+        (_, true) => format!("RUN {} # buildkit", spec.args.join(" ")),
+        (_, false) => format!(
+            "RUN |{} {} {} # buildkit",
+            declared.len(),
+            declared.join(" "),
+            spec.args.join(" ")
+        ),
+    };
+    commit_upper(store, state, &dirs.upper(), created_by)
+}
+
+/// Mounts and fds that must outlive the run.
+#[derive(Default)]
+struct Keep {
+    fds: Vec<OwnedFd>,
+    overlays: Vec<(OverlayMount, StepDirs)>,
+}
+
+fn mount_for(
+    ctx: &StepContext<'_, '_>,
+    state: &StageState,
+    mount: &kiln_dockerfile::Mount,
+    keep: &mut Keep,
+) -> Result<kiln_sandbox::Mount, Error> {
+    let builder = ctx.builder;
+    let target = |default: Option<String>| -> Result<String, Error> {
+        let target = mount.target.clone().or(default).ok_or_else(|| {
+            Error::BadInput(format!(
+                "RUN --mount=type={} needs target=PATH",
+                mount.kind.as_str()
+            ))
+        })?;
+        Ok(if target.starts_with('/') {
+            target
+        } else {
+            format!("{}/{}", state.workdir().trim_end_matches('/'), target)
+        })
+    };
+    match mount.kind {
+        MountType::Cache => {
+            let target = target(None)?;
+            let id = mount.id.clone().unwrap_or_else(|| target.clone());
+            let dir = builder
+                .store
+                .root()
+                .join("cache-mounts")
+                .join(kiln_image::Digest::of(id.as_bytes()).hex());
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
+                let mode = mount.mode.unwrap_or(0o755);
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(Error::io("chmod", &dir))?;
+                std::os::unix::fs::chown(&dir, mount.uid, mount.gid)
+                    .map_err(Error::io("chown", &dir))?;
+            }
+            Ok(kiln_sandbox::Mount::Bind {
+                source: dir,
+                target,
+                readonly: mount.readonly,
+            })
+        }
+        MountType::Tmpfs => Ok(kiln_sandbox::Mount::Tmpfs {
+            target: target(None)?,
+            size: mount.size.and_then(|s| u64::try_from(s).ok()),
+        }),
+        MountType::Secret => {
+            let id = mount
+                .id
+                .clone()
+                .or_else(|| {
+                    mount
+                        .target
+                        .as_ref()
+                        .and_then(|t| t.rsplit('/').next().map(str::to_owned))
+                })
+                .unwrap_or_default();
+            let target = target(Some(format!("/run/secrets/{id}")))?;
+            match builder.request.secrets.iter().find(|(k, _)| *k == id) {
+                Some((_, path)) => Ok(kiln_sandbox::Mount::Bind {
+                    source: path.clone(),
+                    target,
+                    readonly: true,
+                }),
+                None if mount.required => Err(Error::BadInput(format!(
+                    "RUN --mount=type=secret,id={id} is required: pass --secret id={id},src=FILE"
+                ))),
+                None => {
+                    let empty = builder
+                        .store
+                        .root()
+                        .join("tmp")
+                        .join(format!("{}-no-secret", std::process::id()));
+                    std::fs::write(&empty, b"").map_err(Error::io("write", &empty))?;
+                    Ok(kiln_sandbox::Mount::Bind {
+                        source: empty,
+                        target,
+                        readonly: true,
+                    })
+                }
+            }
+        }
+        MountType::Bind => {
+            let target = target(None)?;
+            let source = mount.source.clone().unwrap_or_default();
+            let root: PathBuf = match &mount.from {
+                Some(from) => {
+                    let (layers, diff_ids) =
+                        match stage_by_name(builder.stages(), from, ctx.stage_index) {
+                            Some(dep) => {
+                                let s = builder.built[dep].as_ref().ok_or_else(|| {
+                                    Error::BadInput(format!(
+                                        "RUN --mount from={from}: that stage was not built"
+                                    ))
+                                })?;
+                                (s.layers.clone(), s.config.rootfs.diff_ids.clone())
+                            }
+                            None => {
+                                let image = builder.resolve_image(from)?;
+                                (
+                                    image.manifest.layers.clone(),
+                                    image.config.rootfs.diff_ids.clone(),
+                                )
+                            }
+                        };
+                    let dirs = StepDirs::new(builder.store, "bind")?;
+                    let lowers = snapshot::lowers_of(builder.store, &layers, &diff_ids)?;
+                    let overlay =
+                        OverlayMount::mount(&lowers, None, &dirs.empty(), &dirs.merged())?;
+                    let path = overlay.path().to_path_buf();
+                    keep.overlays.push((overlay, dirs));
+                    path
+                }
+                None => builder.request.context.root.clone().ok_or_else(|| {
+                    Error::BadInput("RUN --mount=type=bind needs a build context".into())
+                })?,
+            };
+            let fd = crate::copy::open_in_root(&root, &crate::context::clean_path(&source))
+                .map_err(Error::io("open bind source", root.join(&source)))?;
+            let path = PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            ));
+            keep.fds.push(fd);
+            Ok(kiln_sandbox::Mount::Bind {
+                source: path,
+                target,
+                readonly: mount.readonly,
+            })
+        }
+        MountType::Ssh => Err(Error::BadInput(
+            "RUN --mount=type=ssh is not supported by kiln".into(),
+        )),
+    }
+}

@@ -1,0 +1,198 @@
+//! `kiln build`: a Dockerfile and a context become an image in the store.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use clap::Args;
+use kiln_build::build::{BuildRequest, Event, Reporter};
+use kiln_build::context::Context;
+use kiln_image::{Reference, Store};
+
+use super::{Output, Progress};
+
+/// `kiln build`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)"
+)]
+pub struct BuildArgs {
+    /// The build context directory, or `-` to read the Dockerfile from stdin with no context.
+    pub context: String,
+    /// Name and optionally tag the image (repeatable).
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, ignoring the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Add a label to the image (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` (repeatable).
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    pub secrets: Vec<String>,
+}
+
+fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => match std::env::var(text) {
+            // docker takes `--build-arg NAME` as NAME's value from the environment.
+            Ok(v) if flag == "--build-arg" && !text.is_empty() => Ok((text.to_owned(), v)),
+            _ => anyhow::bail!("{flag} {text:?}: expected KEY=VALUE"),
+        },
+    }
+}
+
+fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
+    let mut id = None;
+    let mut src = None;
+    for field in text.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            _ => anyhow::bail!("--secret {text:?}: expected id=ID,src=PATH"),
+        }
+    }
+    match (id, src) {
+        (Some(id), Some(src)) => {
+            anyhow::ensure!(
+                src.is_file(),
+                "--secret {text:?}: {} is not a file",
+                src.display()
+            );
+            Ok((id, src))
+        }
+        _ => anyhow::bail!("--secret {text:?}: expected id=ID,src=PATH"),
+    }
+}
+
+/// Builds the image.
+pub fn build(
+    store: &Store,
+    out: &mut Output,
+    progress: Progress,
+    args: BuildArgs,
+) -> anyhow::Result<ExitCode> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| t.parse::<Reference>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let build_args = args
+        .build_args
+        .iter()
+        .map(|a| key_value("--build-arg", a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let labels = args
+        .labels
+        .iter()
+        .map(|a| key_value("--label", a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| secret(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("read the Dockerfile from stdin")?;
+        (Context::none(), text, "-".to_owned())
+    } else {
+        let root = PathBuf::from(&args.context);
+        let context = Context::open(&root)?;
+        let file = args.file.clone().unwrap_or_else(|| root.join("Dockerfile"));
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("read the Dockerfile {}", file.display()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into());
+        (context, text, name)
+    };
+    let interrupt = kiln_sandbox::Interrupt::new();
+    super::on_interrupt(interrupt.clone());
+    let request = BuildRequest {
+        dockerfile,
+        dockerfile_name,
+        context,
+        tags: tags.clone(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        labels,
+        secrets,
+        interrupt,
+    };
+    let reporter = StepPrinter::new(progress);
+    let image = kiln_build::build::build(store, &request, &reporter)?;
+    reporter.line(&format!("writing image {} done", image.id()));
+    for tag in &tags {
+        reporter.line(&format!("naming to {}", tag.store_name()));
+    }
+    out.line(image.id().as_str())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws build events as BuildKit's plain progress does: `#N [stage i/n] INSTRUCTION`, then the
+/// step's output lines prefixed with `#N`, then `#N CACHED` or `#N DONE 1.2s`. On stderr, so
+/// that stdout carries only the image id.
+pub struct StepPrinter {
+    quiet: bool,
+    stderr: Mutex<io::Stderr>,
+}
+
+impl StepPrinter {
+    /// A printer for a progress mode.
+    pub fn new(progress: Progress) -> StepPrinter {
+        StepPrinter {
+            quiet: progress == Progress::Quiet,
+            stderr: Mutex::new(io::stderr()),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        if let Ok(mut err) = self.stderr.lock() {
+            // Progress is best effort: a closed stderr must not fail the build.
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+impl Reporter for StepPrinter {
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::Step {
+                id,
+                stage,
+                index,
+                total,
+                text,
+            } => {
+                let first = text.lines().next().unwrap_or(text);
+                let more = if text.contains('\n') { " …" } else { "" };
+                self.line(&format!("#{id} [{stage} {index}/{total}] {first}{more}"));
+            }
+            Event::Cached { id } => self.line(&format!("#{id} CACHED")),
+            Event::Output { id, line } => self.line(&format!("#{id} {line}")),
+            Event::Done { id, seconds } => self.line(&format!("#{id} DONE {seconds:.1}s")),
+            Event::Warning { text } => self.line(&format!("WARN: {text}")),
+        }
+    }
+}
