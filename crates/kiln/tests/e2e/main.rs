@@ -7,4 +7,6 @@
 mod util;
 
 mod crash;
+mod differential;
+mod python_base;
 mod store;

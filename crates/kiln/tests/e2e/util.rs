@@ -173,3 +173,157 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The Debian bookworm minbase rootfs tarball, made once with mmdebstrap and cached in
+/// /var/cache/kiln-bases (what scripts/make-debian-base.sh uses too).
+pub fn debian_tar() -> PathBuf {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        require("mmdebstrap");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-debian-base.sh");
+        // The script makes the tarball and imports it; importing into a scratch store is cheap.
+        let scratch = tempfile::Builder::new()
+            .prefix("debian-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        run(Command::new("bash")
+            .arg(&script)
+            .arg("debian:bookworm")
+            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", scratch.path()));
+        let tar = PathBuf::from("/var/cache/kiln-bases/debian-bookworm-minbase.tar");
+        assert!(
+            tar.is_file(),
+            "scripts/make-debian-base.sh did not leave {}",
+            tar.display()
+        );
+        tar
+    })
+    .clone()
+}
+
+/// The `docker import --change` flags that give docker the same base config as kiln's.
+pub const DEBIAN_CHANGES: [&str; 4] = [
+    "--change",
+    "CMD [\"bash\"]",
+    "--change",
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+];
+
+impl Env {
+    /// Imports the Debian base into this store as `name`.
+    pub fn debian_base(&self, name: &str) {
+        let tar = debian_tar();
+        let mut args = vec!["import"];
+        args.extend(DEBIAN_CHANGES);
+        args.push(tar.to_str().unwrap());
+        args.push(name);
+        self.ok(&args);
+    }
+
+    /// Runs `kiln build` and returns (stdout, stderr), asserting success.
+    pub fn build(&self, args: &[&str]) -> (String, String) {
+        let out = self.kiln().arg("build").args(args).output().unwrap();
+        assert_success(&out, &format!("kiln build {}", args.join(" ")));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Imports the Debian base into docker as `name` (idempotent).
+pub fn docker_debian_base(name: &str) {
+    let tar = debian_tar();
+    let mut cmd = docker();
+    cmd.arg("import").args(DEBIAN_CHANGES).arg(&tar).arg(name);
+    run(&mut cmd);
+}
+
+/// Pipes `kiln save IMAGE` into `docker load`.
+pub fn kiln_to_docker(env: &Env, image: &str) {
+    let mut save = env
+        .kiln()
+        .args(["save", image])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = save.stdout.take().unwrap();
+    let load = docker().arg("load").stdin(stdout).output().unwrap();
+    assert_success(&load, "docker load");
+    assert!(save.wait().unwrap().success(), "kiln save failed");
+}
+
+/// One entry of a `docker export` listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExportEntry {
+    pub path: String,
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub sha256: String,
+    pub link: String,
+}
+
+/// `docker create` + `docker export` of an image: its merged file system, entry by entry.
+pub fn docker_export(image: &str) -> Vec<ExportEntry> {
+    use sha2::Digest;
+    use std::io::Read;
+    let id = run(docker().args(["create", image, "/nonexistent"]))
+        .trim()
+        .to_owned();
+    let mut child = docker()
+        .args(["export", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut archive = tar::Archive::new(child.stdout.take().unwrap());
+    let mut entries = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let path = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_end_matches('/')
+            .to_owned();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => 'f',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
+            _ => '?',
+        };
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = entry.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        entries.push(ExportEntry {
+            path,
+            kind,
+            mode: header.mode().unwrap() & 0o7777,
+            uid: header.uid().unwrap(),
+            gid: header.gid().unwrap(),
+            size: header.size().unwrap(),
+            sha256: hex::encode(hasher.finalize()),
+            link,
+        });
+    }
+    child.wait().unwrap();
+    run(docker().args(["rm", &id]));
+    entries.sort();
+    entries
+}
