@@ -95,7 +95,10 @@ fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
             )
         };
         if r < 0 {
-            return Err(last_os("mount_setattr read-only", path.display().to_string()));
+            return Err(last_os(
+                "mount_setattr read-only",
+                path.display().to_string(),
+            ));
         }
     }
     Ok(fd)
@@ -103,9 +106,16 @@ fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
 
 /// Read a small regular file of the rootfs (never a fifo or a device: no hang, no flood).
 fn read_rootfs_file(path: &str) -> Result<Option<String>, SandboxError> {
-    let err = |e| SandboxError::ReadRootfs { path: path.to_string(), source: e };
+    let err = |e| SandboxError::ReadRootfs {
+        path: path.to_string(),
+        source: e,
+    };
     use std::os::unix::fs::OpenOptionsExt;
-    let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(err(e)),
@@ -124,15 +134,20 @@ fn lookup(program: &str, path_var: &str) -> Option<String> {
     if program.contains('/') {
         return Some(program.to_string());
     }
-    path_var.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
-        let cand = format!("{}/{program}", dir.trim_end_matches('/'));
-        let m = std::fs::metadata(&cand).ok()?;
-        (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(cand)
-    })
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .find_map(|dir| {
+            let cand = format!("{}/{program}", dir.trim_end_matches('/'));
+            let m = std::fs::metadata(&cand).ok()?;
+            (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(cand)
+        })
 }
 
 fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter().rev().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 fn last_cap() -> u32 {
@@ -143,7 +158,11 @@ fn last_cap() -> u32 {
 }
 
 /// Run the container; called on the setup thread.
-pub(crate) fn run_container(spec: RunSpec, staging: Option<PathBuf>, io: ThreadIo) -> Result<Outcome, SandboxError> {
+pub(crate) fn run_container(
+    spec: RunSpec,
+    staging: Option<PathBuf>,
+    io: ThreadIo,
+) -> Result<Outcome, SandboxError> {
     let sys = LinuxSyscall;
     let host_ns = HostMountNs::open()?;
     let last_cap = last_cap();
@@ -165,8 +184,14 @@ fn in_namespaces(
     io: ThreadIo,
     last_cap: u32,
 ) -> Result<Outcome, SandboxError> {
-    sys.mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(|e| SandboxError::sys("mount make-rprivate", "/", e))?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| SandboxError::sys("mount make-rprivate", "/", e))?;
     if spec.network == Network::None {
         namespaces::loopback_up()?;
     }
@@ -177,7 +202,11 @@ fn in_namespaces(
     let mut planned: Vec<Planned> = Vec::new();
     let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
         .iter()
-        .map(|p| Target { path: p.to_string(), kind: FileKind::Dir, shadow: false })
+        .map(|p| Target {
+            path: p.to_string(),
+            kind: FileKind::Dir,
+            shadow: false,
+        })
         .collect();
     if spec.etc_binds {
         for f in ETC_FILES {
@@ -185,39 +214,85 @@ fn in_namespaces(
                 continue;
             }
             let fd = clone_tree(Path::new(f), true)?;
-            planned.push(Planned::Tree { target: f.to_string(), fd: fd.as_raw_fd(), dir: false });
+            planned.push(Planned::Tree {
+                target: f.to_string(),
+                fd: fd.as_raw_fd(),
+                dir: false,
+            });
             trees.push(fd);
-            targets.push(Target { path: f.to_string(), kind: FileKind::File, shadow: true });
+            targets.push(Target {
+                path: f.to_string(),
+                kind: FileKind::File,
+                shadow: true,
+            });
         }
     }
     for m in &spec.mounts {
         match m {
-            Mount::Bind { source, target, readonly } => {
+            Mount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
                 let dir = std::fs::metadata(source)
-                    .map_err(|e| SandboxError::sys("stat bind source", source.display().to_string(), e))?
+                    .map_err(|e| {
+                        SandboxError::sys("stat bind source", source.display().to_string(), e)
+                    })?
                     .is_dir();
                 let fd = clone_tree(source, *readonly)?;
-                planned.push(Planned::Tree { target: target.clone(), fd: fd.as_raw_fd(), dir });
+                planned.push(Planned::Tree {
+                    target: target.clone(),
+                    fd: fd.as_raw_fd(),
+                    dir,
+                });
                 trees.push(fd);
             }
-            Mount::Tmpfs { target, size } => planned.push(Planned::Tmpfs { target: target.clone(), size: *size }),
+            Mount::Tmpfs { target, size } => planned.push(Planned::Tmpfs {
+                target: target.clone(),
+                size: *size,
+            }),
         }
     }
-    for p in planned.iter().skip_while(|p| ETC_FILES.contains(&p.target())) {
-        let kind = if p.is_dir() { FileKind::Dir } else { FileKind::File };
-        targets.push(Target { path: p.target().to_string(), kind, shadow: false });
+    for p in planned
+        .iter()
+        .skip_while(|p| ETC_FILES.contains(&p.target()))
+    {
+        let kind = if p.is_dir() {
+            FileKind::Dir
+        } else {
+            FileKind::File
+        };
+        targets.push(Target {
+            path: p.target().to_string(),
+            kind,
+            shadow: false,
+        });
     }
 
     // The root.
     let (root, fallback) = match (&spec.rootfs, staging) {
-        (Rootfs::Overlay { lowers, upper, work }, Some(staging)) => {
+        (
+            Rootfs::Overlay {
+                lowers,
+                upper,
+                work,
+            },
+            Some(staging),
+        ) => {
             let shown = staging.display().to_string();
-            sys.mount(Some("tmpfs"), staging, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=700"))
-                .map_err(|e| SandboxError::sys("mount tmpfs on", &shown, e))?;
+            sys.mount(
+                Some("tmpfs"),
+                staging,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some("mode=700"),
+            )
+            .map_err(|e| SandboxError::sys("mount tmpfs on", &shown, e))?;
             let init = staging.join("init");
             let root = staging.join("root");
             for d in [&init, &root] {
-                sys.mkdir(d, 0o755).map_err(|e| SandboxError::sys("mkdir", d.display().to_string(), e))?;
+                sys.mkdir(d, 0o755)
+                    .map_err(|e| SandboxError::sys("mkdir", d.display().to_string(), e))?;
             }
             let plan = rootfs::plan_init(&HostLayers(lowers), &targets)
                 .map_err(|e| SandboxError::sys("lstat lower dirs for", "mountpoints", e))?;
@@ -226,11 +301,19 @@ fn in_namespaces(
             (root, plan.fallback)
         }
         (Rootfs::Dir(dir), _) => {
-            sys.mount(Some(&dir.display().to_string()), dir, None, libc::MS_BIND | libc::MS_REC, None)
-                .map_err(|e| SandboxError::sys("mount bind rootfs on", dir.display().to_string(), e))?;
+            sys.mount(
+                Some(&dir.display().to_string()),
+                dir,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(|e| SandboxError::sys("mount bind rootfs on", dir.display().to_string(), e))?;
             (dir.clone(), targets)
         }
-        (Rootfs::Overlay { .. }, None) => return Err(SandboxError::Spec("overlay without staging dir".into())),
+        (Rootfs::Overlay { .. }, None) => {
+            return Err(SandboxError::Spec("overlay without staging dir".into()));
+        }
     };
     rootfs::pivot(sys, &root)?;
 
@@ -264,8 +347,12 @@ fn inside(
 
     let passwd = read_rootfs_file("/etc/passwd")?;
     let group = read_rootfs_file("/etc/group")?;
-    let who = user::resolve(&spec.user, passwd.as_deref(), group.as_deref())
-        .map_err(|reason| SandboxError::User { spec: spec.user.clone(), reason })?;
+    let who = user::resolve(&spec.user, passwd.as_deref(), group.as_deref()).map_err(|reason| {
+        SandboxError::User {
+            spec: spec.user.clone(),
+            reason,
+        }
+    })?;
 
     let mut env = spec.env.clone();
     if env_get(&env, "PATH").is_none() {
@@ -276,18 +363,28 @@ fn inside(
     }
     let path_var = env_get(&env, "PATH").unwrap_or(DEFAULT_PATH).to_string();
     let program = &spec.args[0];
-    let exe = lookup(program, &path_var)
-        .ok_or_else(|| SandboxError::NotFound { program: program.clone(), path: path_var.clone() })?;
+    let exe = lookup(program, &path_var).ok_or_else(|| SandboxError::NotFound {
+        program: program.clone(),
+        path: path_var.clone(),
+    })?;
 
-    let cwd = if spec.cwd.starts_with('/') { spec.cwd.clone() } else { format!("/{}", spec.cwd) };
-    std::fs::create_dir_all(&cwd).map_err(|e| SandboxError::sys("mkdir workdir", &cwd, e))?;
+    let cwd = if spec.cwd.starts_with('/') {
+        spec.cwd.clone()
+    } else {
+        format!("/{}", spec.cwd)
+    };
+    // Explicit mode: this thread's umask is 0.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+        .create(&cwd)
+        .map_err(|e| SandboxError::sys("mkdir workdir", &cwd, e))?;
 
     // stdio of the container.
     let mut keep: Vec<OwnedFd> = Vec::new();
     let (stdio, session) = match io {
         ThreadIo::Inherit => ([0, 1, 2], Session::Keep),
         ThreadIo::Piped { stdout, stderr } => {
-            let null = File::open("/dev/null").map_err(|e| SandboxError::sys("open", "/dev/null", e))?;
+            let null =
+                File::open("/dev/null").map_err(|e| SandboxError::sys("open", "/dev/null", e))?;
             let fds = [null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
             keep.extend([OwnedFd::from(null), stdout, stderr]);
             (fds, Session::Detach)
@@ -333,7 +430,10 @@ fn inside(
     } else {
         ExitStatus::from_wait_status(pid1_status)
     };
-    Ok(Outcome { status, interrupted: spec.interrupt.is_interrupted() })
+    Ok(Outcome {
+        status,
+        interrupted: spec.interrupt.is_interrupted(),
+    })
 }
 
 /// Wait for pid 1 without reaping, forget its pid for [`Interrupt`](crate::Interrupt), reap.
@@ -342,7 +442,14 @@ fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError
         // SAFETY: siginfo_t is plain data; waitid writes it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid on our own child with a valid siginfo pointer.
-        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
         if r == 0 {
             break;
         }
@@ -369,10 +476,18 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: the slice tail is valid for writing.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
         if n > 0 {
             got += n as usize;
-        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        } else if n == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
             break;
         }
     }
@@ -385,7 +500,11 @@ mod tests {
 
     #[test]
     fn env_lookup_takes_the_last_entry() {
-        let env = vec!["PATH=/a".to_string(), "PATHX=1".to_string(), "PATH=/b".to_string()];
+        let env = vec![
+            "PATH=/a".to_string(),
+            "PATHX=1".to_string(),
+            "PATH=/b".to_string(),
+        ];
         assert_eq!(env_get(&env, "PATH"), Some("/b"));
         assert_eq!(env_get(&env, "HOME"), None);
     }
@@ -393,6 +512,9 @@ mod tests {
     #[test]
     fn programs_with_a_slash_are_not_searched() {
         assert_eq!(lookup("./x", "/nowhere").as_deref(), Some("./x"));
-        assert_eq!(lookup("surely-not-a-program-kiln", "/nowhere:/also-not"), None);
+        assert_eq!(
+            lookup("surely-not-a-program-kiln", "/nowhere:/also-not"),
+            None
+        );
     }
 }

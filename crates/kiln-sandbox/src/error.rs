@@ -63,8 +63,16 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
-    pub(crate) fn sys(syscall: &'static str, path: impl Into<String>, err: impl Into<io::Error>) -> Self {
-        SandboxError::Syscall { syscall, path: path.into(), source: err.into() }
+    pub(crate) fn sys(
+        syscall: &'static str,
+        path: impl Into<String>,
+        err: impl Into<io::Error>,
+    ) -> Self {
+        SandboxError::Syscall {
+            syscall,
+            path: path.into(),
+            source: err.into(),
+        }
     }
 
     pub(crate) fn errno(syscall: &'static str, path: impl Into<String>, errno: i32) -> Self {
@@ -129,7 +137,9 @@ mod tests {
     fn syscall_errors_name_the_call_the_path_and_the_errno() {
         let e = SandboxError::errno("mount overlay on", "/x", libc::EPERM);
         assert_eq!(e.to_string(), "mount overlay on /x: EPERM");
-        let src = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+        let src = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         assert!(src.contains("Operation not permitted"), "{src}");
     }
 }

@@ -76,7 +76,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub use error::SandboxError;
-pub use spec::{ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio};
+pub use spec::{
+    ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio,
+};
 
 /// Run `spec.args` in the sandbox described by `spec` and wait for it.
 ///
@@ -84,7 +86,10 @@ pub use spec::{ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Roo
 /// modes (never in [`Stdio::Inherit`]). A non-zero exit is an `Ok` [`Outcome`]; an `Err` means
 /// the process could not be started (or pid 1 could not be waited for), and says which call
 /// failed on which path.
-pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Result<Outcome, SandboxError> {
+pub fn run(
+    spec: &RunSpec,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+) -> Result<Outcome, SandboxError> {
     let euid = rustix::process::geteuid().as_raw();
     if euid != 0 {
         return Err(SandboxError::NotRoot { euid });
@@ -100,7 +105,9 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
                 tempfile::Builder::new()
                     .prefix(".kiln-sandbox-")
                     .tempdir_in(parent)
-                    .map_err(|e| SandboxError::sys("mkdir staging dir in", parent.display().to_string(), e))?,
+                    .map_err(|e| {
+                        SandboxError::sys("mkdir staging dir in", parent.display().to_string(), e)
+                    })?,
             )
         }
         Rootfs::Dir(_) => None,
@@ -118,7 +125,10 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
         Stdio::Piped => {
             let (out_r, out_w) = container::pipe()?;
             let (err_r, err_w) = container::pipe()?;
-            let h = spawn(container::ThreadIo::Piped { stdout: out_w, stderr: err_w })?;
+            let h = spawn(container::ThreadIo::Piped {
+                stdout: out_w,
+                stderr: err_w,
+            })?;
             relay_pipes(out_r, err_r, on_output);
             h
         }
@@ -138,17 +148,24 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(OutputStream, &[u8])) -> Re
 
 fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     if spec.args.is_empty() || spec.args[0].is_empty() {
-        return Err(SandboxError::Spec("no command to run (args is empty)".into()));
+        return Err(SandboxError::Spec(
+            "no command to run (args is empty)".into(),
+        ));
     }
     for m in &spec.mounts {
         if !m.target().starts_with('/') || m.target().split('/').any(|c| c == "..") {
-            return Err(SandboxError::Spec(format!("mount target {:?} must be absolute, without '..'", m.target())));
+            return Err(SandboxError::Spec(format!(
+                "mount target {:?} must be absolute, without '..'",
+                m.target()
+            )));
         }
     }
     if let Rootfs::Overlay { lowers, .. } = &spec.rootfs
         && lowers.is_empty()
     {
-        return Err(SandboxError::Spec("an overlay needs at least one lower dir".into()));
+        return Err(SandboxError::Spec(
+            "an overlay needs at least one lower dir".into(),
+        ));
     }
     Ok(())
 }
@@ -164,7 +181,11 @@ fn relay_pipes(out: OwnedFd, err: OwnedFd, on_output: &mut dyn FnMut(OutputStrea
         let mut which = Vec::new();
         for (i, fd) in open.iter().enumerate() {
             if let Some(fd) = fd {
-                fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
                 which.push(i);
             }
         }
@@ -184,7 +205,9 @@ fn relay_pipes(out: OwnedFd, err: OwnedFd, on_output: &mut dyn FnMut(OutputStrea
             let n = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 on_output(streams[i], &buf[..n as usize]);
-            } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            } else if n == 0
+                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
                 open[i] = None;
             }
         }

@@ -80,10 +80,17 @@ pub(crate) fn ensure_mountpoint(
             _ => sys.mkdir(&prefix, 0o755),
         };
         match r {
-            Ok(()) => created.push(Created { path: prefix.clone(), kind: want }),
+            Ok(()) => created.push(Created {
+                path: prefix.clone(),
+                kind: want,
+            }),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => {
-                let call = if want == FileKind::File { "create mountpoint" } else { "mkdir" };
+                let call = if want == FileKind::File {
+                    "create mountpoint"
+                } else {
+                    "mkdir"
+                };
                 return Err(SandboxError::sys(call, path_str(&prefix), e));
             }
         }
@@ -126,22 +133,43 @@ pub(crate) fn mount_dev(sys: &dyn Syscall) -> Result<(), SandboxError> {
             .map_err(|e| SandboxError::sys("mknod", path_str(&p), e))?;
     }
     for (target, link) in DEV_LINKS {
-        sys.symlink(target, Path::new(link)).map_err(|e| SandboxError::sys("symlink", *link, e))?;
+        sys.symlink(target, Path::new(link))
+            .map_err(|e| SandboxError::sys("symlink", *link, e))?;
     }
     let sub: &[(&str, u32, &str, libc::c_ulong, &str)] = &[
-        ("/dev/pts", 0o755, "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        ("/dev/shm", 0o1777, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "mode=1777,size=65536k"),
-        ("/dev/mqueue", 0o755, "mqueue", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, ""),
+        (
+            "/dev/pts",
+            0o755,
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
+        (
+            "/dev/shm",
+            0o1777,
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "mode=1777,size=65536k",
+        ),
+        (
+            "/dev/mqueue",
+            0o755,
+            "mqueue",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+        ),
     ];
     for (path, mode, fstype, flags, data) in sub {
         let p = Path::new(path);
-        sys.mkdir(p, *mode).map_err(|e| SandboxError::sys("mkdir", *path, e))?;
+        sys.mkdir(p, *mode)
+            .map_err(|e| SandboxError::sys("mkdir", *path, e))?;
         let data = if data.is_empty() { None } else { Some(*data) };
-        sys.mount(Some(fstype), p, Some(fstype), *flags, data).map_err(|e| SandboxError::Syscall {
-            syscall: "mount on",
-            path: format!("{path} ({fstype})"),
-            source: e,
-        })?;
+        sys.mount(Some(fstype), p, Some(fstype), *flags, data)
+            .map_err(|e| SandboxError::Syscall {
+                syscall: "mount on",
+                path: format!("{path} ({fstype})"),
+                source: e,
+            })?;
     }
     Ok(())
 }
@@ -184,7 +212,11 @@ pub(crate) fn mount_planned(sys: &dyn Syscall, planned: &[Planned]) -> Result<()
 /// After the run: when mountpoints had to be created, unmount everything (lazily) and remove
 /// them again, newest first, so the rootfs keeps no trace of them. A directory that the
 /// process filled is kept (`ENOTEMPTY`): it is the process's content.
-pub(crate) fn cleanup(sys: &dyn Syscall, planned: &[Planned], created: &[Created]) -> io::Result<()> {
+pub(crate) fn cleanup(
+    sys: &dyn Syscall,
+    planned: &[Planned],
+    created: &[Created],
+) -> io::Result<()> {
     if created.is_empty() {
         return Ok(());
     }
@@ -222,8 +254,14 @@ mod tests {
         assert_eq!(
             created,
             vec![
-                Created { path: "/etc".into(), kind: FileKind::Dir },
-                Created { path: "/etc/hosts".into(), kind: FileKind::File },
+                Created {
+                    path: "/etc".into(),
+                    kind: FileKind::Dir
+                },
+                Created {
+                    path: "/etc/hosts".into(),
+                    kind: FileKind::File
+                },
             ]
         );
         assert_eq!(sys.lines(), vec!["mkdir /etc 755", "create /etc/hosts 644"]);
@@ -235,16 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn only_the_missing_part_of_a_path_is_created() {
+        let sys = Recorder::with(&[("/var", FileKind::Dir)]);
+        let mut created = Vec::new();
+        ensure_mountpoint(&sys, Path::new("/var/cache/apt"), FileKind::Dir, &mut created).unwrap();
+        let paths: Vec<_> = created.iter().map(|c| c.path.display().to_string()).collect();
+        assert_eq!(paths, vec!["/var/cache", "/var/cache/apt"]);
+    }
+
+    #[test]
     fn dev_has_nodes_links_pts_shm() {
         let sys = Recorder::default();
         mount_dev(&sys).unwrap();
         let lines = sys.lines();
         assert!(lines[0].starts_with("mount tmpfs /dev tmpfs"), "{lines:?}");
-        assert!(lines.contains(&"mknod /dev/null 20666 1:3".to_string()), "{lines:?}");
-        assert!(lines.contains(&"mknod /dev/tty 20666 5:0".to_string()), "{lines:?}");
-        assert!(lines.contains(&"symlink pts/ptmx /dev/ptmx".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"mknod /dev/null 20666 1:3".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"mknod /dev/tty 20666 5:0".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"symlink pts/ptmx /dev/ptmx".to_string()),
+            "{lines:?}"
+        );
         assert!(lines.iter().any(|l| l.starts_with("mount devpts /dev/pts devpts") && l.contains("newinstance")));
-        assert!(lines.iter().any(|l| l.starts_with("mount tmpfs /dev/shm tmpfs")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("mount tmpfs /dev/shm tmpfs"))
+        );
     }
 
     #[test]
@@ -260,12 +320,25 @@ mod tests {
     fn cleanup_unmounts_then_removes_newest_first() {
         let sys = Recorder::default();
         let planned = vec![
-            Planned::Tree { target: "/etc/hosts".into(), fd: 7, dir: false },
-            Planned::Tmpfs { target: "/cache".into(), size: Some(1024) },
+            Planned::Tree {
+                target: "/etc/hosts".into(),
+                fd: 7,
+                dir: false,
+            },
+            Planned::Tmpfs {
+                target: "/cache".into(),
+                size: Some(1024),
+            },
         ];
         let created = vec![
-            Created { path: "/etc".into(), kind: FileKind::Dir },
-            Created { path: "/etc/hosts".into(), kind: FileKind::File },
+            Created {
+                path: "/etc".into(),
+                kind: FileKind::Dir,
+            },
+            Created {
+                path: "/etc/hosts".into(),
+                kind: FileKind::File,
+            },
         ];
         cleanup(&sys, &planned, &created).unwrap();
         let detach = libc::MNT_DETACH;
@@ -286,14 +359,29 @@ mod tests {
     #[test]
     fn nothing_created_nothing_cleaned() {
         let sys = Recorder::default();
-        cleanup(&sys, &[Planned::Tmpfs { target: "/x".into(), size: None }], &[]).unwrap();
+        cleanup(
+            &sys,
+            &[Planned::Tmpfs {
+                target: "/x".into(),
+                size: None,
+            }],
+            &[],
+        )
+        .unwrap();
         assert!(sys.lines().is_empty());
     }
 
     #[test]
     fn planned_tmpfs_carries_size() {
         let sys = Recorder::default();
-        mount_planned(&sys, &[Planned::Tmpfs { target: "/t".into(), size: Some(4096) }]).unwrap();
+        mount_planned(
+            &sys,
+            &[Planned::Tmpfs {
+                target: "/t".into(),
+                size: Some(4096),
+            }],
+        )
+        .unwrap();
         assert!(sys.lines()[0].ends_with("size=4096"), "{:?}", sys.lines());
     }
 }

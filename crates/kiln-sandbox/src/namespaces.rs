@@ -15,7 +15,8 @@ use crate::{Network, SandboxError};
 
 /// The `unshare(2)` flags of a run.
 pub(crate) fn unshare_flags(network: Network) -> libc::c_int {
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -38,7 +39,11 @@ impl HostMountNs {
         // SAFETY: setns on an fd we own; the thread has its own fs_struct (CLONE_FS unshared).
         let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNS) };
         if r < 0 {
-            return Err(SandboxError::sys("setns", "host mount namespace", std::io::Error::last_os_error()));
+            return Err(SandboxError::sys(
+                "setns",
+                "host mount namespace",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -60,7 +65,8 @@ pub(crate) fn unshare(flags: libc::c_int) -> Result<(), SandboxError> {
 
 /// Set the hostname of the (new) UTS namespace.
 pub(crate) fn set_hostname(name: &str) -> Result<(), SandboxError> {
-    rustix::system::sethostname(name.as_bytes()).map_err(|e| SandboxError::sys("sethostname", name, e))
+    rustix::system::sethostname(name.as_bytes())
+        .map_err(|e| SandboxError::sys("sethostname", name, e))
 }
 
 /// Bring `lo` up in the (new) network namespace.
@@ -100,7 +106,12 @@ mod tests {
     fn host_network_keeps_the_net_namespace() {
         let f = unshare_flags(Network::Host);
         assert_eq!(f & libc::CLONE_NEWNET, 0);
-        for ns in [libc::CLONE_NEWNS, libc::CLONE_NEWPID, libc::CLONE_NEWIPC, libc::CLONE_NEWUTS] {
+        for ns in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+        ] {
             assert_ne!(f & ns, 0);
         }
         assert_ne!(unshare_flags(Network::None) & libc::CLONE_NEWNET, 0);

@@ -103,9 +103,12 @@ pub(crate) enum Stage {
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        [Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid, Setuid, Exec]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+        [
+            Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
+            Setuid, Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
     }
 }
 
@@ -123,12 +126,22 @@ impl ChildPlan {
         last_cap: u32,
     ) -> Result<Self, SandboxError> {
         let c = |s: &str, what: &str| {
-            CString::new(s).map_err(|_| SandboxError::Spec(format!("{what} {s:?} contains a NUL byte")))
+            CString::new(s)
+                .map_err(|_| SandboxError::Spec(format!("{what} {s:?} contains a NUL byte")))
         };
-        let argv = args.iter().map(|a| c(a, "argument")).collect::<Result<Vec<_>, _>>()?;
-        let envp = env.iter().map(|e| c(e, "environment entry")).collect::<Result<Vec<_>, _>>()?;
+        let argv = args
+            .iter()
+            .map(|a| c(a, "argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = env
+            .iter()
+            .map(|e| c(e, "environment entry"))
+            .collect::<Result<Vec<_>, _>>()?;
         let nul_terminated = |v: &[CString]| {
-            v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
         };
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
@@ -161,7 +174,10 @@ impl ChildPlan {
             Some(Stage::Setsid) => ("setsid", "container process".to_string()),
             Some(Stage::Ctty) => ("ioctl TIOCSCTTY on", "the pty".to_string()),
             Some(Stage::Chdir) => ("chdir", s(&self.cwd)),
-            Some(Stage::Capbset) => ("prctl PR_CAPBSET_DROP", "capability bounding set".to_string()),
+            Some(Stage::Capbset) => (
+                "prctl PR_CAPBSET_DROP",
+                "capability bounding set".to_string(),
+            ),
             Some(Stage::Setgroups) => ("setgroups", format!("{:?}", self.groups)),
             Some(Stage::Setgid) => ("setgid", self.gid.to_string()),
             Some(Stage::Setuid) => ("setuid", self.uid.to_string()),
@@ -183,12 +199,23 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-const FORWARDED: &[libc::c_int] =
-    &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 /// Parts of `/proc` made read-only, as docker does.
-const PROC_READONLY: &[&std::ffi::CStr] =
-    &[c"/proc/bus", c"/proc/fs", c"/proc/irq", c"/proc/sys", c"/proc/sysrq-trigger"];
+const PROC_READONLY: &[&std::ffi::CStr] = &[
+    c"/proc/bus",
+    c"/proc/fs",
+    c"/proc/irq",
+    c"/proc/sys",
+    c"/proc/sysrq-trigger",
+];
 /// Files hidden behind `/dev/null`.
 const PROC_MASK_FILES: &[&std::ffi::CStr] = &[
     c"/proc/kcore",
@@ -199,12 +226,21 @@ const PROC_MASK_FILES: &[&std::ffi::CStr] = &[
     c"/proc/sched_debug",
 ];
 /// Directories hidden behind an empty read-only tmpfs.
-const MASK_DIRS: &[&std::ffi::CStr] =
-    &[c"/proc/acpi", c"/proc/asound", c"/proc/scsi", c"/sys/firmware", c"/sys/devices/virtual/powercap"];
+const MASK_DIRS: &[&std::ffi::CStr] = &[
+    c"/proc/acpi",
+    c"/proc/asound",
+    c"/proc/scsi",
+    c"/sys/firmware",
+    c"/sys/devices/virtual/powercap",
+];
 
 /// Fork pid 1. Returns its (host) pid. `err_w` and `status_w` are the write ends of the error
 /// and status pipes; the caller closes its copies right after.
-pub(crate) fn spawn_pid1(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> Result<i32, SandboxError> {
+pub(crate) fn spawn_pid1(
+    plan: &ChildPlan,
+    err_w: RawFd,
+    status_w: RawFd,
+) -> Result<i32, SandboxError> {
     // SAFETY: sigset_t is plain data; sigfillset initialises it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -267,7 +303,13 @@ unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
     // SAFETY: everything below is libc calls on valid, NUL-terminated data from `plan` or
     // static C strings, in a single-threaded child.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
 
         // fds: stdio sources on 0..2, error pipe on 3, status pipe on 4, nothing else.
         let srcs = [plan.stdio[0], plan.stdio[1], plan.stdio[2], err_w, status_w];
@@ -281,8 +323,8 @@ unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
         if libc::dup3(tmp[3], 3, libc::O_CLOEXEC) < 0 {
             die_on(tmp[3], Stage::Fds);
         }
-        for i in 0..3 {
-            if libc::dup2(tmp[i], i as libc::c_int) < 0 {
+        for (i, fd) in tmp.iter().take(3).enumerate() {
+            if libc::dup2(*fd, i as libc::c_int) < 0 {
                 die(Stage::Fds);
             }
         }
@@ -301,23 +343,50 @@ unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
 
         // /proc of the new pid namespace, with docker's masks.
         let ro = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), ro, std::ptr::null()) < 0 {
+        if libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            ro,
+            std::ptr::null(),
+        ) < 0
+        {
             die(Stage::MountProc);
         }
         for p in PROC_READONLY {
-            if libc::mount(p.as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) < 0 {
+            if libc::mount(
+                p.as_ptr(),
+                p.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) < 0
+            {
                 if *libc::__errno_location() == libc::ENOENT {
                     continue;
                 }
                 die(Stage::MaskProc);
             }
             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | ro;
-            if libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), flags, std::ptr::null()) < 0 {
+            if libc::mount(
+                std::ptr::null(),
+                p.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) < 0
+            {
                 die(Stage::MaskProc);
             }
         }
         for p in PROC_MASK_FILES {
-            if libc::mount(c"/dev/null".as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) < 0
+            if libc::mount(
+                c"/dev/null".as_ptr(),
+                p.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) < 0
                 && *libc::__errno_location() != libc::ENOENT
             {
                 die(Stage::MaskProc);
@@ -325,7 +394,13 @@ unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
         }
         for p in MASK_DIRS {
             let flags = libc::MS_RDONLY | ro;
-            if libc::mount(c"tmpfs".as_ptr(), p.as_ptr(), c"tmpfs".as_ptr(), flags, c"size=0".as_ptr().cast()) < 0
+            if libc::mount(
+                c"tmpfs".as_ptr(),
+                p.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                c"size=0".as_ptr().cast(),
+            ) < 0
                 && *libc::__errno_location() != libc::ENOENT
             {
                 die(Stage::MaskProc);
@@ -418,7 +493,11 @@ unsafe fn workload_main(plan: &ChildPlan) -> ! {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(plan.exe.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
+        libc::execve(
+            plan.exe.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
         die(Stage::Exec)
     }
 }
@@ -429,25 +508,71 @@ mod tests {
 
     #[test]
     fn default_caps_exclude_sys_admin() {
-        assert!(!DEFAULT_CAPS.contains(&21), "CAP_SYS_ADMIN must leave the bounding set");
-        assert!(!DEFAULT_CAPS.contains(&19), "CAP_SYS_PTRACE must leave the bounding set");
-        assert!(!DEFAULT_CAPS.contains(&12), "CAP_NET_ADMIN must leave the bounding set");
+        assert!(
+            !DEFAULT_CAPS.contains(&21),
+            "CAP_SYS_ADMIN must leave the bounding set"
+        );
+        assert!(
+            !DEFAULT_CAPS.contains(&19),
+            "CAP_SYS_PTRACE must leave the bounding set"
+        );
+        assert!(
+            !DEFAULT_CAPS.contains(&12),
+            "CAP_NET_ADMIN must leave the bounding set"
+        );
     }
 
     #[test]
     fn errors_from_the_child_name_call_and_path() {
-        let user = crate::user::ExecUser { uid: 5, gid: 6, groups: vec![], home: "/".into() };
-        let plan =
-            ChildPlan::new("/bin/true", &["true".into()], &[], "/work", &user, [0, 1, 2], Session::Keep, 40).unwrap();
-        assert_eq!(plan.describe(Stage::Chdir as u32, libc::ENOENT).to_string(), "chdir /work: ENOENT");
-        assert_eq!(plan.describe(Stage::Exec as u32, libc::EACCES).to_string(), "execve /bin/true: EACCES");
-        assert_eq!(plan.describe(Stage::Setuid as u32, libc::EPERM).to_string(), "setuid 5: EPERM");
+        let user = crate::user::ExecUser {
+            uid: 5,
+            gid: 6,
+            groups: vec![],
+            home: "/".into(),
+        };
+        let plan = ChildPlan::new(
+            "/bin/true",
+            &["true".into()],
+            &[],
+            "/work",
+            &user,
+            [0, 1, 2],
+            Session::Keep,
+            40,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.describe(Stage::Chdir as u32, libc::ENOENT).to_string(),
+            "chdir /work: ENOENT"
+        );
+        assert_eq!(
+            plan.describe(Stage::Exec as u32, libc::EACCES).to_string(),
+            "execve /bin/true: EACCES"
+        );
+        assert_eq!(
+            plan.describe(Stage::Setuid as u32, libc::EPERM).to_string(),
+            "setuid 5: EPERM"
+        );
     }
 
     #[test]
     fn nul_bytes_are_spec_errors() {
-        let user = crate::user::ExecUser { uid: 0, gid: 0, groups: vec![], home: "/".into() };
-        let r = ChildPlan::new("/bin/sh", &["a\0b".into()], &[], "/", &user, [0, 1, 2], Session::Keep, 40);
+        let user = crate::user::ExecUser {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            home: "/".into(),
+        };
+        let r = ChildPlan::new(
+            "/bin/sh",
+            &["a\0b".into()],
+            &[],
+            "/",
+            &user,
+            [0, 1, 2],
+            Session::Keep,
+            40,
+        );
         assert!(matches!(r, Err(SandboxError::Spec(_))));
     }
 }

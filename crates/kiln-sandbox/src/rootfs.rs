@@ -213,11 +213,19 @@ pub(crate) fn plan_init(layers: &dyn Layers, targets: &[Target]) -> io::Result<I
             if create {
                 for (rel, meta) in parents.drain(..) {
                     if !plan.entries.iter().any(|e| e.rel == rel) {
-                        plan.entries.push(InitEntry { rel, kind: FileKind::Dir, meta });
+                        plan.entries.push(InitEntry {
+                            rel,
+                            kind: FileKind::Dir,
+                            meta,
+                        });
                     }
                 }
                 if !plan.entries.iter().any(|e| e.rel == *rel) {
-                    plan.entries.push(InitEntry { rel: rel.clone(), kind: t.kind, meta: None });
+                    plan.entries.push(InitEntry {
+                        rel: rel.clone(),
+                        kind: t.kind,
+                        meta: None,
+                    });
                 }
             }
         }
@@ -239,7 +247,9 @@ pub(crate) fn write_init(dir: &Path, plan: &InitPlan) -> Result<(), SandboxError
             _ => {
                 rustix::fs::open(
                     &p,
-                    rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::OFlags::CREATE
+                        | rustix::fs::OFlags::EXCL
+                        | rustix::fs::OFlags::CLOEXEC,
                     rustix::fs::Mode::from_raw_mode(0o644),
                 )
                 .map_err(|err| SandboxError::sys("create", &shown, err))?;
@@ -262,11 +272,22 @@ pub(crate) fn write_init(dir: &Path, plan: &InitPlan) -> Result<(), SandboxError
     // Times last: creating children changes the parents' mtime.
     for e in plan.entries.iter().rev() {
         if let Some(m) = e.meta {
-            let ts = |(s, ns): (i64, i64)| rustix::fs::Timespec { tv_sec: s, tv_nsec: ns as _ };
-            let times = rustix::fs::Timestamps { last_access: ts(m.atime), last_modification: ts(m.mtime) };
+            let ts = |(s, ns): (i64, i64)| rustix::fs::Timespec {
+                tv_sec: s,
+                tv_nsec: ns as _,
+            };
+            let times = rustix::fs::Timestamps {
+                last_access: ts(m.atime),
+                last_modification: ts(m.mtime),
+            };
             let p = dir.join(&e.rel);
-            rustix::fs::utimensat(rustix::fs::CWD, &p, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|err| SandboxError::sys("utimensat", p.display().to_string(), err))?;
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &p,
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|err| SandboxError::sys("utimensat", p.display().to_string(), err))?;
         }
     }
     Ok(())
@@ -283,10 +304,18 @@ pub(crate) fn overlay_data(
     upper: &Path,
     work: &Path,
 ) -> Result<(Option<PathBuf>, String), SandboxError> {
-    for p in lowers.iter().map(PathBuf::as_path).chain([init, upper, work]) {
-        let s = p.to_str().ok_or_else(|| SandboxError::Spec(format!("overlay path {p:?} is not UTF-8")))?;
+    for p in lowers
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([init, upper, work])
+    {
+        let s = p
+            .to_str()
+            .ok_or_else(|| SandboxError::Spec(format!("overlay path {p:?} is not UTF-8")))?;
         if !p.is_absolute() {
-            return Err(SandboxError::Spec(format!("overlay path {s:?} must be absolute")));
+            return Err(SandboxError::Spec(format!(
+                "overlay path {s:?} must be absolute"
+            )));
         }
         if s.contains([',', ':', '\\']) {
             return Err(SandboxError::Spec(format!(
@@ -300,20 +329,26 @@ pub(crate) fn overlay_data(
         work.display()
     );
     let join = |ls: &mut dyn Iterator<Item = String>| ls.collect::<Vec<_>>().join(":");
-    let mut all = std::iter::once(init.display().to_string()).chain(lowers.iter().map(|l| l.display().to_string()));
+    let mut all = std::iter::once(init.display().to_string())
+        .chain(lowers.iter().map(|l| l.display().to_string()));
     let data = format!("lowerdir={}{tail}", join(&mut all));
     if data.len() <= MOUNT_DATA_MAX {
         return Ok((None, data));
     }
     // Relative to the lowers' common parent.
-    let mut common = lowers.first().and_then(|l| l.parent()).map(Path::to_path_buf).unwrap_or_default();
+    let mut common = lowers
+        .first()
+        .and_then(|l| l.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     while !lowers.iter().all(|l| l.starts_with(&common)) {
         if !common.pop() {
             break;
         }
     }
     let mut rel = std::iter::once(init.display().to_string()).chain(lowers.iter().map(|l| {
-        l.strip_prefix(&common).map_or_else(|_| l.display().to_string(), |r| r.display().to_string())
+        l.strip_prefix(&common)
+            .map_or_else(|_| l.display().to_string(), |r| r.display().to_string())
     }));
     let data = format!("lowerdir={}{tail}", join(&mut rel));
     if data.len() > MOUNT_DATA_MAX {
@@ -338,12 +373,14 @@ pub(crate) fn mount_overlay(
 ) -> Result<(), SandboxError> {
     let (dir, data) = overlay_data(init, lowers, upper, work)?;
     if let Some(dir) = &dir {
-        sys.chdir(dir).map_err(|e| SandboxError::sys("chdir", dir.display().to_string(), e))?;
+        sys.chdir(dir)
+            .map_err(|e| SandboxError::sys("chdir", dir.display().to_string(), e))?;
     }
     sys.mount(Some("overlay"), target, Some("overlay"), 0, Some(&data))
         .map_err(|e| SandboxError::sys("mount overlay on", target.display().to_string(), e))?;
     if dir.is_some() {
-        sys.chdir(Path::new("/")).map_err(|e| SandboxError::sys("chdir", "/", e))?;
+        sys.chdir(Path::new("/"))
+            .map_err(|e| SandboxError::sys("chdir", "/", e))?;
     }
     Ok(())
 }
@@ -351,14 +388,16 @@ pub(crate) fn mount_overlay(
 /// Make `root` the root of the mount namespace and drop the old root entirely.
 pub(crate) fn pivot(sys: &dyn Syscall, root: &Path) -> Result<(), SandboxError> {
     let shown = root.display().to_string();
-    sys.chdir(root).map_err(|e| SandboxError::sys("chdir", &shown, e))?;
+    sys.chdir(root)
+        .map_err(|e| SandboxError::sys("chdir", &shown, e))?;
     // pivot_root(".", "."): the old root ends up stacked on top of the new one...
     sys.pivot_root(Path::new("."), Path::new("."))
         .map_err(|e| SandboxError::sys("pivot_root", &shown, e))?;
     // ...and is detached from the namespace with all host mounts under it.
     sys.umount(Path::new("."), libc::MNT_DETACH)
         .map_err(|e| SandboxError::sys("umount2 old root of", &shown, e))?;
-    sys.chdir(Path::new("/")).map_err(|e| SandboxError::sys("chdir", "/", e))
+    sys.chdir(Path::new("/"))
+        .map_err(|e| SandboxError::sys("chdir", "/", e))
 }
 
 #[cfg(test)]
@@ -374,33 +413,64 @@ mod tests {
             self.0.len()
         }
         fn entry(&self, k: usize, rel: &Path) -> io::Result<LayerEntry> {
-            Ok(rel.to_str().and_then(|r| self.0[k].get(r)).copied().unwrap_or(LayerEntry::Missing))
+            Ok(rel
+                .to_str()
+                .and_then(|r| self.0[k].get(r))
+                .copied()
+                .unwrap_or(LayerEntry::Missing))
         }
     }
 
     fn dir(mode: u32, uid: u32) -> LayerEntry {
-        LayerEntry::Dir { meta: meta(mode, uid), opaque: false }
+        LayerEntry::Dir {
+            meta: meta(mode, uid),
+            opaque: false,
+        }
     }
     fn meta(mode: u32, uid: u32) -> Meta {
-        Meta { mode, uid, gid: uid, atime: (1, 0), mtime: (2, 0) }
+        Meta {
+            mode,
+            uid,
+            gid: uid,
+            atime: (1, 0),
+            mtime: (2, 0),
+        }
     }
     fn target(path: &str, kind: FileKind, shadow: bool) -> Target {
-        Target { path: path.into(), kind, shadow }
+        Target {
+            path: path.into(),
+            kind,
+            shadow,
+        }
     }
 
     #[test]
     fn missing_resolver_file_goes_into_init_with_copied_parent() {
-        let layers = Fake(vec![HashMap::from([("etc", dir(0o750, 7)), ("proc", dir(0o555, 0))])]);
+        let layers = Fake(vec![HashMap::from([
+            ("etc", dir(0o750, 7)),
+            ("proc", dir(0o555, 0)),
+        ])]);
         let plan = plan_init(
             &layers,
-            &[target("/proc", FileKind::Dir, false), target("/etc/hosts", FileKind::File, true)],
+            &[
+                target("/proc", FileKind::Dir, false),
+                target("/etc/hosts", FileKind::File, true),
+            ],
         )
         .unwrap();
         assert_eq!(
             plan.entries,
             vec![
-                InitEntry { rel: "etc".into(), kind: FileKind::Dir, meta: Some(meta(0o750, 7)) },
-                InitEntry { rel: "etc/hosts".into(), kind: FileKind::File, meta: None },
+                InitEntry {
+                    rel: "etc".into(),
+                    kind: FileKind::Dir,
+                    meta: Some(meta(0o750, 7))
+                },
+                InitEntry {
+                    rel: "etc/hosts".into(),
+                    kind: FileKind::File,
+                    meta: None
+                },
             ]
         );
         assert!(plan.fallback.is_empty());
@@ -415,11 +485,17 @@ mod tests {
         ])]);
         let plan = plan_init(
             &layers,
-            &[target("/etc/resolv.conf", FileKind::File, true), target("/etc/hosts", FileKind::File, true)],
+            &[
+                target("/etc/resolv.conf", FileKind::File, true),
+                target("/etc/hosts", FileKind::File, true),
+            ],
         )
         .unwrap();
         let rels: Vec<_> = plan.entries.iter().map(|e| e.rel.clone()).collect();
-        assert_eq!(rels, vec![PathBuf::from("etc"), PathBuf::from("etc/resolv.conf")]);
+        assert_eq!(
+            rels,
+            vec![PathBuf::from("etc"), PathBuf::from("etc/resolv.conf")]
+        );
     }
 
     #[test]
@@ -427,28 +503,55 @@ mod tests {
         // Lower 0 deleted /etc; lower 1 has it: the merged view has no /etc.
         let layers = Fake(vec![
             HashMap::from([("etc", LayerEntry::Whiteout)]),
-            HashMap::from([("etc", dir(0o700, 3)), ("etc/hosts", LayerEntry::Other(FileKind::File))]),
+            HashMap::from([
+                ("etc", dir(0o700, 3)),
+                ("etc/hosts", LayerEntry::Other(FileKind::File)),
+            ]),
         ]);
         let plan = plan_init(&layers, &[target("/etc/hosts", FileKind::File, true)]).unwrap();
-        assert_eq!(plan.entries[0], InitEntry { rel: "etc".into(), kind: FileKind::Dir, meta: None });
+        assert_eq!(
+            plan.entries[0],
+            InitEntry {
+                rel: "etc".into(),
+                kind: FileKind::Dir,
+                meta: None
+            }
+        );
         assert_eq!(plan.entries[1].rel, PathBuf::from("etc/hosts"));
     }
 
     #[test]
     fn opaque_dir_stops_the_merge() {
         let layers = Fake(vec![
-            HashMap::from([("var", LayerEntry::Dir { meta: meta(0o755, 0), opaque: true })]),
+            HashMap::from([(
+                "var",
+                LayerEntry::Dir {
+                    meta: meta(0o755, 0),
+                    opaque: true,
+                },
+            )]),
             HashMap::from([("var", dir(0o755, 0)), ("var/cache", dir(0o700, 0))]),
         ]);
         let plan = plan_init(&layers, &[target("/var/cache", FileKind::Dir, false)]).unwrap();
         assert_eq!(plan.entries.len(), 2, "{plan:?}");
-        let layers = Fake(vec![HashMap::from([("var", dir(0o755, 0)), ("var/cache", dir(0o700, 0))])]);
-        assert!(plan_init(&layers, &[target("/var/cache", FileKind::Dir, false)]).unwrap().entries.is_empty());
+        let layers = Fake(vec![HashMap::from([
+            ("var", dir(0o755, 0)),
+            ("var/cache", dir(0o700, 0)),
+        ])]);
+        assert!(
+            plan_init(&layers, &[target("/var/cache", FileKind::Dir, false)])
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 
     #[test]
     fn symlinked_parent_falls_back() {
-        let layers = Fake(vec![HashMap::from([("var", dir(0o755, 0)), ("var/run", LayerEntry::Other(FileKind::Symlink))])]);
+        let layers = Fake(vec![HashMap::from([
+            ("var", dir(0o755, 0)),
+            ("var/run", LayerEntry::Other(FileKind::Symlink)),
+        ])]);
         let t = target("/var/run/secrets/x", FileKind::File, false);
         let plan = plan_init(&layers, std::slice::from_ref(&t)).unwrap();
         assert!(plan.entries.is_empty());
@@ -465,27 +568,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dir, None);
-        assert_eq!(data, "lowerdir=/s/init:/l/a:/l/b,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off");
+        assert_eq!(
+            data,
+            "lowerdir=/s/init:/l/a:/l/b,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"
+        );
     }
 
     #[test]
     fn many_lowers_become_relative_to_their_common_parent() {
         let base = "/var/lib/kiln/snapshots";
         let lowers: Vec<PathBuf> = (0..60).map(|i| format!("{base}/{i:064x}").into()).collect();
-        let (dir, data) = overlay_data(Path::new("/s/init"), &lowers, Path::new("/u"), Path::new("/w")).unwrap();
+        let (dir, data) = overlay_data(
+            Path::new("/s/init"),
+            &lowers,
+            Path::new("/u"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(dir, Some(PathBuf::from(base)));
         assert!(data.len() <= MOUNT_DATA_MAX);
         assert!(data.starts_with(&format!("lowerdir=/s/init:{:064x}:", 0)));
         let too_many: Vec<PathBuf> = (0..80).map(|i| format!("{base}/{i:064x}").into()).collect();
         assert!(matches!(
-            overlay_data(Path::new("/s/init"), &too_many, Path::new("/u"), Path::new("/w")),
+            overlay_data(
+                Path::new("/s/init"),
+                &too_many,
+                Path::new("/u"),
+                Path::new("/w")
+            ),
             Err(SandboxError::Spec(_))
         ));
     }
 
     #[test]
     fn overlay_rejects_option_separators() {
-        let r = overlay_data(Path::new("/i"), &["/a,b".into()], Path::new("/u"), Path::new("/w"));
+        let r = overlay_data(
+            Path::new("/i"),
+            &["/a,b".into()],
+            Path::new("/u"),
+            Path::new("/w"),
+        );
         assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("a,b")));
     }
 

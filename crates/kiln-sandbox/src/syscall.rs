@@ -73,7 +73,11 @@ pub(crate) fn cstr(s: &str) -> io::Result<CString> {
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 impl Syscall for LinuxSyscall {
@@ -92,7 +96,13 @@ impl Syscall for LinuxSyscall {
         let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
         check(unsafe {
-            libc::mount(p(&source), target.as_ptr(), p(&fstype), flags, p(&data).cast())
+            libc::mount(
+                p(&source),
+                target.as_ptr(),
+                p(&fstype),
+                flags,
+                p(&data).cast(),
+            )
         })
     }
 
@@ -117,7 +127,11 @@ impl Syscall for LinuxSyscall {
                 MOVE_MOUNT_F_EMPTY_PATH,
             )
         };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
@@ -125,7 +139,11 @@ impl Syscall for LinuxSyscall {
         let b = cpath(put_old)?;
         // SAFETY: two NUL-terminated strings.
         let r = unsafe { libc::syscall(libc::SYS_pivot_root, a.as_ptr(), b.as_ptr()) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
@@ -260,7 +278,9 @@ pub(crate) mod testing {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
             self.log(format!("mkdir {} {mode:o}", path.display()));
-            self.tree.borrow_mut().insert(path.to_path_buf(), FileKind::Dir);
+            self.tree
+                .borrow_mut()
+                .insert(path.to_path_buf(), FileKind::Dir);
             Ok(())
         }
         fn mknod(&self, path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
@@ -281,7 +301,9 @@ pub(crate) mod testing {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
             self.log(format!("create {} {mode:o}", path.display()));
-            self.tree.borrow_mut().insert(path.to_path_buf(), FileKind::File);
+            self.tree
+                .borrow_mut()
+                .insert(path.to_path_buf(), FileKind::File);
             Ok(())
         }
         fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {

@@ -18,7 +18,12 @@ use crate::{OutputStream, SandboxError};
 pub(crate) fn open_pty() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let err = |call, path: &str| SandboxError::sys(call, path, io::Error::last_os_error());
     // SAFETY: open with a static C string; the fd is owned right away.
-    let m = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let m = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if m < 0 {
         return Err(err("open", "/dev/ptmx"));
     }
@@ -30,7 +35,13 @@ pub(crate) fn open_pty() -> Result<(OwnedFd, OwnedFd), SandboxError> {
         return Err(err("ioctl TIOCSPTLCK on", "/dev/ptmx"));
     }
     // SAFETY: TIOCGPTPEER takes open flags and returns a new fd.
-    let s = unsafe { libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let s = unsafe {
+        libc::ioctl(
+            m,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if s < 0 {
         return Err(err("ioctl TIOCGPTPEER on", "/dev/ptmx"));
     }
@@ -123,7 +134,11 @@ impl Winch {
             sa.sa_flags = libc::SA_RESTART;
             let mut old: libc::sigaction = std::mem::zeroed();
             libc::sigaction(libc::SIGWINCH, &sa, &mut old);
-            Some(Winch { read, _write: write, old })
+            Some(Winch {
+                read,
+                _write: write,
+                old,
+            })
         }
     }
 }
@@ -160,12 +175,24 @@ pub(crate) fn relay(master: OwnedFd, on_output: &mut dyn FnMut(OutputStream, &[u
     let mut stdin_open = true;
     let mut buf = vec![0u8; 65536];
     loop {
-        let mut fds = vec![libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: m,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         if stdin_open {
-            fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         if let Some(w) = &winch {
-            fds.push(libc::pollfd { fd: w.read.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: w.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         // SAFETY: fds is a valid array of pollfd.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -194,7 +221,8 @@ pub(crate) fn relay(master: OwnedFd, on_output: &mut dyn FnMut(OutputStream, &[u
                     if write_all(m, &buf[..n as usize]).is_err() {
                         stdin_open = false;
                     }
-                } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+                {
                     stdin_open = false;
                 }
             }

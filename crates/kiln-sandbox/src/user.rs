@@ -78,7 +78,11 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let user_part = if user_part.is_empty() { "root" } else { user_part };
+    let user_part = if user_part.is_empty() {
+        "root"
+    } else {
+        user_part
+    };
     let numeric_uid: Option<u32> = user_part.parse().ok();
     let passwd = passwd.unwrap_or("");
     let group = group.unwrap_or("");
@@ -92,7 +96,9 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
         (None, Some(uid)) => (uid, 0, None, "/".to_string()),
         (None, None) if user_part == "root" => (0, 0, Some("root"), "/root".to_string()),
         (None, None) => {
-            return Err(format!("no user {user_part:?} in /etc/passwd of the rootfs"));
+            return Err(format!(
+                "no user {user_part:?} in /etc/passwd of the rootfs"
+            ));
         }
     };
 
@@ -120,8 +126,17 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
             }
         }
     }
-    let home = if home.is_empty() { "/".to_string() } else { home };
-    Ok(ExecUser { uid, gid, groups, home })
+    let home = if home.is_empty() {
+        "/".to_string()
+    } else {
+        home
+    };
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +147,8 @@ mod tests {
         # comment\n\
         app:x:1000:1000:App:/home/app:/bin/sh\n\
         svc:x:1001:1002::/srv:/bin/false\n";
-    const GROUP: &str = "root:x:0:\napp:x:1000:\nstaff:x:50:app,svc\naudio:x:29:app\nsvcgrp:x:1002:\n";
+    const GROUP: &str =
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app,svc\naudio:x:29:app\nsvcgrp:x:1002:\n";
 
     fn r(spec: &str) -> Result<ExecUser, String> {
         resolve(spec, Some(PASSWD), Some(GROUP))
@@ -163,7 +179,10 @@ mod tests {
     fn numeric_uid_listed_and_unlisted() {
         assert_eq!(r("1001").unwrap().gid, 1002);
         let u = r("4242").unwrap();
-        assert_eq!((u.uid, u.gid, u.groups.len(), u.home.as_str()), (4242, 0, 0, "/"));
+        assert_eq!(
+            (u.uid, u.gid, u.groups.len(), u.home.as_str()),
+            (4242, 0, 0, "/")
+        );
     }
 
     #[test]
