@@ -297,7 +297,7 @@ fn in_namespaces(
             let plan = rootfs::plan_init(&HostLayers(lowers), &targets)
                 .map_err(|e| SandboxError::sys("lstat lower dirs for", "mountpoints", e))?;
             rootfs::write_init(&init, &plan)?;
-            rootfs::mount_overlay(sys, &root, &init, lowers, upper, work)?;
+            rootfs::mount_overlay(sys, &root, &staging.join("l"), &init, lowers, upper, work)?;
             (root, plan.fallback)
         }
         (Rootfs::Dir(dir), _) => {

@@ -5,7 +5,7 @@
 //!
 //! Mountpoints that are missing from the rootfs are created here ("fallback" targets: the
 //! overlay init layer of [`rootfs`](crate::rootfs) already provides the usual ones), recorded,
-//! and removed again by [`cleanup`] after the run.
+//! and removed again by `cleanup` after the run.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -276,8 +276,17 @@ mod tests {
     fn only_the_missing_part_of_a_path_is_created() {
         let sys = Recorder::with(&[("/var", FileKind::Dir)]);
         let mut created = Vec::new();
-        ensure_mountpoint(&sys, Path::new("/var/cache/apt"), FileKind::Dir, &mut created).unwrap();
-        let paths: Vec<_> = created.iter().map(|c| c.path.display().to_string()).collect();
+        ensure_mountpoint(
+            &sys,
+            Path::new("/var/cache/apt"),
+            FileKind::Dir,
+            &mut created,
+        )
+        .unwrap();
+        let paths: Vec<_> = created
+            .iter()
+            .map(|c| c.path.display().to_string())
+            .collect();
         assert_eq!(paths, vec!["/var/cache", "/var/cache/apt"]);
     }
 

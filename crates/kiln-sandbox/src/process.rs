@@ -3,7 +3,7 @@
 //! # Forking from a multi-threaded caller
 //!
 //! The caller may have threads, so after `fork(2)` only async-signal-safe work is allowed. All
-//! the allocation happens before: [`ChildPlan`] holds the resolved executable, argv and envp as
+//! the allocation happens before: `ChildPlan` holds the resolved executable, argv and envp as
 //! NUL-terminated arrays, the cwd, the ids, and the fds. The code below `fork` calls libc
 //! directly (no allocation, no locks, no `std` I/O) and reports a failure as a fixed-size
 //! record `{stage, errno}` on a close-on-exec pipe, which the setup thread turns into a

@@ -14,7 +14,7 @@
 //!
 //! A target whose parent is not a plain directory in the lowers (a symlink such as
 //! `/var/run -> /run`) cannot be prepared that way; it is created in the merged rootfs after
-//! the pivot and removed again after the run ([`mounts::cleanup`](crate::mounts::cleanup)).
+//! the pivot and removed again after the run (see [`mounts`](crate::mounts)).
 //! Removal of a file that only the upper dir has leaves no whiteout; a parent dir copied up on
 //! the way may stay (as BuildKit leaves cache-mount targets).
 
@@ -296,93 +296,86 @@ pub(crate) fn write_init(dir: &Path, plan: &InitPlan) -> Result<(), SandboxError
 /// The kernel's limit for `mount(2)` data: one page, NUL included.
 const MOUNT_DATA_MAX: usize = 4095;
 
-/// The `mount(2)` data of the overlay, and the dir to `chdir` into first when the lowers had to
-/// be given relative to their common parent to fit in one page.
-pub(crate) fn overlay_data(
-    init: &Path,
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-) -> Result<(Option<PathBuf>, String), SandboxError> {
-    for p in lowers
-        .iter()
-        .map(PathBuf::as_path)
-        .chain([init, upper, work])
-    {
-        let s = p
-            .to_str()
-            .ok_or_else(|| SandboxError::Spec(format!("overlay path {p:?} is not UTF-8")))?;
-        if !p.is_absolute() {
-            return Err(SandboxError::Spec(format!(
-                "overlay path {s:?} must be absolute"
-            )));
-        }
-        if s.contains([',', ':', '\\']) {
-            return Err(SandboxError::Spec(format!(
-                "overlay path {s:?} contains ',', ':' or '\\', which overlayfs options cannot carry"
-            )));
-        }
-    }
-    let tail = format!(
-        ",upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        upper.display(),
-        work.display()
-    );
-    let join = |ls: &mut dyn Iterator<Item = String>| ls.collect::<Vec<_>>().join(":");
-    let mut all = std::iter::once(init.display().to_string())
-        .chain(lowers.iter().map(|l| l.display().to_string()));
-    let data = format!("lowerdir={}{tail}", join(&mut all));
-    if data.len() <= MOUNT_DATA_MAX {
-        return Ok((None, data));
-    }
-    // Relative to the lowers' common parent.
-    let mut common = lowers
-        .first()
-        .and_then(|l| l.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    while !lowers.iter().all(|l| l.starts_with(&common)) {
-        if !common.pop() {
-            break;
-        }
-    }
-    let mut rel = std::iter::once(init.display().to_string()).chain(lowers.iter().map(|l| {
-        l.strip_prefix(&common)
-            .map_or_else(|_| l.display().to_string(), |r| r.display().to_string())
-    }));
-    let data = format!("lowerdir={}{tail}", join(&mut rel));
-    if data.len() > MOUNT_DATA_MAX {
+fn option_path(p: &Path) -> Result<&str, SandboxError> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| SandboxError::Spec(format!("overlay path {p:?} is not UTF-8")))?;
+    if !p.is_absolute() {
         return Err(SandboxError::Spec(format!(
-            "{} lower dirs make overlay options of {} bytes even relative to {}; the kernel takes {MOUNT_DATA_MAX}",
-            lowers.len(),
-            data.len(),
-            common.display()
+            "overlay path {s:?} must be absolute"
         )));
     }
-    Ok((Some(common), data))
+    if s.contains([',', ':', '\\']) {
+        return Err(SandboxError::Spec(format!(
+            "overlay path {s:?} contains ',', ':' or '\\', which overlayfs options cannot carry"
+        )));
+    }
+    Ok(s)
+}
+
+/// The `mount(2)` data of the overlay. The lowers are named `0`, `1`, ... relative to the
+/// links dir (see [`mount_overlay`]), so one page holds overlayfs' maximum stack of 500.
+pub(crate) fn overlay_data(
+    init: &Path,
+    n_lowers: usize,
+    upper: &Path,
+    work: &Path,
+) -> Result<String, SandboxError> {
+    let mut data = format!("lowerdir={}", option_path(init)?);
+    for i in 0..n_lowers {
+        data.push_str(&format!(":{i}"));
+    }
+    data.push_str(&format!(
+        ",upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+        option_path(upper)?,
+        option_path(work)?
+    ));
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(SandboxError::Spec(format!(
+            "overlay options of {} bytes for {n_lowers} lower dirs; the kernel takes {MOUNT_DATA_MAX}",
+            data.len()
+        )));
+    }
+    Ok(data)
 }
 
 /// Mount the overlay on `target`.
+///
+/// Like docker's overlay2 `l/` dir, each lower gets a short symlink `links/<index>`, and the
+/// mount is made from inside `links` with relative names: the option string stays short
+/// whatever the store's paths, and lower paths may contain `,` or `:`.
 pub(crate) fn mount_overlay(
     sys: &dyn Syscall,
     target: &Path,
+    links: &Path,
     init: &Path,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
 ) -> Result<(), SandboxError> {
-    let (dir, data) = overlay_data(init, lowers, upper, work)?;
-    if let Some(dir) = &dir {
-        sys.chdir(dir)
-            .map_err(|e| SandboxError::sys("chdir", dir.display().to_string(), e))?;
+    let data = overlay_data(init, lowers.len(), upper, work)?;
+    let shown = links.display().to_string();
+    sys.mkdir(links, 0o755)
+        .map_err(|e| SandboxError::sys("mkdir", &shown, e))?;
+    for (i, lower) in lowers.iter().enumerate() {
+        let l = lower
+            .to_str()
+            .filter(|_| lower.is_absolute())
+            .ok_or_else(|| {
+                SandboxError::Spec(format!(
+                    "lower dir {lower:?} must be an absolute UTF-8 path"
+                ))
+            })?;
+        let link = links.join(i.to_string());
+        sys.symlink(l, &link)
+            .map_err(|e| SandboxError::sys("symlink", link.display().to_string(), e))?;
     }
+    sys.chdir(links)
+        .map_err(|e| SandboxError::sys("chdir", &shown, e))?;
     sys.mount(Some("overlay"), target, Some("overlay"), 0, Some(&data))
         .map_err(|e| SandboxError::sys("mount overlay on", target.display().to_string(), e))?;
-    if dir.is_some() {
-        sys.chdir(Path::new("/"))
-            .map_err(|e| SandboxError::sys("chdir", "/", e))?;
-    }
-    Ok(())
+    sys.chdir(Path::new("/"))
+        .map_err(|e| SandboxError::sys("chdir", "/", e))
 }
 
 /// Make `root` the root of the mount namespace and drop the old root entirely.
@@ -559,56 +552,51 @@ mod tests {
     }
 
     #[test]
-    fn overlay_options_are_absolute_when_they_fit() {
-        let (dir, data) = overlay_data(
-            Path::new("/s/init"),
-            &["/l/a".into(), "/l/b".into()],
-            Path::new("/u"),
-            Path::new("/w"),
-        )
-        .unwrap();
-        assert_eq!(dir, None);
+    fn overlay_options_name_lowers_by_index() {
+        let data = overlay_data(Path::new("/s/init"), 3, Path::new("/u"), Path::new("/w")).unwrap();
         assert_eq!(
             data,
-            "lowerdir=/s/init:/l/a:/l/b,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"
+            "lowerdir=/s/init:0:1:2,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"
         );
+        // overlayfs' maximum stack fits in one page.
+        let data =
+            overlay_data(Path::new("/s/init"), 499, Path::new("/u"), Path::new("/w")).unwrap();
+        assert!(data.len() <= MOUNT_DATA_MAX);
     }
 
     #[test]
-    fn many_lowers_become_relative_to_their_common_parent() {
-        let base = "/var/lib/kiln/snapshots";
-        let lowers: Vec<PathBuf> = (0..60).map(|i| format!("{base}/{i:064x}").into()).collect();
-        let (dir, data) = overlay_data(
+    fn overlay_mount_goes_through_short_links() {
+        let sys = Recorder::default();
+        let lowers: Vec<PathBuf> = vec!["/store/snapshots/b,c".into(), "/store/snapshots/a".into()];
+        mount_overlay(
+            &sys,
+            Path::new("/s/root"),
+            Path::new("/s/l"),
             Path::new("/s/init"),
             &lowers,
             Path::new("/u"),
             Path::new("/w"),
         )
         .unwrap();
-        assert_eq!(dir, Some(PathBuf::from(base)));
-        assert!(data.len() <= MOUNT_DATA_MAX);
-        assert!(data.starts_with(&format!("lowerdir=/s/init:{:064x}:", 0)));
-        let too_many: Vec<PathBuf> = (0..80).map(|i| format!("{base}/{i:064x}").into()).collect();
-        assert!(matches!(
-            overlay_data(
-                Path::new("/s/init"),
-                &too_many,
-                Path::new("/u"),
-                Path::new("/w")
-            ),
-            Err(SandboxError::Spec(_))
-        ));
+        assert_eq!(
+            sys.lines(),
+            vec![
+                "mkdir /s/l 755",
+                "symlink /store/snapshots/b,c /s/l/0",
+                "symlink /store/snapshots/a /s/l/1",
+                "chdir /s/l",
+                "mount overlay /s/root overlay 0x0 lowerdir=/s/init:0:1,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off",
+                "chdir /",
+            ]
+        );
     }
 
     #[test]
-    fn overlay_rejects_option_separators() {
-        let r = overlay_data(
-            Path::new("/i"),
-            &["/a,b".into()],
-            Path::new("/u"),
-            Path::new("/w"),
-        );
-        assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("a,b")));
+    fn overlay_rejects_option_separators_in_upper_and_work() {
+        let r = overlay_data(Path::new("/i"), 1, Path::new("/u,x"), Path::new("/w"));
+        assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("u,x")));
+        let r = overlay_data(Path::new("/i"), 1, Path::new("/u"), Path::new("relative"));
+        assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("absolute")));
     }
 
     #[test]

@@ -532,8 +532,9 @@ fn many_lowers_are_mounted() {
     let f = fixture();
     let snaps = f.dir.path().join("snapshots");
     let mut lowers = Vec::new();
-    for i in 0..50 {
-        let d = snaps.join(format!("{i:064x}"));
+    for i in 0..130 {
+        // Long store paths, one with the option separators ',' and ':' in its name.
+        let d = snaps.join(format!("{i:064x}{}", if i == 7 { ",x:y" } else { "" }));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(format!("f{i}")), "").unwrap();
         lowers.push(d);
@@ -547,7 +548,7 @@ fn many_lowers_are_mounted() {
     };
     let c = run_capture(&spec).unwrap();
     assert!(c.outcome.status.success(), "{}", c.stderr);
-    assert_eq!(c.stdout.trim(), "50");
+    assert_eq!(c.stdout.trim(), "130");
     f.assert_no_leftovers();
 }
 
