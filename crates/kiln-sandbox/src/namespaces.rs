@@ -2,7 +2,7 @@
 //! loopback interface of a new network namespace, and leaving the mount namespace again.
 //!
 //! The setup thread calls `unshare(2)`: mount, pid (for its children), ipc, uts, and net for
-//! [`Network::None`](crate::Network::None). `unshare(CLONE_NEWNS)` implies `CLONE_FS`, so the
+//! [`Network::None`]. `unshare(CLONE_NEWNS)` implies `CLONE_FS`, so the
 //! thread's root, cwd and umask become its own and the caller's other threads never see its
 //! mounts or its `pivot_root`. At the end the thread `setns(2)`s back into the host mount
 //! namespace; being the last member, the container's mount namespace is torn down, with all its

@@ -28,6 +28,15 @@ grep -q ' /sys sysfs ro,' /proc/mounts && ok sys-mounted-ro || fail sys-mounted-
 if echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then fail proc-sys-readonly "wrote drop_caches"; else ok proc-sys-readonly; fi
 if echo h > /proc/sysrq-trigger 2>/dev/null; then fail sysrq-readonly "wrote sysrq-trigger"; else ok sysrq-readonly; fi
 
+# 4b. Capabilities: docker's default set, no CAP_SYS_ADMIN (21), no CAP_SYS_PTRACE (19),
+# no CAP_NET_ADMIN (12), in the effective and the bounding set.
+for set in CapEff CapBnd; do
+    v=$(grep "^$set:" /proc/self/status | cut -f2)
+    for cap in 12 19 21; do
+        [ $(( (0x$v >> cap) & 1 )) -eq 0 ] && ok "$set-no-cap-$cap" || fail "$set-no-cap-$cap" "$v"
+    done
+done
+
 # 5. We are pid 1's child in our own pid namespace, and see only our processes.
 [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] && [ "$(cat /proc/1/comm 2>/dev/null)" != init ] \
     && ok own-pid-namespace || fail own-pid-namespace "pid 1 is $(cat /proc/1/comm)"

@@ -465,6 +465,27 @@ fn interrupt_ends_the_tree_and_is_reported() {
 }
 
 #[test]
+fn second_interrupt_kills_a_process_that_ignores_sigterm() {
+    let f = fixture();
+    let spec = f.spec("trap '' TERM INT; echo started; sleep 1000 & wait; echo not-reached");
+    let handle = spec.interrupt.clone();
+    let mut out = String::new();
+    let outcome = run(&spec, &mut |_, chunk| {
+        let s = String::from_utf8_lossy(chunk);
+        if s.contains("started") {
+            handle.interrupt();
+            handle.interrupt();
+        }
+        out.push_str(&s);
+    })
+    .unwrap();
+    assert!(outcome.interrupted);
+    assert_eq!(outcome.status, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(!out.contains("not-reached"));
+    f.assert_no_leftovers();
+}
+
+#[test]
 fn failure_leaves_nothing_behind() {
     let f = fixture();
     let c = run_capture(&f.spec("sleep 1000 & echo oops >&2; exit 7")).unwrap();
