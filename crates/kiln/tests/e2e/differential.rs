@@ -1,0 +1,668 @@
+//! Differential tests against the real docker engine (issue 3, acceptance 1): every Dockerfile
+//! under `tests/data/differential/<case>/` is built by docker's legacy builder, by BuildKit
+//! (both through Debian's `/usr/bin/docker`) and by `kiln build` + `kiln save | docker load`.
+//! Then `docker image inspect` must agree on the config fields a Dockerfile sets, and
+//! `docker export` of a container from each image must agree entry by entry.
+//!
+//! BuildKit is the reference. Where the legacy builder differs from BuildKit, the case says so
+//! (and why) in `legacy`; any other difference fails the test, with a readable diff.
+//!
+//! Also here: the bad-input tests of acceptance 5 for `kiln build`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::util::*;
+
+/// The image every case starts from, in docker and in kiln's store under the same name.
+const BASE: &str = "kiln-diff/busybox";
+/// The same PATH on both sides, so that the legacy builder and BuildKit agree on Env.
+const BASE_PATH: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The config fields of acceptance 1 (`Author` sits beside `Config` in the inspect JSON).
+const FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "ExposedPorts",
+    "User",
+    "Labels",
+    "Volumes",
+    "StopSignal",
+    "Healthcheck",
+    "Shell",
+    "OnBuild",
+    "Author",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Builder {
+    Legacy,
+    BuildKit,
+    Kiln,
+}
+
+impl Builder {
+    fn name(self) -> &'static str {
+        match self {
+            Builder::Legacy => "legacy",
+            Builder::BuildKit => "buildkit",
+            Builder::Kiln => "kiln",
+        }
+    }
+
+    fn image(self, case: &str) -> String {
+        format!("kiln-diff/{}/{case}:latest", self.name())
+    }
+}
+
+/// How docker's legacy builder relates to BuildKit for a case.
+#[derive(Clone, Copy, Debug)]
+enum Legacy {
+    /// Same config fields and same files.
+    Agrees,
+    /// The legacy builder refuses the Dockerfile; the reason is what it says.
+    CannotBuild(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    /// The directory under `tests/data/differential/`.
+    name: &'static str,
+    /// `--build-arg`s; `{builder}` becomes the builder's name, `{port}` the http server's port.
+    build_args: &'static [&'static str],
+    target: Option<&'static str>,
+    legacy: Legacy,
+    /// docker 20.10's Dockerfile frontends (legacy and BuildKit's built-in one) reject
+    /// `ADD --checksum`; docker builds the file with the flag taken out.
+    docker_strips_checksum: bool,
+}
+
+const fn case(name: &'static str) -> Case {
+    Case {
+        name,
+        build_args: &[],
+        target: None,
+        legacy: Legacy::Agrees,
+        docker_strips_checksum: false,
+    }
+}
+
+const fn child(name: &'static str) -> Case {
+    Case {
+        build_args: &["BUILDER={builder}"],
+        ..case(name)
+    }
+}
+
+/// In build order: bases (cmdbase, onbuild-base) before the cases that use them.
+const CASES: &[Case] = &[
+    case("maintainer-label"),
+    case("env-forms"),
+    Case {
+        build_args: &["FLAVOR=spicy", "OVERRIDDEN=from-cli", "VERSION=2.0"],
+        ..case("arg-meta-from")
+    },
+    case("workdir"),
+    Case {
+        build_args: &["PORT=8443"],
+        ..case("expose")
+    },
+    case("cmd-entrypoint-exec"),
+    case("cmd-entrypoint-shell"),
+    case("cmdbase"),
+    child("entrypoint-clears-cmd"),
+    child("entrypoint-keeps-own-cmd"),
+    child("cmd-inherited"),
+    case("user-volume-stopsignal"),
+    case("shell"),
+    case("healthcheck"),
+    case("healthcheck-shell"),
+    case("healthcheck-none"),
+    case("onbuild-base"),
+    child("onbuild-child"),
+    case("copy-basic"),
+    case("copy-glob"),
+    case("copy-chown"),
+    Case {
+        legacy: Legacy::CannotBuild("the --chmod option requires BuildKit"),
+        ..case("copy-chmod")
+    },
+    case("dockerignore"),
+    case("copy-from-stage"),
+    case("copy-from-image"),
+    case("add-local"),
+    Case {
+        build_args: &["PORT={port}"],
+        ..case("add-url")
+    },
+    Case {
+        build_args: &["PORT={port}"],
+        docker_strips_checksum: true,
+        ..case("add-url-checksum")
+    },
+    Case {
+        target: Some("middle"),
+        ..case("multi-stage-target")
+    },
+    case("scratch"),
+    case("seed-python-base"),
+];
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/differential")
+}
+
+/// `python3 -m http.server` on 127.0.0.1, killed on drop.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let python = require("python3");
+        let mut child = Command::new(python)
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "0",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        // It prints `Serving HTTP on 127.0.0.1 port N (http://127.0.0.1:N/) ...` once bound.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("python3 -m http.server said {line:?}, not its port"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "http server on port {port} never accepted"
+            );
+            std::thread::yield_now();
+        }
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a build of one case needs besides the case.
+struct Setup<'a> {
+    env: &'a Env,
+    port: u16,
+}
+
+fn build_args(case: &Case, builder: Builder, port: u16) -> Vec<String> {
+    case.build_args
+        .iter()
+        .map(|a| {
+            a.replace("{builder}", builder.name())
+                .replace("{port}", &port.to_string())
+        })
+        .collect()
+}
+
+/// Builds one case with one builder; `Err` carries the builder's output.
+fn build(setup: &Setup<'_>, case: &Case, builder: Builder) -> Result<(), String> {
+    let dir = data_dir().join(case.name);
+    let image = builder.image(case.name);
+    let mut cmd = match builder {
+        Builder::Kiln => {
+            let mut cmd = setup.env.kiln();
+            cmd.arg("build");
+            cmd
+        }
+        docker_builder => {
+            let mut cmd = docker();
+            cmd.env(
+                "DOCKER_BUILDKIT",
+                if docker_builder == Builder::BuildKit {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
+            cmd.args(["build", "--progress=plain"].iter().filter(|a| {
+                // `--progress` is a BuildKit flag; the legacy builder rejects it.
+                docker_builder == Builder::BuildKit || !a.starts_with("--progress")
+            }));
+            if case.docker_strips_checksum {
+                let text = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+                let stripped: String = text
+                    .lines()
+                    .map(|l| {
+                        l.split(' ')
+                            .filter(|w| !w.starts_with("--checksum="))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                            + "\n"
+                    })
+                    .collect();
+                let file = setup
+                    .env
+                    .path(&format!("{}.{}.Dockerfile", case.name, builder.name()));
+                std::fs::write(&file, stripped).unwrap();
+                cmd.arg("-f").arg(file);
+            }
+            cmd
+        }
+    };
+    cmd.args(["-t", &image]);
+    for arg in build_args(case, builder, setup.port) {
+        cmd.args(["--build-arg", &arg]);
+    }
+    if let Some(target) = case.target {
+        cmd.args(["--target", target]);
+    }
+    cmd.arg(&dir);
+    let out = cmd.output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "{} build failed ({}):\n{}{}",
+            builder.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if builder == Builder::Kiln {
+        let mut save = setup
+            .env
+            .kiln()
+            .args(["save", &image])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = docker()
+            .arg("load")
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let saved = save.wait_with_output().unwrap();
+        if !saved.status.success() || !load.status.success() {
+            return Err(format!(
+                "kiln save | docker load failed:\n{}{}",
+                String::from_utf8_lossy(&saved.stderr),
+                String::from_utf8_lossy(&load.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One entry of a filesystem listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    sha256: String,
+    link: String,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:04o} {}:{} size={}",
+            self.kind, self.mode, self.uid, self.gid, self.size
+        )?;
+        if !self.sha256.is_empty() {
+            write!(f, " sha256={}", &self.sha256[..12])?;
+        }
+        if !self.link.is_empty() {
+            write!(f, " -> {}", self.link)?;
+        }
+        Ok(())
+    }
+}
+
+type Listing = BTreeMap<String, Entry>;
+
+fn normalize(path: &str) -> String {
+    path.trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Lists a tar stream entry by entry, hashing regular files.
+fn list_tar(reader: impl Read) -> Listing {
+    let mut archive = tar::Archive::new(reader);
+    let mut listing = Listing::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let path = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        if path.is_empty() {
+            continue;
+        }
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => "file",
+            tar::EntryType::Directory => "dir",
+            tar::EntryType::Symlink => "symlink",
+            tar::EntryType::Link => "hardlink",
+            tar::EntryType::Char => "char",
+            tar::EntryType::Block => "block",
+            tar::EntryType::Fifo => "fifo",
+            other => panic!("unexpected tar entry type {other:?} at {path}"),
+        };
+        let mut sha256 = String::new();
+        if kind == "file" {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut entry, &mut hasher).unwrap();
+            sha256 = hex::encode(hasher.finalize());
+        }
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let link = if kind == "hardlink" {
+            normalize(&link)
+        } else {
+            link
+        };
+        listing.insert(
+            path,
+            Entry {
+                kind,
+                mode: header.mode().unwrap() & 0o7777,
+                uid: header.uid().unwrap(),
+                gid: header.gid().unwrap(),
+                size: if kind == "file" {
+                    header.size().unwrap()
+                } else {
+                    0
+                },
+                sha256,
+                link,
+            },
+        );
+    }
+    listing
+}
+
+/// `docker create` + `docker export` of an image, listed.
+fn export(image: &str) -> Listing {
+    let id = run(docker().args(["create", image, "/nonexistent-cmd"]))
+        .trim()
+        .to_owned();
+    let mut child = docker()
+        .args(["export", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listing = list_tar(child.stdout.take().unwrap());
+    assert!(child.wait().unwrap().success(), "docker export {image}");
+    run(docker().args(["rm", &id]));
+    listing
+}
+
+/// The paths an image's own layers hold (from `docker save`), whiteouts applied.
+fn image_paths(image: &str) -> BTreeSet<String> {
+    let saved = docker()
+        .args(["save", image])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_success(&saved, &format!("docker save {image}"));
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut archive = tar::Archive::new(&saved.stdout[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let mut paths = BTreeSet::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let layer = &files[&normalize(layer.as_str().unwrap())];
+        for path in list_tar(&layer[..]).into_keys() {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((dir, name)) => (format!("{dir}/"), name),
+                None => (String::new(), path.as_str()),
+            };
+            if name == ".wh..wh..opq" {
+                paths.retain(|p: &String| !p.starts_with(&dir) || p.len() == dir.len());
+            } else if let Some(gone) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}{gone}");
+                let below = format!("{gone}/");
+                paths.retain(|p: &String| *p != gone && !p.starts_with(&below));
+            } else {
+                paths.insert(path);
+            }
+        }
+    }
+    paths
+}
+
+/// The inspect fields of acceptance 1, `null` where the image has none.
+fn inspect(image: &str) -> BTreeMap<&'static str, serde_json::Value> {
+    let out = run(docker().args(["image", "inspect", image]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let image = &json[0];
+    FIELDS
+        .iter()
+        .map(|f| {
+            let value = if *f == "Author" {
+                image[*f].clone()
+            } else {
+                image["Config"][*f].clone()
+            };
+            (*f, value)
+        })
+        .collect()
+}
+
+/// Readable differences between two listings; empty when they agree.
+fn diff_listings(what: &str, want: &Listing, got: &Listing) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, w) in want {
+        match got.get(path) {
+            None => out.push(format!("  {what}: /{path}: missing (want {w})")),
+            Some(g) if g != w => out.push(format!("  {what}: /{path}: got {g}, want {w}")),
+            Some(_) => {}
+        }
+    }
+    for (path, g) in got {
+        if !want.contains_key(path) {
+            out.push(format!("  {what}: /{path}: unexpected ({g})"));
+        }
+    }
+    out
+}
+
+fn diff_configs(
+    what: &str,
+    want: &BTreeMap<&str, serde_json::Value>,
+    got: &BTreeMap<&str, serde_json::Value>,
+) -> Vec<String> {
+    FIELDS
+        .iter()
+        .filter(|f| want[*f] != got[*f])
+        .map(|f| format!("  {what}: {f}: got {}, want {}", got[*f], want[*f]))
+        .collect()
+}
+
+/// What docker itself adds to a container's filesystem at create time: docker's export of its
+/// own image minus what that image's layers hold. Only these paths may be dropped.
+fn added_by_docker(image: &str, exported: &Listing) -> BTreeSet<String> {
+    let own = image_paths(image);
+    let added: BTreeSet<String> = exported
+        .keys()
+        .filter(|p| !own.contains(*p))
+        .cloned()
+        .collect();
+    let expected = |p: &str| {
+        matches!(
+            p,
+            ".dockerenv" | "etc" | "etc/hostname" | "etc/hosts" | "etc/resolv.conf" | "etc/mtab"
+        ) || ["dev", "proc", "sys"]
+            .iter()
+            .any(|m| p == *m || p.starts_with(&format!("{m}/")))
+    };
+    let odd: Vec<&String> = added.iter().filter(|p| !expected(p)).collect();
+    assert!(
+        odd.is_empty(),
+        "docker added unexpected paths to a container of {image}: {odd:?}"
+    );
+    added
+}
+
+/// Builds every case with the three builders, then compares.
+#[test]
+fn kiln_agrees_with_docker_legacy_and_buildkit() {
+    let started = Instant::now();
+    let env = Env::new();
+    let tar = busybox_tar();
+    let tar = tar.to_str().unwrap();
+    run(docker().args(["import", "--change", BASE_PATH, tar, BASE]));
+    env.ok(&["import", "--change", BASE_PATH, tar, BASE]);
+    let server = HttpServer::start(&data_dir().join("http-served"));
+    let setup = Setup {
+        env: &env,
+        port: server.port,
+    };
+
+    // One thread per builder, each building the cases in order (bases before their children).
+    let results: BTreeMap<(&str, &str), Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = [Builder::Legacy, Builder::BuildKit, Builder::Kiln]
+            .into_iter()
+            .map(|builder| {
+                let setup = &setup;
+                s.spawn(move || {
+                    CASES
+                        .iter()
+                        .map(|case| ((builder.name(), case.name), build(setup, case, builder)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let built = Instant::now();
+
+    let mut report = Vec::new();
+    if let Err(why) = &results[&("buildkit", "maintainer-label")] {
+        panic!(
+            "BuildKit is unavailable through /usr/bin/docker with DOCKER_BUILDKIT=1 (docker.io's \
+             engine must have its built-in BuildKit enabled):\n{why}"
+        );
+    }
+    let compare = |case: &Case| -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut outcome = |builder: Builder| -> bool {
+            match (&results[&(builder.name(), case.name)], builder, case.legacy) {
+                (Ok(()), Builder::Legacy, Legacy::CannotBuild(why)) => {
+                    problems.push(format!(
+                        "  legacy built it, but the case says it cannot ({why}): update the case"
+                    ));
+                    false
+                }
+                (Ok(()), _, _) => true,
+                (Err(out), Builder::Legacy, Legacy::CannotBuild(why)) => {
+                    if !out.contains(why) {
+                        problems.push(format!("  legacy failed, but not with {why:?}:\n{out}"));
+                    }
+                    false
+                }
+                (Err(out), _, _) => {
+                    problems.push(format!("  {out}"));
+                    false
+                }
+            }
+        };
+        let legacy_ok = outcome(Builder::Legacy);
+        let buildkit_ok = outcome(Builder::BuildKit);
+        let kiln_ok = outcome(Builder::Kiln);
+        if !buildkit_ok {
+            return problems;
+        }
+        let reference = Builder::BuildKit.image(case.name);
+        let want_config = inspect(&reference);
+        let want_files = export(&reference);
+        let added = added_by_docker(&reference, &want_files);
+        let strip = |mut l: Listing| {
+            l.retain(|p, _| !added.contains(p));
+            l
+        };
+        let want_files = strip(want_files);
+        for (builder, ok) in [(Builder::Kiln, kiln_ok), (Builder::Legacy, legacy_ok)] {
+            if !ok {
+                continue;
+            }
+            let image = builder.image(case.name);
+            let what = format!("{} vs buildkit", builder.name());
+            problems.extend(diff_configs(&what, &want_config, &inspect(&image)));
+            problems.extend(diff_listings(&what, &want_files, &strip(export(&image))));
+        }
+        problems
+    };
+    for case in CASES {
+        let problems = compare(case);
+        if !problems.is_empty() {
+            report.push(format!("case {}:\n{}", case.name, problems.join("\n")));
+        }
+    }
+
+    // Tidy docker's image list; the kiln store goes with the Env.
+    for case in CASES {
+        for builder in [Builder::Legacy, Builder::BuildKit, Builder::Kiln] {
+            let _ = docker()
+                .args(["rmi", &builder.image(case.name)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    eprintln!(
+        "differential: {} cases, built in {:.1}s, compared in {:.1}s",
+        CASES.len(),
+        (built - started).as_secs_f64(),
+        built.elapsed().as_secs_f64()
+    );
+    assert!(
+        report.is_empty(),
+        "kiln and docker disagree ({} of {} cases):\n\n{}",
+        report.len(),
+        CASES.len(),
+        report.join("\n\n")
+    );
+}
