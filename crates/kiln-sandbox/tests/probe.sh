@@ -55,6 +55,10 @@ echo probe > /dev/null && ok dev-null-writable || fail dev-null-writable "write 
 [ -c /dev/pts/ptmx ] && ok dev-pts || fail dev-pts "no /dev/pts/ptmx"
 [ -d /dev/shm ] && touch /dev/shm/x && ok dev-shm || fail dev-shm "not writable"
 
+# 7b. No fd of the caller leaks in: 0, 1, 2 and the one ls opens for /proc/self/fd.
+n=$(ls /proc/self/fd | wc -l)
+[ "$n" -le 4 ] && ok no-leaked-fds || fail no-leaked-fds "$(ls -l /proc/self/fd)"
+
 # 8. Hostname is the container's.
 [ "$(hostname)" = kiln-probe ] && ok hostname || fail hostname "$(hostname)"
 if hostname evil 2>/dev/null; then fail sethostname-denied "changed"; else ok sethostname-denied; fi

@@ -608,6 +608,67 @@ fn not_root_is_said_not_skipped() {
     assert!(e.to_string().contains("needs root"));
 }
 
+/// Helper for `inherit_mode_passes_the_callers_fds`: runs only when spawned by it.
+#[test]
+#[ignore = "helper process of inherit_mode_passes_the_callers_fds"]
+fn helper_inherit() {
+    let Ok(dir) = std::env::var("KILN_SANDBOX_HELPER_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mut spec = RunSpec::new(
+        Rootfs::Overlay {
+            lowers: vec![dir.join("lower")],
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "read line; echo \"out:$line\"; echo err >&2; exit 5".into(),
+        ],
+    );
+    spec.env = vec!["PATH=/bin".into()];
+    spec.stdio = Stdio::Inherit;
+    let outcome = run(&spec, &mut |_, _| {
+        panic!("no output callback in Inherit mode")
+    })
+    .unwrap();
+    std::process::exit(outcome.status.code());
+}
+
+#[test]
+fn inherit_mode_passes_the_callers_fds() {
+    use std::io::Write;
+    let f = fixture();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_inherit",
+            "--include-ignored",
+            "--quiet",
+            "--test-threads=1",
+        ])
+        .env("KILN_SANDBOX_HELPER_DIR", f.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("out:hello\n"),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err\n"),
+        "{out:?}"
+    );
+    f.assert_no_leftovers();
+}
+
 /// Helper for `sigint_to_the_caller_kills_the_tree`: runs only when spawned by it.
 #[test]
 #[ignore = "helper process of sigint_to_the_caller_kills_the_tree"]
