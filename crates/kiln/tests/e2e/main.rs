@@ -8,5 +8,6 @@ mod util;
 
 mod crash;
 mod differential;
+mod isolation;
 mod python_base;
 mod store;

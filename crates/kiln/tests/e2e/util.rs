@@ -110,7 +110,7 @@ pub fn assert_clean_failure(out: &Output, what: &str) -> String {
     );
     assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
     assert!(
-        stderr.starts_with("error: "),
+        stderr.lines().any(|l| l.starts_with("error: ")),
         "{what} should print `error: …`, got:\n{stderr}"
     );
     stderr
