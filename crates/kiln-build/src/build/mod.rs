@@ -74,6 +74,15 @@ pub enum Event<'a> {
         /// The line, without its newline.
         line: &'a str,
     },
+    /// A step's file-system change became a layer.
+    Committed {
+        /// The step.
+        id: usize,
+        /// Size of the uncompressed layer.
+        bytes: u64,
+        /// Time to walk the upper dir, write and hash the layer, and keep the snapshot.
+        seconds: f64,
+    },
     /// The step finished.
     Done {
         /// The step.

@@ -143,7 +143,11 @@ pub(crate) fn run(
             spec.args.join(" ")
         ),
     };
-    commit_upper(store, state, &dirs.upper(), created_by)
+    let started = std::time::Instant::now();
+    commit_upper(store, state, &dirs.upper(), created_by)?;
+    let bytes = state.layers.last().map_or(0, |l| l.size);
+    builder.reporter.report(super::Event::Committed { id: ctx.id, bytes, seconds: started.elapsed().as_secs_f64() });
+    Ok(())
 }
 
 /// Mounts and fds that must outlive the run.
