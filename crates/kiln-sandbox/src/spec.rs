@@ -11,7 +11,10 @@ pub enum Rootfs {
     ///
     /// The overlay is mounted with `redirect_dir=off`, `metacopy=off` and `index=off`, so the
     /// upper dir holds whole files, 0/0 character-device whiteouts and
-    /// `trusted.overlay.opaque` dirs only: a layer differ can read it as it is.
+    /// `trusted.overlay.opaque` dirs only: a layer differ can read it as it is (skipping the
+    /// other `trusted.overlay.*` bookkeeping xattrs, such as `origin`). Mountpoints of the run
+    /// never land in it. `upper` and `work` must be absolute and free of `,`, `:` and `\`;
+    /// lowers may be any absolute paths, up to overlayfs' 500.
     Overlay {
         /// Lower dirs, top-most first (the order of overlayfs' `lowerdir=`).
         lowers: Vec<PathBuf>,
@@ -246,5 +249,72 @@ impl Interrupt {
     /// Forget pid 1 before it is reaped, so that a late request never hits a recycled pid.
     pub(crate) fn detach(&self) {
         self.0.pid.store(0, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    #[test]
+    fn a_request_before_pid_1_is_known_is_delivered_on_attach() {
+        let mut child = sleeper();
+        let i = Interrupt::new();
+        i.interrupt();
+        assert!(i.is_interrupted());
+        i.attach(child.id() as i32);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+    }
+
+    #[test]
+    fn first_request_terminates_second_kills_and_detach_forgets() {
+        let mut child = sleeper();
+        let i = Interrupt::new();
+        i.attach(child.id() as i32);
+        i.detach();
+        i.interrupt(); // detached: nothing is sent
+        i.attach(child.id() as i32); // one request pending: SIGTERM
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        let mut child = sleeper();
+        let j = Interrupt::new();
+        j.attach(child.id() as i32);
+        j.interrupt();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        j.detach();
+        j.interrupt(); // second request, nothing attached
+        let mut child = sleeper();
+        j.attach(child.id() as i32); // two requests already: SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+        assert!(ExitStatus::Exited(0).success());
+        assert!(!ExitStatus::Signaled(15).success());
     }
 }
