@@ -1,0 +1,300 @@
+//! Where the layers come from: a kiln store, a `docker save` archive, or an OCI archive.
+//!
+//! Archives are read in place: one pass over the tar headers (seeking over the contents)
+//! finds each member's offset; the JSON documents are then read, and each layer member is
+//! streamed from its offset when it is analysed. Nothing is unpacked or copied.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Digest, ImageConfig, Store};
+use serde_json::Value;
+
+use crate::{Analysis, Analyzer, Error, LayerInfo};
+
+/// An image whose layers can be read.
+#[derive(Debug)]
+pub struct Opened {
+    /// The name it was opened by.
+    pub name: String,
+    /// Its config (history included).
+    pub config: ImageConfig,
+    layers: Vec<(LayerInfo, Location)>,
+    origin: Origin,
+}
+
+#[derive(Debug)]
+enum Origin {
+    Store(Store),
+    Archive(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Blob(Digest),
+    Member { offset: u64, size: u64 },
+}
+
+/// Opens an image of the store (by name, id or digest).
+pub fn open_store(store: &Store, name: &str) -> Result<Opened, Error> {
+    let image = store.resolve(name)?;
+    let created_by = layer_commands(&image.config);
+    let layers = image
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            (
+                LayerInfo {
+                    digest: d.digest.to_string(),
+                    blob_size: Some(d.size),
+                    created_by: created_by.get(i).cloned().flatten(),
+                },
+                Location::Blob(d.digest.clone()),
+            )
+        })
+        .collect();
+    Ok(Opened {
+        name: name.to_owned(),
+        config: image.config,
+        layers,
+        origin: Origin::Store(store.clone()),
+    })
+}
+
+/// The `created_by` of each layer: the history entries that made a layer, in order.
+pub fn layer_commands(config: &ImageConfig) -> Vec<Option<String>> {
+    config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.clone())
+        .collect()
+}
+
+struct Members {
+    path: PathBuf,
+    file: File,
+    index: HashMap<String, (u64, u64)>,
+}
+
+impl Members {
+    fn scan(path: &Path) -> Result<Members, Error> {
+        let io = |op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { op, path, source }
+        };
+        let file = File::open(path).map_err(io("open"))?;
+        let mut index = HashMap::new();
+        {
+            let mut archive = tar::Archive::new(&file);
+            for entry in archive.entries_with_seek().map_err(io("read"))? {
+                let entry = entry.map_err(io("read"))?;
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let name = crate::clean(&String::from_utf8_lossy(&entry.path_bytes()));
+                index.insert(name, (entry.raw_file_position(), entry.size()));
+            }
+        }
+        Ok(Members {
+            path: path.to_path_buf(),
+            file,
+            index,
+        })
+    }
+
+    fn bad(&self, why: impl Into<String>) -> Error {
+        Error::BadArchive {
+            path: self.path.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn read(&mut self, name: &str) -> Result<Vec<u8>, Error> {
+        let name = crate::clean(name);
+        let &(offset, size) = self
+            .index
+            .get(&name)
+            .ok_or_else(|| self.bad(format!("member {name} is missing")))?;
+        if size > 64 << 20 {
+            return Err(self.bad(format!("member {name} is too large for a JSON document")));
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        let io = |source| Error::Io {
+            op: "read",
+            path: self.path.clone(),
+            source,
+        };
+        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        (&self.file)
+            .take(size)
+            .read_to_end(&mut buf)
+            .map_err(|source| Error::Io {
+                op: "read",
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    fn json(&mut self, name: &str) -> Result<Value, Error> {
+        let bytes = self.read(name)?;
+        serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("{name}: {e}")))
+    }
+
+    fn blob_name(digest: &str) -> String {
+        format!("blobs/{}", digest.replacen(':', "/", 1))
+    }
+}
+
+/// Opens the image of a `docker save` archive or an OCI archive (the first image, or the
+/// one for this machine's architecture in a multi-platform index).
+pub fn open_archive(path: &Path) -> Result<Opened, Error> {
+    let mut members = Members::scan(path)?;
+    let (config, layer_names) = if members.index.contains_key("manifest.json") {
+        docker_manifest(&mut members)?
+    } else if members.index.contains_key("index.json") {
+        oci_manifest(&mut members)?
+    } else {
+        return Err(members.bad("neither manifest.json (docker-archive) nor index.json (OCI)"));
+    };
+    let created_by = layer_commands(&config);
+    let mut layers = Vec::new();
+    for (i, name) in layer_names.iter().enumerate() {
+        let clean = crate::clean(name);
+        let &(offset, size) = members
+            .index
+            .get(&clean)
+            .ok_or_else(|| members.bad(format!("layer {clean} is missing")))?;
+        let digest = clean
+            .strip_prefix("blobs/")
+            .map(|d| d.replacen('/', ":", 1))
+            .unwrap_or_else(|| clean.clone());
+        layers.push((
+            LayerInfo {
+                digest,
+                blob_size: Some(size),
+                created_by: created_by.get(i).cloned().flatten(),
+            },
+            Location::Member { offset, size },
+        ));
+    }
+    Ok(Opened {
+        name: path.display().to_string(),
+        config,
+        layers,
+        origin: Origin::Archive(path.to_path_buf()),
+    })
+}
+
+fn parse_config(members: &Members, value: Value) -> Result<ImageConfig, Error> {
+    serde_json::from_value(value).map_err(|e| members.bad(format!("image config: {e}")))
+}
+
+fn docker_manifest(members: &mut Members) -> Result<(ImageConfig, Vec<String>), Error> {
+    let manifest = members.json("manifest.json")?;
+    let first = manifest
+        .as_array()
+        .and_then(|a| a.first())
+        .ok_or_else(|| members.bad("manifest.json lists no image"))?;
+    let config_name = first["Config"]
+        .as_str()
+        .ok_or_else(|| members.bad("manifest.json: no Config"))?
+        .to_owned();
+    let layers: Vec<String> = first["Layers"]
+        .as_array()
+        .ok_or_else(|| members.bad("manifest.json: no Layers"))?
+        .iter()
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    let config = members.json(&config_name)?;
+    Ok((parse_config(members, config)?, layers))
+}
+
+fn oci_manifest(members: &mut Members) -> Result<(ImageConfig, Vec<String>), Error> {
+    let mut doc = members.json("index.json")?;
+    // Follow nested indexes down to a manifest.
+    for _ in 0..4 {
+        if doc.get("layers").is_some() {
+            break;
+        }
+        let manifests = doc["manifests"]
+            .as_array()
+            .ok_or_else(|| members.bad("index without manifests"))?;
+        let arch = kiln_image::host_architecture();
+        let chosen = manifests
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux")
+            .or_else(|| manifests.first())
+            .ok_or_else(|| members.bad("index lists no manifest"))?;
+        let digest = chosen["digest"]
+            .as_str()
+            .ok_or_else(|| members.bad("manifest descriptor without digest"))?
+            .to_owned();
+        doc = members.json(&Members::blob_name(&digest))?;
+    }
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| members.bad("manifest without config"))?
+        .to_owned();
+    let layers = doc["layers"]
+        .as_array()
+        .ok_or_else(|| members.bad("manifest without layers"))?
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(Members::blob_name))
+        .collect();
+    let config = members.json(&Members::blob_name(&config_digest))?;
+    Ok((parse_config(members, config)?, layers))
+}
+
+impl Opened {
+    /// The layers' infos, bottom first.
+    pub fn layer_infos(&self) -> Vec<LayerInfo> {
+        self.layers.iter().map(|(i, _)| i.clone()).collect()
+    }
+
+    /// Reads every layer once and analyses the image.
+    pub fn analyze(&self) -> Result<Analysis, Error> {
+        let mut analyzer = Analyzer::new();
+        let mut archive = match &self.origin {
+            Origin::Archive(path) => Some(File::open(path).map_err(|source| Error::Io {
+                op: "open",
+                path: path.clone(),
+                source,
+            })?),
+            Origin::Store(_) => None,
+        };
+        for (info, location) in &self.layers {
+            match (location, &self.origin, archive.as_mut()) {
+                (Location::Blob(digest), Origin::Store(store), _) => {
+                    let blob = store.open_blob(digest)?;
+                    analyzer.add_layer(
+                        info.clone(),
+                        std::io::BufReader::with_capacity(1 << 20, blob),
+                    )?;
+                }
+                (Location::Member { offset, size }, Origin::Archive(path), Some(file)) => {
+                    file.seek(SeekFrom::Start(*offset))
+                        .map_err(|source| Error::Io {
+                            op: "seek",
+                            path: path.clone(),
+                            source,
+                        })?;
+                    let member = std::io::BufReader::with_capacity(1 << 20, (&*file).take(*size));
+                    analyzer.add_layer(info.clone(), member)?;
+                }
+                _ => {
+                    return Err(Error::BadArchive {
+                        path: PathBuf::from(&self.name),
+                        why: "layer location does not match its source".into(),
+                    });
+                }
+            }
+        }
+        Ok(analyzer.finish())
+    }
+}
