@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod debug;
 mod image;
+mod registry;
 mod run;
 
 use std::io::{self, Write};
@@ -83,6 +84,14 @@ pub enum Command {
     Import(archive::ImportArgs),
     /// Inspect how kiln reads Dockerfiles and shell words (stable, for tests and users).
     Debug(debug::DebugArgs),
+    /// Pull an image from a registry (mirrors first).
+    Pull(registry::PullArgs),
+    /// Push an image to a registry.
+    Push(registry::PushArgs),
+    /// Store credentials for a registry.
+    Login(registry::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(registry::LogoutArgs),
 }
 
 /// Runs one command and returns the process exit code.
@@ -100,6 +109,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Debug(args) => debug::run(args),
+        Command::Login(args) => registry::login(&mut out, args),
+        Command::Logout(args) => registry::logout(&mut out, args),
+        Command::Pull(args) => registry::pull(&open()?.0, &mut out, cli.progress, args),
+        Command::Push(args) => registry::push(&open()?.0, &mut out, cli.progress, args),
         Command::Gc(args) => {
             let store = Store::open(&root)?;
             image::gc(&store, &mut out, args)

@@ -1,0 +1,1 @@
+//! The build cache in a registry (filled in below).

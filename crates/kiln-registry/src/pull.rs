@@ -1,0 +1,523 @@
+//! Pull: manifest (through mirrors), platform choice, blobs streamed into staging, verified,
+//! committed, and only then the manifest stored and tagged.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use kiln_image::{
+    BlobWriter, Descriptor, Digest, HashingWriter, Image, Index, Manifest, Platform, Reference,
+    Store, media_type,
+};
+use oci_client::client::BlobResponse;
+use oci_client::errors::DigestError;
+
+use crate::client::{ATTEMPTS, Endpoint, error_chain, retry};
+use crate::config::{host_platform, platform_string};
+use crate::{BlobAction, Error, Event, Registry, Reporter};
+
+/// Manifest media types kiln asks for.
+pub(crate) const ACCEPT: &[&str] = &[
+    media_type::OCI_MANIFEST,
+    media_type::OCI_INDEX,
+    media_type::DOCKER_MANIFEST,
+    media_type::DOCKER_LIST,
+];
+
+/// What a pull brought.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The image as stored (and tagged).
+    pub image: Image,
+    /// The host that served it (a mirror or the registry).
+    pub served_by: String,
+    /// Whether that host is a mirror.
+    pub from_mirror: bool,
+    /// The manifest digest in the registry (of the index, when the reference names one).
+    pub remote_digest: Digest,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+}
+
+/// A parsed manifest document.
+pub(crate) enum Document {
+    Index(Index),
+    Manifest(Manifest),
+}
+
+/// Reads a manifest or index, by its media type (or its shape, when it names none).
+pub(crate) fn parse_document(reference: &str, bytes: &[u8]) -> Result<Document, Error> {
+    let bad = |why: String| Error::BadManifest {
+        reference: reference.to_owned(),
+        why,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
+        return Err(Error::UnknownMediaType {
+            reference: reference.to_owned(),
+            media_type: "application/vnd.docker.distribution.manifest.v1+json".into(),
+        });
+    }
+    let media = match value.get("mediaType").and_then(|v| v.as_str()) {
+        Some(m) => m.to_owned(),
+        None if value.get("manifests").is_some() => media_type::OCI_INDEX.to_owned(),
+        None if value.get("config").is_some() => media_type::OCI_MANIFEST.to_owned(),
+        None => return Err(bad("neither a manifest nor an index".into())),
+    };
+    match media.as_str() {
+        media_type::OCI_INDEX | media_type::DOCKER_LIST => Ok(Document::Index(
+            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?,
+        )),
+        media_type::OCI_MANIFEST | media_type::DOCKER_MANIFEST => {
+            let manifest: Manifest =
+                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            for layer in &manifest.layers {
+                if !known_layer(&layer.media_type) {
+                    return Err(Error::UnknownMediaType {
+                        reference: reference.to_owned(),
+                        media_type: layer.media_type.clone(),
+                    });
+                }
+            }
+            Ok(Document::Manifest(manifest))
+        }
+        other => Err(Error::UnknownMediaType {
+            reference: reference.to_owned(),
+            media_type: other.to_owned(),
+        }),
+    }
+}
+
+fn known_layer(media: &str) -> bool {
+    media.starts_with("application/vnd.oci.image.layer.")
+        || media.starts_with("application/vnd.docker.image.rootfs.")
+}
+
+/// The OCI media type of a layer kiln stores.
+fn oci_layer_type(media: &str) -> &str {
+    match media {
+        media_type::DOCKER_LAYER_GZIP => media_type::OCI_LAYER_GZIP,
+        media_type::DOCKER_LAYER_TAR => media_type::OCI_LAYER_TAR,
+        other => other,
+    }
+}
+
+/// The index entry for `want`: os and architecture equal, variant equal when asked for.
+pub(crate) fn select_platform<'a>(
+    index: &'a Index,
+    want: &Platform,
+) -> Result<&'a Descriptor, Vec<String>> {
+    let matches = |p: &Platform| {
+        p.os == want.os
+            && p.architecture == want.architecture
+            && match (&want.variant, &p.variant) {
+                (None, _) => true,
+                (Some(w), Some(v)) => w == v,
+                (Some(w), None) => want.architecture == "arm64" && w == "v8",
+            }
+    };
+    index
+        .manifests
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(matches))
+        .ok_or_else(|| {
+            index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(platform_string))
+                .collect()
+        })
+}
+
+/// A verified blob waiting in staging for the rest of the image.
+pub(crate) struct Staged {
+    digest: Digest,
+    writer: BlobWriter,
+}
+
+impl Staged {
+    pub(crate) fn commit(self) -> Result<(), Error> {
+        self.writer.commit(Some(&self.digest))?;
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// Pulls `reference` for `platform` (default: the host's) into the store and tags it.
+    /// Mirrors of its registry are tried first.
+    pub fn pull(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        reporter: &dyn Reporter,
+    ) -> Result<Pulled, Error> {
+        let want = platform.cloned().unwrap_or_else(host_platform);
+        self.block_on(self.pull_async(store, reference, &want, reporter))
+    }
+
+    async fn pull_async(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        want: &Platform,
+        reporter: &dyn Reporter,
+    ) -> Result<Pulled, Error> {
+        let name = reference.to_string();
+        let endpoints = self.pull_endpoints(&reference.domain, reporter).await?;
+        let mut tried = Vec::new();
+        for endpoint in endpoints {
+            tried.push(endpoint.host.clone());
+            let found = self.resolve_manifest(&endpoint, reference, want, reporter).await;
+            let (manifest, remote_digest) = match found {
+                Ok(found) => found,
+                Err(e) if endpoint.mirror => {
+                    reporter.report(Event::MirrorSkipped {
+                        mirror: &endpoint.host,
+                        why: error_chain(&e),
+                    });
+                    continue;
+                }
+                Err(e) if e.is_not_found() => {
+                    return Err(Error::NotFound {
+                        reference: name,
+                        tried,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            reporter.report(Event::Served {
+                host: &endpoint.host,
+                reference: &name,
+                mirror: endpoint.mirror,
+            });
+            tracing::info!(host = %endpoint.host, mirror = endpoint.mirror, "{name} served");
+            let mut blobs = vec![manifest.config.clone()];
+            blobs.extend(manifest.layers.iter().cloned());
+            let downloaded = self
+                .fetch_blobs(store, &endpoint, &reference.path, &blobs, reporter)
+                .await?;
+            let config = store.config(&manifest.config.digest)?;
+            let config_desc = Descriptor::new(
+                media_type::OCI_CONFIG,
+                manifest.config.digest.clone(),
+                manifest.config.size,
+            );
+            let layers = manifest
+                .layers
+                .iter()
+                .map(|l| {
+                    let mut d = l.clone();
+                    d.media_type = oci_layer_type(&l.media_type).to_owned();
+                    d
+                })
+                .collect();
+            let image = store.put_manifest(config_desc, config, layers)?;
+            store.tag(&reference.store_name(), &image.descriptor)?;
+            crate::push::record_sources(store, &endpoint.host, &reference.path, &blobs);
+            return Ok(Pulled {
+                image,
+                served_by: endpoint.host.clone(),
+                from_mirror: endpoint.mirror,
+                remote_digest,
+                downloaded,
+            });
+        }
+        Err(Error::NotFound {
+            reference: name,
+            tried,
+        })
+    }
+
+    /// GETs the manifest (through an index if need be) on one endpoint.
+    async fn resolve_manifest(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        want: &Platform,
+        reporter: &dyn Reporter,
+    ) -> Result<(Manifest, Digest), Error> {
+        let name = reference.to_string();
+        let (bytes, top_digest) = self
+            .get_manifest(
+                endpoint,
+                &reference.path,
+                reference.tag_or_latest(),
+                reference.digest.as_ref(),
+                reporter,
+            )
+            .await?;
+        match parse_document(&name, &bytes)? {
+            Document::Manifest(m) => Ok((m, top_digest)),
+            Document::Index(index) => {
+                let entry = select_platform(&index, want).map_err(|available| {
+                    Error::NoMatchingPlatform {
+                        reference: name.clone(),
+                        platform: platform_string(want),
+                        available,
+                    }
+                })?;
+                let (bytes, _) = self
+                    .get_manifest(endpoint, &reference.path, None, Some(&entry.digest), reporter)
+                    .await?;
+                match parse_document(&name, &bytes)? {
+                    Document::Manifest(m) => Ok((m, top_digest)),
+                    Document::Index(_) => Err(Error::BadManifest {
+                        reference: name,
+                        why: "an index entry points at another index".into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// GETs one manifest and checks it against the digest asked for.
+    pub(crate) async fn get_manifest(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+        reporter: &dyn Reporter,
+    ) -> Result<(bytes::Bytes, Digest), Error> {
+        let r = endpoint.reference(path, tag, digest.map(Digest::as_str));
+        endpoint.authorize(&r).await;
+        let what = format!("GET manifest {path}:{}", tag.or(digest.map(Digest::as_str)).unwrap_or("latest"));
+        let attempts = if endpoint.mirror { 2 } else { ATTEMPTS };
+        let (bytes, _) = retry(&what, reporter, attempts, |_| async {
+            endpoint
+                .client
+                .pull_manifest_raw(&r, &endpoint.auth, ACCEPT)
+                .await
+                .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
+        })
+        .await?;
+        let actual = Digest::of(&bytes);
+        if let Some(expected) = digest
+            && *expected != actual
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {path}"),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok((bytes, actual))
+    }
+
+    /// Downloads every blob the store lacks, in parallel, into staging; commits them all only
+    /// when all are verified. Returns the bytes downloaded.
+    pub(crate) async fn fetch_blobs(
+        &self,
+        store: &Store,
+        endpoint: &Arc<Endpoint>,
+        path: &str,
+        blobs: &[Descriptor],
+        reporter: &dyn Reporter,
+    ) -> Result<u64, Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        let todo: Vec<&Descriptor> = blobs
+            .iter()
+            .filter(|d| seen.insert(d.digest.clone()))
+            .filter(|d| {
+                let have = store.has_blob(&d.digest);
+                if have {
+                    reporter.report(Event::BlobDone {
+                        digest: &d.digest,
+                        bytes: 0,
+                        action: BlobAction::Exists,
+                    });
+                }
+                !have
+            })
+            .collect();
+        let staged: Vec<(Staged, u64)> = futures_util::stream::iter(todo)
+            .map(|d| download(store, endpoint, path, d, reporter))
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        let mut total = 0;
+        for (blob, bytes) in staged {
+            total += bytes;
+            blob.commit()?;
+        }
+        Ok(total)
+    }
+}
+
+/// Streams one blob into staging, resuming with a ranged GET after a transient error.
+async fn download(
+    store: &Store,
+    endpoint: &Endpoint,
+    path: &str,
+    desc: &Descriptor,
+    reporter: &dyn Reporter,
+) -> Result<(Staged, u64), Error> {
+    let digest = &desc.digest;
+    reporter.report(Event::BlobStart {
+        digest,
+        size: desc.size,
+    });
+    let r = endpoint.reference(path, None, Some(digest.as_str()));
+    endpoint.authorize(&r).await;
+    let what = format!("GET blob {}", digest.short());
+    let mut writer: Option<HashingWriter<BlobWriter>> = None;
+    let mut wire = 0u64;
+    let mut attempt = 1;
+    loop {
+        let result = download_attempt(store, endpoint, &r, desc, &mut writer, &mut wire).await;
+        match result {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                reporter.report(Event::Retry {
+                    what: &what,
+                    attempt,
+                    error: error_chain(&e),
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(200 << (attempt - 1))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(hashing) = writer else {
+        return Err(Error::Truncated {
+            digest: digest.clone(),
+            got: 0,
+            expected: desc.size,
+        });
+    };
+    let (writer, actual, size) = hashing.finish();
+    if actual != *digest {
+        return Err(Error::DigestMismatch {
+            what: format!("blob {digest}"),
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    if size != desc.size {
+        return Err(Error::SizeMismatch {
+            digest: digest.clone(),
+            expected: desc.size,
+            actual: size,
+        });
+    }
+    reporter.report(Event::BlobDone {
+        digest,
+        bytes: wire,
+        action: BlobAction::Downloaded,
+    });
+    Ok((
+        Staged {
+            digest: digest.clone(),
+            writer,
+        },
+        wire,
+    ))
+}
+
+async fn download_attempt(
+    store: &Store,
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    desc: &Descriptor,
+    writer: &mut Option<HashingWriter<BlobWriter>>,
+    wire: &mut u64,
+) -> Result<(), Error> {
+    let digest = &desc.digest;
+    let offset = writer.as_ref().map_or(0, |w| w.written());
+    let what = format!("GET blob {digest}");
+    let registry_err = |e| Error::registry(&endpoint.host, what.clone(), e);
+    let response = if offset == 0 {
+        BlobResponse::Full(
+            endpoint
+                .client
+                .pull_blob_stream(r, digest.as_str())
+                .await
+                .map_err(registry_err)?,
+        )
+    } else {
+        endpoint
+            .client
+            .pull_blob_stream_partial(r, digest.as_str(), offset, None)
+            .await
+            .map_err(registry_err)?
+    };
+    let mut stream = match response {
+        BlobResponse::Full(stream) => {
+            // A fresh start: whatever was staged is dropped (and its file removed).
+            *writer = Some(HashingWriter::new(store.blob_writer()?));
+            stream
+        }
+        BlobResponse::Partial(stream) => stream,
+    };
+    let Some(out) = writer.as_mut() else {
+        return Err(Error::Truncated {
+            digest: digest.clone(),
+            got: 0,
+            expected: desc.size,
+        });
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| stream_error(digest, e))?;
+        *wire += chunk.len() as u64;
+        out.write_all(&chunk).map_err(Error::io("write staged blob", store.root().join("tmp")))?;
+        if out.written() > desc.size {
+            return Err(Error::SizeMismatch {
+                digest: digest.clone(),
+                expected: desc.size,
+                actual: out.written(),
+            });
+        }
+    }
+    if out.written() < desc.size {
+        return Err(Error::Truncated {
+            digest: digest.clone(),
+            got: out.written(),
+            expected: desc.size,
+        });
+    }
+    Ok(())
+}
+
+fn stream_error(digest: &Digest, e: std::io::Error) -> Error {
+    if let Some(DigestError::VerificationError { expected, actual }) =
+        e.get_ref().and_then(|i| i.downcast_ref::<DigestError>())
+    {
+        let parse = |s: &str| s.parse::<Digest>().unwrap_or_else(|_| digest.clone());
+        return Error::DigestMismatch {
+            what: format!("blob {digest}"),
+            expected: parse(expected),
+            actual: parse(actual),
+        };
+    }
+    Error::BlobStream {
+        digest: digest.clone(),
+        source: e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_told_apart() {
+        let index = br#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1,"platform":{"os":"linux","architecture":"s390x"}}]}"#;
+        let Ok(Document::Index(index)) = parse_document("x", index) else {
+            panic!("an index")
+        };
+        let want = crate::parse_platform("linux/amd64").unwrap();
+        assert_eq!(select_platform(&index, &want).unwrap_err(), ["linux/s390x"]);
+        assert!(matches!(
+            parse_document("x", br#"{"schemaVersion":2,"mediaType":"application/x-weird"}"#),
+            Err(Error::UnknownMediaType { .. })
+        ));
+        assert!(matches!(
+            parse_document("x", br#"{"schemaVersion":1,"name":"x"}"#),
+            Err(Error::UnknownMediaType { .. })
+        ));
+        assert!(matches!(parse_document("x", b"nope"), Err(Error::BadManifest { .. })));
+    }
+}

@@ -1,0 +1,318 @@
+//! Push: layers gzipped once (and remembered), blobs the registry has skipped (HEAD), blobs
+//! mounted from a sibling repository when kiln knows one, the rest streamed up; the manifest
+//! goes last.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store, media_type};
+use oci_client::errors::OciDistributionError;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt as _;
+
+use crate::client::{ATTEMPTS, Endpoint, retry};
+use crate::{BlobAction, Error, Event, Registry, Reporter};
+
+/// The gzip level of layers compressed for a push.
+const GZIP_LEVEL: u32 = 6;
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The manifest digest in the registry.
+    pub digest: Digest,
+    /// Layer and config bytes uploaded (0 when the registry had everything).
+    pub uploaded: u64,
+    /// Layers gzipped for this push (0 when earlier pushes had done it).
+    pub compressed: usize,
+    /// Each blob and what happened to it, config first.
+    pub blobs: Vec<(Digest, BlobAction)>,
+}
+
+/// A diff id's gzipped blob, remembered in the store.
+#[derive(Debug, Serialize, Deserialize)]
+struct GzipRecord {
+    digest: Digest,
+    size: u64,
+}
+
+fn gzip_record_path(store: &Store, diff_id: &Digest) -> PathBuf {
+    store.root().join("registry/gzip").join(diff_id.hex())
+}
+
+fn sources_path(store: &Store, digest: &Digest) -> PathBuf {
+    store.root().join("registry/sources").join(digest.hex())
+}
+
+/// Remembers that `host/path` has these blobs (a later push to `host` may mount them).
+/// Best effort: a failure only costs a later mount.
+pub(crate) fn record_sources(store: &Store, host: &str, path: &str, blobs: &[Descriptor]) {
+    let line = format!("{host} {path}");
+    for blob in blobs {
+        let file = sources_path(store, &blob.digest);
+        let old = std::fs::read_to_string(&file).unwrap_or_default();
+        if old.lines().any(|l| l == line) {
+            continue;
+        }
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let text = format!("{old}{line}\n");
+        let _ = kiln_image::write_atomic(&store.root().join("tmp"), &file, text.as_bytes());
+    }
+}
+
+/// A repository of `host` other than `path` that has the blob, as far as kiln knows.
+fn mount_source(store: &Store, digest: &Digest, host: &str, path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(sources_path(store, digest)).ok()?;
+    text.lines().rev().find_map(|l| {
+        let (h, p) = l.split_once(' ')?;
+        (h == host && p != path).then(|| p.to_owned())
+    })
+}
+
+/// The blob to push for a layer: itself when compressed, else its gzip (made once).
+fn pushable_layer(
+    store: &Store,
+    layer: &Descriptor,
+    reporter: &dyn Reporter,
+) -> Result<(Descriptor, bool), Error> {
+    let plain = matches!(
+        layer.media_type.as_str(),
+        media_type::OCI_LAYER_TAR | media_type::DOCKER_LAYER_TAR
+    );
+    if !plain {
+        let mut d = layer.clone();
+        if d.media_type == media_type::DOCKER_LAYER_GZIP {
+            d.media_type = media_type::OCI_LAYER_GZIP.to_owned();
+        }
+        return Ok((d, false));
+    }
+    let record_path = gzip_record_path(store, &layer.digest);
+    if let Some(record) = std::fs::read(&record_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<GzipRecord>(&b).ok())
+        && store.has_blob(&record.digest)
+    {
+        return Ok((
+            Descriptor::new(media_type::OCI_LAYER_GZIP, record.digest, record.size),
+            false,
+        ));
+    }
+    let source = store.open_blob(&layer.digest)?;
+    let mut writer = store.blob_writer()?;
+    let compressed = kiln_layer::gzip_parallel(std::io::BufReader::with_capacity(1 << 20, source), &mut writer, GZIP_LEVEL)?;
+    let (digest, size) = writer.commit(None)?;
+    if digest.as_str() != compressed.digest || size != compressed.size {
+        return Err(Error::DigestMismatch {
+            what: format!("gzip of layer {}", layer.digest),
+            expected: digest,
+            actual: compressed.digest.parse().map_err(kiln_image::Error::from)?,
+        });
+    }
+    let record = GzipRecord {
+        digest: digest.clone(),
+        size,
+    };
+    if let Some(dir) = record_path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    }
+    kiln_image::write_atomic(
+        &store.root().join("tmp"),
+        &record_path,
+        &serde_json::to_vec(&record).unwrap_or_default(),
+    )?;
+    reporter.report(Event::Compressed {
+        diff_id: &layer.digest,
+        digest: &digest,
+        size,
+    });
+    Ok((
+        Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size),
+        true,
+    ))
+}
+
+impl Registry {
+    /// Pushes an image of the store to `target`.
+    pub fn push(
+        &self,
+        store: &Store,
+        image: &Image,
+        target: &Reference,
+        reporter: &dyn Reporter,
+    ) -> Result<Pushed, Error> {
+        self.block_on(async {
+            let endpoint = self.endpoint(&target.domain, false, false).await?;
+            // Layers: compress what needs it (in parallel with nothing else: gzip_parallel
+            // already uses every core), then move blobs concurrently.
+            let mut layers = Vec::with_capacity(image.manifest.layers.len());
+            let mut compressed = 0;
+            for layer in &image.manifest.layers {
+                let (desc, fresh) = pushable_layer(store, layer, reporter)?;
+                compressed += usize::from(fresh);
+                layers.push(desc);
+            }
+            let config = Descriptor::new(
+                media_type::OCI_CONFIG,
+                image.manifest.config.digest.clone(),
+                image.manifest.config.size,
+            );
+            let mut blobs = vec![config.clone()];
+            blobs.extend(layers.iter().cloned());
+            let results = self
+                .push_blobs(store, &endpoint, &target.path, &blobs, reporter)
+                .await?;
+            let mut manifest = Manifest::oci(config, layers);
+            manifest.annotations = image.manifest.annotations.clone();
+            let bytes = manifest.to_bytes();
+            let digest = self
+                .put_manifest(&endpoint, target, bytes, media_type::OCI_MANIFEST, reporter)
+                .await?;
+            record_sources(store, &endpoint.host, &target.path, &blobs);
+            Ok(Pushed {
+                digest,
+                uploaded: results.iter().map(|(_, _, n)| n).sum(),
+                compressed,
+                blobs: results.into_iter().map(|(d, a, _)| (d, a)).collect(),
+            })
+        })
+    }
+
+    /// Pushes blobs of the store concurrently; returns `(digest, action, bytes uploaded)` in
+    /// the order given.
+    pub(crate) async fn push_blobs(
+        &self,
+        store: &Store,
+        endpoint: &Arc<Endpoint>,
+        path: &str,
+        blobs: &[Descriptor],
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<(Digest, BlobAction, u64)>, Error> {
+        futures_util::stream::iter(blobs)
+            .map(|d| push_blob(store, endpoint, path, d, reporter))
+            .buffered(self.concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// PUTs a manifest (or index) under the target's tag, or its digest.
+    pub(crate) async fn put_manifest(
+        &self,
+        endpoint: &Endpoint,
+        target: &Reference,
+        bytes: Vec<u8>,
+        content_type: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Digest, Error> {
+        let digest = Digest::of(&bytes);
+        let r = endpoint.reference(
+            &target.path,
+            target.tag.as_deref().or(if target.digest.is_some() {
+                None
+            } else {
+                Some("latest")
+            }),
+            if target.tag.is_some() {
+                None
+            } else {
+                target.digest.as_ref().map(Digest::as_str)
+            },
+        );
+        endpoint.authorize(&r).await;
+        let what = format!("PUT manifest {target}");
+        let header = content_type
+            .parse::<reqwest::header::HeaderValue>()
+            .map_err(|e| Error::Config(format!("content type {content_type:?}: {e}")))?;
+        let bytes = bytes::Bytes::from(bytes);
+        retry(&what, reporter, ATTEMPTS, |_| async {
+            endpoint
+                .client
+                .push_manifest_raw(&r, bytes.clone(), header.clone())
+                .await
+                .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
+        })
+        .await?;
+        Ok(digest)
+    }
+}
+
+/// HEAD, else mount, else upload one blob.
+async fn push_blob(
+    store: &Store,
+    endpoint: &Endpoint,
+    path: &str,
+    desc: &Descriptor,
+    reporter: &dyn Reporter,
+) -> Result<(Digest, BlobAction, u64), Error> {
+    let digest = &desc.digest;
+    let r = endpoint.reference(path, None, Some(digest.as_str()));
+    endpoint.authorize(&r).await;
+    let head = format!("HEAD blob {}", digest.short());
+    let exists = retry(&head, reporter, ATTEMPTS, |_| async {
+        endpoint
+            .client
+            .blob_exists(&r, digest.as_str())
+            .await
+            .map_err(|e| Error::registry(&endpoint.host, head.clone(), e))
+    })
+    .await?;
+    if exists {
+        reporter.report(Event::BlobDone {
+            digest,
+            bytes: 0,
+            action: BlobAction::Exists,
+        });
+        return Ok((digest.clone(), BlobAction::Exists, 0));
+    }
+    if let Some(from) = mount_source(store, digest, &endpoint.host, path) {
+        let source = endpoint.reference(&from, Some("latest"), None);
+        if endpoint
+            .client
+            .mount_blob(&r, &source, digest.as_str())
+            .await
+            .is_ok()
+        {
+            reporter.report(Event::BlobDone {
+                digest,
+                bytes: 0,
+                action: BlobAction::Mounted,
+            });
+            return Ok((digest.clone(), BlobAction::Mounted, 0));
+        }
+        tracing::debug!("mount of {digest} from {from} refused; uploading");
+    }
+    reporter.report(Event::BlobStart {
+        digest,
+        size: desc.size,
+    });
+    let file = store.blob_path(digest);
+    let what = format!("upload blob {}", digest.short());
+    retry(&what, reporter, ATTEMPTS, |_| async {
+        let f = tokio::fs::File::open(&file)
+            .await
+            .map_err(Error::io("open blob", &file))?;
+        let stream = futures_util::stream::try_unfold(f, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = f.read(&mut buf).await.map_err(OciDistributionError::IoError)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), f)))
+        });
+        endpoint
+            .client
+            .push_blob_stream(&r, stream, digest.as_str(), Some(desc.size))
+            .await
+            .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
+    })
+    .await?;
+    reporter.report(Event::BlobDone {
+        digest,
+        bytes: desc.size,
+        action: BlobAction::Uploaded,
+    });
+    Ok((digest.clone(), BlobAction::Uploaded, desc.size))
+}

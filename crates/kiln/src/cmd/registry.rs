@@ -1,0 +1,300 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`, and the registry settings every
+//! command that talks to registries shares (config files, `--registry-mirror`).
+
+use std::io::{self, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use clap::Args;
+use kiln_image::{Reference, Store};
+use kiln_registry::{Event, Registry, RegistryConfig, Reporter};
+
+use super::{Output, Progress, human_size};
+
+/// Registry settings: config files and mirrors.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryFlags {
+    /// A registry config file, read after /etc/kiln/config.toml and
+    /// $XDG_CONFIG_HOME/kiln/config.toml (`[registry."docker.io"] mirrors = [...]`).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A pull mirror: `URL` mirrors docker.io, `HOST=URL` mirrors HOST (repeatable; tried in
+    /// order before the registry).
+    #[arg(long = "registry-mirror", value_name = "[HOST=]URL")]
+    pub mirrors: Vec<String>,
+}
+
+/// Reads `/etc/kiln/config.toml`, then `$XDG_CONFIG_HOME/kiln/config.toml` (or
+/// `~/.config/kiln/config.toml`), then `--config`; later files override earlier ones host by
+/// host. `--registry-mirror` adds mirrors last.
+pub fn load_config(flags: &RegistryFlags) -> anyhow::Result<RegistryConfig> {
+    let mut config = RegistryConfig::default();
+    let user_dir = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")),
+    };
+    let mut files = vec![(PathBuf::from("/etc/kiln/config.toml"), false)];
+    if let Some(dir) = user_dir {
+        files.push((dir.join("kiln/config.toml"), false));
+    }
+    if let Some(file) = &flags.config {
+        files.push((file.clone(), true));
+    }
+    for (file, required) in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("read {}", file.display())));
+            }
+        };
+        let parsed: RegistryConfig =
+            toml::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+        parsed
+            .validate()
+            .with_context(|| format!("in {}", file.display()))?;
+        config.merge(parsed);
+    }
+    for mirror in &flags.mirrors {
+        config.add_mirror(mirror).context("--registry-mirror")?;
+    }
+    Ok(config)
+}
+
+/// A registry client with the settings of these flags.
+pub fn client(flags: &RegistryFlags) -> anyhow::Result<Registry> {
+    Ok(Registry::new(load_config(flags)?)?)
+}
+
+/// `kiln pull`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln pull 127.0.0.1:5000/library/debian:bookworm\n  kiln pull --platform linux/arm64 quay.io/org/app@sha256:…\n  kiln pull --registry-mirror https://mirror.example ubuntu:trusty"
+)]
+pub struct PullArgs {
+    /// The image reference (`ubuntu:trusty` is docker.io/library/ubuntu:trusty).
+    pub image: String,
+    /// The platform to pull from a multi-platform index (default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln push`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln push 127.0.0.1:5000/my-python-base\n  kiln push my-python-base registry.example/team/python-base:1"
+)]
+pub struct PushArgs {
+    /// The image in the store.
+    pub image: String,
+    /// Where to push it (default: the image's own name).
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln login`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  echo \"$TOKEN\" | kiln login -u ci --password-stdin registry.example\n  kiln login -u me -p secret 127.0.0.1:5000"
+)]
+pub struct LoginArgs {
+    /// The registry host (`docker.io` when omitted).
+    pub server: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: arguments show in `ps`).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln logout`
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry host (`docker.io` when omitted).
+    pub server: Option<String>,
+}
+
+fn parse_reference(text: &str) -> anyhow::Result<Reference> {
+    Ok(text.parse::<Reference>()?)
+}
+
+/// Pulls an image into the store.
+pub fn pull(
+    store: &Store,
+    out: &mut Output,
+    progress: Progress,
+    args: PullArgs,
+) -> anyhow::Result<ExitCode> {
+    let reference = parse_reference(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_registry::parse_platform)
+        .transpose()?;
+    let registry = client(&args.registry)?;
+    let printer = TransferPrinter::new(progress);
+    let pulled = registry
+        .pull(store, &reference, platform.as_ref(), &printer)
+        .with_context(|| format!("pull {reference}"))?;
+    printer.line(&format!(
+        "pulled {} from {}{}: {} downloaded, digest {}",
+        reference,
+        pulled.served_by,
+        if pulled.from_mirror { " (mirror)" } else { "" },
+        human_size(pulled.downloaded),
+        pulled.remote_digest
+    ));
+    out.line(pulled.image.id().as_str())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes an image from the store.
+pub fn push(
+    store: &Store,
+    out: &mut Output,
+    progress: Progress,
+    args: PushArgs,
+) -> anyhow::Result<ExitCode> {
+    let image = store.resolve(&args.image)?;
+    let target = parse_reference(args.target.as_deref().unwrap_or(&args.image))?;
+    let registry = client(&args.registry)?;
+    let printer = TransferPrinter::new(progress);
+    let pushed = registry
+        .push(store, &image, &target, &printer)
+        .with_context(|| format!("push {target}"))?;
+    printer.line(&format!(
+        "pushed {target}: digest {} uploaded {} bytes, compressed {} layers",
+        pushed.digest, pushed.uploaded, pushed.compressed
+    ));
+    out.line(pushed.digest.as_str())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks and stores credentials.
+pub fn login(out: &mut Output, args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| kiln_image::DEFAULT_DOMAIN.to_owned());
+    let username = args
+        .username
+        .clone()
+        .context("give the user name with -u USER")?;
+    let password = match (&args.password, args.password_stdin) {
+        (Some(_), true) => anyhow::bail!("give either --password or --password-stdin, not both"),
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut text = String::new();
+            io::stdin()
+                .read_to_string(&mut text)
+                .context("read the password from stdin")?;
+            text.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) => anyhow::bail!("give the password with --password-stdin (or -p)"),
+    };
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    let registry = client(&args.registry)?;
+    let file = kiln_registry::auth::login(&registry, &server, &username, &password)
+        .with_context(|| format!("log in to {server}"))?;
+    out.line(&format!(
+        "Login Succeeded (credentials stored in {})",
+        file.display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Forgets credentials.
+pub fn logout(out: &mut Output, args: LogoutArgs) -> anyhow::Result<ExitCode> {
+    let server = args
+        .server
+        .unwrap_or_else(|| kiln_image::DEFAULT_DOMAIN.to_owned());
+    if kiln_registry::auth::logout(&server)? {
+        out.line(&format!("Removing login credentials for {server}"))?;
+    } else {
+        out.line(&format!("Not logged in to {server}"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws transfer events as plain lines on stderr: one per blob when it is done.
+pub struct TransferPrinter {
+    quiet: bool,
+    stderr: Mutex<io::Stderr>,
+}
+
+impl TransferPrinter {
+    /// A printer for a progress mode.
+    pub fn new(progress: Progress) -> TransferPrinter {
+        TransferPrinter {
+            quiet: progress == Progress::Quiet,
+            stderr: Mutex::new(io::stderr()),
+        }
+    }
+
+    /// Prints one line (best effort).
+    pub fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        if let Ok(mut err) = self.stderr.lock() {
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+impl Reporter for TransferPrinter {
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::BlobStart { digest, size } => {
+                self.line(&format!("{}: {} start", digest.short(), human_size(size)))
+            }
+            Event::BlobDone {
+                digest,
+                bytes,
+                action,
+            } => self.line(&format!(
+                "{}: {} {} done",
+                digest.short(),
+                action.as_str(),
+                human_size(bytes)
+            )),
+            Event::Compressed {
+                diff_id,
+                digest,
+                size,
+            } => self.line(&format!(
+                "{}: compressed to {} ({})",
+                diff_id.short(),
+                digest.short(),
+                human_size(size)
+            )),
+            Event::Retry {
+                what,
+                attempt,
+                error,
+            } => self.line(&format!("retry {what} (attempt {attempt} failed: {error})")),
+            Event::MirrorSkipped { mirror, why } => {
+                self.line(&format!("mirror {mirror} skipped: {why}"))
+            }
+            Event::Served {
+                host,
+                reference,
+                mirror,
+            } => self.line(&format!(
+                "{reference}: served by {}{host}",
+                if mirror { "mirror " } else { "" }
+            )),
+        }
+    }
+}
