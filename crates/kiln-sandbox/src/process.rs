@@ -12,7 +12,8 @@
 //! # pid 1
 //!
 //! The setup thread has `unshare(CLONE_NEWPID)`ed, so its first child is pid 1 of the new pid
-//! namespace. pid 1: gets `SIGKILL` if the setup thread dies (`PR_SET_PDEATHSIG`), puts the
+//! namespace. pid 1: gets `SIGKILL` if the setup thread dies (`PR_SET_PDEATHSIG`; a pidfd of
+//! the caller, checked right after, covers a death before that was armed), puts the
 //! stdio fds in place and closes every other fd, mounts `/proc` (it must be a member of the
 //! namespace to mount its procfs) and masks the dangerous parts of it as docker does, forks the
 //! process, forwards `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`, `SIGUSR1` and `SIGUSR2` to it,
@@ -252,14 +253,22 @@ pub(crate) fn spawn_pid1(
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
+    // A pidfd of this process: pid 1 checks it right after PR_SET_PDEATHSIG, which closes the
+    // window in which the caller could die before the death signal was armed.
+    // SAFETY: pidfd_open on our own pid; the fd is owned right away (or -1).
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as RawFd;
     // SAFETY: fork in a possibly multi-threaded process: the child only runs pid1_main, which
     // makes async-signal-safe calls only, on data prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: we are the child of fork; see pid1_main's contract.
-        unsafe { pid1_main(plan, err_w, status_w) }
+        unsafe { pid1_main(plan, me, err_w, status_w) }
     }
     let fork_err = std::io::Error::last_os_error();
+    if me >= 0 {
+        // SAFETY: closes the pidfd opened above, which nothing else uses.
+        unsafe { libc::close(me) };
+    }
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid < 0 {
@@ -299,7 +308,7 @@ unsafe fn die(stage: Stage) -> ! {
 /// # Safety
 /// Must only run in the child of `fork`, and must not return. Makes async-signal-safe calls
 /// only; `plan` and the statics it reads were set up before the fork.
-unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
+unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: RawFd) -> ! {
     // SAFETY: everything below is libc calls on valid, NUL-terminated data from `plan` or
     // static C strings, in a single-threaded child.
     unsafe {
@@ -310,6 +319,17 @@ unsafe fn pid1_main(plan: &ChildPlan, err_w: RawFd, status_w: RawFd) -> ! {
             0,
             0,
         );
+        if parent >= 0 {
+            let mut p = [libc::pollfd {
+                fd: parent,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if libc::poll(p.as_mut_ptr(), 1, 0) != 0 {
+                // The caller is gone already (or poll failed): run nothing.
+                libc::_exit(125);
+            }
+        }
 
         // fds: stdio sources on 0..2, error pipe on 3, status pipe on 4, nothing else.
         let srcs = [plan.stdio[0], plan.stdio[1], plan.stdio[2], err_w, status_w];
