@@ -83,6 +83,11 @@ impl Node {
         to_lower(&self.keyword)
     }
 
+    /// The instruction this node is (`"run"`, `"copy"`, ...), or `None` for an unknown keyword.
+    pub fn instruction(&self) -> Option<&'static str> {
+        crate::text::instruction_name(&self.keyword)
+    }
+
     /// The plain arguments (for `ONBUILD`, the nested keyword and its arguments, flattened the
     /// way BuildKit's `nodeArgs` does).
     pub fn words(&self) -> Vec<String> {

@@ -17,7 +17,7 @@
 
 use crate::ast::{Arg, Node};
 use crate::json::{JsonArgs, parse_json_array};
-use crate::text::{is_ascii_blank, is_space, to_lower, trim_space};
+use crate::text::{is_ascii_blank, is_space, trim_space};
 
 /// Why an instruction line cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ fn dispatch(
     escape: char,
     depth: usize,
 ) -> Result<ParsedArgs, LineError> {
-    match to_lower(keyword).as_str() {
+    match crate::text::instruction_name(keyword).unwrap_or("") {
         "add" | "copy" | "volume" => parse_maybe_json_to_list(rest),
         "arg" => Ok(ParsedArgs::words(parse_words(rest, escape))),
         "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(rest),
@@ -121,7 +121,13 @@ pub(crate) fn split_command(line: &str, escape: char) -> (String, Vec<String>, S
             let keyword = trimmed[..i].to_string();
             let after = trimmed[i..].trim_start_matches(is_ascii_blank);
             let (rest, flags) = extract_builder_flags(after, escape);
-            (keyword, flags, trim_space(&rest).to_string())
+            let trimmed = trim_space(&rest);
+            let rest = if trimmed.len() == rest.len() {
+                rest
+            } else {
+                trimmed.to_string()
+            };
+            (keyword, flags, rest)
         }
     }
 }
@@ -139,7 +145,10 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
         Quote,
     }
     let bytes = line.as_bytes();
-    let rest_from = |pos: usize| String::from_utf8_lossy(&bytes[pos..]).into_owned();
+    let rest_from = |pos: usize| match line.get(pos..) {
+        Some(rest) => rest.to_string(),
+        None => String::from_utf8_lossy(&bytes[pos..]).into_owned(),
+    };
     let escape_byte = escape as u32 as u8;
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
@@ -233,22 +242,23 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
         Word,
         Quote,
     }
-    let chars: Vec<char> = rest.chars().collect();
-    let n = chars.len();
+    let n = rest.len();
+    let char_at = |pos: usize| rest[pos..].chars().next().unwrap_or('\0');
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
     let mut blank_ok = false;
     let mut word = String::new();
-    let mut pos = 0;
+    let mut pos = 0; // byte offset, always on a char boundary
     while pos <= n {
-        let ch = chars.get(pos).copied().unwrap_or('\0');
+        let ch = if pos < n { char_at(pos) } else { '\0' };
+        let width = ch.len_utf8();
         if phase == Phase::Spaces {
             if pos == n {
                 break;
             }
             if is_space(ch) {
-                pos += 1;
+                pos += width;
                 continue;
             }
             phase = Phase::Word;
@@ -259,15 +269,15 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
             }
             break;
         }
+        let is_last = pos + width == n;
         if phase == Phase::Word {
             if is_space(ch) {
                 phase = Phase::Spaces;
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
-                word.clear();
                 blank_ok = false;
-                pos += 1;
+                pos += width;
                 continue;
             }
             if ch == '\'' || ch == '"' {
@@ -276,19 +286,20 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 phase = Phase::Quote;
             }
             if ch == escape {
-                if pos + 1 == n {
-                    pos += 1;
+                if is_last {
+                    pos += width;
                     continue; // an escape at the very end is dropped
                 }
                 // Unquoted: keep the escape and the escaped character, even a quote.
                 word.push(ch);
-                pos += 1;
-                word.push(chars[pos]);
-                pos += 1;
+                pos += width;
+                let next = char_at(pos);
+                word.push(next);
+                pos += next.len_utf8();
                 continue;
             }
             word.push(ch);
-            pos += 1;
+            pos += width;
             continue;
         }
         // Phase::Quote
@@ -296,19 +307,20 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
             phase = Phase::Word;
         }
         if ch == escape && quote != '\'' {
-            if pos + 1 == n {
+            if is_last {
                 phase = Phase::Word;
-                pos += 1;
+                pos += width;
                 continue;
             }
             word.push(ch);
-            pos += 1;
-            word.push(chars[pos]);
-            pos += 1;
+            pos += width;
+            let next = char_at(pos);
+            word.push(next);
+            pos += next.len_utf8();
             continue;
         }
         word.push(ch);
-        pos += 1;
+        pos += width;
     }
     words
 }

@@ -10,7 +10,7 @@ use crate::directives::{DirectiveError, DirectiveParser};
 use crate::error::{ParseError, Position, Span};
 use crate::heredoc::heredocs_from_line;
 use crate::line_parsers::{LineError, node_from_line};
-use crate::text::{is_space, to_lower, trim_left_space};
+use crate::text::{is_space, trim_left_space};
 
 /// Longest physical line BuildKit's scanner accepts (bytes, without the newline).
 pub const MAX_LINE_LENGTH: usize = 65_535;
@@ -345,12 +345,14 @@ fn set_sub_span(node: &mut Node) {
 /// BuildKit's `canContainHeredoc`: RUN/COPY/ADD in shell form, also behind ONBUILD.
 fn can_contain_heredoc(node: &Node) -> bool {
     let mut n = node;
-    if to_lower(&n.keyword) == "onbuild" {
+    if n.instruction() == Some("onbuild") {
         if let Some(sub) = n.sub_instruction() {
             n = sub;
         }
     }
-    KEYWORDS_WITH_HEREDOCS.contains(&to_lower(&n.keyword).as_str()) && !n.json
+    n.instruction()
+        .is_some_and(|i| KEYWORDS_WITH_HEREDOCS.contains(&i))
+        && !n.json
 }
 
 fn find_heredoc_column(source: &str, line: usize, name: &str) -> usize {

@@ -79,6 +79,45 @@ pub(crate) fn to_lower(s: &str) -> String {
         .collect()
 }
 
+/// The 18 Dockerfile instructions, lower case.
+pub(crate) const INSTRUCTIONS_LOWER: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// The instruction a keyword names (lower case), compared as BuildKit does after
+/// `strings.ToLower`; without allocating for the usual ASCII keywords.
+pub(crate) fn instruction_name(keyword: &str) -> Option<&'static str> {
+    if keyword.is_ascii() {
+        return INSTRUCTIONS_LOWER
+            .iter()
+            .copied()
+            .find(|name| name.eq_ignore_ascii_case(keyword));
+    }
+    // Non-ASCII keywords can still lower-case to an instruction (KELVIN SIGN → `k`).
+    let lower = to_lower(keyword);
+    INSTRUCTIONS_LOWER
+        .iter()
+        .copied()
+        .find(|name| *name == lower)
+}
+
 /// Go's `strings.ToUpper`, rune by rune.
 pub(crate) fn to_upper(s: &str) -> String {
     if s.is_ascii() {
@@ -159,6 +198,13 @@ mod tests {
     fn spaces_match_go() {
         assert!(is_space('\u{85}') && is_space('\u{a0}') && is_space('\u{3000}'));
         assert!(!is_space('x') && !is_space('\u{200b}'));
+    }
+
+    #[test]
+    fn instruction_names() {
+        assert_eq!(instruction_name("RuN"), Some("run"));
+        assert_eq!(instruction_name("HEALTHCHEC\u{212a}"), Some("healthcheck"));
+        assert_eq!(instruction_name("RUNX"), None);
     }
 
     #[test]

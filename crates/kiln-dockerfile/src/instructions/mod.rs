@@ -445,8 +445,8 @@ impl Cx<'_> {
     fn parse(&self) -> Result<Instruction, InstructionError> {
         let args = self.node.words();
         let keyword = self.keyword_upper();
-        let lower = to_lower(&self.node.keyword);
-        match lower.as_str() {
+        let lower = self.node.instruction().unwrap_or("");
+        match lower {
             "env" | "label" => {
                 self.flags(Flags::new())?;
                 let pairs = self.key_values(&args, &keyword)?;
