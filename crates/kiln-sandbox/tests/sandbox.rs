@@ -601,11 +601,30 @@ fn extra_mounts_readonly_bind_and_tmpfs() {
 }
 
 #[test]
-fn not_root_is_said_not_skipped() {
-    // The other tests assert root; this documents the library's own answer.
-    require_root();
-    let e = SandboxError::NotRoot { euid: 1000 };
-    assert!(e.to_string().contains("needs root"));
+fn mountpoint_under_a_symlinked_dir_is_removed_after_the_run() {
+    let f = fixture();
+    // /var/run -> /run: the init layer cannot hold /var/run/secrets/token, so the sandbox
+    // creates it in the merged rootfs and removes it again afterwards.
+    std::fs::create_dir_all(f.lower.join("run")).unwrap();
+    std::fs::create_dir_all(f.lower.join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", f.lower.join("var/run")).unwrap();
+    let secret = f.dir.path().join("token");
+    std::fs::write(&secret, "t0k3n").unwrap();
+    let mut spec = f.spec("cat /var/run/secrets/token");
+    spec.mounts.push(Mount::Bind {
+        source: secret,
+        target: "/var/run/secrets/token".into(),
+        readonly: true,
+    });
+    let c = run_capture(&spec).unwrap();
+    assert!(c.outcome.status.success(), "{}", c.stderr);
+    assert_eq!(c.stdout, "t0k3n");
+    let upper = f.upper_entries();
+    assert!(
+        !upper.iter().any(|p| p.contains("secrets")),
+        "the mountpoint must not stay in the upper dir: {upper:?}"
+    );
+    f.assert_no_leftovers();
 }
 
 /// Helper for `inherit_mode_passes_the_callers_fds`: runs only when spawned by it.
