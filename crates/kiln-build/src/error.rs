@@ -65,6 +65,15 @@ pub enum Error {
     /// The build was interrupted (Ctrl-C or SIGTERM); nothing of the step was kept.
     #[error("interrupted; the store keeps every step completed before")]
     Interrupted,
+    /// Talking to a registry failed.
+    #[error("{what}")]
+    Registry {
+        /// What was being done.
+        what: String,
+        /// The registry error.
+        #[source]
+        source: kiln_registry::Error,
+    },
     /// An archive that is not what it claims to be.
     #[error("not a valid image archive: {0}")]
     BadArchive(String),

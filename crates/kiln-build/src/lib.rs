@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod build;
 pub mod context;
+pub mod registry;
 pub mod copy;
 mod error;
 pub mod snapshot;

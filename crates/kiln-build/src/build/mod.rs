@@ -44,6 +44,9 @@ pub struct BuildRequest {
     pub secrets: Vec<(String, std::path::PathBuf)>,
     /// Stops a running step when the user presses Ctrl-C.
     pub interrupt: kiln_sandbox::Interrupt,
+    /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
+    /// store only).
+    pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,
 }
 
 /// What a build reports as it goes. The library never prints; the binary draws these.
@@ -152,7 +155,9 @@ pub fn build(
     for index in needed {
         builder.build_stage(index)?;
     }
-    builder.finish(target)
+    let image = builder.finish(target)?;
+    crate::registry::after_build(store, request, reporter, builder.step_id())?;
+    Ok(image)
 }
 
 /// The stages the target depends on (through `FROM`, `COPY --from` and `RUN --mount from=`),

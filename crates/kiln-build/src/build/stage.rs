@@ -231,7 +231,11 @@ impl<'a> Builder<'a> {
     }
 
     pub fn resolve_image(&self, name: &str) -> Result<Image, Error> {
-        Ok(self.store.resolve(name)?)
+        crate::registry::resolve_image(self.store, self.request, name, self.reporter, self.step_id)
+    }
+
+    pub fn step_id(&self) -> usize {
+        self.step_id
     }
 
     fn step(
@@ -283,11 +287,7 @@ impl<'a> Builder<'a> {
             }
         };
         let key = Digest::from_hasher(key);
-        let cached = if self.request.no_cache {
-            None
-        } else {
-            self.store.cache_get(&key)
-        };
+        let cached = crate::registry::cache_get(self.store, self.request, &key, self.reporter, id)?;
         match cached {
             Some(record) => {
                 state.config = self.store.config(&record.config)?;

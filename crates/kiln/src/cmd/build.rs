@@ -42,6 +42,23 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` (repeatable).
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// Check the registry for a newer base image even when the store has one.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to its registry under each `-t` name after the build.
+    #[arg(long)]
+    pub push: bool,
+    /// The platform of base images pulled from multi-platform indexes (default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Import build cache from a registry: `type=registry,ref=REFERENCE` (repeatable).
+    #[arg(long = "cache-from", value_name = "type=registry,ref=R")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache to a registry: `type=registry,ref=REFERENCE`.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=R")]
+    pub cache_to: Option<String>,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
@@ -136,12 +153,22 @@ pub fn build(
         labels,
         secrets,
         interrupt,
+        registry: Some(super::registry::build_registry(
+            &args.registry,
+            args.pull,
+            args.platform.as_deref(),
+            &args.cache_from,
+            args.cache_to.as_deref(),
+        )?),
     };
     let reporter = StepPrinter::new(progress);
     let image = kiln_build::build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
+    }
+    if args.push {
+        super::registry::push_tags(store, &image, &tags, &args.registry, progress)?;
     }
     out.line(image.id().as_str())?;
     Ok(ExitCode::SUCCESS)

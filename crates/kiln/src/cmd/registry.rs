@@ -298,3 +298,48 @@ impl Reporter for TransferPrinter {
         }
     }
 }
+
+/// The registry side of `kiln build`: settings, `--pull`, `--platform`, the caches.
+pub fn build_registry(
+    flags: &RegistryFlags,
+    pull: bool,
+    platform: Option<&str>,
+    cache_from: &[String],
+    cache_to: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<kiln_build::registry::BuildRegistry>> {
+    use kiln_build::registry::{BuildRegistry, parse_cache_spec};
+    let mut settings = BuildRegistry::new(load_config(flags)?);
+    settings.pull = pull;
+    settings.platform = platform.map(kiln_registry::parse_platform).transpose()?;
+    settings.cache_from = cache_from
+        .iter()
+        .map(|c| parse_cache_spec("--cache-from", c))
+        .collect::<Result<_, _>>()?;
+    settings.cache_to = cache_to
+        .map(|c| parse_cache_spec("--cache-to", c))
+        .transpose()?;
+    Ok(std::sync::Arc::new(settings))
+}
+
+/// `kiln build --push`: pushes the built image under each of its names.
+pub fn push_tags(
+    store: &Store,
+    image: &kiln_image::Image,
+    tags: &[Reference],
+    flags: &RegistryFlags,
+    progress: Progress,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!tags.is_empty(), "--push needs a name: give -t REGISTRY/NAME[:TAG]");
+    let registry = client(flags)?;
+    let printer = TransferPrinter::new(progress);
+    for tag in tags {
+        let pushed = registry
+            .push(store, image, tag, &printer)
+            .with_context(|| format!("push {tag}"))?;
+        printer.line(&format!(
+            "pushed {tag}: digest {} uploaded {} bytes, compressed {} layers",
+            pushed.digest, pushed.uploaded, pushed.compressed
+        ));
+    }
+    Ok(())
+}
