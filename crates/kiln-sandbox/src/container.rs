@@ -227,6 +227,7 @@ fn in_namespaces(
             });
         }
     }
+    let n_etc = planned.len();
     for m in &spec.mounts {
         match m {
             Mount::Bind {
@@ -253,10 +254,7 @@ fn in_namespaces(
             }),
         }
     }
-    for p in planned
-        .iter()
-        .skip_while(|p| ETC_FILES.contains(&p.target()))
-    {
+    for p in &planned[n_etc..] {
         let kind = if p.is_dir() {
             FileKind::Dir
         } else {
