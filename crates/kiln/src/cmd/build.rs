@@ -42,6 +42,9 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` (repeatable).
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// Do not show `kiln lint` findings before the build.
+    #[arg(long)]
+    pub no_lint: bool,
     /// Check the registry for a newer base image even when the store has one.
     #[arg(long)]
     pub pull: bool,
@@ -162,6 +165,16 @@ pub fn build(
         )?),
     };
     let reporter = StepPrinter::new(progress);
+    if !args.no_lint {
+        // A Dockerfile that does not parse is reported by the build itself.
+        if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)
+        {
+            for finding in &findings {
+                let text = super::lint::render_text(&request.dockerfile_name, finding);
+                reporter.report(Event::Warning { text });
+            }
+        }
+    }
     let image = kiln_build::build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));
     for tag in &tags {

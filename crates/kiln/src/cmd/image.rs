@@ -133,10 +133,13 @@ pub struct HistoryArgs {
     pub format: OutputFormat,
 }
 
-/// Lists the steps of an image, newest first, with the size of the layer each made.
+/// Lists the steps of an image, newest first, with the size of the layer each made. As in
+/// `docker history`, a layer's size is the size of its content (the files it adds), not of
+/// its compressed blob: each layer is read once, headers only.
 pub fn history(store: &Store, out: &mut Output, args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let image = store.resolve(&args.image)?;
-    let mut layers = image.manifest.layers.iter();
+    let analysis = kiln_analyze::source::open_store(store, &args.image)?.analyze()?;
+    let mut layers = analysis.layers.iter();
     let mut rows = Vec::new();
     for entry in &image.config.history {
         let size = if entry.empty_layer {

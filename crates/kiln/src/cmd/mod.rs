@@ -1,10 +1,13 @@
 //! Subcommands. Each file holds one command family; this module holds the flags they share,
 //! the output helpers and the one error renderer.
 
+mod analyze;
 mod archive;
 mod build;
 mod debug;
 mod image;
+mod init;
+mod lint;
 mod registry;
 mod run;
 
@@ -92,6 +95,12 @@ pub enum Command {
     Login(registry::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(registry::LogoutArgs),
+    /// Check a Dockerfile against the size and cache lessons (rules KL001…).
+    Lint(lint::LintArgs),
+    /// Where an image's bytes go: layer sizes, wasted bytes and efficiency (as dive has them).
+    Analyze(analyze::AnalyzeArgs),
+    /// Write a Dockerfile and .dockerignore from a template (`kiln init python`).
+    Init(init::InitArgs),
 }
 
 /// Runs one command and returns the process exit code.
@@ -109,6 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Debug(args) => debug::run(args),
+        Command::Lint(args) => lint::lint(&mut out, args),
+        Command::Analyze(args) => analyze::analyze(&root, &mut out, args),
+        Command::Init(args) => init::init(&mut out, args),
         Command::Login(args) => registry::login(&mut out, args),
         Command::Logout(args) => registry::logout(&mut out, args),
         Command::Pull(args) => registry::pull(&open()?.0, &mut out, cli.progress, args),
