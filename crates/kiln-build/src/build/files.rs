@@ -134,6 +134,9 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         })?;
         (Origin::Context(root), sources.clone())
     };
+    // Only local archives from the context are extracted: a download never is (docker's rule),
+    // nor is a heredoc.
+    let extract = extract && matches!(origin, Origin::Context(_));
     let options = copy_options(None, chmod.as_deref(), extract)?;
     if let Some(root) = origin.local_root() {
         let src = SourceRoot {
@@ -247,7 +250,11 @@ pub(crate) fn apply(
     let source_root: PathBuf = match &plan.origin {
         Origin::Layers { layers, diff_ids } => {
             from_dirs = StepDirs::new(store, "from")?;
-            let from_lowers = snapshot::lowers_of(store, layers, diff_ids)?;
+            // Both are empty: the upper dir is not used by a read-only mount.
+            let from_lowers = read_only_lowers(
+                snapshot::lowers_of(store, layers, diff_ids)?,
+                [from_dirs.empty(), from_dirs.upper()],
+            );
             from_mount =
                 OverlayMount::mount(&from_lowers, None, &from_dirs.empty(), &from_dirs.merged())?;
             from_mount.path().to_path_buf()
@@ -291,6 +298,19 @@ pub(crate) fn apply(
     )?;
     drop(mount);
     commit_upper(store, state, &dirs.upper(), plan.created_by)
+}
+
+/// The lowers of a read-only overlay. Without an upper dir overlayfs wants at least two lowers
+/// (`fsconfig create` fails with EINVAL on one), so distinct empty dirs go at the bottom: they
+/// change nothing in the merged view, and a single layer's whiteouts are still hidden by the
+/// mount.
+fn read_only_lowers(mut lowers: Vec<PathBuf>, empties: [PathBuf; 2]) -> Vec<PathBuf> {
+    for empty in empties {
+        if lowers.len() < 2 {
+            lowers.push(empty);
+        }
+    }
+    lowers
 }
 
 /// `--chown=user:group`, resolved against the rootfs being written to.
@@ -422,5 +442,18 @@ mod tests {
         assert_eq!(absolute_dest("/app", "."), "/app/");
         assert_eq!(absolute_dest("/", "./a/../b"), "/b");
         assert_eq!(absolute_dest("/app", "/abs"), "/abs");
+    }
+
+    #[test]
+    fn read_only_overlays_get_two_lowers() {
+        let p = PathBuf::from;
+        let empties = || [p("/e1"), p("/e2")];
+        assert_eq!(
+            read_only_lowers(vec![p("/l1")], empties()),
+            [p("/l1"), p("/e1")]
+        );
+        assert_eq!(read_only_lowers(vec![], empties()), [p("/e1"), p("/e2")]);
+        let two = vec![p("/l2"), p("/l1")];
+        assert_eq!(read_only_lowers(two.clone(), empties()), two);
     }
 }

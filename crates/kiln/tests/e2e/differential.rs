@@ -70,6 +70,10 @@ enum Legacy {
     Agrees,
     /// The legacy builder refuses the Dockerfile; the reason is what it says.
     CannotBuild(&'static str),
+    /// The legacy builder sets these inspect fields differently from BuildKit (why: the
+    /// string). kiln is held to BuildKit; the legacy value must still differ, so that the note
+    /// stays true.
+    Differs(&'static [&'static str], &'static str),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -124,8 +128,22 @@ const CASES: &[Case] = &[
     case("user-volume-stopsignal"),
     case("shell"),
     case("healthcheck"),
-    case("healthcheck-shell"),
-    case("healthcheck-none"),
+    Case {
+        legacy: Legacy::Differs(
+            &["Healthcheck"],
+            "the legacy builder carries Interval and Timeout over from the HEALTHCHECK that a \
+             later one replaces; BuildKit keeps only the later one's options",
+        ),
+        ..case("healthcheck-shell")
+    },
+    Case {
+        legacy: Legacy::Differs(
+            &["Healthcheck"],
+            "the legacy builder keeps the options of the HEALTHCHECK that NONE replaces \
+             (Interval stays 10s); BuildKit writes {\"Test\":[\"NONE\"]} alone",
+        ),
+        ..case("healthcheck-none")
+    },
     case("onbuild-base"),
     child("onbuild-child"),
     case("copy-basic"),
@@ -137,7 +155,17 @@ const CASES: &[Case] = &[
     },
     case("dockerignore"),
     case("copy-from-stage"),
-    case("copy-from-image"),
+    // needs: stage.rs `base_state` for `scratch` to start from BuildKit's empty image, whose
+    // config has WorkingDir "/" and Env ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
+    // /sbin:/bin"] (with that PATH also given to `vars.set_base_env`). Fails until then.
+    Case {
+        legacy: Legacy::Differs(
+            &["WorkingDir"],
+            "FROM scratch: BuildKit starts from an image with WorkingDir \"/\", the legacy \
+             builder's scratch has \"\" (both put the default PATH in Env)",
+        ),
+        ..case("copy-from-image")
+    },
     case("add-local"),
     Case {
         build_args: &["PORT={port}"],
@@ -545,6 +573,7 @@ fn added_by_docker(image: &str, exported: &Listing) -> BTreeSet<String> {
 
 /// Builds every case with the three builders, then compares.
 #[test]
+#[expect(clippy::print_stderr, reason = "the timing line is for whoever runs the test")]
 fn kiln_agrees_with_docker_legacy_and_buildkit() {
     let started = Instant::now();
     let env = Env::new();
@@ -630,15 +659,50 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
             }
             let image = builder.image(case.name);
             let what = format!("{} vs buildkit", builder.name());
-            problems.extend(diff_configs(&what, &want_config, &inspect(&image)));
+            let mut got_config = inspect(&image);
+            if let (Builder::Legacy, Legacy::Differs(fields, why)) = (builder, case.legacy) {
+                for field in fields {
+                    // Documented: compare kiln with BuildKit only, and check the note still holds.
+                    let legacy = got_config.insert(field, want_config[field].clone());
+                    if legacy.as_ref() == Some(&want_config[field]) {
+                        problems.push(format!(
+                            "  legacy agrees with buildkit on {field}, but the case says it \
+                             differs ({why}): update the case"
+                        ));
+                    }
+                }
+            }
+            problems.extend(diff_configs(&what, &want_config, &got_config));
             problems.extend(diff_listings(&what, &want_files, &strip(export(&image))));
         }
         problems
     };
-    for case in CASES {
-        let problems = compare(case);
+    // Two workers: the machine has two cores, and dockerd does most of the work.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut found: Vec<(usize, Vec<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(case) = CASES.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, compare(case)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    found.sort_by_key(|(i, _)| *i);
+    for (i, problems) in found {
         if !problems.is_empty() {
-            report.push(format!("case {}:\n{}", case.name, problems.join("\n")));
+            report.push(format!("case {}:\n{}", CASES[i].name, problems.join("\n")));
         }
     }
 
