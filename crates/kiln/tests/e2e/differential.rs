@@ -573,7 +573,10 @@ fn added_by_docker(image: &str, exported: &Listing) -> BTreeSet<String> {
 
 /// Builds every case with the three builders, then compares.
 #[test]
-#[expect(clippy::print_stderr, reason = "the timing line is for whoever runs the test")]
+#[expect(
+    clippy::print_stderr,
+    reason = "the timing line is for whoever runs the test"
+)]
 fn kiln_agrees_with_docker_legacy_and_buildkit() {
     let started = Instant::now();
     let env = Env::new();
@@ -728,5 +731,109 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
         report.len(),
         CASES.len(),
         report.join("\n\n")
+    );
+}
+
+/// Acceptance 5 for `kiln build`: each bad input exits 1 with `error: …` (no panic), says what
+/// is wrong and where, and leaves a store that still lists.
+#[test]
+fn build_bad_input_fails_cleanly() {
+    let env = Env::new();
+    env.busybox_base("bad/base");
+    let context = env.path("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("present.txt"), "here\n").unwrap();
+    let dir = context.to_str().unwrap();
+    let dockerfile = |text: &str| std::fs::write(context.join("Dockerfile"), text).unwrap();
+    // `--progress quiet`: with plain progress the step lines come first on stderr, as docker's do.
+    let listable = || {
+        let images = env.ok(&["images"]);
+        assert!(images.contains("bad/base"), "{images}");
+    };
+
+    // A missing context file for COPY.
+    dockerfile("FROM bad/base\nCOPY present.txt missing.txt /dest/\n");
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("missing.txt"), "{err}");
+    listable();
+
+    // An unknown stage in --target, and in COPY --from.
+    dockerfile(
+        "FROM bad/base AS first\nFROM bad/base AS second\nCOPY --from=first /etc/passwd /p\n",
+    );
+    let err = env.fails(&[
+        "build",
+        "--progress",
+        "quiet",
+        "-t",
+        "bad/out",
+        "--target",
+        "thrid",
+        dir,
+    ]);
+    assert!(err.contains("thrid"), "{err}");
+    assert!(
+        err.contains("first, second"),
+        "names the stages there are: {err}"
+    );
+    listable();
+    dockerfile("FROM bad/base AS first\nFROM bad/base\nCOPY --from=frist /etc/passwd /p\n");
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("--from=frist"), "{err}");
+    listable();
+
+    // A bad --build-arg: no `=` and not in the environment; an empty name.
+    dockerfile("FROM bad/base\nARG NOT_IN_ENV\n");
+    let out = env
+        .kiln()
+        .env_remove("NOT_IN_ENV")
+        .args(["build", "--progress", "quiet", "-t", "bad/out"])
+        .args(["--build-arg", "NOT_IN_ENV", dir])
+        .output()
+        .unwrap();
+    let err = assert_clean_failure(&out, "kiln build --build-arg NOT_IN_ENV");
+    assert!(err.contains("NOT_IN_ENV"), "{err}");
+    let err = env.fails(&[
+        "build",
+        "--progress",
+        "quiet",
+        "-t",
+        "bad/out",
+        "--build-arg",
+        "=value",
+        dir,
+    ]);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+    listable();
+
+    // An unknown instruction: a "did you mean" and Dockerfile:LINE.
+    dockerfile("FROM bad/base\nENV A=1\nCOPPY present.txt /\n");
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("COPPY"), "{err}");
+    assert!(err.contains("did you mean COPY"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    let unknown_instruction = err;
+    listable();
+
+    // FROM an image that is not in the store: say how to get it.
+    dockerfile("FROM not/in-the-store:1.0\n");
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("not/in-the-store:1.0"), "{err}");
+    assert!(
+        err.contains("kiln import") && err.contains("kiln load"),
+        "says how to get it: {err}"
+    );
+    listable();
+
+    // A failed build tags nothing.
+    assert!(!env.ok(&["images"]).contains("bad/out"));
+
+    // needs: one `error:` prefix. The rendered diagnostic (kiln-dockerfile's
+    // `render_diagnostic`) starts with `error: ` and the CLI's renderer adds another, so
+    // stderr reads `error: error: unknown instruction: COPPY`. Checked last, so that the
+    // checks above still run until that is fixed.
+    assert!(
+        !unknown_instruction.contains("error: error:"),
+        "doubled prefix:\n{unknown_instruction}"
     );
 }
