@@ -26,7 +26,7 @@ pub(crate) const ATTEMPTS: u32 = 5;
 pub struct Registry {
     pub(crate) config: RegistryConfig,
     rt: tokio::runtime::Runtime,
-    endpoints: Mutex<HashMap<(String, bool), Arc<Endpoint>>>,
+    endpoints: Mutex<HashMap<(String, bool, bool), Arc<Endpoint>>>,
     /// Blobs moved at once.
     pub(crate) concurrency: usize,
 }
@@ -118,7 +118,7 @@ impl Registry {
         mirror: bool,
         mirror_http: bool,
     ) -> Result<Arc<Endpoint>, Error> {
-        let key = (host.to_owned(), mirror);
+        let key = (host.to_owned(), mirror, mirror_http);
         if let Some(e) = self.endpoints.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(e);
         }

@@ -284,7 +284,8 @@ impl Registry {
         let r = endpoint.reference(path, tag, digest.map(Digest::as_str));
         endpoint.authorize(&r).await;
         let what = format!("GET manifest {path}:{}", tag.or(digest.map(Digest::as_str)).unwrap_or("latest"));
-        let attempts = if endpoint.mirror { 2 } else { ATTEMPTS };
+        // A mirror gets one try: falling back quickly matters more than a mirror's hiccup.
+        let attempts = if endpoint.mirror { 1 } else { ATTEMPTS };
         let (bytes, _) = retry(&what, reporter, attempts, |_| async {
             endpoint
                 .client

@@ -10,4 +10,5 @@ mod crash;
 mod differential;
 mod isolation;
 mod python_base;
+mod registry;
 mod store;
