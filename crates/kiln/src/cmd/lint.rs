@@ -14,7 +14,7 @@ use super::Output;
 /// `kiln lint`
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  kiln lint                       (./Dockerfile)\n  kiln lint -f sarif examples/python-base/Dockerfile > lint.sarif\n  kiln lint --explain KL002\n\nSilence a rule for one instruction with a comment above it (or inside it):\n  # kiln-ignore=KL003,consecutive-run\nand for the whole file with `# kiln-ignore-file=KL006`.\nExit code: 1 when a finding reaches --failure-threshold, 2 on errors."
+    after_help = "Examples:\n  kiln lint                       (./Dockerfile)\n  kiln lint -f sarif examples/python-base/Dockerfile > lint.sarif\n  kiln lint --explain KL002\n\nSilence a rule for one instruction with a comment above it (or inside it):\n  # kiln-ignore=KL003,consecutive-run\nand for the whole file with `# kiln-ignore-file=KL006`.\nExit code: 1 when a finding reaches --failure-threshold, and on errors."
 )]
 pub struct LintArgs {
     /// The Dockerfile (`-` for stdin).
@@ -152,7 +152,7 @@ pub fn lint(out: &mut Output, args: LintArgs) -> anyhow::Result<ExitCode> {
         !args
             .ignore
             .iter()
-            .any(|i| kiln_lint::rule(i).is_some_and(|r| std::ptr::eq(r, f.rule)))
+            .any(|i| kiln_lint::rule(i).is_some_and(|r| r.id == f.rule.id))
     });
     match args.format {
         LintFormat::Text => {
@@ -228,7 +228,7 @@ fn sarif(file: &str, findings: &[Finding]) -> serde_json::Value {
         .map(|f| {
             let index = RULES
                 .iter()
-                .position(|r| std::ptr::eq(r, f.rule))
+                .position(|r| r.id == f.rule.id)
                 .unwrap_or(0);
             let related: Vec<_> = f
                 .related

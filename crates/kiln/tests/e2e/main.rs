@@ -6,9 +6,12 @@
 
 mod util;
 
+mod analyze;
 mod crash;
 mod differential;
+mod init;
 mod isolation;
+mod lint;
 mod python_base;
 mod registry;
 mod store;
