@@ -104,7 +104,9 @@ impl kiln_registry::Reporter for Lines {
                 bytes,
                 action,
             } => format!("{}: {} {bytes} bytes done", digest.short(), action.as_str()),
-            E::Compressed { diff_id, digest, .. } => {
+            E::Compressed {
+                diff_id, digest, ..
+            } => {
                 format!("{}: compressed to {}", diff_id.short(), digest.short())
             }
             E::Retry {
@@ -182,9 +184,7 @@ pub(crate) fn resolve_image(
     match pulled {
         Ok(pulled) => Ok(pulled.image),
         Err(e) => {
-            reporter.report(Event::Warning {
-                text: format!("{}", chain(&e)),
-            });
+            reporter.report(Event::Warning { text: chain(&e) });
             Ok(local?)
         }
     }
@@ -263,11 +263,7 @@ pub(crate) fn after_build(
     let Some(target) = &settings.cache_to else {
         return Ok(());
     };
-    let keys = settings
-        .keys
-        .lock()
-        .map(|k| k.clone())
-        .unwrap_or_default();
+    let keys = settings.keys.lock().map(|k| k.clone()).unwrap_or_default();
     let lines = Lines::default();
     let exported = settings
         .client()?

@@ -176,8 +176,9 @@ impl Registry {
                 reporter,
             )
             .await?;
-            let config: CacheConfig = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
-                .map_err(|e| bad(e.to_string()))?;
+            let config: CacheConfig =
+                serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
+                    .map_err(|e| bad(e.to_string()))?;
             Ok(RemoteCache {
                 reference: source.clone(),
                 host: endpoint.host.clone(),
@@ -216,4 +217,3 @@ impl Registry {
         Ok(store.cache_get(key))
     }
 }
-

@@ -47,11 +47,24 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// An oci-client reference on this endpoint.
-    pub fn reference(&self, path: &str, tag: Option<&str>, digest: Option<&str>) -> oci_client::Reference {
+    pub fn reference(
+        &self,
+        path: &str,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> oci_client::Reference {
         match (tag, digest) {
-            (_, Some(d)) => oci_client::Reference::with_digest(self.host.clone(), path.to_owned(), d.to_owned()),
-            (Some(t), None) => oci_client::Reference::with_tag(self.host.clone(), path.to_owned(), t.to_owned()),
-            (None, None) => oci_client::Reference::with_tag(self.host.clone(), path.to_owned(), "latest".to_owned()),
+            (_, Some(d)) => {
+                oci_client::Reference::with_digest(self.host.clone(), path.to_owned(), d.to_owned())
+            }
+            (Some(t), None) => {
+                oci_client::Reference::with_tag(self.host.clone(), path.to_owned(), t.to_owned())
+            }
+            (None, None) => oci_client::Reference::with_tag(
+                self.host.clone(),
+                path.to_owned(),
+                "latest".to_owned(),
+            ),
         }
     }
 
@@ -119,7 +132,12 @@ impl Registry {
         mirror_http: bool,
     ) -> Result<Arc<Endpoint>, Error> {
         let key = (host.to_owned(), mirror, mirror_http);
-        if let Some(e) = self.endpoints.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(e) = self
+            .endpoints
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             return Ok(e);
         }
         let conf = self.config.host(host);
@@ -224,9 +242,8 @@ impl Registry {
             .danger_accept_invalid_certs(conf.insecure);
         if let Some(path) = &conf.ca {
             let pem = std::fs::read(path).map_err(Error::io("read CA file", path))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Config(format!("CA file {}: {e}", path.display()))
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -263,10 +280,13 @@ impl Registry {
                 .to_owned();
             let status = if challenge.to_ascii_lowercase().starts_with("bearer") {
                 let params = challenge_params(&challenge);
-                let realm = params.get("realm").cloned().ok_or_else(|| Error::Unreachable {
-                    host: host.to_owned(),
-                    why: format!("bearer challenge without realm: {challenge}"),
-                })?;
+                let realm = params
+                    .get("realm")
+                    .cloned()
+                    .ok_or_else(|| Error::Unreachable {
+                        host: host.to_owned(),
+                        why: format!("bearer challenge without realm: {challenge}"),
+                    })?;
                 let mut query: Vec<(&str, &str)> = vec![("account", user)];
                 if let Some(service) = params.get("service") {
                     query.push(("service", service));

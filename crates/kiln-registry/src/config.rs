@@ -128,7 +128,8 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 /// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`).
 pub fn parse_platform(text: &str) -> Result<Platform, Error> {
     let parts: Vec<&str> = text.split('/').collect();
-    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     match parts.as_slice() {
         [os, arch] if valid(os) && valid(arch) => Ok(platform(os, arch, None)),
         [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => {
@@ -185,7 +186,10 @@ mod tests {
         config.add_mirror("quay.io=http://127.0.0.1:9").unwrap();
         assert_eq!(config.host("docker.io").mirrors, ["https://m.example"]);
         assert_eq!(config.host("quay.io").mirrors, ["http://127.0.0.1:9"]);
-        assert_eq!(parse_platform("linux/arm64/v8").unwrap().variant.as_deref(), Some("v8"));
+        assert_eq!(
+            parse_platform("linux/arm64/v8").unwrap().variant.as_deref(),
+            Some("v8")
+        );
         assert!(parse_platform("linux").is_err());
     }
 

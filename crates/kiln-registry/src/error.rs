@@ -94,7 +94,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A manifest or blob of a media type kiln does not handle.
-    #[error("{reference}: unsupported media type {media_type:?} (kiln handles OCI and Docker schema 2 manifests and indexes)")]
+    #[error(
+        "{reference}: unsupported media type {media_type:?} (kiln handles OCI and Docker schema 2 manifests and indexes)"
+    )]
     UnknownMediaType {
         /// The reference.
         reference: String,
@@ -188,10 +190,10 @@ impl Error {
                 .map(|s| s.as_u16())
                 .filter(|s| *s == 401 || *s == 403),
             OciDistributionError::RegistryError { envelope, .. }
-                if envelope
-                    .errors
-                    .iter()
-                    .any(|e| format!("{:?}", e.code).contains("Unauthorized") || format!("{:?}", e.code).contains("Denied")) =>
+                if envelope.errors.iter().any(|e| {
+                    format!("{:?}", e.code).contains("Unauthorized")
+                        || format!("{:?}", e.code).contains("Denied")
+                }) =>
             {
                 Some(401)
             }

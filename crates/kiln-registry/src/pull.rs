@@ -42,7 +42,7 @@ pub struct Pulled {
 /// A parsed manifest document.
 pub(crate) enum Document {
     Index(Index),
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
 }
 
 /// Reads a manifest or index, by its media type (or its shape, when it names none).
@@ -80,7 +80,7 @@ pub(crate) fn parse_document(reference: &str, bytes: &[u8]) -> Result<Document, 
                     });
                 }
             }
-            Ok(Document::Manifest(manifest))
+            Ok(Document::Manifest(Box::new(manifest)))
         }
         other => Err(Error::UnknownMediaType {
             reference: reference.to_owned(),
@@ -169,7 +169,9 @@ impl Registry {
         let mut tried = Vec::new();
         for endpoint in endpoints {
             tried.push(endpoint.host.clone());
-            let found = self.resolve_manifest(&endpoint, reference, want, reporter).await;
+            let found = self
+                .resolve_manifest(&endpoint, reference, want, reporter)
+                .await;
             let (manifest, remote_digest) = match found {
                 Ok(found) => found,
                 Err(e) if endpoint.mirror => {
@@ -249,7 +251,7 @@ impl Registry {
             )
             .await?;
         match parse_document(&name, &bytes)? {
-            Document::Manifest(m) => Ok((m, top_digest)),
+            Document::Manifest(m) => Ok((*m, top_digest)),
             Document::Index(index) => {
                 let entry = select_platform(&index, want).map_err(|available| {
                     Error::NoMatchingPlatform {
@@ -259,10 +261,16 @@ impl Registry {
                     }
                 })?;
                 let (bytes, _) = self
-                    .get_manifest(endpoint, &reference.path, None, Some(&entry.digest), reporter)
+                    .get_manifest(
+                        endpoint,
+                        &reference.path,
+                        None,
+                        Some(&entry.digest),
+                        reporter,
+                    )
                     .await?;
                 match parse_document(&name, &bytes)? {
-                    Document::Manifest(m) => Ok((m, top_digest)),
+                    Document::Manifest(m) => Ok((*m, top_digest)),
                     Document::Index(_) => Err(Error::BadManifest {
                         reference: name,
                         why: "an index entry points at another index".into(),
@@ -283,7 +291,10 @@ impl Registry {
     ) -> Result<(bytes::Bytes, Digest), Error> {
         let r = endpoint.reference(path, tag, digest.map(Digest::as_str));
         endpoint.authorize(&r).await;
-        let what = format!("GET manifest {path}:{}", tag.or(digest.map(Digest::as_str)).unwrap_or("latest"));
+        let what = format!(
+            "GET manifest {path}:{}",
+            tag.or(digest.map(Digest::as_str)).unwrap_or("latest")
+        );
         // A mirror gets one try: falling back quickly matters more than a mirror's hiccup.
         let attempts = if endpoint.mirror { 1 } else { ATTEMPTS };
         let (bytes, _) = retry(&what, reporter, attempts, |_| async {
@@ -463,7 +474,8 @@ async fn download_attempt(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| stream_error(digest, e))?;
         *wire += chunk.len() as u64;
-        out.write_all(&chunk).map_err(Error::io("write staged blob", store.root().join("tmp")))?;
+        out.write_all(&chunk)
+            .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
         if out.written() > desc.size {
             return Err(Error::SizeMismatch {
                 digest: digest.clone(),
@@ -512,13 +524,19 @@ mod tests {
         let want = crate::parse_platform("linux/amd64").unwrap();
         assert_eq!(select_platform(&index, &want).unwrap_err(), ["linux/s390x"]);
         assert!(matches!(
-            parse_document("x", br#"{"schemaVersion":2,"mediaType":"application/x-weird"}"#),
+            parse_document(
+                "x",
+                br#"{"schemaVersion":2,"mediaType":"application/x-weird"}"#
+            ),
             Err(Error::UnknownMediaType { .. })
         ));
         assert!(matches!(
             parse_document("x", br#"{"schemaVersion":1,"name":"x"}"#),
             Err(Error::UnknownMediaType { .. })
         ));
-        assert!(matches!(parse_document("x", b"nope"), Err(Error::BadManifest { .. })));
+        assert!(matches!(
+            parse_document("x", b"nope"),
+            Err(Error::BadManifest { .. })
+        ));
     }
 }

@@ -102,13 +102,17 @@ fn pushable_layer(
     }
     let source = store.open_blob(&layer.digest)?;
     let mut writer = store.blob_writer()?;
-    let compressed = kiln_layer::gzip_parallel(std::io::BufReader::with_capacity(1 << 20, source), &mut writer, GZIP_LEVEL)?;
+    let compressed = kiln_layer::gzip_parallel(
+        std::io::BufReader::with_capacity(1 << 20, source),
+        &mut writer,
+        GZIP_LEVEL,
+    )?;
     let (digest, size) = writer.commit(None)?;
     if digest.as_str() != compressed.digest || size != compressed.size {
         return Err(Error::DigestMismatch {
             what: format!("gzip of layer {}", layer.digest),
             expected: digest,
-            actual: compressed.digest.parse().map_err(kiln_image::Error::from)?,
+            actual: compressed.digest.parse()?,
         });
     }
     let record = GzipRecord {
@@ -295,7 +299,10 @@ async fn push_blob(
             .map_err(Error::io("open blob", &file))?;
         let stream = futures_util::stream::try_unfold(f, |mut f| async move {
             let mut buf = vec![0u8; 1 << 20];
-            let n = f.read(&mut buf).await.map_err(OciDistributionError::IoError)?;
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(OciDistributionError::IoError)?;
             if n == 0 {
                 return Ok(None);
             }

@@ -329,7 +329,10 @@ pub fn push_tags(
     flags: &RegistryFlags,
     progress: Progress,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(!tags.is_empty(), "--push needs a name: give -t REGISTRY/NAME[:TAG]");
+    anyhow::ensure!(
+        !tags.is_empty(),
+        "--push needs a name: give -t REGISTRY/NAME[:TAG]"
+    );
     let registry = client(flags)?;
     let printer = TransferPrinter::new(progress);
     for tag in tags {

@@ -171,7 +171,10 @@ fn push_to_plain_http_registry_docker_pulls_and_runs_it_and_second_push_uploads_
     ]));
     assert!(inspect.contains(digest.trim()), "{inspect}");
     // The second push: every blob is there (HEAD), and the layer's gzip is remembered.
-    let uploads_before = registry.log().matches("\"PUT /v2/kiln/busybox/blobs/").count();
+    let uploads_before = registry
+        .log()
+        .matches("\"PUT /v2/kiln/busybox/blobs/")
+        .count();
     let (again, second) = kiln_ok(&env, &["push", "bb", &target]);
     assert_eq!(again, digest);
     assert!(
@@ -179,7 +182,10 @@ fn push_to_plain_http_registry_docker_pulls_and_runs_it_and_second_push_uploads_
         "{second}"
     );
     assert_eq!(
-        registry.log().matches("\"PUT /v2/kiln/busybox/blobs/").count(),
+        registry
+            .log()
+            .matches("\"PUT /v2/kiln/busybox/blobs/")
+            .count(),
         uploads_before,
         "the registry saw a blob upload on the second push"
     );
@@ -231,15 +237,27 @@ fn from_a_registry_image_pulls_it_during_the_build() {
     let runner = other_env();
     let ctx = write_dockerfile(&runner, &format!("FROM {base}\nRUN echo built > /built\n"));
     let (_, err) = kiln_ok(&runner, &["build", "-t", "app", ctx.to_str().unwrap()]);
-    assert!(err.contains(&format!("served by {}", registry.host())), "{err}");
+    assert!(
+        err.contains(&format!("served by {}", registry.host())),
+        "{err}"
+    );
     let out = runner.ok(&["run", "--rm", "app", "cat", "/built"]);
     assert_eq!(out.trim(), "built");
     // The store has it now: a second build does not ask again, unless --pull.
     let before = registry.gets("/v2/library/debian/manifests/bookworm").len();
     kiln_ok(&runner, &["build", "-t", "app", ctx.to_str().unwrap()]);
-    assert_eq!(registry.gets("/v2/library/debian/manifests/bookworm").len(), before);
-    kiln_ok(&runner, &["build", "--pull", "-t", "app", ctx.to_str().unwrap()]);
-    assert_eq!(registry.gets("/v2/library/debian/manifests/bookworm").len(), before + 1);
+    assert_eq!(
+        registry.gets("/v2/library/debian/manifests/bookworm").len(),
+        before
+    );
+    kiln_ok(
+        &runner,
+        &["build", "--pull", "-t", "app", ctx.to_str().unwrap()],
+    );
+    assert_eq!(
+        registry.gets("/v2/library/debian/manifests/bookworm").len(),
+        before + 1
+    );
 }
 
 fn mirror_config(env: &Env, origin: &str, mirrors: &[String]) -> PathBuf {
@@ -261,19 +279,40 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
     let full = Registry::start(&env, "full-mirror");
     let base = seed_debian(&env, &origin);
     // The full mirror has the same image under the same path.
-    kiln_ok(&env, &["push", "bb", &format!("{}/library/debian:bookworm", full.host())]);
+    kiln_ok(
+        &env,
+        &[
+            "push",
+            "bb",
+            &format!("{}/library/debian:bookworm", full.host()),
+        ],
+    );
     let manifest = "/v2/library/debian/manifests/bookworm";
 
     // 1. A mirror that lacks it answers 404; the origin serves.
     let runner = other_env();
     let ctx = write_dockerfile(&runner, &format!("FROM {base}\n"));
-    let config = mirror_config(&runner, &origin.host(), &[format!("http://{}", empty.host())]);
+    let config = mirror_config(
+        &runner,
+        &origin.host(),
+        &[format!("http://{}", empty.host())],
+    );
     let origin_before = origin.gets(manifest).len();
     let (_, err) = kiln_ok(
         &runner,
-        &["build", "--config", config.to_str().unwrap(), "-t", "app", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "--config",
+            config.to_str().unwrap(),
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
     );
-    assert!(err.contains(&format!("served by {}", origin.host())), "{err}");
+    assert!(
+        err.contains(&format!("served by {}", origin.host())),
+        "{err}"
+    );
     assert!(
         empty.gets(manifest).iter().any(|l| l.contains("\" 404 ")),
         "the empty mirror was asked first and said 404:\n{}",
@@ -287,20 +326,42 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
     let config = mirror_config(
         &runner,
         &origin.host(),
-        &[format!("http://{}", empty.host()), format!("http://{}", full.host())],
+        &[
+            format!("http://{}", empty.host()),
+            format!("http://{}", full.host()),
+        ],
     );
     let origin_before = origin.gets(manifest).len();
     let (_, err) = kiln_ok(
         &runner,
-        &["build", "--config", config.to_str().unwrap(), "-t", "app", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "--config",
+            config.to_str().unwrap(),
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
     );
-    assert!(err.contains(&format!("served by mirror {}", full.host())), "{err}");
-    assert!(full.gets(manifest).iter().any(|l| l.contains("\" 200 ")), "{}", full.log());
     assert!(
-        full.log().contains("\"GET /v2/library/debian/blobs/sha256:"),
+        err.contains(&format!("served by mirror {}", full.host())),
+        "{err}"
+    );
+    assert!(
+        full.gets(manifest).iter().any(|l| l.contains("\" 200 ")),
+        "{}",
+        full.log()
+    );
+    assert!(
+        full.log()
+            .contains("\"GET /v2/library/debian/blobs/sha256:"),
         "the blobs came from the mirror too"
     );
-    assert_eq!(origin.gets(manifest).len(), origin_before, "the origin was asked");
+    assert_eq!(
+        origin.gets(manifest).len(),
+        origin_before,
+        "the origin was asked"
+    );
 
     // 3. A mirror that is down (a closed port) costs little before the fallback: measured
     //    against the same build with no mirror, on a fresh store too.
@@ -315,16 +376,32 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
     let config = mirror_config(
         &runner,
         &origin.host(),
-        &[format!("http://127.0.0.1:{closed}"), format!("https://127.0.0.1:{closed}")],
+        &[
+            format!("http://127.0.0.1:{closed}"),
+            format!("https://127.0.0.1:{closed}"),
+        ],
     );
     let started = Instant::now();
     let (_, err) = kiln_ok(
         &runner,
-        &["build", "--config", config.to_str().unwrap(), "-t", "app", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "--config",
+            config.to_str().unwrap(),
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
     );
     let elapsed = started.elapsed();
-    assert!(err.contains(&format!("served by {}", origin.host())), "{err}");
-    assert!(err.contains(&format!("mirror 127.0.0.1:{closed} skipped")), "{err}");
+    assert!(
+        err.contains(&format!("served by {}", origin.host())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("mirror 127.0.0.1:{closed} skipped")),
+        "{err}"
+    );
     assert!(
         elapsed < baseline + Duration::from_secs(2),
         "a dead mirror cost {:?} (build {elapsed:?}, without mirrors {baseline:?}; bound: 2 s)",
@@ -406,7 +483,12 @@ fn content_length(head: &[String]) -> usize {
         .unwrap_or(0)
 }
 
-fn relay(client: TcpStream, upstream: u16, fault: Fault, faults: &AtomicUsize) -> std::io::Result<()> {
+fn relay(
+    client: TcpStream,
+    upstream: u16,
+    fault: Fault,
+    faults: &AtomicUsize,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
     let head = read_head(&mut reader)?;
@@ -425,7 +507,9 @@ fn relay(client: TcpStream, upstream: u16, fault: Fault, faults: &AtomicUsize) -
         request.push_str(line);
         request.push_str("\r\n");
     }
-    request.push_str(&format!("Host: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"));
+    request.push_str(&format!(
+        "Host: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"
+    ));
     up.write_all(request.as_bytes())?;
     up.write_all(&body)?;
     let mut response = Vec::new();
@@ -435,7 +519,8 @@ fn relay(client: TcpStream, upstream: u16, fault: Fault, faults: &AtomicUsize) -
         .position(|w| w == b"\r\n\r\n")
         .map_or(response.len(), |p| p + 4);
     let (resp_head, resp_body) = response.split_at(split);
-    let resp_head = String::from_utf8_lossy(resp_head).replace("Connection: keep-alive", "Connection: close");
+    let resp_head =
+        String::from_utf8_lossy(resp_head).replace("Connection: keep-alive", "Connection: close");
     let is_blob = head[0].starts_with("GET ") && head[0].contains("/blobs/sha256:");
     let big = resp_body.len() > 64 * 1024 && resp_head.starts_with("HTTP/1.1 200");
     let mut resp_head = resp_head;
@@ -479,7 +564,10 @@ fn a_flipped_byte_fails_the_pull_and_leaves_the_store_untouched() {
     let before = blobs(&runner);
     let err = kiln_fails(
         &runner,
-        &["pull", &format!("127.0.0.1:{}/library/debian:bookworm", proxy.port)],
+        &[
+            "pull",
+            &format!("127.0.0.1:{}/library/debian:bookworm", proxy.port),
+        ],
     );
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(proxy.faults.load(Ordering::SeqCst) >= 1);
@@ -497,10 +585,17 @@ fn a_connection_dropped_halfway_through_a_layer_is_retried() {
     let runner = other_env();
     let (id, err) = kiln_ok(
         &runner,
-        &["pull", &format!("127.0.0.1:{}/library/debian:bookworm", proxy.port)],
+        &[
+            "pull",
+            &format!("127.0.0.1:{}/library/debian:bookworm", proxy.port),
+        ],
     );
     assert!(err.contains("retry GET blob"), "{err}");
-    assert_eq!(proxy.faults.load(Ordering::SeqCst), 1, "the fault was not made");
+    assert_eq!(
+        proxy.faults.load(Ordering::SeqCst),
+        1,
+        "the fault was not made"
+    );
     // The retry resumed where the cut left off: a ranged GET, answered 206.
     assert!(
         registry
@@ -525,17 +620,40 @@ fn a_second_runner_with_an_empty_store_reuses_the_registry_cache() {
     let cache = format!("type=registry,ref={}/cache/app:buildcache", registry.host());
     let a = other_env();
     let ctx = write_dockerfile(&a, &dockerfile);
-    let (id_a, out_a) = kiln_ok(&a, &["build", "--cache-to", &cache, "-t", "app", ctx.to_str().unwrap()]);
+    let (id_a, out_a) = kiln_ok(
+        &a,
+        &[
+            "build",
+            "--cache-to",
+            &cache,
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
+    );
     let ran = |out: &str| {
         out.lines()
-            .filter(|l| l.split_once(' ').is_some_and(|(_, rest)| rest == "step-ran-here"))
+            .filter(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, rest)| rest == "step-ran-here")
+            })
             .count()
     };
     assert_eq!(ran(&out_a), 2, "{out_a}");
     assert!(out_a.contains("exported 3 cache records"), "{out_a}");
     let b = other_env();
     let ctx = write_dockerfile(&b, &dockerfile);
-    let (id_b, out_b) = kiln_ok(&b, &["build", "--cache-from", &cache, "-t", "app", ctx.to_str().unwrap()]);
+    let (id_b, out_b) = kiln_ok(
+        &b,
+        &[
+            "build",
+            "--cache-from",
+            &cache,
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
+    );
     assert_eq!(ran(&out_b), 0, "a RUN ran on the second runner:\n{out_b}");
     assert_eq!(out_b.matches(" CACHED").count(), 3, "{out_b}");
     assert_eq!(id_a, id_b);
@@ -547,14 +665,55 @@ fn a_second_runner_with_an_empty_store_reuses_the_registry_cache() {
 fn make_certs(dir: &Path) {
     let openssl = require("openssl");
     let sh = |args: &[&str]| run(Command::new(&openssl).current_dir(dir).args(args));
-    sh(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kiln test CA"]);
-    sh(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test CA",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    sh(&["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 #[test]
@@ -585,7 +744,9 @@ fn tls_registry_with_basic_auth_login_push_pull() {
     let with_creds = |args: &[&str], stdin: Option<&str>| {
         let mut cmd = env.kiln();
         cmd.env("DOCKER_CONFIG", &docker_config).args(args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         if let Some(text) = stdin {
@@ -601,12 +762,34 @@ fn tls_registry_with_basic_auth_login_push_pull() {
     let err = assert_clean_failure(&out, "anonymous push");
     assert!(err.contains("refused the credentials"), "{err}");
     // Wrong password: login fails, nothing stored.
-    let out = with_creds(&["login", "--config", config, "-u", "kiln", "--password-stdin", &host], Some("wrong\n"));
+    let out = with_creds(
+        &[
+            "login",
+            "--config",
+            config,
+            "-u",
+            "kiln",
+            "--password-stdin",
+            &host,
+        ],
+        Some("wrong\n"),
+    );
     let err = assert_clean_failure(&out, "login with a wrong password");
     assert!(err.contains("refused the credentials"), "{err}");
     assert!(!docker_config.join("config.json").exists());
     // Right password: stored, push and pull work.
-    let out = with_creds(&["login", "--config", config, "-u", "kiln", "--password-stdin", &host], Some("s3cret\n"));
+    let out = with_creds(
+        &[
+            "login",
+            "--config",
+            config,
+            "-u",
+            "kiln",
+            "--password-stdin",
+            &host,
+        ],
+        Some("s3cret\n"),
+    );
     assert_success(&out, "login");
     let out = with_creds(&["push", "--config", config, "bb", &target], None);
     assert_success(&out, "push over TLS with basic auth");
@@ -642,13 +825,20 @@ fn fake_registry(routes: Vec<(&'static str, &'static str, String)>) -> u16 {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let Ok(head) = read_head(&mut reader) else { continue };
+            let Ok(head) = read_head(&mut reader) else {
+                continue;
+            };
             let Some(line) = head.first() else { continue };
             let path = line.split(' ').nth(1).unwrap_or("");
             let (status, ctype, body) = match routes.iter().find(|(p, _, _)| *p == path) {
                 Some((_, ctype, body)) => ("200 OK", *ctype, body.clone()),
                 None if path == "/v2/" => ("200 OK", "application/json", "{}".to_owned()),
-                None => ("404 Not Found", "application/json", r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_owned()),
+                None => (
+                    "404 Not Found",
+                    "application/json",
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                        .to_owned(),
+                ),
             };
             let mut conn = conn;
             let _ = write!(
@@ -676,16 +866,26 @@ fn bad_input_gives_clear_errors() {
             "application/vnd.example.unknown+json",
             r#"{"schemaVersion":2,"mediaType":"application/vnd.example.unknown+json"}"#.to_owned(),
         ),
-        ("/v2/multi/manifests/1", "application/vnd.oci.image.index.v1+json", index.to_owned()),
+        (
+            "/v2/multi/manifests/1",
+            "application/vnd.oci.image.index.v1+json",
+            index.to_owned(),
+        ),
     ]);
     let err = kiln_fails(&env, &["pull", &format!("127.0.0.1:{port}/weird:1")]);
-    assert!(err.contains("unsupported media type \"application/vnd.example.unknown+json\""), "{err}");
+    assert!(
+        err.contains("unsupported media type \"application/vnd.example.unknown+json\""),
+        "{err}"
+    );
     let err = kiln_fails(&env, &["pull", &format!("127.0.0.1:{port}/multi:1")]);
     assert!(err.contains("no image for platform linux/amd64"), "{err}");
     assert!(err.contains("linux/s390x, windows/amd64"), "{err}");
     let err = kiln_fails(&env, &["pull", &format!("127.0.0.1:{port}/absent:1")]);
     assert!(err.contains("manifest not found"), "{err}");
-    let err = kiln_fails(&env, &["build", "--cache-to", "type=local,dest=/tmp/x", "-"]);
+    let err = kiln_fails(
+        &env,
+        &["build", "--cache-to", "type=local,dest=/tmp/x", "-"],
+    );
     assert!(err.contains("not supported"), "{err}");
     assert!(blobs(&env).is_empty());
 }
