@@ -103,6 +103,20 @@ fn mb_per_s(bytes: usize, t: Duration) -> f64 {
 #[allow(clippy::print_stdout)]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `--parse-only N REPS`: parse a generated N-instruction file REPS times and print nothing,
+    // for instruction counting under valgrind (bench/parse.sh --instructions).
+    if let Some(i) = args.iter().position(|a| a == "--parse-only") {
+        let n: usize = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000);
+        let reps: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(1);
+        let text = generated(n);
+        for _ in 0..reps {
+            black_box(parse(black_box(&text)).ok());
+        }
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // `--write-generated DIR` saves the generated files, to time other parsers on them.
     if let Some(dir) = args

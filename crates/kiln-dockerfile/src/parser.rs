@@ -183,7 +183,10 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
         directives: DirectiveParser::default(),
         escape: '\\',
     };
-    let mut nodes: Vec<Node> = Vec::new();
+    // One node per line at most; reserving avoids repeated large reallocations (and glibc
+    // consolidating its free lists at each of them) on long files.
+    let lines = source.bytes().filter(|&b| b == b'\n').count();
+    let mut nodes: Vec<Node> = Vec::with_capacity((lines / 2 + 1).min(1 << 16));
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
 
