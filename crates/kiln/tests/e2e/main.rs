@@ -7,6 +7,7 @@
 mod util;
 
 mod analyze;
+mod builds;
 mod crash;
 mod differential;
 mod init;

@@ -1,0 +1,213 @@
+//! Builds and runs on the busybox base: reproducible digests, concurrent builds on one store,
+//! `--no-cache`, and `kiln run`'s flags and terminal.
+
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+    let dir = env.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).unwrap();
+    }
+    dir.to_string_lossy().into_owned()
+}
+
+const APP: &str = "FROM busybox\nCOPY app.txt /app/\nRUN echo built > /app/built && mkdir -p /var/run/x\nWORKDIR /app\nENV MODE=prod\nCMD [\"cat\", \"/app/built\"]\n";
+
+#[test]
+fn source_date_epoch_makes_builds_byte_reproducible() {
+    let mut digests = Vec::new();
+    for attempt in 0..2 {
+        let env = Env::new();
+        // The base is an input too: import it under the same epoch.
+        let base = busybox_tar();
+        let out = env
+            .kiln()
+            .args(["import", base.to_str().unwrap(), "busybox"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert_success(&out, "import");
+        let ctx = context(&env, "app", APP, &[("app.txt", "hello\n")]);
+        let out = env
+            .kiln()
+            .args(["build", "--no-cache", "-t", "repro", &ctx])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("build {attempt}"));
+        let inspect: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "repro"])).unwrap();
+        digests.push(inspect[0]["Manifest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "same inputs and SOURCE_DATE_EPOCH give the same manifest digest"
+    );
+}
+
+#[test]
+fn two_builds_on_one_store_at_once_both_succeed() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let a = context(
+        &env,
+        "a",
+        &APP.replace("built", "built-a"),
+        &[("app.txt", "a\n")],
+    );
+    let b = context(
+        &env,
+        "b",
+        &APP.replace("built", "built-b"),
+        &[("app.txt", "b\n")],
+    );
+    let first = env
+        .kiln()
+        .args(["build", "-t", "a", &a])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = env
+        .kiln()
+        .args(["build", "-t", "b", &b])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_success(&first.wait_with_output().unwrap(), "first build");
+    assert_success(&second.wait_with_output().unwrap(), "second build");
+    assert_eq!(env.ok(&["run", "--rm", "a"]).trim(), "built-a");
+    assert_eq!(env.ok(&["run", "--rm", "b"]).trim(), "built-b");
+}
+
+#[test]
+fn no_cache_reruns_and_a_changed_copy_source_reruns_from_there() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(&env, "app", APP, &[("app.txt", "v1\n")]);
+    env.build(&["-t", "app", &ctx]);
+    let (_, log) = env.build(&["--no-cache", "-t", "app", &ctx]);
+    assert!(
+        !log.contains("CACHED"),
+        "--no-cache runs every step:\n{log}"
+    );
+    std::fs::write(env.path("app/app.txt"), "v2\n").unwrap();
+    let (_, log) = env.build(&["-t", "app", &ctx]);
+    let cached: Vec<&str> = log.lines().filter(|l| l.ends_with("CACHED")).collect();
+    assert!(
+        cached.is_empty(),
+        "COPY's source changed, so it and every later step rerun:\n{log}"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "app", "cat", "/app/app.txt"])
+            .trim(),
+        "v2"
+    );
+}
+
+#[test]
+fn kiln_run_honours_env_workdir_user_network_and_exit_codes() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(&env, "app", APP, &[("app.txt", "x\n")]);
+    env.build(&["-t", "app", &ctx]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "app"]).trim(),
+        "built",
+        "the image's CMD"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "app", "sh", "-c", "echo $MODE; pwd"])
+            .trim(),
+        "prod\n/app"
+    );
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "-e",
+            "EXTRA=1",
+            "-w",
+            "/tmp",
+            "app",
+            "sh",
+            "-c",
+            "echo $EXTRA; pwd"
+        ])
+        .trim(),
+        "1\n/tmp"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "-u", "1000:1000", "app", "id", "-u"])
+            .trim(),
+        "1000"
+    );
+    assert_eq!(
+        env.ok(&["run", "--rm", "-u", "app", "app", "id", "-un"])
+            .trim(),
+        "app"
+    );
+    let links = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "app",
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    let status = env
+        .kiln()
+        .args(["run", "--rm", "app", "sh", "-c", "exit 42"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the container's exit code is kiln's"
+    );
+}
+
+#[test]
+fn kiln_run_it_gives_a_terminal_in_the_workdir() {
+    let env = Env::new();
+    require("script");
+    env.busybox_base("busybox");
+    let ctx = context(
+        &env,
+        "app",
+        "FROM busybox\nWORKDIR /app\nCMD [\"sh\"]\n",
+        &[],
+    );
+    env.build(&["-t", "shell", &ctx]);
+    // `script` gives kiln a real terminal; the shell inside must see one too.
+    let kiln = format!(
+        "{} --root {} run --rm -it shell",
+        env!("CARGO_BIN_EXE_kiln"),
+        env.root().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &kiln, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"pwd; [ -t 0 ] && echo IS-A-TTY; exit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/app"), "{text}");
+    assert!(text.contains("IS-A-TTY"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}
