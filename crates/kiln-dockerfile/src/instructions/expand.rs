@@ -193,7 +193,9 @@ impl Instruction {
                             }
                             return Err(InstructionExpandError::Invalid {
                                 message: e.message,
-                                hint: e.hint,
+                                hint: Some(
+                                    e.hint.unwrap_or_else(|| mount::SYNTAX_HINT.to_string()),
+                                ),
                             });
                         }
                     }

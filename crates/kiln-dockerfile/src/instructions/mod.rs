@@ -582,7 +582,9 @@ impl Cx<'_> {
             return Err(self.at_least_one(keyword, &format!("{keyword} key=value")));
         }
         if args.len() % 3 != 0 {
-            return Err(self.err(format!("Bad input to {keyword}, too many arguments")));
+            return Err(self
+                .err(format!("Bad input to {keyword}, too many arguments"))
+                .hint(format!("write `{keyword} key=value …`")));
         }
         let mut out = Vec::with_capacity(args.len() / 3);
         for chunk in args.chunks(3) {
@@ -783,7 +785,7 @@ impl Cx<'_> {
         for spec in &mount_specs {
             let to_err = |e: mount::MountError| {
                 let mut err = self.err(e.message).at_text_in(self.node, spec);
-                err.hint = e.hint;
+                err.hint = Some(e.hint.unwrap_or_else(|| mount::SYNTAX_HINT.to_string()));
                 err
             };
             mount::check_unexpanded(spec).map_err(to_err)?;

@@ -82,6 +82,10 @@ pub(crate) struct MountError {
     pub(crate) hint: Option<String>,
 }
 
+/// The hint for `--mount` errors that have no more specific one.
+pub(crate) const SYNTAX_HINT: &str = "write --mount=type=bind|cache|tmpfs|secret|ssh,target=<path>[,source=…][,from=…][,id=…]; \
+     mode/uid/gid only for cache, secret and ssh; size only for tmpfs; sharing only for cache";
+
 fn err(message: impl Into<String>) -> MountError {
     MountError {
         message: message.into(),
