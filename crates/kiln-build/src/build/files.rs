@@ -315,6 +315,11 @@ fn read_only_lowers(mut lowers: Vec<PathBuf>, empties: [PathBuf; 2]) -> Vec<Path
 
 /// `--chown=user:group`, resolved against the rootfs being written to.
 fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), Error> {
+    resolve_user(rootfs, spec).map_err(|why| Error::BadInput(format!("--chown={spec}: {why}")))
+}
+
+/// `user[:group]` (names or ids) against the rootfs's `/etc/passwd` and `/etc/group`.
+fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32), String> {
     let read = |path: &str| -> Option<String> {
         let fd = copy::open_in_root(rootfs, path).ok()?;
         let mut text = String::new();
@@ -329,8 +334,7 @@ fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), Error> {
     };
     let passwd = read("etc/passwd");
     let group = read("etc/group");
-    let user = kiln_sandbox::user::resolve(spec, passwd.as_deref(), group.as_deref())
-        .map_err(|why| Error::BadInput(format!("--chown={spec}: {why}")))?;
+    let user = kiln_sandbox::user::resolve(spec, passwd.as_deref(), group.as_deref())?;
     Ok((user.uid, user.gid))
 }
 
@@ -356,6 +360,15 @@ pub(crate) fn workdir(
         &dirs.empty(),
         &dirs.merged(),
     )?;
+    // BuildKit creates the missing directories as the current USER (`mkdir -p` with
+    // `WithUser`); docker's legacy builder made them root's.
+    let user = state.user();
+    let (uid, gid) = if user.is_empty() {
+        (0, 0)
+    } else {
+        resolve_user(mount.path(), &user)
+            .map_err(|why| Error::BadInput(format!("WORKDIR {path}: USER {user}: {why}")))?
+    };
     let mut tar = tar::Builder::new(Vec::new());
     let mut prefix = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -368,6 +381,8 @@ pub(crate) fn workdir(
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(0o755);
+            header.set_uid(uid.into());
+            header.set_gid(gid.into());
             header.set_size(0);
             header.set_mtime(crate::source_date_epoch().unwrap_or(0).max(0) as u64);
             tar.append_data(&mut header, format!("{prefix}/"), io::empty())

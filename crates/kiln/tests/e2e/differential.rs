@@ -70,9 +70,9 @@ enum Legacy {
     Agrees,
     /// The legacy builder refuses the Dockerfile; the reason is what it says.
     CannotBuild(&'static str),
-    /// The legacy builder sets these inspect fields differently from BuildKit (why: the
-    /// string). kiln is held to BuildKit; the legacy value must still differ, so that the note
-    /// stays true.
+    /// The legacy builder sets these inspect fields (or, for `"files"`, the exported files)
+    /// differently from BuildKit (why: the string). kiln is held to BuildKit; the legacy
+    /// result must still differ, so that the note stays true.
     Differs(&'static [&'static str], &'static str),
 }
 
@@ -182,7 +182,55 @@ const CASES: &[Case] = &[
     },
     case("scratch"),
     case("seed-python-base"),
+    Case {
+        legacy: Legacy::Differs(
+            &["files"],
+            "BuildKit creates a missing WORKDIR (and its parents) as the current USER; the \
+             legacy builder makes them root's",
+        ),
+        ..case("workdir-user")
+    },
+    Case {
+        legacy: Legacy::Differs(
+            &["files"],
+            "ADD --chown of a tarball into a new directory: BuildKit chowns the directory it \
+             creates for the destination, the legacy builder leaves it root's (both chown the \
+             extracted entries)",
+        ),
+        ..case("add-chown")
+    },
+    case("escape-directive"),
+    // needs: stage.rs `base_state`, for `FROM <earlier stage>`: the new stage's variables
+    // start with the ARGs the parent stage declared, with their values (BuildKit carries them
+    // over; `state.vars = vars` there drops them). Fails until then (CHILD_SEES).
+    Case {
+        legacy: Legacy::Differs(
+            &["Env"],
+            "BuildKit: a stage FROM another stage inherits the ARGs declared there, so \
+             ${STAGE_ONLY} is set in the child; the legacy builder forgets them",
+        ),
+        ..case("stage-inheritance")
+    },
+    case("copy-symlinks"),
+    case("copy-onto-existing"),
 ];
+
+/// The cases to run: all of them, or those named in `KILN_DIFF_CASES` (comma-separated; for
+/// working on one case; name the bases a child needs too).
+fn selected_cases() -> Vec<&'static Case> {
+    let only = std::env::var("KILN_DIFF_CASES").unwrap_or_default();
+    let only: Vec<&str> = only.split(',').filter(|c| !c.is_empty()).collect();
+    for name in &only {
+        assert!(
+            CASES.iter().any(|c| c.name == *name),
+            "KILN_DIFF_CASES names {name:?}, which is not a case"
+        );
+    }
+    CASES
+        .iter()
+        .filter(|c| only.is_empty() || only.contains(&c.name))
+        .collect()
+}
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/differential")
@@ -584,6 +632,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     let tar = tar.to_str().unwrap();
     run(docker().args(["import", "--change", BASE_PATH, tar, BASE]));
     env.ok(&["import", "--change", BASE_PATH, tar, BASE]);
+    let cases = selected_cases();
     let server = HttpServer::start(&data_dir().join("http-served"));
     let setup = Setup {
         env: &env,
@@ -596,11 +645,20 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
             .into_iter()
             .map(|builder| {
                 let setup = &setup;
+                let cases = &cases;
                 s.spawn(move || {
-                    CASES
+                    let started = Instant::now();
+                    let results = cases
                         .iter()
                         .map(|case| ((builder.name(), case.name), build(setup, case, builder)))
-                        .collect::<Vec<_>>()
+                        .collect::<Vec<_>>();
+                    eprintln!(
+                        "differential: {} built {} cases in {:.1}s",
+                        builder.name(),
+                        cases.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    results
                 })
             })
             .collect();
@@ -612,7 +670,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     let built = Instant::now();
 
     let mut report = Vec::new();
-    if let Err(why) = &results[&("buildkit", "maintainer-label")] {
+    if let Some(Err(why)) = results.get(&("buildkit", cases[0].name)) {
         panic!(
             "BuildKit is unavailable through /usr/bin/docker with DOCKER_BUILDKIT=1 (docker.io's \
              engine must have its built-in BuildKit enabled):\n{why}"
@@ -663,8 +721,19 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
             let image = builder.image(case.name);
             let what = format!("{} vs buildkit", builder.name());
             let mut got_config = inspect(&image);
+            let got_files = strip(export(&image));
+            let mut files_differ = diff_listings(&what, &want_files, &got_files);
             if let (Builder::Legacy, Legacy::Differs(fields, why)) = (builder, case.legacy) {
-                for field in fields {
+                if fields.contains(&"files") {
+                    if files_differ.is_empty() {
+                        problems.push(format!(
+                            "  legacy agrees with buildkit on the files, but the case says they \
+                             differ ({why}): update the case"
+                        ));
+                    }
+                    files_differ.clear();
+                }
+                for field in fields.iter().filter(|f| **f != "files") {
                     // Documented: compare kiln with BuildKit only, and check the note still holds.
                     let legacy = got_config.insert(field, want_config[field].clone());
                     if legacy.as_ref() == Some(&want_config[field]) {
@@ -676,7 +745,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
                 }
             }
             problems.extend(diff_configs(&what, &want_config, &got_config));
-            problems.extend(diff_listings(&what, &want_files, &strip(export(&image))));
+            problems.extend(files_differ);
         }
         problems
     };
@@ -689,7 +758,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(case) = CASES.get(i) else {
+                        let Some(case) = cases.get(i) else {
                             return mine;
                         };
                         mine.push((i, compare(case)));
@@ -705,12 +774,12 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     found.sort_by_key(|(i, _)| *i);
     for (i, problems) in found {
         if !problems.is_empty() {
-            report.push(format!("case {}:\n{}", CASES[i].name, problems.join("\n")));
+            report.push(format!("case {}:\n{}", cases[i].name, problems.join("\n")));
         }
     }
 
     // Tidy docker's image list; the kiln store goes with the Env.
-    for case in CASES {
+    for case in &cases {
         for builder in [Builder::Legacy, Builder::BuildKit, Builder::Kiln] {
             let _ = docker()
                 .args(["rmi", &builder.image(case.name)])
@@ -721,7 +790,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     }
     eprintln!(
         "differential: {} cases, built in {:.1}s, compared in {:.1}s",
-        CASES.len(),
+        cases.len(),
         (built - started).as_secs_f64(),
         built.elapsed().as_secs_f64()
     );
@@ -729,7 +798,7 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
         report.is_empty(),
         "kiln and docker disagree ({} of {} cases):\n\n{}",
         report.len(),
-        CASES.len(),
+        cases.len(),
         report.join("\n\n")
     );
 }
