@@ -306,6 +306,27 @@ impl Variables {
         &self.declared
     }
 
+    /// BuildKit's text for a `RUN` history entry (after `"RUN "`): the declared ARGs as
+    /// `|N KEY=value …` (current values), then the argv, e.g.
+    /// `|1 VERSION=3.12 /bin/sh -c pip install flask`. Docker appends ` # buildkit`.
+    pub fn run_command_string(&self, argv: &[String]) -> String {
+        let mut parts: Vec<String> = Vec::with_capacity(self.declared.len() + argv.len() + 1);
+        if !self.declared.is_empty() {
+            parts.push(format!("|{}", self.declared.len()));
+            for (key, value) in &self.declared {
+                let v = self
+                    .env
+                    .lookup(key)
+                    .map(str::to_string)
+                    .or_else(|| value.clone())
+                    .unwrap_or_default();
+                parts.push(format!("{key}={v}"));
+            }
+        }
+        parts.extend(argv.iter().cloned());
+        parts.join(" ")
+    }
+
     /// The value of a variable as expansion sees it.
     pub fn lookup(&self, name: &str) -> Option<&str> {
         self.env.lookup(name)
@@ -365,5 +386,9 @@ mod tests {
         assert_eq!(s.declared_args().len(), 3);
         s.declare_arg("NOVALUE", None, '\\').unwrap();
         assert_eq!(s.lookup("NOVALUE"), None);
+        assert_eq!(
+            s.run_command_string(&["/bin/sh".into(), "-c".into(), "make".into()]),
+            "|4 A=meta B=from-cli C=env NOVALUE= /bin/sh -c make"
+        );
     }
 }
