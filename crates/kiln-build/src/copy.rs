@@ -43,11 +43,17 @@ pub struct CopyOptions {
 pub struct Matched(pub String);
 
 /// Expands one source pattern (`*.txt`, `dir/`, `.`) against the source root.
+///
+/// The pattern has Go's `filepath.Match` rules, as in BuildKit: `*` stays within one path
+/// component and `**` is no more than `*` (unlike `.dockerignore`, where `**` spans
+/// directories). A directory that `.dockerignore` excludes still counts when an exception
+/// (`!dir/file`) brings something below it back: docker's context holds it, with that inside.
 pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>, Error> {
     let cleaned = clean_path(pattern);
     let excluded = |rel: &str| {
-        src.ignore
-            .is_some_and(|i| !rel.is_empty() && i.is_excluded(rel))
+        src.ignore.is_some_and(|i| {
+            !rel.is_empty() && i.is_excluded(rel) && !reincludes_below(src.root, rel, i)
+        })
     };
     if !cleaned.contains(['*', '?', '[']) {
         if excluded(&cleaned) || open_in_root(src.root, &cleaned).is_err() {
@@ -57,7 +63,7 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
         }
         return Ok(vec![Matched(cleaned)]);
     }
-    let glob = globset::GlobBuilder::new(&cleaned)
+    let glob = globset::GlobBuilder::new(&go_match_pattern(&cleaned))
         .literal_separator(true)
         .build()
         .map_err(|e| Error::BadInput(format!("source pattern {pattern:?} is invalid: {e}")))?
@@ -81,6 +87,51 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
         )));
     }
     Ok(found)
+}
+
+/// A `filepath.Match` pattern as a globset one: `**` (any run of stars) is a single `*`.
+fn go_match_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
+            '*' => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                out.push('*');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether an excluded `rel` is a directory with something below it that an exception of
+/// `.dockerignore` re-includes.
+fn reincludes_below(root: &Path, rel: &str, ignore: &IgnoreRules) -> bool {
+    if !ignore.has_exclusions() {
+        return false;
+    }
+    let Ok(fd) = open_in_root(root, rel) else {
+        return false;
+    };
+    let host = fd_path(&fd);
+    if !std::fs::metadata(&host).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
+    walkdir::WalkDir::new(&host)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .any(|e| !ignore.is_excluded(&join(rel, &relative(&host, e.path()))))
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -408,5 +459,51 @@ impl<R: Read> Read for KeyedReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.key.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        dir
+    }
+
+    fn names(found: Vec<Matched>) -> Vec<String> {
+        found.into_iter().map(|Matched(m)| m).collect()
+    }
+
+    #[test]
+    fn double_star_is_a_single_star_in_copy_sources() {
+        assert_eq!(go_match_pattern("**/*.md"), "*/*.md");
+        assert_eq!(go_match_pattern("a/***b"), "a/*b");
+        assert_eq!(go_match_pattern(r"lit\*/*"), r"lit\*/*");
+        let dir = tree(&["top.md", "a/one.md", "a/b/two.md"]);
+        let src = SourceRoot {
+            root: dir.path(),
+            ignore: None,
+        };
+        assert_eq!(names(match_sources(src, "**/*.md").unwrap()), ["a/one.md"]);
+    }
+
+    #[test]
+    fn an_excluded_dir_with_an_exception_below_is_a_source() {
+        let dir = tree(&["docs/README.md", "docs/other.md", "secret/key"]);
+        let rules = IgnoreRules::parse("docs\n!docs/README.md\nsecret\n").unwrap();
+        let src = SourceRoot {
+            root: dir.path(),
+            ignore: Some(&rules),
+        };
+        assert_eq!(names(match_sources(src, "docs").unwrap()), ["docs"]);
+        assert_eq!(names(match_sources(src, "doc*").unwrap()), ["docs"]);
+        assert!(match_sources(src, "secret").is_err());
+        assert!(match_sources(src, "docs/other.md").is_err());
     }
 }

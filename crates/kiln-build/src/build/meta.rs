@@ -30,11 +30,11 @@ pub(crate) fn apply(
         Instruction::Maintainer(author) => state.config.author = Some(author.clone()),
         Instruction::User(user) => config.user = user.clone(),
         Instruction::Cmd(command) => {
-            config.cmd = Some(command.to_argv(&shell));
+            config.cmd = argv_or_null(command.to_argv(&shell));
             state.cmd_set = true;
         }
         Instruction::Entrypoint(command) => {
-            config.entrypoint = Some(command.to_argv(&shell));
+            config.entrypoint = argv_or_null(command.to_argv(&shell));
             // Docker's rule: an ENTRYPOINT drops a CMD inherited from the base.
             if !state.cmd_set {
                 config.cmd = None;
@@ -104,6 +104,12 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// `CMD []` and `ENTRYPOINT []` unset the field: docker's config then says `null`, not `[]`
+/// (Go's nil slice), with either builder.
+fn argv_or_null(argv: Vec<String>) -> Option<Vec<String>> {
+    (!argv.is_empty()).then_some(argv)
+}
+
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (ranges expand, as docker's nat package does).
 pub(crate) fn parse_ports(word: &str) -> Result<Vec<String>, Error> {
     let bad = || {
@@ -154,6 +160,12 @@ fn check_signal(signal: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_exec_form_is_null() {
+        assert_eq!(argv_or_null(vec![]), None);
+        assert_eq!(argv_or_null(vec!["sh".into()]), Some(vec!["sh".to_owned()]));
+    }
 
     #[test]
     fn ports_expand_like_docker() {

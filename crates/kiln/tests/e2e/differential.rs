@@ -213,6 +213,12 @@ const CASES: &[Case] = &[
     },
     case("copy-symlinks"),
     case("copy-onto-existing"),
+    case("config-edges"),
+    case("dockerignore-exceptions"),
+    Case {
+        legacy: Legacy::CannotBuild("COPY failed: no source files were specified"),
+        ..case("copy-glob-dirs")
+    },
 ];
 
 /// The cases to run: all of them, or those named in `KILN_DIFF_CASES` (comma-separated; for
@@ -892,6 +898,24 @@ fn build_bad_input_fails_cleanly() {
         err.contains("kiln import") && err.contains("kiln load"),
         "says how to get it: {err}"
     );
+    listable();
+
+    // ADD of a URL whose --checksum does not match, and of a URL that is not there.
+    let server = HttpServer::start(&data_dir().join("http-served"));
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let zeros = "0".repeat(64);
+    dockerfile(&format!(
+        "FROM bad/base\nADD --checksum=sha256:{zeros} {url}/payload.txt /p\n"
+    ));
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("sha256:02d4fb914c7f792366cb398f3f1ff0aae9cdd9639e6b6a2e4fff3c314bd88c57"),
+        "names the digest it got: {err}"
+    );
+    dockerfile(&format!("FROM bad/base\nADD {url}/no-such-file /p\n"));
+    let err = env.fails(&["build", "--progress", "quiet", "-t", "bad/out", dir]);
+    assert!(err.contains("no-such-file") && err.contains("404"), "{err}");
     listable();
 
     // A failed build tags nothing.
