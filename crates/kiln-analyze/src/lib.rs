@@ -41,7 +41,7 @@
 mod efficiency;
 pub mod source;
 
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 pub use efficiency::Entry;
 use efficiency::Model;
@@ -161,6 +161,69 @@ pub struct Analyzer {
     layers: Vec<LayerStats>,
 }
 
+fn layer_error(info: &LayerInfo, source: std::io::Error) -> Error {
+    Error::Layer {
+        layer: info.digest.clone(),
+        source,
+    }
+}
+
+/// The entries of one layer (headers only) and the sum of their sizes.
+fn collect<R: Read>(entries: tar::Entries<'_, R>) -> std::io::Result<(Vec<Entry>, u64)> {
+    let mut out = Vec::new();
+    let mut size = 0u64;
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let entry_size = if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
+            entry.size()
+        } else {
+            0
+        };
+        size += entry_size;
+        out.push(Entry {
+            path,
+            size: entry_size,
+            is_dir: kind.is_dir(),
+        });
+    }
+    Ok((out, size))
+}
+
+/// A buffered reader whose relative seeks stay inside the buffer when they can: the tar
+/// reader seeks over every file's content, and most files are smaller than the buffer.
+struct Skipping<R> {
+    inner: BufReader<R>,
+    pos: u64,
+}
+
+impl<R: Read> Read for Skipping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Skipping<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match pos {
+            SeekFrom::Current(n) => {
+                self.inner.seek_relative(n)?;
+                self.pos = self.pos.checked_add_signed(n).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start")
+                })?;
+            }
+            other => self.pos = self.inner.seek(other)?,
+        }
+        Ok(self.pos)
+    }
+}
+
 /// Normalizes a tar member name as dive does (`path.Clean`, no leading `/` or `./`).
 fn clean(name: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -184,39 +247,55 @@ impl Analyzer {
 
     /// Reads one layer (the next one up): a tar stream, gzip- or zstd-compressed or plain.
     pub fn add_layer<R: Read>(&mut self, info: LayerInfo, reader: R) -> Result<(), Error> {
-        let name = info.digest.clone();
         let stream = kiln_layer::decompress_auto(reader).map_err(|e| Error::Decompress {
-            layer: name.clone(),
+            layer: info.digest.clone(),
             source: e,
         })?;
-        let io_err = |e: std::io::Error| Error::Layer {
-            layer: name.clone(),
-            source: e,
-        };
         let mut archive = tar::Archive::new(stream);
-        let mut entries = Vec::new();
-        let mut size = 0u64;
-        let mut count = 0u64;
-        for entry in archive.entries().map_err(io_err)? {
-            let entry = entry.map_err(io_err)?;
-            let kind = entry.header().entry_type();
-            if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
-                continue;
+        let entries = archive.entries().map_err(|e| layer_error(&info, e))?;
+        let (entries, size) = collect(entries).map_err(|e| layer_error(&info, e))?;
+        self.push(info, entries, size);
+        Ok(())
+    }
+
+    /// Like [`Analyzer::add_layer`], for a reader that can seek (a blob file, an archive
+    /// member): an uncompressed layer is then read header by header, seeking over the file
+    /// contents instead of reading them. A compressed one is streamed.
+    pub fn add_layer_seekable<R: Read + Seek>(
+        &mut self,
+        info: LayerInfo,
+        mut reader: R,
+    ) -> Result<(), Error> {
+        let mut head = [0u8; 8];
+        let mut n = 0;
+        while n < head.len() {
+            match reader.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(layer_error(&info, e)),
             }
-            let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
-            let entry_size = if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
-                entry.size()
-            } else {
-                0
-            };
-            size += entry_size;
-            count += 1;
-            entries.push(Entry {
-                path,
-                size: entry_size,
-                is_dir: kind.is_dir(),
-            });
         }
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| layer_error(&info, e))?;
+        if kiln_layer::detect_compression(&head[..n]) != kiln_layer::Compression::None {
+            return self.add_layer(info, BufReader::with_capacity(1 << 20, reader));
+        }
+        let mut archive = tar::Archive::new(Skipping {
+            inner: BufReader::with_capacity(256 << 10, reader),
+            pos: 0,
+        });
+        let entries = archive
+            .entries_with_seek()
+            .map_err(|e| layer_error(&info, e))?;
+        let (entries, size) = collect(entries).map_err(|e| layer_error(&info, e))?;
+        self.push(info, entries, size);
+        Ok(())
+    }
+
+    fn push(&mut self, info: LayerInfo, entries: Vec<Entry>, size: u64) {
+        let count = entries.len() as u64;
         self.model.add_layer(entries);
         self.layers.push(LayerStats {
             index: self.layers.len(),
@@ -225,7 +304,6 @@ impl Analyzer {
             entries: count,
             hidden: 0,
         });
-        Ok(())
     }
 
     /// The analysis of the layers added so far.
@@ -325,6 +403,40 @@ mod tests {
         assert_eq!(clean("/usr/lib/"), "usr/lib");
         assert_eq!(clean("./"), "");
         assert_eq!(clean("a/../b"), "b");
+    }
+
+    fn layer(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, len) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*len as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &vec![7u8; *len][..])
+                .expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn seeking_and_streaming_read_the_same_entries() {
+        let layers = [
+            layer(&[("a/x", 10), ("a/big", 700_000), ("b", 0), ("c", 513)]),
+            layer(&[("a/big", 5), ("a/.wh.x", 0)]),
+        ];
+        let mut streamed = Analyzer::new();
+        let mut seeked = Analyzer::new();
+        for l in &layers {
+            streamed
+                .add_layer(LayerInfo::default(), &l[..])
+                .expect("stream");
+            seeked
+                .add_layer_seekable(LayerInfo::default(), std::io::Cursor::new(l.clone()))
+                .expect("seek");
+        }
+        let (a, b) = (streamed.finish(), seeked.finish());
+        assert_eq!(a, b);
+        assert_eq!(a.total_size, 700_528);
+        assert_eq!(a.wasted_bytes, 700_015);
     }
 
     #[test]

@@ -272,20 +272,16 @@ impl Opened {
             match (location, &self.origin, archive.as_mut()) {
                 (Location::Blob(digest), Origin::Store(store), _) => {
                     let blob = store.open_blob(digest)?;
-                    analyzer.add_layer(
-                        info.clone(),
-                        std::io::BufReader::with_capacity(1 << 20, blob),
-                    )?;
+                    analyzer.add_layer_seekable(info.clone(), blob)?;
                 }
-                (Location::Member { offset, size }, Origin::Archive(path), Some(file)) => {
-                    file.seek(SeekFrom::Start(*offset))
-                        .map_err(|source| Error::Io {
-                            op: "seek",
-                            path: path.clone(),
-                            source,
-                        })?;
-                    let member = std::io::BufReader::with_capacity(1 << 20, (&*file).take(*size));
-                    analyzer.add_layer(info.clone(), member)?;
+                (Location::Member { offset, size }, Origin::Archive(_), Some(file)) => {
+                    let member = Window {
+                        file,
+                        start: *offset,
+                        len: *size,
+                        pos: 0,
+                    };
+                    analyzer.add_layer_seekable(info.clone(), member)?;
                 }
                 _ => {
                     return Err(Error::BadArchive {
@@ -296,5 +292,41 @@ impl Opened {
             }
         }
         Ok(analyzer.finish())
+    }
+}
+
+/// One member of an archive file, readable and seekable on its own.
+struct Window<'f> {
+    file: &'f mut File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.file.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let target = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the member")
+        })?;
+        Ok(self.pos)
     }
 }
