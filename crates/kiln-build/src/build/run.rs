@@ -33,6 +33,17 @@ pub(crate) fn key_material(state: &StageState, run: &RunInstruction) -> String {
 fn argv(state: &StageState, run: &RunInstruction) -> Vec<String> {
     match &run.command {
         CommandLine::Exec(argv) => argv.clone(),
+        CommandLine::Shell(script) if run.heredocs.len() == 1 && is_bare_heredoc(script) => {
+            // `RUN <<EOF`: the heredoc is the script, as BuildKit runs it.
+            let heredoc = &run.heredocs[0];
+            let mut argv = state.shell();
+            argv.push(if heredoc.chomp {
+                heredoc.chomped()
+            } else {
+                heredoc.content.clone()
+            });
+            argv
+        }
         CommandLine::Shell(script) => {
             let mut script = script.clone();
             for heredoc in &run.heredocs {
@@ -48,6 +59,12 @@ fn argv(state: &StageState, run: &RunInstruction) -> Vec<String> {
             argv
         }
     }
+}
+
+/// `<<EOF`, `<<-EOF`, `<<'EOF'`: a command that is only a heredoc.
+fn is_bare_heredoc(script: &str) -> bool {
+    let script = script.trim();
+    script.starts_with("<<") && !script.contains(char::is_whitespace)
 }
 
 /// Runs the command and commits what it changed.
@@ -146,7 +163,11 @@ pub(crate) fn run(
     let started = std::time::Instant::now();
     commit_upper(store, state, &dirs.upper(), created_by)?;
     let bytes = state.layers.last().map_or(0, |l| l.size);
-    builder.reporter.report(super::Event::Committed { id: ctx.id, bytes, seconds: started.elapsed().as_secs_f64() });
+    builder.reporter.report(super::Event::Committed {
+        id: ctx.id,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    });
     Ok(())
 }
 
@@ -277,10 +298,10 @@ fn mount_for(
             };
             let fd = crate::copy::open_in_root(&root, &crate::context::clean_path(&source))
                 .map_err(Error::io("open bind source", root.join(&source)))?;
-            let path = PathBuf::from(format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
-            ));
+            // Resolved inside the root (no symlink leads out of it), then bound by its real path:
+            // the sandbox clones the mount tree at a path, which a /proc magic link is not.
+            let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            let path = std::fs::read_link(&link).map_err(Error::io("readlink", &link))?;
             keep.fds.push(fd);
             Ok(kiln_sandbox::Mount::Bind {
                 source: path,

@@ -14,5 +14,6 @@ mod init;
 mod isolation;
 mod lint;
 mod python_base;
+mod run_mounts;
 mod registry;
 mod store;

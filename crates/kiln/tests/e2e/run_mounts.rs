@@ -1,0 +1,92 @@
+//! RUN's forms and mounts: exec form, heredocs, `--network`, and `--mount` of type cache, bind,
+//! tmpfs and secret. A secret is readable in the step and never lands in a layer.
+
+use crate::util::*;
+
+#[test]
+fn run_forms_mounts_and_secrets() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(ctx.join("conf")).unwrap();
+    std::fs::write(ctx.join("conf/app.ini"), "mode=bound\n").unwrap();
+    let secret = env.path("token.txt");
+    std::fs::write(&secret, "s3cr3t-value\n").unwrap();
+    let dockerfile = r#"FROM busybox
+RUN ["/bin/sh", "-c", "echo exec-form > /exec.txt"]
+RUN <<EOF
+echo heredoc-line-1 > /heredoc.txt
+echo heredoc-line-2 >> /heredoc.txt
+EOF
+RUN --network=none ls /sys/class/net > /net.txt
+RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/runs; wc -l < /cache/runs > /cache-count.txt'
+RUN --mount=type=bind,source=conf,target=/mnt/conf cat /mnt/conf/app.ini > /bound.txt
+RUN --mount=type=tmpfs,target=/scratch sh -c 'echo temp > /scratch/t && cat /scratch/t > /tmpfs.txt'
+RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret-len.txt'
+"#;
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let secret_arg = format!("id=token,src={}", secret.display());
+    env.build(&[
+        "--secret",
+        &secret_arg,
+        "-t",
+        "mounts",
+        ctx.to_str().unwrap(),
+    ]);
+    let cat = |path: &str| {
+        env.ok(&["run", "--rm", "mounts", "cat", path])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(cat("/exec.txt"), "exec-form");
+    assert_eq!(cat("/heredoc.txt"), "heredoc-line-1\nheredoc-line-2");
+    assert_eq!(cat("/net.txt"), "lo");
+    assert_eq!(cat("/cache-count.txt"), "1");
+    assert_eq!(cat("/bound.txt"), "mode=bound");
+    assert_eq!(cat("/tmpfs.txt"), "temp");
+    assert_eq!(cat("/secret-len.txt"), "13");
+    // Mount targets leave nothing in the image.
+    let listing = env.ok(&[
+        "run",
+        "--rm",
+        "mounts",
+        "sh",
+        "-c",
+        "ls -A /cache /scratch /mnt/conf /run/secrets 2>&1; true",
+    ]);
+    assert!(
+        !listing.contains("runs") && !listing.contains("app.ini") && !listing.contains("token"),
+        "{listing}"
+    );
+
+    // The cache dir outlives the build: a rebuild with --no-cache sees the first run's file.
+    env.build(&[
+        "--no-cache",
+        "--secret",
+        &secret_arg,
+        "-t",
+        "mounts",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(cat("/cache-count.txt"), "2");
+
+    // No layer blob holds the secret.
+    let image: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "mounts"])).unwrap();
+    for layer in image[0]["RootFS"]["Layers"].as_array().unwrap() {
+        let digest = layer.as_str().unwrap().trim_start_matches("sha256:");
+        let bytes = std::fs::read(env.root().join("oci/blobs/sha256").join(digest)).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"s3cr3t-value"),
+            "the secret leaked into layer {digest}"
+        );
+    }
+
+    // A required secret that is not given is a clear error.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=missing,required=true cat /run/secrets/missing\n",
+    )
+    .unwrap();
+    let err = env.fails(&["build", "-t", "nosecret", ctx.to_str().unwrap()]);
+    assert!(err.contains("--secret id=missing"), "{err}");
+}
