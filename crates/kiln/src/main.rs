@@ -10,6 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
+    init_logging(&cli.log_level);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -29,4 +30,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Library logs (`tracing`) go to stderr at the `--log-level` given; `KILN_LOG` may refine it
+/// per module (`kiln_registry=debug`).
+fn init_logging(level: &str) {
+    let filter = std::env::var("KILN_LOG").unwrap_or_else(|_| level.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
