@@ -87,6 +87,8 @@ struct Case {
     /// docker 20.10's Dockerfile frontends (legacy and BuildKit's built-in one) reject
     /// `ADD --checksum`; docker builds the file with the flag taken out.
     docker_strips_checksum: bool,
+    /// The case whose image this one starts FROM (built first, by the same builder).
+    base: Option<&'static str>,
 }
 
 const fn case(name: &'static str) -> Case {
@@ -96,12 +98,15 @@ const fn case(name: &'static str) -> Case {
         target: None,
         legacy: Legacy::Agrees,
         docker_strips_checksum: false,
+        base: None,
     }
 }
 
-const fn child(name: &'static str) -> Case {
+/// A case FROM `kiln-diff/${BUILDER}/<base>`: the base case as this builder built it.
+const fn child(name: &'static str, base: &'static str) -> Case {
     Case {
         build_args: &["BUILDER={builder}"],
+        base: Some(base),
         ..case(name)
     }
 }
@@ -122,9 +127,9 @@ const CASES: &[Case] = &[
     case("cmd-entrypoint-exec"),
     case("cmd-entrypoint-shell"),
     case("cmdbase"),
-    child("entrypoint-clears-cmd"),
-    child("entrypoint-keeps-own-cmd"),
-    child("cmd-inherited"),
+    child("entrypoint-clears-cmd", "cmdbase"),
+    child("entrypoint-keeps-own-cmd", "cmdbase"),
+    child("cmd-inherited", "cmdbase"),
     case("user-volume-stopsignal"),
     case("shell"),
     case("healthcheck"),
@@ -145,7 +150,7 @@ const CASES: &[Case] = &[
         ..case("healthcheck-none")
     },
     case("onbuild-base"),
-    child("onbuild-child"),
+    child("onbuild-child", "onbuild-base"),
     case("copy-basic"),
     case("copy-glob"),
     case("copy-chown"),
@@ -220,6 +225,26 @@ const CASES: &[Case] = &[
         ..case("copy-glob-dirs")
     },
 ];
+
+/// Splits the cases into `n` lanes that can be built side by side: a case goes in its base's
+/// lane, after it; the others take turns.
+fn lanes<'a>(cases: &[&'a Case], n: usize) -> Vec<Vec<&'a Case>> {
+    let mut lanes = vec![Vec::new(); n];
+    let mut lane_of: HashMap<&str, usize> = HashMap::new();
+    let mut turn = 0;
+    for case in cases {
+        let lane = match case.base.and_then(|b| lane_of.get(b)) {
+            Some(lane) => *lane,
+            None => {
+                turn += 1;
+                turn % n
+            }
+        };
+        lane_of.insert(case.name, lane);
+        lanes[lane].push(*case);
+    }
+    lanes
+}
 
 /// The cases to run: all of them, or those named in `KILN_DIFF_CASES` (comma-separated; for
 /// working on one case; name the bases a child needs too).
@@ -645,23 +670,37 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
         port: server.port,
     };
 
-    // One thread per builder, each building the cases in order (bases before their children).
-    let results: BTreeMap<(&str, &str), Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = [Builder::Legacy, Builder::BuildKit, Builder::Kiln]
+    // Builders side by side, each building its lane of cases in order (bases before their
+    // children). The legacy builder commits a container per step and is the slowest: it gets
+    // two lanes; BuildKit and kiln one each.
+    let work: Vec<(Builder, Vec<&Case>)> = [
+        (Builder::Legacy, 2),
+        (Builder::BuildKit, 1),
+        (Builder::Kiln, 1),
+    ]
+    .into_iter()
+    .flat_map(|(builder, n)| {
+        lanes(&cases, n)
             .into_iter()
-            .map(|builder| {
+            .map(move |lane| (builder, lane))
+    })
+    .collect();
+    let results: BTreeMap<(&str, &str), Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .iter()
+            .map(|(builder, lane)| {
                 let setup = &setup;
-                let cases = &cases;
+                let builder = *builder;
                 s.spawn(move || {
                     let started = Instant::now();
-                    let results = cases
+                    let results = lane
                         .iter()
                         .map(|case| ((builder.name(), case.name), build(setup, case, builder)))
                         .collect::<Vec<_>>();
                     eprintln!(
                         "differential: {} built {} cases in {:.1}s",
                         builder.name(),
-                        cases.len(),
+                        lane.len(),
                         started.elapsed().as_secs_f64()
                     );
                     results
@@ -755,10 +794,10 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
         }
         problems
     };
-    // Two workers: the machine has two cores, and dockerd does most of the work.
+    // Three workers: the machine has two cores, and dockerd does most of the work.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut found: Vec<(usize, Vec<String>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..2)
+        let workers: Vec<_> = (0..3)
             .map(|_| {
                 s.spawn(|| {
                     let mut mine = Vec::new();
