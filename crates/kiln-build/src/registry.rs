@@ -98,7 +98,7 @@ impl kiln_registry::Reporter for Lines {
     fn report(&self, event: kiln_registry::Event<'_>) {
         use kiln_registry::Event as E;
         let line = match event {
-            E::BlobStart { .. } => return,
+            E::BlobStart { .. } | E::BlobProgress { .. } => return,
             E::BlobDone {
                 digest,
                 bytes,

@@ -84,6 +84,13 @@ pub enum Event<'a> {
         /// Its size.
         size: u64,
     },
+    /// Bytes of a blob moved so far (for progress bars).
+    BlobProgress {
+        /// The blob.
+        digest: &'a Digest,
+        /// Bytes so far.
+        bytes: u64,
+    },
     /// A blob is done.
     BlobDone {
         /// The blob.

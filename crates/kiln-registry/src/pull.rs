@@ -378,7 +378,8 @@ async fn download(
     let mut wire = 0u64;
     let mut attempt = 1;
     loop {
-        let result = download_attempt(store, endpoint, &r, desc, &mut writer, &mut wire).await;
+        let result =
+            download_attempt(store, endpoint, &r, desc, &mut writer, &mut wire, reporter).await;
         match result {
             Ok(()) => break,
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
@@ -436,6 +437,7 @@ async fn download_attempt(
     desc: &Descriptor,
     writer: &mut Option<HashingWriter<BlobWriter>>,
     wire: &mut u64,
+    reporter: &dyn Reporter,
 ) -> Result<(), Error> {
     let digest = &desc.digest;
     let offset = writer.as_ref().map_or(0, |w| w.written());
@@ -476,6 +478,10 @@ async fn download_attempt(
         *wire += chunk.len() as u64;
         out.write_all(&chunk)
             .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
+        reporter.report(Event::BlobProgress {
+            digest,
+            bytes: out.written(),
+        });
         if out.written() > desc.size {
             return Err(Error::SizeMismatch {
                 digest: digest.clone(),

@@ -297,7 +297,10 @@ async fn push_blob(
         let f = tokio::fs::File::open(&file)
             .await
             .map_err(Error::io("open blob", &file))?;
-        let stream = futures_util::stream::try_unfold(f, |mut f| async move {
+        // The body stream must be 'static: it counts what it sends into a channel that this
+        // task drains into progress events while the request runs.
+        let (sent, mut progress) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let stream = futures_util::stream::try_unfold((f, sent), |(mut f, sent)| async move {
             let mut buf = vec![0u8; 1 << 20];
             let n = f
                 .read(&mut buf)
@@ -307,13 +310,24 @@ async fn push_blob(
                 return Ok(None);
             }
             buf.truncate(n);
-            Ok(Some((bytes::Bytes::from(buf), f)))
+            let _ = sent.send(n as u64);
+            Ok(Some((bytes::Bytes::from(buf), (f, sent))))
         });
-        endpoint
+        let upload = endpoint
             .client
-            .push_blob_stream(&r, stream, digest.as_str(), Some(desc.size))
-            .await
-            .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
+            .push_blob_stream(&r, stream, digest.as_str(), Some(desc.size));
+        let report = async {
+            let mut total = 0;
+            while let Some(n) = progress.recv().await {
+                total += n;
+                reporter.report(Event::BlobProgress {
+                    digest,
+                    bytes: total,
+                });
+            }
+        };
+        let (result, ()) = tokio::join!(upload, report);
+        result.map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
     })
     .await?;
     reporter.report(Event::BlobDone {

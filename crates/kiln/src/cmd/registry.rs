@@ -227,18 +227,35 @@ pub fn logout(out: &mut Output, args: LogoutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Draws transfer events as plain lines on stderr: one per blob when it is done.
+/// Draws transfer events: a bar per blob on a terminal, else one plain line per blob when it
+/// is done (`<digest> : <action> <bytes> done`).
 pub struct TransferPrinter {
     quiet: bool,
     stderr: Mutex<io::Stderr>,
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: indicatif::MultiProgress,
+    by_digest: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
 }
 
 impl TransferPrinter {
     /// A printer for a progress mode.
     pub fn new(progress: Progress) -> TransferPrinter {
+        use std::io::IsTerminal as _;
+        let tty = match progress {
+            Progress::Tty => true,
+            Progress::Auto => io::stderr().is_terminal(),
+            Progress::Plain | Progress::Quiet => false,
+        };
         TransferPrinter {
             quiet: progress == Progress::Quiet,
             stderr: Mutex::new(io::stderr()),
+            bars: tty.then(|| Bars {
+                multi: indicatif::MultiProgress::new(),
+                by_digest: Mutex::new(Default::default()),
+            }),
         }
     }
 
@@ -247,28 +264,61 @@ impl TransferPrinter {
         if self.quiet {
             return;
         }
+        if let Some(bars) = &self.bars {
+            let _ = bars.multi.println(text);
+            return;
+        }
         if let Ok(mut err) = self.stderr.lock() {
             let _ = writeln!(err, "{text}");
         }
+    }
+
+    fn bar(&self, digest: &kiln_image::Digest, size: u64) -> Option<indicatif::ProgressBar> {
+        let bars = self.bars.as_ref()?;
+        let mut map = bars.by_digest.lock().ok()?;
+        let bar = map.entry(digest.as_str().to_owned()).or_insert_with(|| {
+            let bar = bars.multi.add(indicatif::ProgressBar::new(size));
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(digest.short().to_owned());
+            bar
+        });
+        Some(bar.clone())
     }
 }
 
 impl Reporter for TransferPrinter {
     fn report(&self, event: Event<'_>) {
+        if self.quiet {
+            return;
+        }
         match event {
             Event::BlobStart { digest, size } => {
-                self.line(&format!("{}: {} start", digest.short(), human_size(size)))
+                if self.bar(digest, size).is_none() {
+                    self.line(&format!("{}: {} start", digest.short(), human_size(size)));
+                }
+            }
+            Event::BlobProgress { digest, bytes } => {
+                if let Some(bar) = self.bar(digest, 0) {
+                    bar.set_position(bytes);
+                }
             }
             Event::BlobDone {
                 digest,
                 bytes,
                 action,
-            } => self.line(&format!(
-                "{}: {} {} done",
-                digest.short(),
-                action.as_str(),
-                human_size(bytes)
-            )),
+            } => match self.bar(digest, bytes) {
+                Some(bar) => bar.finish_with_message(action.as_str()),
+                None => self.line(&format!(
+                    "{}: {} {} done",
+                    digest.short(),
+                    action.as_str(),
+                    human_size(bytes)
+                )),
+            },
             Event::Compressed {
                 diff_id,
                 digest,

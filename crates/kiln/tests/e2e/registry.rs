@@ -889,3 +889,230 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("not supported"), "{err}");
     assert!(blobs(&env).is_empty());
 }
+
+/// base64 (standard alphabet, padded) or base64url (unpadded).
+fn base64(bytes: &[u8], url: bool) -> String {
+    let alphabet: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+        if !url {
+            for _ in chunk.len()..3 {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token issuer for distribution's `auth.token`: checks basic credentials and hands out an
+/// RS256 JWT (signed with `openssl dgst`) granting the scopes asked for, its certificate in
+/// the `x5c` header. Returns its port.
+fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> u16 {
+    let openssl = require("openssl");
+    run(Command::new(&openssl).current_dir(dir).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tok.key",
+        "-out",
+        "tok.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test token issuer",
+    ]));
+    let der = Command::new(&openssl)
+        .current_dir(dir)
+        .args(["x509", "-in", "tok.pem", "-outform", "DER"])
+        .output()
+        .unwrap()
+        .stdout;
+    let header = format!(
+        r#"{{"alg":"RS256","typ":"JWT","x5c":["{}"]}}"#,
+        base64(&der, false)
+    );
+    let key = dir.join("tok.key");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes(), false)
+    );
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let Ok(head) = read_head(&mut reader) else {
+                continue;
+            };
+            let Some(line) = head.first() else { continue };
+            let target = line.split(' ').nth(1).unwrap_or("");
+            let authorized = head.iter().any(|h| {
+                h.split_once(':').is_some_and(|(k, v)| {
+                    k.eq_ignore_ascii_case("authorization") && v.trim() == expected
+                })
+            });
+            if !authorized {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                continue;
+            }
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            let mut access = Vec::new();
+            for pair in query.split('&') {
+                let Some(("scope", scope)) = pair.split_once('=') else {
+                    continue;
+                };
+                let scope = percent_decode(scope);
+                let mut parts = scope.splitn(3, ':');
+                let (Some(kind), Some(name), Some(actions)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let actions: Vec<String> = actions.split(',').map(|a| format!("{a:?}")).collect();
+                access.push(format!(
+                    r#"{{"type":"{kind}","name":"{name}","actions":[{}]}}"#,
+                    actions.join(",")
+                ));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = format!(
+                r#"{{"iss":"kiln-test-issuer","sub":"{user}","aud":"kiln-test-registry","exp":{},"nbf":{},"iat":{now},"jti":"t{n}-{now}","access":[{}]}}"#,
+                now + 600,
+                now - 60,
+                access.join(",")
+            );
+            let signing_input = format!(
+                "{}.{}",
+                base64(header.as_bytes(), true),
+                base64(claims.as_bytes(), true)
+            );
+            let mut sign = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            sign.stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
+            let signature = sign.wait_with_output().unwrap().stdout;
+            let jwt = format!("{signing_input}.{}", base64(&signature, true));
+            let body = format!(r#"{{"token":"{jwt}","access_token":"{jwt}","expires_in":600}}"#);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn bearer_token_registry_login_push_pull() {
+    let env = Env::new();
+    let dir = env.path("token");
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer = token_issuer(&dir, "kiln", "t0ken-pass");
+    let registry = Registry::start_with(
+        &env,
+        "bearer",
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{issuer}/token\n    service: kiln-test-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {}/tok.pem\n",
+            dir.display()
+        ),
+    );
+    let host = registry.host();
+    let docker_config = env.path("docker-config");
+    let kiln_with_creds = |env: &Env, args: &[&str], stdin: Option<&str>| {
+        let mut child = env
+            .kiln()
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    env.busybox_base("bb");
+    let target = format!("{host}/team/bb:1");
+    let out = kiln_with_creds(&env, &["push", "bb", &target], None);
+    let err = assert_clean_failure(&out, "anonymous push to a token registry");
+    assert!(err.contains("refused the credentials"), "{err}");
+    let out = kiln_with_creds(
+        &env,
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        Some("nope"),
+    );
+    let err = assert_clean_failure(&out, "login with a wrong password");
+    assert!(err.contains("refused the credentials"), "{err}");
+    let out = kiln_with_creds(
+        &env,
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        Some("t0ken-pass"),
+    );
+    assert_success(&out, "login through the token realm");
+    let out = kiln_with_creds(&env, &["push", "bb", &target], None);
+    assert_success(&out, "push with a bearer token");
+    let runner = other_env();
+    let out = kiln_with_creds(&runner, &["pull", &target], None);
+    assert_success(&out, "pull with a bearer token");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        image_id(&env, "bb")
+    );
+}

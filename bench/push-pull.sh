@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# kiln push/pull against skopeo copy, same image, same machine, same run.
+#
+#   bench/push-pull.sh [IMAGE]      (default: my-python-base from $KILN_ROOT or /var/lib/kiln;
+#                                    falls back to the ~170 MB Debian minbase tarball if absent)
+#
+# Each tool pushes into its own fresh docker-registry on 127.0.0.1 (so neither finds blobs the
+# other uploaded), from the same uncompressed layers: kiln from a fresh store loaded with the
+# image (so its gzip cache is cold), skopeo from that store's OCI layout (oci:DIR:NAME), which it
+# compresses on the way as it does for any uncompressed layer. Pulls: each tool pulls the image
+# kiln pushed into an empty destination (kiln: a fresh store; skopeo: an empty OCI layout).
+# Prints wall times and ratios; the issue's target is kiln push >= 1.5x faster than skopeo's.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run as root (the kiln store and docker-registry)"; exit 1; }
+for tool in docker-registry skopeo; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (scripts/test.sh installs it)"; exit 1; }
+done
+
+cargo build --release -q -p kiln
+KILN="$PWD/target/release/kiln"
+SRC_ROOT="${KILN_ROOT:-/var/lib/kiln}"
+IMAGE="${1:-my-python-base}"
+WORK="$(mktemp -d /var/tmp/kiln-bench-push-pull.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The image, loaded into a fresh bench store (layers uncompressed, as kiln builds them).
+BENCH="$WORK/store"
+if "$KILN" --root "$SRC_ROOT" inspect "$IMAGE" >/dev/null 2>&1; then
+  "$KILN" --root "$SRC_ROOT" save "$IMAGE" | "$KILN" --root "$BENCH" load >/dev/null
+  NAME="$IMAGE"
+else
+  TAR=/var/cache/kiln-bases/debian-bookworm-minbase.tar
+  [ -f "$TAR" ] || { echo "no $IMAGE in $SRC_ROOT and no $TAR: run scripts/build-python-base.sh"; exit 1; }
+  echo "($IMAGE is not in $SRC_ROOT: using the Debian minbase tarball as a one-layer image)"
+  "$KILN" --root "$BENCH" import "$TAR" bench-base >/dev/null
+  NAME=bench-base
+fi
+SIZE=$(du -sb "$BENCH/oci/blobs" | cut -f1)
+echo "image: $NAME, $((SIZE / 1000000)) MB of uncompressed blobs, $(nproc) cores"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_registry() { # name -> prints port
+  local dir="$WORK/registry-$1" port
+  port=$(free_port)
+  mkdir -p "$dir"
+  cat > "$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: 127.0.0.1:$port
+YAML
+  docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "$port"
+}
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l; }
+
+KPORT=$(start_registry kiln)
+SPORT=$(start_registry skopeo)
+
+t=$(now)
+"$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+kiln_push=$(elapsed "$t")
+
+t=$(now)
+skopeo copy -q --dest-tls-verify=false "oci:$BENCH/oci:$NAME:latest" "docker://127.0.0.1:$SPORT/bench/$NAME:1"
+skopeo_push=$(elapsed "$t")
+
+t=$(now)
+"$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+kiln_repush=$(elapsed "$t")
+
+t=$(now)
+"$KILN" --root "$WORK/pulled" --progress quiet pull "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+kiln_pull=$(elapsed "$t")
+
+mkdir -p "$WORK/skopeo-oci"
+t=$(now)
+skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$KPORT/bench/$NAME:1" "oci:$WORK/skopeo-oci:$NAME"
+skopeo_pull=$(elapsed "$t")
+
+printf '\n%-28s %8s\n' "operation" "seconds"
+printf '%-28s %8.2f\n' "kiln push (cold gzip)" "$kiln_push" "skopeo copy oci: -> docker:" "$skopeo_push" \
+  "kiln push again (no-op)" "$kiln_repush" "kiln pull" "$kiln_pull" "skopeo copy docker: -> oci:" "$skopeo_pull"
+printf '\npush: kiln is %.2fx skopeo (target >= 1.5x)\n' "$(echo "$skopeo_push / $kiln_push" | bc -l)"
+printf 'pull: kiln is %.2fx skopeo\n' "$(echo "$skopeo_pull / $kiln_pull" | bc -l)"
