@@ -46,6 +46,22 @@ pub(crate) fn parse_json_array(rest: &str) -> JsonArgs {
     JsonArgs::Strings(strings)
 }
 
+/// Appends string-literal text; Go's decoder turns each invalid UTF-8 byte (kept by
+/// `text::decode_lossless` as a private-use character) into U+FFFD.
+fn push_decoded(out: &mut String, text: &str) {
+    if text.is_ascii() {
+        out.push_str(text);
+        return;
+    }
+    out.extend(text.chars().map(|c| {
+        if crate::text::is_raw_byte(c) {
+            '\u{fffd}'
+        } else {
+            c
+        }
+    }));
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     s: &'a str,
@@ -237,7 +253,7 @@ impl Reader<'_> {
                 }
                 self.pos += 1;
             }
-            out.push_str(&self.s[start..self.pos]);
+            push_decoded(&mut out, &self.s[start..self.pos]);
             match *self.b.get(self.pos)? {
                 b'"' => {
                     self.pos += 1;

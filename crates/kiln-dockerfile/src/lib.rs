@@ -55,10 +55,10 @@
 //! - `bench/parse.sh` (or `cargo bench -p kiln-dockerfile --bench parse`) prints MB/s for the
 //!   seed Dockerfile and generated 10k/20k/40k-instruction files.
 //!
-//! Known divergence: where BuildKit cuts a multi-byte character in two (a flag word or a
-//! `HEALTHCHECK` type directly followed by U+0085 or U+00A0, which Go's byte-wise scan takes
-//! for a space), BuildKit keeps the invalid bytes while this crate, working on `str`, has
-//! U+FFFD.
+//! Text that is not valid UTF-8 (BuildKit reads bytes) can be brought in with
+//! [`decode_lossless`]: each invalid byte becomes a private-use character that the dump prints
+//! as `\xNN`, exactly as BuildKit's dump prints the byte; [`encode_lossless`] gives the bytes
+//! back (for heredoc bodies written to files).
 #![deny(missing_docs)]
 
 mod ast;
@@ -85,6 +85,7 @@ pub use instructions::{
 };
 pub use parser::MAX_LINE_LENGTH;
 pub use stages::{MetaArg, Stage, parse_stages};
+pub use text::{decode_lossless, encode_lossless};
 pub use variables::{Platform, PlatformArgs, Variables};
 
 /// Parses Dockerfile text into its syntax tree, exactly as BuildKit's parser does: parser

@@ -136,7 +136,8 @@ pub(crate) fn split_command(line: &str, escape: char) -> (String, Vec<String>, S
 ///
 /// BuildKit walks this part byte by byte, so a byte 0x85 or 0xA0 inside a multi-byte
 /// character counts as a space and bytes above 0x7F become Latin-1 characters in flag words.
-/// We do the same so that dumps agree even on such input.
+/// We do the same so that dumps agree even on such input (a character cut in two keeps its
+/// bytes, see `text::decode_lossless`).
 fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
     #[derive(PartialEq)]
     enum Phase {
@@ -144,10 +145,12 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
         Word,
         Quote,
     }
-    let bytes = line.as_bytes();
-    let rest_from = |pos: usize| match line.get(pos..) {
+    let go_bytes = crate::text::go_bytes(line);
+    let bytes: &[u8] = &go_bytes;
+    let borrowed = matches!(go_bytes, std::borrow::Cow::Borrowed(_));
+    let rest_from = |pos: usize| match line.get(pos..).filter(|_| borrowed) {
         Some(rest) => rest.to_string(),
-        None => String::from_utf8_lossy(&bytes[pos..]).into_owned(),
+        None => crate::text::decode_lossless(&bytes[pos..]),
     };
     let escape_byte = escape as u32 as u8;
     let mut words = Vec::new();
@@ -243,6 +246,8 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
         Quote,
     }
     let n = rest.len();
+    // Go decodes runes here, so a kept invalid byte reads as U+FFFD (its width stays that of
+    // the stand-in character).
     let char_at = |pos: usize| rest[pos..].chars().next().unwrap_or('\0');
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
@@ -251,8 +256,9 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut word = String::new();
     let mut pos = 0; // byte offset, always on a char boundary
     while pos <= n {
-        let ch = if pos < n { char_at(pos) } else { '\0' };
-        let width = ch.len_utf8();
+        let raw = if pos < n { char_at(pos) } else { '\0' };
+        let width = raw.len_utf8();
+        let ch = crate::text::as_go_rune(raw);
         if phase == Phase::Spaces {
             if pos == n {
                 break;
@@ -294,7 +300,7 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 word.push(ch);
                 pos += width;
                 let next = char_at(pos);
-                word.push(next);
+                word.push(crate::text::as_go_rune(next));
                 pos += next.len_utf8();
                 continue;
             }
@@ -315,7 +321,7 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
             word.push(ch);
             pos += width;
             let next = char_at(pos);
-            word.push(next);
+            word.push(crate::text::as_go_rune(next));
             pos += next.len_utf8();
             continue;
         }
@@ -412,7 +418,8 @@ fn parse_maybe_json_to_list(rest: &str) -> Result<ParsedArgs, LineError> {
 /// `HEALTHCHECK TYPE …`: BuildKit finds the end of the type byte by byte (see
 /// [`extract_builder_flags`] for why that matters).
 fn parse_health_config(rest: &str) -> Result<ParsedArgs, LineError> {
-    let bytes = rest.as_bytes();
+    let go_bytes = crate::text::go_bytes(rest);
+    let bytes: &[u8] = &go_bytes;
     let sep = bytes
         .iter()
         .position(|&b| is_space(b as char))
@@ -424,8 +431,8 @@ fn parse_health_config(rest: &str) -> Result<ParsedArgs, LineError> {
         .iter()
         .position(|&b| !is_space(b as char))
         .map_or(bytes.len(), |p| sep + p);
-    let typ = String::from_utf8_lossy(&bytes[..sep]).into_owned();
-    let cmd_text = String::from_utf8_lossy(&bytes[next..]).into_owned();
+    let typ = crate::text::decode_lossless(&bytes[..sep]);
+    let cmd_text = crate::text::decode_lossless(&bytes[next..]);
     let cmd = parse_maybe_json(&cmd_text)?;
     let mut args = vec![Arg::Word(typ)];
     args.extend(cmd.args);

@@ -230,6 +230,12 @@ pub(crate) fn parse(source: &str) -> Result<Parsed, ParseError> {
             line.push_str(part);
         }
 
+        // Invalid bytes kept by `decode_lossless` at the end of one physical line and the start
+        // of the next may form a valid character once joined, as they do in BuildKit.
+        if line.as_bytes().contains(&0xF4) {
+            line = crate::text::decode_lossless(&crate::text::go_bytes(&line));
+        }
+
         if has_empty_continuation {
             warnings.push(Warning {
                 rule: "NoEmptyContinuation",

@@ -75,7 +75,14 @@ pub(crate) fn to_lower(s: &str) -> String {
         return s.to_ascii_lowercase();
     }
     s.chars()
-        .map(|c| c.to_lowercase().next().unwrap_or(c))
+        .map(|c| {
+            if is_raw_byte(c) {
+                // Go decodes an invalid byte as U+FFFD and writes that.
+                '\u{fffd}'
+            } else {
+                c.to_lowercase().next().unwrap_or(c)
+            }
+        })
         .collect()
 }
 
@@ -124,8 +131,76 @@ pub(crate) fn to_upper(s: &str) -> String {
         return s.to_ascii_uppercase();
     }
     s.chars()
-        .map(|c| c.to_uppercase().next().unwrap_or(c))
+        .map(|c| {
+            if is_raw_byte(c) {
+                '\u{fffd}'
+            } else {
+                c.to_uppercase().next().unwrap_or(c)
+            }
+        })
         .collect()
+}
+
+/// Where a byte of invalid UTF-8 is kept: U+10FF00 + byte, at the end of the last private use
+/// plane. BuildKit splits some lines byte-wise and can cut a character in two; Go keeps the
+/// bytes and its dump prints them as `\xNN`. We keep them as these characters and
+/// [`quote_into`] prints them the same way.
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// The raw byte a character stands for, if it is one of [`RAW_BYTE_BASE`]'s.
+fn raw_byte(c: char) -> Option<u8> {
+    let v = c as u32;
+    (RAW_BYTE_BASE + 0x80..=RAW_BYTE_BASE + 0xFF)
+        .contains(&v)
+        .then(|| (v - RAW_BYTE_BASE) as u8)
+}
+
+/// The bytes Go would see for `s`: characters kept by [`decode_lossless`] turn back into their
+/// single invalid byte.
+pub(crate) fn go_bytes(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    if !s.chars().any(is_raw_byte) {
+        return std::borrow::Cow::Borrowed(s.as_bytes());
+    }
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match raw_byte(c) {
+            Some(b) => out.push(b),
+            None => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The inverse of [`decode_lossless`]: the original bytes (e.g. to write a heredoc body of a
+/// non-UTF-8 Dockerfile to a file unchanged).
+pub fn encode_lossless(s: &str) -> Vec<u8> {
+    go_bytes(s).into_owned()
+}
+
+/// Go's rune decoding of a character kept by [`decode_lossless`]: U+FFFD for an invalid byte.
+pub(crate) fn as_go_rune(c: char) -> char {
+    if is_raw_byte(c) { '\u{fffd}' } else { c }
+}
+
+/// True for a character that stands for an invalid UTF-8 byte (see [`decode_lossless`]).
+pub(crate) fn is_raw_byte(c: char) -> bool {
+    raw_byte(c).is_some()
+}
+
+/// Decodes bytes that may not be valid UTF-8, keeping each invalid byte as a character
+/// (see [`RAW_BYTE_BASE`]) so that nothing is lost.
+pub fn decode_lossless(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(RAW_BYTE_BASE + u32::from(b)).unwrap_or('\u{fffd}'));
+        }
+    }
+    out
 }
 
 /// Go's `strconv.Quote`: a double-quoted string literal with Go escapes.
@@ -141,6 +216,10 @@ pub(crate) fn quote_into(out: &mut String, s: &str) {
     use std::fmt::Write as _;
     out.push('"');
     for c in s.chars() {
+        if let Some(b) = raw_byte(c) {
+            let _ = write!(out, "\\x{b:02x}");
+            continue;
+        }
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -192,6 +271,10 @@ mod tests {
         assert_eq!(quote("한국어 é"), "\"한국어 é\"");
         assert_eq!(quote("\u{e000}"), r#""\ue000""#);
         assert_eq!(quote("\u{f0000}"), r#""\U000f0000""#);
+        assert_eq!(quote(&decode_lossless(b"a\xf0\x9f")), r#""a\xf0\x9f""#);
+        assert_eq!(decode_lossless("é".as_bytes()), "é");
+        let raw = b"a\xff\xc3\xa9b\xf0";
+        assert_eq!(encode_lossless(&decode_lossless(raw)), raw);
     }
 
     #[test]

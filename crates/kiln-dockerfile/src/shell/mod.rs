@@ -293,7 +293,8 @@ impl Lexer {
 
     /// Expands `word` and splits it into words.
     pub fn process(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
-        let mut chars: Vec<char> = word.chars().collect();
+        // Go's text/scanner reads an invalid UTF-8 byte as U+FFFD.
+        let mut chars: Vec<char> = word.chars().map(crate::text::as_go_rune).collect();
         // Go's text/scanner drops a byte-order mark at the very start.
         if chars.first() == Some(&'\u{feff}') {
             chars.remove(0);

@@ -147,7 +147,7 @@ pub fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Reads a Dockerfile (or stdin for `-`); invalid UTF-8 is replaced, as the parser needs text.
+/// Reads a Dockerfile (or stdin for `-`).
 fn read_dockerfile(file: &PathBuf) -> anyhow::Result<(String, String)> {
     let mut bytes = Vec::new();
     let name = if file.as_os_str() == "-" {
@@ -159,7 +159,8 @@ fn read_dockerfile(file: &PathBuf) -> anyhow::Result<(String, String)> {
         bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         file.display().to_string()
     };
-    Ok((name, String::from_utf8_lossy(&bytes).into_owned()))
+    // Invalid UTF-8 bytes are kept (as BuildKit keeps them) and dumped as `\xNN`.
+    Ok((name, kiln_dockerfile::decode_lossless(&bytes)))
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {
