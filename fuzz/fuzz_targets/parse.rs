@@ -7,8 +7,13 @@ use kiln_dockerfile::{Platform, PlatformArgs, Variables, parse, parse_stages};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
+    // Invalid UTF-8 is kept the way `kiln debug parse` keeps it.
+    let text = kiln_dockerfile::decode_lossless(data);
     let Ok(parsed) = parse(&text) else { return };
+    // Round trip, unless the input itself holds the (valid) characters used for kept bytes.
+    if !data.windows(2).any(|w| w == [0xF4, 0x8F]) {
+        assert_eq!(kiln_dockerfile::encode_lossless(&text), data);
+    }
     let dump = parsed.dump();
     assert!(dump.ends_with('\n'));
     for node in &parsed.nodes {

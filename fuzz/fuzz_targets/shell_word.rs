@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
-    let word = String::from_utf8_lossy(rest);
+    let word = kiln_dockerfile::decode_lossless(rest);
     let env = EnvList::from_pairs([("PWD", "/home"), ("E", ""), ("S", "a b  c"), ("P", "x*y/z.tar.gz")]);
     let lexer = Lexer {
         escape: if flags & 1 == 0 { '\\' } else { '`' },
