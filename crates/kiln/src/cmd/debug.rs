@@ -239,7 +239,17 @@ fn instructions(file: &PathBuf) -> anyhow::Result<ExitCode> {
     };
     let mut out = String::new();
     for arg in &meta_args {
-        out.push_str(&format!("meta {arg:?}\n"));
+        let d = &arg.definition;
+        match &d.default {
+            Some(v) => out.push_str(&format!(
+                "{}:{} meta ARG {}={v:?}\n",
+                arg.span.start.line, arg.span.start.column, d.key
+            )),
+            None => out.push_str(&format!(
+                "{}:{} meta ARG {}\n",
+                arg.span.start.line, arg.span.start.column, d.key
+            )),
+        }
     }
     for (i, stage) in stages.iter().enumerate() {
         out.push_str(&format!(
