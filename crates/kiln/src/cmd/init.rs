@@ -232,6 +232,7 @@ pub fn python_dockerfile(args: &PythonArgs) -> anyhow::Result<String> {
     for p in &packages {
         writeln!(d, "        {p} \\")?;
     }
+    writeln!(d, " && apt-get clean \\")?;
     writeln!(d, " && rm -rf /var/lib/apt/lists/* \\")?;
     writeln!(d, " && {python} -m venv /opt/venv")?;
     writeln!(d)?;

@@ -28,7 +28,10 @@ fn templates_lint_clean_and_follow_the_lessons() {
             "one RUN:\n{dockerfile}"
         );
         assert!(dockerfile.contains("--no-install-recommends"));
-        assert!(dockerfile.contains("&& rm -rf /var/lib/apt/lists/*"));
+        assert!(
+            dockerfile.contains("&& apt-get clean")
+                && dockerfile.contains("&& rm -rf /var/lib/apt/lists/*")
+        );
         assert!(dockerfile.contains("LABEL maintainer=") && !dockerfile.contains("MAINTAINER "));
         assert!(dockerfile.contains("PIP_NO_CACHE_DIR=1"));
         assert!(dockerfile.contains("WORKDIR /app") && !dockerfile.contains("RUN mkdir"));
