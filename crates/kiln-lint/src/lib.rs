@@ -17,7 +17,7 @@
 //! `# kiln-ignore=KL003` or `# kiln-ignore=KL003,consecutive-run`; and for the whole file with
 //! `# kiln-ignore-file=KL006`.
 //!
-//! Size rules (KL001, KL002, KL003, KL005, KL006, KL014) look only at the stages that end up
+//! Size rules (KL001, KL002, KL003, KL005, KL006, KL014, KL015) look only at the stages that end up
 //! in the final image: the last stage and the stages it is built `FROM`, not builder stages
 //! that are only copied from.
 //!

@@ -142,3 +142,46 @@ fn unparsable_dockerfiles_are_errors_not_panics() {
     assert!(lint("").is_err());
     assert!(lint("FROM a\nFROBNICATE x\n").is_err());
 }
+
+#[track_caller]
+fn expect_text(text: &str, want: &[&str]) {
+    let mut got: Vec<String> = lint(text)
+        .expect("lint")
+        .iter()
+        .map(|f| format!("{}:{}", f.location.line, f.rule.id))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn clean_ups_written_various_ways() {
+    expect_text(
+        "FROM debian:12\nRUN apt update && apt install -y --no-install-recommends x && find /var/lib/apt/lists -type f -delete\n",
+        &[],
+    );
+    expect_text(
+        "FROM debian:12\nRUN apt-get update\\\n && apt-get install -y --no-install-recommends x\\\n && rm -rf /var/lib/apt/lists\n",
+        &[],
+    );
+    expect_text(
+        "FROM debian:12\nRUN apt-get update && apt-get install -yq --no-install-recommends x; rm -rf /var/lib/apt/lists/*\nRUN apt-get clean\n",
+        &["3:KL002", "3:KL006"],
+    );
+    expect_text(
+        "FROM debian:12\nRUN [\"apt-get\", \"install\", \"-y\", \"--no-install-recommends\", \"x\"]\n",
+        &["2:KL001"],
+    );
+}
+
+#[test]
+fn python_m_pip_and_versioned_pips() {
+    expect_text(
+        "FROM python:3.12\nRUN python3.12 -m pip install x\nCMD [\"python\"]\n",
+        &["2:KL005"],
+    );
+    expect_text(
+        "FROM python:3.12\nRUN pip3.12 install --no-cache-dir x && pip2 download y\nCMD [\"python\"]\n",
+        &[],
+    );
+}
