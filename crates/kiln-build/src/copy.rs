@@ -5,6 +5,7 @@
 //! `/etc` cannot make a COPY write to the host's `/etc`. While the tar is written, a digest of
 //! the sources' names, metadata and content (not their mtimes) is taken for the cache key.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -36,6 +37,9 @@ pub struct CopyOptions {
     pub chmod: Option<u32>,
     /// `ADD`: local tar archives are extracted into the destination.
     pub extract_archives: bool,
+    /// Without `--chown`, sources keep their uid/gid (`COPY --from`, as docker does); otherwise
+    /// they become root's (the build context).
+    pub keep_owners: bool,
 }
 
 /// One source path matched in the source root, relative to it.
@@ -202,6 +206,7 @@ pub fn write_copy_tar(
         key: &mut key,
         options,
         rootfs,
+        links: HashMap::new(),
     };
     for Matched(rel) in sources {
         let fd =
@@ -249,6 +254,9 @@ struct TarWriter<'a, W: Write> {
     key: &'a mut Sha256,
     options: &'a CopyOptions,
     rootfs: Option<&'a Path>,
+    /// Files with more than one link, by (device, inode), and where the first one went: the
+    /// others become hardlinks to it, as docker keeps them.
+    links: HashMap<(u64, u64), String>,
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -320,7 +328,11 @@ impl<W: Write> TarWriter<'_, W> {
     ) -> Result<(), Error> {
         let mut header = tar::Header::new_gnu();
         let mode = self.options.chmod.unwrap_or(meta.mode() & 0o7777);
-        let (uid, gid) = self.options.owner.unwrap_or((0, 0));
+        let (uid, gid) = match self.options.owner {
+            Some(owner) => owner,
+            None if self.options.keep_owners => (meta.uid(), meta.gid()),
+            None => (0, 0),
+        };
         header.set_mode(mode);
         header.set_uid(uid.into());
         header.set_gid(gid.into());
@@ -345,7 +357,22 @@ impl<W: Write> TarWriter<'_, W> {
             self.tar
                 .append_link(&mut header, target, &link)
                 .map_err(err)
+        } else if file_type.is_file()
+            && meta.nlink() > 1
+            && let Some(first) = self.links.get(&(meta.dev(), meta.ino()))
+        {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            self.key.update(record("hardlink", first).as_bytes());
+            let first = first.clone();
+            self.tar
+                .append_link(&mut header, target, first)
+                .map_err(err)
         } else if file_type.is_file() {
+            if meta.nlink() > 1 {
+                self.links
+                    .insert((meta.dev(), meta.ino()), target.to_owned());
+            }
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(meta.len());
             let file = File::open(host).map_err(Error::io("open", host))?;
@@ -491,6 +518,82 @@ mod tests {
             ignore: None,
         };
         assert_eq!(names(match_sources(src, "**/*.md").unwrap()), ["a/one.md"]);
+    }
+
+    /// The entries of a copy tar: (path, type, uid, link target).
+    fn copy_entries(
+        src: SourceRoot<'_>,
+        sources: &[&str],
+        dest: &str,
+        options: &CopyOptions,
+    ) -> Vec<(String, tar::EntryType, u64, String)> {
+        let matched: Vec<Matched> = sources.iter().map(|s| Matched((*s).into())).collect();
+        let mut out = Vec::new();
+        write_copy_tar(src, &matched, dest, None, options, &mut out).unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().entry_type(),
+                    e.header().uid().unwrap(),
+                    link,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hardlinks_among_the_sources_stay_hardlinks() {
+        let dir = tree(&["d/a"]);
+        std::fs::hard_link(dir.path().join("d/a"), dir.path().join("d/b")).unwrap();
+        let src = SourceRoot {
+            root: dir.path(),
+            ignore: None,
+        };
+        let entries = copy_entries(src, &["d"], "/out/", &CopyOptions::default());
+        let kinds: Vec<_> = entries
+            .iter()
+            .map(|(p, k, _, l)| (p.as_str(), *k, l.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("out/a", tar::EntryType::Regular, ""),
+                ("out/b", tar::EntryType::Link, "out/a")
+            ]
+        );
+    }
+
+    #[test]
+    fn owners_are_kept_only_when_asked() {
+        let dir = tree(&["f"]);
+        let src = SourceRoot {
+            root: dir.path(),
+            ignore: None,
+        };
+        let uid = u64::from(std::fs::metadata(dir.path().join("f")).unwrap().uid());
+        let root_owned = copy_entries(src, &["f"], "/f", &CopyOptions::default());
+        assert_eq!(root_owned[0].2, 0);
+        let keep = CopyOptions {
+            keep_owners: true,
+            ..CopyOptions::default()
+        };
+        assert_eq!(copy_entries(src, &["f"], "/f", &keep)[0].2, uid);
+        let chown = CopyOptions {
+            owner: Some((42, 43)),
+            keep_owners: true,
+            ..CopyOptions::default()
+        };
+        assert_eq!(copy_entries(src, &["f"], "/f", &chown)[0].2, 42);
     }
 
     #[test]

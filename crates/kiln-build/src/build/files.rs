@@ -137,7 +137,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     // Only local archives from the context are extracted: a download never is (docker's rule),
     // nor is a heredoc.
     let extract = extract && matches!(origin, Origin::Context(_));
-    let options = copy_options(None, chmod.as_deref(), extract)?;
+    let options = copy_options(None, chmod.as_deref(), extract, false)?;
     if let Some(root) = origin.local_root() {
         let src = SourceRoot {
             root,
@@ -205,10 +205,12 @@ fn absolute_dest(workdir: &str, dest: &str) -> String {
     joined
 }
 
+/// `keep_owners`: the sources come from layers (`COPY --from`), whose owners docker keeps.
 fn copy_options(
     owner: Option<(u32, u32)>,
     chmod: Option<&str>,
     extract: bool,
+    keep_owners: bool,
 ) -> Result<CopyOptions, Error> {
     let chmod = chmod
         .map(|mode| {
@@ -226,6 +228,7 @@ fn copy_options(
         owner,
         chmod,
         extract_archives: extract,
+        keep_owners,
     })
 }
 
@@ -269,7 +272,8 @@ pub(crate) fn apply(
         .as_deref()
         .map(|spec| resolve_owner(mount.path(), spec))
         .transpose()?;
-    let options = copy_options(owner, plan.chmod.as_deref(), plan.extract)?;
+    let keep_owners = matches!(plan.origin, Origin::Layers { .. });
+    let options = copy_options(owner, plan.chmod.as_deref(), plan.extract, keep_owners)?;
     let src = SourceRoot {
         root: &source_root,
         ignore: plan.origin.ignore(ctx.builder),
