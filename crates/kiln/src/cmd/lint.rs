@@ -226,10 +226,7 @@ fn sarif(file: &str, findings: &[Finding]) -> serde_json::Value {
     let results: Vec<_> = findings
         .iter()
         .map(|f| {
-            let index = RULES
-                .iter()
-                .position(|r| r.id == f.rule.id)
-                .unwrap_or(0);
+            let index = RULES.iter().position(|r| r.id == f.rule.id).unwrap_or(0);
             let related: Vec<_> = f
                 .related
                 .iter()
