@@ -10,6 +10,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The image store failed (reading a blob, writing a compressed copy).
+    #[error(transparent)]
+    Store(#[from] kiln_image::Error),
     /// A syscall failed on a path.
     #[error("{syscall} failed on {}: {source}", path.display())]
     Syscall {

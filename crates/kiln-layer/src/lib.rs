@@ -100,6 +100,7 @@ mod compress;
 mod diff;
 mod error;
 mod hash;
+mod stored;
 
 pub use apply::{
     ApplyMode, ApplyOptions, ApplyStats, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR,
@@ -111,3 +112,4 @@ pub use compress::{
 pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from_upper};
 pub use error::{Error, Result};
 pub use hash::{HashingReader, HashingWriter, digest_string};
+pub use stored::compressed_in_store;

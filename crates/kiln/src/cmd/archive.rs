@@ -76,6 +76,21 @@ pub struct SaveArgs {
     /// Archive format.
     #[arg(long, value_enum, default_value_t = SaveFormatArg::Docker)]
     pub format: SaveFormatArg,
+    /// Compress the layers (gzip runs on every core; the compressed copies are kept for the
+    /// next save or push). Layers kiln built are stored uncompressed.
+    #[arg(long, value_enum, default_value_t = CompressArg::None)]
+    pub compress: CompressArg,
+}
+
+/// Layer compression of `kiln save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// As stored.
+    None,
+    /// gzip, in parallel.
+    Gzip,
+    /// zstd.
+    Zstd,
 }
 
 /// Writes images out of the store.
@@ -94,6 +109,12 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
         };
         images.push((image, names));
     }
+    let compression = match args.compress {
+        CompressArg::None => kiln_layer::Compression::None,
+        CompressArg::Gzip => kiln_layer::Compression::Gzip,
+        CompressArg::Zstd => kiln_layer::Compression::Zstd,
+    };
+    let images = archive::compress_for_export(store, images, compression)?;
     let format = match args.format {
         SaveFormatArg::OciDir => {
             let dir = args.output.context("--format oci-dir needs -o DIR")?;
@@ -117,6 +138,11 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                 &images,
                 format,
                 io::BufWriter::with_capacity(1 << 20, file.as_file_mut()),
+            )?;
+            // A temp file is 0600; an archive is as readable as any file the user writes.
+            std::fs::set_permissions(
+                file.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
             )?;
             file.persist(path)
                 .with_context(|| format!("write {}", path.display()))?;

@@ -1,0 +1,92 @@
+//! Compressed copies of the store's layers, made when an export needs them and kept.
+//!
+//! kiln stores the layers it builds uncompressed: committing is then a single pass with no
+//! compression. `save --compress` and `push` need gzip or zstd; the first one to ask makes the
+//! compressed blob (in parallel, for gzip) and records `diff id → compressed blob`, so the
+//! next export compresses nothing.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use kiln_image::{Descriptor, Digest, Store, media_type};
+use serde::{Deserialize, Serialize};
+
+use crate::Compression;
+use crate::error::{Error, Result};
+
+/// gzip level of exported layers: docker's default.
+const GZIP_LEVEL: u32 = 6;
+/// zstd level of exported layers: zstd's default.
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    digest: Digest,
+    size: u64,
+}
+
+fn record_path(store: &Store, diff_id: &Digest, compression: Compression) -> PathBuf {
+    let algo = if compression == Compression::Zstd {
+        "zstd"
+    } else {
+        "gzip"
+    };
+    store
+        .root()
+        .join("compressed")
+        .join(algo)
+        .join(diff_id.hex())
+}
+
+/// `layer` as a blob of the store with `compression`: itself if it already is, else a
+/// compressed copy, made once. Returns the copy's descriptor and whether it was made now.
+pub fn compressed_in_store(
+    store: &Store,
+    layer: &Descriptor,
+    compression: Compression,
+) -> Result<(Descriptor, bool)> {
+    let plain = matches!(
+        layer.media_type.as_str(),
+        media_type::OCI_LAYER_TAR | media_type::DOCKER_LAYER_TAR
+    );
+    let wanted = match compression {
+        Compression::Gzip => media_type::OCI_LAYER_GZIP,
+        Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+        Compression::None => return Ok((layer.clone(), false)),
+    };
+    if !plain {
+        return Ok((layer.clone(), false));
+    }
+    let record = record_path(store, &layer.digest, compression);
+    if let Some(known) = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        && store.has_blob(&known.digest)
+    {
+        return Ok((Descriptor::new(wanted, known.digest, known.size), false));
+    }
+    let source = store.open_blob(&layer.digest)?;
+    let mut writer = store.blob_writer()?;
+    let reader = BufReader::with_capacity(1 << 20, source);
+    match compression {
+        Compression::Zstd => crate::zstd_compress(reader, &mut writer, ZSTD_LEVEL)?,
+        _ => crate::gzip_parallel(reader, &mut writer, GZIP_LEVEL)?,
+    };
+    let (digest, size) = writer.commit(None)?;
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Store(kiln_image::Error::Io {
+                op: "create directory",
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        })?;
+    }
+    let bytes = serde_json::to_vec(&Record {
+        digest: digest.clone(),
+        size,
+    })
+    .unwrap_or_default();
+    kiln_image::write_atomic(&store.root().join("tmp"), &record, &bytes)?;
+    Ok((Descriptor::new(wanted, digest, size), true))
+}
