@@ -440,6 +440,34 @@ mod tests {
     }
 
     #[test]
+    fn compressed_layers_are_streamed_even_when_seekable() {
+        use std::io::Write as _;
+        let plain = layer(&[("etc/big", 4096), ("etc/small", 3)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let mut a = Analyzer::new();
+        a.add_layer_seekable(LayerInfo::default(), std::io::Cursor::new(gz))
+            .expect("gzip layer");
+        a.add_layer_seekable(LayerInfo::default(), std::io::Cursor::new(plain))
+            .expect("plain layer");
+        let a = a.finish();
+        assert_eq!(a.layers[0].size, 4099);
+        assert_eq!(a.wasted_bytes, 8198);
+        assert_eq!(a.layers[0].hidden, 4099);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut a = Analyzer::new();
+        let junk = vec![0x1f, 0x8b, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert!(a.add_layer(LayerInfo::default(), &junk[..]).is_err());
+        let mut header = vec![b'x'; 512];
+        header[148..156].copy_from_slice(b"garbage!");
+        assert!(a.add_layer(LayerInfo::default(), &header[..]).is_err());
+    }
+
+    #[test]
     fn empty_image_is_fully_efficient() {
         let a = Analyzer::new().finish();
         assert_eq!(a.efficiency, 1.0);
