@@ -241,6 +241,12 @@ pub fn write_copy_tar(
     Ok(Digest::from_hasher(key))
 }
 
+/// Whether slash path `path` is strictly below `dir`.
+fn is_below(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -298,20 +304,34 @@ impl<W: Write> TarWriter<'_, W> {
             .follow_links(false)
             .sort_by_file_name();
         let mut walker = walker.into_iter();
+        // Excluded directories that an exception may still reach into: if something below one
+        // is copied, the directory comes too, with its own metadata (as docker's context has
+        // it), not as a parent made up with 0755.
+        let mut pending: Vec<(PathBuf, String)> = Vec::new();
+        let stat = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .map_err(|e| Error::BadInput(format!("stat {}: {e}", path.display())))
+        };
         while let Some(entry) = walker.next() {
             let entry =
                 entry.map_err(|e| Error::BadInput(format!("walk {}: {e}", host.display())))?;
             let below = relative(host, entry.path());
             let context_rel = join(rel, &below);
+            pending.retain(|(_, dir)| is_below(&below, dir));
             if ignore.is_some_and(|i| i.is_excluded(&context_rel)) {
-                if entry.file_type().is_dir() && !ignore.is_some_and(IgnoreRules::has_exclusions) {
-                    walker.skip_current_dir();
+                if entry.file_type().is_dir() {
+                    if ignore.is_some_and(IgnoreRules::has_exclusions) {
+                        pending.push((entry.path().to_path_buf(), below));
+                    } else {
+                        walker.skip_current_dir();
+                    }
                 }
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| Error::BadInput(format!("stat {}: {e}", entry.path().display())))?;
+            for (path, dir) in pending.drain(..) {
+                self.entry(&path, &stat(&path)?, &join(dest, &dir), &join(rel, &dir))?;
+            }
+            let meta = stat(entry.path())?;
             self.entry(entry.path(), &meta, &join(dest, &below), &context_rel)?;
         }
         Ok(())
@@ -594,6 +614,45 @@ mod tests {
             ..CopyOptions::default()
         };
         assert_eq!(copy_entries(src, &["f"], "/f", &chown)[0].2, 42);
+    }
+
+    #[test]
+    fn an_excluded_dir_comes_with_what_an_exception_brings_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tree(&["docs/keep.md", "docs/drop.md", "other/x"]);
+        let docs = dir.path().join("docs");
+        std::fs::set_permissions(&docs, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let rules = IgnoreRules::parse("docs\n!docs/keep.md\nother\n").unwrap();
+        let src = SourceRoot {
+            root: dir.path(),
+            ignore: Some(&rules),
+        };
+        let mut out = Vec::new();
+        let matched = [Matched(String::new())];
+        write_copy_tar(
+            src,
+            &matched,
+            "/ctx/",
+            None,
+            &CopyOptions::default(),
+            &mut out,
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap() & 0o7777,
+                )
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["ctx/docs/", "ctx/docs/keep.md"]);
+        assert_eq!(entries[0].1, 0o750);
     }
 
     #[test]

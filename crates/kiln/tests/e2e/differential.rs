@@ -91,6 +91,9 @@ struct Case {
     base: Option<&'static str>,
     /// More `build` flags, the same for every builder (`--label K=V`).
     flags: &'static [&'static str],
+    /// Modes the test gives these context directories first (git keeps no directory modes,
+    /// and a checkout's depend on the umask).
+    dir_modes: &'static [(&'static str, u32)],
 }
 
 const fn case(name: &'static str) -> Case {
@@ -102,6 +105,7 @@ const fn case(name: &'static str) -> Case {
         docker_strips_checksum: false,
         base: None,
         flags: &[],
+        dir_modes: &[],
     }
 }
 
@@ -113,6 +117,10 @@ const fn child(name: &'static str, base: &'static str) -> Case {
         ..case(name)
     }
 }
+
+const LEGACY_REINCLUDED_DIRS: &str = "a directory that .dockerignore excludes but an exception \
+     reaches into: BuildKit's context keeps it with its own mode, the legacy builder makes it \
+     anew, 0755";
 
 /// In build order: bases (cmdbase, onbuild-base) before the cases that use them.
 const CASES: &[Case] = &[
@@ -169,7 +177,11 @@ const CASES: &[Case] = &[
         legacy: Legacy::CannotBuild("the --chmod option requires BuildKit"),
         ..case("copy-chmod")
     },
-    case("dockerignore"),
+    Case {
+        dir_modes: &[("build/keep", 0o750)],
+        legacy: Legacy::Differs(&["files"], LEGACY_REINCLUDED_DIRS),
+        ..case("dockerignore")
+    },
     case("copy-from-stage"),
     // needs: stage.rs `base_state` for `scratch` to start from BuildKit's empty image, whose
     // config has WorkingDir "/" and Env ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
@@ -230,7 +242,11 @@ const CASES: &[Case] = &[
     case("copy-symlinks"),
     case("copy-onto-existing"),
     case("config-edges"),
-    case("dockerignore-exceptions"),
+    Case {
+        dir_modes: &[("docs", 0o750), ("node_modules", 0o700)],
+        legacy: Legacy::Differs(&["files"], LEGACY_REINCLUDED_DIRS),
+        ..case("dockerignore-exceptions")
+    },
     Case {
         legacy: Legacy::CannotBuild("COPY failed: no source files were specified"),
         ..case("copy-glob-dirs")
@@ -250,6 +266,8 @@ const CASES: &[Case] = &[
         ),
         ..case("platform-args")
     },
+    case("args-and-words"),
+    case("onbuild-forms"),
     case("add-tar-edges"),
     Case {
         legacy: Legacy::Differs(
@@ -386,6 +404,11 @@ fn build_args(case: &Case, builder: Builder, port: u16) -> Vec<String> {
 /// Builds one case with one builder; `Err` carries the builder's output.
 fn build(setup: &Setup<'_>, case: &Case, builder: Builder) -> Result<(), String> {
     let dir = data_dir().join(case.name);
+    for (sub, mode) in case.dir_modes {
+        let path = dir.join(sub);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    }
     let image = builder.image(case.name);
     let mut cmd = match builder {
         Builder::Kiln => {
@@ -696,6 +719,66 @@ fn added_by_docker(image: &str, exported: &Listing) -> BTreeSet<String> {
     added
 }
 
+/// Both of docker's builders must be there, and be what they say: BuildKit's plain progress
+/// starts with `[internal] load build definition`, the legacy builder's with `Step 1/`.
+fn check_docker_builders() {
+    for (buildkit, marker) in [("1", "[internal] load build definition"), ("0", "Step 1/")] {
+        let mut child = docker()
+            .env("DOCKER_BUILDKIT", buildkit)
+            .args(["build", "-t", "kiln-diff/probe:latest", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            format!("FROM {BASE}\nLABEL probe=1\n").as_bytes(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains(marker),
+            "{} is unavailable through /usr/bin/docker with DOCKER_BUILDKIT={buildkit} (BuildKit \
+             is built into docker.io's engine; this test needs it and the legacy builder):\n{text}",
+            if buildkit == "1" {
+                "BuildKit"
+            } else {
+                "the legacy builder"
+            }
+        );
+    }
+}
+
+/// Removes the images the test made from docker, however the test ends (the kiln store goes
+/// with the `Env`).
+struct RemoveImages<'a>(&'a [&'a Case]);
+
+impl Drop for RemoveImages<'_> {
+    fn drop(&mut self) {
+        let mut images = vec![
+            "kiln-diff/probe:latest".to_owned(),
+            format!("{BASE}:latest"),
+        ];
+        for case in self.0 {
+            for builder in [Builder::Legacy, Builder::BuildKit, Builder::Kiln] {
+                images.push(builder.image(case.name));
+            }
+        }
+        let _ = docker()
+            .arg("rmi")
+            .args(&images)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Builds every case with the three builders, then compares.
 #[test]
 #[expect(
@@ -710,6 +793,8 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     run(docker().args(["import", "--change", BASE_PATH, tar, BASE]));
     env.ok(&["import", "--change", BASE_PATH, tar, BASE]);
     let cases = selected_cases();
+    let _cleanup = RemoveImages(&cases);
+    check_docker_builders();
     let server = HttpServer::start(&data_dir().join("http-served"));
     let setup = Setup {
         env: &env,
@@ -761,12 +846,6 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
     let built = Instant::now();
 
     let mut report = Vec::new();
-    if let Some(Err(why)) = results.get(&("buildkit", cases[0].name)) {
-        panic!(
-            "BuildKit is unavailable through /usr/bin/docker with DOCKER_BUILDKIT=1 (docker.io's \
-             engine must have its built-in BuildKit enabled):\n{why}"
-        );
-    }
     let compare = |case: &Case| -> Vec<String> {
         let mut problems = Vec::new();
         let mut outcome = |builder: Builder| -> bool {
@@ -869,16 +948,6 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
         }
     }
 
-    // Tidy docker's image list; the kiln store goes with the Env.
-    for case in &cases {
-        for builder in [Builder::Legacy, Builder::BuildKit, Builder::Kiln] {
-            let _ = docker()
-                .args(["rmi", &builder.image(case.name)])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
     eprintln!(
         "differential: {} cases, built in {:.1}s, compared in {:.1}s",
         cases.len(),
