@@ -15,7 +15,11 @@ use crate::client::{ATTEMPTS, Endpoint, retry};
 use crate::{BlobAction, Error, Event, Registry, Reporter};
 
 /// The gzip level of layers compressed for a push.
-const GZIP_LEVEL: u32 = 6;
+///
+/// Level 2 of zlib-rs is about 2.4 times as fast as level 6 for some 6 % more bytes (the
+/// Debian base: 1.4 s against 3.4 s, 66 MB against 62 MB, on 2 cores); a push waits on the
+/// compressor, so it favours speed.
+const GZIP_LEVEL: u32 = 2;
 
 /// What a push did.
 #[derive(Debug, Clone)]
@@ -72,12 +76,17 @@ fn mount_source(store: &Store, digest: &Digest, host: &str, path: &str) -> Optio
     })
 }
 
-/// The blob to push for a layer: itself when compressed, else its gzip (made once).
-fn pushable_layer(
-    store: &Store,
-    layer: &Descriptor,
-    reporter: &dyn Reporter,
-) -> Result<(Descriptor, bool), Error> {
+/// What to push for a layer.
+enum LayerBlob {
+    /// A blob the store has in a form a registry takes (compressed, or known compressed).
+    Ready(Descriptor),
+    /// An uncompressed layer with no gzip copy yet.
+    Compress(Descriptor),
+}
+
+/// The blob to push for a layer: itself when compressed, its remembered gzip copy, or a
+/// note that it must be compressed.
+fn layer_blob(store: &Store, layer: &Descriptor) -> LayerBlob {
     let plain = matches!(
         layer.media_type.as_str(),
         media_type::OCI_LAYER_TAR | media_type::DOCKER_LAYER_TAR
@@ -87,26 +96,81 @@ fn pushable_layer(
         if d.media_type == media_type::DOCKER_LAYER_GZIP {
             d.media_type = media_type::OCI_LAYER_GZIP.to_owned();
         }
-        return Ok((d, false));
+        return LayerBlob::Ready(d);
     }
-    let record_path = gzip_record_path(store, &layer.digest);
-    if let Some(record) = std::fs::read(&record_path)
+    match std::fs::read(gzip_record_path(store, &layer.digest))
         .ok()
         .and_then(|b| serde_json::from_slice::<GzipRecord>(&b).ok())
-        && store.has_blob(&record.digest)
     {
-        return Ok((
-            Descriptor::new(media_type::OCI_LAYER_GZIP, record.digest, record.size),
-            false,
-        ));
+        Some(record) if store.has_blob(&record.digest) => LayerBlob::Ready(Descriptor::new(
+            media_type::OCI_LAYER_GZIP,
+            record.digest,
+            record.size,
+        )),
+        _ => LayerBlob::Compress(layer.clone()),
     }
+}
+
+/// A writer that stores what it is given and also hands it, in chunks, to an upload.
+struct Tee<'w> {
+    store: &'w mut kiln_image::BlobWriter,
+    upload: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, OciDistributionError>>>,
+    pending: Vec<u8>,
+}
+
+impl Tee<'_> {
+    fn send(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.pending));
+        // A failed upload closes the channel: the blob is still finished in the store.
+        if let Some(tx) = &self.upload
+            && tx.blocking_send(Ok(chunk)).is_err()
+        {
+            self.upload = None;
+        }
+    }
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.store.write(buf)?;
+        if self.upload.is_some() {
+            self.pending.extend_from_slice(&buf[..n]);
+            if self.pending.len() >= 1 << 20 {
+                self.send();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.store.flush()
+    }
+}
+
+/// Gzips a layer into the store (remembering diff id → gzip blob), streaming the compressed
+/// bytes to `upload` as they come. Blocking: runs on a blocking thread.
+fn compress_layer(
+    store: &Store,
+    layer: &Descriptor,
+    upload: Option<tokio::sync::mpsc::Sender<Result<bytes::Bytes, OciDistributionError>>>,
+) -> Result<Descriptor, Error> {
     let source = store.open_blob(&layer.digest)?;
     let mut writer = store.blob_writer()?;
+    let mut tee = Tee {
+        store: &mut writer,
+        upload,
+        pending: Vec::with_capacity(1 << 20),
+    };
     let compressed = kiln_layer::gzip_parallel(
         std::io::BufReader::with_capacity(1 << 20, source),
-        &mut writer,
+        &mut tee,
         GZIP_LEVEL,
     )?;
+    tee.send();
+    drop(tee);
     let (digest, size) = writer.commit(None)?;
     if digest.as_str() != compressed.digest || size != compressed.size {
         return Err(Error::DigestMismatch {
@@ -115,27 +179,71 @@ fn pushable_layer(
             actual: compressed.digest.parse()?,
         });
     }
+    let record_path = gzip_record_path(store, &layer.digest);
+    if let Some(dir) = record_path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    }
     let record = GzipRecord {
         digest: digest.clone(),
         size,
     };
-    if let Some(dir) = record_path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    }
     kiln_image::write_atomic(
         &store.root().join("tmp"),
         &record_path,
         &serde_json::to_vec(&record).unwrap_or_default(),
     )?;
+    Ok(Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size))
+}
+
+/// Compresses a layer and uploads it at the same time (a chunked upload whose digest is
+/// given at the end). If the streamed upload fails, the finished blob is pushed the normal
+/// way, with retries.
+async fn compress_and_push(
+    store: &Store,
+    endpoint: &Endpoint,
+    path: &str,
+    layer: &Descriptor,
+    reporter: &dyn Reporter,
+) -> Result<(Descriptor, BlobAction, u64), Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let compress = {
+        let store = store.clone();
+        let layer = layer.clone();
+        tokio::task::spawn_blocking(move || compress_layer(&store, &layer, Some(tx)))
+    };
+    let r = endpoint.reference(path, Some("latest"), None);
+    endpoint.authorize(&r).await;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let upload = endpoint.client.push_blob_stream_chunked(&r, stream);
+    let (uploaded, compressed) = tokio::join!(upload, compress);
+    let desc =
+        compressed.map_err(|e| Error::Config(format!("the compression task failed: {e}")))??;
     reporter.report(Event::Compressed {
         diff_id: &layer.digest,
-        digest: &digest,
-        size,
+        digest: &desc.digest,
+        size: desc.size,
     });
-    Ok((
-        Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size),
-        true,
-    ))
+    match uploaded {
+        Ok(done) if done.blob_digest == desc.digest.as_str() && done.size == desc.size => {
+            reporter.report(Event::BlobDone {
+                digest: &desc.digest,
+                bytes: desc.size,
+                action: BlobAction::Uploaded,
+            });
+            Ok((desc.clone(), BlobAction::Uploaded, desc.size))
+        }
+        other => {
+            if let Err(e) = other {
+                tracing::debug!(
+                    "streamed upload of {} failed: {e}; pushing it again",
+                    desc.digest
+                );
+            }
+            let (digest, action, bytes) = push_blob(store, endpoint, path, &desc, reporter).await?;
+            debug_assert_eq!(digest, desc.digest);
+            Ok((desc, action, bytes))
+        }
+    }
 }
 
 impl Registry {
@@ -149,37 +257,60 @@ impl Registry {
     ) -> Result<Pushed, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
-            // Layers: compress what needs it (in parallel with nothing else: gzip_parallel
-            // already uses every core), then move blobs concurrently.
-            let mut layers = Vec::with_capacity(image.manifest.layers.len());
-            let mut compressed = 0;
-            for layer in &image.manifest.layers {
-                let (desc, fresh) = pushable_layer(store, layer, reporter)?;
-                compressed += usize::from(fresh);
-                layers.push(desc);
-            }
             let config = Descriptor::new(
                 media_type::OCI_CONFIG,
                 image.manifest.config.digest.clone(),
                 image.manifest.config.size,
             );
+            let config_pushed = push_blob(store, &endpoint, &target.path, &config, reporter);
+            // Layers move concurrently; one that needs gzip is compressed (on every core) and
+            // uploaded at the same time.
+            let layers: Vec<(Descriptor, BlobAction, u64, bool)> =
+                futures_util::stream::iter(&image.manifest.layers)
+                    .map(|layer| {
+                        let endpoint = &endpoint;
+                        async move {
+                            match layer_blob(store, layer) {
+                                LayerBlob::Ready(desc) => {
+                                    let (_, action, bytes) =
+                                        push_blob(store, endpoint, &target.path, &desc, reporter)
+                                            .await?;
+                                    Ok::<_, Error>((desc, action, bytes, false))
+                                }
+                                LayerBlob::Compress(plain) => {
+                                    let (desc, action, bytes) = compress_and_push(
+                                        store,
+                                        endpoint,
+                                        &target.path,
+                                        &plain,
+                                        reporter,
+                                    )
+                                    .await?;
+                                    Ok((desc, action, bytes, true))
+                                }
+                            }
+                        }
+                    })
+                    .buffered(self.concurrency)
+                    .try_collect()
+                    .await?;
+            let (_, config_action, config_bytes) = config_pushed.await?;
             let mut blobs = vec![config.clone()];
-            blobs.extend(layers.iter().cloned());
-            let results = self
-                .push_blobs(store, &endpoint, &target.path, &blobs, reporter)
-                .await?;
-            let mut manifest = Manifest::oci(config, layers);
+            blobs.extend(layers.iter().map(|(d, ..)| d.clone()));
+            let mut manifest = Manifest::oci(config.clone(), blobs[1..].to_vec());
             manifest.annotations = image.manifest.annotations.clone();
             let bytes = manifest.to_bytes();
             let digest = self
                 .put_manifest(&endpoint, target, bytes, media_type::OCI_MANIFEST, reporter)
                 .await?;
             record_sources(store, &endpoint.host, &target.path, &blobs);
+            let mut actions = vec![(config.digest.clone(), config_action)];
+            actions.extend(layers.iter().map(|(d, a, ..)| (d.digest.clone(), *a)));
             Ok(Pushed {
                 digest,
-                uploaded: results.iter().map(|(_, _, n)| n).sum(),
-                compressed,
-                blobs: results.into_iter().map(|(d, a, _)| (d, a)).collect(),
+                uploaded: config_bytes + layers.iter().map(|(_, _, n, _)| n).sum::<u64>(),
+                compressed: layers.iter().filter(|l| l.3).count(),
+                blobs: actions,
             })
         })
     }
