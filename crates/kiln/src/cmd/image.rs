@@ -154,23 +154,33 @@ pub fn history(store: &Store, out: &mut Output, args: HistoryArgs) -> anyhow::Re
         OutputFormat::Json => {
             let list: Vec<_> = rows
                 .iter()
-                .map(|(h, size)| json!({ "Created": h.created, "CreatedBy": h.created_by, "Size": size, "Comment": h.comment, "EmptyLayer": h.empty_layer }))
+                .enumerate()
+                .map(|(i, (h, size))| json!({ "ID": if i == 0 { image.id().as_str() } else { "<missing>" }, "Created": h.created, "CreatedBy": h.created_by, "Size": size, "Comment": h.comment, "EmptyLayer": h.empty_layer }))
                 .collect();
             out.line(&serde_json::to_string_pretty(&list)?)?;
         }
         OutputFormat::Table => {
+            // As docker: the image id on the newest step, `<missing>` on the steps below
+            // (they are not images of their own).
             let mut table = vec![[
-                "CREATED".to_owned(),
+                "IMAGE".to_owned(),
+                "CREATED".into(),
                 "CREATED BY".into(),
                 "SIZE".into(),
                 "COMMENT".into(),
             ]];
-            for (h, size) in rows {
+            for (i, (h, size)) in rows.into_iter().enumerate() {
+                let id = match (i, args.no_trunc) {
+                    (0, true) => image.id().as_str().to_owned(),
+                    (0, false) => image.id().short().to_owned(),
+                    _ => "<missing>".to_owned(),
+                };
                 let mut by = h.created_by.clone().unwrap_or_default();
                 if !args.no_trunc && by.chars().count() > 45 {
                     by = by.chars().take(44).collect::<String>() + "…";
                 }
                 table.push([
+                    id,
                     relative_time(h.created.as_deref()),
                     by,
                     human_size(size),

@@ -183,6 +183,14 @@ fn history_sizes_are_content_sizes_as_in_docker_history() {
     assert_eq!(&sizes[..5], [0, 250_000, 300_000, 1_000_000, base]);
     let table = env.ok(&["history", "crafted"]);
     assert!(table.contains("250kB") && table.contains("1MB"), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("IMAGE "), "{table}");
+    assert!(!lines[1].starts_with("<missing>"), "{table}");
+    assert!(
+        lines[2..].iter().all(|l| l.starts_with("<missing>")),
+        "{table}"
+    );
+    assert_eq!(doc[1]["ID"], "<missing>");
 }
 
 /// Sum of the sizes of the files under `dir` in an image, measured inside a container.
