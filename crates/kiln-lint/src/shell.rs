@@ -105,18 +105,31 @@ fn finish_command(mut words: Vec<Word>, depth: usize, out: &mut Vec<Command>) {
                 env.push((k.to_owned(), v.to_owned()));
             }
             words.remove(0);
-        } else if text == "sudo" || text == "env" || text == "command" {
+        } else if matches!(
+            text,
+            "sudo" | "env" | "command" | "xargs" | "nice" | "timeout"
+        ) {
+            let takes_value: &[&str] = match text {
+                "xargs" => &["-n", "-I", "-L", "-P", "-d", "-a", "-E", "-s"],
+                "nice" => &["-n"],
+                "timeout" => &["-s", "-k"],
+                _ => &["-u", "-g"],
+            };
+            let positional_first = text == "timeout";
             words.remove(0);
-            // Options of the wrapper (`sudo -E -u root`, `env -i`): drop them; `-u USER` takes
-            // a value.
+            // Options of the wrapper (`sudo -E -u root`, `env -i`, `xargs -r -n 1`): drop
+            // them, with the value of those that take one; `timeout` also has its duration.
             while let Some(w) = words.first() {
-                if w.text == "-u" || w.text == "-g" {
+                if takes_value.contains(&w.text.as_str()) {
                     words.drain(..words.len().min(2));
                 } else if w.text.starts_with('-') && w.text.len() > 1 {
                     words.remove(0);
                 } else {
                     break;
                 }
+            }
+            if positional_first && !words.is_empty() {
+                words.remove(0);
             }
         } else {
             break;
@@ -480,6 +493,16 @@ mod tests {
         assert_eq!(got[1], ["apt-get", "install", "y"]);
         assert_eq!(got[2], ["pip", "install", "$p"]);
         assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn xargs_timeout_and_nice_are_wrappers() {
+        let got = progs(
+            "xargs -r -n 1 apt-get install -y < pkgs; timeout -s KILL 60 pip install x; nice -n 5 make",
+        );
+        assert_eq!(got[0], ["apt-get", "install", "-y"]);
+        assert_eq!(got[1], ["pip", "install", "x"]);
+        assert_eq!(got[2], ["make"]);
     }
 
     #[test]

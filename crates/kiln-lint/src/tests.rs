@@ -104,6 +104,13 @@ fn secrets_in_env_and_arg() {
 }
 
 #[test]
+fn wrappers_shebang_heredocs_meta_args_and_cache_mounts() {
+    // xargs apt-get install, a bash heredoc with timeout pip, FROM with a meta ARG, the
+    // BuildKit cache-mount recipe: only the two RUNs of the first stage could merge.
+    expect("wrappers.Dockerfile", &["8:KL006"]);
+}
+
+#[test]
 fn ignore_comments_above_inside_and_file_wide() {
     expect("ignores.Dockerfile", &["5:KL006"]);
 }

@@ -91,6 +91,7 @@ fn real_world_shapes_give_the_expected_rules() {
         ("cache-mount.Dockerfile", &[]),
         ("update-alone.Dockerfile", &["KL002", "KL006", "KL015"]),
         ("conditional.Dockerfile", &["KL001", "KL006"]),
+        ("wrappers.Dockerfile", &["KL006"]),
     ];
     for (name, want) in cases {
         let mut got: Vec<String> = json_findings(&env, &data(name))
