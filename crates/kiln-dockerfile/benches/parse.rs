@@ -56,23 +56,37 @@ fn generated(n: usize) -> String {
     s
 }
 
-/// Runs `f` in 5 batches of at least `min / 5` each; returns the fastest batch's mean time per
-/// call (the minimum filters out noise from other processes on a shared machine).
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (Linux). On a shared
+/// machine wall-clock time mostly measures waiting for a CPU; CPU time does not.
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// A clock: thread CPU time where available, wall-clock time otherwise.
+fn now() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    thread_cpu_time().unwrap_or_else(|| START.get_or_init(Instant::now).elapsed())
+}
+
+/// Runs `f` for at least `min` of the clock (after a warm-up call); returns the mean time per
+/// call. The clock is read once per chunk of calls lasting about a millisecond, so that
+/// reading it does not weigh on tiny inputs.
 fn time_per_call(min: Duration, mut f: impl FnMut()) -> Duration {
-    f(); // warm up
-    let batch = min / 5;
-    (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            let mut calls = 0u32;
-            while start.elapsed() < batch {
-                f();
-                calls += 1;
-            }
-            start.elapsed() / calls.max(1)
-        })
-        .min()
-        .unwrap_or_default()
+    let warm = Instant::now();
+    f();
+    let one = warm.elapsed().max(Duration::from_nanos(100));
+    let chunk = (Duration::from_millis(1).as_nanos() / one.as_nanos()).clamp(1, 100_000) as u32;
+    let start = now();
+    let mut calls = 0u32;
+    while now() - start < min {
+        for _ in 0..chunk {
+            f();
+        }
+        calls += chunk;
+    }
+    (now() - start) / calls.max(1)
 }
 
 fn front_end(text: &str) {
@@ -132,17 +146,31 @@ fn main() {
         std::fs::write(Path::new(dir).join("Dockerfile.seed"), seed_dockerfile())
             .expect("write seed");
     }
+    // Time spent per size and measurement.
     let min = if quick {
-        Duration::from_millis(200)
+        Duration::from_millis(250)
     } else {
-        Duration::from_secs(1)
+        Duration::from_secs(2)
     };
 
+    println!(
+        "clock: {}",
+        if thread_cpu_time().is_some() {
+            "thread CPU time (/proc/thread-self/schedstat)"
+        } else {
+            "wall clock"
+        }
+    );
     let seed = seed_dockerfile();
     assert!(parse(&seed).is_ok(), "the seed Dockerfile must parse");
-    let t = time_per_call(min, || {
-        black_box(parse(black_box(&seed)).ok());
-    });
+    let t = (0..5)
+        .map(|_| {
+            time_per_call(min / 5, || {
+                black_box(parse(black_box(&seed)).ok());
+            })
+        })
+        .min()
+        .unwrap_or_default();
     println!(
         "seed Dockerfile ({} bytes, {} instructions): parse {:.1} µs = {:.1} MB/s",
         seed.len(),
@@ -155,20 +183,32 @@ fn main() {
         "{:>8} {:>10} {:>12} {:>10} {:>8} {:>14} {:>10}",
         "instrs", "bytes", "parse", "MB/s", "ns/inst", "front end", "MB/s"
     );
-    let mut base: Option<(usize, Duration)> = None;
-    let mut ratios = Vec::new();
     // KILN_BENCH_SIZES=2500,5000,... overrides the sizes (the first is the reference).
     let sizes: Vec<usize> = std::env::var("KILN_BENCH_SIZES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .filter(|v: &Vec<usize>| !v.is_empty())
         .unwrap_or_else(|| vec![10_000, 20_000, 40_000]);
-    for &n in &sizes {
-        let text = generated(n);
-        let tp = time_per_call(min, || {
-            black_box(parse(black_box(&text)).ok());
-        });
-        let tf = time_per_call(min, || front_end(black_box(&text)));
+    // Sizes are timed round-robin, batch by batch, and each keeps its fastest batch: load from
+    // other processes then hits every size alike instead of skewing the ratios.
+    let texts: Vec<String> = sizes.iter().map(|&n| generated(n)).collect();
+    let rounds = 5;
+    let batch = min / rounds;
+    let mut best_parse = vec![Duration::MAX; sizes.len()];
+    let mut best_front = vec![Duration::MAX; sizes.len()];
+    for _ in 0..rounds {
+        for (i, text) in texts.iter().enumerate() {
+            let tp = time_per_call(batch, || {
+                black_box(parse(black_box(text)).ok());
+            });
+            let tf = time_per_call(batch, || front_end(black_box(text)));
+            best_parse[i] = best_parse[i].min(tp);
+            best_front[i] = best_front[i].min(tf);
+        }
+    }
+    let mut ratios = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let (text, tp, tf) = (&texts[i], best_parse[i], best_front[i]);
         println!(
             "{:>8} {:>10} {:>10.2}ms {:>10.1} {:>8.0} {:>12.2}ms {:>10.1}",
             n,
@@ -179,11 +219,11 @@ fn main() {
             tf.as_secs_f64() * 1e3,
             mb_per_s(text.len(), tf)
         );
-        match base {
-            None => base = Some((n, tp)),
-            Some((n0, t0)) => {
-                ratios.push((n as f64 / n0 as f64, tp.as_secs_f64() / t0.as_secs_f64()))
-            }
+        if i > 0 {
+            ratios.push((
+                n as f64 / sizes[0] as f64,
+                tp.as_secs_f64() / best_parse[0].as_secs_f64(),
+            ));
         }
     }
     for (size, time) in &ratios {
