@@ -2,7 +2,7 @@
 # Dockerfile parser throughput: the seed's Dockerfile and generated 10k/20k/40k-instruction
 # files; prints MB/s and whether the time grows linearly.
 #
-#   bench/parse.sh                 timed run (min of 5 batches per size)
+#   bench/parse.sh                 timed run (thread CPU time, sizes round-robin, best of 5)
 #   bench/parse.sh --quick         shorter timed run
 #   bench/parse.sh --instructions  also count executed CPU instructions per parse with
 #                                  valgrind (deterministic, immune to a busy machine)
