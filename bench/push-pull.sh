@@ -9,7 +9,8 @@
 # image (so its gzip cache is cold), skopeo from that store's OCI layout (oci:DIR:NAME), which it
 # compresses on the way as it does for any uncompressed layer. Pulls: each tool pulls the image
 # kiln pushed into an empty destination (kiln: a fresh store; skopeo: an empty OCI layout).
-# Prints wall times and ratios; the issue's target is kiln push >= 1.5x faster than skopeo's.
+# Prints the best wall time of ROUNDS (default 3) and ratios; the issue's target is kiln push
+# >= 1.5x faster than skopeo's.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,24 +31,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The image, loaded into a fresh bench store (layers uncompressed, as kiln builds them).
-BENCH="$WORK/store"
+# The image, loaded into a fresh bench store per round (layers uncompressed, as kiln builds
+# them, and kiln's gzip cache cold).
 if "$KILN" --root "$SRC_ROOT" inspect "$IMAGE" >/dev/null 2>&1; then
-  "$KILN" --root "$SRC_ROOT" save "$IMAGE" | "$KILN" --root "$BENCH" load >/dev/null
+  "$KILN" --root "$SRC_ROOT" save -o "$WORK/image.tar" "$IMAGE"
   NAME="$IMAGE"
+  load_image() { "$KILN" --root "$1" load -i "$WORK/image.tar" >/dev/null; }
 else
   TAR=/var/cache/kiln-bases/debian-bookworm-minbase.tar
   [ -f "$TAR" ] || { echo "no $IMAGE in $SRC_ROOT and no $TAR: run scripts/build-python-base.sh"; exit 1; }
   echo "($IMAGE is not in $SRC_ROOT: using the Debian minbase tarball as a one-layer image)"
-  "$KILN" --root "$BENCH" import "$TAR" bench-base >/dev/null
   NAME=bench-base
+  load_image() { "$KILN" --root "$1" import "$TAR" bench-base >/dev/null; }
 fi
-SIZE=$(du -sb "$BENCH/oci/blobs" | cut -f1)
-echo "image: $NAME, $((SIZE / 1000000)) MB of uncompressed blobs, $(nproc) cores"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_registry() { # name -> prints port
-  local dir="$WORK/registry-$1" port
+start_registry() { # dir -> prints port
+  local dir="$1" port
   port=$(free_port)
   mkdir -p "$dir"
   cat > "$dir/config.yml" <<YAML
@@ -72,33 +72,49 @@ YAML
 }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
+min() { echo "if ($1 < $2) $1 else $2" | bc -l; }
 
-KPORT=$(start_registry kiln)
-SPORT=$(start_registry skopeo)
+# The machine may be shared: each tool runs ROUNDS times, alternating, into fresh registries
+# and stores; the best time of each counts.
+ROUNDS="${ROUNDS:-3}"
+kiln_push=999999 skopeo_push=999999 kiln_repush=999999 kiln_pull=999999 skopeo_pull=999999
+for round in $(seq 1 "$ROUNDS"); do
+  R="$WORK/round-$round"
+  BENCH="$R/store"
+  load_image "$BENCH"
+  [ "$round" = 1 ] && echo "image: $NAME, $(( $(du -sb "$BENCH/oci/blobs" | cut -f1) / 1000000 )) MB of uncompressed blobs, $(nproc) cores, $ROUNDS rounds"
+  KPORT=$(start_registry "$R/registry-kiln")
+  SPORT=$(start_registry "$R/registry-skopeo")
 
-t=$(now)
-"$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
-kiln_push=$(elapsed "$t")
+  t=$(now)
+  "$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+  kiln_push=$(min "$kiln_push" "$(elapsed "$t")")
 
-t=$(now)
-skopeo copy -q --dest-tls-verify=false "oci:$BENCH/oci:$NAME:latest" "docker://127.0.0.1:$SPORT/bench/$NAME:1"
-skopeo_push=$(elapsed "$t")
+  t=$(now)
+  skopeo copy -q --dest-tls-verify=false "oci:$BENCH/oci:$NAME:latest" "docker://127.0.0.1:$SPORT/bench/$NAME:1"
+  skopeo_push=$(min "$skopeo_push" "$(elapsed "$t")")
 
-t=$(now)
-"$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
-kiln_repush=$(elapsed "$t")
+  t=$(now)
+  "$KILN" --root "$BENCH" --progress quiet push "$NAME" "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+  kiln_repush=$(min "$kiln_repush" "$(elapsed "$t")")
 
-t=$(now)
-"$KILN" --root "$WORK/pulled" --progress quiet pull "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
-kiln_pull=$(elapsed "$t")
+  t=$(now)
+  "$KILN" --root "$R/pulled" --progress quiet pull "127.0.0.1:$KPORT/bench/$NAME:1" >/dev/null
+  kiln_pull=$(min "$kiln_pull" "$(elapsed "$t")")
 
-mkdir -p "$WORK/skopeo-oci"
-t=$(now)
-skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$KPORT/bench/$NAME:1" "oci:$WORK/skopeo-oci:$NAME"
-skopeo_pull=$(elapsed "$t")
+  mkdir -p "$R/skopeo-oci"
+  t=$(now)
+  skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$KPORT/bench/$NAME:1" "oci:$R/skopeo-oci:$NAME"
+  skopeo_pull=$(min "$skopeo_pull" "$(elapsed "$t")")
 
-printf '\n%-28s %8s\n' "operation" "seconds"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  PIDS=()
+  rm -rf "$R"
+done
+
+printf '\n%-28s %8s   (best of %s)\n' "operation" "seconds" "$ROUNDS"
 printf '%-28s %8.2f\n' "kiln push (cold gzip)" "$kiln_push" "skopeo copy oci: -> docker:" "$skopeo_push" \
   "kiln push again (no-op)" "$kiln_repush" "kiln pull" "$kiln_pull" "skopeo copy docker: -> oci:" "$skopeo_pull"
 printf '\npush: kiln is %.2fx skopeo (target >= 1.5x)\n' "$(echo "$skopeo_push / $kiln_push" | bc -l)"
 printf 'pull: kiln is %.2fx skopeo\n' "$(echo "$skopeo_pull / $kiln_pull" | bc -l)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
