@@ -81,7 +81,7 @@ pub use instructions::{
     AddInstruction, ArgDefinition, CommandLine, CopyInstruction, FromInstruction,
     HealthcheckConfig, HealthcheckInstruction, InlineSource, Instruction, InstructionError,
     InstructionExpandError, KeyValue, Mount, MountType, OnbuildInstruction, RunInstruction,
-    Spanned, parse_instruction,
+    Spanned, exposed_ports, parse_instruction,
 };
 pub use parser::MAX_LINE_LENGTH;
 pub use stages::{MetaArg, Stage, parse_stages};

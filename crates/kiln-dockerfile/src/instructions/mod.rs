@@ -7,12 +7,14 @@
 mod expand;
 mod flags;
 mod mount;
+mod ports;
 mod values;
 
 use std::time::Duration;
 
 pub use expand::InstructionExpandError;
 pub use mount::{CacheSharing, Mount, MountType};
+pub use ports::exposed_ports;
 
 use crate::ast::{Heredoc, Node, chomp_leading_tabs};
 use crate::error::{Position, Span, render_diagnostic, suggest};
