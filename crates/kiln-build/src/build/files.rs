@@ -75,8 +75,19 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         ),
         _ => return Err(Error::BadInput("not a COPY or ADD".into())),
     };
+
+    // BuildKit's history: the keyword, the (expanded) sources and destination, no flags.
+    let created_by = if inline.is_empty() {
+        format!(
+            "{} {} {} # buildkit",
+            ctx.inst.keyword.to_uppercase(),
+            sources.join(" "),
+            dest
+        )
+    } else {
+        format!("{} # buildkit", ctx.inst.original)
+    };
     let dest = absolute_dest(&state.workdir(), dest);
-    let created_by = format!("{} # buildkit", ctx.inst.original);
     let mut key = Sha256::new();
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
     let (origin, patterns) = if !inline.is_empty() {
@@ -403,16 +414,14 @@ pub(crate) fn workdir(
         ApplyOptions::default(),
     )?;
     drop(mount);
+    // BuildKit makes every WORKDIR but `/` a layer (its mkdir), empty when the directory was
+    // there already; docker's history then shows it with a layer.
     let created_by = format!("WORKDIR {path}");
-    let changed = std::fs::read_dir(dirs.upper())
-        .map_err(Error::io("read", dirs.upper()))?
-        .next()
-        .is_some();
-    if changed {
-        commit_upper(store, state, &dirs.upper(), created_by)
-    } else {
+    if path == "/" {
         push_history(&mut state.config, created_by, true);
         Ok(())
+    } else {
+        commit_upper(store, state, &dirs.upper(), created_by)
     }
 }
 

@@ -17,7 +17,7 @@ pub(crate) fn apply(
 ) -> Result<(), Error> {
     let shell = state.shell();
     let env = state.vars.config_env();
-    let mut history = original.to_owned();
+    let mut history = history_text(inst, &shell).unwrap_or_else(|| original.to_owned());
     let config = state.config.container();
     match inst {
         Instruction::Env(_) => config.env = Some(env),
@@ -49,6 +49,9 @@ pub(crate) fn apply(
                     ports.insert(port, EmptyObject {});
                 }
             }
+            // Go prints a map's keys sorted, and a port once.
+            added.sort();
+            added.dedup();
             history = format!(
                 "EXPOSE map[{}]",
                 added
@@ -102,6 +105,157 @@ pub(crate) fn apply(
     }
     push_history(&mut state.config, history, true);
     Ok(())
+}
+
+/// The history's `created_by` of a config instruction, as BuildKit writes it: the expanded
+/// values, and Go's `%q`/`%v` renderings where BuildKit formats with them (checked against
+/// docker 20.10's BuildKit by the differential e2e test). `None`: keep the text as written.
+fn history_text(inst: &Instruction, shell: &[String]) -> Option<String> {
+    let pairs = |pairs: &[kiln_dockerfile::KeyValue]| {
+        pairs
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Some(match inst {
+        Instruction::Env(kvs) => format!("ENV {}", pairs(kvs)),
+        Instruction::Label(kvs) => format!("LABEL {}", pairs(kvs)),
+        Instruction::Maintainer(author) => format!("MAINTAINER {author}"),
+        Instruction::User(user) => format!("USER {user}"),
+        Instruction::Cmd(command) => format!("CMD {}", go_quote_list(&command.to_argv(shell))),
+        Instruction::Entrypoint(command) => {
+            format!("ENTRYPOINT {}", go_quote_list(&command.to_argv(shell)))
+        }
+        Instruction::Volume(paths) => format!("VOLUME [{}]", paths.join(" ")),
+        Instruction::StopSignal(signal) => format!("STOPSIGNAL {signal}"),
+        Instruction::Shell(argv) => format!("SHELL [{}]", argv.join(" ")),
+        // `fmt.Sprintf("HEALTHCHECK %q", config.Healthcheck)` on docker's HealthConfig struct:
+        // Test, Interval, Timeout, StartPeriod, (StartInterval: not in docker 20.10's struct,
+        // so shown only when set), Retries (an int, which %q renders as a rune literal).
+        Instruction::Healthcheck(check) => {
+            let (interval, timeout, start_period, start_interval, retries) = match check {
+                HealthcheckInstruction::Disable => Default::default(),
+                HealthcheckInstruction::Check(c) => (
+                    c.interval,
+                    c.timeout,
+                    c.start_period,
+                    c.start_interval,
+                    c.retries,
+                ),
+            };
+            let mut fields = vec![
+                go_quote_list(&check.test()),
+                go_quote(&go_duration(interval)),
+                go_quote(&go_duration(timeout)),
+                go_quote(&go_duration(start_period)),
+            ];
+            if !start_interval.is_zero() {
+                fields.push(go_quote(&go_duration(start_interval)));
+            }
+            fields.push(go_quote_rune(retries));
+            format!("HEALTHCHECK &{{{}}}", fields.join(" "))
+        }
+        _ => return None,
+    })
+}
+
+/// Go's `%q` of a string (`strconv.Quote`).
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => push_go_escaped(&mut out, c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of a rune (`strconv.QuoteRune`), which is what `%q` does to an int.
+fn go_quote_rune(n: u32) -> String {
+    let Some(c) = char::from_u32(n) else {
+        return "'\\ufffd'".into();
+    };
+    let mut out = String::from("'");
+    match c {
+        '\'' => out.push_str("\\'"),
+        '\\' => out.push_str("\\\\"),
+        c => push_go_escaped(&mut out, c),
+    }
+    out.push('\'');
+    out
+}
+
+fn push_go_escaped(out: &mut String, c: char) {
+    match c {
+        '\u{7}' => out.push_str("\\a"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{b}' => out.push_str("\\v"),
+        c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        }
+        c if c.is_control() => {
+            let n = c as u32;
+            if n <= 0xffff {
+                out.push_str(&format!("\\u{n:04x}"));
+            } else {
+                out.push_str(&format!("\\U{n:08x}"));
+            }
+        }
+        c => out.push(c),
+    }
+}
+
+/// Go's `%q` of a `[]string`: `["a" "b"]`.
+fn go_quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| go_quote(i)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `time.Duration.String()`: `1m30s`, `500ms`, `1h0m0s`, `1.5s`, `0s`.
+fn go_duration(d: std::time::Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    // Fractions drop trailing zeros, as Go's fmtFrac does.
+    let frac = |value: u128, digits: u32| -> String {
+        let unit = 10u128.pow(digits);
+        let (whole, part) = (value / unit, value % unit);
+        if part == 0 {
+            return whole.to_string();
+        }
+        let text = format!("{part:0width$}", width = digits as usize);
+        format!("{whole}.{}", text.trim_end_matches('0'))
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", frac(nanos, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", frac(nanos, 6));
+    }
+    let secs = nanos / 1_000_000_000;
+    let sub = nanos % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let seconds = frac(s * 1_000_000_000 + sub, 9);
+    if h > 0 {
+        format!("{h}h{m}m{seconds}s")
+    } else if m > 0 {
+        format!("{m}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
 }
 
 /// `CMD []` and `ENTRYPOINT []` unset the field: docker's config then says `null`, not `[]`
@@ -160,6 +314,80 @@ fn check_signal(signal: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state() -> StageState {
+        let platforms = kiln_dockerfile::PlatformArgs::same(kiln_dockerfile::Platform::host());
+        StageState {
+            config: kiln_image::ImageConfig::scratch(),
+            layers: Vec::new(),
+            key: kiln_image::Digest::of(b""),
+            vars: kiln_dockerfile::Variables::new(&platforms, Vec::<(String, String)>::new())
+                .for_stage(),
+            cmd_set: false,
+        }
+    }
+
+    #[test]
+    fn expose_history_lists_ports_as_go_prints_the_map() {
+        let mut state = state();
+        let words = ["9999/sctp", "80", "80"].map(String::from).to_vec();
+        apply(
+            &mut state,
+            &Instruction::Expose(words),
+            "EXPOSE 9999/sctp 80 80",
+        )
+        .unwrap();
+        let last = state.config.history.last().unwrap();
+        assert_eq!(
+            last.created_by.as_deref(),
+            Some("EXPOSE map[80/tcp:{} 9999/sctp:{}]")
+        );
+        assert!(last.empty_layer);
+    }
+
+    #[test]
+    fn go_renderings() {
+        assert_eq!(go_quote("a \"b\" \\ \t é"), r#""a \"b\" \\ \t é""#);
+        assert_eq!(go_quote("\u{0}\u{1b}"), r#""\x00\x1b""#);
+        assert_eq!(go_quote_rune(0), r"'\x00'");
+        assert_eq!(go_quote_rune(7), r"'\a'");
+        assert_eq!(go_quote_rune(1), r"'\x01'");
+        assert_eq!(go_quote_rune(65), "'A'");
+        assert_eq!(go_quote_list(&["a".into(), "b c".into()]), r#"["a" "b c"]"#);
+        let d = std::time::Duration::from_millis;
+        assert_eq!(go_duration(d(0)), "0s");
+        assert_eq!(go_duration(d(500)), "500ms");
+        assert_eq!(go_duration(d(1500)), "1.5s");
+        assert_eq!(go_duration(d(60_000)), "1m0s");
+        assert_eq!(go_duration(d(90_000)), "1m30s");
+        assert_eq!(go_duration(d(3_600_000)), "1h0m0s");
+        assert_eq!(go_duration(std::time::Duration::from_micros(1500)), "1.5ms");
+    }
+
+    #[test]
+    fn healthcheck_history_is_docker_20_10s_percent_q() {
+        let mut state = state();
+        let check = kiln_dockerfile::HealthcheckConfig {
+            command: kiln_dockerfile::CommandLine::Exec(vec!["true".into()]),
+            interval: std::time::Duration::from_secs(30),
+            timeout: std::time::Duration::from_secs(5),
+            start_period: std::time::Duration::from_secs(90),
+            start_interval: std::time::Duration::ZERO,
+            retries: 7,
+        };
+        let inst = Instruction::Healthcheck(HealthcheckInstruction::Check(check));
+        apply(&mut state, &inst, "HEALTHCHECK …").unwrap();
+        assert_eq!(
+            state.config.history.last().unwrap().created_by.as_deref(),
+            Some(r#"HEALTHCHECK &{["CMD" "true"] "30s" "5s" "1m30s" '\a'}"#)
+        );
+        let none = Instruction::Healthcheck(HealthcheckInstruction::Disable);
+        apply(&mut state, &none, "HEALTHCHECK NONE").unwrap();
+        assert_eq!(
+            state.config.history.last().unwrap().created_by.as_deref(),
+            Some(r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" '\x00'}"#)
+        );
+    }
 
     #[test]
     fn an_empty_exec_form_is_null() {
