@@ -99,7 +99,12 @@ fn write_config(path: &PathBuf, config: &Map<String, Value>) -> Result<(), Error
 /// Stores `user`/`password` for `host` in `auths` of the docker config file. Returns the file.
 pub fn store(host: &str, user: &str, password: &str) -> Result<PathBuf, Error> {
     let path = config_path();
-    let mut config = read_config(&path)?;
+    store_in(&path, host, user, password)?;
+    Ok(path)
+}
+
+fn store_in(path: &PathBuf, host: &str, user: &str, password: &str) -> Result<(), Error> {
+    let mut config = read_config(path)?;
     let auths = config
         .entry("auths")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -113,21 +118,23 @@ pub fn store(host: &str, user: &str, password: &str) -> Result<PathBuf, Error> {
             serde_json::json!({ "auth": encoded }),
         );
     }
-    write_config(&path, &config)?;
-    Ok(path)
+    write_config(path, &config)
 }
 
 /// Removes the stored credentials of `host`. Returns whether there were any.
 pub fn logout(host: &str) -> Result<bool, Error> {
-    let path = config_path();
-    let mut config = read_config(&path)?;
+    logout_in(&config_path(), host)
+}
+
+fn logout_in(path: &PathBuf, host: &str) -> Result<bool, Error> {
+    let mut config = read_config(path)?;
     let removed = config
         .get_mut("auths")
         .and_then(Value::as_object_mut)
         .and_then(|auths| auths.remove(key_for(host)))
         .is_some();
     if removed {
-        write_config(&path, &config)?;
+        write_config(path, &config)?;
     }
     Ok(removed)
 }
@@ -142,4 +149,34 @@ pub fn login(
 ) -> Result<PathBuf, Error> {
     registry.check_login(host, user, password)?;
     store(host, user, password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_writes_what_docker_credential_reads_and_logout_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"credsStore":"","other":1}"#).unwrap();
+        store_in(&path, "127.0.0.1:5000", "kiln", "pa:ss").unwrap();
+        store_in(&path, "docker.io", "hub", "x").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"other\": 1"), "other keys survive: {text}");
+        assert!(text.contains(DOCKER_HUB_KEY), "{text}");
+        let read = docker_credential::get_credential_from_reader(
+            std::fs::File::open(&path).unwrap(),
+            "127.0.0.1:5000",
+        );
+        assert!(matches!(
+            read,
+            Ok(DockerCredential::UsernamePassword(u, p)) if u == "kiln" && p == "pa:ss"
+        ));
+        assert!(logout_in(&path, "127.0.0.1:5000").unwrap());
+        assert!(!logout_in(&path, "127.0.0.1:5000").unwrap());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "credentials are private");
+    }
 }

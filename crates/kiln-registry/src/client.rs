@@ -151,11 +151,17 @@ impl Registry {
             None => None,
         };
         let http_allowed = mirror_http || conf.insecure || is_loopback(host);
+        // Docker Hub's API lives at index.docker.io, as oci-client resolves it.
+        let api_host = if host == kiln_image::DEFAULT_DOMAIN {
+            "index.docker.io"
+        } else {
+            host
+        };
         let http = if mirror_http {
             true
         } else {
             let probe = self.http_client(host, connect_timeout)?;
-            let https = probe.get(format!("https://{host}/v2/")).send().await;
+            let https = probe.get(format!("https://{api_host}/v2/")).send().await;
             match https {
                 Ok(_) => false,
                 Err(e) if !http_allowed => {
@@ -168,7 +174,7 @@ impl Registry {
                         ),
                     });
                 }
-                Err(https_err) => match probe.get(format!("http://{host}/v2/")).send().await {
+                Err(https_err) => match probe.get(format!("http://{api_host}/v2/")).send().await {
                     Ok(r) if matches!(r.status().as_u16(), 200 | 401) => true,
                     Ok(r) => {
                         return Err(Error::Unreachable {
@@ -267,7 +273,12 @@ impl Registry {
                 let what = what.to_owned();
                 move |source| Error::Http { host, what, source }
             };
-            let url = format!("{scheme}://{host}/v2/");
+            let api_host = if host == kiln_image::DEFAULT_DOMAIN {
+                "index.docker.io"
+            } else {
+                host
+            };
+            let url = format!("{scheme}://{api_host}/v2/");
             let res = client.get(&url).send().await.map_err(http("GET /v2/"))?;
             if res.status().is_success() {
                 return Ok(());

@@ -468,3 +468,57 @@ async fn push_blob(
     });
     Ok((digest.clone(), BlobAction::Uploaded, desc.size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_is_gzipped_once_and_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = vec![b'k'; 100_000];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "file", &data[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let digest = store.write_blob(&bytes).unwrap();
+        let layer = Descriptor::new(media_type::OCI_LAYER_TAR, digest, bytes.len() as u64);
+        assert!(matches!(layer_blob(&store, &layer), LayerBlob::Compress(_)));
+        let gz = compress_layer(&store, &layer, None).unwrap();
+        assert_eq!(gz.media_type, media_type::OCI_LAYER_GZIP);
+        assert!(gz.size < 2_000, "compressed: {}", gz.size);
+        match layer_blob(&store, &layer) {
+            LayerBlob::Ready(d) => assert_eq!(d, gz),
+            LayerBlob::Compress(_) => panic!("compressed twice"),
+        }
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(store.open_blob(&gz.digest).unwrap()),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, bytes);
+    }
+
+    #[test]
+    fn mount_sources_are_per_host_and_not_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(b"x"), 1);
+        record_sources(&store, "r:5000", "a/base", std::slice::from_ref(&blob));
+        record_sources(&store, "r:5000", "a/base", std::slice::from_ref(&blob));
+        assert_eq!(
+            mount_source(&store, &blob.digest, "r:5000", "b/app").as_deref(),
+            Some("a/base")
+        );
+        assert_eq!(mount_source(&store, &blob.digest, "r:5000", "a/base"), None);
+        assert_eq!(
+            mount_source(&store, &blob.digest, "other:5000", "b/app"),
+            None
+        );
+    }
+}

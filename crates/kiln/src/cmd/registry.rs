@@ -244,9 +244,9 @@ impl TransferPrinter {
     /// A printer for a progress mode.
     pub fn new(progress: Progress) -> TransferPrinter {
         use std::io::IsTerminal as _;
+        // Bars need a terminal to draw on; `--progress tty` elsewhere falls back to lines.
         let tty = match progress {
-            Progress::Tty => true,
-            Progress::Auto => io::stderr().is_terminal(),
+            Progress::Tty | Progress::Auto => io::stderr().is_terminal(),
             Progress::Plain | Progress::Quiet => false,
         };
         TransferPrinter {
