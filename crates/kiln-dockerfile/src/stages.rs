@@ -35,6 +35,27 @@ pub struct Stage {
     pub span: Span,
 }
 
+impl Stage {
+    /// The stage named `name` (as after `FROM … AS name`; compared case-insensitively, as
+    /// BuildKit lower-cases stage names): what an expanded `FROM name` refers to. `None`
+    /// means an image.
+    pub fn find_by_name<'a>(stages: &'a [Stage], name: &str) -> Option<&'a Stage> {
+        let lower = crate::text::to_lower(name);
+        stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+    }
+
+    /// The stage a `COPY --from=` value refers to: a stage index (`--from=0`) or a stage name.
+    /// `None` means an image.
+    pub fn find_for_copy<'a>(stages: &'a [Stage], from: &str) -> Option<&'a Stage> {
+        match from.parse::<i64>() {
+            Ok(i) => usize::try_from(i).ok().and_then(|i| stages.get(i)),
+            Err(_) => Self::find_by_name(stages, from),
+        }
+    }
+}
+
 /// Converts every node and groups the result: meta ARGs, then stages.
 ///
 /// Errors: any instruction that is not valid (unknown instruction with a "did you mean",
@@ -91,6 +112,12 @@ mod tests {
         assert_eq!(stages[0].base, "alpine:$V");
         assert_eq!((stages[0].span.start.line, stages[0].span.end.line), (2, 3));
         assert_eq!(stages[1].instructions.len(), 1);
+        assert_eq!(
+            Stage::find_by_name(&stages, "BUILD").map(|s| s.index),
+            Some(0)
+        );
+        assert_eq!(Stage::find_for_copy(&stages, "1").map(|s| s.index), Some(1));
+        assert!(Stage::find_for_copy(&stages, "alpine").is_none());
     }
 
     #[test]
