@@ -189,6 +189,19 @@ fn push_to_plain_http_registry_docker_pulls_and_runs_it_and_second_push_uploads_
         uploads_before,
         "the registry saw a blob upload on the second push"
     );
+    // Another repository of the same registry: every blob is mounted, nothing uploaded.
+    let sibling = format!("{}/kiln/sibling:1", registry.host());
+    let (_, third) = kiln_ok(&env, &["push", "bb", &sibling]);
+    assert!(third.contains("mounted"), "{third}");
+    assert!(third.contains("uploaded 0 bytes"), "{third}");
+    assert!(
+        registry.log().lines().any(
+            |l| l.contains("\"POST /v2/kiln/sibling/blobs/uploads/?mount=")
+                && l.contains("&from=kiln%2Fbusybox ")
+                && l.contains("\" 201 ")
+        ),
+        "no cross-repository mount in the registry log"
+    );
     // A pull into a fresh store gives the same image id.
     let other = other_env();
     let (id, _) = kiln_ok(&other, &["pull", &target]);
@@ -320,24 +333,18 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
     );
     assert_eq!(origin.gets(manifest).len(), origin_before + 1);
 
-    // 2. A mirror that has it serves it; the origin is not asked.
+    // 2. A mirror that has it serves it; the origin is not asked. (Mirrors given as flags.)
     let runner = other_env();
     let ctx = write_dockerfile(&runner, &format!("FROM {base}\n"));
-    let config = mirror_config(
-        &runner,
-        &origin.host(),
-        &[
-            format!("http://{}", empty.host()),
-            format!("http://{}", full.host()),
-        ],
-    );
     let origin_before = origin.gets(manifest).len();
     let (_, err) = kiln_ok(
         &runner,
         &[
             "build",
-            "--config",
-            config.to_str().unwrap(),
+            "--registry-mirror",
+            &format!("{}=http://{}", origin.host(), empty.host()),
+            "--registry-mirror",
+            &format!("{}=http://{}", origin.host(), full.host()),
             "-t",
             "app",
             ctx.to_str().unwrap(),
