@@ -1123,3 +1123,108 @@ fn bearer_token_registry_login_push_pull() {
         image_id(&env, "bb")
     );
 }
+
+/// One plain HTTP/1.1 request to 127.0.0.1; returns (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    let status = String::from_utf8_lossy(&response[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[split..].to_vec())
+}
+
+#[test]
+fn docker_schema2_manifests_and_oci_indexes_pull() {
+    let env = Env::new();
+    let registry = Registry::start(&env, "formats");
+    env.busybox_base("bb");
+    let id = image_id(&env, "bb");
+    let pushed = format!("{}/kiln/bb:1", registry.host());
+    let (digest, _) = kiln_ok(&env, &["push", "bb", &pushed]);
+    let digest = digest.trim();
+
+    // An OCI index over that manifest, for two platforms, put with a plain HTTP request.
+    let (status, manifest) = http(
+        registry.port,
+        "GET",
+        &format!("/v2/kiln/bb/manifests/{digest}"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        size = manifest.len()
+    );
+    let (status, body) = http(
+        registry.port,
+        "PUT",
+        "/v2/kiln/bb/manifests/multi",
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        index.as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let multi = format!("{}/kiln/bb:multi", registry.host());
+    let runner = other_env();
+    let (pulled, _) = kiln_ok(&runner, &["pull", "--platform", "linux/amd64", &multi]);
+    assert_eq!(pulled.trim(), id);
+    let err = kiln_fails(&runner, &["pull", "--platform", "linux/s390x", &multi]);
+    assert!(
+        err.contains(
+            "no image for platform linux/s390x (the index has: linux/arm64/v8, linux/amd64)"
+        ),
+        "{err}"
+    );
+
+    // Docker pushes Docker schema 2 manifests with Docker media types.
+    run(docker().args(["pull", &pushed]));
+    let by_docker = format!("{}/docker/bb:1", registry.host());
+    run(docker().args(["tag", &pushed, &by_docker]));
+    run(docker().args(["push", &by_docker]));
+    run(docker().args(["rmi", "-f", &pushed, &by_docker]));
+    let (status, manifest) = http(
+        registry.port,
+        "GET",
+        "/v2/docker/bb/manifests/1",
+        &[(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&manifest)
+            .contains("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "docker pushed no schema 2 manifest"
+    );
+    let runner = other_env();
+    let (pulled, _) = kiln_ok(&runner, &["pull", &by_docker]);
+    assert_eq!(pulled.trim(), id, "docker keeps the config, so the id");
+    let said = runner.ok(&["run", "--rm", &by_docker, "echo", "schema 2 ok"]);
+    assert_eq!(said.trim(), "schema 2 ok");
+}
