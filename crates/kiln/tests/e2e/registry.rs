@@ -271,6 +271,26 @@ fn from_a_registry_image_pulls_it_during_the_build() {
         registry.gets("/v2/library/debian/manifests/bookworm").len(),
         before + 1
     );
+    // build --push: the result goes to the registry under its -t name.
+    let app = format!("{}/built/app:1", registry.host());
+    let (id, err) = kiln_ok(
+        &runner,
+        &["build", "--push", "-t", &app, ctx.to_str().unwrap()],
+    );
+    assert!(err.contains(&format!("pushed {app}")), "{err}");
+    let config = run(Command::new(require("skopeo")).args([
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ]));
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        2,
+        "{config}"
+    );
+    assert!(id.trim().starts_with("sha256:"));
 }
 
 fn mirror_config(env: &Env, origin: &str, mirrors: &[String]) -> PathBuf {
