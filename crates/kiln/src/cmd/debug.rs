@@ -48,7 +48,8 @@ the exact format of BuildKit's parser test `result` files, e.g.\n\n  \
 The keyword is lower-cased, flags are shown as a quoted list, and every argument is a\n\
 Go-quoted string. The parser reads exactly what BuildKit's parser reads: directives,\n\
 continuation lines, comments inside continuations, heredocs and the JSON exec form.\n\
-Unknown instructions are accepted here (as BuildKit's parser does) unless --check is given.\n\n\
+An unknown instruction is rejected (exit 1, with a \"did you mean\") as `docker build`\n\
+rejects it; --allow-unknown prints it the way BuildKit's parser alone would.\n\n\
 A file the parser rejects (no instructions, `ENV key` without a value, a JSON array with\n\
 non-string elements, an unterminated heredoc, a duplicate or invalid directive) exits 1\n\
 with the error on stderr.",
@@ -68,6 +69,11 @@ kiln debug parse --check Dockerfile    # also reject unknown instructions and ba
         /// Print parser warnings (e.g. empty continuation lines) to stderr.
         #[arg(long)]
         warnings: bool,
+        /// Accept unknown instructions, as BuildKit's parser alone does (they dump as
+        /// `(keyword "")`); by default they are rejected with a "did you mean", as
+        /// `docker build` rejects them.
+        #[arg(long, conflicts_with = "check")]
+        allow_unknown: bool,
     },
     /// Expand one shell word ($VAR, ${VAR:-default}, quotes, escapes) and print the result.
     #[command(
@@ -140,7 +146,8 @@ pub fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
             file,
             check,
             warnings,
-        } => parse(&file, check, warnings),
+            allow_unknown,
+        } => parse(&file, check, warnings, allow_unknown),
         DebugCommand::Expand(w) => expand(&w, false),
         DebugCommand::Words(w) => expand(&w, true),
         DebugCommand::Instructions { file } => instructions(&file),
@@ -174,7 +181,12 @@ fn write_stderr(text: &str) {
     let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
-fn parse(file: &PathBuf, check: bool, show_warnings: bool) -> anyhow::Result<ExitCode> {
+fn parse(
+    file: &PathBuf,
+    check: bool,
+    show_warnings: bool,
+    allow_unknown: bool,
+) -> anyhow::Result<ExitCode> {
     let (name, text) = read_dockerfile(file)?;
     let parsed = match kiln_dockerfile::parse(&text) {
         Ok(p) => p,
@@ -195,6 +207,13 @@ fn parse(file: &PathBuf, check: bool, show_warnings: bool) -> anyhow::Result<Exi
         if let Err(e) = kiln_dockerfile::parse_stages(&parsed) {
             write_stderr(&e.render(&name, &text));
             return Ok(ExitCode::FAILURE);
+        }
+    } else if !allow_unknown {
+        for node in parsed.nodes.iter().filter(|n| n.instruction().is_none()) {
+            if let Err(e) = kiln_dockerfile::parse_instruction(node) {
+                write_stderr(&e.render(&name, &text));
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     write_stdout(&parsed.dump())?;
@@ -311,11 +330,16 @@ mod tests {
             file,
             check,
             warnings,
+            allow_unknown,
         } = parse(&["parse", "--check", "Dockerfile"])
         else {
             panic!()
         };
         assert_eq!(file, PathBuf::from("Dockerfile"));
-        assert!(check && !warnings);
+        assert!(check && !warnings && !allow_unknown);
+        assert!(
+            Cli::try_parse_from(["kiln-debug", "parse", "--check", "--allow-unknown", "f"])
+                .is_err()
+        );
     }
 }
