@@ -909,6 +909,36 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("linux/s390x, windows/amd64"), "{err}");
     let err = kiln_fails(&env, &["pull", &format!("127.0.0.1:{port}/absent:1")]);
     assert!(err.contains("manifest not found"), "{err}");
+    // A bad config file in $XDG_CONFIG_HOME is named, with what is wrong in it.
+    let xdg = env.path("xdg");
+    std::fs::create_dir_all(xdg.join("kiln")).unwrap();
+    std::fs::write(
+        xdg.join("kiln/config.toml"),
+        "[registry.\"docker.io\"]\nmirrors = [\"ftp://mirror/x\"]\n",
+    )
+    .unwrap();
+    let out = env
+        .kiln()
+        .env("XDG_CONFIG_HOME", &xdg)
+        .args(["pull", "busybox"])
+        .output()
+        .unwrap();
+    let err = assert_clean_failure(&out, "pull with a bad config file");
+    assert!(err.contains("kiln/config.toml"), "{err}");
+    assert!(err.contains("expected https://host[:port]"), "{err}");
+    std::fs::write(
+        xdg.join("kiln/config.toml"),
+        "[registry.\"x\"]\nmirorrs = []\n",
+    )
+    .unwrap();
+    let out = env
+        .kiln()
+        .env("XDG_CONFIG_HOME", &xdg)
+        .args(["pull", "busybox"])
+        .output()
+        .unwrap();
+    let err = assert_clean_failure(&out, "pull with a misspelt config key");
+    assert!(err.contains("mirorrs"), "{err}");
     let err = kiln_fails(
         &env,
         &["build", "--cache-to", "type=local,dest=/tmp/x", "-"],
