@@ -201,7 +201,15 @@ fn print_table(
         "CREATED BY".into(),
     ]];
     for l in &a.layers {
-        let mut by = l.info.created_by.clone().unwrap_or_default();
+        // One line: continuations and tabs of the RUN text collapse to single spaces.
+        let mut by = l
+            .info
+            .created_by
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if by.chars().count() > 70 {
             by = by.chars().take(69).collect::<String>() + "…";
         }
@@ -211,7 +219,7 @@ fn print_table(
             l.info.blob_size.map(human_size).unwrap_or_default(),
             human_size(l.hidden),
             l.entries.to_string(),
-            by.replace('\n', " "),
+            by,
         ]);
     }
     out.table(&table)?;
