@@ -78,7 +78,7 @@ pub use ast::{Arg, Heredoc, Node, Parsed, Warning, chomp_leading_tabs};
 pub use directives::Directive;
 pub use error::{ParseError, Position, Span};
 pub use instructions::{
-    AddInstruction, ArgDefinition, CommandLine, CopyInstruction, FromInstruction,
+    AddInstruction, ArgDefinition, CacheSharing, CommandLine, CopyInstruction, FromInstruction,
     HealthcheckConfig, HealthcheckInstruction, InlineSource, Instruction, InstructionError,
     InstructionExpandError, KeyValue, Mount, MountType, OnbuildInstruction, RunInstruction,
     Spanned, exposed_ports, parse_instruction,
