@@ -207,7 +207,8 @@ fn absolute_dest(workdir: &str, dest: &str) -> String {
     if dest.starts_with('/') {
         return dest.to_owned();
     }
-    let trailing = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    // BuildKit's rule: only `.` or a trailing `/` mean "into"; `sub/.` is cleaned to `sub`.
+    let trailing = dest.ends_with('/') || dest == ".";
     let mut joined = format!("{}/{}", workdir.trim_end_matches('/'), dest);
     joined = format!("/{}", crate::context::clean_path(&joined));
     if trailing && !joined.ends_with('/') {
@@ -468,6 +469,7 @@ mod tests {
         assert_eq!(absolute_dest("/app", "x"), "/app/x");
         assert_eq!(absolute_dest("/app", "sub/"), "/app/sub/");
         assert_eq!(absolute_dest("/app", "."), "/app/");
+        assert_eq!(absolute_dest("/app", "sub/."), "/app/sub");
         assert_eq!(absolute_dest("/", "./a/../b"), "/b");
         assert_eq!(absolute_dest("/app", "/abs"), "/abs");
     }

@@ -250,6 +250,7 @@ const CASES: &[Case] = &[
     },
     case("copy-symlinks"),
     case("copy-onto-existing"),
+    case("copy-dest-forms"),
     case("config-edges"),
     Case {
         dir_modes: &[("docs", 0o750), ("node_modules", 0o700)],
