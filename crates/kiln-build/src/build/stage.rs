@@ -262,7 +262,7 @@ impl<'a> Builder<'a> {
         let mut key = Sha256::new();
         key.update(state.key.as_str().as_bytes());
         key.update(format!("{:?}", expanded.value).as_bytes());
-        let work: Box<dyn FnOnce(&mut StageState) -> Result<(), Error>> = match &expanded.value {
+        let work: StepWork<'_> = match &expanded.value {
             Instruction::Run(run) => {
                 key.update(run::key_material(state, run).as_bytes());
                 Box::new(|state| run::run(&ctx, state, run))
@@ -346,6 +346,9 @@ impl<'a> Builder<'a> {
         Ok(image)
     }
 }
+
+/// The work of a step on a cache miss.
+type StepWork<'w> = Box<dyn FnOnce(&mut StageState) -> Result<(), Error> + 'w>;
 
 /// What a step's work needs to know.
 pub(crate) struct StepContext<'b, 'a> {
