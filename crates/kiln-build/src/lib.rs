@@ -9,9 +9,9 @@
 pub mod archive;
 pub mod build;
 pub mod context;
-pub mod registry;
 pub mod copy;
 mod error;
+pub mod registry;
 pub mod snapshot;
 
 pub use error::Error;

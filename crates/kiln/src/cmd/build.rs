@@ -231,7 +231,10 @@ impl Reporter for StepPrinter {
             }
             Event::Cached { id } => self.line(&format!("#{id} CACHED")),
             Event::Output { id, line } => self.line(&format!("#{id} {line}")),
-            Event::Committed { id, bytes, seconds } => self.line(&format!("#{id} committed {} in {seconds:.2}s", super::human_size(bytes))),
+            Event::Committed { id, bytes, seconds } => self.line(&format!(
+                "#{id} committed {} in {seconds:.2}s",
+                super::human_size(bytes)
+            )),
             Event::Done { id, seconds } => self.line(&format!("#{id} DONE {seconds:.1}s")),
             Event::Warning { text } => self.line(&format!("WARN: {text}")),
         }
