@@ -434,7 +434,7 @@ impl Applier<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| bad("hardlink without a target"))?
                     .into_owned();
-                self.hardlink(&parent_fd, last, &rel, &target, &raw)
+                self.hardlink(&parent_fd, last, &rel, &target, &raw, &meta)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (mut major, mut minor) = (0, 0);
@@ -769,6 +769,7 @@ impl Applier<'_> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hardlink(
         &mut self,
         parent: &OwnedFd,
@@ -776,6 +777,7 @@ impl Applier<'_> {
         rel: &[u8],
         target: &[u8],
         raw: &[u8],
+        meta: &Meta,
     ) -> Result<()> {
         let bad = |reason: String| Error::BadEntry {
             entry: lossy(raw),
@@ -817,6 +819,19 @@ impl Applier<'_> {
         // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never followed.
         rustix::fs::linkat(&tparent_fd, *tname, parent, name, AtFlags::empty())
             .map_err(|e| Error::sys("linkat", self.host(rel), e))?;
+        // The header's mode and owner apply to the (shared) inode, as docker applies them.
+        let is_symlink = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+        if !is_symlink {
+            self.chown_at(parent, name, rel, meta)?;
+            rustix::fs::chmodat(
+                parent,
+                name,
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(|e| Error::sys("fchmodat", self.host(rel), e))?;
+        }
         self.stats.hardlinks += 1;
         Ok(())
     }

@@ -71,6 +71,15 @@ pub fn decompress_auto<'a, R: Read + 'a>(mut reader: R) -> Result<Box<dyn Read +
     }
     let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
     let buffered = io::BufReader::with_capacity(1 << 20, whole);
+    // bzip2 and xz are not layer formats, but `ADD` extracts local archives in them too.
+    if head[..n].starts_with(b"BZh") {
+        return Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)));
+    }
+    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X']) {
+        return Ok(Box::new(xz2::bufread::XzDecoder::new_multi_decoder(
+            buffered,
+        )));
+    }
     Ok(match detect_compression(&head[..n]) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(

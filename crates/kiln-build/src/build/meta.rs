@@ -93,10 +93,14 @@ pub(crate) fn apply(
                 },
             });
         }
-        Instruction::Onbuild(trigger) => config
-            .on_build
-            .get_or_insert_with(Vec::new)
-            .push(trigger.expression.clone()),
+        Instruction::Onbuild(trigger) => {
+            config
+                .on_build
+                .get_or_insert_with(Vec::new)
+                .push(trigger.expression.clone());
+            // BuildKit (docker 20.10's) records no history entry for ONBUILD.
+            return Ok(());
+        }
         other => {
             return Err(Error::BadInput(format!(
                 "{other:?} is not a config instruction"

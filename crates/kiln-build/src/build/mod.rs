@@ -244,9 +244,10 @@ pub fn apply_changes(
                 | Instruction::StopSignal(_)
                 | Instruction::Healthcheck(_)
                 | Instruction::Shell(_) => {
-                    meta::apply(&mut state, &expanded.value, &expanded.original)?;
                     // docker import records no history entry per change.
-                    state.config.history.pop();
+                    let entries = state.config.history.len();
+                    meta::apply(&mut state, &expanded.value, &expanded.original)?;
+                    state.config.history.truncate(entries);
                 }
                 _ => {
                     return Err(bad(format!(

@@ -9,6 +9,9 @@ use sha2::{Digest as _, Sha256};
 use super::{BuildRequest, Event, Reporter, files, meta, run, stage_by_name};
 use crate::Error;
 
+/// The PATH of an image that has none (docker's and BuildKit's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The image state of a stage after some steps.
 #[derive(Debug, Clone)]
 pub struct StageState {
@@ -178,7 +181,12 @@ impl<'a> Builder<'a> {
     ) -> Result<StageState, Error> {
         let mut vars = self.global.for_stage();
         if base == "scratch" {
-            let config = ImageConfig::scratch();
+            // BuildKit's empty image: `/` as the working dir and the default PATH.
+            let mut config = ImageConfig::scratch();
+            let container = config.container();
+            container.working_dir = "/".into();
+            container.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            vars.set_base_env([format!("PATH={DEFAULT_PATH}")]);
             return Ok(StageState {
                 config,
                 layers: Vec::new(),
@@ -191,14 +199,7 @@ impl<'a> Builder<'a> {
             let mut state = self.built[dep]
                 .clone()
                 .ok_or_else(|| Error::BadInput(format!("stage {base:?} was not built")))?;
-            vars.set_base_env(
-                state
-                    .config
-                    .env_pairs()
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}")),
-            );
-            state.vars = vars;
+            // The stage keeps the parent's variables: its ENV and the ARGs it declared (BuildKit).
             state.cmd_set = false;
             return Ok(state);
         }
@@ -276,10 +277,30 @@ impl<'a> Builder<'a> {
                 let dir = dir.clone();
                 Box::new(move |state| files::workdir(&ctx, state, &dir))
             }
-            Instruction::Arg(_) => {
-                // Declared by expand_and_apply; nothing reaches the image.
+            Instruction::Arg(defs) => {
+                // Declared by expand_and_apply; only the history records it, with the
+                // Dockerfile's default (not a --build-arg value), as BuildKit does.
                 key.update(format!("{:?}", state.vars.declared_args()).as_bytes());
-                Box::new(|_| Ok(()))
+                let mut words = Vec::new();
+                for def in defs {
+                    match &def.default {
+                        Some(default) => {
+                            let value = kiln_dockerfile::shell::expand_word(
+                                default,
+                                &state.vars,
+                                self.parsed.escape,
+                            )
+                            .map_err(|e| Error::BadInput(format!("ARG {}: {e}", def.key)))?;
+                            words.push(format!("{}={value}", def.key));
+                        }
+                        None => words.push(def.key.clone()),
+                    }
+                }
+                let created_by = format!("ARG {}", words.join(" "));
+                Box::new(move |state| {
+                    push_history(&mut state.config, created_by, true);
+                    Ok(())
+                })
             }
             other => {
                 let other = other.clone();

@@ -240,7 +240,16 @@ pub fn on_interrupt(interrupt: kiln_sandbox::Interrupt) {
 /// The one error renderer: `error: …`, then each cause, then a hint where one helps.
 #[allow(clippy::print_stderr)]
 pub fn report_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    // Dockerfile diagnostics arrive rendered, with their own `error:` line.
+    let text = err.to_string();
+    eprintln!(
+        "{}",
+        if text.starts_with("error: ") {
+            text
+        } else {
+            format!("error: {text}")
+        }
+    );
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
