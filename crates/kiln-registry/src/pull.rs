@@ -2,9 +2,10 @@
 //! committed, and only then the manifest stored and tagged.
 
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use kiln_image::{
     BlobWriter, Descriptor, Digest, HashingWriter, Image, Index, Manifest, Platform, Reference,
     Store, media_type,
@@ -344,11 +345,41 @@ impl Registry {
                 !have
             })
             .collect();
-        let staged: Vec<(Staged, u64)> = futures_util::stream::iter(todo)
-            .map(|d| download(store, endpoint, path, d, reporter))
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
+        // One thread per concurrent download, each driving its transfer on the runtime: the
+        // hashing and writing of different blobs then run on different cores. (This runs
+        // inside `Registry::block_on`, on the caller's thread, which may wait here.)
+        let handle = tokio::runtime::Handle::current();
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<(usize, Result<(Staged, u64), Error>)>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..self.concurrency.min(todo.len()) {
+                scope.spawn(|| {
+                    while !failed.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(desc) = todo.get(i) else { break };
+                        let result =
+                            handle.block_on(download(store, endpoint, path, desc, reporter));
+                        if result.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        if let Ok(mut results) = results.lock() {
+                            results.push((i, result));
+                        }
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_default();
+        results.sort_by_key(|(i, _)| *i);
+        let mut staged = Vec::with_capacity(results.len());
+        for (_, result) in results {
+            staged.push(result?);
+        }
+        if staged.len() != todo.len() {
+            return Err(Error::Config("a download thread stopped early".into()));
+        }
+        // Every blob is verified: now they enter the store.
         let mut total = 0;
         for (blob, bytes) in staged {
             total += bytes;
