@@ -165,3 +165,22 @@ impl StepDirs {
         self.staging.path().join("empty")
     }
 }
+
+/// A writable overlay of a stack of layers: the merged view of a step that writes files
+/// itself (COPY, ADD, WORKDIR), with its upper dir holding exactly the change.
+pub fn mount_writable(
+    store: &Store,
+    purpose: &str,
+    layers: &[kiln_image::Descriptor],
+    diff_ids: &[Digest],
+) -> Result<(StepDirs, OverlayMount), Error> {
+    let dirs = StepDirs::new(store, purpose)?;
+    let lowers = lowers_of(store, layers, diff_ids)?;
+    let mount = OverlayMount::mount(
+        &lowers,
+        Some((&dirs.upper(), &dirs.work())),
+        &dirs.empty(),
+        &dirs.merged(),
+    )?;
+    Ok((dirs, mount))
+}

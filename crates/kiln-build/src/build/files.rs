@@ -251,14 +251,8 @@ pub(crate) fn apply(
     plan: Plan,
 ) -> Result<(), Error> {
     let store = ctx.builder.store;
-    let dirs = StepDirs::new(store, "copy")?;
-    let lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
-    let mount = OverlayMount::mount(
-        &lowers,
-        Some((&dirs.upper(), &dirs.work())),
-        &dirs.empty(),
-        &dirs.merged(),
-    )?;
+    let (dirs, mount) =
+        snapshot::mount_writable(store, "copy", &state.layers, &state.config.rootfs.diff_ids)?;
     // Sources from other layers are read through a read-only overlay of their own.
     let from_dirs;
     let from_mount;
@@ -368,13 +362,11 @@ pub(crate) fn workdir(
     };
     state.config.container().working_dir = path.clone();
     let store = ctx.builder.store;
-    let dirs = StepDirs::new(store, "workdir")?;
-    let lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
-    let mount = OverlayMount::mount(
-        &lowers,
-        Some((&dirs.upper(), &dirs.work())),
-        &dirs.empty(),
-        &dirs.merged(),
+    let (dirs, mount) = snapshot::mount_writable(
+        store,
+        "workdir",
+        &state.layers,
+        &state.config.rootfs.diff_ids,
     )?;
     // BuildKit creates the missing directories as the current USER (`mkdir -p` with
     // `WithUser`); docker's legacy builder made them root's.

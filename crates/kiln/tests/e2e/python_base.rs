@@ -140,7 +140,10 @@ fn the_seed_image_builds_runs_matches_docker_and_reuses_layers() {
 
     // Change nothing: every step is CACHED.
     let (id_again, log) = env.build(&["-t", "my-python-base", ctx]);
-    let steps = log.lines().filter(|l| l.starts_with('#') && l.contains("] ")).count();
+    let steps = log
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains("] "))
+        .count();
     let cached = log.lines().filter(|l| l.ends_with(" CACHED")).count();
     assert_eq!(
         cached,
