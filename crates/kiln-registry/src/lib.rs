@@ -42,7 +42,7 @@ mod pull;
 mod push;
 
 pub use client::Registry;
-pub use config::{HostConfig, RegistryConfig, parse_platform};
+pub use config::{HostConfig, PushConfig, RegistryConfig, parse_platform};
 pub use error::Error;
 pub use pull::Pulled;
 pub use push::Pushed;
