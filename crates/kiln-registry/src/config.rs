@@ -21,7 +21,7 @@ use crate::Error;
 /// ca = "/etc/kiln/certs/internal-ca.pem"
 ///
 /// [push]
-/// gzip_level = 1    # 1 (fastest, biggest) … 9; default 2
+/// gzip_level = 6    # 1 (fastest, biggest, the default) … 9 (smallest)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,8 +38,8 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
-    /// gzip level of layers compressed for a push (1–9; default 2: a push waits on the
-    /// compressor, and level 2 is more than twice as fast as 6 for a few percent more bytes).
+    /// gzip level of layers compressed for a push (1–9; default 1: a push waits on the
+    /// compressor; 6 gives blobs some 20 % smaller, in about three times the time).
     #[serde(default)]
     pub gzip_level: Option<u32>,
 }
