@@ -16,16 +16,49 @@ use crate::snapshot::{self, OverlayMount, StepDirs};
 /// Lines of output kept for the error of a failing step.
 const TAIL_LINES: usize = 20;
 
-/// What a RUN reads besides its instruction text: it goes into the cache key.
-pub(crate) fn key_material(state: &StageState, run: &RunInstruction) -> String {
-    format!(
+/// What a RUN reads besides its instruction text: it goes into the cache key. A bind mount's
+/// content counts too (the context's files, or the stage or image it comes from), so that a
+/// changed bound file reruns the step, as with BuildKit.
+pub(crate) fn key_material(
+    ctx: &StepContext<'_, '_>,
+    state: &StageState,
+    run: &RunInstruction,
+) -> Result<String, Error> {
+    let mut material = format!(
         "env={:?} shell={:?} workdir={} user={} network={:?}",
         state.vars.run_env(),
         state.shell(),
         state.workdir(),
         state.user(),
         run.network
-    )
+    );
+    let builder = ctx.builder;
+    for mount in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+        let source = crate::context::clean_path(mount.source.as_deref().unwrap_or_default());
+        let digest = match &mount.from {
+            Some(from) => match stage_by_name(builder.stages(), from, ctx.stage_index)
+                .and_then(|dep| builder.built[dep].as_ref())
+            {
+                Some(dep) => dep.key.clone(),
+                None => builder.resolve_image(from)?.manifest_digest().clone(),
+            },
+            None => {
+                let Some(root) = builder.request.context.root.as_deref() else {
+                    continue;
+                };
+                let src = crate::copy::SourceRoot {
+                    root,
+                    ignore: Some(&builder.request.context.ignore),
+                };
+                let matched =
+                    crate::copy::match_sources(src, if source.is_empty() { "." } else { &source })?;
+                let options = crate::copy::CopyOptions::default();
+                crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())?
+            }
+        };
+        material.push_str(&format!(" bind:{source}={digest}"));
+    }
+    Ok(material)
 }
 
 /// The argv of a RUN: exec form as written; shell form through the shell, with heredocs

@@ -265,7 +265,7 @@ impl<'a> Builder<'a> {
         key.update(format!("{:?}", expanded.value).as_bytes());
         let work: StepWork<'_> = match &expanded.value {
             Instruction::Run(run) => {
-                key.update(run::key_material(state, run).as_bytes());
+                key.update(run::key_material(&ctx, state, run)?.as_bytes());
                 Box::new(|state| run::run(&ctx, state, run))
             }
             Instruction::Copy(_) | Instruction::Add(_) => {

@@ -70,6 +70,11 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
     ]);
     assert_eq!(cat("/cache-count.txt"), "2");
 
+    // A bound file is part of the step's cache key: changing it reruns the step.
+    std::fs::write(ctx.join("conf/app.ini"), "mode=changed\n").unwrap();
+    env.build(&["--secret", &secret_arg, "-t", "mounts", ctx.to_str().unwrap()]);
+    assert_eq!(cat("/bound.txt"), "mode=changed");
+
     // No layer blob holds the secret.
     let image: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "mounts"])).unwrap();
     for layer in image[0]["RootFS"]["Layers"].as_array().unwrap() {
