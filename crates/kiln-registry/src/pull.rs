@@ -131,6 +131,9 @@ pub(crate) fn select_platform<'a>(
         })
 }
 
+/// A download's outcome: the staged blob and the bytes it took, or why it failed.
+type Downloaded = Result<(Staged, u64), Error>;
+
 /// A verified blob waiting in staging for the rest of the image.
 pub(crate) struct Staged {
     digest: Digest,
@@ -351,7 +354,7 @@ impl Registry {
         let handle = tokio::runtime::Handle::current();
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<(usize, Result<(Staged, u64), Error>)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<(usize, Downloaded)>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..self.concurrency.min(todo.len()) {
                 scope.spawn(|| {
