@@ -540,7 +540,7 @@ pub fn compress_for_export(
     for (image, names) in images {
         let mut layers = Vec::with_capacity(image.manifest.layers.len());
         for layer in &image.manifest.layers {
-            layers.push(kiln_layer::compressed_in_store(store, layer, compression)?.0);
+            layers.push(kiln_layer::compressed_in_store(store, layer, compression, None)?.0);
         }
         let compressed =
             store.put_manifest(image.manifest.config.clone(), image.config.clone(), layers)?;

@@ -112,4 +112,4 @@ pub use compress::{
 pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from_upper};
 pub use error::{Error, Result};
 pub use hash::{HashingReader, HashingWriter, digest_string};
-pub use stored::compressed_in_store;
+pub use stored::{compressed_in_store, known_compressed};

@@ -38,41 +38,66 @@ fn record_path(store: &Store, diff_id: &Digest, compression: Compression) -> Pat
         .join(diff_id.hex())
 }
 
-/// `layer` as a blob of the store with `compression`: itself if it already is, else a
-/// compressed copy, made once. Returns the copy's descriptor and whether it was made now.
+/// The compressed copy of a plain layer that the store already holds, if any (of whatever
+/// level it was made at).
+pub fn known_compressed(
+    store: &Store,
+    layer: &Descriptor,
+    compression: Compression,
+) -> Option<Descriptor> {
+    let wanted = match compression {
+        Compression::Gzip => media_type::OCI_LAYER_GZIP,
+        Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+        Compression::None => return None,
+    };
+    let bytes = std::fs::read(record_path(store, &layer.digest, compression)).ok()?;
+    let known = serde_json::from_slice::<Record>(&bytes).ok()?;
+    store
+        .has_blob(&known.digest)
+        .then(|| Descriptor::new(wanted, known.digest, known.size))
+}
+
+/// `layer` as a blob of the store with `compression`: itself if it already is compressed, the
+/// copy made earlier, or a copy made now at `level` (gzip 1-9, zstd 1-22; `None` for the
+/// usual default). Returns the blob's descriptor and whether it was made now.
 pub fn compressed_in_store(
     store: &Store,
     layer: &Descriptor,
     compression: Compression,
+    level: Option<u32>,
 ) -> Result<(Descriptor, bool)> {
     let plain = matches!(
         layer.media_type.as_str(),
         media_type::OCI_LAYER_TAR | media_type::DOCKER_LAYER_TAR
     );
-    let wanted = match compression {
-        Compression::Gzip => media_type::OCI_LAYER_GZIP,
-        Compression::Zstd => media_type::OCI_LAYER_ZSTD,
-        Compression::None => return Ok((layer.clone(), false)),
-    };
-    if !plain {
+    if !plain || compression == Compression::None {
         return Ok((layer.clone(), false));
     }
-    let record = record_path(store, &layer.digest, compression);
-    if let Some(known) = std::fs::read(&record)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-        && store.has_blob(&known.digest)
-    {
-        return Ok((Descriptor::new(wanted, known.digest, known.size), false));
+    if let Some(known) = known_compressed(store, layer, compression) {
+        return Ok((known, false));
     }
+    let wanted = if compression == Compression::Zstd {
+        media_type::OCI_LAYER_ZSTD
+    } else {
+        media_type::OCI_LAYER_GZIP
+    };
+    let record = record_path(store, &layer.digest, compression);
     let source = store.open_blob(&layer.digest)?;
     let mut writer = store.blob_writer()?;
     let reader = BufReader::with_capacity(1 << 20, source);
-    match compression {
-        Compression::Zstd => crate::zstd_compress(reader, &mut writer, ZSTD_LEVEL)?,
-        _ => crate::gzip_parallel(reader, &mut writer, GZIP_LEVEL)?,
+    let made = match compression {
+        Compression::Zstd => {
+            crate::zstd_compress(reader, &mut writer, level.map_or(ZSTD_LEVEL, |l| l as i32))?
+        }
+        _ => crate::gzip_parallel(reader, &mut writer, level.unwrap_or(GZIP_LEVEL))?,
     };
     let (digest, size) = writer.commit(None)?;
+    if made.digest != digest.as_str() {
+        return Err(Error::Store(kiln_image::Error::DigestMismatch {
+            expected: digest,
+            actual: made.digest.parse()?,
+        }));
+    }
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Store(kiln_image::Error::Io {

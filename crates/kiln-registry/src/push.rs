@@ -8,7 +8,6 @@ use std::sync::Arc;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store, media_type};
 use oci_client::errors::OciDistributionError;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
 use crate::client::{ATTEMPTS, Endpoint, retry};
@@ -33,17 +32,6 @@ pub struct Pushed {
     pub compressed: usize,
     /// Each blob and what happened to it, config first.
     pub blobs: Vec<(Digest, BlobAction)>,
-}
-
-/// A diff id's gzipped blob, remembered in the store.
-#[derive(Debug, Serialize, Deserialize)]
-struct GzipRecord {
-    digest: Digest,
-    size: u64,
-}
-
-fn gzip_record_path(store: &Store, diff_id: &Digest) -> PathBuf {
-    store.root().join("registry/gzip").join(diff_id.hex())
 }
 
 fn sources_path(store: &Store, digest: &Digest) -> PathBuf {
@@ -99,51 +87,19 @@ fn layer_blob(store: &Store, layer: &Descriptor) -> LayerBlob {
         }
         return LayerBlob::Ready(d);
     }
-    match std::fs::read(gzip_record_path(store, &layer.digest))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<GzipRecord>(&b).ok())
-    {
-        Some(record) if store.has_blob(&record.digest) => LayerBlob::Ready(Descriptor::new(
-            media_type::OCI_LAYER_GZIP,
-            record.digest,
-            record.size,
-        )),
-        _ => LayerBlob::Compress(layer.clone()),
+    match kiln_layer::known_compressed(store, layer, kiln_layer::Compression::Gzip) {
+        Some(gzip) => LayerBlob::Ready(gzip),
+        None => LayerBlob::Compress(layer.clone()),
     }
 }
 
 /// Gzips a layer into the store, remembering diff id → gzip blob. Blocking: runs on a
 /// blocking thread.
 fn compress_layer(store: &Store, layer: &Descriptor, level: u32) -> Result<Descriptor, Error> {
-    let source = store.open_blob(&layer.digest)?;
-    let mut writer = store.blob_writer()?;
-    let compressed = kiln_layer::gzip_parallel(
-        std::io::BufReader::with_capacity(1 << 20, source),
-        &mut writer,
-        level,
-    )?;
-    let (digest, size) = writer.commit(None)?;
-    if digest.as_str() != compressed.digest || size != compressed.size {
-        return Err(Error::DigestMismatch {
-            what: format!("gzip of layer {}", layer.digest),
-            expected: digest,
-            actual: compressed.digest.parse()?,
-        });
-    }
-    let record_path = gzip_record_path(store, &layer.digest);
-    if let Some(dir) = record_path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    }
-    let record = GzipRecord {
-        digest: digest.clone(),
-        size,
-    };
-    kiln_image::write_atomic(
-        &store.root().join("tmp"),
-        &record_path,
-        &serde_json::to_vec(&record).unwrap_or_default(),
-    )?;
-    Ok(Descriptor::new(media_type::OCI_LAYER_GZIP, digest, size))
+    Ok(
+        kiln_layer::compressed_in_store(store, layer, kiln_layer::Compression::Gzip, Some(level))?
+            .0,
+    )
 }
 
 /// Compresses a layer (on every core), then pushes the gzip blob like any other: HEAD, mount,
