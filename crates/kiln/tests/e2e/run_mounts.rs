@@ -72,7 +72,13 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
 
     // A bound file is part of the step's cache key: changing it reruns the step.
     std::fs::write(ctx.join("conf/app.ini"), "mode=changed\n").unwrap();
-    env.build(&["--secret", &secret_arg, "-t", "mounts", ctx.to_str().unwrap()]);
+    env.build(&[
+        "--secret",
+        &secret_arg,
+        "-t",
+        "mounts",
+        ctx.to_str().unwrap(),
+    ]);
     assert_eq!(cat("/bound.txt"), "mode=changed");
 
     // No layer blob holds the secret.
