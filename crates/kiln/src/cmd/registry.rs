@@ -120,6 +120,7 @@ pub struct LoginArgs {
 
 /// `kiln logout`
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  kiln logout registry.example:5000")]
 pub struct LogoutArgs {
     /// The registry host (`docker.io` when omitted).
     pub server: Option<String>,
