@@ -12,7 +12,9 @@ use super::Output;
 
 /// `kiln init`
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln init python\n  kiln init python --variant dev --packages \"libpq-dev\" --port 8000 ./base")]
+#[command(
+    after_help = "Examples:\n  kiln init python\n  kiln init python --variant dev --packages \"libpq-dev\" --port 8000 ./base"
+)]
 pub struct InitArgs {
     #[command(subcommand)]
     pub template: Template,
