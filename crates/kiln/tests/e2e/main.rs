@@ -17,4 +17,5 @@ mod lint;
 mod python_base;
 mod registry;
 mod run_mounts;
+mod security;
 mod store;

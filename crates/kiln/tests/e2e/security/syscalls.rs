@@ -1,0 +1,1 @@
+//! What a step may ask of the kernel: the seccomp filter, keyrings, and the caller's terminal.
