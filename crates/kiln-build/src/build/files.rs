@@ -95,9 +95,11 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             .map_err(Error::io("create staging dir", builder.store.root()))?;
         let mut names = Vec::new();
         for source in inline {
-            let path = dir.path().join(&source.name);
-            std::fs::write(&path, source.data.as_bytes()).map_err(Error::io("write", &path))?;
-            names.push(source.name.clone());
+            let name = heredoc_file_name(&ctx.inst.keyword, &source.name)?;
+            let mut file = create_staged(dir.path(), &name, 0o644)?;
+            file.write_all(source.data.as_bytes())
+                .map_err(Error::io("write", dir.path().join(&name)))?;
+            names.push(name);
         }
         (Origin::Staged(dir), names)
     } else if sources.iter().any(|s| is_url(s)) {
@@ -418,6 +420,36 @@ pub(crate) fn workdir(
     }
 }
 
+/// The file a heredoc source becomes. BuildKit writes it into an empty in-memory root, so the
+/// name is a path inside that root: `..` cannot climb out of it, and a name with directories
+/// fails there because the root has none. The name never reaches a host path.
+fn heredoc_file_name(keyword: &str, name: &str) -> Result<String, Error> {
+    let cleaned = crate::context::clean_path(name);
+    if cleaned.is_empty() || cleaned.contains('/') {
+        return Err(Error::BadInput(format!(
+            "{} <<{name}: a heredoc source is a file of its own empty root, so its name must \
+             be one file name (BuildKit fails the same way: no parent directory there)",
+            keyword.to_uppercase()
+        )));
+    }
+    Ok(cleaned)
+}
+
+/// Creates (or truncates, when a second source has the same name) a file directly in kiln's own
+/// staging dir, never through a symlink. `name` is one path component.
+fn create_staged(dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .map_err(Error::io("create staged file", &path))
+}
+
 /// `ADD https://…`: downloads into `dir` (mode 0600, as docker does) and checks `--checksum`.
 fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Error> {
     let name = url
@@ -426,7 +458,7 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Err
         .unwrap_or(url)
         .rsplit('/')
         .next()
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
         .unwrap_or("index.html")
         .to_owned();
     let path = dir.join(&name);
@@ -434,7 +466,7 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Err
         .call()
         .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
     let mut body = response.into_body().into_reader();
-    let file = File::create(&path).map_err(Error::io("create", &path))?;
+    let file = create_staged(dir, &name, 0o600)?;
     let mut out = kiln_image::HashingWriter::new(BufWriter::new(file));
     io::copy(&mut body, &mut out)
         .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
