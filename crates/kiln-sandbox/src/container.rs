@@ -7,12 +7,13 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
 use crate::mounts::{self, Created, Planned};
 use crate::namespaces::{self, HostMountNs};
+use crate::network::PrivateNetwork;
 use crate::process::{self, ChildPlan, Session};
 use crate::rootfs::{self, HostLayers, Target};
 use crate::syscall::{FileKind, LinuxSyscall, Syscall, cpath};
@@ -45,9 +46,17 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at a host path, made
-/// read-only (and nosuid, nodev) if asked.
-fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
+/// `mount_setattr(2)` attribute bits.
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at a host path, with the
+/// `MOUNT_ATTR_*` bits of `attrs` set on every mount in it. A bind from the host is always
+/// given at least `nosuid,nodev` by its callers: a setuid file or a device node that a step
+/// plants through it must stay inert on the host and in the step.
+fn clone_tree(path: &Path, attrs: u64) -> Result<OwnedFd, SandboxError> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const AT_RECURSIVE: libc::c_uint = 0x8000;
     let shown = path.display().to_string();
@@ -66,7 +75,7 @@ fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
     }
     // SAFETY: fresh fd owned right away.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    if readonly {
+    if attrs != 0 {
         #[repr(C)]
         struct MountAttr {
             attr_set: u64,
@@ -74,11 +83,8 @@ fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
             propagation: u64,
             userns_fd: u64,
         }
-        const MOUNT_ATTR_RDONLY: u64 = 0x1;
-        const MOUNT_ATTR_NOSUID: u64 = 0x2;
-        const MOUNT_ATTR_NODEV: u64 = 0x4;
         let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_set: attrs,
             attr_clr: 0,
             propagation: 0,
             userns_fd: 0,
@@ -95,13 +101,68 @@ fn clone_tree(path: &Path, readonly: bool) -> Result<OwnedFd, SandboxError> {
             )
         };
         if r < 0 {
-            return Err(last_os(
-                "mount_setattr read-only",
-                path.display().to_string(),
-            ));
+            return Err(last_os("mount_setattr", path.display().to_string()));
         }
     }
     Ok(fd)
+}
+
+/// The attributes of a bind from the host: never suid or device files, read-only if asked.
+fn bind_attrs(readonly: bool) -> u64 {
+    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if readonly {
+        attrs | MOUNT_ATTR_RDONLY
+    } else {
+        attrs
+    }
+}
+
+/// A writable view of `source` whose writes vanish with the run, made on the staging tmpfs:
+/// an overlay over a directory, or a copy of a file. BuildKit gives `--mount=type=bind,rw`
+/// this meaning; the source itself is never written.
+fn scratch_tree(
+    sys: &dyn Syscall,
+    staging: &Path,
+    index: usize,
+    source: &Path,
+) -> Result<(OwnedFd, bool), SandboxError> {
+    let base = staging.join(format!("scratch-{index}"));
+    let shown = |p: &Path| p.display().to_string();
+    sys.mkdir(&base, 0o700)
+        .map_err(|e| SandboxError::sys("mkdir", shown(&base), e))?;
+    let meta = std::fs::metadata(source)
+        .map_err(|e| SandboxError::sys("stat bind source", shown(source), e))?;
+    if meta.is_dir() {
+        let [init, upper, work, merged] = ["init", "upper", "work", "merged"].map(|d| base.join(d));
+        for d in [&init, &upper, &work, &merged] {
+            sys.mkdir(d, 0o755)
+                .map_err(|e| SandboxError::sys("mkdir", shown(d), e))?;
+        }
+        // The upper dir takes the source's owner and mode, so the merged root looks like it.
+        std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| SandboxError::sys("chown", shown(&upper), e))?;
+        std::fs::set_permissions(
+            &upper,
+            std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+        )
+        .map_err(|e| SandboxError::sys("chmod", shown(&upper), e))?;
+        rootfs::mount_overlay(
+            sys,
+            &merged,
+            &base.join("l"),
+            &init,
+            &[source.to_path_buf()],
+            &upper,
+            &work,
+        )?;
+        Ok((clone_tree(&merged, bind_attrs(false))?, true))
+    } else {
+        let copy = base.join("file");
+        std::fs::copy(source, &copy).map_err(|e| SandboxError::sys("copy", shown(source), e))?;
+        std::os::unix::fs::chown(&copy, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| SandboxError::sys("chown", shown(&copy), e))?;
+        Ok((clone_tree(&copy, bind_attrs(false))?, false))
+    }
 }
 
 /// Read a small regular file of the rootfs (never a fifo or a device: no hang, no flood).
@@ -166,12 +227,20 @@ pub(crate) fn run_container(
     let sys = LinuxSyscall;
     let host_ns = HostMountNs::open()?;
     let last_cap = last_cap();
+    let network = match spec.network {
+        Network::Private => Some(PrivateNetwork::start()?),
+        Network::Host | Network::None => None,
+    };
+    if let Some(network) = &network {
+        network.enter()?;
+    }
     namespaces::unshare(namespaces::unshare_flags(spec.network))?;
     // SAFETY: umask of this thread only (its fs_struct is private after CLONE_NEWNS).
     unsafe { libc::umask(0) };
     let result = in_namespaces(&sys, &spec, staging.as_deref(), io, last_cap);
     // Leaving the mount namespace as its last member tears it down now, with every mount.
     let back = host_ns.enter();
+    drop(network);
     let outcome = result?;
     back?;
     Ok(outcome)
@@ -197,9 +266,32 @@ fn in_namespaces(
     }
     namespaces::set_hostname(&spec.hostname)?;
 
+    // The staging tmpfs holds the overlay's init layer and the scratch mounts' upper dirs.
+    if let Some(staging) = staging {
+        sys.mount(
+            Some("tmpfs"),
+            staging,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=700"),
+        )
+        .map_err(|e| SandboxError::sys("mount tmpfs on", staging.display().to_string(), e))?;
+    }
+
     // Sources of the binds, captured on the host side as detached trees.
     let mut trees: Vec<OwnedFd> = Vec::new();
     let mut planned: Vec<Planned> = Vec::new();
+    // The host's own device nodes, bound one by one onto a `nodev` /dev: a node that a step
+    // creates with mknod anywhere in the container can never be opened (runc's device cgroup
+    // gives the same guarantee).
+    let mut devices: Vec<(&str, OwnedFd)> = Vec::new();
+    for name in mounts::DEVICES {
+        let host = Path::new("/dev").join(name);
+        devices.push((
+            name,
+            clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
+        ));
+    }
     let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
         .iter()
         .map(|p| Target {
@@ -213,7 +305,7 @@ fn in_namespaces(
             if !Path::new(f).exists() {
                 continue;
             }
-            let fd = clone_tree(Path::new(f), true)?;
+            let fd = clone_tree(Path::new(f), bind_attrs(true))?;
             planned.push(Planned::Tree {
                 target: f.to_string(),
                 fd: fd.as_raw_fd(),
@@ -228,7 +320,7 @@ fn in_namespaces(
         }
     }
     let n_etc = planned.len();
-    for m in &spec.mounts {
+    for (index, m) in spec.mounts.iter().enumerate() {
         match m {
             Mount::Bind {
                 source,
@@ -240,7 +332,19 @@ fn in_namespaces(
                         SandboxError::sys("stat bind source", source.display().to_string(), e)
                     })?
                     .is_dir();
-                let fd = clone_tree(source, *readonly)?;
+                let fd = clone_tree(source, bind_attrs(*readonly))?;
+                planned.push(Planned::Tree {
+                    target: target.clone(),
+                    fd: fd.as_raw_fd(),
+                    dir,
+                });
+                trees.push(fd);
+            }
+            Mount::Scratch { source, target } => {
+                let staging = staging.ok_or_else(|| {
+                    SandboxError::Spec("a scratch mount needs an overlay rootfs".into())
+                })?;
+                let (fd, dir) = scratch_tree(sys, staging, index, source)?;
                 planned.push(Planned::Tree {
                     target: target.clone(),
                     fd: fd.as_raw_fd(),
@@ -267,7 +371,7 @@ fn in_namespaces(
         });
     }
 
-    // The root.
+    // The root, `nodev` so that device nodes in the image or made by the step stay inert.
     let (root, fallback) = match (&spec.rootfs, staging) {
         (
             Rootfs::Overlay {
@@ -277,15 +381,6 @@ fn in_namespaces(
             },
             Some(staging),
         ) => {
-            let shown = staging.display().to_string();
-            sys.mount(
-                Some("tmpfs"),
-                staging,
-                Some("tmpfs"),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                Some("mode=700"),
-            )
-            .map_err(|e| SandboxError::sys("mount tmpfs on", &shown, e))?;
             let init = staging.join("init");
             let root = staging.join("root");
             for d in [&init, &root] {
@@ -299,14 +394,17 @@ fn in_namespaces(
             (root, plan.fallback)
         }
         (Rootfs::Dir(dir), _) => {
+            let shown = dir.display().to_string();
+            sys.mount(Some(&shown), dir, None, libc::MS_BIND | libc::MS_REC, None)
+                .map_err(|e| SandboxError::sys("mount bind rootfs on", &shown, e))?;
             sys.mount(
-                Some(&dir.display().to_string()),
+                None,
                 dir,
                 None,
-                libc::MS_BIND | libc::MS_REC,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV,
                 None,
             )
-            .map_err(|e| SandboxError::sys("mount bind rootfs on", dir.display().to_string(), e))?;
+            .map_err(|e| SandboxError::sys("remount nodev rootfs", &shown, e))?;
             (dir.clone(), targets)
         }
         (Rootfs::Overlay { .. }, None) => {
@@ -317,7 +415,17 @@ fn in_namespaces(
 
     // From here on every path is inside the container.
     let mut created: Vec<Created> = Vec::new();
-    let result = inside(sys, spec, &planned, &fallback, &mut created, io, last_cap);
+    let devices: Vec<(&str, RawFd)> = devices.iter().map(|(n, fd)| (*n, fd.as_raw_fd())).collect();
+    let result = inside(
+        sys,
+        spec,
+        &planned,
+        &devices,
+        &fallback,
+        &mut created,
+        io,
+        last_cap,
+    );
     drop(trees);
     let cleaned = mounts::cleanup(sys, &planned, &created)
         .map_err(|e| SandboxError::sys("remove created mountpoints in", "the rootfs", e));
@@ -331,6 +439,7 @@ fn inside(
     sys: &dyn Syscall,
     spec: &RunSpec,
     planned: &[Planned],
+    devices: &[(&str, RawFd)],
     fallback: &[Target],
     created: &mut Vec<Created>,
     io: ThreadIo,
@@ -339,7 +448,7 @@ fn inside(
     for t in fallback {
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
     }
-    mounts::mount_dev(sys)?;
+    mounts::mount_dev(sys, devices)?;
     mounts::mount_sys(sys)?;
     mounts::mount_planned(sys, planned)?;
 

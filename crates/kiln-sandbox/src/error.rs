@@ -57,6 +57,9 @@ pub enum SandboxError {
     /// The [`Interrupt`](crate::Interrupt) was triggered before the run started.
     #[error("interrupted before the process started")]
     Interrupted,
+    /// The run's private network could not be set up.
+    #[error("{0}")]
+    Network(String),
     /// The sandbox's setup thread panicked (a bug).
     #[error("the sandbox setup thread panicked")]
     Panicked,

@@ -65,6 +65,7 @@ mod container;
 mod error;
 pub mod mounts;
 pub mod namespaces;
+mod network;
 pub mod process;
 pub mod rootfs;
 mod spec;

@@ -98,14 +98,8 @@ pub(crate) fn ensure_mountpoint(
     Ok(())
 }
 
-const DEVICES: &[(&str, u32, u32)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
+/// The device nodes a container gets: docker's defaults, bound from the host's `/dev`.
+pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 const DEV_LINKS: &[(&str, &str)] = &[
     ("/proc/self/fd", "/dev/fd"),
@@ -115,22 +109,26 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("pts/ptmx", "/dev/ptmx"),
 ];
 
-/// `/dev`: a tmpfs with the usual nodes, a `devpts` of its own, `shm` and `mqueue`.
+/// `/dev`: a `nodev` tmpfs with the host's nodes of [`DEVICES`] bound in (`devices`: a name
+/// and a detached mount of that node), a `devpts` of its own, `shm` and `mqueue`. Only those
+/// binds can be opened as devices; a node made with mknod anywhere else is inert.
 /// The calling thread's umask must be 0.
-pub(crate) fn mount_dev(sys: &dyn Syscall) -> Result<(), SandboxError> {
+pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<(), SandboxError> {
     let dev = Path::new("/dev");
     sys.mount(
         Some("tmpfs"),
         dev,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
     .map_err(|e| SandboxError::sys("mount tmpfs on", "/dev", e))?;
-    for (name, major, minor) in DEVICES {
+    for (name, tree) in devices {
         let p = dev.join(name);
-        sys.mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(*major, *minor))
-            .map_err(|e| SandboxError::sys("mknod", path_str(&p), e))?;
+        sys.create_file(&p, 0o666)
+            .map_err(|e| SandboxError::sys("create device mountpoint", path_str(&p), e))?;
+        sys.attach_tree(*tree, &p)
+            .map_err(|e| SandboxError::sys("move_mount device on", path_str(&p), e))?;
     }
     for (target, link) in DEV_LINKS {
         sys.symlink(target, Path::new(link))
@@ -293,17 +291,22 @@ mod tests {
     #[test]
     fn dev_has_nodes_links_pts_shm() {
         let sys = Recorder::default();
-        mount_dev(&sys).unwrap();
+        mount_dev(&sys, &[("null", 7), ("tty", 8)]).unwrap();
         let lines = sys.lines();
-        assert!(lines[0].starts_with("mount tmpfs /dev tmpfs"), "{lines:?}");
+        let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME;
         assert!(
-            lines.contains(&"mknod /dev/null 20666 1:3".to_string()),
+            lines[0].starts_with(&format!("mount tmpfs /dev tmpfs {nodev:#x}")),
             "{lines:?}"
         );
         assert!(
-            lines.contains(&"mknod /dev/tty 20666 5:0".to_string()),
+            lines.contains(&"attach 7 /dev/null".to_string()),
             "{lines:?}"
         );
+        assert!(
+            lines.contains(&"attach 8 /dev/tty".to_string()),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("mknod")), "{lines:?}");
         assert!(
             lines.contains(&"symlink pts/ptmx /dev/ptmx".to_string()),
             "{lines:?}"

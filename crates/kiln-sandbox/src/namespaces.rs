@@ -17,6 +17,7 @@ use crate::{Network, SandboxError};
 pub(crate) fn unshare_flags(network: Network) -> libc::c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // A private network's namespace exists before the run and is entered with setns.
     if network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -115,5 +116,6 @@ mod tests {
             assert_ne!(f & ns, 0);
         }
         assert_ne!(unshare_flags(Network::None) & libc::CLONE_NEWNET, 0);
+        assert_eq!(unshare_flags(Network::Private) & libc::CLONE_NEWNET, 0);
     }
 }

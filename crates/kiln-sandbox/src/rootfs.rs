@@ -372,8 +372,16 @@ pub(crate) fn mount_overlay(
     }
     sys.chdir(links)
         .map_err(|e| SandboxError::sys("chdir", &shown, e))?;
-    sys.mount(Some("overlay"), target, Some("overlay"), 0, Some(&data))
-        .map_err(|e| SandboxError::sys("mount overlay on", target.display().to_string(), e))?;
+    // nodev: device nodes in an image or made by a step never open (docker's device cgroup
+    // does this for runc). Not nosuid: `su` and `sudo` in a step must keep working.
+    sys.mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        libc::MS_NODEV,
+        Some(&data),
+    )
+    .map_err(|e| SandboxError::sys("mount overlay on", target.display().to_string(), e))?;
     sys.chdir(Path::new("/"))
         .map_err(|e| SandboxError::sys("chdir", "/", e))
 }
@@ -585,7 +593,7 @@ mod tests {
                 "symlink /store/snapshots/b,c /s/l/0",
                 "symlink /store/snapshots/a /s/l/1",
                 "chdir /s/l",
-                "mount overlay /s/root overlay 0x0 lowerdir=/s/init:0:1,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off",
+                "mount overlay /s/root overlay 0x4 lowerdir=/s/init:0:1,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off",
                 "chdir /",
             ]
         );

@@ -30,11 +30,33 @@ pub enum Rootfs {
 /// The network of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// Share the host's network namespace (`RUN --network=host`, docker build's default).
+    /// A network namespace of its own with NAT'd egress through slirp4netns (docker's default
+    /// bridge, seen from the step): the internet is reachable, the host's loopback services,
+    /// abstract sockets and traffic are not.
     #[default]
+    Private,
+    /// Share the host's network namespace: an explicit opt-in (`--network host`, BuildKit's
+    /// `network.host` entitlement).
     Host,
     /// A new, empty network namespace with only the loopback interface, up.
     None,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// docker's names: `default` (also `bridge`), `host`, `none`.
+    fn from_str(text: &str) -> Result<Network, String> {
+        match text {
+            "default" | "bridge" => Ok(Network::Private),
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            other => Err(format!(
+                "network {other:?}: kiln has default (a private network with outbound access), \
+                 host and none"
+            )),
+        }
+    }
 }
 
 /// An extra mount inside the rootfs. Targets are absolute paths inside the container; missing
@@ -50,6 +72,14 @@ pub enum Mount {
         /// Mount it read-only.
         readonly: bool,
     },
+    /// A writable view of a host file or directory whose writes are thrown away when the run
+    /// ends (BuildKit's `--mount=type=bind,rw`). The source is never written.
+    Scratch {
+        /// Host path.
+        source: PathBuf,
+        /// Path inside the container.
+        target: String,
+    },
     /// A fresh tmpfs.
     Tmpfs {
         /// Path inside the container.
@@ -63,7 +93,9 @@ impl Mount {
     /// The path inside the container.
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. }
+            | Mount::Scratch { target, .. }
+            | Mount::Tmpfs { target, .. } => target,
         }
     }
 }
@@ -126,7 +158,7 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// A spec with docker-like defaults: cwd `/`, user root, hostname `kiln`, host network,
+    /// A spec with docker-like defaults: cwd `/`, user root, hostname `kiln`, a private network,
     /// piped output, the host's resolver files bound, a fresh [`Interrupt`].
     pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
         RunSpec {
@@ -136,7 +168,7 @@ impl RunSpec {
             cwd: "/".to_string(),
             user: String::new(),
             hostname: "kiln".to_string(),
-            network: Network::Host,
+            network: Network::Private,
             mounts: Vec::new(),
             stdio: Stdio::Piped,
             etc_binds: true,

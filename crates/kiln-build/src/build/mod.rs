@@ -44,6 +44,10 @@ pub struct BuildRequest {
     pub secrets: Vec<(String, std::path::PathBuf)>,
     /// Stops a running step when the user presses Ctrl-C.
     pub interrupt: kiln_sandbox::Interrupt,
+    /// The network of RUN steps without `--network` (`kiln build --network`).
+    pub network: kiln_sandbox::Network,
+    /// `--allow network.host`: `RUN --network=host` may share the host's network.
+    pub allow_network_host: bool,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
     /// store only).
     pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,

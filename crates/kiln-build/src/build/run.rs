@@ -126,9 +126,21 @@ pub(crate) fn run(
     spec.cwd = state.workdir();
     spec.user = state.user();
     spec.interrupt = builder.request.interrupt.clone();
+    let request = &builder.request;
     spec.network = match run.network.as_deref() {
-        None | Some("default") | Some("host") => Network::Host,
+        None | Some("default") => request.network,
         Some("none") => Network::None,
+        // BuildKit's rule: the host's network is an entitlement the caller grants.
+        Some("host") if request.allow_network_host || request.network == Network::Host => {
+            Network::Host
+        }
+        Some("host") => {
+            return Err(Error::BadInput(
+                "RUN --network=host needs the network.host entitlement: pass \
+                 --allow network.host to kiln build"
+                    .into(),
+            ));
+        }
         Some(other) => {
             return Err(Error::BadInput(format!(
                 "RUN --network={other}: kiln supports default, host and none"
@@ -336,10 +348,18 @@ fn mount_for(
             let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
             let path = std::fs::read_link(&link).map_err(Error::io("readlink", &link))?;
             keep.fds.push(fd);
-            Ok(kiln_sandbox::Mount::Bind {
-                source: path,
-                target,
-                readonly: mount.readonly,
+            // BuildKit: writes to a bind mount, rw or not, never reach its source.
+            Ok(if mount.readonly {
+                kiln_sandbox::Mount::Bind {
+                    source: path,
+                    target,
+                    readonly: true,
+                }
+            } else {
+                kiln_sandbox::Mount::Scratch {
+                    source: path,
+                    target,
+                }
             })
         }
         MountType::Ssh => Err(Error::BadInput(

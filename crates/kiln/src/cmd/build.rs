@@ -60,6 +60,13 @@ pub struct BuildArgs {
     /// Export the build cache to a registry: `type=registry,ref=REFERENCE`.
     #[arg(long = "cache-to", value_name = "type=registry,ref=R")]
     pub cache_to: Option<String>,
+    /// The network of RUN steps: default (a private network with outbound access), host
+    /// (the host's own: an explicit opt-in) or none.
+    #[arg(long, default_value = "default", value_name = "default|host|none")]
+    pub network: String,
+    /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
 }
@@ -143,6 +150,20 @@ pub fn build(
             .unwrap_or_else(|| "Dockerfile".into());
         (context, text, name)
     };
+    let network = args
+        .network
+        .parse::<kiln_sandbox::Network>()
+        .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
+    let mut allow_network_host = false;
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "network.host" => allow_network_host = true,
+            other => anyhow::bail!(
+                "--allow {other}: kiln grants only network.host (security.insecure is not \
+                 supported)"
+            ),
+        }
+    }
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
     let request = BuildRequest {
@@ -156,6 +177,8 @@ pub fn build(
         labels,
         secrets,
         interrupt,
+        network,
+        allow_network_host,
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,

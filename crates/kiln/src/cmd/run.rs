@@ -32,8 +32,8 @@ pub struct RunArgs {
     /// User: name, uid, or uid:gid.
     #[arg(short, long)]
     pub user: Option<String>,
-    /// Network: host or none.
-    #[arg(long, default_value = "host")]
+    /// Network: default (private, with outbound access), host or none.
+    #[arg(long, default_value = "default")]
     pub network: String,
     /// The image.
     pub image: String,
@@ -90,11 +90,10 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     spec.user = args.user.clone().unwrap_or_else(|| config.user.clone());
-    spec.network = match args.network.as_str() {
-        "host" | "default" => Network::Host,
-        "none" => Network::None,
-        other => anyhow::bail!("--network {other}: kiln supports host and none"),
-    };
+    spec.network = args
+        .network
+        .parse::<Network>()
+        .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
     spec.stdio = if args.tty { Stdio::Tty } else { Stdio::Inherit };
     let interrupt = spec.interrupt.clone();
     super::on_interrupt(interrupt);

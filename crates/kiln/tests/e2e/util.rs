@@ -56,7 +56,12 @@ impl Env {
 
     /// A `kiln` command with this test's store.
     pub fn kiln(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        // KILN_TEST_BIN runs the suite against another build, e.g. to see a new test fail on
+        // the code before its fix.
+        let bin = std::env::var_os("KILN_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")));
+        let mut cmd = Command::new(bin);
         cmd.arg("--root")
             .arg(self.root())
             .arg("--progress")
