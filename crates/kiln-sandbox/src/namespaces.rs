@@ -64,6 +64,20 @@ pub(crate) fn unshare(flags: libc::c_int) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Moves the calling thread, and every thread it starts later, into a mount namespace of its
+/// own whose mounts never propagate to the host's. Every overlay kiln mounts outside a
+/// sandbox (COPY's writable view, a `--mount=from=` source) then lives and dies with the
+/// process: a `kill -9` leaves nothing mounted on the host, as buildah's own mount namespace
+/// does. Call it from `main` before any thread starts: `unshare` moves only the caller.
+pub fn enter_private_mount_namespace() -> Result<(), SandboxError> {
+    unshare(libc::CLONE_NEWNS)?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|e| SandboxError::sys("mount make-rprivate", "/", std::io::Error::from(e)))
+}
+
 /// Set the hostname of the (new) UTS namespace.
 pub(crate) fn set_hostname(name: &str) -> Result<(), SandboxError> {
     rustix::system::sethostname(name.as_bytes())

@@ -11,6 +11,15 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     init_logging(&cli.log_level);
+    // Before any thread starts. As a normal user there is nothing kiln could mount anyway.
+    if rustix::process::geteuid().is_root()
+        && let Err(err) = kiln_sandbox::namespaces::enter_private_mount_namespace()
+    {
+        tracing::warn!(
+            "{err}: kiln's own mounts are in the host's mount namespace, and a killed kiln may \
+             leave one mounted until its next run"
+        );
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -377,3 +377,58 @@ fn steps_get_a_private_network_with_outbound_access() {
         "{stderr}"
     );
 }
+
+/// The mount points under `dir` that process `pid` sees.
+fn mounts_seen_by(pid: u32, dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn kill_9_during_copy_leaves_nothing_mounted_on_the_host() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(&env, "big", "FROM busybox\nCOPY big /big\n", &[]);
+    run(Command::new("head")
+        .args(["-c", "200M", "/dev/urandom"])
+        .stdout(std::fs::File::create(Path::new(&ctx).join("big")).unwrap()));
+    let store = env.root();
+    let mut child = env
+        .kiln()
+        .args(["build", "--no-lint", "-t", "big", &ctx])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut in_kiln = Vec::new();
+    let mut on_host = Vec::new();
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        in_kiln = mounts_seen_by(child.id(), &store);
+        if !in_kiln.is_empty() {
+            on_host = mounts_under(&store);
+            break;
+        }
+        // Polling a condition (COPY's overlay is mounted), not waiting on time.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !in_kiln.is_empty(),
+        "the kill should land while COPY's overlay is mounted"
+    );
+    assert!(
+        on_host.is_empty(),
+        "COPY's overlay is visible on the host while it runs: {on_host:?}"
+    );
+    assert_eq!(
+        mounts_under(&store),
+        Vec::<String>::new(),
+        "kill -9 left mounts on the host"
+    );
+}
