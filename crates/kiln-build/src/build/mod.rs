@@ -135,6 +135,13 @@ pub fn build(
     }
     let (meta_args, stages) = kiln_dockerfile::parse_stages(&parsed)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile)))?;
+    if stages.is_empty() {
+        // BuildKit's words for a Dockerfile of only ARGs and comments.
+        return Err(Error::Dockerfile(format!(
+            "{}: dockerfile contains no stages to build (it needs a FROM)",
+            request.dockerfile_name
+        )));
+    }
     let target = match &request.target {
         Some(name) => stages
             .iter()

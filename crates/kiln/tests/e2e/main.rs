@@ -18,4 +18,5 @@ mod python_base;
 mod registry;
 mod run_mounts;
 mod security;
+mod semantics;
 mod store;
