@@ -165,6 +165,50 @@ fn scratch_tree(
     }
 }
 
+/// slirp4netns' DNS forwarder, which asks the host's resolver.
+const SLIRP_DNS: &str = "10.0.2.3";
+
+/// The host's resolv.conf as a private network's step should see it: a loopback nameserver
+/// (systemd-resolved's 127.0.0.53, a local dnsmasq) is the host's and unreachable from the
+/// step's namespace, so it becomes slirp's forwarder, as docker replaces it for its bridge.
+fn resolv_conf_for_private_network(host: &str) -> String {
+    let loopback = |addr: &str| {
+        addr.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    let mut forwarder = false;
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") && words.next().is_some_and(loopback) {
+            if !forwarder {
+                out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
+                forwarder = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes the private network's resolv.conf on the staging tmpfs when the host's needs a
+/// change, and returns the file to bind.
+fn private_resolv_conf(staging: &Path) -> Result<PathBuf, SandboxError> {
+    let host = Path::new("/etc/resolv.conf");
+    let text = std::fs::read_to_string(host)
+        .map_err(|e| SandboxError::sys("read", "/etc/resolv.conf", e))?;
+    let fixed = resolv_conf_for_private_network(&text);
+    if fixed == text || fixed.trim_end() == text.trim_end() {
+        return Ok(host.to_path_buf());
+    }
+    let path = staging.join("resolv.conf");
+    std::fs::write(&path, fixed)
+        .map_err(|e| SandboxError::sys("write", path.display().to_string(), e))?;
+    Ok(path)
+}
+
 /// Read a small regular file of the rootfs (never a fifo or a device: no hang, no flood).
 fn read_rootfs_file(path: &str) -> Result<Option<String>, SandboxError> {
     let err = |e| SandboxError::ReadRootfs {
@@ -305,7 +349,13 @@ fn in_namespaces(
             if !Path::new(f).exists() {
                 continue;
             }
-            let fd = clone_tree(Path::new(f), bind_attrs(true))?;
+            let source = match (*f, spec.network, staging) {
+                ("/etc/resolv.conf", Network::Private, Some(staging)) => {
+                    private_resolv_conf(staging)?
+                }
+                _ => PathBuf::from(f),
+            };
+            let fd = clone_tree(&source, bind_attrs(true))?;
             planned.push(Planned::Tree {
                 target: f.to_string(),
                 fd: fd.as_raw_fd(),
@@ -614,6 +664,17 @@ mod tests {
         ];
         assert_eq!(env_get(&env, "PATH"), Some("/b"));
         assert_eq!(env_get(&env, "HOME"), None);
+    }
+
+    #[test]
+    fn loopback_resolvers_become_slirps_forwarder() {
+        let host = "search example.org\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n";
+        assert_eq!(
+            resolv_conf_for_private_network(host),
+            "search example.org\nnameserver 10.0.2.3\noptions edns0\n"
+        );
+        let remote = "nameserver 10.255.255.53\n";
+        assert_eq!(resolv_conf_for_private_network(remote), remote);
     }
 
     #[test]
