@@ -13,6 +13,7 @@ pub mod copy;
 mod error;
 pub mod registry;
 pub mod snapshot;
+mod support;
 
 pub use error::Error;
 

@@ -80,8 +80,8 @@ pub use error::{ParseError, Position, Span};
 pub use instructions::{
     AddInstruction, ArgDefinition, CacheSharing, CommandLine, CopyInstruction, FromInstruction,
     HealthcheckConfig, HealthcheckInstruction, InlineSource, Instruction, InstructionError,
-    InstructionExpandError, KeyValue, Mount, MountType, OnbuildInstruction, RunInstruction,
-    Spanned, exposed_ports, parse_instruction,
+    InstructionExpandError, KeyValue, MOUNT_KEYS, Mount, MountType, OnbuildInstruction,
+    RunInstruction, Spanned, exposed_ports, parse_instruction,
 };
 pub use parser::MAX_LINE_LENGTH;
 pub use stages::{MetaArg, Stage, parse_stages};

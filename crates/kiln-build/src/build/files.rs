@@ -90,6 +90,22 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     let dest = absolute_dest(&state.workdir(), dest);
     let mut key = Sha256::new();
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    if let Instruction::Add(add) = &ctx.inst.value {
+        let urls = sources.iter().any(|s| is_url(s));
+        if add.checksum.is_some() && !urls {
+            // BuildKit's words.
+            return Err(Error::BadInput(
+                "ADD --checksum: checksum requires HTTP(S) or Git sources".into(),
+            ));
+        }
+        if add.unpack == Some(true) && urls {
+            return Err(Error::BadInput(
+                "ADD --unpack=true of a URL is not supported by kiln: download it, then \
+                 extract it in a RUN step"
+                    .into(),
+            ));
+        }
+    }
     let (origin, patterns) = if !inline.is_empty() {
         let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
             .map_err(Error::io("create staging dir", builder.store.root()))?;

@@ -135,6 +135,20 @@ pub fn build(
     }
     let (meta_args, stages) = kiln_dockerfile::parse_stages(&parsed)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile)))?;
+    let notes = crate::support::check_directives(&parsed.directives)
+        .map_err(|e| Error::Dockerfile(format!("{}: {e}", request.dockerfile_name)))?;
+    for text in notes {
+        reporter.report(Event::Warning { text });
+    }
+    for inst in stages.iter().flat_map(|s| &s.instructions) {
+        crate::support::check_instruction(&inst.value).map_err(|e| {
+            Error::Dockerfile(format!(
+                "{}:{}: {e}",
+                request.dockerfile_name,
+                inst.span.start_line()
+            ))
+        })?;
+    }
     if stages.is_empty() {
         // BuildKit's words for a Dockerfile of only ARGs and comments.
         return Err(Error::Dockerfile(format!(

@@ -147,9 +147,20 @@ pub(crate) fn run(
             )));
         }
     };
+    // BuildKit's build arg for the steps' hostname.
+    if let Some((_, hostname)) = request
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "BUILDKIT_SANDBOX_HOSTNAME")
+    {
+        spec.hostname = hostname.clone();
+    }
     let mut keep = Keep::default();
     for mount in &run.mounts {
-        spec.mounts.push(mount_for(ctx, state, mount, &mut keep)?);
+        if let Some(m) = mount_for(ctx, state, mount, &mut keep, &mut spec.env)? {
+            spec.mounts.push(m);
+        }
     }
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial = Vec::new();
@@ -216,19 +227,47 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// Mounts and fds that must outlive the run.
+/// Mounts, fds, secret copies and cache locks that must outlive the run.
 #[derive(Default)]
 struct Keep {
     fds: Vec<OwnedFd>,
     overlays: Vec<(OverlayMount, StepDirs)>,
+    secrets: Vec<tempfile::TempDir>,
+    locks: Vec<std::fs::File>,
 }
 
+/// A secret as the step sees it: a copy with BuildKit's owner and mode (root, 0400 unless
+/// `uid=`, `gid=`, `mode=` say otherwise) in a private staging dir that goes with the run.
+fn secret_copy(
+    builder: &super::stage::Builder<'_>,
+    source: &std::path::Path,
+    mount: &kiln_dockerfile::Mount,
+    keep: &mut Keep,
+) -> Result<PathBuf, Error> {
+    let dir = builder.store.staging_dir("secret")?;
+    let path = dir.path().join("secret");
+    std::fs::copy(source, &path).map_err(Error::io("copy secret", source))?;
+    std::os::unix::fs::chown(
+        &path,
+        Some(mount.uid.unwrap_or(0)),
+        Some(mount.gid.unwrap_or(0)),
+    )
+    .map_err(Error::io("chown", &path))?;
+    let mode = mount.mode.unwrap_or(0o400);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(Error::io("chmod", &path))?;
+    keep.secrets.push(dir);
+    Ok(path)
+}
+
+/// The sandbox mount for one `--mount`, or none when a secret goes only to `env`.
 fn mount_for(
     ctx: &StepContext<'_, '_>,
     state: &StageState,
     mount: &kiln_dockerfile::Mount,
     keep: &mut Keep,
-) -> Result<kiln_sandbox::Mount, Error> {
+    env: &mut Vec<String>,
+) -> Result<Option<kiln_sandbox::Mount>, Error> {
     let builder = ctx.builder;
     let target = |default: Option<String>| -> Result<String, Error> {
         let target = mount.target.clone().or(default).ok_or_else(|| {
@@ -260,16 +299,29 @@ fn mount_for(
                 std::os::unix::fs::chown(&dir, mount.uid, mount.gid)
                     .map_err(Error::io("chown", &dir))?;
             }
-            Ok(kiln_sandbox::Mount::Bind {
+            if mount.sharing == Some(kiln_dockerfile::CacheSharing::Locked) {
+                // One step at a time uses the cache, across kiln processes too.
+                let lock_path = dir.with_extension("lock");
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(Error::io("open cache lock", &lock_path))?;
+                rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+                    .map_err(|e| Error::io("flock", &lock_path)(e.into()))?;
+                keep.locks.push(lock);
+            }
+            Ok(Some(kiln_sandbox::Mount::Bind {
                 source: dir,
                 target,
                 readonly: mount.readonly,
-            })
+            }))
         }
-        MountType::Tmpfs => Ok(kiln_sandbox::Mount::Tmpfs {
+        MountType::Tmpfs => Ok(Some(kiln_sandbox::Mount::Tmpfs {
             target: target(None)?,
             size: mount.size.and_then(|s| u64::try_from(s).ok()),
-        }),
+        })),
         MountType::Secret => {
             let id = mount
                 .id
@@ -281,30 +333,30 @@ fn mount_for(
                         .and_then(|t| t.rsplit('/').next().map(str::to_owned))
                 })
                 .unwrap_or_default();
-            let target = target(Some(format!("/run/secrets/{id}")))?;
-            match builder.request.secrets.iter().find(|(k, _)| *k == id) {
-                Some((_, path)) => Ok(kiln_sandbox::Mount::Bind {
-                    source: path.clone(),
-                    target,
-                    readonly: true,
-                }),
-                None if mount.required => Err(Error::BadInput(format!(
-                    "RUN --mount=type=secret,id={id} is required: pass --secret id={id},src=FILE"
-                ))),
-                None => {
-                    let empty = builder
-                        .store
-                        .root()
-                        .join("tmp")
-                        .join(format!("{}-no-secret", std::process::id()));
-                    std::fs::write(&empty, b"").map_err(Error::io("write", &empty))?;
-                    Ok(kiln_sandbox::Mount::Bind {
-                        source: empty,
-                        target,
-                        readonly: true,
-                    })
+            // BuildKit: with env= and no target, the secret is only an environment variable.
+            let as_file = mount.target.is_some() || mount.env.is_none();
+            let source = builder.request.secrets.iter().find(|(k, _)| *k == id);
+            let Some((_, source)) = source else {
+                if mount.required {
+                    return Err(Error::BadInput(format!(
+                        "RUN --mount=type=secret,id={id} is required: pass --secret id={id},src=FILE"
+                    )));
                 }
+                return Ok(None);
+            };
+            if let Some(name) = &mount.env {
+                let value = std::fs::read(source).map_err(Error::io("read secret", source))?;
+                env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
             }
+            if !as_file {
+                return Ok(None);
+            }
+            let target = target(Some(format!("/run/secrets/{id}")))?;
+            Ok(Some(kiln_sandbox::Mount::Bind {
+                source: secret_copy(builder, source, mount, keep)?,
+                target,
+                readonly: true,
+            }))
         }
         MountType::Bind => {
             let target = target(None)?;
@@ -349,7 +401,7 @@ fn mount_for(
             let path = std::fs::read_link(&link).map_err(Error::io("readlink", &link))?;
             keep.fds.push(fd);
             // BuildKit: writes to a bind mount, rw or not, never reach its source.
-            Ok(if mount.readonly {
+            Ok(Some(if mount.readonly {
                 kiln_sandbox::Mount::Bind {
                     source: path,
                     target,
@@ -360,7 +412,7 @@ fn mount_for(
                     source: path,
                     target,
                 }
-            })
+            }))
         }
         MountType::Ssh => Err(Error::BadInput(
             "RUN --mount=type=ssh is not supported by kiln".into(),

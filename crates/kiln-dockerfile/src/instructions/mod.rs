@@ -13,7 +13,7 @@ mod values;
 use std::time::Duration;
 
 pub use expand::InstructionExpandError;
-pub use mount::{CacheSharing, Mount, MountType};
+pub use mount::{CacheSharing, MOUNT_KEYS, Mount, MountType};
 pub use ports::exposed_ports;
 
 use crate::ast::{Heredoc, Node, chomp_leading_tabs};

@@ -93,7 +93,8 @@ fn err(message: impl Into<String>) -> MountError {
     }
 }
 
-const KEYS: [&str; 19] = [
+/// Every `--mount` option key the parser accepts (aliases included).
+pub const MOUNT_KEYS: [&str; 19] = [
     "type",
     "from",
     "source",
@@ -268,7 +269,7 @@ pub(crate) fn parse_mount(
             _ => {
                 return Err(MountError {
                     message: format!("unexpected key '{key}' in '{field}'"),
-                    hint: suggest(&key, &KEYS).map(|s| format!("did you mean {s}=?")),
+                    hint: suggest(&key, &MOUNT_KEYS).map(|s| format!("did you mean {s}=?")),
                 });
             }
         }

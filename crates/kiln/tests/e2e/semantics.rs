@@ -30,3 +30,152 @@ fn a_dockerfile_without_from_is_an_error_not_a_panic() {
         "the error says what is missing:\n{stderr}"
     );
 }
+
+/// A context dir holding `Dockerfile` and `files`.
+fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+    let dir = env.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).unwrap();
+    }
+    dir.to_string_lossy().into_owned()
+}
+
+#[test]
+fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let cases = [
+        ("COPY --parents a/b /", "--parents"),
+        ("COPY --exclude=*.md . /app", "--exclude"),
+        ("ADD --exclude=*.md . /app", "--exclude"),
+        (
+            "ADD --keep-git-dir https://example.com/r.git /r",
+            "--keep-git-dir",
+        ),
+        ("RUN --device=/dev/fuse true", "--device"),
+        ("RUN --security=insecure true", "--security=insecure"),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=private true",
+            "sharing=private",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,from=busybox true",
+            "from=",
+        ),
+        ("RUN --mount=type=ssh true", "type=ssh"),
+    ];
+    for (i, (line, named)) in cases.iter().enumerate() {
+        let dockerfile = format!("FROM busybox\nRUN echo first-step-ran\n{line}\n");
+        let ctx = context(&env, &format!("c{i}"), &dockerfile, &[("a", "x")]);
+        let out = env
+            .kiln()
+            .args(["build", "--no-lint", "-t", "x", &ctx])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = assert_clean_failure(&out, line);
+        assert!(
+            stderr.contains(named),
+            "{line}: the error names {named}:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("Dockerfile:3"),
+            "{line}: the error gives its line:\n{stderr}"
+        );
+        assert!(
+            !stdout.contains("first-step-ran") && !stderr.contains("first-step-ran"),
+            "{line}: refused only after a step ran"
+        );
+    }
+    // BuildKit refuses a checksum on a local source.
+    let ctx = context(
+        &env,
+        "checksum",
+        "FROM busybox\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a /a\n",
+        &[("a", "x")],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+    assert!(
+        stderr.contains("checksum requires HTTP(S) or Git sources"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn directives_name_the_frontend_and_refuse_what_kiln_cannot_do() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(
+        &env,
+        "v1",
+        "# syntax=docker/dockerfile:1.7\nFROM busybox\nRUN echo ok\n",
+        &[],
+    );
+    let (_, stderr) = env.build(&["--no-lint", "-t", "v1", &ctx]);
+    assert!(
+        stderr.contains("docker/dockerfile:1 reference"),
+        "the build says which Dockerfile version it implements:\n{stderr}"
+    );
+    for (directive, named) in [
+        (
+            "# syntax=example.com/other/frontend:2",
+            "example.com/other/frontend:2",
+        ),
+        ("# syntax=docker/dockerfile:1-labs", "1-labs"),
+        ("# check=error=true", "error=true"),
+    ] {
+        let ctx = context(
+            &env,
+            "d",
+            &format!("{directive}\nFROM busybox\nRUN echo ok\n"),
+            &[],
+        );
+        let stderr = env.fails(&["build", "--no-lint", "-t", "d", &ctx]);
+        assert!(stderr.contains(named), "{directive}:\n{stderr}");
+    }
+}
+
+#[test]
+fn secret_mounts_take_env_owner_and_mode_and_the_hostname_arg_is_used() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let secret = env.path("token.txt");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let ctx = context(
+        &env,
+        "s",
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=t,env=TOKEN sh -c 'echo \"token=$TOKEN\"; ls /run/secrets/t 2>/dev/null || echo no-file'\n\
+         RUN --mount=type=secret,id=t stat -c 'default=%u:%g:%a' /run/secrets/t\n\
+         RUN --mount=type=secret,id=t,uid=1000,gid=1000,mode=0440 stat -c 'custom=%u:%g:%a' /run/secrets/t\n\
+         RUN --mount=type=secret,id=absent sh -c 'ls /run/secrets/absent 2>/dev/null || echo optional-absent'\n\
+         RUN --mount=type=cache,target=/c,sharing=locked sh -c 'echo locked > /c/x && cat /c/x'\n\
+         RUN hostname\n",
+        &[],
+    );
+    let secret_arg = format!("id=t,src={}", secret.display());
+    let (stdout, stderr) = env.build(&[
+        "--no-lint",
+        "--secret",
+        &secret_arg,
+        "--build-arg",
+        "BUILDKIT_SANDBOX_HOSTNAME=builder-7",
+        "-t",
+        "s",
+        &ctx,
+    ]);
+    let text = format!("{stdout}{stderr}");
+    for expected in [
+        "token=s3cr3t",
+        "no-file",
+        "default=0:0:400",
+        "custom=1000:1000:440",
+        "optional-absent",
+        "#6 locked",
+        "builder-7",
+    ] {
+        assert!(text.contains(expected), "expected {expected}:\n{text}");
+    }
+}
