@@ -67,6 +67,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+mod seccomp;
 mod spec;
 pub mod syscall;
 pub mod tty;

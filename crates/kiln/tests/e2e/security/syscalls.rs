@@ -124,12 +124,12 @@ fn a_run_step_cannot_unshare_a_user_namespace_to_mount() {
         &env,
         "userns",
         "FROM busybox\n\
-         RUN unshare -U -r -m sh -c 'mount -t tmpfs none /tmp && echo MOUNTED-IN-USERNS' 2>&1; echo unshare-exit=$?\n\
+         RUN unshare -U -r -m sh -c 'mount -t tmpfs none /tmp && echo MOUNTED-IN-USERNS-$((6*7))' 2>&1; echo unshare-exit=$?\n\
          RUN grep -E '^Seccomp:' /proc/self/status\n",
     );
     let (_, log) = env.build(&["-t", "userns", &ctx]);
     assert!(
-        !log.contains("MOUNTED-IN-USERNS"),
+        !log.contains("MOUNTED-IN-USERNS-42"),
         "a RUN step mounted a tmpfs from its own user namespace:\n{log}"
     );
     assert!(
@@ -158,9 +158,9 @@ fn the_legitimate_uses_next_to_the_filter_keep_working() {
          RUN su -s /bin/sh app -c id\n\
          RUN setpriv --nnp grep NoNewPrivs /proc/self/status\n\
          RUN --network=none ping -c 1 127.0.0.1\n\
-         RUN chroot / /bin/echo chroot-works\n\
-         RUN mount -t tmpfs tmpfs /mnt 2>/dev/null && echo MOUNTED || echo mount-denied\n\
-         RUN echo data > /f && sync && sync /f && echo synced\n",
+         RUN chroot / /bin/sh -c 'echo chroot-works-$((1+1))'\n\
+         RUN mount -t tmpfs tmpfs /tmp 2>/dev/null && echo MOUNTED-$((1)) || echo mount-refused-$((1))\n\
+         RUN echo data > /f && sync && sync /f && echo synced-$?\n",
     );
     let (_, log) = env.build(&["-t", "legit", &ctx]);
     assert!(
@@ -175,9 +175,9 @@ fn the_legitimate_uses_next_to_the_filter_keep_working() {
         log.contains("1 packets received"),
         "ping (a raw socket, CAP_NET_RAW) works:\n{log}"
     );
-    assert!(log.contains("chroot-works"), "chroot works:\n{log}");
-    assert!(log.contains("mount-denied"), "mount still fails:\n{log}");
-    assert!(log.contains("synced"), "sync works:\n{log}");
+    assert!(log.contains("chroot-works-2"), "chroot works:\n{log}");
+    assert!(log.contains("mount-refused-1"), "mount still fails:\n{log}");
+    assert!(log.contains("synced-0"), "sync works:\n{log}");
 }
 
 #[test]
