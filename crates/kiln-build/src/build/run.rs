@@ -126,6 +126,7 @@ pub(crate) fn run(
     spec.cwd = state.workdir();
     spec.user = state.user();
     spec.interrupt = builder.request.interrupt.clone();
+    spec.skip_syncs = !builder.request.sync;
     spec.network = match run.network.as_deref() {
         None | Some("default") | Some("host") => Network::Host,
         Some("none") => Network::None,
