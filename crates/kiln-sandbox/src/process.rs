@@ -624,6 +624,18 @@ mod tests {
             plan.describe(Stage::Setuid as u32, libc::EPERM).to_string(),
             "setuid 5: EPERM"
         );
+        assert_eq!(
+            plan.describe(Stage::Seccomp as u32, libc::EACCES)
+                .to_string(),
+            "seccomp SECCOMP_SET_MODE_FILTER the container process: EACCES"
+        );
+        assert_eq!(
+            plan.describe(Stage::Keyring as u32, libc::EDQUOT)
+                .to_string()
+                .split(':')
+                .next(),
+            Some("keyctl KEYCTL_JOIN_SESSION_KEYRING a new session keyring")
+        );
     }
 
     #[test]

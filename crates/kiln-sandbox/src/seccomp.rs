@@ -368,7 +368,7 @@ fn compile_for(
         }
         let mut ranges = ranges(&by_nr);
         if t.x32_bit {
-            // x32 calls are killed, but not -1 (which only ever fails with ENOSYS).
+            // x32 calls are killed, but not -1, which is no call at all: it gets the default errno.
             ranges = split_ranges(
                 ranges,
                 X32_SYSCALL_BIT,
