@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils openssl python3 bsdutils)
+packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils openssl python3 bsdutils gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

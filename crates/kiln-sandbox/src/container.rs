@@ -538,7 +538,7 @@ fn inside(
     // stdio of the container.
     let mut keep: Vec<OwnedFd> = Vec::new();
     let (stdio, session) = match io {
-        ThreadIo::Inherit => ([0, 1, 2], Session::Keep),
+        ThreadIo::Inherit => ([0, 1, 2], Session::Detach),
         ThreadIo::Piped { stdout, stderr } => {
             let null =
                 File::open("/dev/null").map_err(|e| SandboxError::sys("open", "/dev/null", e))?;
@@ -563,7 +563,17 @@ fn inside(
         }
     };
 
-    let plan = ChildPlan::new(&exe, &spec.args, &env, &cwd, &who, stdio, session, last_cap)?;
+    let plan = ChildPlan::new(
+        &exe,
+        &spec.args,
+        &env,
+        &cwd,
+        &who,
+        stdio,
+        session,
+        last_cap,
+        spec.skip_syncs,
+    )?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     if spec.interrupt.is_interrupted() {

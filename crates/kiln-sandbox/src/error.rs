@@ -54,6 +54,10 @@ pub enum SandboxError {
         /// The PATH searched.
         path: String,
     },
+    /// The seccomp profile (`seccomp/profile.toml`) or a syscall table could not be compiled
+    /// into a filter.
+    #[error("seccomp filter: {0}")]
+    Seccomp(String),
     /// The [`Interrupt`](crate::Interrupt) was triggered before the run started.
     #[error("interrupted before the process started")]
     Interrupted,

@@ -43,6 +43,12 @@
 //!   process's status; the whole namespace dies with it.
 //! - The process runs as the resolved [`RunSpec::user`] (supplementary groups too) with docker's
 //!   default capability bounding set: no `CAP_SYS_ADMIN`, so `mount` fails inside.
+//! - A seccomp filter equivalent to docker's default profile for that capability set (kept as
+//!   data in `seccomp/profile.toml`): no keyrings, no new namespaces, no `TIOCSTI`; with
+//!   [`RunSpec::skip_syncs`] the sync calls return 0 without doing anything. A fresh session
+//!   keyring, as runc gives each container.
+//! - A session of its own, in every [`Stdio`] mode: the caller's terminal is never the
+//!   process's controlling terminal.
 //!
 //! # Interruption and cleanup
 //!
@@ -68,6 +74,7 @@ pub mod namespaces;
 mod network;
 pub mod process;
 pub mod rootfs;
+mod seccomp;
 mod spec;
 pub mod syscall;
 pub mod tty;

@@ -25,14 +25,22 @@
 //!
 //! Signal dispositions back to default (the caller's ignored `SIGPIPE` must not leak), a new
 //! session with the pty as controlling terminal in [`Stdio::Tty`](crate::Stdio::Tty) mode,
-//! `chdir`, capability bounding set reduced to docker's default set (no `CAP_SYS_ADMIN`, so
-//! `mount` fails inside), `setgroups`, `setgid`, `setuid`, `execve`.
+//! `chdir`, a fresh session keyring (as runc gives each container: the caller's session
+//! keyring stays out of reach), capability bounding set reduced to docker's default set (no
+//! `CAP_SYS_ADMIN`, so `mount` fails inside), the seccomp filter ([`seccomp`](crate::seccomp):
+//! docker's default profile for that set), `setgroups`, `setgid`, `setuid`, `execve`.
+//!
+//! The filter goes in while the process still has every capability in its effective set, so
+//! the kernel takes it without `no_new_privs`: setuid programs (`su`, `ping`) keep working, as
+//! under docker. Everything after it (`setgroups`, `setresgid`, `setresuid`, `execve`, and
+//! `write`/`_exit` on failure) is allowed by the profile.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::SandboxError;
+use crate::seccomp;
 
 /// Docker's default capability set; every other capability leaves the bounding set.
 pub(crate) const DEFAULT_CAPS: &[u32] = &[
@@ -52,12 +60,13 @@ pub(crate) const DEFAULT_CAPS: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-/// How the process relates to the caller's terminal session.
+/// How the process relates to the caller's terminal session. It never stays in the caller's:
+/// a process whose controlling terminal is the caller's could type into the caller's shell
+/// with `TIOCSTI`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Session {
-    /// Stay in the caller's session and process group ([`Stdio::Inherit`](crate::Stdio)).
-    Keep,
-    /// pid 1 starts a new session without a terminal ([`Stdio::Piped`](crate::Stdio)).
+    /// pid 1 starts a new session without a terminal ([`Stdio::Piped`](crate::Stdio) and
+    /// [`Stdio::Inherit`](crate::Stdio)).
     Detach,
     /// pid 1 starts a new session; the process another one, with fd 0 (the pty slave) as its
     /// controlling terminal.
@@ -81,6 +90,8 @@ pub(crate) struct ChildPlan {
     /// Bit n set: keep capability n.
     keep_caps: u64,
     last_cap: u32,
+    /// Compiled for `keep_caps`; installed right before the ids change.
+    filter: seccomp::Program,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -99,6 +110,8 @@ pub(crate) enum Stage {
     Setgid = 10,
     Setuid = 11,
     Exec = 12,
+    Keyring = 13,
+    Seccomp = 14,
 }
 
 impl Stage {
@@ -106,7 +119,7 @@ impl Stage {
         use Stage::*;
         [
             Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec,
+            Setuid, Exec, Keyring, Seccomp,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -125,6 +138,7 @@ impl ChildPlan {
         stdio: [RawFd; 3],
         session: Session,
         last_cap: u32,
+        skip_syncs: bool,
     ) -> Result<Self, SandboxError> {
         let c = |s: &str, what: &str| {
             CString::new(s)
@@ -147,6 +161,10 @@ impl ChildPlan {
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
         let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
+        let filter = seccomp::compile(seccomp::FilterOptions {
+            caps: keep_caps,
+            skip_syncs,
+        })?;
         Ok(ChildPlan {
             exe: c(exe, "executable")?,
             _argv: argv,
@@ -161,6 +179,7 @@ impl ChildPlan {
             session,
             keep_caps,
             last_cap: last_cap.min(63),
+            filter,
         })
     }
 
@@ -183,11 +202,22 @@ impl ChildPlan {
             Some(Stage::Setgid) => ("setgid", self.gid.to_string()),
             Some(Stage::Setuid) => ("setuid", self.uid.to_string()),
             Some(Stage::Exec) => ("execve", s(&self.exe)),
+            Some(Stage::Keyring) => (
+                "keyctl KEYCTL_JOIN_SESSION_KEYRING",
+                "a new session keyring".to_string(),
+            ),
+            Some(Stage::Seccomp) => (
+                "seccomp SECCOMP_SET_MODE_FILTER",
+                "the container process".to_string(),
+            ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
     }
 }
+
+/// `keyctl(2)`'s operation that gives the caller a new session keyring.
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
 
 /// The pid the reaper forwards signals to (set in pid 1 only).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -357,7 +387,7 @@ unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: Raw
             }
         }
         libc::umask(0o022);
-        if plan.session != Session::Keep && libc::setsid() < 0 {
+        if libc::setsid() < 0 {
             die(Stage::Setsid);
         }
 
@@ -492,6 +522,16 @@ unsafe fn workload_main(plan: &ChildPlan) -> ! {
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
             die(Stage::Chdir);
         }
+        // An anonymous keyring of its own; a kernel without keys support has none to share.
+        if libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        ) < 0
+            && *libc::__errno_location() != libc::ENOSYS
+        {
+            die(Stage::Keyring);
+        }
         for cap in 0..=plan.last_cap {
             if plan.keep_caps & (1u64 << cap) == 0
                 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
@@ -499,6 +539,16 @@ unsafe fn workload_main(plan: &ChildPlan) -> ! {
             {
                 die(Stage::Capbset);
             }
+        }
+        let prog = plan.filter.fprog();
+        if libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        ) < 0
+        {
+            die(Stage::Seccomp);
         }
         // Raw syscalls: per-thread credentials are per-process in this single-threaded child.
         if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
@@ -557,8 +607,9 @@ mod tests {
             "/work",
             &user,
             [0, 1, 2],
-            Session::Keep,
+            Session::Detach,
             40,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -572,6 +623,18 @@ mod tests {
         assert_eq!(
             plan.describe(Stage::Setuid as u32, libc::EPERM).to_string(),
             "setuid 5: EPERM"
+        );
+        assert_eq!(
+            plan.describe(Stage::Seccomp as u32, libc::EACCES)
+                .to_string(),
+            "seccomp SECCOMP_SET_MODE_FILTER the container process: EACCES"
+        );
+        assert_eq!(
+            plan.describe(Stage::Keyring as u32, libc::EDQUOT)
+                .to_string()
+                .split(':')
+                .next(),
+            Some("keyctl KEYCTL_JOIN_SESSION_KEYRING a new session keyring")
         );
     }
 
@@ -590,8 +653,9 @@ mod tests {
             "/",
             &user,
             [0, 1, 2],
-            Session::Keep,
+            Session::Detach,
             40,
+            false,
         );
         assert!(matches!(r, Err(SandboxError::Spec(_))));
     }

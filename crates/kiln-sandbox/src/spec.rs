@@ -108,7 +108,9 @@ pub enum Stdio {
     /// terminal's Ctrl-C reaches the caller only (see [`Interrupt`]).
     #[default]
     Piped,
-    /// The caller's fds 0, 1 and 2 are passed through unchanged.
+    /// The caller's fds 0, 1 and 2 are passed through unchanged. The container still gets a
+    /// session of its own: a terminal among those fds is not its controlling terminal, so it
+    /// cannot type into the caller's shell (`TIOCSTI`) or take over its job control.
     Inherit,
     /// A pseudo-terminal: the slave is the controlling terminal of the process, the caller's
     /// stdin (put in raw mode if it is a terminal) is relayed to it, and what the process
@@ -155,11 +157,16 @@ pub struct RunSpec {
     pub etc_binds: bool,
     /// The handle a signal handler uses to stop the run (see [`Interrupt`]).
     pub interrupt: Interrupt,
+    /// `fsync`, `fdatasync`, `syncfs`, `sync` and `sync_file_range` return 0 without doing
+    /// anything (the seccomp filter answers them). For build steps, whose layer the caller
+    /// makes durable when it commits it and throws away if the step is cut short; not for a
+    /// container whose writes are meant to last.
+    pub skip_syncs: bool,
 }
 
 impl RunSpec {
     /// A spec with docker-like defaults: cwd `/`, user root, hostname `kiln`, a private network,
-    /// piped output, the host's resolver files bound, a fresh [`Interrupt`].
+    /// piped output, the host's resolver files bound, a fresh [`Interrupt`], real syncs.
     pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
         RunSpec {
             rootfs,
@@ -173,6 +180,7 @@ impl RunSpec {
             stdio: Stdio::Piped,
             etc_binds: true,
             interrupt: Interrupt::new(),
+            skip_syncs: false,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--sync`: RUN steps' syncs reach the disk (by default the sandbox makes them no-ops,
+    /// see [`kiln_sandbox::RunSpec::skip_syncs`]).
+    pub sync: bool,
     /// `--label K=V`, added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--secret id=ID,src=PATH`: files that `RUN --mount=type=secret` binds.

@@ -127,6 +127,7 @@ pub(crate) fn run(
     spec.user = state.user();
     spec.interrupt = builder.request.interrupt.clone();
     let request = &builder.request;
+    spec.skip_syncs = !request.sync;
     spec.network = match run.network.as_deref() {
         None | Some("default") => request.network,
         Some("none") => Network::None,

@@ -36,6 +36,11 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Let RUN steps' fsync, fdatasync, syncfs, sync and sync_file_range reach the disk. By
+    /// default they return at once without doing anything: kiln makes each layer durable when
+    /// it commits it, and a step cut short is thrown away. KILN_SYNC=1 does the same.
+    #[arg(long, env = "KILN_SYNC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sync: bool,
     /// Add a label to the image (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -174,6 +179,7 @@ pub fn build(
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        sync: args.sync,
         labels,
         secrets,
         interrupt,
