@@ -50,18 +50,19 @@ fn a_run_step_cannot_touch_the_host() {
     let dockerfile = format!(
         "FROM busybox\n\
          RUN echo pwned > /proc/1/root{s} 2>/dev/null; echo pwned > /proc/1/root/kiln-escape 2>/dev/null; true\n\
-         RUN mount -t tmpfs tmpfs /mnt 2>/dev/null && echo MOUNTED || echo mount-denied\n\
+         RUN mount -t tmpfs tmpfs /mnt 2>/dev/null && echo MOUNTED || echo mount-denied-$((6*7))\n\
          RUN cd /../../../../ && echo pwned > .{s} 2>/dev/null; mkdir -p $(dirname {s}) && echo inside > {s}; true\n\
-         RUN echo 1 > /sys/kernel/kiln-escape 2>/dev/null && echo SYS-WRITABLE || echo sys-read-only\n"
+         RUN echo 1 > /sys/kernel/kiln-escape 2>/dev/null && echo SYS-WRITABLE || echo sys-read-only-$((6*7))\n"
     );
     let ctx = write_context(&env, "escape", &dockerfile);
     let (_, log) = env.build(&["-t", "escape", &ctx]);
     assert!(
-        log.contains("mount-denied"),
+        // The marker is computed, so the echoed RUN line cannot satisfy the check.
+        log.contains("mount-denied-42") && !log.contains("#3 MOUNTED"),
         "mount must fail inside a RUN:\n{log}"
     );
     assert!(
-        log.contains("sys-read-only"),
+        log.contains("sys-read-only-42"),
         "/sys must be read-only:\n{log}"
     );
     assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "untouched");
