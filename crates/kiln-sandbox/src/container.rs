@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
+use crate::cgroups::RunCgroups;
 use crate::mounts::{self, Created, Planned};
 use crate::namespaces::{self, HostMountNs};
 use crate::network::PrivateNetwork;
@@ -271,6 +272,8 @@ pub(crate) fn run_container(
     let sys = LinuxSyscall;
     let host_ns = HostMountNs::open()?;
     let last_cap = last_cap();
+    // Made on the host side: the container's /sys has no cgroup file system.
+    let cgroups = RunCgroups::create(&spec.limits)?;
     let network = match spec.network {
         Network::Private => Some(PrivateNetwork::start()?),
         Network::Host | Network::None => None,
@@ -281,13 +284,27 @@ pub(crate) fn run_container(
     namespaces::unshare(namespaces::unshare_flags(spec.network))?;
     // SAFETY: umask of this thread only (its fs_struct is private after CLONE_NEWNS).
     unsafe { libc::umask(0) };
-    let result = in_namespaces(&sys, &spec, staging.as_deref(), io, last_cap);
+    let from_host = FromHost {
+        last_cap,
+        cgroup_procs: cgroups
+            .as_ref()
+            .map(RunCgroups::procs_fds)
+            .unwrap_or_default(),
+    };
+    let result = in_namespaces(&sys, &spec, staging.as_deref(), io, &from_host);
     // Leaving the mount namespace as its last member tears it down now, with every mount.
     let back = host_ns.enter();
-    drop(network);
+    drop((network, cgroups));
     let outcome = result?;
     back?;
     Ok(outcome)
+}
+
+/// What the setup thread learnt on the host side, before it entered the namespaces.
+struct FromHost {
+    last_cap: u32,
+    /// `cgroup.procs` of the run's cgroups, for pid 1 to move itself in.
+    cgroup_procs: Vec<RawFd>,
 }
 
 fn in_namespaces(
@@ -295,7 +312,7 @@ fn in_namespaces(
     spec: &RunSpec,
     staging: Option<&Path>,
     io: ThreadIo,
-    last_cap: u32,
+    from_host: &FromHost,
 ) -> Result<Outcome, SandboxError> {
     sys.mount(
         None,
@@ -474,7 +491,7 @@ fn in_namespaces(
         &fallback,
         &mut created,
         io,
-        last_cap,
+        from_host,
     );
     drop(trees);
     let cleaned = mounts::cleanup(sys, &planned, &created)
@@ -493,7 +510,7 @@ fn inside(
     fallback: &[Target],
     created: &mut Vec<Created>,
     io: ThreadIo,
-    last_cap: u32,
+    from_host: &FromHost,
 ) -> Result<Outcome, SandboxError> {
     for t in fallback {
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
@@ -571,9 +588,10 @@ fn inside(
         &who,
         stdio,
         session,
-        last_cap,
+        from_host.last_cap,
         spec.skip_syncs,
-    )?;
+    )?
+    .in_cgroups(from_host.cgroup_procs.clone());
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     if spec.interrupt.is_interrupted() {

@@ -61,6 +61,18 @@ pub enum SandboxError {
     /// The [`Interrupt`](crate::Interrupt) was triggered before the run started.
     #[error("interrupted before the process started")]
     Interrupted,
+    /// The run's memory or process limits cannot be enforced on this machine.
+    #[error(
+        "--memory/--pids-limit need a cgroup of the run's own, and {path} failed: {source} \
+         (cgroups mounted read-write at /sys/fs/cgroup, as root)"
+    )]
+    Limits {
+        /// The cgroup file or directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The run's private network could not be set up.
     #[error("{0}")]
     Network(String),

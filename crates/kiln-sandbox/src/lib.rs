@@ -67,6 +67,7 @@
 //! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`), overlayfs.
 #![deny(missing_docs)]
 
+mod cgroups;
 mod container;
 mod error;
 pub mod mounts;
@@ -83,10 +84,16 @@ pub mod user;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+pub use cgroups::Limits;
 pub use error::SandboxError;
 pub use spec::{
     ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio,
 };
+
+/// Whether this machine can enforce `limits` (a cgroup is made and removed again).
+pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {
+    cgroups::RunCgroups::create(limits).map(drop)
+}
 
 /// Run `spec.args` in the sandbox described by `spec` and wait for it.
 ///

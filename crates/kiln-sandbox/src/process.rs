@@ -92,6 +92,8 @@ pub(crate) struct ChildPlan {
     last_cap: u32,
     /// Compiled for `keep_caps`; installed right before the ids change.
     filter: seccomp::Program,
+    /// `cgroup.procs` files pid 1 writes `0` to, moving itself into the run's cgroups.
+    cgroup_procs: Vec<RawFd>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -112,6 +114,7 @@ pub(crate) enum Stage {
     Exec = 12,
     Keyring = 13,
     Seccomp = 14,
+    Cgroup = 15,
 }
 
 impl Stage {
@@ -119,7 +122,7 @@ impl Stage {
         use Stage::*;
         [
             Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp,
+            Setuid, Exec, Keyring, Seccomp, Cgroup,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -180,7 +183,14 @@ impl ChildPlan {
             keep_caps,
             last_cap: last_cap.min(63),
             filter,
+            cgroup_procs: Vec::new(),
         })
+    }
+
+    /// pid 1 joins these cgroups (open `cgroup.procs` files) before anything else runs.
+    pub(crate) fn in_cgroups(mut self, procs: Vec<RawFd>) -> Self {
+        self.cgroup_procs = procs;
+        self
     }
 
     /// Turn an error record from the pipe into an error naming the call and path.
@@ -210,6 +220,7 @@ impl ChildPlan {
                 "seccomp SECCOMP_SET_MODE_FILTER",
                 "the container process".to_string(),
             ),
+            Some(Stage::Cgroup) => ("write 0 to", "the run's cgroup.procs".to_string()),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
@@ -358,6 +369,13 @@ unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: Raw
             if libc::poll(p.as_mut_ptr(), 1, 0) != 0 {
                 // The caller is gone already (or poll failed): run nothing.
                 libc::_exit(125);
+            }
+        }
+
+        // Into the run's cgroups before anything else: all it starts is limited too.
+        for fd in &plan.cgroup_procs {
+            if libc::write(*fd, c"0".as_ptr().cast(), 1) != 1 {
+                die_on(err_w, Stage::Cgroup);
             }
         }
 

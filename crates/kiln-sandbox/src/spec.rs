@@ -162,6 +162,8 @@ pub struct RunSpec {
     /// makes durable when it commits it and throws away if the step is cut short; not for a
     /// container whose writes are meant to last.
     pub skip_syncs: bool,
+    /// Memory and process limits, through a cgroup of the run's own.
+    pub limits: crate::Limits,
 }
 
 impl RunSpec {
@@ -181,6 +183,7 @@ impl RunSpec {
             etc_binds: true,
             interrupt: Interrupt::new(),
             skip_syncs: false,
+            limits: crate::Limits::default(),
         }
     }
 }

@@ -128,6 +128,7 @@ pub(crate) fn run(
     spec.interrupt = builder.request.interrupt.clone();
     let request = &builder.request;
     spec.skip_syncs = !request.sync;
+    spec.limits = request.limits;
     spec.network = match run.network.as_deref() {
         None | Some("default") => request.network,
         Some("none") => Network::None,

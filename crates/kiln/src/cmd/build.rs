@@ -73,6 +73,8 @@ pub struct BuildArgs {
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     #[command(flatten)]
+    pub limits: super::LimitFlags,
+    #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
 }
 
@@ -185,6 +187,7 @@ pub fn build(
         interrupt,
         network,
         allow_network_host,
+        limits: args.limits.limits(),
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,

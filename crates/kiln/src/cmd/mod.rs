@@ -271,9 +271,84 @@ pub fn report_error(err: &anyhow::Error) {
     }
 }
 
+/// docker's `--memory` and `--pids-limit`, for build steps and for `kiln run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitFlags {
+    /// Memory limit of each process tree (docker's units: 512m, 2g; at least 6m).
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = docker_memory)]
+    pub memory: Option<u64>,
+    /// Most processes and threads at once.
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
+}
+
+impl LimitFlags {
+    /// The limits, or none with one warning when this machine cannot enforce them.
+    pub fn limits(&self) -> kiln_sandbox::Limits {
+        let limits = kiln_sandbox::Limits {
+            memory: self.memory,
+            pids: self.pids_limit,
+        };
+        match kiln_sandbox::check_limits(&limits) {
+            Ok(()) => limits,
+            Err(err) => {
+                tracing::warn!("{err}; running without --memory/--pids-limit");
+                kiln_sandbox::Limits::default()
+            }
+        }
+    }
+}
+
+/// docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p, with an
+/// optional `b`/`ib` after it); docker refuses a memory limit below 6 MiB.
+fn docker_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (512m, 2g, 1073741824)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
+        .unwrap_or(&unit);
+    let power = match unit {
+        "" | "b" => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        _ => return Err(format!("{text:?}: unknown unit (b, k, m, g, t, p)")),
+    };
+    let bytes = (number * 1024f64.powi(power)).round();
+    if bytes < 6.0 * 1024.0 * 1024.0 {
+        return Err(format!("{text:?}: the minimum memory limit is 6m"));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(docker_memory("512m"), Ok(512 << 20));
+        assert_eq!(docker_memory("2G"), Ok(2 << 30));
+        assert_eq!(docker_memory("1.5gb"), Ok(3 << 29));
+        assert_eq!(docker_memory("64MiB"), Ok(64 << 20));
+        assert_eq!(docker_memory("10485760"), Ok(10 << 20));
+        let small = docker_memory("4m").unwrap_err();
+        assert!(small.contains("minimum"), "{small}");
+        let unit = docker_memory("5x").unwrap_err();
+        assert!(unit.contains("unknown unit"), "{unit}");
+        let word = docker_memory("lots").unwrap_err();
+        assert!(word.contains("not a size"), "{word}");
+    }
 
     #[test]
     fn sizes_read_like_docker() {

@@ -35,6 +35,8 @@ pub struct RunArgs {
     /// Network: default (private, with outbound access), host or none.
     #[arg(long, default_value = "default")]
     pub network: String,
+    #[command(flatten)]
+    pub limits: super::LimitFlags,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -94,6 +96,7 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         .network
         .parse::<Network>()
         .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
+    spec.limits = args.limits.limits();
     spec.stdio = if args.tty { Stdio::Tty } else { Stdio::Inherit };
     let interrupt = spec.interrupt.clone();
     super::on_interrupt(interrupt);

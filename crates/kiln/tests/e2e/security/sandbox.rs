@@ -432,3 +432,62 @@ fn kill_9_during_copy_leaves_nothing_mounted_on_the_host() {
         "kill -9 left mounts on the host"
     );
 }
+
+#[test]
+fn memory_and_pids_limits_hold_for_build_steps() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dockerfile = "FROM busybox\nRUN <<EOF\n\
+        grep -E ':(memory|pids):' /proc/self/cgroup | sed 's/^[0-9]*:/cgroup-/'\n\
+        awk 'BEGIN { s = \"x\"; while (length(s) < 100000000) s = s s; print length(s) }' > /dev/null\n\
+        echo hog-exit-$?\n\
+        for i in $(seq 40); do sleep 1 & done 2>&1 | grep -c fork | sed 's/^/fork-failures-/'\n\
+        kill $(jobs -p) 2>/dev/null; true\n\
+        EOF\n";
+    let ctx = context(&env, "limits", dockerfile, &[]);
+    let (out, text) = build_output(
+        &env,
+        &[
+            "--no-lint",
+            "--no-cache",
+            "--memory",
+            "32m",
+            "--pids-limit",
+            "20",
+            "-t",
+            "l",
+            &ctx,
+        ],
+    );
+    assert_success(&out, "the limited build");
+    assert!(
+        text.contains("cgroup-memory:/kiln/"),
+        "the step runs in kiln's cgroup:\n{text}"
+    );
+    assert!(
+        text.contains("hog-exit-137"),
+        "the memory hog is killed:\n{text}"
+    );
+    assert!(
+        !text.contains("fork-failures-0"),
+        "forks beyond the limit fail:\n{text}"
+    );
+    // Without limits the same step runs to the end.
+    let (out, text) = build_output(&env, &["--no-lint", "--no-cache", "-t", "l", &ctx]);
+    assert_success(&out, "the unlimited build");
+    assert!(
+        text.contains("hog-exit-0") && text.contains("fork-failures-0"),
+        "{text}"
+    );
+    let out = env
+        .kiln()
+        .args(["build", "--memory", "4m", &ctx])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--memory") && stderr.contains("minimum"),
+        "{stderr}"
+    );
+}
