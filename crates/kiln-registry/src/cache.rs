@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use kiln_image::{CacheRecord, Descriptor, Digest, Manifest, Reference, Store, media_type};
 use serde::{Deserialize, Serialize};
 
+use crate::pull::Wanted;
 use crate::{Error, Registry, Reporter};
 
 /// The media type of the cache's config blob, and the artifact type of its manifest.
@@ -172,7 +173,7 @@ impl Registry {
                 store,
                 &endpoint,
                 &source.path,
-                std::slice::from_ref(&manifest.config),
+                &[Wanted::blob(&manifest.config)],
                 reporter,
             )
             .await?;
@@ -209,6 +210,8 @@ impl Registry {
                 config_size,
             )];
             blobs.extend(record.layers.iter().cloned());
+            // The layers' diff ids are checked when a build unpacks them.
+            let blobs: Vec<Wanted> = blobs.iter().map(Wanted::blob).collect();
             self.fetch_blobs(store, &endpoint, &cache.reference.path, &blobs, reporter)
                 .await?;
             Ok::<(), Error>(())
