@@ -512,8 +512,9 @@ fn the_store_is_closed_to_other_users() {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM bb\nRUN cp /bin/busybox /suid && chmod 4755 /suid\n\
-         RUN --mount=type=cache,target=/cache cp /bin/busybox /cache/suid && chmod 4755 /cache/suid\n",
+        "FROM bb\nRUN mkdir /s && cp /bin/busybox /s/busybox && chmod 4755 /s/busybox\n\
+         RUN --mount=type=cache,target=/cache mkdir /cache/s && cp /bin/busybox /cache/s/busybox \
+         && chmod 4755 /cache/s/busybox\n",
     )
     .unwrap();
     env.build(&["-t", "suid", ctx.to_str().unwrap()]);
@@ -548,24 +549,6 @@ fn the_store_is_closed_to_other_users() {
     let in_snapshot = under("snapshots").expect("no setuid file in a snapshot");
     let in_cache = under("cache-mounts").expect("no setuid file in a cache mount");
 
-    // Every directory of the store's own layout is 0700.
-    for dir in [
-        "",
-        "oci",
-        "oci/blobs",
-        "oci/blobs/sha256",
-        "snapshots",
-        "cache",
-        "tmp",
-        "cache-mounts",
-        "compressed",
-        "compressed/gzip",
-    ] {
-        let path = env.root().join(dir);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
-    }
-
     // `nobody` can neither see nor run them.
     for file in [&in_snapshot, &in_cache] {
         let out = Command::new(&setpriv)
@@ -587,19 +570,45 @@ fn the_store_is_closed_to_other_users() {
             file.display(),
             String::from_utf8_lossy(&out.stdout)
         );
+        // Through a shell: setpriv itself still holds root's capabilities when it execs.
         let out = Command::new(&setpriv)
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg(r#""$0" echo ran"#)
             .arg(file)
-            .args(["id", "-u"])
             .output()
             .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !out.status.success(),
-            "nobody ran {}: {}",
+            !out.status.success() && stderr.contains("Permission denied"),
+            "nobody ran {}: {}{stderr}",
             file.display(),
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    // Every directory of the store's own layout is 0700.
+    for dir in [
+        "",
+        "oci",
+        "oci/blobs",
+        "oci/blobs/sha256",
+        "snapshots",
+        "cache",
+        "tmp",
+        "cache-mounts",
+        "compressed",
+        "compressed/gzip",
+    ] {
+        let path = env.root().join(dir);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+    }
+
     // A store made 0755 by an older kiln is closed again on its next use.
     for dir in ["", "oci", "snapshots", "cache-mounts"] {
         std::fs::set_permissions(env.root().join(dir), std::fs::Permissions::from_mode(0o755))
