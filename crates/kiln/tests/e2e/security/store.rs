@@ -89,13 +89,13 @@ struct Crafted {
 
 impl Crafted {
     /// `layers` under a config that lists `diff_ids`, whatever the layers hold.
-    fn new(layers: Vec<Vec<u8>>, diff_ids: &[String]) -> Crafted {
+    fn new(layers: Vec<Vec<u8>>, diff_ids: Vec<String>) -> Crafted {
         Crafted::lying_about_sizes(layers, diff_ids, 0)
     }
 
     /// As [`Crafted::new`], with layer descriptors that claim `extra` bytes more than the
     /// layers have.
-    fn lying_about_sizes(layers: Vec<Vec<u8>>, diff_ids: &[String], extra: usize) -> Crafted {
+    fn lying_about_sizes(layers: Vec<Vec<u8>>, diff_ids: Vec<String>, extra: usize) -> Crafted {
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": arch(), "os": "linux",
             "config": { "Cmd": ["/bin/sh"] },
@@ -372,7 +372,7 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
     let victim_diff_id = sha256(&victim);
     let evil_layer = busybox_with(&[("pwned", b"attacker's file\n")]);
     let evil_diff_id = sha256(&evil_layer);
-    let substituted = Crafted::new(vec![evil_layer.clone()], &[victim_diff_id.clone()]);
+    let substituted = Crafted::new(vec![evil_layer.clone()], vec![victim_diff_id.clone()]);
 
     // Substituted, from an OCI archive, a gzipped one, and a docker-archive.
     let err = load_fails(&env, "substituted-oci", &substituted.oci_members("evil:1"));
@@ -381,7 +381,7 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
             && err.contains(&format!("the config says {victim_diff_id}")),
         "{err}"
     );
-    let gzipped = Crafted::new(vec![gzip(&evil_layer)], &[victim_diff_id.clone()]);
+    let gzipped = Crafted::new(vec![gzip(&evil_layer)], vec![victim_diff_id.clone()]);
     let err = load_fails(&env, "substituted-gzip", &gzipped.oci_members("evil:1"));
     assert!(err.contains(&format!("unpacks to {evil_diff_id}")), "{err}");
     let err = load_fails(
@@ -392,7 +392,7 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
     assert!(err.contains(&format!("unpacks to {evil_diff_id}")), "{err}");
 
     // A layer with one byte flipped, one cut in half, one bigger than its descriptor says.
-    let honest = Crafted::new(vec![gzip(&evil_layer)], &[evil_diff_id.clone()]);
+    let honest = Crafted::new(vec![gzip(&evil_layer)], vec![evil_diff_id.clone()]);
     let layer_member = format!("blobs/sha256/{}", hex_of(&sha256(&honest.layers[0])));
     let mut corrupt = honest.oci_members("evil:1");
     flip_member(&mut corrupt, &layer_member);
@@ -409,7 +409,7 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
     }
     let err = load_fails(&env, "truncated", &truncated);
     assert!(err.contains(&sha256(&honest.layers[0])), "{err}");
-    let lying = Crafted::lying_about_sizes(vec![evil_layer.clone()], &[evil_diff_id.clone()], 1);
+    let lying = Crafted::lying_about_sizes(vec![evil_layer.clone()], vec![evil_diff_id.clone()], 1);
     let err = load_fails(&env, "size", &lying.oci_members("evil:1"));
     assert!(
         err.contains(&format!("{} bytes", evil_layer.len() + 1)) && err.contains(&evil_diff_id),
@@ -882,7 +882,7 @@ fn kiln_check_names_corrupt_blobs_and_repair_drops_what_depends_on_them() {
 fn manifests_over_4_mib_are_refused() {
     let env = Env::new();
     let layer = busybox_with(&[]);
-    let image = Crafted::new(vec![layer.clone()], &[sha256(&layer)]);
+    let image = Crafted::new(vec![layer.clone()], vec![sha256(&layer)]);
     let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
     manifest["annotations"] = serde_json::json!({ "padding": "x".repeat(5 << 20) });
     let big = Crafted {
