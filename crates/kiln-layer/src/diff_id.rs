@@ -169,6 +169,12 @@ fn read_stored_layer<T>(
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Digest)> {
     let mut blob = store.open_verified(&layer.digest, Some(layer.size))?;
+    if !is_compressed(&stored_head(store, layer)?) {
+        // Its own digest is its diff id, and the blob is hashed already: once is enough.
+        let consumed = consume(&mut blob);
+        blob.finish()?;
+        return Ok((consumed?, layer.digest.clone()));
+    }
     let consumed = (|| {
         let mut plain = HashingReader::new(decompress_auto(&mut blob)?);
         let out = consume(&mut plain)?;
@@ -215,6 +221,16 @@ pub fn diff_id_in_store(store: &Store, layer: &Descriptor) -> Result<Digest> {
     if let Some(known) = store.known_diff_id(&layer.digest) {
         return Ok(known);
     }
+    if !is_compressed(&stored_head(store, layer)?) {
+        return Ok(layer.digest.clone());
+    }
+    let ((), diff_id) = read_stored_layer(store, layer, |_| Ok(()))?;
+    store.record_diff_id(&layer.digest, &diff_id)?;
+    Ok(diff_id)
+}
+
+/// The first bytes of a stored blob, which tell its compression.
+fn stored_head(store: &Store, layer: &Descriptor) -> Result<Vec<u8>> {
     let mut head = Vec::with_capacity(MAGIC);
     store
         .open_blob(&layer.digest)?
@@ -224,12 +240,7 @@ pub fn diff_id_in_store(store: &Store, layer: &Descriptor) -> Result<Digest> {
             entry: None,
             source,
         })?;
-    if !is_compressed(&head) {
-        return Ok(layer.digest.clone());
-    }
-    let ((), diff_id) = read_stored_layer(store, layer, |_| Ok(()))?;
-    store.record_diff_id(&layer.digest, &diff_id)?;
-    Ok(diff_id)
+    Ok(head)
 }
 
 #[cfg(test)]
