@@ -18,6 +18,10 @@ use crate::{Error, Registry, Reporter};
 /// The media type of the cache's config blob, and the artifact type of its manifest.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.build-cache.v1+json";
 
+/// The most kiln reads of a cache's config blob, which is read into memory whole. Its records
+/// take some 300 bytes a step: this is room for some 200 000 steps.
+const MAX_CACHE_CONFIG_SIZE: u64 = 64 << 20;
+
 /// The config blob of a cache artifact.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheConfig {
@@ -168,6 +172,14 @@ impl Registry {
                     "its config is {}, not {CACHE_CONFIG_MEDIA_TYPE}",
                     manifest.config.media_type
                 )));
+            }
+            if manifest.config.size > MAX_CACHE_CONFIG_SIZE {
+                return Err(kiln_image::Error::TooLarge {
+                    what: format!("cache config {}", manifest.config.digest),
+                    size: manifest.config.size,
+                    limit: MAX_CACHE_CONFIG_SIZE,
+                }
+                .into());
             }
             self.fetch_blobs(
                 store,

@@ -479,6 +479,15 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
     assert_nothing_stored(&runner, "pull truncated");
     std::fs::write(&stored, &good).unwrap();
 
+    // `import` stores a tarball decompressed: its diff id is the hash of what it unpacks to.
+    let gz = env.path("victim.tar.gz");
+    std::fs::write(&gz, gzip(&victim)).unwrap();
+    env.ok(&["import", gz.to_str().unwrap(), "imported:1"]);
+    assert_eq!(
+        inspect(&env, "imported:1")["RootFS"]["Layers"][0].as_str(),
+        Some(victim_diff_id.as_str())
+    );
+
     // The victim, got honestly afterwards, runs its own files.
     env.busybox_base("debian:bookworm");
     let said = env.ok(&[
