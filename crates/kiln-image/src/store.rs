@@ -708,9 +708,9 @@ impl BlobWriter {
         Ok(done)
     }
 
-    /// Finishes writing the blob but leaves it in staging (durable, its file closed), to enter
-    /// the store only when everything it belongs with has been checked. With `expected`,
-    /// content that hashes otherwise is discarded.
+    /// Finishes writing the blob but leaves it in staging (its file closed), to enter the store
+    /// only when everything it belongs with has been checked. With `expected`, content that
+    /// hashes otherwise is discarded.
     pub fn stage(self, expected: Option<&Digest>) -> Result<StagedBlob> {
         let (buffered, digest, size) = self.inner.finish();
         let tmp = self.store.tmp();
@@ -727,9 +727,6 @@ impl BlobWriter {
                 actual: digest,
             });
         }
-        file.as_file()
-            .sync_all()
-            .map_err(Error::io("fsync", file.path()))?;
         Ok(StagedBlob {
             path: file.into_temp_path(),
             digest,
@@ -779,12 +776,16 @@ impl StagedBlob {
         fs::read(&self.path).map_err(Error::io("read", self.path.to_path_buf()))
     }
 
-    /// Moves it into the store (a no-op when the store has it already).
+    /// Moves it into the store, durably (a no-op when the store has it already).
     pub fn commit(self) -> Result<()> {
         let target = self.store.blob_path(&self.digest);
         if target.exists() {
             return Ok(());
         }
+        // Synced only now: what an archive holds besides its images is staged and dropped.
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io("fsync", self.path.to_path_buf()))?;
         self.path.persist(&target).map_err(|e| Error::Io {
             op: "rename blob into",
             path: target.clone(),
