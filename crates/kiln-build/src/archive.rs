@@ -1,25 +1,27 @@
 //! Image archives: `docker save` tarballs and OCI archives in, docker-archive, oci-archive and
 //! OCI directories out, and rootfs tarballs imported as one-layer images.
 //!
-//! Loading streams every file of the archive straight into the store's blob area, checking
-//! digests on the way; only small JSON documents are kept in memory. Names inside the archive
-//! are never used as file-system paths, so a hostile archive cannot write outside the store.
-//! The index is touched only once everything has been verified.
+//! Loading streams every file of the archive into staging, hashing it and, for what may be a
+//! layer, computing its diff id on the way; nothing is kept in memory but the JSON documents
+//! being read, which are capped. Only when every blob matches its descriptor (digest and
+//! size) and every layer its config's diff id do the blobs enter the store and the names the
+//! index: a refused archive leaves the store as it was. Names inside the archive are never
+//! used as file-system paths, so a hostile archive cannot write outside the store.
+//!
+//! Saving streams blobs out checked against their digests: a corrupt blob fails the save,
+//! naming it, before its last bytes are written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use kiln_image::{
-    Descriptor, Digest, HashingReader, Image, ImageConfig, Index, Manifest, REF_NAME_ANNOTATION,
-    Reference, Store, media_type,
+    Descriptor, Digest, Image, ImageConfig, Index, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest,
+    REF_NAME_ANNOTATION, Reference, StagedBlob, Store, media_type,
 };
 use serde::Deserialize;
 
 use crate::Error;
-
-/// JSON files up to this size are kept in memory while an archive streams by.
-const MAX_JSON: u64 = 4 << 20;
 
 /// What an archive held once it is in the store.
 #[derive(Debug)]
@@ -28,11 +30,47 @@ pub struct Loaded {
     pub images: Vec<(Image, Vec<String>)>,
 }
 
-/// A file of the archive, as seen while streaming.
-enum Member {
-    Json(Vec<u8>),
-    Blob(Box<Descriptor>),
+/// A file of the archive, staged as a blob while the archive streams by.
+struct Member {
+    blob: StagedBlob,
+    /// The digest of its content decompressed (its diff id, if it is a layer), or why it does
+    /// not decompress (which matters only if it is a layer).
+    diff_id: Result<Digest, String>,
+    /// Its first bytes, which tell its compression.
+    head: Vec<u8>,
 }
+
+impl Member {
+    fn descriptor(&self, media_type: &str) -> Descriptor {
+        Descriptor::new(media_type, self.blob.digest().clone(), self.blob.size())
+    }
+
+    /// The OCI media type its compression calls for, as a layer.
+    fn layer_media_type(&self) -> &'static str {
+        match kiln_layer::detect_compression(&self.head) {
+            kiln_layer::Compression::None => media_type::OCI_LAYER_TAR,
+            kiln_layer::Compression::Gzip => media_type::OCI_LAYER_GZIP,
+            kiln_layer::Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// Checks that the member, as layer `name`, unpacks to `diff_id`.
+    fn check_layer(&self, name: &str, diff_id: &Digest) -> Result<(), Error> {
+        match &self.diff_id {
+            Ok(actual) if actual == diff_id => Ok(()),
+            Ok(actual) => Err(Error::BadArchive(format!(
+                "layer {name} ({}) unpacks to {actual}, but the config says {diff_id}",
+                self.blob.digest()
+            ))),
+            Err(why) => Err(Error::BadArchive(format!(
+                "layer {name} does not decompress: {why}"
+            ))),
+        }
+    }
+}
+
+/// The archive's files by name; blobs are taken out as they are committed.
+type Members = HashMap<String, Member>;
 
 /// Reads a docker-archive or an OCI archive (plain or compressed) into the store and tags
 /// what it names.
@@ -40,40 +78,44 @@ pub fn load(store: &Store, input: impl Read) -> Result<Loaded, Error> {
     let mut archive = tar::Archive::new(kiln_layer::decompress_auto(
         io::BufReader::with_capacity(1 << 20, input),
     )?);
-    let mut members: HashMap<String, Member> = HashMap::new();
+    let mut members = Members::new();
+    let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries().map_err(Error::archive("read archive"))? {
         let mut entry = entry.map_err(Error::archive("read archive entry"))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
         let name = normalize_member(&entry.path_bytes());
-        let size = entry.size();
-        let mut head = [0u8; 1];
-        let peeked = entry
-            .read(&mut head)
-            .map_err(Error::archive("read archive entry"))?;
-        let rest = io::Cursor::new(head[..peeked].to_vec()).chain(&mut entry);
-        if size <= MAX_JSON && peeked == 1 && (head[0] == b'{' || head[0] == b'[') {
-            let mut bytes = Vec::with_capacity(size as usize);
-            let mut rest = rest;
-            rest.read_to_end(&mut bytes)
-                .map_err(Error::archive("read archive entry"))?;
-            members.insert(name, Member::Json(bytes));
-        } else {
-            let mut writer = store.blob_writer()?;
-            let mut rest = rest;
-            io::copy(&mut rest, &mut writer).map_err(Error::archive("read archive entry"))?;
-            let expected = blob_name_digest(&name);
-            let (digest, size) = writer.commit(expected.as_ref())?;
-            members.insert(
-                name,
-                Member::Blob(Box::new(Descriptor::new(
-                    media_type::OCI_LAYER_TAR,
-                    digest,
-                    size,
-                ))),
-            );
+        let mut writer = store.blob_writer()?;
+        let mut diff_id = kiln_layer::DiffIdWriter::new();
+        let mut head = Vec::with_capacity(4);
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::archive("read archive entry")(e)),
+            };
+            let take = (4 - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+            writer
+                .write_all(&buf[..n])
+                .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
+            diff_id
+                .write_all(&buf[..n])
+                .map_err(Error::archive("decompress archive entry"))?;
         }
+        // `blobs/sha256/<hex>` names promise their digest.
+        let blob = writer.stage(blob_name_digest(&name).as_ref())?;
+        let diff_id = diff_id.finish(blob.digest()).map_err(|e| e.to_string());
+        members.insert(
+            name,
+            Member {
+                blob,
+                diff_id,
+                head,
+            },
+        );
     }
     if members.contains_key("manifest.json") {
         load_docker(store, &mut members)
@@ -99,40 +141,63 @@ fn blob_name_digest(name: &str) -> Option<Digest> {
         .and_then(|hex| format!("sha256:{hex}").parse().ok())
 }
 
-/// Stores a member as a blob (JSON members are written now) and returns its descriptor.
-fn member_blob(
-    store: &Store,
-    members: &HashMap<String, Member>,
-    name: &str,
-) -> Result<Descriptor, Error> {
-    match members.get(name) {
-        Some(Member::Blob(descriptor)) => Ok((**descriptor).clone()),
-        Some(Member::Json(bytes)) => {
-            let digest = store.write_blob(bytes)?;
-            Ok(Descriptor::new(
-                media_type::OCI_CONFIG,
-                digest,
-                bytes.len() as u64,
-            ))
-        }
-        None => Err(Error::BadArchive(format!(
-            "it names {name:?}, which it does not contain"
-        ))),
-    }
+fn member<'m>(members: &'m Members, name: &str) -> Result<&'m Member, Error> {
+    members
+        .get(name)
+        .ok_or_else(|| Error::BadArchive(format!("it names {name:?}, which it does not contain")))
 }
 
+/// Reads a JSON member of at most `limit` bytes.
 fn member_json<T: serde::de::DeserializeOwned>(
-    members: &HashMap<String, Member>,
+    members: &Members,
     name: &str,
+    limit: u64,
 ) -> Result<T, Error> {
-    match members.get(name) {
-        Some(Member::Json(bytes)) => serde_json::from_slice(bytes)
-            .map_err(|e| Error::BadArchive(format!("{name} is not valid: {e}"))),
-        Some(Member::Blob(_)) => Err(Error::BadArchive(format!("{name} is not a JSON document"))),
-        None => Err(Error::BadArchive(format!(
-            "it names {name:?}, which it does not contain"
-        ))),
+    let bytes = member(members, name)?.blob.read(limit, name)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadArchive(format!("{name} is not valid: {e}")))
+}
+
+/// The member an OCI descriptor points at, checked against the descriptor's size (its name
+/// has vouched for its digest).
+fn oci_member<'m>(members: &'m Members, descriptor: &Descriptor) -> Result<&'m Member, Error> {
+    let name = format!("blobs/sha256/{}", descriptor.digest.hex());
+    let found = member(members, &name)?;
+    if found.blob.size() != descriptor.size {
+        return Err(Error::BadArchive(format!(
+            "blob {} has {} bytes, but its descriptor says {} bytes",
+            descriptor.digest,
+            found.blob.size(),
+            descriptor.size
+        )));
     }
+    Ok(found)
+}
+
+/// Reads an OCI JSON blob of at most `limit` bytes.
+fn oci_json<T: serde::de::DeserializeOwned>(
+    members: &Members,
+    descriptor: &Descriptor,
+    limit: u64,
+    what: &str,
+) -> Result<T, Error> {
+    let bytes = oci_member(members, descriptor)?
+        .blob
+        .read(limit, &format!("{what} {}", descriptor.digest))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadArchive(format!("{what} {} is not valid: {e}", descriptor.digest)))
+}
+
+/// Moves a member into the store, once: later calls for the same name do nothing.
+fn commit_member(store: &Store, members: &mut Members, name: &str) -> Result<(), Error> {
+    if let Some(member) = members.remove(name) {
+        let digest = member.blob.digest().clone();
+        member.blob.commit()?;
+        if let Ok(diff_id) = &member.diff_id {
+            store.record_diff_id(&digest, diff_id)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -144,12 +209,51 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-fn load_docker(store: &Store, members: &mut HashMap<String, Member>) -> Result<Loaded, Error> {
-    let entries: Vec<DockerManifestEntry> = member_json(members, "manifest.json")?;
+/// An image of an archive, checked, with the members it needs.
+struct Checked {
+    members: Vec<String>,
+    config_desc: Descriptor,
+    config: ImageConfig,
+    /// For an OCI archive, the manifest as it came (a loaded image keeps its digest).
+    manifest: Option<(Descriptor, Manifest)>,
+    layers: Vec<Descriptor>,
+    names: Vec<String>,
+}
+
+/// Stores the checked images, their blobs first, and tags them.
+fn store_checked(
+    store: &Store,
+    members: &mut Members,
+    checked: Vec<Checked>,
+) -> Result<Loaded, Error> {
     let mut images = Vec::new();
+    for image in checked {
+        for name in &image.members {
+            commit_member(store, members, name)?;
+        }
+        let stored = match image.manifest {
+            Some((descriptor, manifest)) => Image {
+                descriptor,
+                manifest,
+                config: image.config,
+            },
+            None => store.put_manifest(image.config_desc, image.config, image.layers)?,
+        };
+        for name in &image.names {
+            store.tag(name, &stored.descriptor)?;
+        }
+        images.push((stored, image.names));
+    }
+    Ok(Loaded { images })
+}
+
+fn load_docker(store: &Store, members: &mut Members) -> Result<Loaded, Error> {
+    let entries: Vec<DockerManifestEntry> =
+        member_json(members, "manifest.json", MAX_MANIFEST_SIZE)?;
+    let mut checked = Vec::new();
     for entry in entries {
         let config_name = normalize_member(entry.config.as_bytes());
-        let config: ImageConfig = member_json(members, &config_name)?;
+        let config: ImageConfig = member_json(members, &config_name, MAX_CONFIG_SIZE)?;
         if config.rootfs.diff_ids.len() != entry.layers.len() {
             return Err(Error::BadArchive(format!(
                 "{config_name} lists {} layers but manifest.json lists {}",
@@ -157,126 +261,83 @@ fn load_docker(store: &Store, members: &mut HashMap<String, Member>) -> Result<L
                 entry.layers.len()
             )));
         }
-        let config_desc = member_blob(store, members, &config_name)?;
+        let config_desc = member(members, &config_name)?.descriptor(media_type::OCI_CONFIG);
+        let mut image_members = vec![config_name];
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-            let blob = member_blob(store, members, &normalize_member(path.as_bytes()))?;
-            layers.push(verify_layer(store, blob, diff_id)?);
+            let name = normalize_member(path.as_bytes());
+            let layer = member(members, &name)?;
+            layer.check_layer(&name, diff_id)?;
+            layers.push(layer.descriptor(layer.layer_media_type()));
+            image_members.push(name);
         }
-        let image = store.put_manifest(config_desc, config, layers)?;
         let names = entry.repo_tags.unwrap_or_default();
         for name in &names {
-            store.tag(name, &image.descriptor)?;
+            name.parse::<Reference>()?;
         }
-        images.push((image, names));
+        checked.push(Checked {
+            members: image_members,
+            config_desc,
+            config,
+            manifest: None,
+            layers,
+            names,
+        });
     }
-    Ok(Loaded { images })
+    store_checked(store, members, checked)
 }
 
-/// Checks that a layer blob unpacks to the diff id the config promises, and gives it the
-/// media type its compression calls for.
-fn verify_layer(
-    store: &Store,
-    mut blob: Descriptor,
-    diff_id: &Digest,
-) -> Result<Descriptor, Error> {
-    let file = store.open_blob(&blob.digest)?;
-    let mut sniff = io::BufReader::new(file);
-    let head = io::BufRead::fill_buf(&mut sniff).map_err(Error::archive("read layer"))?;
-    let compression = kiln_layer::detect_compression(head);
-    blob.media_type = match compression {
-        kiln_layer::Compression::None => media_type::OCI_LAYER_TAR,
-        kiln_layer::Compression::Gzip => media_type::OCI_LAYER_GZIP,
-        kiln_layer::Compression::Zstd => media_type::OCI_LAYER_ZSTD,
-    }
-    .to_owned();
-    let actual = if compression == kiln_layer::Compression::None {
-        blob.digest.clone()
-    } else {
-        let mut reader = HashingReader::new(kiln_layer::decompress_auto(sniff)?);
-        io::copy(&mut reader, &mut io::sink()).map_err(Error::archive("decompress layer"))?;
-        reader.finish().0
-    };
-    if &actual != diff_id {
-        return Err(Error::BadArchive(format!(
-            "layer {} unpacks to {actual}, but the config says {diff_id}",
-            blob.digest
-        )));
-    }
-    Ok(blob)
-}
-
-fn load_oci(store: &Store, members: &mut HashMap<String, Member>) -> Result<Loaded, Error> {
-    let index: Index = member_json(members, "index.json")?;
-    let mut images = Vec::new();
+fn load_oci(store: &Store, members: &mut Members) -> Result<Loaded, Error> {
+    let index: Index = member_json(members, "index.json", MAX_MANIFEST_SIZE)?;
+    let mut checked = Vec::new();
     for descriptor in index.manifests {
-        let manifest_desc = resolve_platform_manifest(store, members, &descriptor)?;
-        let manifest: Manifest = oci_member_json(store, members, &manifest_desc.digest)?;
-        let config: ImageConfig = oci_member_json(store, members, &manifest.config.digest)?;
-        for layer in &manifest.layers {
-            member_blob(
-                store,
-                members,
-                &format!("blobs/sha256/{}", layer.digest.hex()),
-            )?;
+        let manifest_desc = resolve_platform_manifest(members, &descriptor)?;
+        let manifest: Manifest = oci_json(members, &manifest_desc, MAX_MANIFEST_SIZE, "manifest")?;
+        let config: ImageConfig = oci_json(members, &manifest.config, MAX_CONFIG_SIZE, "config")?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(Error::BadArchive(format!(
+                "config {} lists {} layers but manifest {} lists {}",
+                manifest.config.digest,
+                config.rootfs.diff_ids.len(),
+                manifest_desc.digest,
+                manifest.layers.len()
+            )));
         }
-        let image = store.image(&manifest_desc)?;
-        debug_assert_eq!(image.config.rootfs, config.rootfs);
-        let mut names = Vec::new();
-        let name = descriptor
+        let blob_name = |d: &Descriptor| format!("blobs/sha256/{}", d.digest.hex());
+        let mut image_members = vec![blob_name(&manifest_desc), blob_name(&manifest.config)];
+        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            oci_member(members, layer)?.check_layer(&blob_name(layer), diff_id)?;
+            image_members.push(blob_name(layer));
+        }
+        let names: Vec<String> = descriptor
             .annotation("io.containerd.image.name")
-            .or(descriptor.annotation(REF_NAME_ANNOTATION));
-        if let Some(name) = name.filter(|n| n.parse::<Reference>().is_ok()) {
-            store.tag(name, &manifest_desc)?;
-            names.push(name.to_owned());
-        }
-        images.push((image, names));
+            .or(descriptor.annotation(REF_NAME_ANNOTATION))
+            .filter(|n| n.parse::<Reference>().is_ok())
+            .map(|n| vec![n.to_owned()])
+            .unwrap_or_default();
+        checked.push(Checked {
+            members: image_members,
+            config_desc: manifest.config.clone(),
+            config,
+            layers: manifest.layers.clone(),
+            manifest: Some((manifest_desc, manifest)),
+            names,
+        });
     }
-    Ok(Loaded { images })
-}
-
-/// Stores an OCI blob that may have been kept in memory, checking its digest, and parses it.
-fn oci_member_json<T: serde::de::DeserializeOwned>(
-    store: &Store,
-    members: &HashMap<String, Member>,
-    digest: &Digest,
-) -> Result<T, Error> {
-    let name = format!("blobs/sha256/{}", digest.hex());
-    if let Some(Member::Json(bytes)) = members.get(&name) {
-        let actual = Digest::of(bytes);
-        if &actual != digest {
-            return Err(kiln_image::Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            }
-            .into());
-        }
-    }
-    member_blob(store, members, &name)?;
-    member_json(members, &name).or_else(|_| {
-        let bytes = store.read_blob(digest)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadArchive(format!("{name} is not valid: {e}")))
-    })
+    store_checked(store, members, checked)
 }
 
 /// An index entry may be a nested index (multi-platform): pick the host's platform.
 fn resolve_platform_manifest(
-    store: &Store,
-    members: &HashMap<String, Member>,
+    members: &Members,
     descriptor: &Descriptor,
 ) -> Result<Descriptor, Error> {
     if descriptor.media_type != media_type::OCI_INDEX
         && descriptor.media_type != media_type::DOCKER_LIST
     {
-        member_blob(
-            store,
-            members,
-            &format!("blobs/sha256/{}", descriptor.digest.hex()),
-        )?;
         return Ok(descriptor.clone());
     }
-    let nested: Index = oci_member_json(store, members, &descriptor.digest)?;
+    let nested: Index = oci_json(members, descriptor, MAX_MANIFEST_SIZE, "index")?;
     let host = kiln_image::host_architecture();
     let chosen = nested
         .manifests
@@ -287,7 +348,7 @@ fn resolve_platform_manifest(
                 .is_some_and(|p| p.architecture == host && p.os == "linux")
         })
         .ok_or_else(|| Error::BadArchive(format!("its index has no manifest for linux/{host}")))?;
-    resolve_platform_manifest(store, members, chosen)
+    resolve_platform_manifest(members, chosen)
 }
 
 /// Output formats of `save`.
@@ -320,7 +381,7 @@ pub fn save(
                             store,
                             &mut tar,
                             &format!("blobs/sha256/{}", blob.digest.hex()),
-                            &blob.digest,
+                            &blob,
                         )?;
                     }
                 }
@@ -341,6 +402,16 @@ pub fn save_oci_dir(
     images: &[(Image, Vec<String>)],
     dir: &Path,
 ) -> Result<(), Error> {
+    // Every blob is checked before anything is written: a layout is linked, not streamed,
+    // so there is no later point at which to stop a corrupt blob.
+    let mut checked = std::collections::BTreeSet::new();
+    for (image, _) in images {
+        for blob in image_blobs(image) {
+            if checked.insert(blob.digest.clone()) {
+                store.verify_blob(&blob.digest, Some(blob.size))?;
+            }
+        }
+    }
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(Error::io("create directory", &blobs))?;
     for (image, _) in images {
@@ -420,13 +491,13 @@ fn save_docker<W: Write>(
     for (image, names) in images {
         let config_name = format!("{}.json", image.id().hex());
         if written.insert(config_name.clone()) {
-            append_blob(store, tar, &config_name, image.id())?;
+            append_blob(store, tar, &config_name, &image.manifest.config)?;
         }
         let mut layer_names = Vec::new();
         for layer in &image.manifest.layers {
             let name = format!("{}/layer.tar", layer.digest.hex());
             if written.insert(name.clone()) {
-                append_blob(store, tar, &name, &layer.digest)?;
+                append_blob(store, tar, &name, layer)?;
             }
             layer_names.push(name);
         }
@@ -443,24 +514,21 @@ fn save_docker<W: Write>(
     append_bytes(tar, "manifest.json", &manifest)
 }
 
+/// Streams a blob into the archive as `name`, checked against its descriptor on the way: a
+/// corrupt blob fails the save before its last bytes are written.
 fn append_blob<W: Write>(
     store: &Store,
     tar: &mut tar::Builder<W>,
     name: &str,
-    digest: &Digest,
+    blob: &Descriptor,
 ) -> Result<(), Error> {
-    let file = store.open_blob(digest)?;
-    let size = file
-        .metadata()
-        .map_err(Error::io("stat blob", store.blob_path(digest)))?
-        .len();
-    let mut header = file_header(size);
-    tar.append_data(
-        &mut header,
-        name,
-        io::BufReader::with_capacity(1 << 20, file),
-    )
-    .map_err(Error::archive("write archive"))
+    let mut reader = store.open_verified(&blob.digest, Some(blob.size))?;
+    let mut header = file_header(blob.size);
+    let appended = tar
+        .append_data(&mut header, name, &mut reader)
+        .map_err(Error::archive("write archive"));
+    reader.finish()?;
+    appended
 }
 
 fn append_bytes<W: Write>(

@@ -4,7 +4,6 @@
 //! xattrs), so a step's rootfs is an overlay whose lowers are its image's snapshots. Nothing is
 //! ever copied from one snapshot to another.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use kiln_image::{Digest, Image, Store, chain_id};
@@ -32,7 +31,7 @@ pub fn lowers_of(
             .ok_or_else(|| Error::BadArchive("the image has more layers than diff ids".into()))?;
         let dir = store.snapshot_dir(&chain);
         if !dir.is_dir() {
-            unpack(store, &layer.digest, &chain)?;
+            unpack(store, layer, &diff_ids[i], &chain)?;
         }
         dirs.push(dir);
     }
@@ -40,13 +39,26 @@ pub fn lowers_of(
     Ok(dirs)
 }
 
-fn unpack(store: &Store, blob: &Digest, chain: &Digest) -> Result<(), Error> {
+/// Unpacks a layer into the snapshot of `chain`. A snapshot is trusted by its name alone from
+/// then on, so it is made only from a blob that matches its descriptor and unpacks to the
+/// diff id its chain id was computed from.
+fn unpack(
+    store: &Store,
+    layer: &kiln_image::Descriptor,
+    diff_id: &Digest,
+    chain: &Digest,
+) -> Result<(), Error> {
     let staging = store.staging_dir("snapshot")?;
     let target = staging.path().join("layer");
     std::fs::create_dir(&target).map_err(Error::io("create directory", &target))?;
-    let file = store.open_blob(blob)?;
-    let plain = kiln_layer::decompress_auto(BufReader::with_capacity(1 << 20, file))?;
-    kiln_layer::apply_layer(plain, &target, ApplyMode::Overlay, ApplyOptions::default())?;
+    kiln_layer::apply_stored_layer(
+        store,
+        layer,
+        diff_id,
+        &target,
+        ApplyMode::Overlay,
+        ApplyOptions::default(),
+    )?;
     store.commit_snapshot(&target, chain)?;
     Ok(())
 }

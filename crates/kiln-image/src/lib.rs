@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod check;
 mod config;
 mod digest;
 mod manifest;
@@ -26,13 +27,21 @@ use std::path::PathBuf;
 pub use config::{
     ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs, host_architecture,
 };
-pub use digest::{Digest, HashingReader, HashingWriter, chain_id};
+pub use digest::{Digest, HashingReader, HashingWriter, Verifier, VerifyingReader, chain_id};
 pub use manifest::{Compression, Descriptor, Index, Manifest, Platform, media_type};
 pub use reference::{DEFAULT_DOMAIN, Reference};
 pub use store::{
-    BlobWriter, CacheRecord, GcReport, Image, REF_NAME_ANNOTATION, Store, StoreLock, TaggedImage,
-    write_atomic,
+    BlobWriter, CacheRecord, CheckReport, GcReport, Image, Problem, REF_NAME_ANNOTATION,
+    StagedBlob, Store, StoreLock, TaggedImage, create_private_dir, write_atomic,
 };
+
+/// The most kiln reads of a manifest or an index: containerd's cap. A document is read into
+/// memory whole, so a hostile registry or archive must not choose how big it is.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// The most kiln reads of an image config. Configs carry the history and the environment, so
+/// they get more room than manifests; a config of a 127-layer image is some 40 kB.
+pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
 
 /// Errors of the image model and the store.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +74,38 @@ pub enum Error {
     /// A blob the store should have is missing.
     #[error("blob {0} is missing from the store")]
     BlobNotFound(Digest),
+    /// A blob of the store whose content is not what its digest says.
+    #[error(
+        "blob {digest} in the store is corrupt: {why}; `kiln check --repair` removes it and what depends on it"
+    )]
+    Corrupt {
+        /// The blob.
+        digest: Digest,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Reading a blob failed (not a mismatch: the read itself).
+    #[error("read blob {digest}")]
+    ReadBlob {
+        /// The blob.
+        digest: Digest,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON document bigger than kiln reads into memory.
+    #[error(
+        "{what} is {size} bytes, more than the {} MiB kiln reads for it (as containerd caps manifests at 4 MiB)",
+        limit >> 20
+    )]
+    TooLarge {
+        /// Which document.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// Content did not hash to what was expected.
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {

@@ -2,22 +2,40 @@
 //!
 //! Crash safety comes from one rule: every file is written under `tmp/`, fsynced, and renamed
 //! into place. Blobs are content-addressed, so two writers of the same blob cannot conflict.
+//! Blobs are checked against their digest whenever they are read, and only kiln writes here:
+//! the root and every directory of the layout are 0700, since snapshots hold whatever setuid
+//! files the images ship.
 //! Two locks keep processes apart: `lock` is held shared by every command that reads or writes
 //! and exclusive by `gc`, and `index.lock` serialises the read-modify-write of `index.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Descriptor, Digest, Error, HashingWriter, ImageConfig, Index, Manifest, Reference, Result,
-    chain_id, media_type,
+    Descriptor, Digest, Error, HashingWriter, ImageConfig, Index, MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE, Manifest, Reference, Result, VerifyingReader, chain_id, media_type,
 };
+
+pub use crate::check::{CheckReport, Problem};
+
+/// Directories of the layout that other parts of kiln create when they first need them;
+/// [`Store::open`] closes them too if an older kiln left them open.
+const OPTIONAL_DIRS: [&str; 7] = [
+    "cache-mounts",
+    "compressed",
+    "compressed/gzip",
+    "compressed/zstd",
+    "registry",
+    "registry/sources",
+    "diff-ids",
+];
 
 /// The annotation that names an image in an OCI layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -109,17 +127,31 @@ impl Store {
     }
 
     /// Opens (creating if needed) the store at `root`, and clears staging left by dead processes.
+    /// The root and the directories of its layout are made 0700 (`/var/lib/docker` is 0710):
+    /// snapshots and cache mounts hold setuid files, which no other user may reach.
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
         };
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(Error::io("create directory", parent))?;
+        }
         for dir in [
+            store.root.clone(),
+            store.oci(),
+            store.oci().join("blobs"),
             store.oci().join("blobs/sha256"),
             store.root.join("snapshots"),
             store.root.join("cache"),
             store.root.join("tmp"),
         ] {
-            fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+            create_private_dir(&dir)?;
+        }
+        for dir in OPTIONAL_DIRS {
+            let dir = store.root.join(dir);
+            if dir.is_dir() {
+                create_private_dir(&dir)?;
+            }
         }
         let layout = store.oci().join("oci-layout");
         if !layout.exists() {
@@ -244,10 +276,10 @@ impl Store {
         })
     }
 
-    /// Reads a whole blob (configs and manifests).
+    /// Reads a whole blob (configs and manifests), checking it against its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
-        fs::read(&path).map_err(|e| {
+        let bytes = fs::read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::BlobNotFound(digest.clone())
             } else {
@@ -257,10 +289,85 @@ impl Store {
                     source: e,
                 }
             }
-        })
+        })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::Corrupt {
+                digest: digest.clone(),
+                why: format!("its content hashes to {actual}"),
+            });
+        }
+        Ok(bytes)
     }
 
-    /// Opens a blob for streaming.
+    /// Reads and parses a JSON blob of at most `limit` bytes, checked against its digest.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        what: &str,
+    ) -> Result<T> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.len() > limit => {
+                return Err(Error::TooLarge {
+                    what: format!("{what} {digest}"),
+                    size: meta.len(),
+                    limit,
+                });
+            }
+            _ => {}
+        }
+        parse_json(&self.read_blob(digest)?, || format!("{what} {digest}"))
+    }
+
+    /// Opens a blob for streaming, checked against its digest (and `size`, when a descriptor
+    /// gives it) as it is read: see [`VerifyingReader`].
+    pub fn open_verified(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<VerifyingReader<BufReader<File>>> {
+        let file = self.open_blob(digest)?;
+        Ok(VerifyingReader::new(
+            BufReader::with_capacity(1 << 20, file),
+            digest.clone(),
+            size,
+        ))
+    }
+
+    /// Reads a whole blob to check it; returns its size.
+    pub fn verify_blob(&self, digest: &Digest, size: Option<u64>) -> Result<u64> {
+        self.open_verified(digest, size)?.finish()
+    }
+
+    /// The diff id kiln computed for a compressed layer blob earlier, if it did.
+    pub fn known_diff_id(&self, blob: &Digest) -> Option<Digest> {
+        fs::read_to_string(self.root.join("diff-ids").join(blob.hex()))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Remembers the diff id of a compressed layer blob, which kiln computed from its content,
+    /// so that the next pull that finds the blob present need not decompress it again.
+    pub fn record_diff_id(&self, blob: &Digest, diff_id: &Digest) -> Result<()> {
+        if blob == diff_id {
+            return Ok(());
+        }
+        let dir = self.root.join("diff-ids");
+        create_private_dir(&dir)?;
+        write_atomic(
+            &self.tmp(),
+            &dir.join(blob.hex()),
+            diff_id.as_str().as_bytes(),
+        )
+    }
+
+    /// Opens a blob for streaming, unchecked: for readers that skip through a layer (analyze)
+    /// and so cannot hash it. Everything that passes a blob's bytes on uses
+    /// [`Store::open_verified`].
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| {
@@ -315,12 +422,10 @@ impl Store {
 
     /// Reads the image a manifest descriptor points at.
     pub fn image(&self, descriptor: &Descriptor) -> Result<Image> {
-        let manifest: Manifest = parse_json(&self.read_blob(&descriptor.digest)?, || {
-            format!("manifest {}", descriptor.digest)
-        })?;
-        let config: ImageConfig = parse_json(&self.read_blob(&manifest.config.digest)?, || {
-            format!("config {}", manifest.config.digest)
-        })?;
+        let manifest: Manifest =
+            self.read_json(&descriptor.digest, MAX_MANIFEST_SIZE, "manifest")?;
+        let config: ImageConfig =
+            self.read_json(&manifest.config.digest, MAX_CONFIG_SIZE, "config")?;
         Ok(Image {
             descriptor: descriptor.clone(),
             manifest,
@@ -330,7 +435,7 @@ impl Store {
 
     /// Reads the config blob of a cache record or a manifest.
     pub fn config(&self, digest: &Digest) -> Result<ImageConfig> {
-        parse_json(&self.read_blob(digest)?, || format!("config {digest}"))
+        self.read_json(digest, MAX_CONFIG_SIZE, "config")
     }
 
     /// The index of the layout.
@@ -385,7 +490,7 @@ impl Store {
         Ok(tagged.descriptor)
     }
 
-    fn edit_index(&self, edit: impl FnOnce(&mut Index)) -> Result<()> {
+    pub(crate) fn edit_index(&self, edit: impl FnOnce(&mut Index)) -> Result<()> {
         let _guard = self.lock_index()?;
         let mut index = self.index()?;
         edit(&mut index);
@@ -543,6 +648,13 @@ impl Store {
                 }
             }
         }
+        let records = self.root.join("diff-ids");
+        for entry in fs::read_dir(&records).into_iter().flatten().flatten() {
+            let blob = entry.file_name();
+            if !blob_dir.join(&blob).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let mut live_chains = BTreeSet::new();
         for diff_ids in live_layers {
             for n in 1..=diff_ids.len() {
@@ -590,6 +702,16 @@ impl BlobWriter {
     /// Finishes the blob. With `expected`, content that hashes otherwise is discarded and
     /// nothing enters the store.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let staged = self.stage(expected)?;
+        let done = (staged.digest.clone(), staged.size);
+        staged.commit()?;
+        Ok(done)
+    }
+
+    /// Finishes writing the blob but leaves it in staging (its file closed), to enter the store
+    /// only when everything it belongs with has been checked. With `expected`, content that
+    /// hashes otherwise is discarded.
+    pub fn stage(self, expected: Option<&Digest>) -> Result<StagedBlob> {
         let (buffered, digest, size) = self.inner.finish();
         let tmp = self.store.tmp();
         let file = buffered.into_inner().map_err(|e| Error::Io {
@@ -605,20 +727,89 @@ impl BlobWriter {
                 actual: digest,
             });
         }
-        let target = self.store.blob_path(&digest);
-        if !target.exists() {
-            file.as_file()
-                .sync_all()
-                .map_err(Error::io("fsync", file.path()))?;
-            file.persist(&target).map_err(|e| Error::Io {
-                op: "rename blob into",
-                path: target.clone(),
-                source: e.error,
-            })?;
-            sync_dir(&self.store.oci().join("blobs/sha256"));
-        }
-        Ok((digest, size))
+        Ok(StagedBlob {
+            path: file.into_temp_path(),
+            digest,
+            size,
+            store: self.store,
+        })
     }
+}
+
+/// A blob written and hashed, waiting in staging; removed on drop unless committed.
+pub struct StagedBlob {
+    path: tempfile::TempPath,
+    digest: Digest,
+    size: u64,
+    store: Store,
+}
+
+impl std::fmt::Debug for StagedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedBlob")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl StagedBlob {
+    /// What its content hashes to.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Its size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads it whole, refusing more than `limit` bytes: a JSON document of an archive.
+    pub fn read(&self, limit: u64, what: &str) -> Result<Vec<u8>> {
+        if self.size > limit {
+            return Err(Error::TooLarge {
+                what: what.to_owned(),
+                size: self.size,
+                limit,
+            });
+        }
+        fs::read(&self.path).map_err(Error::io("read", self.path.to_path_buf()))
+    }
+
+    /// Moves it into the store, durably (a no-op when the store has it already).
+    pub fn commit(self) -> Result<()> {
+        let target = self.store.blob_path(&self.digest);
+        if target.exists() {
+            return Ok(());
+        }
+        // Synced only now: what an archive holds besides its images is staged and dropped.
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io("fsync", self.path.to_path_buf()))?;
+        self.path.persist(&target).map_err(|e| Error::Io {
+            op: "rename blob into",
+            path: target.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&self.store.oci().join("blobs/sha256"));
+        Ok(())
+    }
+}
+
+/// Creates a directory of the store (and its missing parents) 0700, or closes an existing one
+/// that other users can enter.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(Error::io("create directory", path))?;
+    let meta = fs::metadata(path).map_err(Error::io("stat", path))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(Error::io("chmod 0700", path))?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temp file in `tmp_dir`: fsync, rename, fsync the dir.
@@ -656,7 +847,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<T> {
@@ -716,6 +907,64 @@ mod tests {
         );
         store.untag("a").unwrap();
         assert!(matches!(store.resolve("a"), Err(Error::ImageNotFound(_))));
+    }
+
+    #[test]
+    fn the_store_is_private_and_an_open_one_is_closed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        Store::open(&root).unwrap();
+        let mode = |d: &str| fs::metadata(root.join(d)).unwrap().permissions().mode() & 0o7777;
+        let layout = [
+            "",
+            "oci",
+            "oci/blobs",
+            "oci/blobs/sha256",
+            "snapshots",
+            "cache",
+            "tmp",
+        ];
+        for d in layout {
+            assert_eq!(mode(d), 0o700, "{d:?}");
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(root.join("cache-mounts")).unwrap();
+        fs::set_permissions(root.join("cache-mounts"), fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&root).unwrap();
+        assert_eq!((mode(""), mode("cache-mounts")), (0o700, 0o700));
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_named_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = store
+            .put_image(&ImageConfig::scratch(), Vec::new())
+            .unwrap();
+        fs::write(store.blob_path(image.id()), b"{\"tampered\":1}").unwrap();
+        let err = store.image(&image.descriptor).unwrap_err().to_string();
+        assert!(
+            err.contains(image.id().as_str()) && err.contains("corrupt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_staged_blob_enters_the_store_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writer = store.blob_writer().unwrap();
+        writer.write_all(b"staged").unwrap();
+        let staged = writer.stage(None).unwrap();
+        assert!(!store.has_blob(staged.digest()));
+        drop(staged);
+        assert_eq!(fs::read_dir(store.tmp()).unwrap().count(), 0);
+        let mut writer = store.blob_writer().unwrap();
+        writer.write_all(b"staged").unwrap();
+        let staged = writer.stage(None).unwrap();
+        let digest = staged.digest().clone();
+        staged.commit().unwrap();
+        assert_eq!(store.read_blob(&digest).unwrap(), b"staged");
     }
 
     #[test]

@@ -30,6 +30,19 @@ pub enum Compression {
     Zstd,
 }
 
+/// The first bytes of a bzip2 stream.
+const BZIP2_MAGIC: &[u8] = b"BZh";
+/// The first bytes of an xz stream.
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X'];
+
+/// Whether a stream starting with `head` (its first 4 bytes, or all of a shorter one) is one
+/// that [`decompress_auto`] decompresses.
+pub(crate) fn is_compressed(head: &[u8]) -> bool {
+    detect_compression(head) != Compression::None
+        || head.starts_with(BZIP2_MAGIC)
+        || head.starts_with(XZ_MAGIC)
+}
+
 /// Tells the compression of a blob from its first bytes.
 pub fn detect_compression(head: &[u8]) -> Compression {
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -72,10 +85,10 @@ pub fn decompress_auto<'a, R: Read + 'a>(mut reader: R) -> Result<Box<dyn Read +
     let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
     let buffered = io::BufReader::with_capacity(1 << 20, whole);
     // bzip2 and xz are not layer formats, but `ADD` extracts local archives in them too.
-    if head[..n].starts_with(b"BZh") {
+    if head[..n].starts_with(BZIP2_MAGIC) {
         return Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)));
     }
-    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X']) {
+    if head[..n].starts_with(XZ_MAGIC) {
         return Ok(Box::new(xz2::bufread::XzDecoder::new_multi_decoder(
             buffered,
         )));

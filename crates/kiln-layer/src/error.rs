@@ -64,6 +64,16 @@ pub enum Error {
         /// What is unsupported, and what to do about it.
         reason: String,
     },
+    /// A layer whose uncompressed stream is not what its image's config says.
+    #[error("layer {layer} unpacks to {actual}, but the config says {expected}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        layer: kiln_image::Digest,
+        /// The digest of its uncompressed stream.
+        actual: kiln_image::Digest,
+        /// The diff id the config gives it.
+        expected: kiln_image::Digest,
+    },
     /// The compressor failed.
     #[error("{codec} compression failed: {message}")]
     Compress {

@@ -13,6 +13,9 @@
 //!   and writes the layer tar (OCI whiteouts, hardlinks, xattrs, clamped
 //!   mtimes) while hashing it, returning the `diff_id`.
 //!   [`write_layer_from_dir`] does the same for a plain directory.
+//! - [`apply_stored_layer`] applies a layer of the store, checking its blob against its
+//!   digest and its uncompressed stream against its diff id; [`DiffIdWriter`] computes the
+//!   diff id of a blob while a pull or a load streams it into the store.
 //! - [`gzip_parallel`] and [`zstd_compress`] compress a layer and return the
 //!   blob digest; [`HashingWriter`]/[`HashingReader`] hash any stream.
 //!
@@ -98,6 +101,7 @@
 mod apply;
 mod compress;
 mod diff;
+mod diff_id;
 mod error;
 mod hash;
 mod stored;
@@ -110,6 +114,7 @@ pub use compress::{
     Compressed, Compression, decompress_auto, detect_compression, gzip_parallel, zstd_compress,
 };
 pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from_upper};
+pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
 pub use error::{Error, Result};
 pub use hash::{HashingReader, HashingWriter, digest_string};
 pub use stored::{compressed_in_store, known_compressed};

@@ -5,7 +5,6 @@
 //! compressed blob (in parallel, for gzip) and records `diff id → compressed blob`, so the
 //! next export compresses nothing.
 
-use std::io::BufReader;
 use std::path::PathBuf;
 
 use kiln_image::{Descriptor, Digest, Store, media_type};
@@ -82,15 +81,19 @@ pub fn compressed_in_store(
         media_type::OCI_LAYER_GZIP
     };
     let record = record_path(store, &layer.digest, compression);
-    let source = store.open_blob(&layer.digest)?;
+    // Checked as it is read: a corrupt layer must not come out as a sound compressed blob.
+    let mut source = store.open_verified(&layer.digest, Some(layer.size))?;
     let mut writer = store.blob_writer()?;
-    let reader = BufReader::with_capacity(1 << 20, source);
     let made = match compression {
-        Compression::Zstd => {
-            crate::zstd_compress(reader, &mut writer, level.map_or(ZSTD_LEVEL, |l| l as i32))?
-        }
-        _ => crate::gzip_parallel(reader, &mut writer, level.unwrap_or(GZIP_LEVEL))?,
+        Compression::Zstd => crate::zstd_compress(
+            &mut source,
+            &mut writer,
+            level.map_or(ZSTD_LEVEL, |l| l as i32),
+        ),
+        _ => crate::gzip_parallel(&mut source, &mut writer, level.unwrap_or(GZIP_LEVEL)),
     };
+    source.finish()?;
+    let made = made?;
     let (digest, size) = writer.commit(None)?;
     if made.digest != digest.as_str() {
         return Err(Error::Store(kiln_image::Error::DigestMismatch {
@@ -99,14 +102,9 @@ pub fn compressed_in_store(
         }));
     }
     if let Some(dir) = record.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Store(kiln_image::Error::Io {
-                op: "create directory",
-                path: dir.to_path_buf(),
-                source: e,
-            })
-        })?;
+        kiln_image::create_private_dir(dir)?;
     }
+    store.record_diff_id(&digest, &layer.digest)?;
     let bytes = serde_json::to_vec(&Record {
         digest: digest.clone(),
         size,

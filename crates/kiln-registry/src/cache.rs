@@ -12,10 +12,15 @@ use std::collections::BTreeMap;
 use kiln_image::{CacheRecord, Descriptor, Digest, Manifest, Reference, Store, media_type};
 use serde::{Deserialize, Serialize};
 
+use crate::pull::Wanted;
 use crate::{Error, Registry, Reporter};
 
 /// The media type of the cache's config blob, and the artifact type of its manifest.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.build-cache.v1+json";
+
+/// The most kiln reads of a cache's config blob, which is read into memory whole. Its records
+/// take some 300 bytes a step: this is room for some 200 000 steps.
+const MAX_CACHE_CONFIG_SIZE: u64 = 64 << 20;
 
 /// The config blob of a cache artifact.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -168,11 +173,19 @@ impl Registry {
                     manifest.config.media_type
                 )));
             }
+            if manifest.config.size > MAX_CACHE_CONFIG_SIZE {
+                return Err(kiln_image::Error::TooLarge {
+                    what: format!("cache config {}", manifest.config.digest),
+                    size: manifest.config.size,
+                    limit: MAX_CACHE_CONFIG_SIZE,
+                }
+                .into());
+            }
             self.fetch_blobs(
                 store,
                 &endpoint,
                 &source.path,
-                std::slice::from_ref(&manifest.config),
+                &[Wanted::blob(&manifest.config)],
                 reporter,
             )
             .await?;
@@ -209,6 +222,8 @@ impl Registry {
                 config_size,
             )];
             blobs.extend(record.layers.iter().cloned());
+            // The layers' diff ids are checked when a build unpacks them.
+            let blobs: Vec<Wanted> = blobs.iter().map(Wanted::blob).collect();
             self.fetch_blobs(store, &endpoint, &cache.reference.path, &blobs, reporter)
                 .await?;
             Ok::<(), Error>(())

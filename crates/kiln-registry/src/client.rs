@@ -43,6 +43,8 @@ pub(crate) struct Endpoint {
     pub mirror: bool,
     /// Whether it speaks plain HTTP.
     pub http: bool,
+    /// A plain client with the host's TLS settings, for the requests kiln makes itself.
+    pub web: reqwest::Client,
 }
 
 impl Endpoint {
@@ -228,6 +230,7 @@ impl Registry {
             auth,
             mirror,
             http,
+            web: self.http_client(host, connect_timeout)?,
         });
         if let Ok(mut map) = self.endpoints.lock() {
             map.insert(key, endpoint.clone());

@@ -64,6 +64,18 @@ pub enum Error {
         /// What the bytes hash to.
         actual: Digest,
     },
+    /// A layer whose uncompressed stream is not what its config says; nothing was stored.
+    #[error(
+        "layer {layer} unpacks to {actual}, but the config says {expected}; the image lies about its layers, and nothing was stored"
+    )]
+    DiffIdMismatch {
+        /// The layer blob.
+        layer: Digest,
+        /// The digest of its uncompressed stream.
+        actual: Digest,
+        /// The diff id its config gives it.
+        expected: Digest,
+    },
     /// A blob whose size differs from its descriptor's.
     #[error("size mismatch for blob {digest}: expected {expected} bytes, got {actual}")]
     SizeMismatch {

@@ -1,5 +1,7 @@
-//! Pull: manifest (through mirrors), platform choice, blobs streamed into staging, verified,
-//! committed, and only then the manifest stored and tagged.
+//! Pull: manifest (through mirrors, read up to 4 MiB), platform choice, the config (up to
+//! 8 MiB), then the layers streamed into staging, each checked against its digest, its size
+//! and, decompressed as it comes, its config's diff id; committed only when all are, and only
+//! then the manifest stored and tagged.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,11 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt as _;
 use kiln_image::{
-    BlobWriter, Descriptor, Digest, HashingWriter, Image, Index, Manifest, Platform, Reference,
-    Store, media_type,
+    BlobWriter, Descriptor, Digest, HashingWriter, Image, ImageConfig, Index, MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE, Manifest, Platform, Reference, Store, media_type,
 };
+use kiln_layer::DiffIdWriter;
+use oci_client::RegistryOperation;
 use oci_client::client::BlobResponse;
-use oci_client::errors::DigestError;
+use oci_client::errors::{DigestError, OciDistributionError};
 
 use crate::client::{ATTEMPTS, Endpoint, error_chain, retry};
 use crate::config::{host_platform, platform_string};
@@ -134,15 +138,36 @@ pub(crate) fn select_platform<'a>(
 /// A download's outcome: the staged blob and the bytes it took, or why it failed.
 type Downloaded = Result<(Staged, u64), Error>;
 
+/// A blob to fetch, with the diff id its config gives it when it is a layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub(crate) blob: Descriptor,
+    pub(crate) diff_id: Option<Digest>,
+}
+
+impl Wanted {
+    pub(crate) fn blob(blob: &Descriptor) -> Wanted {
+        Wanted {
+            blob: blob.clone(),
+            diff_id: None,
+        }
+    }
+}
+
 /// A verified blob waiting in staging for the rest of the image.
 pub(crate) struct Staged {
     digest: Digest,
     writer: BlobWriter,
+    /// The diff id it was checked against, for a compressed layer.
+    diff_id: Option<Digest>,
 }
 
 impl Staged {
-    pub(crate) fn commit(self) -> Result<(), Error> {
+    pub(crate) fn commit(self, store: &Store) -> Result<(), Error> {
         self.writer.commit(Some(&self.digest))?;
+        if let Some(diff_id) = &self.diff_id {
+            store.record_diff_id(&self.digest, diff_id)?;
+        }
         Ok(())
     }
 }
@@ -199,12 +224,47 @@ impl Registry {
                 mirror: endpoint.mirror,
             });
             tracing::info!(host = %endpoint.host, mirror = endpoint.mirror, "{name} served");
+            // The config first: its diff ids are what the layers are checked against.
+            let (config_bytes, config_wire) = self
+                .fetch_config(
+                    store,
+                    &endpoint,
+                    &reference.path,
+                    &manifest.config,
+                    reporter,
+                )
+                .await?;
+            let config: ImageConfig =
+                serde_json::from_slice(&config_bytes).map_err(|e| Error::BadManifest {
+                    reference: name.clone(),
+                    why: format!("config {} is not valid: {e}", manifest.config.digest),
+                })?;
+            if config.rootfs.diff_ids.len() != manifest.layers.len() {
+                return Err(Error::BadManifest {
+                    reference: name,
+                    why: format!(
+                        "it has {} layers, but its config lists {} diff ids",
+                        manifest.layers.len(),
+                        config.rootfs.diff_ids.len()
+                    ),
+                });
+            }
+            let wanted: Vec<Wanted> = manifest
+                .layers
+                .iter()
+                .zip(&config.rootfs.diff_ids)
+                .map(|(blob, diff_id)| Wanted {
+                    blob: blob.clone(),
+                    diff_id: Some(diff_id.clone()),
+                })
+                .collect();
+            let downloaded = config_wire
+                + self
+                    .fetch_blobs(store, &endpoint, &reference.path, &wanted, reporter)
+                    .await?;
+            store.write_blob(&config_bytes)?;
             let mut blobs = vec![manifest.config.clone()];
             blobs.extend(manifest.layers.iter().cloned());
-            let downloaded = self
-                .fetch_blobs(store, &endpoint, &reference.path, &blobs, reporter)
-                .await?;
-            let config = store.config(&manifest.config.digest)?;
             let config_desc = Descriptor::new(
                 media_type::OCI_CONFIG,
                 manifest.config.digest.clone(),
@@ -301,12 +361,8 @@ impl Registry {
         );
         // A mirror gets one try: falling back quickly matters more than a mirror's hiccup.
         let attempts = if endpoint.mirror { 1 } else { ATTEMPTS };
-        let (bytes, _) = retry(&what, reporter, attempts, |_| async {
-            endpoint
-                .client
-                .pull_manifest_raw(&r, &endpoint.auth, ACCEPT)
-                .await
-                .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
+        let bytes = retry(&what, reporter, attempts, |_| {
+            get_capped_manifest(endpoint, &r, &what)
         })
         .await?;
         let actual = Digest::of(&bytes);
@@ -322,32 +378,121 @@ impl Registry {
         Ok((bytes, actual))
     }
 
+    /// The config blob, from the store or the registry, checked and capped; returns it and the
+    /// bytes downloaded. It enters the store with the layers.
+    async fn fetch_config(
+        &self,
+        store: &Store,
+        endpoint: &Endpoint,
+        path: &str,
+        desc: &Descriptor,
+        reporter: &dyn Reporter,
+    ) -> Result<(Vec<u8>, u64), Error> {
+        if desc.size > MAX_CONFIG_SIZE {
+            return Err(kiln_image::Error::TooLarge {
+                what: format!("config {}", desc.digest),
+                size: desc.size,
+                limit: MAX_CONFIG_SIZE,
+            }
+            .into());
+        }
+        if store.has_blob(&desc.digest) {
+            reporter.report(Event::BlobDone {
+                digest: &desc.digest,
+                bytes: 0,
+                action: BlobAction::Exists,
+            });
+            return Ok((store.read_blob(&desc.digest)?, 0));
+        }
+        reporter.report(Event::BlobStart {
+            digest: &desc.digest,
+            size: desc.size,
+        });
+        let r = endpoint.reference(path, None, Some(desc.digest.as_str()));
+        endpoint.authorize(&r).await;
+        let what = format!("GET blob {}", desc.digest);
+        let bytes = retry(&what, reporter, ATTEMPTS, |_| async {
+            let mut stream = endpoint
+                .client
+                .pull_blob_stream(&r, desc.digest.as_str())
+                .await
+                .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| stream_error(&desc.digest, e))?;
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() as u64 > desc.size {
+                    return Err(Error::SizeMismatch {
+                        digest: desc.digest.clone(),
+                        expected: desc.size,
+                        actual: bytes.len() as u64,
+                    });
+                }
+            }
+            Ok(bytes)
+        })
+        .await?;
+        let actual = Digest::of(&bytes);
+        if actual != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("config {}", desc.digest),
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        if bytes.len() as u64 != desc.size {
+            return Err(Error::SizeMismatch {
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        let wire = bytes.len() as u64;
+        reporter.report(Event::BlobDone {
+            digest: &desc.digest,
+            bytes: wire,
+            action: BlobAction::Downloaded,
+        });
+        Ok((bytes, wire))
+    }
+
     /// Downloads every blob the store lacks, in parallel, into staging; commits them all only
-    /// when all are verified. Returns the bytes downloaded.
+    /// when all are verified (digest, size and, for a layer, diff id). A layer the store has
+    /// is checked against its diff id too. Returns the bytes downloaded.
     pub(crate) async fn fetch_blobs(
         &self,
         store: &Store,
         endpoint: &Arc<Endpoint>,
         path: &str,
-        blobs: &[Descriptor],
+        blobs: &[Wanted],
         reporter: &dyn Reporter,
     ) -> Result<u64, Error> {
         let mut seen = std::collections::BTreeSet::new();
-        let todo: Vec<&Descriptor> = blobs
-            .iter()
-            .filter(|d| seen.insert(d.digest.clone()))
-            .filter(|d| {
-                let have = store.has_blob(&d.digest);
-                if have {
-                    reporter.report(Event::BlobDone {
-                        digest: &d.digest,
-                        bytes: 0,
-                        action: BlobAction::Exists,
+        let mut todo: Vec<&Wanted> = Vec::new();
+        for wanted in blobs {
+            if !seen.insert((wanted.blob.digest.clone(), wanted.diff_id.clone())) {
+                continue;
+            }
+            if !store.has_blob(&wanted.blob.digest) {
+                todo.push(wanted);
+                continue;
+            }
+            if let Some(diff_id) = &wanted.diff_id {
+                let actual = kiln_layer::diff_id_in_store(store, &wanted.blob)?;
+                if actual != *diff_id {
+                    return Err(Error::DiffIdMismatch {
+                        layer: wanted.blob.digest.clone(),
+                        actual,
+                        expected: diff_id.clone(),
                     });
                 }
-                !have
-            })
-            .collect();
+            }
+            reporter.report(Event::BlobDone {
+                digest: &wanted.blob.digest,
+                bytes: 0,
+                action: BlobAction::Exists,
+            });
+        }
         // One thread per concurrent download, each driving its transfer on the runtime: the
         // hashing and writing of different blobs then run on different cores. (This runs
         // inside `Registry::block_on`, on the caller's thread, which may wait here.)
@@ -386,20 +531,24 @@ impl Registry {
         let mut total = 0;
         for (blob, bytes) in staged {
             total += bytes;
-            blob.commit()?;
+            blob.commit(store)?;
         }
         Ok(total)
     }
 }
+
+/// What a download is writing: the blob, and the diff id computed from it for a layer.
+type Sink = (HashingWriter<BlobWriter>, Option<DiffIdWriter>);
 
 /// Streams one blob into staging, resuming with a ranged GET after a transient error.
 async fn download(
     store: &Store,
     endpoint: &Endpoint,
     path: &str,
-    desc: &Descriptor,
+    wanted: &Wanted,
     reporter: &dyn Reporter,
 ) -> Result<(Staged, u64), Error> {
+    let desc = &wanted.blob;
     let digest = &desc.digest;
     reporter.report(Event::BlobStart {
         digest,
@@ -408,12 +557,20 @@ async fn download(
     let r = endpoint.reference(path, None, Some(digest.as_str()));
     endpoint.authorize(&r).await;
     let what = format!("GET blob {}", digest.short());
-    let mut writer: Option<HashingWriter<BlobWriter>> = None;
+    let mut writer: Option<Sink> = None;
     let mut wire = 0u64;
     let mut attempt = 1;
     loop {
-        let result =
-            download_attempt(store, endpoint, &r, desc, &mut writer, &mut wire, reporter).await;
+        let result = download_attempt(
+            store,
+            endpoint,
+            &r,
+            wanted,
+            &mut writer,
+            &mut wire,
+            reporter,
+        )
+        .await;
         match result {
             Ok(()) => break,
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
@@ -428,7 +585,7 @@ async fn download(
             Err(e) => return Err(e),
         }
     }
-    let Some(hashing) = writer else {
+    let Some((hashing, diff_id_writer)) = writer else {
         return Err(Error::Truncated {
             digest: digest.clone(),
             got: 0,
@@ -450,6 +607,18 @@ async fn download(
             actual: size,
         });
     }
+    let mut checked_diff_id = None;
+    if let (Some(expected), Some(diff_id_writer)) = (&wanted.diff_id, diff_id_writer) {
+        let diff_id = diff_id_writer.finish(&actual)?;
+        if diff_id != *expected {
+            return Err(Error::DiffIdMismatch {
+                layer: digest.clone(),
+                actual: diff_id,
+                expected: expected.clone(),
+            });
+        }
+        checked_diff_id = Some(diff_id);
+    }
     reporter.report(Event::BlobDone {
         digest,
         bytes: wire,
@@ -459,6 +628,7 @@ async fn download(
         Staged {
             digest: digest.clone(),
             writer,
+            diff_id: checked_diff_id,
         },
         wire,
     ))
@@ -468,13 +638,14 @@ async fn download_attempt(
     store: &Store,
     endpoint: &Endpoint,
     r: &oci_client::Reference,
-    desc: &Descriptor,
-    writer: &mut Option<HashingWriter<BlobWriter>>,
+    wanted: &Wanted,
+    writer: &mut Option<Sink>,
     wire: &mut u64,
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
+    let desc = &wanted.blob;
     let digest = &desc.digest;
-    let offset = writer.as_ref().map_or(0, |w| w.written());
+    let offset = writer.as_ref().map_or(0, |(w, _)| w.written());
     let what = format!("GET blob {digest}");
     let registry_err = |e| Error::registry(&endpoint.host, what.clone(), e);
     let response = if offset == 0 {
@@ -495,12 +666,15 @@ async fn download_attempt(
     let mut stream = match response {
         BlobResponse::Full(stream) => {
             // A fresh start: whatever was staged is dropped (and its file removed).
-            *writer = Some(HashingWriter::new(store.blob_writer()?));
+            *writer = Some((
+                HashingWriter::new(store.blob_writer()?),
+                wanted.diff_id.as_ref().map(|_| DiffIdWriter::new()),
+            ));
             stream
         }
         BlobResponse::Partial(stream) => stream,
     };
-    let Some(out) = writer.as_mut() else {
+    let Some((out, diff_id)) = writer.as_mut() else {
         return Err(Error::Truncated {
             digest: digest.clone(),
             got: 0,
@@ -512,6 +686,10 @@ async fn download_attempt(
         *wire += chunk.len() as u64;
         out.write_all(&chunk)
             .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
+        if let Some(diff_id) = diff_id {
+            // Decompressed on a thread of its own; this only hands the bytes over.
+            let _ = diff_id.write_all(&chunk);
+        }
         reporter.report(Event::BlobProgress {
             digest,
             bytes: out.written(),
@@ -532,6 +710,76 @@ async fn download_attempt(
         });
     }
     Ok(())
+}
+
+/// GETs a manifest with kiln's own request, so that its body is read up to
+/// [`MAX_MANIFEST_SIZE`] and no further (oci-client reads a manifest whole, however big).
+/// oci-client still does the auth: it answers the registry's challenge and gives the token.
+async fn get_capped_manifest(
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    what: &str,
+) -> Result<bytes::Bytes, Error> {
+    let registry_err = |e| Error::registry(&endpoint.host, what.to_owned(), e);
+    let token = endpoint
+        .client
+        .auth(r, &endpoint.auth, RegistryOperation::Pull)
+        .await
+        .map_err(registry_err)?;
+    let url = format!(
+        "{}://{}/v2/{}/manifests/{}",
+        if endpoint.http { "http" } else { "https" },
+        r.resolve_registry(),
+        r.repository(),
+        r.digest().or(r.tag()).unwrap_or("latest")
+    );
+    let mut request = endpoint
+        .web
+        .get(&url)
+        .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+    request = match (token, &endpoint.auth) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
+            request.basic_auth(user, Some(password))
+        }
+        _ => request,
+    };
+    let http_err = |source| Error::Http {
+        host: endpoint.host.clone(),
+        what: what.to_owned(),
+        source,
+    };
+    let mut response = request.send().await.map_err(http_err)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(registry_err(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: body.chars().take(500).collect(),
+        }));
+    }
+    let too_large = |size: u64| -> Error {
+        kiln_image::Error::TooLarge {
+            what: format!("manifest {}", r.whole()),
+            size,
+            limit: MAX_MANIFEST_SIZE,
+        }
+        .into()
+    };
+    if let Some(length) = response.content_length()
+        && length > MAX_MANIFEST_SIZE
+    {
+        return Err(too_large(length));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(http_err)? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(too_large(body.len() as u64));
+        }
+    }
+    Ok(body.into())
 }
 
 fn stream_error(digest: &Digest, e: std::io::Error) -> Error {

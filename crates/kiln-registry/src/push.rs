@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store, media_type};
+use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store, Verifier, media_type};
 use oci_client::errors::OciDistributionError;
 use tokio::io::AsyncReadExt as _;
 
@@ -49,7 +49,7 @@ pub(crate) fn record_sources(store: &Store, host: &str, path: &str, blobs: &[Des
             continue;
         }
         if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = kiln_image::create_private_dir(dir);
         }
         let text = format!("{old}{line}\n");
         let _ = kiln_image::write_atomic(&store.root().join("tmp"), &file, text.as_bytes());
@@ -313,21 +313,47 @@ async fn push_blob(
             .await
             .map_err(Error::io("open blob", &file))?;
         // The body stream must be 'static: it counts what it sends into a channel that this
-        // task drains into progress events while the request runs.
+        // task drains into progress events while the request runs. It checks the blob as it
+        // reads: a corrupt blob's last chunk is never sent, and the error kept here is the
+        // one reported, rather than the aborted request's.
         let (sent, mut progress) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        let stream = futures_util::stream::try_unfold((f, sent), |(mut f, sent)| async move {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = f
-                .read(&mut buf)
-                .await
-                .map_err(OciDistributionError::IoError)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            let _ = sent.send(n as u64);
-            Ok(Some((bytes::Bytes::from(buf), (f, sent))))
-        });
+        let corrupt = Arc::new(std::sync::Mutex::new(None::<kiln_image::Error>));
+        let verifier = Verifier::new(digest.clone(), Some(desc.size));
+        let state = (f, sent, verifier, corrupt.clone());
+        let stream = futures_util::stream::try_unfold(
+            state,
+            |(mut f, sent, mut verifier, corrupt)| async move {
+                let mut buf = vec![0u8; 1 << 20];
+                let n = f
+                    .read(&mut buf)
+                    .await
+                    .map_err(OciDistributionError::IoError)?;
+                let checked = if n == 0 {
+                    verifier.finish()
+                } else {
+                    verifier.update(&buf[..n])
+                };
+                if let Err(error) = checked {
+                    let message = error.to_string();
+                    if let Ok(mut slot) = corrupt.lock() {
+                        *slot = Some(error);
+                    }
+                    return Err(OciDistributionError::IoError(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        message,
+                    )));
+                }
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                let _ = sent.send(n as u64);
+                Ok(Some((
+                    bytes::Bytes::from(buf),
+                    (f, sent, verifier, corrupt),
+                )))
+            },
+        );
         let upload = endpoint
             .client
             .push_blob_stream(&r, stream, digest.as_str(), Some(desc.size));
@@ -342,6 +368,9 @@ async fn push_blob(
             }
         };
         let (result, ()) = tokio::join!(upload, report);
+        if let Some(error) = corrupt.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(Error::Store(error));
+        }
         result.map_err(|e| Error::registry(&endpoint.host, what.clone(), e))
     })
     .await?;

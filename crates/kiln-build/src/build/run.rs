@@ -288,12 +288,11 @@ fn mount_for(
         MountType::Cache => {
             let target = target(None)?;
             let id = mount.id.clone().unwrap_or_else(|| target.clone());
-            let dir = builder
-                .store
-                .root()
-                .join("cache-mounts")
-                .join(kiln_image::Digest::of(id.as_bytes()).hex());
+            let mounts = builder.store.root().join("cache-mounts");
+            let dir = mounts.join(kiln_image::Digest::of(id.as_bytes()).hex());
             if !dir.is_dir() {
+                // Only the mount itself gets the step's mode; other users stay out of the rest.
+                kiln_image::create_private_dir(&mounts)?;
                 std::fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
                 let mode = mount.mode.unwrap_or(0o755);
                 std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))

@@ -1,4 +1,5 @@
-//! `images`, `inspect`, `history`, `tag`, `rmi`, `gc`: looking at and tidying the store.
+//! `images`, `inspect`, `history`, `tag`, `rmi`, `gc`, `check`: looking at and tidying the
+//! store.
 
 use std::process::ExitCode;
 
@@ -250,4 +251,58 @@ pub fn gc(store: &Store, out: &mut Output, args: GcArgs) -> anyhow::Result<ExitC
         report.cache_records
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln check`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kiln check\n  kiln check --repair\n\nEvery blob is hashed against its name (as `ctr content verify` does), and every image\nand build-cache record checked for the blobs it needs. `--repair` removes the corrupt blobs,\nthe images and cache records that use them, and the snapshots unpacked from them; get the\nimages again with `kiln pull` or `kiln load`, and free what only they used with `kiln gc`."
+)]
+pub struct CheckArgs {
+    /// Remove what is corrupt and what depends on it.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// Verifies every blob; with `--repair`, drops what is corrupt and what depends on it.
+pub fn check(store: &Store, out: &mut Output, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let report = store.check(args.repair)?;
+    for problem in &report.problems {
+        out.line(&problem.to_string())?;
+    }
+    for blob in &report.removed_blobs {
+        out.line(&format!("removed blob {blob}"))?;
+    }
+    for image in &report.removed_images {
+        out.line(&format!("removed image {image}"))?;
+    }
+    if args.repair && !report.problems.is_empty() {
+        out.line(&format!(
+            "removed {} snapshots and {} cache records built from what was removed",
+            report.removed_snapshots, report.removed_cache_records
+        ))?;
+    }
+    let checked = format!(
+        "checked {} blobs ({}), {} images, {} cache records",
+        report.blobs,
+        human_size(report.bytes),
+        report.images,
+        report.cache_records
+    );
+    if report.problems.is_empty() {
+        out.line(&format!("{checked}: no problems"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.repair {
+        out.line(&format!(
+            "{checked}: {} problems repaired; `kiln gc` frees the blobs only the removed images used",
+            report.problems.len()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::bail!(
+        "{checked}: {} corrupt blobs, {} problems in all; `kiln check --repair` removes what is corrupt and what depends on it",
+        report.corrupt_blobs(),
+        report.problems.len()
+    )
 }

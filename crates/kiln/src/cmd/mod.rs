@@ -79,6 +79,8 @@ pub enum Command {
     Rmi(image::RmiArgs),
     /// Remove blobs, snapshots and cache no image needs.
     Gc(image::GcArgs),
+    /// Verify every blob of the store; with --repair, drop what is corrupt.
+    Check(image::CheckArgs),
     /// Read a docker-archive or oci-archive into the store.
     Load(archive::LoadArgs),
     /// Write images as a docker-archive, oci-archive or OCI directory.
@@ -128,6 +130,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => {
             let store = Store::open(&root)?;
             image::gc(&store, &mut out, args)
+        }
+        // Like gc, it takes the store's lock itself (exclusive to repair).
+        Command::Check(args) => {
+            let store = Store::open(&root)?;
+            image::check(&store, &mut out, args)
         }
         Command::Build(args) => build::build(&open()?.0, &mut out, cli.progress, args),
         Command::Run(args) => run::run(&open()?.0, args),

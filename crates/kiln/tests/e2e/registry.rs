@@ -845,7 +845,7 @@ fn tls_registry_with_basic_auth_login_push_pull() {
 }
 
 /// A registry impostor that serves fixed manifests (what a real registry refuses to store).
-fn fake_registry(routes: Vec<(&'static str, &'static str, String)>) -> u16 {
+pub(crate) fn fake_registry(routes: Vec<(&'static str, &'static str, String)>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -1175,13 +1175,25 @@ fn bearer_token_registry_login_push_pull() {
 }
 
 /// One plain HTTP/1.1 request to 127.0.0.1; returns (status, body).
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_with_headers(port, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`], also returning the response's header lines.
+pub(crate) fn http_with_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<String>, Vec<u8>) {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -1199,12 +1211,14 @@ fn http(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(response.len(), |p| p + 4);
-    let status = String::from_utf8_lossy(&response[..split])
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, response[split..].to_vec())
+    let lines = head.lines().skip(1).map(str::to_owned).collect();
+    (status, lines, response[split..].to_vec())
 }
 
 #[test]
