@@ -71,8 +71,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 ///
 /// `passwd` and `group` are the files' contents, `None` when the rootfs lacks them. Numeric ids
 /// that are not listed are accepted (gid 0 for a bare unlisted uid); names that are not listed
-/// are errors. Supplementary groups are the groups that list the user, only when no group is
-/// given explicitly.
+/// are errors. Supplementary groups are the primary group and, when no group is given
+/// explicitly, the groups that list the user.
 pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ExecUser, String> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -126,6 +126,10 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
             }
         }
     }
+    // The primary group is a supplementary group too, as runc and containerd set it since
+    // CVE-2023-25173: without it, a file whose group denies access (`rwx---rwx`) is readable.
+    groups.retain(|g| *g != gid);
+    groups.insert(0, gid);
     let home = if home.is_empty() {
         "/".to_string()
     } else {
@@ -171,7 +175,7 @@ mod tests {
     fn name_gets_primary_and_supplementary_groups() {
         let u = r("app").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.groups, vec![50, 29]);
+        assert_eq!(u.groups, vec![1000, 50, 29]);
         assert_eq!(u.home, "/home/app");
     }
 
@@ -180,8 +184,8 @@ mod tests {
         assert_eq!(r("1001").unwrap().gid, 1002);
         let u = r("4242").unwrap();
         assert_eq!(
-            (u.uid, u.gid, u.groups.len(), u.home.as_str()),
-            (4242, 0, 0, "/")
+            (u.uid, u.gid, u.groups.as_slice(), u.home.as_str()),
+            (4242, 0, &[0][..], "/")
         );
     }
 
@@ -189,7 +193,11 @@ mod tests {
     fn explicit_group_by_number_and_name() {
         let u = r("1000:7").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 7));
-        assert!(u.groups.is_empty());
+        assert_eq!(
+            u.groups,
+            vec![7],
+            "only the explicit group, itself included"
+        );
         let u = r("app:staff").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 50));
         let u = r("123:456").unwrap();

@@ -179,3 +179,23 @@ fn secret_mounts_take_env_owner_and_mode_and_the_hostname_arg_is_used() {
         assert!(text.contains(expected), "expected {expected}:\n{text}");
     }
 }
+
+#[test]
+fn the_primary_group_is_among_the_supplementary_groups() {
+    // runc since CVE-2023-25173: `id` as root lists gid 0 besides the groups that name root.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(
+        &env,
+        "groups",
+        "FROM busybox\nRUN echo 'wheel:x:10:root' >> /etc/group\nRUN id\nUSER app\nRUN id\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "g", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    assert!(text.contains("groups=0(root),10(wheel)"), "{text}");
+    assert!(
+        text.contains("uid=1000(app) gid=1000(app) groups=1000(app)"),
+        "{text}"
+    );
+}
