@@ -37,6 +37,13 @@ impl IgnoreRules {
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
+            if exclusion && raw.is_empty() {
+                // BuildKit's words for a lone `!`.
+                return Err(Error::BadInput(format!(
+                    ".dockerignore line {}: illegal exclusion pattern: \"!\"",
+                    number + 1
+                )));
+            }
             let cleaned = clean_path(raw);
             if cleaned.is_empty() {
                 continue;
@@ -169,6 +176,12 @@ mod tests {
     fn docker_pattern_rules() {
         let r = rules("# comment\n*.md\n!README.md\n/build\n**/*.pyc\ntemp?\n");
         assert!(r.is_excluded("notes.md"));
+        let lone = IgnoreRules::parse("a\n!\n").err().map(|e| e.to_string());
+        assert!(
+            lone.as_deref()
+                .is_some_and(|e| e.contains("illegal exclusion pattern")),
+            "{lone:?}"
+        );
         assert!(!r.is_excluded("README.md"));
         assert!(!r.is_excluded("docs/notes.md"), "* does not cross /");
         assert!(r.is_excluded("build"));

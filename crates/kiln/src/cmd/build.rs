@@ -148,7 +148,16 @@ pub fn build(
     } else {
         let root = PathBuf::from(&args.context);
         let context = Context::open(&root)?;
-        let file = args.file.clone().unwrap_or_else(|| root.join("Dockerfile"));
+        // docker's default, and its fallback to a lower-case `dockerfile`.
+        let file = args.file.clone().unwrap_or_else(|| {
+            let upper = root.join("Dockerfile");
+            let lower = root.join("dockerfile");
+            if !upper.exists() && lower.exists() {
+                lower
+            } else {
+                upper
+            }
+        });
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("read the Dockerfile {}", file.display()))?;
         let name = file

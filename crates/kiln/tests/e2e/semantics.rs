@@ -199,3 +199,23 @@ fn the_primary_group_is_among_the_supplementary_groups() {
         "{text}"
     );
 }
+
+#[test]
+fn a_lower_case_dockerfile_is_found_and_a_lone_bang_is_refused() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dir = env.path("lower");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dockerfile"),
+        "FROM busybox\nRUN echo lower-$((6*7))\n",
+    )
+    .unwrap();
+    let ctx = dir.to_str().unwrap();
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "lower", ctx]);
+    assert!(format!("{stdout}{stderr}").contains("lower-42"), "{stderr}");
+    // BuildKit: `illegal exclusion pattern: "!"`.
+    std::fs::write(dir.join(".dockerignore"), "a\n!\n").unwrap();
+    let stderr = env.fails(&["build", "--no-lint", "-t", "lower", ctx]);
+    assert!(stderr.contains("illegal exclusion pattern"), "{stderr}");
+}
