@@ -178,10 +178,13 @@ pub fn build(
             })?,
         None => stages.len() - 1,
     };
-    let needed = needed_stages(&stages, target);
     let mut builder = stage::Builder::new(
         store, request, reporter, &parsed, &meta_args, &stages, target,
     )?;
+    let bases = (0..stages.len())
+        .map(|i| builder.expanded_base(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let needed = needed_stages(&stages, &bases, target);
     for index in needed {
         builder.build_stage(index)?;
     }
@@ -192,7 +195,7 @@ pub fn build(
 
 /// The stages the target depends on (through `FROM`, `COPY --from` and `RUN --mount from=`),
 /// in file order. BuildKit skips the others, and so does kiln.
-fn needed_stages(stages: &[Stage], target: usize) -> BTreeSet<usize> {
+fn needed_stages(stages: &[Stage], bases: &[String], target: usize) -> BTreeSet<usize> {
     let find = |name: &str| -> Option<usize> {
         let lower = name.to_lowercase();
         stages
@@ -207,7 +210,7 @@ fn needed_stages(stages: &[Stage], target: usize) -> BTreeSet<usize> {
             continue;
         }
         let stage = &stages[index];
-        let mut refs: Vec<&str> = vec![stage.base.as_str()];
+        let mut refs: Vec<&str> = vec![bases[index].as_str()];
         for inst in &stage.instructions {
             match &inst.value {
                 Instruction::Copy(copy) => refs.extend(copy.from.as_deref()),

@@ -109,6 +109,21 @@ impl<'a> Builder<'a> {
         Error::Dockerfile(e.render(&self.request.dockerfile_name, &self.request.dockerfile))
     }
 
+    /// The base of stage `index` with the global ARGs expanded (`FROM stage-$TARGETOS`).
+    pub fn expanded_base(&self, index: usize) -> Result<String, Error> {
+        let stage = &self.stages[index];
+        // A copy: expanding a FROM applies nothing the stage's own build needs.
+        let from = self
+            .global
+            .clone()
+            .expand_and_apply(&stage.from, self.parsed.escape)
+            .map_err(|e| self.dockerfile_error(e))?;
+        match from.value {
+            Instruction::From(from_inst) => Ok(from_inst.base),
+            _ => Ok(stage.base.clone()),
+        }
+    }
+
     pub fn build_stage(&mut self, index: usize) -> Result<(), Error> {
         let stage = &self.stages[index];
         let label = stage.name.clone().unwrap_or_else(|| index.to_string());

@@ -219,3 +219,25 @@ fn a_lower_case_dockerfile_is_found_and_a_lone_bang_is_refused() {
     let stderr = env.fails(&["build", "--no-lint", "-t", "lower", ctx]);
     assert!(stderr.contains("illegal exclusion pattern"), "{stderr}");
 }
+
+#[test]
+fn a_stage_named_through_a_global_arg_is_built() {
+    // BuildKit resolves `FROM stage-$TARGETOS` to the stage `stage-linux`.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(
+        &env,
+        "argstage",
+        "FROM busybox AS stage-linux\nRUN echo from-linux > /os\n\
+         FROM busybox AS stage-windows\nRUN echo from-windows > /os\n\
+         FROM stage-$TARGETOS\nRUN cat /os\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "argstage", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    assert!(text.contains("from-linux"), "{text}");
+    assert!(
+        !text.contains("echo from-windows"),
+        "the unused stage is skipped:\n{text}"
+    );
+}
