@@ -52,15 +52,8 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (20MB, 512KiB, 1000)"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = super::number_and_unit(text, "20MB, 512KiB, 1000")?;
+    let scale: f64 = match unit.as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
         "m" | "mb" => 1e6,

@@ -306,18 +306,24 @@ impl LimitFlags {
     }
 }
 
-/// docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p, with an
-/// optional `b`/`ib` after it); docker refuses a memory limit below 6 MiB.
-fn docker_memory(text: &str) -> Result<u64, String> {
+/// A size as written, `1.5 GB`: its number and its unit, lower-cased (`example` shows the
+/// forms in the error).
+pub fn number_and_unit(text: &str, example: &str) -> Result<(f64, String), String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a size (512m, 2g, 1073741824)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
+        .map_err(|_| format!("{text:?} is not a size ({example})"))?;
+    Ok((number, unit.trim().to_ascii_lowercase()))
+}
+
+/// docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p, with an
+/// optional `b`/`ib` after it); docker refuses a memory limit below 6 MiB.
+fn docker_memory(text: &str) -> Result<u64, String> {
+    let (number, unit) = number_and_unit(text, "512m, 2g, 1073741824")?;
     let unit = unit
         .strip_suffix("ib")
         .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
