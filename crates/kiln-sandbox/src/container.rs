@@ -425,7 +425,11 @@ fn in_namespaces(
             }),
         }
     }
-    for p in &planned[n_etc..] {
+    // Targets in /dev get their mountpoints on its tmpfs later, never in the rootfs.
+    for p in planned[n_etc..]
+        .iter()
+        .filter(|p| !p.target().starts_with("/dev/"))
+    {
         let kind = if p.is_dir() {
             FileKind::Dir
         } else {
@@ -517,6 +521,16 @@ fn inside(
     }
     mounts::mount_dev(sys, devices)?;
     mounts::mount_sys(sys)?;
+    // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
+    let mut in_dev = Vec::new();
+    for p in planned.iter().filter(|p| p.target().starts_with("/dev/")) {
+        let kind = if p.is_dir() {
+            FileKind::Dir
+        } else {
+            FileKind::File
+        };
+        mounts::ensure_mountpoint(sys, Path::new(p.target()), kind, &mut in_dev)?;
+    }
     mounts::mount_planned(sys, planned)?;
 
     let passwd = read_rootfs_file("/etc/passwd")?;

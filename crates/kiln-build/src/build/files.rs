@@ -439,7 +439,7 @@ pub(crate) fn workdir(
 /// The file a heredoc source becomes. BuildKit writes it into an empty in-memory root, so the
 /// name is a path inside that root: `..` cannot climb out of it, and a name with directories
 /// fails there because the root has none. The name never reaches a host path.
-fn heredoc_file_name(keyword: &str, name: &str) -> Result<String, Error> {
+pub(crate) fn heredoc_file_name(keyword: &str, name: &str) -> Result<String, Error> {
     let cleaned = crate::context::clean_path(name);
     if cleaned.is_empty() || cleaned.contains('/') {
         return Err(Error::BadInput(format!(

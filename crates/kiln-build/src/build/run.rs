@@ -94,6 +94,49 @@ fn argv(state: &StageState, run: &RunInstruction) -> Vec<String> {
     }
 }
 
+/// `RUN <<EOF` whose body starts with `#!`: BuildKit runs such a heredoc as a program of its
+/// own, so that its interpreter (awk, python) reads it, not the shell.
+fn shebang_heredoc(run: &RunInstruction) -> Option<&kiln_dockerfile::Heredoc> {
+    match &run.command {
+        CommandLine::Shell(script) if run.heredocs.len() == 1 && is_bare_heredoc(script) => {
+            let heredoc = &run.heredocs[0];
+            heredoc.content.starts_with("#!").then_some(heredoc)
+        }
+        _ => None,
+    }
+}
+
+/// The heredoc as an executable file bound read-only at `/dev/pipes/<name>`, where BuildKit
+/// puts it; returns the mount and the path to run.
+fn heredoc_program(
+    builder: &super::stage::Builder<'_>,
+    ctx: &StepContext<'_, '_>,
+    heredoc: &kiln_dockerfile::Heredoc,
+    keep: &mut Keep,
+) -> Result<(kiln_sandbox::Mount, String), Error> {
+    let name = super::files::heredoc_file_name(&ctx.inst.keyword, &heredoc.name)?;
+    let dir = builder.store.staging_dir("heredoc")?;
+    let path = dir.path().join(&name);
+    let body = if heredoc.chomp {
+        heredoc.chomped()
+    } else {
+        heredoc.content.clone()
+    };
+    std::fs::write(&path, body).map_err(Error::io("write", &path))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(Error::io("chmod", &path))?;
+    keep.staged.push(dir);
+    let target = format!("/dev/pipes/{name}");
+    Ok((
+        kiln_sandbox::Mount::Bind {
+            source: path,
+            target: target.clone(),
+            readonly: true,
+        },
+        target,
+    ))
+}
+
 /// `<<EOF`, `<<-EOF`, `<<'EOF'`: a command that is only a heredoc.
 fn is_bare_heredoc(script: &str) -> bool {
     let script = script.trim();
@@ -114,6 +157,7 @@ pub(crate) fn run(
         lowers.push(dirs.empty());
     }
     let argv = argv(state, run);
+    let mut keep = Keep::default();
     let mut spec = RunSpec::new(
         Rootfs::Overlay {
             lowers,
@@ -122,6 +166,11 @@ pub(crate) fn run(
         },
         argv.clone(),
     );
+    if let Some(heredoc) = shebang_heredoc(run) {
+        let (mount, path) = heredoc_program(builder, ctx, heredoc, &mut keep)?;
+        spec.mounts.push(mount);
+        spec.args = vec![path];
+    }
     spec.env = state.vars.run_env();
     spec.cwd = state.workdir();
     spec.user = state.user();
@@ -158,7 +207,6 @@ pub(crate) fn run(
     {
         spec.hostname = hostname.clone();
     }
-    let mut keep = Keep::default();
     for mount in &run.mounts {
         if let Some(m) = mount_for(ctx, state, mount, &mut keep, &mut spec.env)? {
             spec.mounts.push(m);
@@ -198,7 +246,7 @@ pub(crate) fn run(
         return Err(Error::RunFailed {
             line: ctx.inst.span.start_line(),
             instruction: ctx.inst.original.clone(),
-            command: argv,
+            command: argv.clone(),
             code: outcome.status.code(),
             tail: tail.into_iter().collect(),
         });
@@ -210,12 +258,12 @@ pub(crate) fn run(
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .collect();
     let created_by = match (&run.command, declared.is_empty()) {
-        (_, true) => format!("RUN {} # buildkit", spec.args.join(" ")),
+        (_, true) => format!("RUN {} # buildkit", argv.join(" ")),
         (_, false) => format!(
             "RUN |{} {} {} # buildkit",
             declared.len(),
             declared.join(" "),
-            spec.args.join(" ")
+            argv.join(" ")
         ),
     };
     let started = std::time::Instant::now();
@@ -234,7 +282,8 @@ pub(crate) fn run(
 struct Keep {
     fds: Vec<OwnedFd>,
     overlays: Vec<(OverlayMount, StepDirs)>,
-    secrets: Vec<tempfile::TempDir>,
+    /// Secret copies and heredoc programs.
+    staged: Vec<tempfile::TempDir>,
     locks: Vec<std::fs::File>,
 }
 
@@ -258,7 +307,7 @@ fn secret_copy(
     let mode = mount.mode.unwrap_or(0o400);
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(Error::io("chmod", &path))?;
-    keep.secrets.push(dir);
+    keep.staged.push(dir);
     Ok(path)
 }
 

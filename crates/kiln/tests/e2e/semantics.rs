@@ -241,3 +241,27 @@ fn a_stage_named_through_a_global_arg_is_built() {
         "the unused stage is skipped:\n{text}"
     );
 }
+
+#[test]
+fn a_heredoc_with_a_shebang_runs_under_its_interpreter() {
+    // BuildKit's TestDockerfileHeredoc ("#!/bin/awk -f"): the heredoc is the program.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = context(
+        &env,
+        "shebang",
+        "FROM busybox\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"awk-ran-\" 6*7 }\nEOF\n\
+         RUN <<EOF\necho sh-ran-$((6*7))\nEOF\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "shebang", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    assert!(text.contains("awk-ran-42"), "{text}");
+    assert!(
+        text.contains("sh-ran-42"),
+        "a plain heredoc still runs in the shell:\n{text}"
+    );
+    // Nothing of the program's mount is left in the image.
+    let listing = env.ok(&["run", "--rm", "shebang", "ls", "-a", "/dev"]);
+    assert!(!listing.contains("pipes"), "{listing}");
+}
