@@ -174,8 +174,9 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The Debian bookworm minbase rootfs tarball, made once with mmdebstrap and cached in
-/// /var/cache/kiln-bases (what scripts/make-debian-base.sh uses too).
+/// The Debian bookworm minbase rootfs tarball, made once per test run by
+/// scripts/make-debian-base.sh and cached where it caches it: `$KILN_BASE_CACHE` (scripts/test.sh
+/// sets a fresh one per run), else /var/cache/kiln-bases.
 pub fn debian_tar() -> PathBuf {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
@@ -192,7 +193,9 @@ pub fn debian_tar() -> PathBuf {
             .arg("debian:bookworm")
             .env("KILN", env!("CARGO_BIN_EXE_kiln"))
             .env("KILN_ROOT", scratch.path()));
-        let tar = PathBuf::from("/var/cache/kiln-bases/debian-bookworm-minbase.tar");
+        let cache = std::env::var_os("KILN_BASE_CACHE")
+            .map_or_else(|| PathBuf::from("/var/cache/kiln-bases"), PathBuf::from);
+        let tar = cache.join("debian-bookworm-minbase.tar");
         assert!(
             tar.is_file(),
             "scripts/make-debian-base.sh did not leave {}",
