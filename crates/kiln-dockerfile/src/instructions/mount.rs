@@ -120,17 +120,19 @@ const KEYS: [&str; 19] = [
 pub(crate) fn check_unexpanded(spec: &str) -> Result<(), MountError> {
     let fields = csv_fields(spec).map_err(|e| err(format!("failed to parse csv mounts: {e}")))?;
     for field in fields {
-        if let Some((key, value)) = field.split_once('=') {
-            if key.eq_ignore_ascii_case("from") {
-                if let Some(i) = value.find('$') {
-                    if i != value.len() - 1 {
-                        return Err(MountError {
-                            message: "'from' doesn't support variable expansion, define alias stage instead".into(),
-                            hint: Some("add `FROM <image> AS <name>` using a global ARG, then mount with from=<name>".into()),
-                        });
-                    }
-                }
-            }
+        if let Some((key, value)) = field.split_once('=')
+            && key.eq_ignore_ascii_case("from")
+            && let Some(i) = value.find('$')
+            && i != value.len() - 1
+        {
+            return Err(MountError {
+                message: "'from' doesn't support variable expansion, define alias stage instead"
+                    .into(),
+                hint: Some(
+                    "add `FROM <image> AS <name>` using a global ARG, then mount with from=<name>"
+                        .into(),
+                ),
+            });
         }
     }
     Ok(())
