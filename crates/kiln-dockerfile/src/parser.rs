@@ -482,7 +482,10 @@ mod tests {
         let ok = format!("{}RUN x\n", "ONBUILD ".repeat(10));
         assert!(parse(&ok).is_ok());
         let deep = format!("{}RUN x\n", "ONBUILD \\\n".repeat(20_000));
-        assert!(parse(&deep).is_err());
+        assert_eq!(
+            parse(&deep).unwrap_err().message,
+            "ONBUILD nested more than 64 levels deep"
+        );
     }
 
     #[test]
@@ -497,6 +500,9 @@ mod tests {
         assert_eq!(p.nodes[2].heredocs[0].content, "\tx\n");
         assert_eq!(p.nodes[2].heredocs[0].chomped(), "x\n");
         assert_eq!(p.nodes[2].heredocs[1].content, "y\n");
-        assert!(parse("FROM a\nRUN <<EOF\necho\n").is_err());
+        assert_eq!(
+            parse("FROM a\nRUN <<EOF\necho\n").unwrap_err().message,
+            "unterminated heredoc EOF"
+        );
     }
 }

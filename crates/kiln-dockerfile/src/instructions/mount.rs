@@ -356,10 +356,23 @@ mod tests {
                 .unwrap()
                 .contains("cache")
         );
-        assert!(parse("type=bind,mode=0700").is_err());
-        assert!(parse("type=secret").is_err());
-        assert!(parse("type=bind,sharing=locked").is_err());
-        assert!(parse("target").is_err());
+        let message = |s| parse(s).unwrap_err().message;
+        assert_eq!(
+            message("type=bind,mode=0700"),
+            "mode not allowed for \"bind\" type mounts"
+        );
+        assert_eq!(
+            message("type=secret"),
+            "invalid secret mount. one of source, target required"
+        );
+        assert_eq!(
+            message("type=bind,sharing=locked"),
+            "invalid cache sharing set for bind mount"
+        );
+        assert_eq!(
+            message("target"),
+            "invalid field 'target' must be a key=value pair"
+        );
         assert!(
             parse("targte=/x")
                 .unwrap_err()
@@ -367,7 +380,10 @@ mod tests {
                 .unwrap()
                 .contains("target")
         );
-        assert!(check_unexpanded("from=$X").is_err());
+        assert_eq!(
+            check_unexpanded("from=$X").unwrap_err().message,
+            "'from' doesn't support variable expansion, define alias stage instead"
+        );
         assert!(check_unexpanded("from=x$").is_ok());
     }
 }
