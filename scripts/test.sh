@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, starts the services they use, installs
-# kiln on the PATH, runs every test.
-# Usage: scripts/test.sh [extra cargo test args]
+# kiln on the PATH, runs every bench script in its quick mode, then every test.
+# Usage: scripts/test.sh [extra cargo test args]   (with args, the bench runs are left out)
 #
 # Nothing that an earlier run left outside the clone is used: the Debian base tarball cache
 # (KILN_BASE_CACHE) and the default store (KILN_ROOT) are fresh directories of this run,
@@ -37,5 +37,16 @@ echo "this run's base cache and store: $run_dir"
 scripts/install-kiln.sh
 export KILN_TEST_REQUIRE_ALL=1
 cargo build --workspace --all-targets
-cargo test --workspace "$@"
 
+# Every benchmark on tiny inputs, so that a refactor cannot break one unnoticed: each must run
+# and print its table. No timing is judged.
+if [ $# -eq 0 ]; then
+  for bench in bench/*.sh; do
+    echo "== $bench --quick"
+    KILN=${PREFIX:-/usr/local}/bin/kiln "$bench" --quick
+  done
+else
+  echo "bench quick runs left out: test arguments were given"
+fi
+
+cargo test --workspace "$@"
