@@ -236,6 +236,27 @@ impl Env {
     }
 }
 
+/// How many steps (`#N [stage i/n] INSTRUCTION` lines) a plain-progress build log shows.
+pub fn step_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with('#') && l.contains("] "))
+        .count()
+}
+
+/// What the step whose instruction contains `instruction` logged after its step line, without
+/// the `#N ` prefix: output, `committed …`, `DONE 0.1s` or `CACHED`. Fails if no step matches.
+pub fn step_log<'a>(log: &'a str, instruction: &str) -> Vec<&'a str> {
+    let step = log
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("] ") && l.contains(instruction))
+        .unwrap_or_else(|| panic!("no step `{instruction}` in the build log:\n{log}"));
+    let prefix = format!("{} ", step.split(' ').next().unwrap_or(step));
+    log.lines()
+        .filter(|l| *l != step)
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
+}
+
 /// Imports the Debian base into docker as `name` (idempotent).
 pub fn docker_debian_base(name: &str) {
     let tar = debian_tar();
