@@ -1,35 +1,75 @@
 #!/usr/bin/env bash
 # kiln against its peers on the seed's Python base image, side by side in one run, on the same
 # Debian base: the chroot floor, kiln, docker build (legacy and BuildKit), buildah (chroot).
-# Cold builds, fully cached rebuilds, and the commit of a ~500 MB RUN layer. Prints ratios.
+# Cold builds, fully cached rebuilds, a CMD-only change, and the commit of a ~500 MB RUN layer.
+# Prints ratios.
 #
 #   bench/build.sh            (as root; needs docker.io, buildah, mmdebstrap, hyperfine)
+#   bench/build.sh --quick    (or BENCH_QUICK=1) the same rows on a busybox base, a tiny
+#                             Dockerfile and a 5 MB layer, two runs each: checks the script
+#                             works and prints its table, offline; times nothing
 #
 # Network: the cold builds download the same packages from the Debian archive, each in turn.
+#
+# Adding a row: measure into a variable in a section of its own, then add
+# `row "label" "$seconds" "$reference_seconds"` to the table at the end (the ratio is seconds /
+# reference; leave the reference out for a row that is itself the reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=${BENCH_QUICK:-0}
+[ "${1:-}" = --quick ] && quick=1
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-for tool in /usr/bin/docker buildah hyperfine mmdebstrap; do
+tools=(/usr/bin/docker buildah hyperfine python3 bc)
+[ "$quick" = 1 ] || tools+=(mmdebstrap)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (scripts/test.sh installs it)" >&2; exit 1; }
 done
 scripts/start-dockerd.sh
-cargo build --release -q -p kiln
-KILN=$PWD/target/release/kiln
+if [ -z "${KILN:-}" ]; then
+  cargo build --release -q -p kiln
+  KILN=$PWD/target/release/kiln
+fi
+docker() { /usr/bin/docker "$@"; }
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
-trap 'umount -R "$work/chroot" 2>/dev/null || true; rm -rf "$work"' EXIT
+tag=kiln-bench-$$
+buildah_base=
+cleanup() {
+  umount -R "$work/chroot/proc" "$work/chroot/dev" 2>/dev/null || true
+  docker rmi -f "$tag/legacy" "$tag/buildkit" "$tag/base" >/dev/null 2>&1 || true
+  buildah rmi -f "$tag/buildah" ${buildah_base:+"$buildah_base"} >/dev/null 2>&1 || true
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
 export KILN_ROOT=$work/store
-KILN=$KILN scripts/make-debian-base.sh debian:bookworm >/dev/null
-tarball=/var/cache/kiln-bases/debian-bookworm-minbase.tar
 ctx=$work/ctx
 mkdir -p "$ctx"
-cp examples/python-base/Dockerfile "$ctx/"
+
+# --- Inputs: the base (one rootfs tarball for every contender), the Dockerfile, the big layer.
+if [ "$quick" = 1 ]; then
+  base=$tag/base
+  base_tar=$work/base.tar
+  KILN=$KILN scripts/make-busybox-base.sh "$base" "$base_tar"
+  printf '%s\n' "FROM $base" \
+    'RUN mkdir -p /data && for i in 1 2 3 4 5; do head -c 200000 /dev/urandom > /data/f$i; done' \
+    'RUN mkdir -p /app' 'WORKDIR /app' 'CMD ["sh"]' >"$ctx/Dockerfile"
+  big_files=5 big_file_bytes=1000000 big_extra=""
+  runs=(--warmup 1 --runs 2)
+else
+  base=debian:bookworm
+  KILN=$KILN scripts/make-debian-base.sh "$base" >/dev/null
+  base_tar=${KILN_BASE_CACHE:-/var/cache/kiln-bases}/debian-bookworm-minbase.tar
+  cp examples/python-base/Dockerfile "$ctx/"
+  big_files=25 big_file_bytes=20000000 big_extra=" && cp -a /usr/lib /data/lib"
+  runs=(--warmup 2 --runs 10)
+fi
+base_changes=(--change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
 
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 
-# The seed's RUN, as one shell script: what every contender has to run.
+# The Dockerfile's first RUN, as one shell script: what every contender has to run.
 run_script=$(python3 -c '
-import re,sys
+import sys
 text=open(sys.argv[1]).read()
 # Join continuations and drop comment lines inside them, as the Dockerfile parser does.
 lines=[]; cur=""
@@ -39,14 +79,15 @@ for line in text.splitlines():
     if line.rstrip().endswith("\\"):
         cur+=line.rstrip()[:-1]+" "; continue
     lines.append(cur+line); cur=""
-print([l for l in lines if l.startswith("RUN apt-get")][0][4:])
+print([l for l in lines if l.startswith("RUN ")][0][4:])
 ' "$ctx/Dockerfile")
 
-echo "== cold builds (each downloads the same packages) =="
-# 1. The floor: the seed's RUN in a plain chroot on the same base.
+echo "== cold builds (with the Debian base, each downloads the same packages) =="
+# 1. The floor: the RUN in a plain chroot on the same base.
 mkdir -p "$work/chroot"
-tar -C "$work/chroot" -xf "$tarball"
+tar -C "$work/chroot" -xf "$base_tar"
 cp /etc/resolv.conf "$work/chroot/etc/resolv.conf"
+mkdir -p "$work/chroot/proc" "$work/chroot/dev"
 mount -t proc proc "$work/chroot/proc"
 mount --rbind /dev "$work/chroot/dev"
 t=$(now); chroot "$work/chroot" /bin/sh -c "$run_script && mkdir -p /app" >/dev/null 2>&1; floor=$(elapsed "$t")
@@ -56,47 +97,75 @@ umount -R "$work/chroot/proc" "$work/chroot/dev" 2>/dev/null || umount -lR "$wor
 t=$(now); "$KILN" --progress quiet build --no-cache -t bench/kiln "$ctx" >/dev/null; kiln_cold=$(elapsed "$t")
 # kiln with the RUN's syncs reaching the disk (by default the sandbox makes them no-ops)
 t=$(now); "$KILN" --progress quiet build --sync --no-cache -t bench/kiln-sync "$ctx" >/dev/null; kiln_sync_cold=$(elapsed "$t")
+# kiln on the host's network: what the private network (slirp4netns) costs
+t=$(now); "$KILN" --progress quiet build --network host --no-cache -t bench/kiln-hostnet "$ctx" >/dev/null; kiln_hostnet_cold=$(elapsed "$t")
 
 # 3. docker, legacy builder and BuildKit, on the same base
-/usr/bin/docker import --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" debian:bookworm >/dev/null
-t=$(now); DOCKER_BUILDKIT=0 /usr/bin/docker build -q --no-cache -t bench/legacy "$ctx" >/dev/null; legacy_cold=$(elapsed "$t")
-t=$(now); DOCKER_BUILDKIT=1 /usr/bin/docker build -q --no-cache -t bench/buildkit "$ctx" >/dev/null; buildkit_cold=$(elapsed "$t")
+docker import "${base_changes[@]}" "$base_tar" "$base" >/dev/null
+t=$(now); DOCKER_BUILDKIT=0 docker build -q --no-cache -t "$tag/legacy" "$ctx" >/dev/null; legacy_cold=$(elapsed "$t")
+t=$(now); DOCKER_BUILDKIT=1 docker build -q --no-cache -t "$tag/buildkit" "$ctx" >/dev/null; buildkit_cold=$(elapsed "$t")
 
 # 4. buildah with chroot isolation, base taken from the same tarball
-"$KILN" save debian:bookworm > "$work/debian.tar"
-buildah pull -q "docker-archive:$work/debian.tar" >/dev/null
-buildah tag "$(buildah images -q --filter reference=debian:bookworm | head -1)" docker.io/library/debian:bookworm 2>/dev/null || true
-t=$(now); buildah bud -q --isolation chroot --layers --no-cache -t bench/buildah "$ctx" >/dev/null; buildah_cold=$(elapsed "$t")
+"$KILN" save "$base" > "$work/base-image.tar"
+buildah_base=$(buildah pull -q "docker-archive:$work/base-image.tar")
+buildah tag "$buildah_base" "docker.io/${base/#debian:/library/debian:}" 2>/dev/null || true
+t=$(now); buildah bud -q --isolation chroot --layers --no-cache -t "$tag/buildah" "$ctx" >/dev/null; buildah_cold=$(elapsed "$t")
 
-echo "== fully cached rebuilds (hyperfine, 10 runs each) =="
-hyperfine -N --warmup 2 --runs 10 --export-json "$work/cached.json" \
+echo "== fully cached rebuilds (hyperfine, ${runs[*]}) =="
+hyperfine -N "${runs[@]}" --export-json "$work/cached.json" \
   -n kiln "$KILN --progress quiet build -t bench/kiln $ctx" \
-  -n docker-legacy "env DOCKER_BUILDKIT=0 /usr/bin/docker build -q -t bench/legacy $ctx" \
-  -n docker-buildkit "env DOCKER_BUILDKIT=1 /usr/bin/docker build -q -t bench/buildkit $ctx" \
-  -n buildah "buildah bud -q --isolation chroot --layers -t bench/buildah $ctx" >/dev/null
+  -n docker-legacy "env DOCKER_BUILDKIT=0 /usr/bin/docker build -q -t $tag/legacy $ctx" \
+  -n docker-buildkit "env DOCKER_BUILDKIT=1 /usr/bin/docker build -q -t $tag/buildkit $ctx" \
+  -n buildah "buildah bud -q --isolation chroot --layers -t $tag/buildah $ctx" >/dev/null
 mean() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print([r["mean"] for r in d["results"] if r["command"]==sys.argv[2]][0])' "$work/cached.json" "$1"; }
 kiln_cached=$(mean kiln); legacy_cached=$(mean docker-legacy); buildkit_cached=$(mean docker-buildkit); buildah_cached=$(mean buildah)
 
-echo "== commit of a ~500 MB RUN layer =="
+echo "== a CMD-only change (every RUN cached, a new config) =="
+sed 's/^CMD .*/CMD ["true"]/' "$ctx/Dockerfile" > "$work/Dockerfile.cmd"
+t=$(now); "$KILN" --progress quiet build -f "$work/Dockerfile.cmd" -t bench/kiln-cmd "$ctx" >/dev/null; kiln_cmd=$(elapsed "$t")
+
+echo "== commit of a big RUN layer =="
 big=$work/big
 mkdir -p "$big"
-printf 'FROM debian:bookworm\nRUN mkdir /data && for i in $(seq 1 25); do head -c 20000000 /dev/urandom > /data/f$i; done && cp -a /usr/lib /data/lib\n' > "$big/Dockerfile"
-commit_line=$("$KILN" build --no-cache -t bench/big "$big" 2>&1 | grep ' committed ' | tail -1)
+printf 'FROM %s\nRUN mkdir /data && for i in $(seq 1 %s); do head -c %s /dev/urandom > /data/f$i; done%s\n' \
+  "$base" "$big_files" "$big_file_bytes" "$big_extra" > "$big/Dockerfile"
+commit_line=$("$KILN" --progress plain build --no-cache -t bench/big "$big" 2>&1 | grep ' committed ' | tail -1)
+[ -n "$commit_line" ] || { echo "kiln build printed no 'committed' line" >&2; exit 1; }
 commit_s=$(echo "$commit_line" | sed -E 's/.* in ([0-9.]+)s$/\1/')
-layer_dir=$(ls -dt "$KILN_ROOT"/snapshots/* | head -1)
-sync; t=$(now); tar -C "$layer_dir" -cf - . | sha256sum >/dev/null; tar_s=$(elapsed "$t")
+commit_size=$(echo "$commit_line" | sed -E 's/.*committed ([^ ]+) in.*/\1/')
+# The same files, from the image's top layer (kiln save's docker-archive), for tar to pack.
+"$KILN" save -o "$work/big.tar" bench/big
+mkdir -p "$work/big-layer"
+python3 - "$work/big.tar" "$work/big-layer.tar" <<'PY'
+import json, shutil, sys, tarfile
+with tarfile.open(sys.argv[1]) as archive:
+    manifest = json.load(archive.extractfile("manifest.json"))
+    with archive.extractfile(manifest[0]["Layers"][-1]) as src, open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+tar -C "$work/big-layer" -xf "$work/big-layer.tar"
+sync; t=$(now); tar -C "$work/big-layer" -cf - . | sha256sum >/dev/null; tar_s=$(elapsed "$t")
 
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-printf '\n%-34s %10s %10s\n' "contender" "seconds" "ratio"
-printf '%-34s %10.2f %10s\n' "cold: chroot floor" "$floor" "1.00"
-printf '%-34s %10.2f %10s\n' "cold: kiln" "$kiln_cold" "$(ratio "$kiln_cold" "$floor")"
-printf '%-34s %10.2f %10s\n' "cold: kiln --sync" "$kiln_sync_cold" "$(ratio "$kiln_sync_cold" "$floor")"
-printf '%-34s %10.2f %10s\n' "cold: docker build (legacy)" "$legacy_cold" "$(ratio "$legacy_cold" "$floor")"
-printf '%-34s %10.2f %10s\n' "cold: docker build (BuildKit)" "$buildkit_cold" "$(ratio "$buildkit_cold" "$floor")"
-printf '%-34s %10.2f %10s\n' "cold: buildah bud (chroot)" "$buildah_cold" "$(ratio "$buildah_cold" "$floor")"
-printf '%-34s %10.3f %10s\n' "cached: docker build (legacy)" "$legacy_cached" "1.00"
-printf '%-34s %10.3f %10s\n' "cached: kiln" "$kiln_cached" "$(ratio "$kiln_cached" "$legacy_cached")"
-printf '%-34s %10.3f %10s\n' "cached: docker build (BuildKit)" "$buildkit_cached" "$(ratio "$buildkit_cached" "$legacy_cached")"
-printf '%-34s %10.3f %10s\n' "cached: buildah bud" "$buildah_cached" "$(ratio "$buildah_cached" "$legacy_cached")"
-printf '%-34s %10.2f %10s\n' "commit: tar -c | sha256sum" "$tar_s" "1.00"
-printf '%-34s %10.2f %10s\n' "commit: kiln ($(echo "$commit_line" | sed -E 's/.*committed ([^ ]+) in.*/\1/'))" "$commit_s" "$(ratio "$commit_s" "$tar_s")"
+# --- The table.
+rows=()
+row() { # label seconds [reference seconds]
+  local ratio=1.00
+  [ -z "${3:-}" ] || ratio=$(printf '%.2f' "$(echo "$2 / $3" | bc -l)")
+  rows+=("$(printf '%-40s %10.3f %8s' "$1" "$2" "$ratio")")
+}
+row "cold: chroot floor" "$floor"
+row "cold: kiln" "$kiln_cold" "$floor"
+row "cold: kiln --sync (RUN's syncs kept)" "$kiln_sync_cold" "$floor"
+row "cold: kiln --network host" "$kiln_hostnet_cold" "$floor"
+row "cold: docker build (legacy)" "$legacy_cold" "$floor"
+row "cold: docker build (BuildKit)" "$buildkit_cold" "$floor"
+row "cold: buildah bud (chroot)" "$buildah_cold" "$floor"
+row "cached: docker build (legacy)" "$legacy_cached"
+row "cached: kiln" "$kiln_cached" "$legacy_cached"
+row "cached: docker build (BuildKit)" "$buildkit_cached" "$legacy_cached"
+row "cached: buildah bud" "$buildah_cached" "$legacy_cached"
+row "CMD-only change: kiln" "$kiln_cmd" "$legacy_cached"
+row "commit: tar -c | sha256sum" "$tar_s"
+row "commit: kiln ($commit_size)" "$commit_s" "$tar_s"
+printf '\n%-40s %10s %8s\n' "contender" "seconds" "ratio"
+printf '%s\n' "${rows[@]}"

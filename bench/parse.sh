@@ -3,15 +3,20 @@
 # files; prints MB/s and whether the time grows linearly.
 #
 #   bench/parse.sh                 timed run (thread CPU time, sizes round-robin, best of 5)
-#   bench/parse.sh --quick         shorter timed run
+#   bench/parse.sh --quick         (or BENCH_QUICK=1) a short run on 500/1000/2000-instruction
+#                                  files: checks the bench runs and prints its table
 #   bench/parse.sh --instructions  also count executed CPU instructions per parse with
 #                                  valgrind (deterministic, immune to a busy machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=false
 args=()
+[ "${BENCH_QUICK:-0}" = 1 ] && args+=(--quick)
 for a in "$@"; do
   if [ "$a" = "--instructions" ]; then count=true; else args+=("$a"); fi
+done
+for a in "${args[@]}"; do
+  [ "$a" = --quick ] && export KILN_BENCH_SIZES=${KILN_BENCH_SIZES:-500,1000,2000}
 done
 cargo bench -p kiln-dockerfile --bench parse -- "${args[@]}"
 $count || exit 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build the seed's custom Python base image, `my-python-base`, with kiln.
-# On a fresh Debian 12 machine, as root. Re-running it reuses every cached step.
+# On a fresh Debian 12 machine, as root. Installs kiln as /usr/local/bin/kiln, so the README's
+# `kiln …` commands work in any new shell. Re-running it reuses every cached step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -11,8 +12,8 @@ if ! command -v mmdebstrap >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
 fi
-cargo build --release -p kiln
-export KILN="$PWD/target/release/kiln"
+scripts/install-kiln.sh
+export KILN=${PREFIX:-/usr/local}/bin/kiln
 if ! "$KILN" inspect debian:bookworm >/dev/null 2>&1; then
   scripts/make-debian-base.sh debian:bookworm
 fi

@@ -3,19 +3,56 @@
 # mmdebstrap builds a minbase rootfs from the Debian archive and `kiln import` stores it.
 # Usage: scripts/make-debian-base.sh [NAME] (default debian:bookworm). Needs root.
 # Set KILN=path/to/kiln to use a given binary; KILN_ROOT picks the store as usual.
+# The rootfs tarball is cached in KILN_BASE_CACHE (default /var/cache/kiln-bases). A cached
+# tarball is used only if it is the whole file this script wrote (its .sha256 matches) and
+# reads as a tar to the end; anything else there (a directory, an empty or cut-off file) is
+# replaced by a fresh one.
 set -euo pipefail
 name=${1:-debian:bookworm}
 kiln=${KILN:-kiln}
 cache=${KILN_BASE_CACHE:-/var/cache/kiln-bases}
-mkdir -p "$cache"
 tarball="$cache/debian-bookworm-minbase.tar"
-if [ ! -s "$tarball" ]; then
+sum="$tarball.sha256"
+
+# Whether $1 is a complete tarball: a regular file whose digest is the one recorded when it
+# was made, and that tar reads to the end. The digest catches a file cut at a member
+# boundary, which `tar -t` alone accepts.
+usable() {
+  [ -f "$1" ] && [ -s "$1" ] && [ -f "$sum" ] || return 1
+  [ "$(sha256sum <"$1" | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$sum")" ] || return 1
+  tar -tf "$1" >/dev/null 2>&1
+}
+
+mkdir -p "$cache"
+# One run at a time per cache: a second run waits, then finds the tarball the first one made.
+exec 9>"$cache/.lock"
+flock 9
+if ! usable "$tarball"; then
+  if [ -e "$tarball" ]; then
+    echo "make-debian-base: $tarball is not a complete tarball; making it again" >&2
+    rm -rf "$tarball" "$sum"
+  fi
   command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 1; }
+  # Temp files from runs that were killed outright (no trap ran) are left over; a run still
+  # going has a younger one.
+  find "$cache" -maxdepth 1 -name '.debian-bookworm-minbase.*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+  # Same directory as the tarball, so the final rename is atomic; removed on any failure.
+  tmp=$(mktemp "$cache/.debian-bookworm-minbase.XXXXXX")
+  trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  # --format=tar: mmdebstrap otherwise picks the format from the file name, and a name that
+  # is not *.tar makes it write a directory.
   # The same rootfs every time for a given archive state: no apt lists, fixed mtimes.
   SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000} mmdebstrap --variant=minbase --quiet \
+    --format=tar \
     --aptopt='Acquire::Retries "3"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-    bookworm "$tarball.tmp" http://deb.debian.org/debian
-  mv "$tarball.tmp" "$tarball"
+    bookworm "$tmp" http://deb.debian.org/debian
+  tar -tf "$tmp" >/dev/null || { echo "mmdebstrap did not write a readable tar to $tmp" >&2; exit 1; }
+  sha256sum <"$tmp" >"$tmp.sha256"
+  chmod 644 "$tmp"
+  mv -f "$tmp" "$tarball"
+  mv -f "$tmp.sha256" "$sum"
 fi
 "$kiln" import --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$name"

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need, starts the services they use, runs every test.
-# Usage: scripts/test.sh [extra cargo test args]
+# The one test command: installs what the tests need, starts the services they use, installs
+# kiln on the PATH, runs every bench script in its quick mode, then every test.
+# Usage: scripts/test.sh [extra cargo test args]   (with args, the bench runs are left out)
+#
+# Nothing that an earlier run left outside the clone is used: the Debian base tarball cache
+# (KILN_BASE_CACHE) and the default store (KILN_ROOT) are fresh directories of this run,
+# removed at its end; each test makes its own store. Only cargo's caches carry over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils openssl python3 bsdutils gcc libc6-dev)
+packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils
+  openssl python3 bsdutils passt slirp4netns uidmap hyperfine jq bc gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +28,25 @@ fi
 
 scripts/start-dockerd.sh
 
+run_dir=$(mktemp -d /var/tmp/kiln-test-run.XXXXXX)
+# --one-file-system: never follow a mount a killed test may have left inside.
+trap 'rm -rf --one-file-system "$run_dir"' EXIT
+export KILN_BASE_CACHE=$run_dir/bases KILN_ROOT=$run_dir/store
+echo "this run's base cache and store: $run_dir"
+
+scripts/install-kiln.sh
 export KILN_TEST_REQUIRE_ALL=1
 cargo build --workspace --all-targets
+
+# Every benchmark on tiny inputs, so that a refactor cannot break one unnoticed: each must run
+# and print its table. No timing is judged.
+if [ $# -eq 0 ]; then
+  for bench in bench/*.sh; do
+    echo "== $bench --quick"
+    KILN=${PREFIX:-/usr/local}/bin/kiln "$bench" --quick
+  done
+else
+  echo "bench quick runs left out: test arguments were given"
+fi
+
 cargo test --workspace "$@"

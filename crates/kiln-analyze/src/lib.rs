@@ -461,10 +461,19 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let mut a = Analyzer::new();
         let junk = vec![0x1f, 0x8b, 1, 2, 3, 4, 5, 6, 7, 8];
-        assert!(a.add_layer(LayerInfo::default(), &junk[..]).is_err());
+        let err = a.add_layer(LayerInfo::default(), &junk[..]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Layer { source, .. } if source.to_string() == "invalid gzip header"),
+            "{err:?}"
+        );
         let mut header = vec![b'x'; 512];
         header[148..156].copy_from_slice(b"garbage!");
-        assert!(a.add_layer(LayerInfo::default(), &header[..]).is_err());
+        let err = a.add_layer(LayerInfo::default(), &header[..]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Layer { source, .. }
+                if source.to_string().starts_with("numeric field was not a number: garbage!")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -665,7 +665,14 @@ mod tests {
         };
         assert_eq!(names(match_sources(src, "docs").unwrap()), ["docs"]);
         assert_eq!(names(match_sources(src, "doc*").unwrap()), ["docs"]);
-        assert!(match_sources(src, "secret").is_err());
-        assert!(match_sources(src, "docs/other.md").is_err());
+        for excluded in ["secret", "docs/other.md"] {
+            let err = match_sources(src, excluded).unwrap_err();
+            assert!(
+                matches!(&err, Error::BadInput(why) if why.starts_with(&format!(
+                    "source {excluded:?} was not found in the build context (or is excluded"
+                ))),
+                "{err:?}"
+            );
+        }
     }
 }

@@ -102,6 +102,7 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<HeredocStart>, ExpandEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shell::ExpandErrorKind;
 
     #[test]
     fn helpers_like_buildkit() {
@@ -121,8 +122,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("{valid}"));
             assert_eq!(h.name, "EOF", "{valid}");
         }
-        for invalid in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
-            assert!(parse_heredoc(invalid).is_err(), "{invalid}");
+        for (invalid, kind) in [
+            ("<<'EOF", ExpandErrorKind::UnterminatedSingleQuote),
+            ("<<\"EOF", ExpandErrorKind::UnterminatedDoubleQuote),
+            ("<<EOF'", ExpandErrorKind::UnterminatedSingleQuote),
+            ("<<EOF\"", ExpandErrorKind::UnterminatedDoubleQuote),
+        ] {
+            assert_eq!(parse_heredoc(invalid).unwrap_err().kind, kind, "{invalid}");
         }
         for not in [
             "", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh", "<<EOF<", "EOF<<",

@@ -278,15 +278,15 @@ impl Reader<'_> {
                             if (0xD800..0xE000).contains(&r) {
                                 // A high surrogate followed by `\u` low surrogate is one rune;
                                 // anything else decodes to U+FFFD.
-                                if r < 0xDC00 && self.b[self.pos..].starts_with(b"\\u") {
-                                    if let Some(lo) = self.hex4(self.pos + 2) {
-                                        if (0xDC00..0xE000).contains(&lo) {
-                                            self.pos += 6;
-                                            let c = 0x10000 + ((r - 0xD800) << 10) + (lo - 0xDC00);
-                                            out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
-                                            continue;
-                                        }
-                                    }
+                                if r < 0xDC00
+                                    && self.b[self.pos..].starts_with(b"\\u")
+                                    && let Some(lo) = self.hex4(self.pos + 2)
+                                    && (0xDC00..0xE000).contains(&lo)
+                                {
+                                    self.pos += 6;
+                                    let c = 0x10000 + ((r - 0xD800) << 10) + (lo - 0xDC00);
+                                    out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                                    continue;
                                 }
                                 out.push('\u{fffd}');
                             } else {

@@ -112,11 +112,11 @@ impl<'a> Reader<'a> {
             Err(e) => return Err(self.directive_error(e, line_no, token)),
         };
         let is_directive = directive.is_some();
-        if let Some(d) = directive {
-            if d.name == "escape" {
-                // Validated by the directive parser: `\` or a backtick.
-                self.escape = d.value.chars().next().unwrap_or('\\');
-            }
+        if let Some(d) = directive
+            && d.name == "escape"
+        {
+            // Validated by the directive parser: `\` or a backtick.
+            self.escape = d.value.chars().next().unwrap_or('\\');
         }
         if is_comment(token) {
             token = "";
@@ -354,10 +354,10 @@ fn set_sub_span(node: &mut Node) {
 /// BuildKit's `canContainHeredoc`: RUN/COPY/ADD in shell form, also behind ONBUILD.
 fn can_contain_heredoc(node: &Node) -> bool {
     let mut n = node;
-    if n.instruction() == Some("onbuild") {
-        if let Some(sub) = n.sub_instruction() {
-            n = sub;
-        }
+    if n.instruction() == Some("onbuild")
+        && let Some(sub) = n.sub_instruction()
+    {
+        n = sub;
     }
     n.instruction()
         .is_some_and(|i| KEYWORDS_WITH_HEREDOCS.contains(&i))
@@ -482,7 +482,10 @@ mod tests {
         let ok = format!("{}RUN x\n", "ONBUILD ".repeat(10));
         assert!(parse(&ok).is_ok());
         let deep = format!("{}RUN x\n", "ONBUILD \\\n".repeat(20_000));
-        assert!(parse(&deep).is_err());
+        assert_eq!(
+            parse(&deep).unwrap_err().message,
+            "ONBUILD nested more than 64 levels deep"
+        );
     }
 
     #[test]
@@ -497,6 +500,9 @@ mod tests {
         assert_eq!(p.nodes[2].heredocs[0].content, "\tx\n");
         assert_eq!(p.nodes[2].heredocs[0].chomped(), "x\n");
         assert_eq!(p.nodes[2].heredocs[1].content, "y\n");
-        assert!(parse("FROM a\nRUN <<EOF\necho\n").is_err());
+        assert_eq!(
+            parse("FROM a\nRUN <<EOF\necho\n").unwrap_err().message,
+            "unterminated heredoc EOF"
+        );
     }
 }

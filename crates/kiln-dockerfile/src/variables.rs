@@ -234,10 +234,10 @@ impl Variables {
         } else {
             self.global.lookup(key).map(str::to_string)
         };
-        if let Some(v) = &value {
-            if !NON_ENV_ARGS.contains(&key) {
-                self.env.set(key, v.clone());
-            }
+        if let Some(v) = &value
+            && !NON_ENV_ARGS.contains(&key)
+        {
+            self.env.set(key, v.clone());
         }
         match self.declared_index.get(key) {
             Some(&i) => self.declared[i].1 = value.clone(),

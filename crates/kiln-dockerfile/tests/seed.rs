@@ -1,14 +1,16 @@
 //! The seed tutorial's Dockerfile (`../shared/seeds/python-base-image-tutorial.md`, section
 //! "完整 Dockerfile"): tabs inside a continued RUN, a comment line in the continuation,
 //! trailing blanks, and MAINTAINER. It must read exactly as docker reads it.
+//!
+//! Read from `../shared/seeds` (or `KILN_SEEDS_DIR`); skipped with a notice outside CI when
+//! that is absent (see `shared/mod.rs`).
 
-use std::path::Path;
+mod shared;
 
 use kiln_dockerfile::{CommandLine, Instruction, parse, parse_stages};
 
-fn seed_dockerfile() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/seeds/python-base-image-tutorial.md");
+fn seed_dockerfile() -> Option<String> {
+    let path = shared::dir("KILN_SEEDS_DIR", "seeds")?.join("python-base-image-tutorial.md");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("seed file missing: {}: {e}", path.display()));
     let start = text
@@ -18,12 +20,15 @@ fn seed_dockerfile() -> String {
     let open = rest.find("```").expect("code block start");
     let body_start = open + rest[open..].find('\n').expect("code block line") + 1;
     let body_len = rest[body_start..].find("```").expect("code block end");
-    rest[body_start..body_start + body_len].to_string()
+    Some(rest[body_start..body_start + body_len].to_string())
 }
 
 #[test]
 fn seed_dockerfile_dumps_like_buildkit() {
-    let parsed = parse(&seed_dockerfile()).unwrap();
+    let Some(seed) = seed_dockerfile() else {
+        return;
+    };
+    let parsed = parse(&seed).unwrap();
     let expected = "(from \"ubuntu:trusty\")\n\
 (maintainer \"Captain Dao <support@daocloud.io>\")\n\
 (run \"apt-get update &&   \\tapt-get install -y python     \\t\\t\\t\\t   python-dev                        python-pip      && apt-get clean     && apt-get autoclean     && rm -rf /var/lib/apt/lists/* /tmp/* /var/tmp/*\")\n\
@@ -36,7 +41,10 @@ fn seed_dockerfile_dumps_like_buildkit() {
 
 #[test]
 fn seed_dockerfile_typed() {
-    let parsed = parse(&seed_dockerfile()).unwrap();
+    let Some(seed) = seed_dockerfile() else {
+        return;
+    };
+    let parsed = parse(&seed).unwrap();
     let (meta, stages) = parse_stages(&parsed).unwrap();
     assert!(meta.is_empty());
     assert_eq!(stages.len(), 1);

@@ -213,20 +213,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in [
-            "",
-            "UPPER",
-            "a:",
-            "a:-x",
-            "a//b",
-            "a/",
-            "-a",
-            "a@sha256:12",
-            "a b",
+        let name = "a repository name is lowercase";
+        let tag = "a tag is 1-128 of";
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("UPPER", name),
+            ("a:", tag),
+            ("a:-x", tag),
+            ("a//b", name),
+            ("a/", name),
+            ("-a", name),
+            ("a@sha256:12", "the digest is not sha256:<64 hex>"),
+            ("a b", name),
         ] {
+            let err = bad.parse::<Reference>().unwrap_err();
             assert!(
-                bad.parse::<Reference>().is_err(),
-                "{bad} should be rejected"
+                matches!(&err, Error::BadReference { reference, why: got }
+                    if reference == bad && got.starts_with(why)),
+                "{bad:?} should be rejected because {why}…, got {err:?}"
             );
         }
     }

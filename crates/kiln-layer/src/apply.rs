@@ -369,18 +369,18 @@ impl Applier<'_> {
                 let key = ext.key_bytes();
                 if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
                     meta.xattrs.push((x.to_vec(), ext.value_bytes().to_vec()));
-                } else if key == b"mtime" {
-                    if let Some(t) = parse_pax_int(ext.value_bytes()) {
-                        meta.mtime = t;
-                    }
-                } else if key == b"uid" {
-                    if let Some(v) = parse_pax_int(ext.value_bytes()) {
-                        uid = v.max(0) as u64;
-                    }
-                } else if key == b"gid" {
-                    if let Some(v) = parse_pax_int(ext.value_bytes()) {
-                        gid = v.max(0) as u64;
-                    }
+                } else if key == b"mtime"
+                    && let Some(t) = parse_pax_int(ext.value_bytes())
+                {
+                    meta.mtime = t;
+                } else if key == b"uid"
+                    && let Some(v) = parse_pax_int(ext.value_bytes())
+                {
+                    uid = v.max(0) as u64;
+                } else if key == b"gid"
+                    && let Some(v) = parse_pax_int(ext.value_bytes())
+                {
+                    gid = v.max(0) as u64;
                 }
             }
         }

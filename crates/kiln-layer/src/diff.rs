@@ -353,14 +353,14 @@ impl<W: Write> Walker<'_, W> {
             }
             FileType::CharacterDevice if upper && st.st_rdev == 0 => self.whiteout(name, base, e),
             _ => {
-                if st.st_nlink > 1 {
-                    if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
-                        let first = first.clone();
-                        e.kind = tar::EntryType::Link;
-                        e.mode = mode;
-                        e.link = &first;
-                        return self.emit(&e, false);
-                    }
+                if st.st_nlink > 1
+                    && let Some(first) = self.links.get(&(st.st_dev, st.st_ino))
+                {
+                    let first = first.clone();
+                    e.kind = tar::EntryType::Link;
+                    e.mode = mode;
+                    e.link = &first;
+                    return self.emit(&e, false);
                 }
                 let r = match ft {
                     FileType::RegularFile => {
@@ -489,17 +489,17 @@ impl<W: Write> Walker<'_, W> {
         marks: &mut OverlayMarks,
     ) -> Result<()> {
         for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            if self.source == Source::Upper {
-                if let Some(what @ (b"metacopy" | b"redirect")) = overlay_suffix(name) {
-                    return Err(Error::Unsupported {
-                        path: self.host(),
-                        reason: format!(
-                            "the overlayfs upper dir uses {}: its data lives in the lower dirs; \
-                             mount the overlay with metacopy=off,redirect_dir=off to commit it",
-                            String::from_utf8_lossy(what)
-                        ),
-                    });
-                }
+            if self.source == Source::Upper
+                && let Some(what @ (b"metacopy" | b"redirect")) = overlay_suffix(name)
+            {
+                return Err(Error::Unsupported {
+                    path: self.host(),
+                    reason: format!(
+                        "the overlayfs upper dir uses {}: its data lives in the lower dirs; \
+                         mount the overlay with metacopy=off,redirect_dir=off to commit it",
+                        String::from_utf8_lossy(what)
+                    ),
+                });
             }
             let wanted = match overlay_suffix(name) {
                 Some(b"opaque") | Some(b"whiteout") => true,

@@ -806,20 +806,26 @@ fn check_late_cleanup(
             let Some(Some(g)) = facts.get(j) else {
                 continue;
             };
-            if lists_writer.is_some() && f.clean_lists.is_none() && !f.mounts_apt_cache {
-                if let Some(at) = g.clean_lists {
-                    late_lists.get_or_insert((later, at));
-                }
+            if lists_writer.is_some()
+                && f.clean_lists.is_none()
+                && !f.mounts_apt_cache
+                && let Some(at) = g.clean_lists
+            {
+                late_lists.get_or_insert((later, at));
             }
-            if cache_writer.is_some() && f.clean_apt_cache.is_none() && !f.mounts_apt_cache {
-                if let Some(at) = g.clean_apt_cache {
-                    late_cache.get_or_insert((later, at));
-                }
+            if cache_writer.is_some()
+                && f.clean_apt_cache.is_none()
+                && !f.mounts_apt_cache
+                && let Some(at) = g.clean_apt_cache
+            {
+                late_cache.get_or_insert((later, at));
             }
-            if pip_writer.is_some() && f.clean_pip_cache.is_none() && !f.mounts_pip_cache {
-                if let Some(at) = g.clean_pip_cache {
-                    late_pip.get_or_insert((later, at));
-                }
+            if pip_writer.is_some()
+                && f.clean_pip_cache.is_none()
+                && !f.mounts_pip_cache
+                && let Some(at) = g.clean_pip_cache
+            {
+                late_pip.get_or_insert((later, at));
             }
         }
         let mut emit = |writer: Location,

@@ -146,8 +146,17 @@ fn options_before_the_subcommand_and_env_prefixes() {
 
 #[test]
 fn unparsable_dockerfiles_are_errors_not_panics() {
-    assert!(lint("").is_err());
-    assert!(lint("FROM a\nFROBNICATE x\n").is_err());
+    let err = lint("").unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::Parse(e) if e.message == "file with no instructions"),
+        "{err:?}"
+    );
+    let err = lint("FROM a\nFROBNICATE x\n").unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::Instruction(e)
+            if e.message == "unknown instruction: FROBNICATE" && e.position.line == 2),
+        "{err:?}"
+    );
 }
 
 #[track_caller]

@@ -206,7 +206,11 @@ mod tests {
             mirror_host("http://127.0.0.1:5001/").unwrap(),
             ("127.0.0.1:5001".into(), true)
         );
-        assert!(mirror_host("https://x/y").is_err());
+        let err = mirror_host("https://x/y").unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(why) if why.starts_with("mirror \"https://x/y\": expected")),
+            "{err:?}"
+        );
         let mut config = RegistryConfig::default();
         config.add_mirror("https://m.example").unwrap();
         config.add_mirror("quay.io=http://127.0.0.1:9").unwrap();
@@ -216,7 +220,11 @@ mod tests {
             parse_platform("linux/arm64/v8").unwrap().variant.as_deref(),
             Some("v8")
         );
-        assert!(parse_platform("linux").is_err());
+        let err = parse_platform("linux").unwrap_err();
+        assert!(
+            matches!(&err, Error::BadPlatform(p) if p == "linux"),
+            "{err:?}"
+        );
     }
 
     #[test]

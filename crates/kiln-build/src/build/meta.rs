@@ -407,8 +407,13 @@ mod tests {
             parse_ports("8000-8002").unwrap(),
             ["8000/tcp", "8001/tcp", "8002/tcp"]
         );
-        assert!(parse_ports("80/icmp").is_err());
-        assert!(parse_ports("x").is_err());
-        assert!(parse_ports("90-80").is_err());
+        for bad in ["80/icmp", "x", "90-80"] {
+            let err = parse_ports(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::BadInput(why)
+                    if why.starts_with(&format!("EXPOSE {bad:?}: expected PORT[-PORT]"))),
+                "{err:?}"
+            );
+        }
     }
 }

@@ -240,8 +240,9 @@ impl Spanned<Instruction> {
 
 #[cfg(test)]
 mod tests {
+    use super::InstructionExpandError;
     use crate::instructions::{CommandLine, parse_instruction};
-    use crate::shell::EnvList;
+    use crate::shell::{EnvList, ExpandErrorKind};
     use crate::{Instruction, parse};
 
     fn first(src: &str) -> Instruction {
@@ -285,7 +286,18 @@ mod tests {
         assert_eq!(c.dest, "/root/");
         assert_eq!(c.inline_sources[0].data, "home=/root\n");
         assert_eq!(c.inline_sources[1].data, "raw=$HOME\n");
-        assert!(first("COPY --from=$U a b").expand(&env, '\\').is_err());
-        assert!(first("WORKDIR ${HOME").expand(&env, '\\').is_err());
+        let err = |text| first(text).expand(&env, '\\').unwrap_err();
+        assert!(
+            matches!(err("COPY --from=$U a b"), InstructionExpandError::Invalid { ref message, .. }
+                if message.starts_with("variable expansion is not supported for --from")),
+            "{:?}",
+            err("COPY --from=$U a b")
+        );
+        assert!(
+            matches!(err("WORKDIR ${HOME"), InstructionExpandError::Word(ref e)
+                if e.kind == ExpandErrorKind::MissingBrace),
+            "{:?}",
+            err("WORKDIR ${HOME")
+        );
     }
 }

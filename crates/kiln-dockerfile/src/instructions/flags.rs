@@ -178,29 +178,29 @@ mod tests {
             .parse(&words(&["--form=a"]), "COPY")
             .unwrap_err();
         assert_eq!(e.hint.as_deref(), Some("did you mean --from?"));
-        assert!(
+        let from = |args: &[&str]| {
             Flags::new()
                 .string("from")
-                .parse(&words(&["--from"]), "COPY")
-                .is_err()
-        );
-        assert!(
-            Flags::new()
-                .string("from")
-                .parse(&words(&["--from=a", "--from=b"]), "COPY")
-                .is_err()
-        );
-        assert!(
+                .parse(&words(args), "COPY")
+                .unwrap_err()
+                .message
+        };
+        let link = |args: &[&str]| {
             Flags::new()
                 .bool("link")
-                .parse(&words(&["--link="]), "COPY")
-                .is_err()
+                .parse(&words(args), "COPY")
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(from(&["--from"]), "missing a value on flag: --from");
+        assert_eq!(
+            from(&["--from=a", "--from=b"]),
+            "duplicate flag specified: --from"
         );
-        assert!(
-            Flags::new()
-                .bool("link")
-                .parse(&words(&["--link=yes"]), "COPY")
-                .is_err()
+        assert_eq!(link(&["--link="]), "missing a value on flag: --link");
+        assert_eq!(
+            link(&["--link=yes"]),
+            "expecting boolean value for flag --link, not: yes"
         );
         assert_eq!(
             Flags::new()
@@ -210,7 +210,13 @@ mod tests {
                 .get_bool("link"),
             Some(false)
         );
-        assert!(Flags::new().parse(&words(&["-x"]), "COPY").is_err());
+        assert_eq!(
+            Flags::new()
+                .parse(&words(&["-x"]), "COPY")
+                .unwrap_err()
+                .message,
+            "arg should start with -- : -x"
+        );
         assert!(Flags::new().parse(&words(&["--", "--x"]), "COPY").is_ok());
     }
 }

@@ -583,7 +583,7 @@ impl Cx<'_> {
         if args.is_empty() {
             return Err(self.at_least_one(keyword, &format!("{keyword} key=value")));
         }
-        if args.len() % 3 != 0 {
+        if !args.len().is_multiple_of(3) {
             return Err(self
                 .err(format!("Bad input to {keyword}, too many arguments"))
                 .hint(format!("write `{keyword} key=value …`")));
@@ -800,20 +800,20 @@ impl Cx<'_> {
             }
         }
         let network = f.get("network");
-        if let Some(n) = &network {
-            if !matches!(n.as_str(), "default" | "none" | "host") {
-                return Err(self
-                    .err(format!("invalid network mode {n:?}"))
-                    .hint("use --network=default, --network=none or --network=host"));
-            }
+        if let Some(n) = &network
+            && !matches!(n.as_str(), "default" | "none" | "host")
+        {
+            return Err(self
+                .err(format!("invalid network mode {n:?}"))
+                .hint("use --network=default, --network=none or --network=host"));
         }
         let security = f.get("security");
-        if let Some(s) = &security {
-            if !matches!(s.as_str(), "sandbox" | "insecure") {
-                return Err(self
-                    .err(format!("security {s:?} is not valid"))
-                    .hint("use --security=sandbox or --security=insecure"));
-            }
+        if let Some(s) = &security
+            && !matches!(s.as_str(), "sandbox" | "insecure")
+        {
+            return Err(self
+                .err(format!("security {s:?} is not valid"))
+                .hint("use --security=sandbox or --security=insecure"));
         }
         Ok(Instruction::Run(RunInstruction {
             command: CommandLine::from_node(self.node, args),

@@ -121,17 +121,19 @@ pub const MOUNT_KEYS: [&str; 19] = [
 pub(crate) fn check_unexpanded(spec: &str) -> Result<(), MountError> {
     let fields = csv_fields(spec).map_err(|e| err(format!("failed to parse csv mounts: {e}")))?;
     for field in fields {
-        if let Some((key, value)) = field.split_once('=') {
-            if key.eq_ignore_ascii_case("from") {
-                if let Some(i) = value.find('$') {
-                    if i != value.len() - 1 {
-                        return Err(MountError {
-                            message: "'from' doesn't support variable expansion, define alias stage instead".into(),
-                            hint: Some("add `FROM <image> AS <name>` using a global ARG, then mount with from=<name>".into()),
-                        });
-                    }
-                }
-            }
+        if let Some((key, value)) = field.split_once('=')
+            && key.eq_ignore_ascii_case("from")
+            && let Some(i) = value.find('$')
+            && i != value.len() - 1
+        {
+            return Err(MountError {
+                message: "'from' doesn't support variable expansion, define alias stage instead"
+                    .into(),
+                hint: Some(
+                    "add `FROM <image> AS <name>` using a global ARG, then mount with from=<name>"
+                        .into(),
+                ),
+            });
         }
     }
     Ok(())
@@ -355,10 +357,23 @@ mod tests {
                 .unwrap()
                 .contains("cache")
         );
-        assert!(parse("type=bind,mode=0700").is_err());
-        assert!(parse("type=secret").is_err());
-        assert!(parse("type=bind,sharing=locked").is_err());
-        assert!(parse("target").is_err());
+        let message = |s| parse(s).unwrap_err().message;
+        assert_eq!(
+            message("type=bind,mode=0700"),
+            "mode not allowed for \"bind\" type mounts"
+        );
+        assert_eq!(
+            message("type=secret"),
+            "invalid secret mount. one of source, target required"
+        );
+        assert_eq!(
+            message("type=bind,sharing=locked"),
+            "invalid cache sharing set for bind mount"
+        );
+        assert_eq!(
+            message("target"),
+            "invalid field 'target' must be a key=value pair"
+        );
         assert!(
             parse("targte=/x")
                 .unwrap_err()
@@ -366,7 +381,10 @@ mod tests {
                 .unwrap()
                 .contains("target")
         );
-        assert!(check_unexpanded("from=$X").is_err());
+        assert_eq!(
+            check_unexpanded("from=$X").unwrap_err().message,
+            "'from' doesn't support variable expansion, define alias stage instead"
+        );
         assert!(check_unexpanded("from=x$").is_ok());
     }
 }

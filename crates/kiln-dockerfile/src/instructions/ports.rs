@@ -103,12 +103,19 @@ mod tests {
         assert_eq!(ports(&["8080:80"]).unwrap(), ["80/tcp"]);
         assert_eq!(ports(&["127.0.0.1:8080:80/udp"]).unwrap(), ["80/udp"]);
         assert_eq!(ports(&["[::1]:8080:80"]).unwrap(), ["80/tcp"]);
-        assert!(ports(&["80/xyz"]).is_err());
-        assert!(ports(&["70000"]).is_err());
-        assert!(ports(&["abc"]).is_err());
-        assert!(ports(&["90-80"]).is_err());
-        assert!(ports(&["/tcp"]).is_err());
-        assert!(ports(&["nope:1:80"]).is_err());
-        assert!(ports(&["1-3:5-6"]).is_err());
+        let err = |spec| ports(&[spec]).unwrap_err();
+        assert_eq!(
+            err("80/xyz"),
+            r#"invalid port: "80/xyz": invalid proto: xyz"#
+        );
+        assert_eq!(err("70000"), "invalid containerPort: 70000");
+        assert_eq!(err("abc"), "invalid containerPort: abc");
+        assert_eq!(err("90-80"), "invalid containerPort: 90-80");
+        assert_eq!(err("/tcp"), r#"invalid port: "/tcp": no port specified"#);
+        assert_eq!(err("nope:1:80"), "invalid IP address: nope");
+        assert_eq!(
+            err("1-3:5-6"),
+            "invalid ranges specified for container and host Ports: 5-6 and 1-3"
+        );
     }
 }

@@ -201,13 +201,18 @@ mod tests {
         assert_eq!(parse_go_duration(".5ms"), Ok(500_000));
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration("-2s"), Ok(-2_000_000_000));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration("5x").is_err());
-        assert!(parse_go_duration("99999999999h").is_err());
+        let err = |s| parse_go_duration(s).unwrap_err();
+        assert_eq!(err("5"), r#"time: missing unit in duration "5""#);
+        assert_eq!(err(""), r#"time: invalid duration """#);
+        assert_eq!(err("5x"), r#"time: unknown unit "x" in duration "5x""#);
+        assert_eq!(
+            err("99999999999h"),
+            r#"time: invalid duration "99999999999h""#
+        );
         assert_eq!(parse_interval("interval", "0s"), Ok(Some(Duration::ZERO)));
-        assert!(parse_interval("interval", "10us").is_err());
-        assert!(parse_interval("interval", "-1s").is_err());
+        let too_short = r#"Interval "interval" cannot be less than 1ms"#;
+        assert_eq!(parse_interval("interval", "10us").unwrap_err(), too_short);
+        assert_eq!(parse_interval("interval", "-1s").unwrap_err(), too_short);
         assert_eq!(parse_interval("interval", ""), Ok(None));
     }
 
@@ -217,8 +222,8 @@ mod tests {
         assert_eq!(parse_ram_bytes("64m"), Ok(64 << 20));
         assert_eq!(parse_ram_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_ram_bytes("1.5k"), Ok(1536));
-        assert!(parse_ram_bytes("abc").is_err());
-        assert!(parse_ram_bytes("1x").is_err());
+        assert_eq!(parse_ram_bytes("abc").unwrap_err(), "invalid size: 'abc'");
+        assert_eq!(parse_ram_bytes("1x").unwrap_err(), "invalid size: '1x'");
     }
 
     #[test]
@@ -226,7 +231,13 @@ mod tests {
         assert_eq!(csv_fields("a,b=c,\"d,e\"").unwrap(), ["a", "b=c", "d,e"]);
         assert!(csv_fields("").unwrap().is_empty());
         assert_eq!(csv_fields("\"a\"\"b\"").unwrap(), ["a\"b"]);
-        assert!(csv_fields("a\"b").is_err());
-        assert!(csv_fields("\"ab").is_err());
+        assert_eq!(
+            csv_fields("a\"b").unwrap_err(),
+            "bare \" in non-quoted-field"
+        );
+        assert_eq!(
+            csv_fields("\"ab").unwrap_err(),
+            "extraneous or missing \" in quoted-field"
+        );
     }
 }

@@ -770,10 +770,20 @@ mod tests {
         assert_eq!(lex.expand_word(no_empty, &set).unwrap(), "plain");
         let e = lex.expand_word(no_empty, &empty).unwrap_err();
         assert!(e.to_string().contains("message herex"), "{e}");
-        assert!(lex.expand_word(no_empty, &unset).is_err());
+        let required = ExpandErrorKind::Required {
+            name: "VAR".into(),
+            message: "message herex".into(),
+        };
+        assert_eq!(
+            lex.expand_word(no_empty, &unset).unwrap_err().kind,
+            required
+        );
         assert_eq!(lex.expand_word(no_unset, &set).unwrap(), "plain");
         assert_eq!(lex.expand_word(no_unset, &empty).unwrap(), "");
-        assert!(lex.expand_word(no_unset, &unset).is_err());
+        assert_eq!(
+            lex.expand_word(no_unset, &unset).unwrap_err().kind,
+            required
+        );
     }
 
     #[test]
@@ -786,7 +796,10 @@ mod tests {
         assert_eq!(x("${V%%.*}"), "a/b/c");
         assert_eq!(x("${V/\\//-}"), "a-b/c.tar.gz");
         assert_eq!(x("${V//\\//-}"), "a-b-c.tar.gz");
-        assert!(expand_word("${V:#x}", &e, '\\').is_err());
+        assert_eq!(
+            expand_word("${V:#x}", &e, '\\').unwrap_err().kind,
+            ExpandErrorKind::UnsupportedModifier(":#".into())
+        );
     }
 
     #[test]
@@ -807,7 +820,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let word = "${a:-".repeat(10_000);
-        assert!(expand_word(&word, &env(), '\\').is_err());
+        assert_eq!(
+            expand_word(&word, &env(), '\\').unwrap_err().kind,
+            ExpandErrorKind::TooDeep
+        );
     }
 
     #[test]

@@ -321,8 +321,15 @@ mod tests {
 
     #[test]
     fn invalid_escapes() {
-        for p in ["\\", "\\x", "\\\\\\"] {
-            assert!(Pattern::compile(p, true).is_err(), "{p}");
+        for (p, why) in [
+            ("\\", "invalid escape at end of pattern"),
+            ("\\x", "invalid escape '\\x'"),
+            ("\\\\\\", "invalid escape at end of pattern"),
+        ] {
+            let Err(PatternError(got)) = Pattern::compile(p, true) else {
+                panic!("{p} compiled")
+            };
+            assert_eq!(got, why, "{p}");
         }
     }
 

@@ -270,9 +270,12 @@ mod tests {
         assert_eq!(parse_size("20MB"), Ok(20_000_000));
         assert_eq!(parse_size("1MiB"), Ok(1_048_576));
         assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
+        assert_eq!(
+            parse_size("lots"),
+            Err("\"lots\" is not a size (20MB, 512KiB, 1000)".into())
+        );
         assert_eq!(parse_ratio("0.9"), Ok(0.9));
         assert_eq!(parse_ratio("10%"), Ok(0.1));
-        assert!(parse_ratio("-1").is_err());
+        assert_eq!(parse_ratio("-1"), Err("\"-1\" is out of range".into()));
     }
 }

@@ -321,7 +321,13 @@ mod tests {
             panic!()
         };
         assert_eq!(w.word, "--");
-        assert!(Cli::try_parse_from(["kiln-debug", "expand", "--escape", "x", "w"]).is_err());
+        let err = Cli::try_parse_from(["kiln-debug", "expand", "--escape", "x", "w"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+        assert!(
+            err.to_string()
+                .contains("the escape character must be \\ or ` (got \"x\")"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -337,9 +343,12 @@ mod tests {
         };
         assert_eq!(file, PathBuf::from("Dockerfile"));
         assert!(check && !warnings && !allow_unknown);
-        assert!(
-            Cli::try_parse_from(["kiln-debug", "parse", "--check", "--allow-unknown", "f"])
-                .is_err()
+        let err = Cli::try_parse_from(["kiln-debug", "parse", "--check", "--allow-unknown", "f"])
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
         );
     }
 }

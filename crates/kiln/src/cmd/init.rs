@@ -293,12 +293,19 @@ mod tests {
     #[test]
     fn bad_inputs_are_refused() {
         let mut a = args(Variant::Slim);
+        let refused = |a: &PythonArgs| python_dockerfile(a).unwrap_err().to_string();
         a.base = "alpine:3.20".into();
-        assert!(python_dockerfile(&a).is_err());
+        assert_eq!(
+            refused(&a),
+            "--base alpine:3.20: only Debian and Ubuntu bases are supported (the template uses apt)"
+        );
         a.base = "debian:latest".into();
-        assert!(python_dockerfile(&a).is_err());
+        assert_eq!(
+            refused(&a),
+            "--base debian:latest: pin a release (debian:bookworm, ubuntu:24.04); latest moves"
+        );
         let mut a = args(Variant::Slim);
         a.packages = vec!["x; rm -rf /".into()];
-        assert!(python_dockerfile(&a).is_err());
+        assert_eq!(refused(&a), "--packages: \"x;\" is not a package name");
     }
 }

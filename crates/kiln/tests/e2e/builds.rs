@@ -91,10 +91,25 @@ fn no_cache_reruns_and_a_changed_copy_source_reruns_from_there() {
     env.busybox_base("busybox");
     let ctx = context(&env, "app", APP, &[("app.txt", "v1\n")]);
     env.build(&["-t", "app", &ctx]);
-    let (_, log) = env.build(&["--no-cache", "-t", "app", &ctx]);
+    let (id_no_cache, log) = env.build(&["--no-cache", "-t", "app", &ctx]);
+    assert_eq!(step_lines(&log), 6, "FROM and five steps:\n{log}");
     assert!(
         !log.contains("CACHED"),
         "--no-cache runs every step:\n{log}"
+    );
+    // The cache does work (else the check above proves nothing): a plain rebuild now finds
+    // every step but FROM, and gives the very image the --no-cache build made.
+    let (id_cached, log) = env.build(&["-t", "app", &ctx]);
+    let cached = log.lines().filter(|l| l.ends_with(" CACHED")).count();
+    assert_eq!(
+        (step_lines(&log), cached),
+        (6, 5),
+        "a plain rebuild reports every step but FROM as CACHED:\n{log}"
+    );
+    assert_eq!(
+        id_cached.trim(),
+        id_no_cache.trim(),
+        "a fully cached rebuild gives the same image id"
     );
     std::fs::write(env.path("app/app.txt"), "v2\n").unwrap();
     let (_, log) = env.build(&["-t", "app", &ctx]);

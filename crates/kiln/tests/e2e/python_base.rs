@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use crate::util::*;
 
@@ -151,21 +150,24 @@ fn the_seed_image_builds_runs_matches_docker_and_reuses_layers() {
         "every step but FROM reports CACHED:\n{log}"
     );
 
-    // Change only CMD: apt-get does not run, and the build takes under a second.
+    // Change only CMD: apt-get does not run, its step is CACHED. (How long such a rebuild
+    // takes is bench/build.sh's business.)
     let dockerfile = std::fs::read_to_string(context.join("Dockerfile")).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
         dockerfile.replace(r#"CMD ["bash"]"#, r#"CMD ["python3"]"#),
     )
     .unwrap();
-    let started = Instant::now();
     let (id_cmd, log) = env.build(&["-t", "my-python-base", ctx]);
-    let took = started.elapsed();
     assert!(
         !log.contains("Setting up") && !log.contains("Get:"),
         "apt-get must not run:\n{log}"
     );
-    assert!(took.as_secs_f64() < 1.0, "a CMD-only change took {took:?}");
+    assert_eq!(
+        step_log(&log, "RUN apt-get"),
+        ["CACHED"],
+        "the apt-get step is taken from the cache:\n{log}"
+    );
     assert_ne!(id_cmd, id_again);
 
     // Change the RUN: it reruns.
@@ -179,12 +181,11 @@ fn the_seed_image_builds_runs_matches_docker_and_reuses_layers() {
         log.contains("RUN mkdir -p /app /srv") && !log.contains("Setting up"),
         "{log}"
     );
-    let rerun = log
-        .lines()
-        .skip_while(|l| !l.contains("RUN mkdir -p /app /srv"))
-        .nth(1)
-        .unwrap_or_default();
-    assert!(!rerun.ends_with("CACHED"), "the changed RUN reruns:\n{log}");
+    let rerun = step_log(&log, "RUN mkdir -p /app /srv");
+    assert!(
+        rerun.iter().any(|l| l.starts_with("DONE ")) && !rerun.contains(&"CACHED"),
+        "the changed RUN reruns:\n{log}"
+    );
 }
 
 fn docker_size(image: &str) -> f64 {

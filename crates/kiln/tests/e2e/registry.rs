@@ -390,13 +390,8 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
         "the origin was asked"
     );
 
-    // 3. A mirror that is down (a closed port) costs little before the fallback: measured
-    //    against the same build with no mirror, on a fresh store too.
-    let runner = other_env();
-    let ctx = write_dockerfile(&runner, &format!("FROM {base}\n"));
-    let started = Instant::now();
-    kiln_ok(&runner, &["build", "-t", "app", ctx.to_str().unwrap()]);
-    let baseline = started.elapsed();
+    // 3. A mirror that is down (a closed port) is skipped and the origin serves. (What the
+    //    dead mirror costs in time is measured by bench/push-pull.sh.)
     let runner = other_env();
     let ctx = write_dockerfile(&runner, &format!("FROM {base}\n"));
     let closed = free_port();
@@ -408,7 +403,7 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
             format!("https://127.0.0.1:{closed}"),
         ],
     );
-    let started = Instant::now();
+    let origin_before = origin.gets(manifest).len();
     let (_, err) = kiln_ok(
         &runner,
         &[
@@ -420,7 +415,6 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
             ctx.to_str().unwrap(),
         ],
     );
-    let elapsed = started.elapsed();
     assert!(
         err.contains(&format!("served by {}", origin.host())),
         "{err}"
@@ -429,10 +423,11 @@ fn mirrors_are_tried_in_order_and_fall_back_to_the_origin() {
         err.contains(&format!("mirror 127.0.0.1:{closed} skipped")),
         "{err}"
     );
-    assert!(
-        elapsed < baseline + Duration::from_secs(2),
-        "a dead mirror cost {:?} (build {elapsed:?}, without mirrors {baseline:?}; bound: 2 s)",
-        elapsed.saturating_sub(baseline)
+    assert_eq!(
+        origin.gets(manifest).len(),
+        origin_before + 1,
+        "after the dead mirror, the origin served the manifest:\n{}",
+        origin.log()
     );
 }
 

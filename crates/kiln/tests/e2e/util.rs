@@ -179,8 +179,9 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The Debian bookworm minbase rootfs tarball, made once with mmdebstrap and cached in
-/// /var/cache/kiln-bases (what scripts/make-debian-base.sh uses too).
+/// The Debian bookworm minbase rootfs tarball, made once per test run by
+/// scripts/make-debian-base.sh and cached where it caches it: `$KILN_BASE_CACHE` (scripts/test.sh
+/// sets a fresh one per run), else /var/cache/kiln-bases.
 pub fn debian_tar() -> PathBuf {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
@@ -197,7 +198,9 @@ pub fn debian_tar() -> PathBuf {
             .arg("debian:bookworm")
             .env("KILN", env!("CARGO_BIN_EXE_kiln"))
             .env("KILN_ROOT", scratch.path()));
-        let tar = PathBuf::from("/var/cache/kiln-bases/debian-bookworm-minbase.tar");
+        let cache = std::env::var_os("KILN_BASE_CACHE")
+            .map_or_else(|| PathBuf::from("/var/cache/kiln-bases"), PathBuf::from);
+        let tar = cache.join("debian-bookworm-minbase.tar");
         assert!(
             tar.is_file(),
             "scripts/make-debian-base.sh did not leave {}",
@@ -236,6 +239,27 @@ impl Env {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// How many steps (`#N [stage i/n] INSTRUCTION` lines) a plain-progress build log shows.
+pub fn step_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with('#') && l.contains("] "))
+        .count()
+}
+
+/// What the step whose instruction contains `instruction` logged after its step line, without
+/// the `#N ` prefix: output, `committed …`, `DONE 0.1s` or `CACHED`. Fails if no step matches.
+pub fn step_log<'a>(log: &'a str, instruction: &str) -> Vec<&'a str> {
+    let step = log
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("] ") && l.contains(instruction))
+        .unwrap_or_else(|| panic!("no step `{instruction}` in the build log:\n{log}"));
+    let prefix = format!("{} ", step.split(' ').next().unwrap_or(step));
+    log.lines()
+        .filter(|l| *l != step)
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
 }
 
 /// Imports the Debian base into docker as `name` (idempotent).
