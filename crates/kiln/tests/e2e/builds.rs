@@ -5,16 +5,6 @@ use std::process::{Command, Stdio};
 
 use crate::util::*;
 
-fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-    let dir = env.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        std::fs::write(dir.join(path), content).unwrap();
-    }
-    dir.to_string_lossy().into_owned()
-}
-
 const APP: &str = "FROM busybox\nCOPY app.txt /app/\nRUN echo built > /app/built && mkdir -p /var/run/x\nWORKDIR /app\nENV MODE=prod\nCMD [\"cat\", \"/app/built\"]\n";
 
 #[test]
@@ -31,7 +21,7 @@ fn source_date_epoch_makes_builds_byte_reproducible() {
             .output()
             .unwrap();
         assert_success(&out, "import");
-        let ctx = context(&env, "app", APP, &[("app.txt", "hello\n")]);
+        let ctx = env.context("app", APP, &[("app.txt", "hello\n")]);
         let out = env
             .kiln()
             .args(["build", "--no-cache", "-t", "repro", &ctx])
@@ -53,18 +43,8 @@ fn source_date_epoch_makes_builds_byte_reproducible() {
 fn two_builds_on_one_store_at_once_both_succeed() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let a = context(
-        &env,
-        "a",
-        &APP.replace("built", "built-a"),
-        &[("app.txt", "a\n")],
-    );
-    let b = context(
-        &env,
-        "b",
-        &APP.replace("built", "built-b"),
-        &[("app.txt", "b\n")],
-    );
+    let a = env.context("a", &APP.replace("built", "built-a"), &[("app.txt", "a\n")]);
+    let b = env.context("b", &APP.replace("built", "built-b"), &[("app.txt", "b\n")]);
     let first = env
         .kiln()
         .args(["build", "-t", "a", &a])
@@ -89,7 +69,7 @@ fn two_builds_on_one_store_at_once_both_succeed() {
 fn no_cache_reruns_and_a_changed_copy_source_reruns_from_there() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(&env, "app", APP, &[("app.txt", "v1\n")]);
+    let ctx = env.context("app", APP, &[("app.txt", "v1\n")]);
     env.build(&["-t", "app", &ctx]);
     let (id_no_cache, log) = env.build(&["--no-cache", "-t", "app", &ctx]);
     assert_eq!(step_lines(&log), 6, "FROM and five steps:\n{log}");
@@ -129,7 +109,7 @@ fn no_cache_reruns_and_a_changed_copy_source_reruns_from_there() {
 fn kiln_run_honours_env_workdir_user_network_and_exit_codes() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(&env, "app", APP, &[("app.txt", "x\n")]);
+    let ctx = env.context("app", APP, &[("app.txt", "x\n")]);
     env.build(&["-t", "app", &ctx]);
     assert_eq!(
         env.ok(&["run", "--rm", "app"]).trim(),
@@ -194,12 +174,7 @@ fn kiln_run_it_gives_a_terminal_in_the_workdir() {
     let env = Env::new();
     require("script");
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
-        "app",
-        "FROM busybox\nWORKDIR /app\nCMD [\"sh\"]\n",
-        &[],
-    );
+    let ctx = env.context("app", "FROM busybox\nWORKDIR /app\nCMD [\"sh\"]\n", &[]);
     env.build(&["-t", "shell", &ctx]);
     // `script` gives kiln a real terminal; the shell inside must see one too.
     let kiln = format!(

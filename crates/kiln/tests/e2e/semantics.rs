@@ -31,17 +31,6 @@ fn a_dockerfile_without_from_is_an_error_not_a_panic() {
     );
 }
 
-/// A context dir holding `Dockerfile` and `files`.
-fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-    let dir = env.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        std::fs::write(dir.join(path), content).unwrap();
-    }
-    dir.to_string_lossy().into_owned()
-}
-
 #[test]
 fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
     let env = Env::new();
@@ -68,7 +57,7 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
     ];
     for (i, (line, named)) in cases.iter().enumerate() {
         let dockerfile = format!("FROM busybox\nRUN echo first-step-ran\n{line}\n");
-        let ctx = context(&env, &format!("c{i}"), &dockerfile, &[("a", "x")]);
+        let ctx = env.context(&format!("c{i}"), &dockerfile, &[("a", "x")]);
         let out = env
             .kiln()
             .args(["build", "--no-lint", "-t", "x", &ctx])
@@ -90,9 +79,7 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
         );
     }
     // BuildKit refuses a checksum on a local source.
-    let ctx = context(
-        &env,
-        "checksum",
+    let ctx = env.context("checksum",
         "FROM busybox\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a /a\n",
         &[("a", "x")],
     );
@@ -107,8 +94,7 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
 fn directives_name_the_frontend_and_refuse_what_kiln_cannot_do() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
+    let ctx = env.context(
         "v1",
         "# syntax=docker/dockerfile:1.7\nFROM busybox\nRUN echo ok\n",
         &[],
@@ -126,8 +112,7 @@ fn directives_name_the_frontend_and_refuse_what_kiln_cannot_do() {
         ("# syntax=docker/dockerfile:1-labs", "1-labs"),
         ("# check=error=true", "error=true"),
     ] {
-        let ctx = context(
-            &env,
+        let ctx = env.context(
             "d",
             &format!("{directive}\nFROM busybox\nRUN echo ok\n"),
             &[],
@@ -143,9 +128,7 @@ fn secret_mounts_take_env_owner_and_mode_and_the_hostname_arg_is_used() {
     env.busybox_base("busybox");
     let secret = env.path("token.txt");
     std::fs::write(&secret, "s3cr3t").unwrap();
-    let ctx = context(
-        &env,
-        "s",
+    let ctx = env.context("s",
         "FROM busybox\n\
          RUN --mount=type=secret,id=t,env=TOKEN sh -c 'echo \"token=$TOKEN\"; ls /run/secrets/t 2>/dev/null || echo no-file'\n\
          RUN --mount=type=secret,id=t stat -c 'default=%u:%g:%a' /run/secrets/t\n\
@@ -185,8 +168,7 @@ fn the_primary_group_is_among_the_supplementary_groups() {
     // runc since CVE-2023-25173: `id` as root lists gid 0 besides the groups that name root.
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
+    let ctx = env.context(
         "groups",
         "FROM busybox\nRUN echo 'wheel:x:10:root' >> /etc/group\nRUN id\nUSER app\nRUN id\n",
         &[],
@@ -225,8 +207,7 @@ fn a_stage_named_through_a_global_arg_is_built() {
     // BuildKit resolves `FROM stage-$TARGETOS` to the stage `stage-linux`.
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
+    let ctx = env.context(
         "argstage",
         "FROM busybox AS stage-linux\nRUN echo from-linux > /os\n\
          FROM busybox AS stage-windows\nRUN echo from-windows > /os\n\
@@ -247,8 +228,7 @@ fn a_heredoc_with_a_shebang_runs_under_its_interpreter() {
     // BuildKit's TestDockerfileHeredoc ("#!/bin/awk -f"): the heredoc is the program.
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
+    let ctx = env.context(
         "shebang",
         "FROM busybox\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"awk-ran-\" 6*7 }\nEOF\n\
          RUN <<EOF\necho sh-ran-$((6*7))\nEOF\n",

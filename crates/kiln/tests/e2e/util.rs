@@ -230,6 +230,31 @@ impl Env {
         self.ok(&args);
     }
 
+    /// A build context `name` in the test's dir: `Dockerfile` and `files` (parents made).
+    pub fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        for (path, content) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        dir.to_string_lossy().into_owned()
+    }
+
+    /// Runs `kiln build` whatever its outcome: the output, and stdout and stderr together
+    /// (a step's output and the errors both).
+    pub fn build_output(&self, args: &[&str]) -> (Output, String) {
+        let out = self.kiln().arg("build").args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    }
+
     /// Runs `kiln build` and returns (stdout, stderr), asserting success.
     pub fn build(&self, args: &[&str]) -> (String, String) {
         let out = self.kiln().arg("build").args(args).output().unwrap();

@@ -4,33 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::util::*;
-
-/// A context dir holding `Dockerfile` and `files`.
-fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-    let dir = env.path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-    dir.to_string_lossy().into_owned()
-}
-
-/// `kiln build` with stdout and stderr together, for checking a step's output.
-fn build_output(env: &Env, args: &[&str]) -> (Output, String) {
-    let out = env.kiln().arg("build").args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
-}
 
 #[test]
 fn heredoc_names_never_become_host_paths() {
@@ -47,7 +23,7 @@ fn heredoc_names_never_become_host_paths() {
         format!("FROM busybox\nCOPY <<'{climb}' /x\npwned\n{climb}\n"),
     ];
     for (i, dockerfile) in cases.iter().enumerate() {
-        let ctx = context(&env, &format!("c{i}"), dockerfile, &[]);
+        let ctx = env.context(&format!("c{i}"), dockerfile, &[]);
         let out = env
             .kiln()
             .args(["build", "--no-lint", "-t", "h", &ctx])
@@ -84,9 +60,7 @@ fn heredoc_names_never_become_host_paths() {
 
     // A name that climbs but names one file is that file of the heredoc's own root, as in
     // BuildKit; the plain form keeps working.
-    let ctx = context(
-        &env,
-        "legit",
+    let ctx = env.context("legit",
         "FROM busybox\nCOPY <<../../greeting.txt <<EOF /app/\nhello\n../../greeting.txt\nplain\nEOF\n",
         &[],
     );
@@ -155,8 +129,8 @@ fn device_nodes_made_in_a_step_never_open() {
          echo hi > /dev/null && head -c 4 /dev/urandom | wc -c | sed 's/^ */urandom-/'\n\
          EOF\n"
     );
-    let ctx = context(&env, "dev", &dockerfile, &[]);
-    let (out, text) = build_output(&env, &["--no-lint", "--no-cache", "-t", "dev", &ctx]);
+    let ctx = env.context("dev", &dockerfile, &[]);
+    let (out, text) = env.build_output(&["--no-lint", "--no-cache", "-t", "dev", &ctx]);
     assert_success(&out, "the device probe build");
     assert!(
         !text.contains(marker),
@@ -208,9 +182,7 @@ fn euid_probe(dir: &Path) -> std::path::PathBuf {
 fn bind_mounts_never_write_the_context_and_never_grant_setuid() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(
-        &env,
-        "ctx",
+    let ctx = env.context("ctx",
         "FROM busybox\n\
          RUN --mount=type=bind,rw,target=/ctx sh -c '\
            echo changed > /ctx/data/keep.txt && cat /ctx/data/keep.txt && \
@@ -226,7 +198,7 @@ fn bind_mounts_never_write_the_context_and_never_grant_setuid() {
     std::fs::create_dir_all(&bin).unwrap();
     let probe = euid_probe(&bin);
     std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let (out, text) = build_output(&env, &["--no-lint", "-t", "binds", &ctx]);
+    let (out, text) = env.build_output(&["--no-lint", "-t", "binds", &ctx]);
     assert_success(&out, "the bind-mount build");
     // Writes are seen inside the step...
     assert!(
@@ -310,8 +282,8 @@ fn steps_get_a_private_network_with_outbound_access() {
          echo\n\
          EOF\n"
     );
-    let ctx = context(&env, "net", &dockerfile, &[]);
-    let (out, text) = build_output(&env, &["--no-lint", "--no-cache", "-t", "net", &ctx]);
+    let ctx = env.context("net", &dockerfile, &[]);
+    let (out, text) = env.build_output(&["--no-lint", "--no-cache", "-t", "net", &ctx]);
     assert_success(&out, "the default-network build");
     assert!(
         !text.contains(secret),
@@ -334,18 +306,15 @@ fn steps_get_a_private_network_with_outbound_access() {
     );
 
     // --network none: only lo, and no way out.
-    let (out, text) = build_output(
-        &env,
-        &[
-            "--no-lint",
-            "--no-cache",
-            "--network",
-            "none",
-            "-t",
-            "n",
-            &ctx,
-        ],
-    );
+    let (out, text) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--network",
+        "none",
+        "-t",
+        "n",
+        &ctx,
+    ]);
     assert_success(&out, "the --network none build");
     assert!(
         text.contains("iface-lo") && !text.contains("iface-tap0"),
@@ -357,18 +326,15 @@ fn steps_get_a_private_network_with_outbound_access() {
     );
 
     // The host's network is an explicit opt-in, as BuildKit's network.host entitlement.
-    let host_ctx = context(
-        &env,
+    let host_ctx = env.context(
         "hostnet",
         &format!("FROM busybox\nRUN --network=host wget -q -O- http://127.0.0.1:{port}/\n"),
         &[],
     );
     let stderr = env.fails(&["build", "--no-lint", "-t", "h", &host_ctx]);
     assert!(stderr.contains("--allow network.host"), "{stderr}");
-    let (out, text) = build_output(
-        &env,
-        &["--no-lint", "--allow", "network.host", "-t", "h", &host_ctx],
-    );
+    let (out, text) =
+        env.build_output(&["--no-lint", "--allow", "network.host", "-t", "h", &host_ctx]);
     assert_success(&out, "RUN --network=host with the entitlement");
     assert!(text.contains(secret), "{text}");
     let stderr = env.fails(&["build", "--network", "bogus", &host_ctx]);
@@ -392,7 +358,7 @@ fn mounts_seen_by(pid: u32, dir: &Path) -> Vec<String> {
 fn kill_9_during_copy_leaves_nothing_mounted_on_the_host() {
     let env = Env::new();
     env.busybox_base("busybox");
-    let ctx = context(&env, "big", "FROM busybox\nCOPY big /big\n", &[]);
+    let ctx = env.context("big", "FROM busybox\nCOPY big /big\n", &[]);
     run(Command::new("head")
         .args(["-c", "200M", "/dev/urandom"])
         .stdout(std::fs::File::create(Path::new(&ctx).join("big")).unwrap()));
@@ -444,21 +410,18 @@ fn memory_and_pids_limits_hold_for_build_steps() {
         for i in $(seq 40); do sleep 1 & done 2>&1 | grep -c fork | sed 's/^/fork-failures-/'\n\
         kill $(jobs -p) 2>/dev/null; true\n\
         EOF\n";
-    let ctx = context(&env, "limits", dockerfile, &[]);
-    let (out, text) = build_output(
-        &env,
-        &[
-            "--no-lint",
-            "--no-cache",
-            "--memory",
-            "32m",
-            "--pids-limit",
-            "20",
-            "-t",
-            "l",
-            &ctx,
-        ],
-    );
+    let ctx = env.context("limits", dockerfile, &[]);
+    let (out, text) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "20",
+        "-t",
+        "l",
+        &ctx,
+    ]);
     assert_success(&out, "the limited build");
     assert!(
         text.contains("cgroup-memory:/kiln/"),
@@ -473,7 +436,7 @@ fn memory_and_pids_limits_hold_for_build_steps() {
         "forks beyond the limit fail:\n{text}"
     );
     // Without limits the same step runs to the end.
-    let (out, text) = build_output(&env, &["--no-lint", "--no-cache", "-t", "l", &ctx]);
+    let (out, text) = env.build_output(&["--no-lint", "--no-cache", "-t", "l", &ctx]);
     assert_success(&out, "the unlimited build");
     assert!(
         text.contains("hog-exit-0") && text.contains("fork-failures-0"),
