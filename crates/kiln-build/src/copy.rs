@@ -405,8 +405,16 @@ impl<W: Write> TarWriter<'_, W> {
             self.tar
                 .append_data(&mut header, target, &mut content)
                 .map_err(err)
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&file_type) {
+            // BuildKit sends a socket of the context as an empty file.
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(0);
+            self.key.update(record("socket", "").as_bytes());
+            self.tar
+                .append_data(&mut header, target, io::empty())
+                .map_err(err)
         } else {
-            // Sockets, fifos and devices in a build context are not content; docker skips them too.
+            // Fifos and devices in a build context are not content; BuildKit skips them too.
             Ok(())
         }
     }

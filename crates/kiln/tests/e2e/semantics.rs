@@ -245,3 +245,21 @@ fn a_heredoc_with_a_shebang_runs_under_its_interpreter() {
     let listing = env.ok(&["run", "--rm", "shebang", "ls", "-a", "/dev"]);
     assert!(!listing.contains("pipes"), "{listing}");
 }
+
+#[test]
+fn a_socket_in_the_context_becomes_an_empty_file() {
+    // BuildKit's context transfer sends a socket as an empty regular file.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "socket",
+        "FROM busybox\nCOPY . /ctx/\nRUN test -f /ctx/app.sock && test ! -s /ctx/app.sock && echo empty-file-$((6*7))\n",
+        &[],
+    );
+    let _listener =
+        std::os::unix::net::UnixListener::bind(std::path::Path::new(&ctx).join("app.sock"))
+            .unwrap();
+    let (out, text) = env.build_output(&["--no-lint", "-t", "sock", &ctx]);
+    assert_success(&out, "the build with a socket in its context");
+    assert!(text.contains("empty-file-42"), "{text}");
+}
