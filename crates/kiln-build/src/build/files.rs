@@ -212,12 +212,24 @@ impl Origin {
     }
 }
 
+/// Every source pattern's matches. As BuildKit allows it, a wildcard that matches nothing is
+/// no error when another source matched; a plain path that is missing always is.
 fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
     let mut matched = Vec::new();
+    let mut empty_wildcard = None;
     for pattern in patterns {
-        matched.extend(copy::match_sources(src, pattern)?);
+        match copy::match_sources(src, pattern) {
+            Ok(found) => matched.extend(found),
+            Err(e) if pattern.contains(['*', '?', '[']) => {
+                empty_wildcard.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(matched)
+    match empty_wildcard {
+        Some(e) if matched.is_empty() => Err(e),
+        _ => Ok(matched),
+    }
 }
 
 /// The destination as an absolute path; a relative one is under the working directory.

@@ -263,3 +263,31 @@ fn a_socket_in_the_context_becomes_an_empty_file() {
     assert_success(&out, "the build with a socket in its context");
     assert!(text.contains("empty-file-42"), "{text}");
 }
+
+#[test]
+fn a_wildcard_that_matches_nothing_beside_a_source_that_does_is_no_error() {
+    // BuildKit copies with AllowEmptyWildcard: `COPY foo nomatch* /dest/` copies foo.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "wild",
+        "FROM busybox\nCOPY foo nomatch* /dest/\nRUN cat /dest/foo\n",
+        &[("foo", "foo-content\n")],
+    );
+    let (out, text) = env.build_output(&["--no-lint", "-t", "wild", &ctx]);
+    assert_success(&out, "COPY with an empty wildcard");
+    assert!(text.contains("foo-content"), "{text}");
+    // Nothing at all to copy is still an error, and a missing plain path always is.
+    for line in ["COPY nomatch* /dest/", "COPY foo missing /dest/"] {
+        let ctx = env.context(
+            "wild-bad",
+            &format!("FROM busybox\n{line}\n"),
+            &[("foo", "x")],
+        );
+        let stderr = env.fails(&["build", "--no-lint", "-t", "wild", &ctx]);
+        assert!(
+            stderr.contains("nomatch*") || stderr.contains("missing"),
+            "{line}: {stderr}"
+        );
+    }
+}
