@@ -112,6 +112,31 @@ fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
     }
 }
 
+/// BuildKit takes `SOURCE_DATE_EPOCH` from `--build-arg` as well as from the environment, and
+/// refuses a value that is not a number of seconds. The build arg wins; it is put in the
+/// environment, where the library reads the epoch for every timestamp.
+fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
+    let from_arg = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone());
+    let value = from_arg
+        .clone()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    if let Some(value) = value
+        && value.trim().parse::<i64>().is_err()
+    {
+        anyhow::bail!("SOURCE_DATE_EPOCH={value:?}: not a number of seconds since 1970");
+    }
+    if let Some(value) = from_arg {
+        // SAFETY: `kiln build` sets it before starting any thread (the interrupt handler and
+        // the sandbox's come later), so no other thread reads the environment meanwhile.
+        unsafe { std::env::set_var("SOURCE_DATE_EPOCH", value) };
+    }
+    Ok(())
+}
+
 /// Builds the image.
 pub fn build(
     store: &Store,
@@ -129,6 +154,7 @@ pub fn build(
         .iter()
         .map(|a| key_value("--build-arg", a))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    source_date_epoch(&build_args)?;
     let labels = args
         .labels
         .iter()

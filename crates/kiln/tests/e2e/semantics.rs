@@ -291,3 +291,27 @@ fn a_wildcard_that_matches_nothing_beside_a_source_that_does_is_no_error() {
         );
     }
 }
+
+#[test]
+fn source_date_epoch_comes_from_a_build_arg_too() {
+    // BuildKit (>= 0.11): --build-arg SOURCE_DATE_EPOCH sets the image's timestamps.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("epoch", "FROM busybox\nRUN echo hi > /hi\n", &[]);
+    env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+        "-t",
+        "epoch",
+        &ctx,
+    ]);
+    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "epoch"])).unwrap();
+    let text = inspect.to_string();
+    assert!(
+        text.contains("2023-11-14T22:13:20Z"),
+        "the epoch's time is the image's:\n{text}"
+    );
+    let stderr = env.fails(&["build", "--build-arg", "SOURCE_DATE_EPOCH=yesterday", &ctx]);
+    assert!(stderr.contains("SOURCE_DATE_EPOCH"), "{stderr}");
+}
