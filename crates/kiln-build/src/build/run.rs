@@ -172,6 +172,7 @@ pub(crate) fn run(
         spec.args = vec![path];
     }
     spec.env = state.vars.run_env();
+    add_proxy_args(&mut spec.env, &builder.request.build_args);
     spec.cwd = state.workdir();
     spec.user = state.user();
     spec.interrupt = builder.request.interrupt.clone();
@@ -275,6 +276,30 @@ pub(crate) fn run(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(())
+}
+
+/// BuildKit's predefined proxy args: a `--build-arg` of these reaches every RUN without an
+/// `ARG`, and stays out of the history and the cache key (the caller adds them after both).
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn add_proxy_args(env: &mut Vec<String>, build_args: &[(String, String)]) {
+    for (key, value) in build_args {
+        let set = |e: &String| e.split_once('=').is_some_and(|(k, _)| k == key);
+        if PROXY_ARGS.contains(&key.as_str()) && !env.iter().any(set) {
+            env.push(format!("{key}={value}"));
+        }
+    }
 }
 
 /// Mounts, fds, secret copies and cache locks that must outlive the run.

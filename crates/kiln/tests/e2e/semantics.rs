@@ -315,3 +315,31 @@ fn source_date_epoch_comes_from_a_build_arg_too() {
     let stderr = env.fails(&["build", "--build-arg", "SOURCE_DATE_EPOCH=yesterday", &ctx]);
     assert!(stderr.contains("SOURCE_DATE_EPOCH"), "{stderr}");
 }
+
+#[test]
+fn proxy_build_args_reach_run_without_arg_and_stay_out_of_the_history() {
+    // BuildKit's predefined proxy args (reference.md, "Predefined ARGs").
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "proxy",
+        "FROM busybox\nRUN echo \"proxy=$HTTP_PROXY\"\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy.example:3128",
+        "-t",
+        "proxy",
+        &ctx,
+    ]);
+    let text = format!("{stdout}{stderr}");
+    assert!(text.contains("proxy=http://proxy.example:3128"), "{text}");
+    let history = env.ok(&["history", "--no-trunc", "proxy"]);
+    assert!(history.contains("echo"), "{history}");
+    assert!(
+        !history.contains("proxy.example"),
+        "the proxy stays out of the history:\n{history}"
+    );
+}
