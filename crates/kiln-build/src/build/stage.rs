@@ -81,12 +81,13 @@ impl<'a> Builder<'a> {
         target: usize,
     ) -> Result<Builder<'a>, Error> {
         let mut platforms = PlatformArgs::same(kiln_dockerfile::Platform::host());
-        if target + 1 != stages.len() {
-            platforms.target_stage = stages[target]
-                .name
-                .clone()
-                .unwrap_or_else(|| target.to_string());
-        }
+        // BuildKit: the target's name, the last stage's when no --target is given; "default"
+        // only for an unnamed last stage.
+        platforms.target_stage = match &stages[target].name {
+            Some(name) => name.clone(),
+            None if target + 1 == stages.len() => "default".into(),
+            None => target.to_string(),
+        };
         let mut global = Variables::new(&platforms, request.build_args.iter().cloned());
         global
             .declare_meta_args(meta_args, parsed.escape)

@@ -343,3 +343,19 @@ fn proxy_build_args_reach_run_without_arg_and_stay_out_of_the_history() {
         "the proxy stays out of the history:\n{history}"
     );
 }
+
+#[test]
+fn targetstage_is_the_last_stages_name() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "ts",
+        "FROM busybox AS first\nFROM busybox AS release\nARG TARGETSTAGE\nRUN echo \"stage=$TARGETSTAGE\"\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "ts", &ctx]);
+    assert!(
+        format!("{stdout}{stderr}").contains("stage=release"),
+        "{stderr}"
+    );
+}
