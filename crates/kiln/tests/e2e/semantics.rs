@@ -359,3 +359,22 @@ fn targetstage_is_the_last_stages_name() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_rw_mount_from_a_stage_writes_to_a_throwaway_layer() {
+    // BuildKit: `--mount=from=STAGE,rw` may be written; the writes vanish with the step.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "rwfrom",
+        "FROM busybox AS src\nRUN echo original > /f\n\
+         FROM busybox\n\
+         RUN --mount=from=src,target=/m,rw sh -c 'echo changed > /m/f && echo \"in-step=$(cat /m/f)\"'\n\
+         RUN --mount=from=src,target=/m echo \"after=$(cat /m/f)\"\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "rwfrom", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    assert!(text.contains("in-step=changed"), "{text}");
+    assert!(text.contains("after=original"), "{text}");
+}
