@@ -8,9 +8,14 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: RUN steps use namespaces and overlay mounts" >&2
   exit 1
 fi
-if ! command -v mmdebstrap >/dev/null; then
+# mmdebstrap makes the Debian base; slirp4netns is the RUN steps' private network.
+missing=()
+for tool in mmdebstrap slirp4netns; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 scripts/install-kiln.sh
 export KILN=${PREFIX:-/usr/local}/bin/kiln
