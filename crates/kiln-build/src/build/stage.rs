@@ -270,6 +270,10 @@ impl<'a> Builder<'a> {
             .vars
             .expand_and_apply(inst, self.parsed.escape)
             .map_err(|e| self.dockerfile_error(e))?;
+        // The Dockerfile's own instructions were checked before the build; a base image's
+        // ONBUILD triggers are met only here.
+        crate::support::check_instruction(&expanded.value)
+            .map_err(|e| Error::Dockerfile(format!("{}: {e}", expanded.original)))?;
         let ctx = StepContext {
             builder: self,
             inst: &expanded,

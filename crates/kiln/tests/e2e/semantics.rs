@@ -378,3 +378,18 @@ fn a_rw_mount_from_a_stage_writes_to_a_throwaway_layer() {
     assert!(text.contains("in-step=changed"), "{text}");
     assert!(text.contains("after=original"), "{text}");
 }
+
+#[test]
+fn an_onbuild_trigger_with_a_flag_kiln_lacks_is_refused_by_name() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let base = env.context(
+        "onbuild-base",
+        "FROM busybox\nONBUILD COPY --parents a/b /\n",
+        &[],
+    );
+    env.build(&["--no-lint", "-t", "with-trigger", &base]);
+    let child = env.context("onbuild-child", "FROM with-trigger\n", &[("a/b", "x")]);
+    let stderr = env.fails(&["build", "--no-lint", "-t", "child", &child]);
+    assert!(stderr.contains("--parents"), "{stderr}");
+}
