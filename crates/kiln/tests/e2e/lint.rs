@@ -181,21 +181,7 @@ fn ignores_thresholds_stdin_and_parse_errors() {
     assert_eq!(code, Some(0));
 
     // stdin
-    let mut child = env
-        .kiln()
-        .args(["lint", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM ubuntu\nCMD [\"bash\"]\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = env.with_stdin(&["lint", "-"], "FROM ubuntu\nCMD [\"bash\"]\n");
     assert!(String::from_utf8_lossy(&out.stdout).contains("-:1:1: warning[KL011]"));
 
     std::fs::write(&file, "FROM debian:bookworm\nFROBNICATE x\n").unwrap();

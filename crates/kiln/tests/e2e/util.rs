@@ -255,6 +255,26 @@ impl Env {
         (out, text)
     }
 
+    /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`).
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .kiln()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs `kiln build` and returns (stdout, stderr), asserting success.
     pub fn build(&self, args: &[&str]) -> (String, String) {
         let out = self.kiln().arg("build").args(args).output().unwrap();

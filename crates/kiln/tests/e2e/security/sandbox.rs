@@ -41,21 +41,8 @@ fn heredoc_names_never_become_host_paths() {
         );
     }
     // The Dockerfile on stdin takes the same path.
-    let mut child = env
-        .kiln()
-        .args(["build", "--no-lint", "-t", "h", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases[0].as_bytes())
-        .unwrap();
-    assert_clean_failure(&child.wait_with_output().unwrap(), "build from stdin");
+    let out = env.with_stdin(&["build", "--no-lint", "-t", "h", "-"], &cases[0]);
+    assert_clean_failure(&out, "build from stdin");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original\n");
 
     // A name that climbs but names one file is that file of the heredoc's own root, as in
