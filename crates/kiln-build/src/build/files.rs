@@ -487,7 +487,8 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Err
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .unwrap_or("index.html")
+        // BuildKit's name for a URL that names no file.
+        .unwrap_or("__unnamed__")
         .to_owned();
     let path = dir.join(&name);
     let response = ureq::get(url)

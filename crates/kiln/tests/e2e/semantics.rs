@@ -377,3 +377,23 @@ fn an_onbuild_trigger_with_a_flag_kiln_lacks_is_refused_by_name() {
     let stderr = env.fails(&["build", "--no-lint", "-t", "child", &child]);
     assert!(stderr.contains("--parents"), "{stderr}");
 }
+
+#[test]
+fn a_url_without_a_file_name_is_saved_as_unnamed() {
+    // BuildKit (source/http): a URL path that ends in `/` gives the file `__unnamed__`.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let port = loopback_server("served-body");
+    let ctx = env.context(
+        "unnamed",
+        &format!(
+            "FROM busybox\nADD http://127.0.0.1:{port}/ /d/\nRUN cat /d/__unnamed__ && echo\n"
+        ),
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "unnamed", &ctx]);
+    assert!(
+        format!("{stdout}{stderr}").contains("served-body"),
+        "{stderr}"
+    );
+}

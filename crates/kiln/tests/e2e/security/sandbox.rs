@@ -1,8 +1,6 @@
 //! The sandbox's edges: heredoc names, devices, bind mounts and the network. Each test starts
 //! from an attacker's reproduction, and checks the legitimate use beside it too.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -217,24 +215,6 @@ fn bind_mounts_never_write_the_context_and_never_grant_setuid() {
         !text.contains("euid=0"),
         "a setuid file in a bind gave uid 0:\n{text}"
     );
-}
-
-/// A one-shot HTTP server on the host's loopback that answers with `body`.
-fn loopback_server(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf);
-            let _ = write!(
-                stream,
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]
