@@ -66,9 +66,17 @@ impl IgnoreRules {
         Ok(IgnoreRules { patterns })
     }
 
-    /// Reads `<context>/.dockerignore` if there is one.
-    pub fn load(context: &Path) -> Result<IgnoreRules, Error> {
-        let path = context.join(".dockerignore");
+    /// Reads the ignore file of a build: `<Dockerfile>.dockerignore` beside the Dockerfile if
+    /// there is one, else `<context>/.dockerignore`, else no rules.
+    pub fn load(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreRules, Error> {
+        let own = dockerfile.and_then(|f| {
+            let name = f.file_name()?.to_string_lossy().into_owned();
+            Some(f.with_file_name(format!("{name}.dockerignore")))
+        });
+        let path = match own {
+            Some(own) if own.is_file() => own,
+            _ => context.join(".dockerignore"),
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => IgnoreRules::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IgnoreRules::default()),
@@ -140,8 +148,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens a context directory and reads its `.dockerignore`.
-    pub fn open(root: &Path) -> Result<Context, Error> {
+    /// Opens a context directory and reads its ignore file: the Dockerfile's own
+    /// (`Dockerfile.dockerignore`) if there is one, else the context's `.dockerignore`.
+    pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<Context, Error> {
         let meta = std::fs::metadata(root).map_err(Error::io("open build context", root))?;
         if !meta.is_dir() {
             return Err(Error::BadInput(format!(
@@ -151,7 +160,7 @@ impl Context {
         }
         Ok(Context {
             root: Some(root.to_path_buf()),
-            ignore: IgnoreRules::load(root)?,
+            ignore: IgnoreRules::load(root, dockerfile)?,
         })
     }
 

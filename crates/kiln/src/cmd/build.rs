@@ -173,7 +173,6 @@ pub fn build(
         (Context::none(), text, "-".to_owned())
     } else {
         let root = PathBuf::from(&args.context);
-        let context = Context::open(&root)?;
         // docker's default, and its fallback to a lower-case `dockerfile`.
         let file = args.file.clone().unwrap_or_else(|| {
             let upper = root.join("Dockerfile");
@@ -184,6 +183,7 @@ pub fn build(
                 upper
             }
         });
+        let context = Context::open(&root, Some(&file))?;
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("read the Dockerfile {}", file.display()))?;
         let name = file

@@ -397,3 +397,46 @@ fn a_url_without_a_file_name_is_saved_as_unnamed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_dockerfiles_own_ignore_file_wins_over_the_contexts() {
+    // BuildKit: `<name>.Dockerfile.dockerignore` beside the Dockerfile replaces .dockerignore.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "own-ignore",
+        "FROM busybox\n",
+        &[
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            (".dockerignore", "a.txt\n"),
+            ("app.Dockerfile.dockerignore", "b.txt\n"),
+            (
+                "app.Dockerfile",
+                "FROM busybox\nCOPY . /c/\nRUN ls /c | tr '\\n' ' ' | sed \"s/^/listing-$((6*7)): /\"\n",
+            ),
+        ],
+    );
+    let file = format!("{ctx}/app.Dockerfile");
+    let (stdout, stderr) = env.build(&["--no-lint", "-f", &file, "-t", "own", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    let listing = text
+        .lines()
+        .find(|l| l.contains("listing-42: "))
+        .unwrap_or_else(|| panic!("no listing:\n{text}"));
+    assert!(listing.contains("a.txt"), "{listing}");
+    assert!(!listing.contains("b.txt"), "{listing}");
+    // The plain Dockerfile keeps the context's .dockerignore.
+    std::fs::write(
+        format!("{ctx}/Dockerfile"),
+        "FROM busybox\nCOPY . /c/\nRUN ls /c | tr '\\n' ' ' | sed \"s/^/listing-$((6*7)): /\"\n",
+    )
+    .unwrap();
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "plain", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    let listing = text.lines().find(|l| l.contains("listing-42: ")).unwrap();
+    assert!(
+        !listing.contains("a.txt") && listing.contains("b.txt"),
+        "{listing}"
+    );
+}
