@@ -126,19 +126,6 @@ fn kiln_fails(env: &Env, args: &[&str]) -> String {
     assert_clean_failure(&out, &format!("kiln {}", args.join(" ")))
 }
 
-/// Blob files of a store.
-fn blobs(env: &Env) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(env.root().join("oci/blobs/sha256"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// The image id (config digest) of an image in a store.
 fn image_id(env: &Env, name: &str) -> String {
     let json: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", name])).unwrap();
@@ -583,7 +570,7 @@ fn a_flipped_byte_fails_the_pull_and_leaves_the_store_untouched() {
     seed_debian(&env, &registry);
     let proxy = FaultProxy::start(registry.port, Fault::FlipByte);
     let runner = other_env();
-    let before = blobs(&runner);
+    let before = runner.blobs();
     let err = kiln_fails(
         &runner,
         &[
@@ -593,7 +580,7 @@ fn a_flipped_byte_fails_the_pull_and_leaves_the_store_untouched() {
     );
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(proxy.faults.load(Ordering::SeqCst) >= 1);
-    assert_eq!(blobs(&runner), before, "a blob entered the store");
+    assert_eq!(runner.blobs(), before, "a blob entered the store");
     let images = runner.ok(&["images"]);
     assert!(!images.contains("debian"), "{images}");
 }
@@ -939,7 +926,7 @@ fn bad_input_gives_clear_errors() {
         &["build", "--cache-to", "type=local,dest=/tmp/x", "-"],
     );
     assert!(err.contains("not supported"), "{err}");
-    assert!(blobs(&env).is_empty());
+    assert!(env.blobs().is_empty());
 }
 
 /// base64 (standard alphabet, padded) or base64url (unpadded).

@@ -255,6 +255,19 @@ impl Env {
         (out, text)
     }
 
+    /// The blob files of this test's store, sorted.
+    pub fn blobs(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root().join("oci/blobs/sha256"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`).
     pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write as _;

@@ -179,18 +179,6 @@ fn flip_member(members: &mut [(String, Vec<u8>)], member: &str) {
     bytes[mid] ^= 0x55;
 }
 
-fn stored_blobs(env: &Env) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(env.root().join("oci/blobs/sha256"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -206,7 +194,7 @@ fn entries(dir: &Path) -> Vec<String> {
 /// A failed load or pull stored nothing: no blob, no name, no staging left behind.
 fn assert_nothing_stored(env: &Env, case: &str) {
     assert_eq!(
-        stored_blobs(env),
+        env.blobs(),
         Vec::<String>::new(),
         "{case}: blobs were stored"
     );
