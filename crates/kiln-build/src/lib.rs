@@ -7,7 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-pub mod build;
+pub mod steps;
 pub mod context;
 pub mod copy;
 mod error;
@@ -38,4 +38,4 @@ pub fn source_date_epoch() -> Option<i64> {
         .and_then(|s| s.trim().parse::<i64>().ok())
 }
 
-pub use build::apply_changes;
+pub use steps::{BuildRequest, Event, Reporter, Silent, apply_changes, build};

@@ -9,7 +9,7 @@ use kiln_image::{CacheRecord, Digest, Image, Platform, Reference, Store};
 use kiln_registry::{Registry, RegistryConfig, cache::RemoteCache};
 
 use crate::Error;
-use crate::build::{BuildRequest, Event, Reporter};
+use crate::steps::{BuildRequest, Event, Reporter};
 
 /// What a build may do with registries.
 pub struct BuildRegistry {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_build::build::{BuildRequest, Event, Reporter};
+use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_build::context::Context;
 use kiln_image::{Reference, Store};
 
@@ -242,7 +242,7 @@ pub fn build(
             }
         }
     }
-    let image = kiln_build::build::build(store, &request, &reporter)?;
+    let image = kiln_build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
