@@ -614,7 +614,10 @@ fn inside(
     let pid = process::spawn_pid1(&plan, err_w.as_raw_fd(), status_w.as_raw_fd())?;
     // Our copies of the write ends go now, so that the readers see EOF when the container ends.
     drop((err_w, status_w, keep));
-    spec.interrupt.attach(pid);
+    if let Err(e) = spec.interrupt.attach(pid) {
+        let _ = wait_pid1(pid, &spec.interrupt);
+        return Err(e);
+    }
     let pid1_status = wait_pid1(pid, &spec.interrupt)?;
 
     let mut rec = [0u8; 8];
@@ -653,11 +656,11 @@ fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError
             break;
         }
         if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            interrupt.detach();
+            interrupt.detach(pid);
             return Err(last_os("waitid", format!("container pid 1 ({pid})")));
         }
     }
-    interrupt.detach();
+    interrupt.detach(pid);
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child.
