@@ -7,12 +7,15 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-pub mod steps;
 pub mod context;
 pub mod copy;
 mod error;
+pub mod key;
+pub mod plan;
 pub mod registry;
 pub mod snapshot;
+pub mod solve;
+pub mod steps;
 mod support;
 
 pub use error::Error;
@@ -38,4 +41,4 @@ pub fn source_date_epoch() -> Option<i64> {
         .and_then(|s| s.trim().parse::<i64>().ok())
 }
 
-pub use steps::{BuildRequest, Event, Reporter, Silent, apply_changes, build};
+pub use steps::{BuildRequest, Event, Reporter, Silent, apply_changes, build, plan_only};

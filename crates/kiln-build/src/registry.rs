@@ -89,12 +89,13 @@ pub fn parse_cache_spec(flag: &str, text: &str) -> Result<Reference, Error> {
     }
 }
 
-/// Collects a registry's events as lines, handed to the build's reporter afterwards (the
-/// build reporter is not shared across threads).
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+/// Hands a registry's events to the build's reporter as they happen, as output of one step.
+struct Live<'r> {
+    reporter: &'r dyn Reporter,
+    id: usize,
+}
 
-impl kiln_registry::Reporter for Lines {
+impl kiln_registry::Reporter for Live<'_> {
     fn report(&self, event: kiln_registry::Event<'_>) {
         use kiln_registry::Event as E;
         let line = match event {
@@ -124,18 +125,10 @@ impl kiln_registry::Reporter for Lines {
                 if mirror { "mirror " } else { "" }
             ),
         };
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(line);
-        }
-    }
-}
-
-impl Lines {
-    fn flush(&self, reporter: &dyn Reporter, id: usize) {
-        let lines = self.0.lock().map(|mut l| std::mem::take(&mut *l));
-        for line in lines.unwrap_or_default() {
-            reporter.report(Event::Output { id, line: &line });
-        }
+        self.reporter.report(Event::Output {
+            id: self.id,
+            line: &line,
+        });
     }
 }
 
@@ -171,7 +164,7 @@ pub(crate) fn resolve_image(
     let Ok(reference) = name.parse::<Reference>() else {
         return Ok(local?);
     };
-    let lines = Lines::default();
+    let lines = Live { reporter, id };
     let pulled = settings.client().and_then(|client| {
         client
             .pull(store, &reference, settings.platform.as_ref(), &lines)
@@ -180,7 +173,6 @@ pub(crate) fn resolve_image(
                 source,
             })
     });
-    lines.flush(reporter, id);
     match pulled {
         Ok(pulled) => Ok(pulled.image),
         Err(e) => {
@@ -218,8 +210,8 @@ pub(crate) fn cache_get(
     }
     let client = settings.client()?;
     let remote = settings.remote.get_or_init(|| {
-        let lines = Lines::default();
-        let caches = settings
+        let lines = Live { reporter, id };
+        settings
             .cache_from
             .iter()
             .filter_map(|r| match client.import_cache(store, r, &lines) {
@@ -231,14 +223,11 @@ pub(crate) fn cache_get(
                     None
                 }
             })
-            .collect();
-        lines.flush(reporter, id);
-        caches
+            .collect()
     });
     for cache in remote.iter().filter(|c| c.contains(key)) {
-        let lines = Lines::default();
+        let lines = Live { reporter, id };
         let got = client.fetch_cached(store, cache, key, &lines);
-        lines.flush(reporter, id);
         match got {
             Ok(Some(record)) => return Ok(Some(record)),
             Ok(None) => {}
@@ -264,7 +253,7 @@ pub(crate) fn after_build(
         return Ok(());
     };
     let keys = settings.keys.lock().map(|k| k.clone()).unwrap_or_default();
-    let lines = Lines::default();
+    let lines = Live { reporter, id };
     let exported = settings
         .client()?
         .export_cache(store, target, &keys, &lines)
@@ -272,7 +261,6 @@ pub(crate) fn after_build(
             what: format!("--cache-to {target}"),
             source,
         });
-    lines.flush(reporter, id);
     let count = exported?;
     reporter.report(Event::Output {
         id,

@@ -87,7 +87,8 @@ use std::path::Path;
 pub use cgroups::Limits;
 pub use error::SandboxError;
 pub use spec::{
-    ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio,
+    ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome, OutputStream, Rootfs,
+    RunSpec, Stdio,
 };
 
 /// Whether this machine can enforce `limits` (a cgroup is made and removed again).

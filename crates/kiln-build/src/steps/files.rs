@@ -12,9 +12,9 @@ use kiln_layer::{ApplyMode, ApplyOptions};
 use sha2::{Digest as _, Sha256};
 
 use super::stage::{StageState, StepContext, commit_upper, push_history};
-use super::stage_by_name;
 use crate::Error;
 use crate::copy::{self, CopyOptions, Matched, SourceRoot};
+use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Where a COPY or ADD reads from, resolved before the cache lookup.
@@ -133,7 +133,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         (Origin::Staged(dir), names)
     } else if let Some(from) = from {
         if let Some(dep) = stage_by_name(builder_stages(ctx), &from, ctx.stage_index) {
-            let dep_state = builder.built[dep].as_ref().ok_or_else(|| {
+            let dep_state = builder.built[dep].get().ok_or_else(|| {
                 Error::BadInput(format!("COPY --from={from}: that stage was not built"))
             })?;
             key.update(dep_state.key.as_str().as_bytes());
@@ -214,7 +214,7 @@ impl Origin {
 
 /// Every source pattern's matches. As BuildKit allows it, a wildcard that matches nothing is
 /// no error when another source matched; a plain path that is missing always is.
-fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
+pub(crate) fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
     let mut matched = Vec::new();
     let mut empty_wildcard = None;
     for pattern in patterns {

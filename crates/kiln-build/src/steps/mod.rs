@@ -11,15 +11,19 @@ mod meta;
 mod run;
 mod stage;
 
-use std::collections::BTreeSet;
-
-use kiln_dockerfile::{Instruction, Stage};
+use kiln_dockerfile::Instruction;
 use kiln_image::{Image, Reference, Store};
 
 pub use stage::StageState;
 
 use crate::Error;
 use crate::context::Context;
+use crate::plan::{BuildPlan, PlanRequest};
+use crate::solve::Node;
+
+/// The PATH of an image that has none (docker's and BuildKit's default).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--jobs`: units of work (RUN steps, copies, pulls) at once.
+    pub jobs: usize,
     /// `--sync`: RUN steps' syncs reach the disk (by default the sandbox makes them no-ops,
     /// see [`kiln_sandbox::RunSpec::skip_syncs`]).
     pub sync: bool,
@@ -109,9 +115,10 @@ pub enum Event<'a> {
     },
 }
 
-/// Receives [`Event`]s.
-pub trait Reporter {
-    /// Called for each event, in order.
+/// Receives [`Event`]s, from the threads of concurrent stages: events of one step come in
+/// order, events of different steps interleave.
+pub trait Reporter: Send + Sync {
+    /// Called for each event.
     fn report(&self, event: Event<'_>);
 }
 
@@ -122,12 +129,57 @@ impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
 }
 
-/// Runs a build and tags the result.
+/// Runs a build and tags the result: parse, plan (every error is found there), solve.
 pub fn build(
     store: &Store,
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<Image, Error> {
+    let (parsed, stages, build_plan) = prepare(store, request, reporter)?;
+    let builder = stage::Builder::new(
+        store,
+        request,
+        reporter,
+        &stages,
+        &build_plan,
+        parsed.escape,
+    );
+    let nodes: Vec<Node> = build_plan
+        .stages
+        .iter()
+        .map(|s| Node {
+            stage: s.index,
+            deps: s.deps.clone(),
+        })
+        .collect();
+    crate::solve::solve(&nodes, request.jobs, &builder)?;
+    let image = builder.finish(build_plan.target)?;
+    crate::registry::after_build(store, request, reporter, builder.step_id())?;
+    Ok(image)
+}
+
+/// The plan of a build, without building: what `kiln debug plan` prints. Base images are
+/// resolved (pulled if need be), since their ONBUILD triggers and ENV are part of the plan.
+pub fn plan_only(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<BuildPlan, Error> {
+    prepare(store, request, reporter).map(|(_, _, plan)| plan)
+}
+
+fn prepare(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<
+    (
+        kiln_dockerfile::Parsed,
+        Vec<kiln_dockerfile::Stage>,
+        BuildPlan,
+    ),
+    Error,
+> {
     let parsed = kiln_dockerfile::parse(&request.dockerfile)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name)))?;
     for warning in &parsed.warnings {
@@ -138,104 +190,36 @@ pub fn build(
             ),
         });
     }
-    let (meta_args, stages) = kiln_dockerfile::parse_stages(&parsed)
+    if let Ok(notes) = crate::support::check_directives(&parsed.directives) {
+        for text in notes {
+            reporter.report(Event::Warning { text });
+        }
+    }
+    let (_, stages) = kiln_dockerfile::parse_stages(&parsed)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile)))?;
-    let notes = crate::support::check_directives(&parsed.directives)
-        .map_err(|e| Error::Dockerfile(format!("{}: {e}", request.dockerfile_name)))?;
-    for text in notes {
-        reporter.report(Event::Warning { text });
-    }
-    for inst in stages.iter().flat_map(|s| &s.instructions) {
-        crate::support::check_instruction(&inst.value).map_err(|e| {
-            Error::Dockerfile(format!(
-                "{}:{}: {e}",
-                request.dockerfile_name,
-                inst.span.start_line()
-            ))
-        })?;
-    }
-    if stages.is_empty() {
-        // BuildKit's words for a Dockerfile of only ARGs and comments.
-        return Err(Error::Dockerfile(format!(
-            "{}: dockerfile contains no stages to build (it needs a FROM)",
-            request.dockerfile_name
-        )));
-    }
-    let target = match &request.target {
-        Some(name) => stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(name.to_lowercase().as_str()))
-            .ok_or_else(|| {
-                let known: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                Error::BadInput(format!(
-                    "target stage {name:?} is not in the Dockerfile (its named stages: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-            })?,
-        None => stages.len() - 1,
+    let plan_request = PlanRequest {
+        dockerfile_name: &request.dockerfile_name,
+        dockerfile: &request.dockerfile,
+        build_args: &request.build_args,
+        target: request.target.as_deref(),
+        platform: kiln_dockerfile::Platform::host(),
     };
-    let mut builder = stage::Builder::new(
-        store, request, reporter, &parsed, &meta_args, &stages, target,
-    )?;
-    let bases = (0..stages.len())
-        .map(|i| builder.expanded_base(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let needed = needed_stages(&stages, &bases, target);
-    for index in needed {
-        builder.build_stage(index)?;
-    }
-    let image = builder.finish(target)?;
-    crate::registry::after_build(store, request, reporter, builder.step_id())?;
-    Ok(image)
-}
-
-/// The stages the target depends on (through `FROM`, `COPY --from` and `RUN --mount from=`),
-/// in file order. BuildKit skips the others, and so does kiln.
-fn needed_stages(stages: &[Stage], bases: &[String], target: usize) -> BTreeSet<usize> {
-    let find = |name: &str| -> Option<usize> {
-        let lower = name.to_lowercase();
-        stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < stages.len()))
+    // The plan asks the executor for images; it has no stages to read yet.
+    let nothing_built = BuildPlan {
+        stages: Vec::new(),
+        target: 0,
+        platform: String::new(),
     };
-    let mut needed = BTreeSet::new();
-    let mut todo = vec![target];
-    while let Some(index) = todo.pop() {
-        if !needed.insert(index) {
-            continue;
-        }
-        let stage = &stages[index];
-        let mut refs: Vec<&str> = vec![bases[index].as_str()];
-        for inst in &stage.instructions {
-            match &inst.value {
-                Instruction::Copy(copy) => refs.extend(copy.from.as_deref()),
-                Instruction::Run(run) => {
-                    refs.extend(run.mounts.iter().filter_map(|m| m.from.as_deref()))
-                }
-                _ => {}
-            }
-        }
-        for name in refs {
-            if let Some(dep) = find(name).filter(|d| *d < index) {
-                todo.push(dep);
-            }
-        }
-    }
-    needed
-}
-
-/// The stage a name refers to: a stage name (`AS name`) or an index, among stages before `before`.
-pub(crate) fn stage_by_name(stages: &[Stage], name: &str, before: usize) -> Option<usize> {
-    let lower = name.to_lowercase();
-    stages[..before]
-        .iter()
-        .position(|s| s.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    let resolver = stage::Builder::new(
+        store,
+        request,
+        reporter,
+        &stages,
+        &nothing_built,
+        parsed.escape,
+    );
+    let build_plan = crate::plan::plan(&parsed, &plan_request, &resolver)?;
+    Ok((parsed, stages, build_plan))
 }
 
 /// Applies `--change` instructions (`CMD …`, `ENV …`) to a config, as `docker import` does.

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_build::context::Context;
+use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_image::{Reference, Store};
 
 use super::{Output, Progress};
@@ -36,6 +36,10 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run at most N steps (RUN, COPY/ADD, pulls) at once; independent stages build
+    /// concurrently. Default: the number of cores.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
     /// Let RUN steps' fsync, fdatasync, syncfs, sync and sync_file_range reach the disk. By
     /// default they return at once without doing anything: kiln makes each layer durable when
     /// it commits it, and a step cut short is thrown away. KILN_SYNC=1 does the same.
@@ -78,7 +82,7 @@ pub struct BuildArgs {
     pub registry: super::registry::RegistryFlags,
 }
 
-fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => match std::env::var(text) {
@@ -137,6 +141,54 @@ fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The context, the Dockerfile's text and its name: `-` reads the Dockerfile from stdin with
+/// no context; otherwise CONTEXT/Dockerfile unless `-f` says otherwise.
+pub fn read_input(
+    context_arg: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<(Context, String, String)> {
+    if context_arg == "-" {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("read the Dockerfile from stdin")?;
+        return Ok((Context::none(), text, "-".to_owned()));
+    }
+    let root = PathBuf::from(context_arg);
+    // docker's default, and its fallback to a lower-case `dockerfile`.
+    let file = file.map(PathBuf::from).unwrap_or_else(|| {
+        let upper = root.join("Dockerfile");
+        let lower = root.join("dockerfile");
+        if !upper.exists() && lower.exists() {
+            lower
+        } else {
+            upper
+        }
+    });
+    let context = Context::open(&root, Some(&file))?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("read the Dockerfile {}", file.display()))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((context, text, name))
+}
+
+/// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
+/// handle can stop at once.
+fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
+    let max = kiln_sandbox::MAX_CONCURRENT_RUNS;
+    match given {
+        Some(0) => anyhow::bail!("--jobs 0: give at least 1"),
+        Some(n) if n > max => anyhow::bail!("--jobs {n}: kiln runs at most {max} steps at once"),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(max)),
+    }
+}
+
 /// Builds the image.
 pub fn build(
     store: &Store,
@@ -165,33 +217,8 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
-        let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .context("read the Dockerfile from stdin")?;
-        (Context::none(), text, "-".to_owned())
-    } else {
-        let root = PathBuf::from(&args.context);
-        // docker's default, and its fallback to a lower-case `dockerfile`.
-        let file = args.file.clone().unwrap_or_else(|| {
-            let upper = root.join("Dockerfile");
-            let lower = root.join("dockerfile");
-            if !upper.exists() && lower.exists() {
-                lower
-            } else {
-                upper
-            }
-        });
-        let context = Context::open(&root, Some(&file))?;
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("read the Dockerfile {}", file.display()))?;
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "Dockerfile".into());
-        (context, text, name)
-    };
+    let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
+    let jobs = jobs(args.jobs)?;
     let network = args
         .network
         .parse::<kiln_sandbox::Network>()
@@ -216,6 +243,7 @@ pub fn build(
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        jobs,
         sync: args.sync,
         labels,
         secrets,
