@@ -87,11 +87,43 @@ pub struct PlannedStep {
     pub reads: Vec<usize>,
 }
 
+/// An instruction in JSON: the line as written, and its typed value with variables expanded.
 fn text_of<S: serde::Serializer>(
     instruction: &Spanned<Instruction>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&instruction.original)
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        text: &'a str,
+        line: usize,
+        expanded: &'a Instruction,
+    }
+    Shown {
+        text: &instruction.original,
+        line: instruction.span.start_line(),
+        expanded: &instruction.value,
+    }
+    .serialize(serializer)
+}
+
+/// What expansion made of an instruction, where it differs from the text (RUN commands are
+/// expanded by the shell at run time, not by the plan).
+fn expanded_text(inst: &Instruction) -> Option<String> {
+    let pairs = |kvs: &[kiln_dockerfile::KeyValue]| {
+        kvs.iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match inst {
+        Instruction::Env(kvs) => Some(format!("ENV {}", pairs(kvs))),
+        Instruction::Label(kvs) => Some(format!("LABEL {}", pairs(kvs))),
+        Instruction::Workdir(dir) => Some(format!("WORKDIR {dir}")),
+        Instruction::User(user) => Some(format!("USER {user}")),
+        Instruction::Copy(c) => Some(format!("COPY {} {}", c.sources.join(" "), c.dest)),
+        Instruction::Add(a) => Some(format!("ADD {} {}", a.sources.join(" "), a.dest)),
+        _ => None,
+    }
 }
 
 /// One stage to build.
@@ -179,6 +211,11 @@ impl BuildPlan {
                 };
                 let first = step.instruction.original.lines().next().unwrap_or_default();
                 out.push_str(&format!("  {}. {trigger}{first}\n", n + 1));
+                if let Some(expanded) = expanded_text(&step.instruction.value)
+                    && !first.ends_with(expanded.split_once(' ').map_or("", |(_, rest)| rest))
+                {
+                    out.push_str(&format!("       = {expanded}\n"));
+                }
             }
         }
         out
@@ -786,10 +823,9 @@ mod tests {
         assert!(text.contains("  needs stages 0, 1\n"), "{text}");
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["stages"][2]["deps"], serde_json::json!([0, 1]));
-        assert_eq!(
-            json["stages"][2]["steps"][0]["instruction"],
-            "COPY --from=a /a /a"
-        );
+        let copy = &json["stages"][2]["steps"][0]["instruction"];
+        assert_eq!(copy["text"], "COPY --from=a /a /a");
+        assert_eq!(copy["expanded"]["Copy"]["from"], "a");
         let dot = plan.to_dot();
         assert!(
             dot.contains("s0 -> s2;") && dot.contains("s1 -> s2;"),

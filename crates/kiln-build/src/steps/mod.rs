@@ -135,7 +135,8 @@ pub fn build(
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<Image, Error> {
-    let (parsed, stages, build_plan) = prepare(store, request, reporter)?;
+    let images = stage::ResolvedImages::default();
+    let (parsed, stages, build_plan) = prepare(store, request, reporter, &images)?;
     let builder = stage::Builder::new(
         store,
         request,
@@ -143,6 +144,7 @@ pub fn build(
         &stages,
         &build_plan,
         parsed.escape,
+        &images,
     );
     let nodes: Vec<Node> = build_plan
         .stages
@@ -165,13 +167,14 @@ pub fn plan_only(
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<BuildPlan, Error> {
-    prepare(store, request, reporter).map(|(_, _, plan)| plan)
+    prepare(store, request, reporter, &stage::ResolvedImages::default()).map(|(_, _, plan)| plan)
 }
 
 fn prepare(
     store: &Store,
     request: &BuildRequest,
     reporter: &dyn Reporter,
+    images: &stage::ResolvedImages,
 ) -> Result<
     (
         kiln_dockerfile::Parsed,
@@ -217,6 +220,7 @@ fn prepare(
         &stages,
         &nothing_built,
         parsed.escape,
+        images,
     );
     let build_plan = crate::plan::plan(&parsed, &plan_request, &resolver)?;
     Ok((parsed, stages, build_plan))

@@ -73,9 +73,13 @@ pub(crate) struct Builder<'a> {
     pub built: Vec<OnceLock<StageState>>,
     step_id: AtomicUsize,
     escape_char: char,
-    /// Images resolved so far, by name: each is pulled or read once per build.
-    images: Mutex<HashMap<String, Arc<OnceLock<Image>>>>,
+    images: &'a ResolvedImages,
 }
+
+/// Images resolved so far, by name: each is pulled or read once per build, by the plan and the
+/// stages alike.
+#[derive(Default)]
+pub(crate) struct ResolvedImages(Mutex<HashMap<String, Arc<OnceLock<Image>>>>);
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -85,6 +89,7 @@ impl<'a> Builder<'a> {
         stages: &'a [Stage],
         plan: &'a BuildPlan,
         escape: char,
+        images: &'a ResolvedImages,
     ) -> Builder<'a> {
         Builder {
             escape_char: escape,
@@ -95,7 +100,7 @@ impl<'a> Builder<'a> {
             stages,
             built: (0..stages.len()).map(|_| OnceLock::new()).collect(),
             step_id: AtomicUsize::new(0),
-            images: Mutex::new(HashMap::new()),
+            images,
         }
     }
 
@@ -193,7 +198,7 @@ impl<'a> Builder<'a> {
     /// The image of that name, resolved once per build however many stages ask at once.
     pub fn resolve_image(&self, name: &str) -> Result<Image, Error> {
         let cell = {
-            let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut images = self.images.0.lock().unwrap_or_else(PoisonError::into_inner);
             images.entry(name.to_owned()).or_default().clone()
         };
         if let Some(image) = cell.get() {

@@ -1,0 +1,166 @@
+//! The build plan and the solver, seen from outside: stages that ONBUILD triggers read,
+//! independent stages that run at once, a failure that stops the others, `kiln debug plan`.
+
+use crate::util::{Env, docker, docker_export, kiln_to_docker, mounts_under, run};
+
+/// Two RUN steps that can only finish if they run at the same time: each leaves a mark in a
+/// shared cache mount and waits (up to a minute) for the other's. Run one after the other, the
+/// first gives up and fails the build.
+fn rendezvous(me: &str, other: &str) -> String {
+    format!(
+        "RUN --mount=type=cache,id=rendezvous,target=/meet,sharing=shared \
+         touch /meet/{me} && i=0; while [ ! -e /meet/{other} ]; do \
+         i=$((i+1)); [ $i -lt 600 ] || {{ echo {me} waited alone; exit 1; }}; sleep 0.1; done; \
+         echo \"{me} met {other} $((6*7))\""
+    )
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dockerfile = format!(
+        "FROM busybox AS left\n{}\nRUN echo left > /side\n\
+         FROM busybox AS right\n{}\nRUN echo right > /side\n\
+         FROM busybox\nCOPY --from=left /side /left\nCOPY --from=right /side /right\n\
+         RUN cat /left /right\n",
+        rendezvous("left", "right"),
+        rendezvous("right", "left"),
+    );
+    let ctx = env.context("together", &dockerfile, &[]);
+    let (_, log) = env.build(&["--no-lint", "--jobs", "2", "-t", "together", &ctx]);
+    assert!(log.contains("left met right 42"), "{log}");
+    assert!(log.contains("right met left 42"), "{log}");
+    // Progress names stages as BuildKit does, counting the FROM as the first step.
+    assert!(log.contains("[left 1/3] FROM busybox"), "{log}");
+    assert!(log.contains("[stage-2 4/4] RUN cat /left /right"), "{log}");
+}
+
+#[test]
+fn a_failing_stage_stops_the_others_and_leaves_nothing_behind() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    // `slow` would run for ten minutes; `fails` waits until `slow` runs, then fails.
+    let dockerfile = "FROM busybox AS slow\n\
+        RUN --mount=type=cache,id=c,target=/c,sharing=shared touch /c/slow && sleep 600\n\
+        FROM busybox AS fails\n\
+        RUN --mount=type=cache,id=c,target=/c,sharing=shared \
+        while [ ! -e /c/slow ]; do sleep 0.1; done; echo failing-on-purpose-$((6*7)); exit 3\n\
+        FROM busybox\nCOPY --from=slow /etc/passwd /a\nCOPY --from=fails /etc/passwd /b\n";
+    let ctx = env.context("cancel", dockerfile, &[]);
+    let started = std::time::Instant::now();
+    let stderr = env.fails(&["build", "--no-lint", "--jobs", "2", "-t", "cancel", &ctx]);
+    assert!(stderr.contains("failed with exit code 3"), "{stderr}");
+    assert!(stderr.contains("failing-on-purpose-42"), "{stderr}");
+    // Not a timing assertion: `slow` sleeps 600 s, so returning at all shows it was killed.
+    assert!(
+        started.elapsed().as_secs() < 300,
+        "the slow stage was not cancelled"
+    );
+    assert_eq!(mounts_under(&env.root()), Vec::<String>::new());
+    let check = env.ok(&["check"]);
+    assert!(check.contains("no problems"), "{check}");
+    // Neither step left a cache record: a rebuild runs both again (and fails again).
+    let again = env.fails(&["build", "--no-lint", "--jobs", "2", "-t", "cancel", &ctx]);
+    assert!(again.contains("failing-on-purpose-42"), "{again}");
+}
+
+#[test]
+fn an_onbuild_trigger_reads_a_stage_of_the_child_as_buildkit_does() {
+    // Dockerfile 1.11's frontend (BuildKit 0.16) plans stages that only an ONBUILD trigger
+    // reads (`ONBUILD COPY --from=src`). docker 20.10's BuildKit predates that: it skips the
+    // stage and fails with `"/out" not found`. So the reference here is what BuildKit builds
+    // for the trigger written out after FROM, which 20.10 does build.
+    let env = Env::new();
+    env.busybox_base("kiln-plan/busybox");
+    kiln_to_docker(&env, "kiln-plan/busybox");
+    let base = env.context(
+        "onbuild-base",
+        "FROM kiln-plan/busybox\nONBUILD COPY --from=src /out/ /from-src/\n",
+        &[],
+    );
+    env.build(&["--no-lint", "-t", "kiln-plan/onbuild-base", &base]);
+    let src = "FROM kiln-plan/busybox AS src\nRUN mkdir /out && echo \"$((6*7))\" > /out/answer\n";
+    let child = env.context(
+        "onbuild-child",
+        &format!(
+            "{src}FROM kiln-plan/onbuild-base\n\
+             RUN test \"$(cat /from-src/answer)\" = 42 && echo \"answer $((40+2)) found\"\n"
+        ),
+        &[],
+    );
+    let (_, log) = env.build(&["--no-lint", "-t", "kiln-plan/onbuild-child", &child]);
+    assert!(log.contains("answer 42 found"), "{log}");
+    let plan = env.ok(&["debug", "plan", &child]);
+    assert!(
+        plan.contains("ONBUILD trigger: COPY --from=src /out/ /from-src/"),
+        "{plan}"
+    );
+
+    let inline = env.context(
+        "onbuild-inline",
+        &format!(
+            "{src}FROM kiln-plan/busybox\nCOPY --from=src /out/ /from-src/\n\
+             RUN test \"$(cat /from-src/answer)\" = 42 && echo \"answer $((40+2)) found\"\n"
+        ),
+        &[],
+    );
+    run(docker().env("DOCKER_BUILDKIT", "1").args([
+        "build",
+        "-q",
+        "-t",
+        "kiln-plan/onbuild-docker",
+        &inline,
+    ]));
+    kiln_to_docker(&env, "kiln-plan/onbuild-child");
+    let ours = docker_export("kiln-plan/onbuild-child");
+    let theirs = docker_export("kiln-plan/onbuild-docker");
+    assert!(
+        ours.iter()
+            .any(|e| e.path == "from-src/answer" && e.size == 3),
+        "{ours:?}"
+    );
+    assert_eq!(ours, theirs, "kiln's image differs from BuildKit's");
+}
+
+#[test]
+fn debug_plan_prints_stages_dependencies_and_formats() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "plan",
+        "FROM busybox AS unused\nRUN x\nFROM busybox AS a\nRUN echo a\n\
+         FROM busybox AS b\nARG WHO=world\nENV GREETING=hello-$WHO\nRUN echo $GREETING\n\
+         FROM a\nCOPY --from=b /etc/passwd /p\n",
+        &[],
+    );
+    let text = env.ok(&["debug", "plan", "--build-arg", "WHO=kiln", &ctx]);
+    assert!(text.contains("stage 3 [stage-3] (target)"), "{text}");
+    assert!(
+        text.contains("  from stage 1\n  needs stages 1, 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENV GREETING=hello-$WHO\n       = ENV GREETING=hello-kiln\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[unused]"), "{text}");
+    let json = env.ok(&["debug", "plan", "--format", "json", "--target", "b", &ctx]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["target"], 2);
+    assert_eq!(value["stages"].as_array().map(Vec::len), Some(1));
+    let dot = env.ok(&["debug", "plan", "--format", "dot", &ctx]);
+    assert!(
+        dot.contains("s1 -> s3;") && dot.contains("s2 -> s3;"),
+        "{dot}"
+    );
+    // Errors are found before anything runs.
+    let missing = env.context(
+        "missing",
+        "FROM busybox\nRUN echo ran\nCOPY nothere /\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", &missing]);
+    assert!(stderr.contains("Dockerfile:3:"), "{stderr}");
+    assert!(!stderr.contains("] RUN echo ran"), "{stderr}");
+}
