@@ -98,6 +98,20 @@ struct Live<'r> {
 impl kiln_registry::Reporter for Live<'_> {
     fn report(&self, event: kiln_registry::Event<'_>) {
         use kiln_registry::Event as E;
+        let (blob, done, total) = match &event {
+            E::BlobStart { digest, size } => (digest.short(), 0, Some(*size)),
+            E::BlobProgress { digest, bytes } => (digest.short(), *bytes, None),
+            _ => ("", 0, None),
+        };
+        if !blob.is_empty() {
+            self.reporter.report(Event::Transfer {
+                id: self.id,
+                blob,
+                done,
+                total,
+            });
+            return;
+        }
         let line = match event {
             E::BlobStart { .. } | E::BlobProgress { .. } => return,
             E::BlobDone {

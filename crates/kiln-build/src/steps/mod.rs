@@ -108,6 +108,17 @@ pub enum Event<'a> {
         /// Wall time.
         seconds: f64,
     },
+    /// Bytes of a registry transfer (a base pull, a cache import) moved so far.
+    Transfer {
+        /// The step that waits for it.
+        id: usize,
+        /// The blob, short.
+        blob: &'a str,
+        /// Bytes moved.
+        done: u64,
+        /// The blob's size, when the transfer starts.
+        total: Option<u64>,
+    },
     /// A parser or build warning.
     Warning {
         /// `file:line: rule: message`.

@@ -259,7 +259,7 @@ pub fn build(
             args.cache_to.as_deref(),
         )?),
     };
-    let reporter = StepPrinter::new(progress);
+    let reporter = super::progress::BuildView::new(progress);
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)
@@ -299,7 +299,7 @@ impl StepPrinter {
         }
     }
 
-    fn line(&self, text: &str) {
+    pub fn line(&self, text: &str) {
         if self.quiet {
             return;
         }
@@ -332,6 +332,8 @@ impl Reporter for StepPrinter {
             )),
             Event::Done { id, seconds } => self.line(&format!("#{id} DONE {seconds:.1}s")),
             Event::Warning { text } => self.line(&format!("WARN: {text}")),
+            // Plain lines name each blob when it is done (an Output line), not every chunk.
+            Event::Transfer { .. } => {}
         }
     }
 }

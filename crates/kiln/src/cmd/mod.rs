@@ -8,6 +8,7 @@ mod debug;
 mod image;
 mod init;
 mod lint;
+mod progress;
 mod registry;
 mod run;
 
@@ -49,6 +50,9 @@ pub enum Progress {
     Tty,
     /// Errors only.
     Quiet,
+    /// One JSON object per event on stderr, for tools (`kiln build`; other commands print
+    /// their lines as `{"type":"log",…}` objects).
+    Json,
 }
 
 /// Output formats of listing commands.

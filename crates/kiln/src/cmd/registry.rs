@@ -234,6 +234,7 @@ pub struct TransferPrinter {
     quiet: bool,
     stderr: Mutex<io::Stderr>,
     bars: Option<Bars>,
+    json: bool,
 }
 
 struct Bars {
@@ -248,9 +249,10 @@ impl TransferPrinter {
         // Bars need a terminal to draw on; `--progress tty` elsewhere falls back to lines.
         let tty = match progress {
             Progress::Tty | Progress::Auto => io::stderr().is_terminal(),
-            Progress::Plain | Progress::Quiet => false,
+            Progress::Plain | Progress::Quiet | Progress::Json => false,
         };
         TransferPrinter {
+            json: progress == Progress::Json,
             quiet: progress == Progress::Quiet,
             stderr: Mutex::new(io::stderr()),
             bars: tty.then(|| Bars {
@@ -270,7 +272,11 @@ impl TransferPrinter {
             return;
         }
         if let Ok(mut err) = self.stderr.lock() {
-            let _ = writeln!(err, "{text}");
+            if self.json {
+                let _ = writeln!(err, "{}", serde_json::json!({"type": "log", "text": text}));
+            } else {
+                let _ = writeln!(err, "{text}");
+            }
         }
     }
 

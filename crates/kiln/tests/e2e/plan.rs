@@ -164,3 +164,58 @@ fn debug_plan_prints_stages_dependencies_and_formats() {
     assert!(stderr.contains("Dockerfile:3:"), "{stderr}");
     assert!(!stderr.contains("] RUN echo ran"), "{stderr}");
 }
+
+fn kiln_with_progress(env: &Env, mode: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root").arg(env.root()).args(["--progress", mode]);
+    cmd
+}
+
+#[test]
+fn progress_comes_as_json_events_or_a_live_terminal_view() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "progress",
+        "FROM busybox\nRUN echo \"line-$((6*7))\"\nCMD [\"sh\"]\n",
+        &[],
+    );
+    let out = kiln_with_progress(&env, "json")
+        .args(["build", "--no-lint", "-t", "progress", &ctx])
+        .output()
+        .unwrap();
+    crate::util::assert_success(&out, "kiln --progress json build");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let of = |kind: &'static str| events.iter().filter(move |e| e["type"] == kind);
+    assert_eq!(of("step").count(), 3, "{events:?}");
+    assert!(of("output").any(|e| e["line"] == "line-42"), "{events:?}");
+    assert_eq!(of("done").count(), 3, "{events:?}");
+
+    // The live view needs a terminal: `script` gives the build one.
+    let script = crate::util::require("script");
+    let command = format!(
+        "{} --root {} --progress tty build --no-lint --no-cache -t progress {ctx}",
+        env!("CARGO_BIN_EXE_kiln"),
+        env.root().display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    crate::util::assert_success(&out, "kiln --progress tty build under script");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // Finished steps fold into one line each, with their time.
+    assert!(
+        screen.contains("=> [stage-0 2/3] RUN echo \"line-$((6*7))\""),
+        "{screen}"
+    );
+    assert!(screen.contains("=> [stage-0 3/3] CMD [\"sh\"]"), "{screen}");
+    assert!(
+        screen.contains('\u{1b}'),
+        "no terminal drawing in {screen:?}"
+    );
+}
