@@ -162,7 +162,12 @@ pub fn build(
         .iter()
         .map(|s| Node {
             stage: s.index,
-            deps: s.deps.clone(),
+            // Only the base is waited for before the stage starts; a step that reads another
+            // stage waits for it when it comes to it.
+            deps: match s.base {
+                crate::plan::Base::Stage(base) => vec![base],
+                _ => Vec::new(),
+            },
         })
         .collect();
     crate::solve::solve(&nodes, request.jobs, &builder)?;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use kiln_dockerfile::{Instruction, Spanned, Stage, Variables};
@@ -71,6 +71,9 @@ pub(crate) struct Builder<'a> {
     stages: &'a [Stage],
     /// Final states of the stages built so far.
     pub built: Vec<OnceLock<StageState>>,
+    /// Set, and waiters woken, when a stage is built or the build is cancelled.
+    finished: Mutex<bool>,
+    finished_changed: Condvar,
     step_id: AtomicUsize,
     escape_char: char,
     images: &'a ResolvedImages,
@@ -99,6 +102,8 @@ impl<'a> Builder<'a> {
             plan,
             stages,
             built: (0..stages.len()).map(|_| OnceLock::new()).collect(),
+            finished: Mutex::new(false),
+            finished_changed: Condvar::new(),
             step_id: AtomicUsize::new(0),
             images,
         }
@@ -135,7 +140,28 @@ impl<'a> Builder<'a> {
         self.built[index]
             .set(state)
             .map_err(|_| Error::BadInput(format!("stage {label} was built twice")))?;
+        let _lock = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        self.finished_changed.notify_all();
         Ok(())
+    }
+
+    /// Waits until stage `index` is built: a step that reads another stage (`COPY --from`)
+    /// waits there, not at the start of its own stage, so that the steps before it run
+    /// meanwhile, as BuildKit's graph of steps allows.
+    fn wait_for_stage(&self, index: usize) -> Result<&StageState, Error> {
+        let mut cancelled = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(state) = self.built[index].get() {
+                return Ok(state);
+            }
+            if *cancelled {
+                return Err(Error::Interrupted);
+            }
+            cancelled = self
+                .finished_changed
+                .wait(cancelled)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     fn next_step(&self, stage: &str, index: usize, total: usize, text: &str) -> usize {
@@ -227,6 +253,9 @@ impl<'a> Builder<'a> {
         stage_index: usize,
         slots: &Slots,
     ) -> Result<(), Error> {
+        for dep in &step.reads {
+            self.wait_for_stage(*dep)?;
+        }
         let expanded = &step.instruction;
         let id = self.next_step(label, index, total, &expanded.original);
         let started = Instant::now();
@@ -431,6 +460,8 @@ impl StageRunner for Builder<'_> {
         // Twice: a failed build need not wait for steps to end gracefully (SIGKILL).
         self.request.interrupt.interrupt();
         self.request.interrupt.interrupt();
+        *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.finished_changed.notify_all();
     }
 }
 

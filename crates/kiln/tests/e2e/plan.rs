@@ -219,3 +219,68 @@ fn progress_comes_as_json_events_or_a_live_terminal_view() {
         "no terminal drawing in {screen:?}"
     );
 }
+
+#[test]
+fn the_image_is_the_same_however_the_stages_interleave() {
+    // One stage at a time, then all at once, every step run again: the same image id.
+    let dockerfile = "FROM busybox AS a\nRUN echo a > /a\nFROM busybox AS b\nRUN echo b > /b\n\
+        FROM busybox AS c\nENV C=1\nRUN echo c > /c\n\
+        FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\n";
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("interleave", dockerfile, &[]);
+    let mut ids = Vec::new();
+    for jobs in ["1", "4", "1"] {
+        let out = env
+            .kiln()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "build",
+                "--no-lint",
+                "--no-cache",
+                "--jobs",
+                jobs,
+                "-t",
+                "interleave",
+                &ctx,
+            ])
+            .output()
+            .unwrap();
+        crate::util::assert_success(&out, "kiln build");
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    assert!(ids[0].starts_with("sha256:"), "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0], ids[2]);
+}
+
+#[test]
+fn debug_logs_show_each_steps_key_inputs_and_why_it_missed() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("keys", "FROM busybox\nRUN echo keyed-$((6*7))\n", &[]);
+    let out = env
+        .kiln()
+        .args([
+            "--log-level",
+            "debug",
+            "build",
+            "--no-lint",
+            "-t",
+            "keys",
+            &ctx,
+        ])
+        .output()
+        .unwrap();
+    crate::util::assert_success(&out, "kiln --log-level debug build");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("cache key"), "{log}");
+    assert!(
+        log.contains(r#"\"format\":1"#) || log.contains(r#""format":1"#),
+        "{log}"
+    );
+    assert!(log.contains("cache miss"), "{log}");
+    // A level kiln does not know is an error, not a silent `warn`.
+    let stderr = env.fails(&["--log-level", "loud", "images"]);
+    assert!(stderr.contains("--log-level"), "{stderr}");
+}
