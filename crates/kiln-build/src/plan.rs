@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use kiln_dockerfile::{
     Instruction, MetaArg, MountType, Parsed, PlatformArgs, Spanned, Stage, Variables,
 };
-use kiln_image::Digest;
+use kiln_image::{Digest, Platform};
 use serde::Serialize;
 
 use crate::Error;
@@ -34,8 +34,12 @@ pub struct ImageFacts {
 
 /// The plan's window on the world.
 pub trait Resolver {
-    /// The image of that name (from the store, or pulled), or why there is none.
-    fn image(&self, name: &str) -> Result<ImageFacts, Error>;
+    /// The image of that name for a platform (from the store, or pulled), or why there is
+    /// none.
+    fn image(&self, name: &str, platform: &Platform) -> Result<ImageFacts, Error>;
+    /// Checks that `RUN` steps for a platform other than the host's can run (an emulator is
+    /// registered with binfmt_misc).
+    fn check_run_platform(&self, platform: &Platform) -> Result<(), Error>;
     /// Checks that the context has what a `COPY`/`ADD` names (`keyword` for the message).
     fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error>;
 }
@@ -51,7 +55,7 @@ pub struct PlanRequest<'a> {
     pub build_args: &'a [(String, String)],
     /// `--target`.
     pub target: Option<&'a str>,
-    /// The platform built for.
+    /// The platform built for (`TARGETPLATFORM`); the host's is `BUILDPLATFORM`.
     pub platform: kiln_dockerfile::Platform,
 }
 
@@ -85,6 +89,13 @@ pub struct PlannedStep {
     pub trigger: bool,
     /// Earlier stages the step reads (`COPY --from`, `RUN --mount=from=`).
     pub reads: Vec<usize>,
+}
+
+fn platform_text<S: serde::Serializer>(
+    platform: &Platform,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&platform.to_string())
 }
 
 /// An instruction in JSON: the line as written, and its typed value with variables expanded.
@@ -140,6 +151,9 @@ pub struct PlannedStage {
     pub from: Spanned<Instruction>,
     /// Where it starts.
     pub base: Base,
+    /// The platform its steps run for: `FROM --platform=…`, its base stage's, or the target.
+    #[serde(serialize_with = "platform_text")]
+    pub platform: Platform,
     /// The variables when the stage starts.
     #[serde(skip)]
     pub base_vars: Variables,
@@ -293,6 +307,78 @@ pub fn plan(
     })
 }
 
+/// The images a build will most likely read, found without asking for any: the bases and
+/// `--from` images of the stages the target reaches through its own lines (ONBUILD triggers
+/// can add more; the plan resolves those when it meets them). For pulling them concurrently
+/// before planning; any error here is left for [`plan`] to report.
+pub fn likely_images(parsed: &Parsed, request: &PlanRequest<'_>) -> Vec<String> {
+    let Ok((meta_args, stages)) = kiln_dockerfile::parse_stages(parsed) else {
+        return Vec::new();
+    };
+    let Ok(target) = target_index(&stages, request.target) else {
+        return Vec::new();
+    };
+    let Ok(global) = global_variables(parsed, request, &meta_args, &stages, target) else {
+        return Vec::new();
+    };
+    let mut images = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(index) = todo.pop() {
+        if !seen.insert(index) {
+            continue;
+        }
+        let stage = &stages[index];
+        let mut names = Vec::new();
+        if let Ok(from) = global.clone().expand_and_apply(&stage.from, parsed.escape)
+            && let Instruction::From(from) = from.value
+        {
+            names.push(from.base);
+        }
+        for inst in &stage.instructions {
+            names.extend(
+                references(&inst.value)
+                    .into_iter()
+                    .map(|(_, n)| n.to_owned()),
+            );
+        }
+        for name in names {
+            match stage_by_name(&stages, &name, index) {
+                Some(dep) => todo.push(dep),
+                None if name != "scratch" && !name.contains('$') => {
+                    images.insert(name);
+                }
+                None => {}
+            }
+        }
+    }
+    images.into_iter().collect()
+}
+
+/// The global scope: build args, the platform args and the meta ARGs before the first FROM.
+fn global_variables(
+    parsed: &Parsed,
+    request: &PlanRequest<'_>,
+    meta_args: &[MetaArg],
+    stages: &[Stage],
+    target: usize,
+) -> Result<Variables, Error> {
+    let mut platforms = PlatformArgs::same(request.platform.clone());
+    platforms.build = kiln_dockerfile::Platform::host();
+    // BuildKit: the target's name, the last stage's when no --target is given; "default"
+    // only for an unnamed last stage.
+    platforms.target_stage = match &stages[target].name {
+        Some(name) => name.clone(),
+        None if target + 1 == stages.len() => "default".into(),
+        None => target.to_string(),
+    };
+    let mut global = Variables::new(&platforms, request.build_args.iter().cloned());
+    global
+        .declare_meta_args(meta_args, parsed.escape)
+        .map_err(|e| Error::Dockerfile(e.render(request.dockerfile_name, request.dockerfile)))?;
+    Ok(global)
+}
+
 fn target_index(stages: &[Stage], target: Option<&str>) -> Result<usize, Error> {
     let Some(name) = target else {
         return Ok(stages.len() - 1);
@@ -352,20 +438,7 @@ impl<'a> Planner<'a> {
         stages: &'a [Stage],
         target: usize,
     ) -> Result<Planner<'a>, Error> {
-        let mut platforms = PlatformArgs::same(request.platform.clone());
-        // BuildKit: the target's name, the last stage's when no --target is given; "default"
-        // only for an unnamed last stage.
-        platforms.target_stage = match &stages[target].name {
-            Some(name) => name.clone(),
-            None if target + 1 == stages.len() => "default".into(),
-            None => target.to_string(),
-        };
-        let mut global = Variables::new(&platforms, request.build_args.iter().cloned());
-        global
-            .declare_meta_args(meta_args, parsed.escape)
-            .map_err(|e| {
-                Error::Dockerfile(e.render(request.dockerfile_name, request.dockerfile))
-            })?;
+        let global = global_variables(parsed, request, meta_args, stages, target)?;
         Ok(Planner {
             parsed,
             request,
@@ -407,10 +480,25 @@ impl<'a> Planner<'a> {
         };
         let name = from_inst.base.clone();
         let mut deps = BTreeSet::new();
-        let (base, mut vars, triggers) = if name == "scratch" {
+        let target = kiln_image::Platform::new(
+            &self.request.platform.os,
+            &self.request.platform.architecture,
+            Some(self.request.platform.variant.as_str()).filter(|v| !v.is_empty()),
+        );
+        let asked = match &from_inst.platform {
+            Some(text) => Some(text.parse::<Platform>().map_err(|why| {
+                Error::Dockerfile(format!(
+                    "{}:{}: FROM --platform={text}: {why}",
+                    self.request.dockerfile_name,
+                    from.span.start_line()
+                ))
+            })?),
+            None => None,
+        };
+        let (base, mut vars, triggers, platform) = if name == "scratch" {
             let mut vars = self.global.for_stage();
             vars.set_base_env([format!("PATH={}", crate::steps::DEFAULT_PATH)]);
-            (Base::Scratch, vars, Vec::new())
+            (Base::Scratch, vars, Vec::new(), asked.unwrap_or(target))
         } else if let Some(dep) = stage_by_name(self.stages, &name, index) {
             self.plan_stage(dep)?;
             deps.insert(dep);
@@ -422,9 +510,11 @@ impl<'a> Planner<'a> {
                 .steps
                 .last()
                 .map_or_else(|| parent.base_vars.clone(), |s| s.vars.clone());
-            (Base::Stage(dep), vars, parent.on_build.clone())
+            let platform = asked.unwrap_or_else(|| parent.platform.clone());
+            (Base::Stage(dep), vars, parent.on_build.clone(), platform)
         } else {
-            let facts = self.resolver.image(&name).map_err(|e| match e {
+            let platform = asked.unwrap_or(target);
+            let facts = self.resolver.image(&name, &platform).map_err(|e| match e {
                 Error::Store(kiln_image::Error::ImageNotFound(name)) => Error::BaseNotFound {
                     name,
                     line: from.span.start_line(),
@@ -437,23 +527,29 @@ impl<'a> Planner<'a> {
                 name: name.clone(),
                 digest: facts.digest,
             };
-            (base, vars, facts.on_build)
+            (base, vars, facts.on_build, platform)
         };
         let base_vars = vars.clone();
         let mut steps = Vec::new();
         for trigger in &triggers {
             for inst in parse_trigger(trigger)? {
-                let step = self.plan_step(index, &mut vars, &inst, true, &mut deps)?;
+                let step = self.plan_step(index, &platform, &mut vars, &inst, true, &mut deps)?;
                 steps.push(step);
             }
         }
         let mut on_build = Vec::new();
         for inst in &stage.instructions {
-            let step = self.plan_step(index, &mut vars, inst, false, &mut deps)?;
+            let step = self.plan_step(index, &platform, &mut vars, inst, false, &mut deps)?;
             if let Instruction::Onbuild(trigger) = &step.instruction.value {
                 on_build.push(trigger.expression.clone());
             }
             steps.push(step);
+        }
+        let runs = steps
+            .iter()
+            .any(|s| matches!(s.instruction.value, Instruction::Run(_)));
+        if runs && !platform.matches(&Platform::host()) {
+            self.resolver.check_run_platform(&platform)?;
         }
         self.planning.remove(&index);
         self.planned[index] = Some(PlannedStage {
@@ -462,6 +558,7 @@ impl<'a> Planner<'a> {
             label: stage_label(stage),
             from,
             base,
+            platform: platform.clone(),
             base_vars,
             steps,
             deps: deps.into_iter().collect(),
@@ -470,9 +567,11 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn plan_step(
         &mut self,
         index: usize,
+        platform: &Platform,
         vars: &mut Variables,
         inst: &Spanned<Instruction>,
         trigger: bool,
@@ -497,7 +596,7 @@ impl<'a> Planner<'a> {
                     reads.push(dep);
                 }
                 None => {
-                    self.resolver.image(from).map_err(|e| {
+                    self.resolver.image(from, platform).map_err(|e| {
                         Error::BadInput(format!(
                             "{what}={from}: no stage of that name before this one, and the \
                              image cannot be found ({e})"
@@ -596,6 +695,7 @@ mod tests {
         images: BTreeMap<String, ImageFacts>,
         files: Vec<String>,
         lookups: Mutex<Vec<String>>,
+        emulates: Vec<String>,
     }
 
     impl World {
@@ -618,12 +718,23 @@ mod tests {
     }
 
     impl Resolver for World {
-        fn image(&self, name: &str) -> Result<ImageFacts, Error> {
-            self.lookups.lock().unwrap().push(name.to_owned());
+        fn image(&self, name: &str, platform: &Platform) -> Result<ImageFacts, Error> {
+            self.lookups
+                .lock()
+                .unwrap()
+                .push(format!("{name} {platform}"));
             self.images
                 .get(name)
                 .cloned()
                 .ok_or_else(|| Error::Store(kiln_image::Error::ImageNotFound(name.to_owned())))
+        }
+
+        fn check_run_platform(&self, platform: &Platform) -> Result<(), Error> {
+            if self.emulates.contains(&platform.to_string()) {
+                Ok(())
+            } else {
+                Err(Error::BadInput(format!("no emulator for {platform}")))
+            }
         }
 
         fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error> {
@@ -687,6 +798,24 @@ mod tests {
         let world = World::default().with_image("base", &[], &[]);
         let plan = plan_of(THREE_STAGES, None, &world).unwrap();
         assert_eq!(plan.images().into_iter().collect::<Vec<_>>(), vec!["base"]);
+    }
+
+    #[test]
+    fn the_images_to_pull_first_are_those_the_target_reaches() {
+        let dockerfile = "ARG V=3\nFROM other AS unused\nFROM python:$V AS a\n\
+            FROM scratch AS b\nCOPY --from=tools:1 /t /t\nFROM a\nCOPY --from=b /t /t\n";
+        let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
+        let request = PlanRequest {
+            dockerfile_name: "Dockerfile",
+            dockerfile,
+            build_args: &[],
+            target: None,
+            platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
+        };
+        assert_eq!(
+            likely_images(&parsed, &request),
+            vec!["python:3", "tools:1"]
+        );
     }
 
     #[test]

@@ -17,8 +17,6 @@ pub struct BuildRegistry {
     client: OnceLock<Result<Registry, String>>,
     /// `--pull`: check the registry for a newer base even when the store has one.
     pub pull: bool,
-    /// `--platform` of bases pulled from multi-platform indexes (default: the host's).
-    pub platform: Option<Platform>,
     /// `--cache-from type=registry,ref=R`.
     pub cache_from: Vec<Reference>,
     /// `--cache-to type=registry,ref=R`.
@@ -45,7 +43,6 @@ impl BuildRegistry {
             config,
             client: OnceLock::new(),
             pull: false,
-            platform: None,
             cache_from: Vec::new(),
             cache_to: None,
             remote: OnceLock::new(),
@@ -164,14 +161,18 @@ pub(crate) fn resolve_image(
     store: &Store,
     request: &BuildRequest,
     name: &str,
+    platform: &Platform,
     reporter: &dyn Reporter,
     id: usize,
 ) -> Result<Image, Error> {
-    let local = store.resolve(name);
+    let local = store.resolve_platform(name, Some(platform));
     let Some(settings) = &request.registry else {
         return Ok(local?);
     };
-    let missing = matches!(local, Err(kiln_image::Error::ImageNotFound(_)));
+    let missing = matches!(
+        local,
+        Err(kiln_image::Error::ImageNotFound(_) | kiln_image::Error::NoPlatform { .. })
+    );
     if !(missing || settings.pull) {
         return Ok(local?);
     }
@@ -181,7 +182,7 @@ pub(crate) fn resolve_image(
     let lines = Live { reporter, id };
     let pulled = settings.client().and_then(|client| {
         client
-            .pull(store, &reference, settings.platform.as_ref(), &lines)
+            .pull(store, &reference, Some(platform), &lines)
             .map_err(|source| Error::Registry {
                 what: format!("pull {reference}"),
                 source,

@@ -44,9 +44,9 @@ struct Progress {
     failure: Option<Error>,
 }
 
-/// Runs `nodes` with `runner`, at most `jobs` units of work at once.
-pub fn solve(nodes: &[Node], jobs: usize, runner: &dyn StageRunner) -> Result<(), Error> {
-    let slots = Slots::new(jobs);
+/// Runs `nodes` with `runner`; `slots` bound the work at once (several solves, one per
+/// platform, may share them).
+pub fn solve(nodes: &[Node], slots: &Slots, runner: &dyn StageRunner) -> Result<(), Error> {
     let progress = Mutex::new(Progress::default());
     let changed = Condvar::new();
     std::thread::scope(|scope| {
@@ -61,7 +61,7 @@ pub fn solve(nodes: &[Node], jobs: usize, runner: &dyn StageRunner) -> Result<()
                     }
                     state.started.insert(node.stage);
                     state.running += 1;
-                    let (progress, changed, slots) = (&progress, &changed, &slots);
+                    let (progress, changed) = (&progress, &changed);
                     let stage = node.stage;
                     scope.spawn(move || {
                         let result = runner.run_stage(stage, slots);
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn a_stage_starts_only_after_its_dependencies_end() {
         let fake = Fake::default();
-        solve(&diamond(), 4, &fake).unwrap();
+        solve(&diamond(), &Slots::new(4), &fake).unwrap();
         let log = fake.log.lock().unwrap();
         assert_eq!(log.len(), 8);
         assert!(position(&log, "end 0") < position(&log, "start 1"));
@@ -291,7 +291,7 @@ mod tests {
             gate: Some((vec![1, 2], 2)),
             ..Fake::default()
         };
-        solve(&diamond(), 2, &fake).unwrap();
+        solve(&diamond(), &Slots::new(2), &fake).unwrap();
         assert!(fake.saw_concurrency.load(Ordering::SeqCst));
         assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 2);
     }
@@ -305,11 +305,11 @@ mod tests {
             })
             .collect();
         let fake = Fake::default();
-        solve(&nodes, 3, &fake).unwrap();
+        solve(&nodes, &Slots::new(3), &fake).unwrap();
         assert_eq!(fake.log.lock().unwrap().len(), 16);
         assert!(fake.most_at_once.load(Ordering::SeqCst) <= 3);
         let fake = Fake::default();
-        solve(&nodes, 1, &fake).unwrap();
+        solve(&nodes, &Slots::new(1), &fake).unwrap();
         assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 1);
     }
 
@@ -322,7 +322,7 @@ mod tests {
             gate: Some((vec![1, 2], 2)),
             ..Fake::default()
         };
-        let err = solve(&diamond(), 2, &fake).unwrap_err();
+        let err = solve(&diamond(), &Slots::new(2), &fake).unwrap_err();
         assert_eq!(err.to_string(), "stage 2 failed");
         assert!(fake.cancel_calls.load(Ordering::SeqCst) >= 1);
         let log = fake.log.lock().unwrap();

@@ -69,6 +69,7 @@
 
 mod cgroups;
 mod container;
+mod emulation;
 mod error;
 pub mod mounts;
 pub mod namespaces;
@@ -85,6 +86,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub use cgroups::Limits;
+pub use emulation::check_emulation;
 pub use error::SandboxError;
 pub use spec::{
     ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome, OutputStream, Rootfs,

@@ -145,7 +145,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                 sources.clone(),
             )
         } else {
-            let image = builder.resolve_image(&from).map_err(|_| {
+            let image = builder.resolve_image(&from, &builder.stage_platform(ctx.stage_index)).map_err(|_| {
                 Error::BadInput(format!("COPY --from={from}: no stage of that name before this one, and no image of that name in the store"))
             })?;
             key.update(image.manifest_digest().as_str().as_bytes());

@@ -12,14 +12,14 @@ mod run;
 mod stage;
 
 use kiln_dockerfile::Instruction;
-use kiln_image::{Image, Reference, Store};
+use kiln_image::{Descriptor, Image, Platform, Reference, Store};
 
 pub use stage::StageState;
 
 use crate::Error;
 use crate::context::Context;
 use crate::plan::{BuildPlan, PlanRequest};
-use crate::solve::Node;
+use crate::solve::{Node, Slots};
 
 /// The PATH of an image that has none (docker's and BuildKit's default).
 pub(crate) const DEFAULT_PATH: &str =
@@ -44,6 +44,9 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--jobs`: units of work (RUN steps, copies, pulls) at once.
     pub jobs: usize,
+    /// `--platform` of a single-platform build (default: the host's). It sets `TARGETPLATFORM`
+    /// and chooses bases from multi-platform images.
+    pub platform: Option<Platform>,
     /// `--sync`: RUN steps' syncs reach the disk (by default the sandbox makes them no-ops,
     /// see [`kiln_sandbox::RunSpec::skip_syncs`]).
     pub sync: bool,
@@ -140,14 +143,88 @@ impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
 }
 
-/// Runs a build and tags the result: parse, plan (every error is found there), solve.
+/// Runs a build for `request.platform` (the host's when unset) and tags the result: parse,
+/// plan (every error is found there), solve.
 pub fn build(
     store: &Store,
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<Image, Error> {
     let images = stage::ResolvedImages::default();
-    let (parsed, stages, build_plan) = prepare(store, request, reporter, &images)?;
+    let slots = Slots::new(request.jobs);
+    let platform = request.platform.clone().unwrap_or_else(Platform::host);
+    let image = build_for(store, request, reporter, &images, &slots, &platform)?;
+    for tag in &request.tags {
+        store.tag(&tag.store_name(), &image.descriptor)?;
+    }
+    crate::registry::after_build(store, request, reporter, 0)?;
+    Ok(image)
+}
+
+/// What a multi-platform build made: an index in the store, over one image per platform.
+#[derive(Debug)]
+pub struct MultiPlatform {
+    /// The index.
+    pub index: Descriptor,
+    /// Each platform's image, in the order asked.
+    pub images: Vec<(Platform, Image)>,
+}
+
+/// Builds for several platforms at once, one plan each, sharing the job slots, the resolved
+/// images and the cache (a `FROM --platform=$BUILDPLATFORM` stage is built once), and tags an
+/// index over the results.
+pub fn build_platforms(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+    platforms: &[Platform],
+) -> Result<MultiPlatform, Error> {
+    let images = stage::ResolvedImages {
+        show_platform: true,
+        ..Default::default()
+    };
+    let slots = Slots::new(request.jobs);
+    let results: Vec<Result<Image, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = platforms
+            .iter()
+            .map(|platform| {
+                let (images, slots) = (&images, &slots);
+                scope.spawn(move || build_for(store, request, reporter, images, slots, platform))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::BadInput("a platform's build panicked".into())))
+            })
+            .collect()
+    });
+    let mut built = Vec::new();
+    for (platform, result) in platforms.iter().zip(results) {
+        built.push((platform.clone(), result?));
+    }
+    let index = store.put_index(&built)?;
+    for tag in &request.tags {
+        store.tag(&tag.store_name(), &index)?;
+    }
+    crate::registry::after_build(store, request, reporter, 0)?;
+    Ok(MultiPlatform {
+        index,
+        images: built,
+    })
+}
+
+/// One platform's build: plan, solve, and the target's image in the store (untagged).
+fn build_for(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+    images: &stage::ResolvedImages,
+    slots: &Slots,
+    platform: &Platform,
+) -> Result<Image, Error> {
+    let (parsed, stages, build_plan) = prepare(store, request, reporter, images, platform)?;
     let builder = stage::Builder::new(
         store,
         request,
@@ -155,7 +232,7 @@ pub fn build(
         &stages,
         &build_plan,
         parsed.escape,
-        &images,
+        images,
     );
     let nodes: Vec<Node> = build_plan
         .stages
@@ -170,10 +247,8 @@ pub fn build(
             },
         })
         .collect();
-    crate::solve::solve(&nodes, request.jobs, &builder)?;
-    let image = builder.finish(build_plan.target)?;
-    crate::registry::after_build(store, request, reporter, builder.step_id())?;
-    Ok(image)
+    crate::solve::solve(&nodes, slots, &builder)?;
+    builder.finish(build_plan.target)
 }
 
 /// The plan of a build, without building: what `kiln debug plan` prints. Base images are
@@ -183,7 +258,15 @@ pub fn plan_only(
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<BuildPlan, Error> {
-    prepare(store, request, reporter, &stage::ResolvedImages::default()).map(|(_, _, plan)| plan)
+    let platform = request.platform.clone().unwrap_or_else(Platform::host);
+    prepare(
+        store,
+        request,
+        reporter,
+        &stage::ResolvedImages::default(),
+        &platform,
+    )
+    .map(|(_, _, plan)| plan)
 }
 
 fn prepare(
@@ -191,6 +274,7 @@ fn prepare(
     request: &BuildRequest,
     reporter: &dyn Reporter,
     images: &stage::ResolvedImages,
+    platform: &Platform,
 ) -> Result<
     (
         kiln_dockerfile::Parsed,
@@ -221,7 +305,11 @@ fn prepare(
         dockerfile: &request.dockerfile,
         build_args: &request.build_args,
         target: request.target.as_deref(),
-        platform: kiln_dockerfile::Platform::host(),
+        platform: kiln_dockerfile::Platform::new(
+            &platform.os,
+            &platform.architecture,
+            platform.variant.as_deref().unwrap_or_default(),
+        ),
     };
     // The plan asks the executor for images; it has no stages to read yet.
     let nothing_built = BuildPlan {
@@ -237,6 +325,10 @@ fn prepare(
         &nothing_built,
         parsed.escape,
         images,
+    );
+    resolver.prefetch(
+        &crate::plan::likely_images(&parsed, &plan_request),
+        platform,
     );
     let build_plan = crate::plan::plan(&parsed, &plan_request, &resolver)?;
     Ok((parsed, stages, build_plan))

@@ -31,7 +31,10 @@ pub(crate) fn bind_inputs(
                 .and_then(|dep| builder.built[dep].get())
             {
                 Some(dep) => dep.key.clone(),
-                None => builder.resolve_image(from)?.manifest_digest().clone(),
+                None => builder
+                    .resolve_image(from, &builder.stage_platform(ctx.stage_index))?
+                    .manifest_digest()
+                    .clone(),
             },
             None => {
                 let Some(root) = builder.request.context.root.as_deref() else {
@@ -440,7 +443,10 @@ fn mount_for(
                                 (s.layers.clone(), s.config.rootfs.diff_ids.clone())
                             }
                             None => {
-                                let image = builder.resolve_image(from)?;
+                                let image = builder.resolve_image(
+                                    from,
+                                    &builder.stage_platform(ctx.stage_index),
+                                )?;
                                 (
                                     image.manifest.layers.clone(),
                                     image.config.rootfs.diff_ids.clone(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use kiln_dockerfile::{Instruction, Spanned, Stage, Variables};
-use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, Store};
+use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, Platform, Store};
 
 use super::{BuildRequest, DEFAULT_PATH, Event, Reporter, files, meta, run};
 use crate::Error;
@@ -74,15 +74,23 @@ pub(crate) struct Builder<'a> {
     /// Set, and waiters woken, when a stage is built or the build is cancelled.
     finished: Mutex<bool>,
     finished_changed: Condvar,
-    step_id: AtomicUsize,
     escape_char: char,
     images: &'a ResolvedImages,
 }
 
 /// Images resolved so far, by name: each is pulled or read once per build, by the plan and the
-/// stages alike.
+/// stages alike. `Err(())`: the pull failed and was reported.
 #[derive(Default)]
-pub(crate) struct ResolvedImages(Mutex<HashMap<String, Arc<OnceLock<Image>>>>);
+pub(crate) struct ResolvedImages {
+    pub by_name: Mutex<HashMap<String, Arc<OneImage>>>,
+    /// Step numbers, shared by the plans of a multi-platform build.
+    pub step_ids: AtomicUsize,
+    /// Progress labels name the platform (`linux/arm64 stage-1`) when several are built.
+    pub show_platform: bool,
+}
+
+/// One image's resolution: none yet, the image, or a failed pull.
+type OneImage = Mutex<Option<Result<Image, ()>>>;
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -104,7 +112,6 @@ impl<'a> Builder<'a> {
             built: (0..stages.len()).map(|_| OnceLock::new()).collect(),
             finished: Mutex::new(false),
             finished_changed: Condvar::new(),
-            step_id: AtomicUsize::new(0),
             images,
         }
     }
@@ -117,7 +124,12 @@ impl<'a> Builder<'a> {
 
     pub fn build_stage(&self, index: usize, slots: &Slots) -> Result<(), Error> {
         let planned = self.planned(index)?;
-        let label = planned.label.as_str();
+        let label = if self.images.show_platform {
+            format!("{} {}", planned.platform, planned.label)
+        } else {
+            planned.label.clone()
+        };
+        let label = label.as_str();
         // BuildKit counts the FROM as the stage's first step: `[stage-1 1/3] FROM …`.
         let total = planned.steps.len() + 1;
         let id = self.next_step(label, 1, total, &planned.from.original);
@@ -165,7 +177,7 @@ impl<'a> Builder<'a> {
     }
 
     fn next_step(&self, stage: &str, index: usize, total: usize, text: &str) -> usize {
-        let id = self.step_id.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = self.images.step_ids.fetch_add(1, Ordering::SeqCst) + 1;
         self.reporter.report(Event::Step {
             id,
             stage,
@@ -180,15 +192,19 @@ impl<'a> Builder<'a> {
         let vars = planned.base_vars.clone();
         match &planned.base {
             Base::Scratch => {
-                // BuildKit's empty image: `/` as the working dir and the default PATH.
+                // BuildKit's empty image: `/` as the working dir and the default PATH, for the
+                // stage's platform.
                 let mut config = ImageConfig::scratch();
+                config.os = planned.platform.os.clone();
+                config.architecture = planned.platform.architecture.clone();
+                config.variant = planned.platform.variant.clone();
                 let container = config.container();
                 container.working_dir = "/".into();
                 container.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
                 Ok(StageState {
                     config,
                     layers: Vec::new(),
-                    key: crate::key::base_key(&self.plan.platform, None),
+                    key: crate::key::base_key(&planned.platform.to_string(), None),
                     vars,
                     cmd_set: false,
                 })
@@ -204,12 +220,15 @@ impl<'a> Builder<'a> {
             Base::Image { name, .. } => {
                 let image = {
                     let _slot = slots.acquire();
-                    self.resolve_image(name)?
+                    self.resolve_image(name, &planned.platform)?
                 };
                 Ok(StageState {
                     config: image.config.clone(),
                     layers: image.manifest.layers.clone(),
-                    key: crate::key::base_key(&self.plan.platform, Some(image.manifest_digest())),
+                    key: crate::key::base_key(
+                        &planned.platform.to_string(),
+                        Some(image.manifest_digest()),
+                    ),
                     vars,
                     cmd_set: false,
                 })
@@ -221,25 +240,73 @@ impl<'a> Builder<'a> {
         self.stages
     }
 
-    /// The image of that name, resolved once per build however many stages ask at once.
-    pub fn resolve_image(&self, name: &str) -> Result<Image, Error> {
+    /// The image of that name, resolved once per build however many stages ask at once: from
+    /// the store, or pulled (then as a step of its own, `[internal] load metadata for NAME`).
+    pub fn resolve_image(&self, name: &str, platform: &Platform) -> Result<Image, Error> {
         let cell = {
-            let mut images = self.images.0.lock().unwrap_or_else(PoisonError::into_inner);
-            images.entry(name.to_owned()).or_default().clone()
+            let mut images = self
+                .images
+                .by_name
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            images
+                .entry(format!("{name} {platform}"))
+                .or_default()
+                .clone()
         };
-        if let Some(image) = cell.get() {
-            return Ok(image.clone());
+        // Held while resolving, so that a second asker waits instead of pulling again.
+        let mut resolved = cell.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*resolved {
+            Some(Ok(image)) => return Ok(image.clone()),
+            // The pull failed and said why once; the store's answer is the error now.
+            Some(Err(())) => return Ok(self.store.resolve_platform(name, Some(platform))?),
+            None => {}
         }
-        // Two threads may race here; the store and the registry client are safe for it, and
-        // the second simply finds the image the first pulled.
-        let id = self.step_id.load(Ordering::SeqCst);
-        let image =
-            crate::registry::resolve_image(self.store, self.request, name, self.reporter, id)?;
-        Ok(cell.get_or_init(|| image).clone())
+        let pulls = self.request.registry.as_ref().is_some_and(|r| r.pull);
+        let result = match self.store.resolve_platform(name, Some(platform)) {
+            Ok(image) if !pulls => Ok(image),
+            _ => {
+                let text = format!("load metadata for {name}");
+                let id = self.next_step("internal", 1, 1, &text);
+                let started = Instant::now();
+                let result = crate::registry::resolve_image(
+                    self.store,
+                    self.request,
+                    name,
+                    platform,
+                    self.reporter,
+                    id,
+                );
+                if result.is_ok() {
+                    self.reporter.report(Event::Done {
+                        id,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+                result
+            }
+        };
+        *resolved = Some(result.as_ref().map(Image::clone).map_err(drop));
+        result
     }
 
-    pub fn step_id(&self) -> usize {
-        self.step_id.load(Ordering::SeqCst)
+    /// Resolves images at once, each on a thread: a plan's bases are pulled concurrently.
+    /// Errors wait for the plan, which asks again and reports them with their line.
+    pub fn prefetch(&self, names: &[String], platform: &Platform) {
+        std::thread::scope(|scope| {
+            for name in names {
+                scope.spawn(move || {
+                    let _ = self.resolve_image(name, platform);
+                });
+            }
+        });
+    }
+
+    /// The platform stage `index` builds for (the host's when it is not planned).
+    pub fn stage_platform(&self, index: usize) -> Platform {
+        self.plan
+            .stage(index)
+            .map_or_else(Platform::host, |s| s.platform.clone())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -266,11 +333,11 @@ impl<'a> Builder<'a> {
             id,
             stage_index,
         };
-        let platform = self.plan.platform.as_str();
+        let platform = self.stage_platform(stage_index).to_string();
         let mut input = KeyInput {
             format: crate::key::KEY_FORMAT,
             parent: &state.key,
-            platform,
+            platform: &platform,
             instruction: &expanded.value,
             run: None,
             args: None,
@@ -407,17 +474,13 @@ impl<'a> Builder<'a> {
             .rev()
             .find_map(|h| h.created.clone())
             .or_else(|| Some(crate::created_timestamp()));
-        let image = self.store.put_image(&state.config, state.layers.clone())?;
-        for tag in &self.request.tags {
-            self.store.tag(&tag.store_name(), &image.descriptor)?;
-        }
-        Ok(image)
+        Ok(self.store.put_image(&state.config, state.layers.clone())?)
     }
 }
 
 impl crate::plan::Resolver for Builder<'_> {
-    fn image(&self, name: &str) -> Result<ImageFacts, Error> {
-        let image = self.resolve_image(name)?;
+    fn image(&self, name: &str, platform: &Platform) -> Result<ImageFacts, Error> {
+        let image = self.resolve_image(name, platform)?;
         let on_build = image
             .config
             .config
@@ -433,6 +496,12 @@ impl crate::plan::Resolver for Builder<'_> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
             on_build,
+        })
+    }
+
+    fn check_run_platform(&self, platform: &Platform) -> Result<(), Error> {
+        kiln_sandbox::check_emulation(&platform.architecture).map_err(|why| {
+            Error::BadInput(format!("RUN steps for {platform} cannot run here: {why}"))
         })
     }
 

@@ -182,11 +182,21 @@ pub struct ImportArgs {
     /// A commit message for the history entry.
     #[arg(short, long)]
     pub message: Option<String>,
+    /// The platform the rootfs is for (default: the host's). When NAME already names an
+    /// image of another platform, NAME becomes an index of both (a multi-platform base).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 /// Makes a one-layer image from a rootfs tarball.
 pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let name: kiln_image::Reference = args.name.parse()?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<kiln_image::Platform>)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
     let input: Box<dyn Read> = if args.file == "-" {
         Box::new(io::stdin().lock())
     } else {
@@ -209,9 +219,46 @@ pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Resu
         })),
         ..History::default()
     });
+    if let Some(platform) = &platform {
+        config.os = platform.os.clone();
+        config.architecture = platform.architecture.clone();
+        config.variant = platform.variant.clone();
+    }
     kiln_build::apply_changes(&mut config, &args.change)?;
     let image = store.put_image(&config, vec![layer])?;
-    store.tag(&name.store_name(), &image.descriptor)?;
+    let store_name = name.store_name();
+    match platform.and_then(|p| other_platforms(store, &store_name, &p).map(|o| (p, o))) {
+        Some((platform, mut others)) if !others.is_empty() => {
+            others.push((platform, image.clone()));
+            let index = store.put_index(&others)?;
+            store.tag(&store_name, &index)?;
+            let list: Vec<String> = others.iter().map(|(p, _)| p.to_string()).collect();
+            // On stderr: stdout carries only the image id, for scripts.
+            let _ = writeln!(
+                io::stderr(),
+                "{store_name} is an index of {}",
+                list.join(", ")
+            );
+        }
+        _ => store.tag(&store_name, &image.descriptor)?,
+    }
     out.line(image.id().as_str())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The images `name` has for platforms other than `platform`, if it names any.
+fn other_platforms(
+    store: &Store,
+    name: &str,
+    platform: &kiln_image::Platform,
+) -> Option<Vec<(kiln_image::Platform, kiln_image::Image)>> {
+    let tagged = store.list().ok()?.into_iter().find(|t| t.name == name)?;
+    let images = store.platform_images(&tagged.descriptor).ok()?;
+    Some(
+        images
+            .into_iter()
+            .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
+            .filter(|(p, _)| !(p.matches(platform) && platform.matches(p)))
+            .collect(),
+    )
 }

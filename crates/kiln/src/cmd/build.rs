@@ -60,7 +60,9 @@ pub struct BuildArgs {
     /// Push the image to its registry under each `-t` name after the build.
     #[arg(long)]
     pub push: bool,
-    /// The platform of base images pulled from multi-platform indexes (default: the host's).
+    /// Build for these platforms (`linux/amd64,linux/arm64`): one image each, tagged as one
+    /// index; foreign RUN steps run under qemu-user (binfmt_misc). Sets TARGETPLATFORM and
+    /// chooses bases from multi-platform images. Default: the host's.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
     /// Import build cache from a registry: `type=registry,ref=REFERENCE` (repeatable).
@@ -175,6 +177,28 @@ pub fn read_input(
     Ok((context, text, name))
 }
 
+/// `--platform a,b`: each checked, none twice.
+fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let mut platforms: Vec<kiln_image::Platform> = Vec::new();
+    for part in text.split(',') {
+        let platform = part
+            .trim()
+            .parse::<kiln_image::Platform>()
+            .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+        anyhow::ensure!(
+            !platforms
+                .iter()
+                .any(|p| p.matches(&platform) && platform.matches(p)),
+            "--platform: {platform} is given twice"
+        );
+        platforms.push(platform);
+    }
+    Ok(platforms)
+}
+
 /// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
 /// handle can stop at once.
 fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
@@ -219,6 +243,7 @@ pub fn build(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
     let jobs = jobs(args.jobs)?;
+    let platforms = platforms(args.platform.as_deref())?;
     let network = args
         .network
         .parse::<kiln_sandbox::Network>()
@@ -244,6 +269,7 @@ pub fn build(
         target: args.target.clone(),
         no_cache: args.no_cache,
         jobs,
+        platform: platforms.first().cloned(),
         sync: args.sync,
         labels,
         secrets,
@@ -254,7 +280,6 @@ pub fn build(
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,
-            args.platform.as_deref(),
             &args.cache_from,
             args.cache_to.as_deref(),
         )?),
@@ -269,6 +294,23 @@ pub fn build(
                 reporter.report(Event::Warning { text });
             }
         }
+    }
+    if platforms.len() > 1 {
+        anyhow::ensure!(
+            !args.push,
+            "--push of a multi-platform build is not supported yet: build, then push each \
+             platform with kiln build --platform P --push"
+        );
+        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
+        for (platform, image) in &built.images {
+            reporter.line(&format!("{platform}: image {}", image.id()));
+        }
+        reporter.line(&format!("writing index {} done", built.index.digest));
+        for tag in &tags {
+            reporter.line(&format!("naming to {}", tag.store_name()));
+        }
+        out.line(built.index.digest.as_str())?;
+        return Ok(ExitCode::SUCCESS);
     }
     let image = kiln_build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));

@@ -219,6 +219,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         target: args.target.clone(),
         no_cache: false,
         jobs: 1,
+        platform: None,
         sync: false,
         labels: Vec::new(),
         secrets: Vec::new(),

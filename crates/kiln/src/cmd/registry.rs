@@ -356,18 +356,16 @@ impl Reporter for TransferPrinter {
     }
 }
 
-/// The registry side of `kiln build`: settings, `--pull`, `--platform`, the caches.
+/// The registry side of `kiln build`: settings, `--pull`, the caches.
 pub fn build_registry(
     flags: &RegistryFlags,
     pull: bool,
-    platform: Option<&str>,
     cache_from: &[String],
     cache_to: Option<&str>,
 ) -> anyhow::Result<std::sync::Arc<kiln_build::registry::BuildRegistry>> {
     use kiln_build::registry::{BuildRegistry, parse_cache_spec};
     let mut settings = BuildRegistry::new(load_config(flags)?);
     settings.pull = pull;
-    settings.platform = platform.map(kiln_registry::parse_platform).transpose()?;
     settings.cache_from = cache_from
         .iter()
         .map(|c| parse_cache_spec("--cache-from", c))
