@@ -296,11 +296,6 @@ pub fn build(
         }
     }
     if platforms.len() > 1 {
-        anyhow::ensure!(
-            !args.push,
-            "--push of a multi-platform build is not supported yet: build, then push each \
-             platform with kiln build --platform P --push"
-        );
         let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
         for (platform, image) in &built.images {
             reporter.line(&format!("{platform}: image {}", image.id()));
@@ -308,6 +303,17 @@ pub fn build(
         reporter.line(&format!("writing index {} done", built.index.digest));
         for tag in &tags {
             reporter.line(&format!("naming to {}", tag.store_name()));
+        }
+        if args.push {
+            let (_, first) = &built.images[0];
+            super::registry::push_tags(
+                store,
+                first,
+                Some(&built.images),
+                &tags,
+                &args.registry,
+                progress,
+            )?;
         }
         out.line(built.index.digest.as_str())?;
         return Ok(ExitCode::SUCCESS);
@@ -318,7 +324,7 @@ pub fn build(
         reporter.line(&format!("naming to {}", tag.store_name()));
     }
     if args.push {
-        super::registry::push_tags(store, &image, &tags, &args.registry, progress)?;
+        super::registry::push_tags(store, &image, None, &tags, &args.registry, progress)?;
     }
     out.line(image.id().as_str())?;
     Ok(ExitCode::SUCCESS)

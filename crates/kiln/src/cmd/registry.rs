@@ -171,9 +171,28 @@ pub fn push(
     let target = parse_reference(args.target.as_deref().unwrap_or(&args.image))?;
     let registry = client(&args.registry)?;
     let printer = TransferPrinter::new(progress);
-    let pushed = registry
-        .push(store, &image, &target, &printer)
-        .with_context(|| format!("push {target}"))?;
+    // A multi-platform image goes as its index, with every platform's image.
+    let tagged = args
+        .image
+        .parse::<Reference>()
+        .ok()
+        .and_then(|r| {
+            let name = r.store_name();
+            store.list().ok()?.into_iter().find(|t| t.name == name)
+        })
+        .filter(|t| kiln_image::is_index(&t.descriptor.media_type));
+    let pushed = match tagged {
+        Some(tagged) => {
+            let images: Vec<(kiln_image::Platform, kiln_image::Image)> = store
+                .platform_images(&tagged.descriptor)?
+                .into_iter()
+                .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
+                .collect();
+            registry.push_index(store, &images, &target, &printer)
+        }
+        None => registry.push(store, &image, &target, &printer),
+    }
+    .with_context(|| format!("push {target}"))?;
     printer.line(&format!(
         "pushed {target}: digest {} uploaded {} bytes, compressed {} layers",
         pushed.digest, pushed.uploaded, pushed.compressed
@@ -380,6 +399,7 @@ pub fn build_registry(
 pub fn push_tags(
     store: &Store,
     image: &kiln_image::Image,
+    multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
     tags: &[Reference],
     flags: &RegistryFlags,
     progress: Progress,
@@ -391,9 +411,11 @@ pub fn push_tags(
     let registry = client(flags)?;
     let printer = TransferPrinter::new(progress);
     for tag in tags {
-        let pushed = registry
-            .push(store, image, tag, &printer)
-            .with_context(|| format!("push {tag}"))?;
+        let pushed = match multi_platform {
+            Some(images) => registry.push_index(store, images, tag, &printer),
+            None => registry.push(store, image, tag, &printer),
+        }
+        .with_context(|| format!("push {tag}"))?;
         printer.line(&format!(
             "pushed {tag}: digest {} uploaded {} bytes, compressed {} layers",
             pushed.digest, pushed.uploaded, pushed.compressed
