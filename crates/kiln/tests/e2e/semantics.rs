@@ -440,3 +440,26 @@ fn a_dockerfiles_own_ignore_file_wins_over_the_contexts() {
         "{listing}"
     );
 }
+
+#[test]
+fn an_arg_default_is_not_evaluated_when_a_build_arg_gives_the_value() {
+    // BuildKit's testArgDefaultExpansion (dockerfile_args_test.go): `${FOO:?…}` in a default
+    // fails only when the default is used. docker 20.10's BuildKit expanded every default
+    // first and fails even with --build-arg BAR, so this follows the current reference.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "argdefault",
+        "FROM busybox\nARG FOO\nARG BAR=${FOO:?\"foo missing\"}\nRUN echo \"bar=$BAR\"\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "argdefault", &ctx]);
+    assert!(stderr.contains("FOO: foo missing"), "{stderr}");
+    let (stdout, stderr) = env.build(&["--no-lint", "--build-arg", "FOO=123", "-t", "a", &ctx]);
+    assert!(format!("{stdout}{stderr}").contains("bar=123"), "{stderr}");
+    let (stdout, stderr) = env.build(&["--no-lint", "--build-arg", "BAR=456", "-t", "b", &ctx]);
+    assert!(format!("{stdout}{stderr}").contains("bar=456"), "{stderr}");
+    // The history shows the value the ARG took, as BuildKit's dispatchArg commits it.
+    let history = env.ok(&["history", "--no-trunc", "b"]);
+    assert!(history.contains("ARG BAR=456"), "{history}");
+}
