@@ -174,11 +174,26 @@ pub fn kind_in_root(root: &Path, path: &str) -> Option<std::fs::FileType> {
     std::fs::metadata(fd_path(&fd)).ok().map(|m| m.file_type())
 }
 
+/// What the destination path is while the sources are written, one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DestState {
+    /// Not there (or not known: no rootfs to look in).
+    Missing,
+    Dir,
+    /// A file or anything else that is not a directory.
+    Other,
+}
+
 /// Writes the tar that places `sources` at `dest` (an absolute container path; a trailing `/`
 /// or an existing directory means "into"). `rootfs` is the step's merged view, consulted for
 /// what exists; without it (to take the cache key only, into `io::sink()`) nothing is looked
 /// up. Returns the digest of the sources' names, metadata and content: the same with or
 /// without a rootfs.
+///
+/// Several sources go to `dest` in turn, as BuildKit's copy (fsutil's `prepareTargetDir`)
+/// takes them, whether or not `dest` ends with `/`: a file goes into `dest` if it is a
+/// directory by then, else becomes `dest` (the last one stays); a directory's contents, or an
+/// archive's, make `dest` a directory.
 pub fn write_copy_tar(
     src: SourceRoot<'_>,
     sources: &[Matched],
@@ -191,16 +206,18 @@ pub fn write_copy_tar(
     tar.follow_symlinks(false);
     let mut key = Sha256::new();
     let dest_clean = clean_path(dest);
-    let dest_exists_as_dir = rootfs
-        .and_then(|r| kind_in_root(r, &dest_clean))
-        .is_some_and(|k| k.is_dir());
-    let into_dir =
-        dest.ends_with('/') || dest_exists_as_dir || dest_clean.is_empty() || sources.len() > 1;
-    if sources.len() > 1 && !dest.ends_with('/') && !dest_exists_as_dir {
-        return Err(Error::BadInput(format!(
-            "with more than one source, the destination must be a directory and end with a /: {dest:?}"
-        )));
-    }
+    let spelled_as_dir = dest.ends_with('/') || dest_clean.is_empty();
+    let mut dest_state = match rootfs.and_then(|r| kind_in_root(r, &dest_clean)) {
+        None => DestState::Missing,
+        Some(kind) if kind.is_dir() => DestState::Dir,
+        Some(_) => DestState::Other,
+    };
+    let not_a_dir = |what: &str| {
+        Error::BadInput(format!(
+            "cannot copy {what} to {dest:?}: it is not a directory (an earlier source, or the \
+             image, put a file there); end the destination with / to copy into a directory"
+        ))
+    };
     let mut writer = TarWriter {
         tar: &mut tar,
         key: &mut key,
@@ -214,13 +231,25 @@ pub fn write_copy_tar(
         let host = fd_path(&fd);
         let meta = std::fs::metadata(&host).map_err(Error::io("stat", src.root.join(rel)))?;
         if meta.is_dir() {
+            if dest_state == DestState::Other {
+                return Err(not_a_dir(&format!("the directory {rel:?}")));
+            }
             writer.ensure_dir(&dest_clean)?;
             writer.walk_dir(&host, rel, &dest_clean, src.ignore)?;
+            dest_state = DestState::Dir;
+        } else if options.extract_archives && is_tar(&host) {
+            if dest_state == DestState::Other {
+                return Err(not_a_dir(&format!("the archive {rel:?}")));
+            }
+            writer.ensure_dir(&dest_clean)?;
+            writer.extract(&host, &dest_clean)?;
+            dest_state = DestState::Dir;
         } else {
             let name = Path::new(rel)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let into_dir = spelled_as_dir || dest_state == DestState::Dir;
             let target = if into_dir {
                 join(&dest_clean, &name)
             } else {
@@ -229,10 +258,12 @@ pub fn write_copy_tar(
             if let Some(parent) = Path::new(&target).parent() {
                 writer.ensure_dir(&parent.to_string_lossy())?;
             }
-            if options.extract_archives && writer.try_extract(&host, &dest_clean)? {
-                continue;
-            }
             writer.entry(&host, &meta, &target, rel)?;
+            if into_dir {
+                dest_state = DestState::Dir;
+            } else if rootfs.is_some() {
+                dest_state = DestState::Other;
+            }
         }
     }
     tar.into_inner()
@@ -419,11 +450,8 @@ impl<W: Write> TarWriter<'_, W> {
         }
     }
 
-    /// `ADD` of a local archive: its entries go under `dest`. Returns false if it is not one.
-    fn try_extract(&mut self, host: &Path, dest: &str) -> Result<bool, Error> {
-        if !is_tar(host) {
-            return Ok(false);
-        }
+    /// `ADD` of a local archive ([`is_tar`]): its entries go under `dest`.
+    fn extract(&mut self, host: &Path, dest: &str) -> Result<(), Error> {
         let file = File::open(host).map_err(Error::io("open", host))?;
         let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, file))?;
         let mut archive = tar::Archive::new(KeyedReader {
@@ -468,7 +496,7 @@ impl<W: Write> TarWriter<'_, W> {
                     .map_err(Error::archive("write copy stream"))?,
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -275,6 +275,13 @@ const CASES: &[Case] = &[
     },
     case("copy-symlinks"),
     case("copy-onto-existing"),
+    Case {
+        legacy: Legacy::CannotBuild(
+            "When using COPY with more than one source file, the destination must be a \
+             directory and end with a /",
+        ),
+        ..case("copy-multi-dest")
+    },
     case("copy-dest-forms"),
     case("config-edges"),
     Case {
