@@ -241,7 +241,8 @@ pub fn write_copy_tar(
             if dest_state == DestState::Other {
                 return Err(not_a_dir(&format!("the archive {rel:?}")));
             }
-            writer.ensure_dir(&dest_clean)?;
+            // BuildKit's unpack makes the destination 0755 whatever --chmod says.
+            writer.ensure_dir_mode(&dest_clean, 0o755)?;
             writer.extract(&host, &dest_clean)?;
             dest_state = DestState::Dir;
         } else {
@@ -297,9 +298,16 @@ struct TarWriter<'a, W: Write> {
 }
 
 impl<W: Write> TarWriter<'_, W> {
-    /// Adds entries for the missing directories of `dir`, 0755 and owned as `--chown` says, as
-    /// BuildKit creates them. Existing directories are left as they are.
+    /// Adds entries for the missing directories of `dir`, owned as `--chown` says, as BuildKit
+    /// creates them: with the permission bits of an octal `--chmod`, else 0755 (fsutil's
+    /// MkdirAll since 183e7fb; BuildKit's testCopyChmod). Existing directories are left as
+    /// they are.
     fn ensure_dir(&mut self, dir: &str) -> Result<(), Error> {
+        self.ensure_dir_mode(dir, self.options.chmod.map_or(0o755, |m| m & 0o777))
+    }
+
+    /// [`Self::ensure_dir`] with the mode of the directories it makes.
+    fn ensure_dir_mode(&mut self, dir: &str, mode: u32) -> Result<(), Error> {
         let Some(rootfs) = self.rootfs else {
             return Ok(());
         };
@@ -309,7 +317,7 @@ impl<W: Write> TarWriter<'_, W> {
             if kind_in_root(rootfs, &prefix).is_none() {
                 let mut header = tar::Header::new_gnu();
                 header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
+                header.set_mode(mode);
                 let (uid, gid) = self.options.owner.unwrap_or((0, 0));
                 header.set_uid(uid.into());
                 header.set_gid(gid.into());

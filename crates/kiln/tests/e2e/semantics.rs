@@ -463,3 +463,50 @@ fn an_arg_default_is_not_evaluated_when_a_build_arg_gives_the_value() {
     let history = env.ok(&["history", "--no-trunc", "b"]);
     assert!(history.contains("ARG BAR=456"), "{history}");
 }
+
+#[test]
+fn copy_chmod_gives_its_mode_to_the_parents_it_creates() {
+    // BuildKit's testCopyChmod (dockerfile_copy_test.go), with fsutil since 183e7fb (2025,
+    // "copy: fix custom chmod for parent directories"): directories that COPY --chmod creates
+    // take the mode (its permission bits); docker 20.10 made them 0755 (the differential
+    // copy-chmod case says so). An archive's destination stays 0755: BuildKit's unpack makes
+    // it with that mode whatever --chmod says.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "chmod-parents",
+        "FROM busybox\n\
+         COPY --chmod=777 foo /parent/foo\n\
+         COPY --chmod=770 foo /parent/sub/foo\n\
+         COPY --chmod=4711 foo /setuid/deeper/foo\n\
+         COPY --chmod=700 dir /newdir/\n\
+         ADD --chmod=600 t.tar /unpacked/here/\n\
+         RUN stat -c 'mode %n %04a' /parent /parent/sub /parent/foo /setuid /setuid/deeper /setuid/deeper/foo /newdir /newdir/inner /unpacked /unpacked/here /unpacked/here/in-tar\n",
+        &[("foo", "foo-contents"), ("dir/inner", "x")],
+    );
+    let tar_src = env.path("tar-src");
+    std::fs::create_dir_all(&tar_src).unwrap();
+    std::fs::write(tar_src.join("in-tar"), "t").unwrap();
+    run(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&tar_src)
+        .arg("-cf")
+        .arg(format!("{ctx}/t.tar"))
+        .arg("in-tar"));
+    let (stdout, stderr) = env.build(&["--no-lint", "-t", "chmod-parents", &ctx]);
+    let text = format!("{stdout}{stderr}");
+    for expected in [
+        "mode /parent 0777",
+        "mode /parent/sub 0770",
+        "mode /parent/foo 0777",
+        "mode /setuid 0711",
+        "mode /setuid/deeper 0711",
+        "mode /setuid/deeper/foo 4711",
+        "mode /newdir 0700",
+        "mode /newdir/inner 0700",
+        "mode /unpacked 0755",
+        "mode /unpacked/here 0755",
+    ] {
+        assert!(text.contains(expected), "expected {expected}:\n{text}");
+    }
+}
