@@ -19,6 +19,9 @@ use sha2::{Digest as _, Sha256};
 use crate::Error;
 use crate::context::{IgnoreRules, clean_path};
 
+mod chmod;
+pub use chmod::{Change, Chmod, ChmodError};
+
 /// Where sources are read from.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRoot<'a> {
@@ -34,7 +37,7 @@ pub struct CopyOptions {
     /// `--chown`, resolved to ids.
     pub owner: Option<(u32, u32)>,
     /// `--chmod`.
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `ADD`: local tar archives are extracted into the destination.
     pub extract_archives: bool,
     /// Without `--chown`, sources keep their uid/gid (`COPY --from`, as docker does); otherwise
@@ -300,10 +303,11 @@ struct TarWriter<'a, W: Write> {
 impl<W: Write> TarWriter<'_, W> {
     /// Adds entries for the missing directories of `dir`, owned as `--chown` says, as BuildKit
     /// creates them: with the permission bits of an octal `--chmod`, else 0755 (fsutil's
-    /// MkdirAll since 183e7fb; BuildKit's testCopyChmod). Existing directories are left as
+    /// MkdirAll since 183e7fb; BuildKit's testCopyChmod; a symbolic mode is not used there). Existing directories are left as
     /// they are.
     fn ensure_dir(&mut self, dir: &str) -> Result<(), Error> {
-        self.ensure_dir_mode(dir, self.options.chmod.map_or(0o755, |m| m & 0o777))
+        let mode = self.options.chmod.as_ref().map_or(0o755, Chmod::dir_mode);
+        self.ensure_dir_mode(dir, mode)
     }
 
     /// [`Self::ensure_dir`] with the mode of the directories it makes.
@@ -386,7 +390,11 @@ impl<W: Write> TarWriter<'_, W> {
         source: &str,
     ) -> Result<(), Error> {
         let mut header = tar::Header::new_gnu();
-        let mode = self.options.chmod.unwrap_or(meta.mode() & 0o7777);
+        let file_type = meta.file_type();
+        let mode = match &self.options.chmod {
+            Some(chmod) => chmod.apply(meta.mode(), file_type.is_dir()),
+            None => meta.mode() & 0o7777,
+        };
         let (uid, gid) = match self.options.owner {
             Some(owner) => owner,
             None if self.options.keep_owners => (meta.uid(), meta.gid()),
@@ -396,7 +404,6 @@ impl<W: Write> TarWriter<'_, W> {
         header.set_uid(uid.into());
         header.set_gid(gid.into());
         header.set_mtime(meta.mtime().max(0) as u64);
-        let file_type = meta.file_type();
         let record =
             |kind: &str, extra: &str| format!("{kind} {source} {mode:o} {uid}:{gid} {extra}\0");
         let err = Error::archive("write copy stream");

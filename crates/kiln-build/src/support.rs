@@ -174,6 +174,7 @@ mod tests {
         ("COPY", "--from=base", None),
         ("COPY", "--chown=1:1", None),
         ("COPY", "--chmod=644", None),
+        ("COPY", "--chmod=u=rwX,go=rX", None),
         ("COPY", "--link", None),
         ("COPY", "--parents", Some("--parents")),
         ("COPY", "--exclude=*.md", Some("--exclude")),

@@ -254,18 +254,12 @@ fn copy_options(
     extract: bool,
     keep_owners: bool,
 ) -> Result<CopyOptions, Error> {
+    // BuildKit takes an empty value (`--chmod=$UNSET`) as no --chmod.
     let chmod = chmod
-        .map(|mode| {
-            u32::from_str_radix(mode, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    Error::BadInput(format!(
-                        "--chmod={mode}: expected an octal mode such as 755 or 0644"
-                    ))
-                })
-        })
-        .transpose()?;
+        .filter(|mode| !mode.is_empty())
+        .map(copy::Chmod::parse)
+        .transpose()
+        .map_err(|e| Error::BadInput(e.to_string()))?;
     Ok(CopyOptions {
         owner,
         chmod,

@@ -510,3 +510,105 @@ fn copy_chmod_gives_its_mode_to_the_parents_it_creates() {
         assert!(text.contains(expected), "expected {expected}:\n{text}");
     }
 }
+
+#[test]
+fn symbolic_chmod_modes_give_what_chmod_gives() {
+    // BuildKit's testChmodNonOctal (dockerfile_copy_test.go): COPY --chmod=<symbolic> must
+    // leave the modes that `chmod <symbolic>` gives the same file, for files and directories
+    // (Dockerfile 1.14; BuildKit's vendored dchapes-mode, where `X` also works with `=`).
+    // One difference is checked apart: with `=`, busybox's chmod looks for an `x` bit after
+    // clearing the class, BuildKit (and GNU chmod) in the mode before, so
+    // `u=rwX,go=rX` keeps an executable file executable.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let modes = [
+        "go-w",
+        "u=rw,g=r,o=r",
+        "a+X",
+        "u+rw,g+r,o-x,o+w",
+        "u=rwX,go=rX",
+        "go=u-w",
+        "g=u",
+        "o=g-w",
+        "a-X",
+        "u+s,+t",
+    ];
+    let mut expected = String::new();
+    let mut copies = String::new();
+    let mut verify = String::new();
+    for (i, mode) in modes.iter().enumerate() {
+        for (src, is_dir) in [("file", false), ("exe", false), ("dir", true)] {
+            if src == "exe" && mode.contains("=rX") {
+                continue; // checked apart, below
+            }
+            let dst = format!("{src}{i}");
+            if is_dir {
+                // COPY copies a directory's contents: nest it, so that it is copied itself.
+                expected.push_str(&format!(
+                    "RUN mkdir -p /input/dirs/{dst} && cp -a /input/{src} /input/dirs/{dst}/{dst} \
+                     && cp -a /input/dirs/{dst}/. /expected/ && chmod {mode} /expected/{dst}\n"
+                ));
+                copies.push_str(&format!(
+                    "COPY --from=base --chmod={mode} /input/dirs/{dst} /\n"
+                ));
+            } else {
+                expected.push_str(&format!(
+                    "RUN cp -a /input/{src} /expected/{dst} && chmod {mode} /expected/{dst}\n"
+                ));
+                copies.push_str(&format!(
+                    "COPY --from=base --chmod={mode} /input/{src} /{dst}\n"
+                ));
+            }
+            verify.push_str(&format!(
+                "a=$(stat -c %A /actual/{dst}); e=$(stat -c %A /expected/{dst}); \
+                 if [ \"$a\" = \"$e\" ]; then echo \"chmod-same {dst} {mode} $a\"; \
+                 else echo \"chmod-differs {dst} {mode} got $a want $e\"; fi\n"
+            ));
+        }
+    }
+    let dockerfile = format!(
+        "FROM busybox AS base\n\
+         RUN mkdir /input /expected && touch /input/file /input/exe && chmod 666 /input/file \
+         && chmod 744 /input/exe && mkdir /input/dir && chmod 124 /input/dir\n\
+         {expected}\n\
+         FROM scratch AS result\n\
+         {copies}\n\
+         COPY --from=base --chmod=u=rwX,go=rX /input/exe /exe-kept\n\
+         FROM base\n\
+         COPY --from=result / /actual/\n\
+         RUN <<EOF\n{verify}EOF\n\
+         RUN stat -c 'kept %a' /actual/exe-kept\n"
+    );
+    let ctx = env.context("chmod-symbolic", &dockerfile, &[]);
+    let (out, text) = env.build_output(&["--no-lint", "-t", "chmod-symbolic", &ctx]);
+    assert_success(&out, "COPY --chmod with symbolic modes");
+    assert!(text.contains("kept 755"), "{text}");
+    let same = text.lines().filter(|l| l.contains("chmod-same ")).count();
+    assert_eq!(
+        same,
+        modes.len() * 3 - 1,
+        "every copy has chmod's mode:\n{}",
+        text.lines()
+            .filter(|l| l.contains("chmod-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Octal values keep BuildKit's words; other text is a syntax error naming the flag.
+    for (mode, words) in [
+        (
+            "64a",
+            "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777",
+        ),
+        ("10000", "invalid chmod parameter: '10000'"),
+        ("u+z", "--chmod=u+z"),
+        ("u+r,", "--chmod=u+r,"),
+    ] {
+        let ctx = env.context(
+            "chmod-bad",
+            &format!("FROM busybox\nCOPY --chmod={mode} f /f\n"),
+            &[("f", "x")],
+        );
+        let stderr = env.fails(&["build", "--no-lint", "-t", "bad", &ctx]);
+        assert!(stderr.contains(words), "{mode}: {stderr}");
+    }
+}
