@@ -465,7 +465,8 @@ impl<W: Write> TarWriter<'_, W> {
         }
     }
 
-    /// `ADD` of a local archive ([`is_tar`]): its entries go under `dest`.
+    /// `ADD` of a local archive ([`is_tar`]): its entries go under `dest`, owned as `--chown`
+    /// says if it is given.
     fn extract(&mut self, host: &Path, dest: &str) -> Result<(), Error> {
         let file = File::open(host).map_err(Error::io("open", host))?;
         let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, file))?;
@@ -481,6 +482,12 @@ impl<W: Write> TarWriter<'_, W> {
                 continue;
             }
             let mut header = entry.header().clone();
+            // BuildKit's unpack gives --chown to every extracted entry (the untar's ChownOpts;
+            // testDockerfileAddChownArchive). docker 20.10's kept the archive's owners.
+            if let Some((uid, gid)) = self.options.owner {
+                header.set_uid(uid.into());
+                header.set_gid(gid.into());
+            }
             let target = join(dest, &name);
             match header.entry_type() {
                 tar::EntryType::Link => {
