@@ -208,7 +208,10 @@ pub fn write_copy_tar(
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut key = Sha256::new();
-    let dest_clean = clean_path(dest);
+    let dest_clean = match rootfs {
+        Some(root) => resolve_in_root(root, &clean_path(dest))?,
+        None => clean_path(dest),
+    };
     let spelled_as_dir = dest.ends_with('/') || dest_clean.is_empty();
     let mut dest_state = match rootfs.and_then(|r| kind_in_root(r, &dest_clean)) {
         None => DestState::Missing,
@@ -274,6 +277,64 @@ pub fn write_copy_tar(
         .and_then(|mut w| w.flush())
         .map_err(Error::archive("write copy stream"))?;
     Ok(Digest::from_hasher(key))
+}
+
+/// `rel` with every symlink on it followed inside `root`, as BuildKit resolves a COPY
+/// destination (continuity's `fs.RootPath`): a link to a path that is not there yet is
+/// followed too, so the copy creates the link's target and the link stays. `..`, in `rel` or in
+/// a link, stops at the root. Components from the first missing one on are taken as written.
+fn resolve_in_root(root: &Path, rel: &str) -> Result<String, Error> {
+    // continuity's limit.
+    const MAX_LINKS: usize = 255;
+    let mut done: Vec<String> = Vec::new();
+    let mut todo: std::collections::VecDeque<String> = rel
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut links = 0;
+    let mut missing = false;
+    while let Some(comp) = todo.pop_front() {
+        match comp.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        if !missing {
+            let here = done.join("/");
+            let dir = open_in_root(root, &here)
+                .map_err(Error::io("open destination directory", root.join(&here)))?;
+            let path = || root.join(&here).join(&comp);
+            match rustix::fs::statat(&dir, comp.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink() => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(Error::BadInput(format!(
+                            "destination {rel:?}: more than {MAX_LINKS} symlinks to follow"
+                        )));
+                    }
+                    let target = rustix::fs::readlinkat(&dir, comp.as_str(), Vec::new())
+                        .map_err(|e| Error::io("readlink", path())(e.into()))?;
+                    let target = target.to_string_lossy().into_owned();
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for part in target.split('/').filter(|c| !c.is_empty()).rev() {
+                        todo.push_front(part.to_owned());
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::NOENT) => missing = true,
+                Err(e) => return Err(Error::io("stat", path())(e.into())),
+            }
+        }
+        done.push(comp);
+    }
+    Ok(done.join("/"))
 }
 
 /// Whether slash path `path` is strictly below `dir`.
@@ -627,6 +688,29 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_destination_follows_links_inside_the_root_even_to_nothing() {
+        let root = tree(&["real/file"]);
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, root.path().join(at)).unwrap();
+        };
+        link("/x/y", "abs");
+        link("../../../up", "climb");
+        link("real", "dir");
+        link("abs", "chain");
+        link("loop", "loop");
+        let resolve = |rel: &str| resolve_in_root(root.path(), rel);
+        assert_eq!(resolve("abs").unwrap(), "x/y");
+        assert_eq!(resolve("abs/deeper/name").unwrap(), "x/y/deeper/name");
+        assert_eq!(resolve("climb/f").unwrap(), "up/f");
+        assert_eq!(resolve("dir/file").unwrap(), "real/file");
+        assert_eq!(resolve("chain/../z").unwrap(), "x/z");
+        assert_eq!(resolve("").unwrap(), "");
+        let err = resolve("loop/f").unwrap_err();
+        assert!(format!("{err}").contains("more than 255 symlinks"), "{err}");
+        assert!(!root.path().join("x").exists(), "nothing is created");
     }
 
     #[test]

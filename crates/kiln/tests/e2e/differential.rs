@@ -291,6 +291,7 @@ const CASES: &[Case] = &[
     },
     case("copy-symlinks"),
     case("copy-onto-existing"),
+    case("copy-dangling-links"),
     Case {
         legacy: Legacy::CannotBuild(
             "When using COPY with more than one source file, the destination must be a \
