@@ -43,11 +43,83 @@ pub struct CopyOptions {
     /// Without `--chown`, sources keep their uid/gid (`COPY --from`, as docker does); otherwise
     /// they become root's (the build context).
     pub keep_owners: bool,
+    /// `--exclude` patterns, matched against paths below each source (BuildKit's
+    /// testExcludedFilesOnCopy): what they match is left out, as `.dockerignore` leaves it out.
+    /// A source named on its own is never left out.
+    pub exclude: IgnoreRules,
 }
 
-/// One source path matched in the source root, relative to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched(pub String);
+/// One source matched in the source root.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// Relative to the source root.
+    pub path: String,
+    /// `COPY --parents`: `path` is a directory, and what this matches below it is copied, with
+    /// the directories on the way (as BuildKit copies it, an include pattern on the directory).
+    pub include: Option<Include>,
+}
+
+impl Matched {
+    /// A source copied as it is.
+    pub fn path(path: impl Into<String>) -> Matched {
+        Matched {
+            path: path.into(),
+            include: None,
+        }
+    }
+}
+
+/// The pattern of a `COPY --parents` source below its pivot directory.
+#[derive(Debug, Clone)]
+pub struct Include {
+    /// `.dockerignore` semantics: an entry is included if the pattern matches it or a
+    /// directory above it.
+    rules: IgnoreRules,
+    /// One glob per component, `None` for `**`: which directories can hold a match.
+    components: Vec<Option<globset::GlobMatcher>>,
+}
+
+impl Include {
+    fn new(pattern: &str) -> Result<Include, Error> {
+        let rules = IgnoreRules::from_patterns([pattern], "COPY --parents")?;
+        let components = pattern
+            .split('/')
+            .map(|part| {
+                if part == "**" {
+                    return Ok(None);
+                }
+                globset::GlobBuilder::new(part)
+                    .backslash_escape(true)
+                    .build()
+                    .map(|g| Some(g.compile_matcher()))
+                    .map_err(|e| {
+                        Error::BadInput(format!("COPY --parents {pattern:?}: bad pattern: {e}"))
+                    })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Include { rules, components })
+    }
+
+    fn includes(&self, below: &str) -> bool {
+        self.rules.is_excluded(below)
+    }
+
+    /// Whether something below directory `dir` (not matched itself) may match.
+    fn may_hold_a_match(&self, dir: &str) -> bool {
+        let mut parts = dir.split('/');
+        for component in &self.components {
+            let Some(glob) = component else {
+                return true;
+            };
+            match parts.next() {
+                None => return true,
+                Some(part) if glob.is_match(part) => {}
+                Some(_) => return false,
+            }
+        }
+        false
+    }
+}
 
 /// Expands one source pattern (`*.txt`, `dir/`, `.`) against the source root.
 ///
@@ -68,7 +140,7 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
                 "source {pattern:?} was not found in the build context (or is excluded by .dockerignore)"
             )));
         }
-        return Ok(vec![Matched(cleaned)]);
+        return Ok(vec![Matched::path(cleaned)]);
     }
     let glob = globset::GlobBuilder::new(&go_match_pattern(&cleaned))
         .literal_separator(true)
@@ -85,7 +157,7 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
             entry.map_err(|e| Error::BadInput(format!("walk {}: {e}", src.root.display())))?;
         let rel = relative(src.root, entry.path());
         if glob.is_match(&rel) && !excluded(&rel) {
-            found.push(Matched(rel));
+            found.push(Matched::path(rel));
         }
     }
     if found.is_empty() {
@@ -94,6 +166,38 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
         )));
     }
     Ok(found)
+}
+
+/// Expands one `COPY --parents` source: `pivot/./pattern` copies what `pattern` matches below
+/// `pivot`, with the directories between (a pivot may have wildcards); without `/./`, the pivot
+/// is the source root. As in BuildKit (dockerfile2llb's dispatchCopy), a source without
+/// wildcards must be there; one with wildcards may match nothing.
+pub fn match_parents(src: SourceRoot<'_>, source: &str) -> Result<Vec<Matched>, Error> {
+    let (pivot, pattern) = source.split_once("/./").unwrap_or(("/", source));
+    let pattern = clean_path(pattern);
+    let wild = |p: &str| p.contains(['*', '?', '[']);
+    if !wild(pivot) && !wild(&pattern) {
+        // The error when it is missing (or ignored).
+        match_sources(src, &join(&clean_path(pivot), &pattern))?;
+    }
+    let include = if pattern.is_empty() {
+        None
+    } else {
+        Some(Include::new(&pattern)?)
+    };
+    let pivots = if wild(pivot) {
+        match_sources(src, pivot).unwrap_or_default()
+    } else {
+        vec![Matched::path(clean_path(pivot))]
+    };
+    Ok(pivots
+        .into_iter()
+        .filter(|m| kind_in_root(src.root, &m.path).is_some())
+        .map(|m| Matched {
+            path: m.path,
+            include: include.clone(),
+        })
+        .collect())
 }
 
 /// A `filepath.Match` pattern as a globset one: `**` (any run of stars) is a single `*`.
@@ -231,7 +335,7 @@ pub fn write_copy_tar(
         rootfs,
         links: HashMap::new(),
     };
-    for Matched(rel) in sources {
+    for Matched { path: rel, include } in sources {
         let fd =
             open_in_root(src.root, rel).map_err(Error::io("open source", src.root.join(rel)))?;
         let host = fd_path(&fd);
@@ -241,7 +345,7 @@ pub fn write_copy_tar(
                 return Err(not_a_dir(&format!("the directory {rel:?}")));
             }
             writer.ensure_dir(&dest_clean)?;
-            writer.walk_dir(&host, rel, &dest_clean, src.ignore)?;
+            writer.walk_dir(&host, rel, &dest_clean, src.ignore, include.as_ref())?;
             dest_state = DestState::Dir;
         } else if options.extract_archives && is_tar(&host) {
             if dest_state == DestState::Other {
@@ -396,21 +500,27 @@ impl<W: Write> TarWriter<'_, W> {
         Ok(())
     }
 
+    /// Copies the contents of the directory `host` (`rel` in the source root) to `dest`: what
+    /// `.dockerignore` (context-relative paths) and `--exclude` (paths below `rel`) leave, and,
+    /// for `--parents`, what `include` matches.
     fn walk_dir(
         &mut self,
         host: &Path,
         rel: &str,
         dest: &str,
         ignore: Option<&IgnoreRules>,
+        include: Option<&Include>,
     ) -> Result<(), Error> {
+        let exclude = &self.options.exclude;
         let walker = walkdir::WalkDir::new(host)
             .min_depth(1)
             .follow_links(false)
             .sort_by_file_name();
         let mut walker = walker.into_iter();
-        // Excluded directories that an exception may still reach into: if something below one
-        // is copied, the directory comes too, with its own metadata (as docker's context has
-        // it), not as a parent made up with 0755.
+        // Directories left out that something below may still bring back (an exception, or the
+        // --parents pattern): if something below one is copied, the directory comes too, with
+        // its own metadata (as docker's context has it, and as BuildKit's copy makes a
+        // parent), not as a parent made up with 0755.
         let mut pending: Vec<(PathBuf, String)> = Vec::new();
         let stat = |path: &Path| {
             std::fs::symlink_metadata(path)
@@ -422,9 +532,16 @@ impl<W: Write> TarWriter<'_, W> {
             let below = relative(host, entry.path());
             let context_rel = join(rel, &below);
             pending.retain(|(_, dir)| is_below(&below, dir));
-            if ignore.is_some_and(|i| i.is_excluded(&context_rel)) {
+            let ignored = ignore.is_some_and(|i| i.is_excluded(&context_rel));
+            let excluded = exclude.is_excluded(&below);
+            let left_out = include.is_some_and(|i| !i.includes(&below));
+            if ignored || excluded || left_out {
+                // Each rule that leaves it out must be able to bring back something below.
+                let worth_walking = (!ignored || ignore.is_some_and(IgnoreRules::has_exclusions))
+                    && (!excluded || exclude.has_exclusions())
+                    && (!left_out || include.is_some_and(|i| i.may_hold_a_match(&below)));
                 if entry.file_type().is_dir() {
-                    if ignore.is_some_and(IgnoreRules::has_exclusions) {
+                    if worth_walking {
                         pending.push((entry.path().to_path_buf(), below));
                     } else {
                         walker.skip_current_dir();
@@ -643,7 +760,7 @@ mod tests {
     }
 
     fn names(found: Vec<Matched>) -> Vec<String> {
-        found.into_iter().map(|Matched(m)| m).collect()
+        found.into_iter().map(|m| m.path).collect()
     }
 
     #[test]
@@ -666,7 +783,7 @@ mod tests {
         dest: &str,
         options: &CopyOptions,
     ) -> Vec<(String, tar::EntryType, u64, String)> {
-        let matched: Vec<Matched> = sources.iter().map(|s| Matched((*s).into())).collect();
+        let matched: Vec<Matched> = sources.iter().map(|s| Matched::path(*s)).collect();
         let mut out = Vec::new();
         write_copy_tar(src, &matched, dest, None, options, &mut out).unwrap();
         let mut archive = tar::Archive::new(&out[..]);
@@ -711,6 +828,23 @@ mod tests {
         let err = resolve("loop/f").unwrap_err();
         assert!(format!("{err}").contains("more than 255 symlinks"), "{err}");
         assert!(!root.path().join("x").exists(), "nothing is created");
+    }
+
+    #[test]
+    fn a_parents_pattern_says_which_directories_to_walk() {
+        let include = Include::new("c/*/e").unwrap();
+        assert!(include.includes("c/d/e"));
+        assert!(include.includes("c/d/e/below"));
+        assert!(!include.includes("c/d"));
+        assert!(include.may_hold_a_match("c"));
+        assert!(include.may_hold_a_match("c/d"));
+        assert!(!include.may_hold_a_match("c2"));
+        assert!(!include.may_hold_a_match("c/d/f"));
+        let spanning = Include::new("src/**/*.txt").unwrap();
+        assert!(spanning.includes("src/a.txt"));
+        assert!(spanning.includes("src/x/y/c.txt"));
+        assert!(spanning.may_hold_a_match("src/x/y"));
+        assert!(!spanning.may_hold_a_match("other"));
     }
 
     #[test]
@@ -770,7 +904,7 @@ mod tests {
             ignore: Some(&rules),
         };
         let mut out = Vec::new();
-        let matched = [Matched(String::new())];
+        let matched = [Matched::path("")];
         write_copy_tar(
             src,
             &matched,

@@ -5,8 +5,7 @@
 //! never built with a flag quietly dropped: that would give an image BuildKit would not.
 
 use kiln_dockerfile::{
-    AddInstruction, CacheSharing, CopyInstruction, Directive, Instruction, MountType,
-    RunInstruction,
+    AddInstruction, CacheSharing, Directive, Instruction, MountType, RunInstruction,
 };
 
 /// Checks the flags of one instruction as written (before variables are expanded: the flags
@@ -14,7 +13,8 @@ use kiln_dockerfile::{
 pub(crate) fn check_instruction(inst: &Instruction) -> Result<(), String> {
     match inst {
         Instruction::Run(run) => check_run(run),
-        Instruction::Copy(copy) => check_copy(copy),
+        // Every COPY flag is implemented.
+        Instruction::Copy(_) => Ok(()),
         Instruction::Add(add) => check_add(add),
         _ => Ok(()),
     }
@@ -69,28 +69,11 @@ fn check_run(run: &RunInstruction) -> Result<(), String> {
     Ok(())
 }
 
-fn check_copy(copy: &CopyInstruction) -> Result<(), String> {
-    if copy.parents {
-        return Err("COPY --parents is not supported by kiln".into());
-    }
-    check_exclude("COPY", &copy.exclude)
-}
-
 fn check_add(add: &AddInstruction) -> Result<(), String> {
-    check_exclude("ADD", &add.exclude)?;
     if add.keep_git_dir.is_some() {
         return Err("ADD --keep-git-dir: kiln does not fetch git sources".into());
     }
     Ok(())
-}
-
-fn check_exclude(keyword: &str, exclude: &[String]) -> Result<(), String> {
-    match exclude.first() {
-        Some(pattern) => Err(format!(
-            "{keyword} --exclude={pattern} is not supported by kiln"
-        )),
-        None => Ok(()),
-    }
 }
 
 /// What the `# syntax=` and `# check=` directives ask for. kiln is its own frontend: it
@@ -176,15 +159,15 @@ mod tests {
         ("COPY", "--chmod=644", None),
         ("COPY", "--chmod=u=rwX,go=rX", None),
         ("COPY", "--link", None),
-        ("COPY", "--parents", Some("--parents")),
-        ("COPY", "--exclude=*.md", Some("--exclude")),
+        ("COPY", "--parents", None),
+        ("COPY", "--exclude=*.md", None),
         ("ADD", "--chown=1:1", None),
         ("ADD", "--chmod=644", None),
         ("ADD", "--link", None),
         ("ADD", "--checksum=sha256:00", None),
         ("ADD", "--unpack=false", None),
         ("ADD", "--keep-git-dir", Some("--keep-git-dir")),
-        ("ADD", "--exclude=*.md", Some("--exclude")),
+        ("ADD", "--exclude=*.md", None),
     ];
 
     /// Every `--mount` option, with what kiln does with it.

@@ -20,9 +20,6 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
     let env = Env::new();
     env.busybox_base("busybox");
     let cases = [
-        ("COPY --parents a/b /", "--parents"),
-        ("COPY --exclude=*.md . /app", "--exclude"),
-        ("ADD --exclude=*.md . /app", "--exclude"),
         (
             "ADD --keep-git-dir https://example.com/r.git /r",
             "--keep-git-dir",
@@ -369,13 +366,13 @@ fn an_onbuild_trigger_with_a_flag_kiln_lacks_is_refused_by_name() {
     env.busybox_base("busybox");
     let base = env.context(
         "onbuild-base",
-        "FROM busybox\nONBUILD COPY --parents a/b /\n",
+        "FROM busybox\nONBUILD RUN --device=/dev/fuse true\n",
         &[],
     );
     env.build(&["--no-lint", "-t", "with-trigger", &base]);
     let child = env.context("onbuild-child", "FROM with-trigger\n", &[("a/b", "x")]);
     let stderr = env.fails(&["build", "--no-lint", "-t", "child", &child]);
-    assert!(stderr.contains("--parents"), "{stderr}");
+    assert!(stderr.contains("--device"), "{stderr}");
 }
 
 #[test]
@@ -611,4 +608,141 @@ fn symbolic_chmod_modes_give_what_chmod_gives() {
         let stderr = env.fails(&["build", "--no-lint", "-t", "bad", &ctx]);
         assert!(stderr.contains(words), "{mode}: {stderr}");
     }
+}
+
+#[test]
+fn copy_parents_keeps_the_path_from_the_context_or_from_a_pivot() {
+    // BuildKit's testCopyParents, testCopyRelativeParents and testCopyParentsMissingDirectory
+    // (dockerfile_parents_test.go); --parents is stable since Dockerfile 1.20. docker 20.10
+    // has no --parents, so this is no differential case.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "parents",
+        "FROM busybox AS base\n\
+         WORKDIR /test\n\
+         RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo \
+         a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz && chmod 700 a/b/c\n\
+         FROM busybox\n\
+         COPY --parents foo1/foo2/bar /\n\
+         WORKDIR /test\n\
+         COPY --parents foo1/foo2/ba* .\n\
+         COPY --parents ./x/a.txt ./y/a.txt /parents/\n\
+         COPY --parents ./src/**/*.txt /star/\n\
+         COPY --from=base --parents /test/a/b/./c/d /middle/\n\
+         COPY --from=base --parents /test/a/b/c/d/. /end/\n\
+         COPY --from=base --parents /test/a/./b/./c /double/\n\
+         COPY --from=base --parents /test/a/./*/c /wildcard/\n\
+         COPY --from=base --parents /test/a/b*/./c/**/e /doublewildcard/\n\
+         COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /doubleinputs/\n\
+         COPY --from=base --parents /test/a/b3*/c /nomatch/\n\
+         RUN for p in /foo1/foo2/bar /test/foo1/foo2/bar /test/foo1/foo2/baz /parents/x/a.txt \
+         /parents/y/a.txt /star/src/a.txt /star/src/x/b.txt /star/src/x/y/c.txt /middle/c/d/foo \
+         /middle/c/d/e /end/test/a/b/c/d/foo /double/b/c/d/foo /wildcard/b/c/d/e \
+         /wildcard/b2/c/d/e/bar /doublewildcard/c/d/e/bay /doublewildcard/c/d/e/bar \
+         /doubleinputs/d/e/baz /doubleinputs/d/e2/baz /doubleinputs/c/d/e/bar /nomatch; do \
+         test -e $p && echo \"present $p\" || echo \"absent $p\"; done; \
+         for p in /middle/a /middle/e /doubleinputs/d/e/bay /nomatch/test /parents/a.txt; do \
+         test -e $p && echo \"present $p\" || echo \"absent $p\"; done; \
+         stat -c 'mode %n %a' /middle/c /double/b/c\n",
+        &[
+            ("foo1/foo2/bar", "testing"),
+            ("foo1/foo2/baz", "testing2"),
+            ("x/a.txt", "x"),
+            ("y/a.txt", "y"),
+            ("src/a.txt", "a"),
+            ("src/x/b.txt", "b"),
+            ("src/x/y/c.txt", "c"),
+            ("src/x/y/c.md", "not copied"),
+        ],
+    );
+    let (out, text) = env.build_output(&["--no-lint", "-t", "parents", &ctx]);
+    assert_success(&out, "COPY --parents");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("present /") || l.contains("absent /"))
+        .collect();
+    let absent: Vec<&&str> = lines.iter().filter(|l| l.contains("absent /")).collect();
+    assert_eq!(lines.len(), 25, "{text}");
+    assert_eq!(
+        absent.len(),
+        5,
+        "only the last five paths are absent:\n{}",
+        lines.join("\n")
+    );
+    for gone in [
+        "/middle/a",
+        "/middle/e",
+        "/doubleinputs/d/e/bay",
+        "/nomatch/test",
+        "/parents/a.txt",
+    ] {
+        assert!(text.contains(&format!("absent {gone}")), "{gone}:\n{text}");
+    }
+    // Parent directories keep their own mode, as fsutil creates them.
+    assert!(text.contains("mode /middle/c 700"), "{text}");
+    assert!(text.contains("mode /double/b/c 700"), "{text}");
+    // A path without a wildcard must be there.
+    let ctx = env.context(
+        "parents-missing",
+        "FROM busybox\nCOPY --parents nonexistent-file /out/\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+    assert!(stderr.contains("nonexistent-file"), "{stderr}");
+}
+
+#[test]
+fn copy_and_add_exclude_leave_out_what_the_patterns_match() {
+    // BuildKit's testExcludedFilesOnCopy (exclude_patterns_test.go); --exclude is stable since
+    // Dockerfile 1.19. Patterns match paths below each source, as .dockerignore's do.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "exclude",
+        "FROM busybox\n\
+         COPY --exclude=*/*.png --exclude=*/*.jpeg . /1\n\
+         COPY --exclude=*/*.pdf --exclude=*/*.txt . /2\n\
+         ADD --exclude=*.mp3 dir3/ /3/\n\
+         COPY --exclude=*.mp3 --exclude=*.jpeg --exclude=*.png --exclude=*.pdf --exclude=*.txt dir* /4/\n\
+         ADD --exclude=*.mp* --exclude=*.jpeg --exclude=*.png --exclude=*.pdf dir* /5\n\
+         ADD --exclude=* dir* /6\n\
+         COPY --exclude=dir1 --exclude=!dir1/*.txt --exclude=Dockerfile . /7\n\
+         RUN cd / && find 1 2 3 4 5 6 7 | sort | tr '\\n' ' ' | sed \"s/^/listing-$((6*7)): /\"\n",
+        &[
+            ("dir1/file-101.png", "2"),
+            ("dir1/file-102.txt", "3"),
+            ("dir1/file-103.jpeg", "4"),
+            ("dir2/file-201.pdf", "6"),
+            ("dir2/file-202.jpeg", "7"),
+            ("dir2/file-203.png", "8"),
+            ("dir3/file-301.mp3", "9"),
+            ("dir3/file-302.mpeg", "10"),
+            ("dir4/file-401.txt", "11"),
+        ],
+    );
+    std::os::unix::fs::symlink("file-401.txt", format!("{ctx}/dir4/file-402.txt")).unwrap();
+    std::os::unix::fs::symlink("file-404.txt", format!("{ctx}/dir4/file-403.txt")).unwrap();
+    let (out, text) = env.build_output(&["--no-lint", "-t", "exclude", &ctx]);
+    assert_success(&out, "COPY --exclude");
+    let listing = text
+        .lines()
+        .find_map(|l| l.split_once("listing-42: ").map(|(_, rest)| rest.trim()))
+        .unwrap_or_else(|| panic!("no listing:\n{text}"));
+    let want = "1 1/Dockerfile 1/dir1 1/dir1/file-102.txt 1/dir2 1/dir2/file-201.pdf 1/dir3 \
+                1/dir3/file-301.mp3 1/dir3/file-302.mpeg 1/dir4 1/dir4/file-401.txt \
+                1/dir4/file-402.txt 1/dir4/file-403.txt \
+                2 2/Dockerfile 2/dir1 2/dir1/file-101.png 2/dir1/file-103.jpeg 2/dir2 \
+                2/dir2/file-202.jpeg 2/dir2/file-203.png 2/dir3 2/dir3/file-301.mp3 \
+                2/dir3/file-302.mpeg 2/dir4 \
+                3 3/file-302.mpeg \
+                4 4/file-302.mpeg \
+                5 5/file-102.txt 5/file-401.txt 5/file-402.txt 5/file-403.txt \
+                6 \
+                7 7/dir1 7/dir1/file-102.txt 7/dir2 7/dir2/file-201.pdf 7/dir2/file-202.jpeg \
+                7/dir2/file-203.png 7/dir3 7/dir3/file-301.mp3 7/dir3/file-302.mpeg 7/dir4 \
+                7/dir4/file-401.txt 7/dir4/file-402.txt 7/dir4/file-403.txt";
+    let want: Vec<&str> = want.split_whitespace().collect();
+    let got: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(got, want, "{text}");
 }
