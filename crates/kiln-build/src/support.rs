@@ -22,15 +22,8 @@ pub(crate) fn check_instruction(inst: &Instruction) -> Result<(), String> {
 
 fn check_run(run: &RunInstruction) -> Result<(), String> {
     match run.security.as_deref() {
-        None | Some("sandbox") => {}
-        Some("insecure") => {
-            return Err(
-                "RUN --security=insecure: kiln does not grant the security.insecure \
-                        entitlement (a step with every capability and no seccomp filter); \
-                        remove the flag"
-                    .into(),
-            );
-        }
+        // insecure is granted per build: see check_entitlements.
+        None | Some("sandbox") | Some("insecure") => {}
         Some(other) => {
             return Err(format!(
                 "RUN --security={other}: BuildKit knows sandbox and insecure"
@@ -74,6 +67,29 @@ fn check_add(add: &AddInstruction) -> Result<(), String> {
         return Err("ADD --keep-git-dir: kiln does not fetch git sources".into());
     }
     Ok(())
+}
+
+/// The entitlements an instruction needs that `kiln build --allow` did not grant, as BuildKit
+/// checks them on the whole build before it runs anything (its words: "entitlement
+/// security.insecure is not allowed"). `RUN --network=host` is checked where the network is
+/// chosen (steps/run.rs), since `kiln build --network host` grants it too.
+pub(crate) fn check_entitlements(
+    inst: &Instruction,
+    allow_security_insecure: bool,
+) -> Result<(), String> {
+    match inst {
+        Instruction::Run(run)
+            if run.security.as_deref() == Some("insecure") && !allow_security_insecure =>
+        {
+            Err(
+                "RUN --security=insecure: entitlement security.insecure is not allowed: pass \
+                 --allow security.insecure to kiln build to run this step with every \
+                 capability, no seccomp filter and nothing of /proc masked"
+                    .into(),
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What the `# syntax=` and `# check=` directives ask for. kiln is its own frontend: it
@@ -152,7 +168,7 @@ mod tests {
         ("RUN", "--mount=type=bind,target=/x", None),
         ("RUN", "--network=none", None),
         ("RUN", "--security=sandbox", None),
-        ("RUN", "--security=insecure", Some("security.insecure")),
+        ("RUN", "--security=insecure", None),
         ("RUN", "--device=/dev/fuse", Some("--device")),
         ("COPY", "--from=base", None),
         ("COPY", "--chown=1:1", None),
@@ -212,6 +228,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn security_insecure_needs_its_entitlement() {
+        let inst = instruction("FROM scratch AS base\nRUN --security=insecure true\n");
+        let error = check_entitlements(&inst, false).unwrap_err();
+        assert!(
+            error.contains("entitlement security.insecure is not allowed")
+                && error.contains("--allow security.insecure"),
+            "{error}"
+        );
+        assert_eq!(check_entitlements(&inst, true), Ok(()));
+        let plain = instruction("FROM scratch AS base\nRUN --security=sandbox true\n");
+        assert_eq!(check_entitlements(&plain, false), Ok(()));
     }
 
     #[test]

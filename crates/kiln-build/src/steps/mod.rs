@@ -51,6 +51,8 @@ pub struct BuildRequest {
     pub network: kiln_sandbox::Network,
     /// `--allow network.host`: `RUN --network=host` may share the host's network.
     pub allow_network_host: bool,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run without the sandbox.
+    pub allow_security_insecure: bool,
     /// `--memory` and `--pids-limit` of every RUN step.
     pub limits: kiln_sandbox::Limits,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the

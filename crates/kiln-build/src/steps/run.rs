@@ -24,6 +24,13 @@ pub(crate) fn key_material(
     state: &StageState,
     run: &RunInstruction,
 ) -> Result<String, Error> {
+    // Before the cache is looked at: a layer an entitled build made is not reused by one that
+    // is not entitled.
+    crate::support::check_entitlements(
+        &kiln_dockerfile::Instruction::Run(run.clone()),
+        ctx.builder.request.allow_security_insecure,
+    )
+    .map_err(|e| Error::Dockerfile(format!("{}: {e}", ctx.inst.original)))?;
     let mut material = format!(
         "env={:?} shell={:?} workdir={} user={} network={:?}",
         state.vars.run_env(),
@@ -179,6 +186,8 @@ pub(crate) fn run(
     let request = &builder.request;
     spec.skip_syncs = !request.sync;
     spec.limits = request.limits;
+    // Granted in key_material, through check_entitlements.
+    spec.insecure = run.security.as_deref() == Some("insecure");
     spec.network = match run.network.as_deref() {
         None | Some("default") => request.network,
         Some("none") => Network::None,

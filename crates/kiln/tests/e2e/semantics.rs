@@ -25,7 +25,6 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
             "--keep-git-dir",
         ),
         ("RUN --device=/dev/fuse true", "--device"),
-        ("RUN --security=insecure true", "--security=insecure"),
         (
             "RUN --mount=type=cache,target=/c,sharing=private true",
             "sharing=private",
@@ -745,4 +744,96 @@ fn copy_and_add_exclude_leave_out_what_the_patterns_match() {
     let want: Vec<&str> = want.split_whitespace().collect();
     let got: Vec<&str> = listing.split_whitespace().collect();
     assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn run_security_insecure_needs_the_entitlement_and_then_drops_the_sandbox() {
+    // BuildKit's testRunSecurityInsecure, testRunSecurityDefault and
+    // testInsecureDevicesWhitelist (dockerfile_runsecurity_test.go): without the
+    // security.insecure entitlement the build fails naming it; with it the step has every
+    // capability (CapBnd all ones, ambient too, so a USER keeps them), no seccomp filter, no
+    // masked or read-only /proc paths, a writable /sys and the fuse and loop devices; other
+    // steps keep docker's default set (CapBnd 00000000a80425fb).
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let probe = "grep -E '^(CapBnd|CapEff|CapAmb|Seccomp):' /proc/self/status | tr '\\t' ' ' \\
+                 | sed \"s/^/$MARK /\"; \\
+                 if grep -qE ' /proc/[a-z_-]+ ' /proc/self/mountinfo; then echo \"$MARK proc-masked\"; fi; \\
+                 if grep -qE ' /sys ro[, ]' /proc/self/mountinfo; then echo \"$MARK sys-ro\"; fi; \\
+                 for d in fuse loop-control; do [ -c /dev/$d ] && echo \"$MARK dev-$d\"; done; true";
+    let dockerfile = format!(
+        "FROM busybox\n\
+         RUN --security=insecure MARK=insecure-root; {probe}\n\
+         USER app\n\
+         RUN --security=insecure MARK=insecure-app; {probe}\n\
+         USER root\n\
+         RUN --security=sandbox MARK=sandboxed; {probe}\n"
+    );
+    let ctx = env.context("insecure", &dockerfile, &[]);
+    let stderr = env.fails(&["build", "--no-lint", "-t", "insecure", &ctx]);
+    assert!(
+        stderr.contains("entitlement security.insecure is not allowed")
+            && stderr.contains("--allow security.insecure"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = env.build(&[
+        "--no-lint",
+        "--allow",
+        "security.insecure",
+        "-t",
+        "insecure",
+        &ctx,
+    ]);
+    let text = format!("{stdout}{stderr}");
+    let marked = |mark: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| {
+                l.split_once(&format!("{mark} "))
+                    .map(|(_, r)| r.trim().to_owned())
+            })
+            .collect()
+    };
+    // Every capability kiln has itself (BuildKit grants its current set).
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own_caps = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap();
+    for mark in ["insecure-root", "insecure-app"] {
+        let lines = marked(mark);
+        for field in ["CapBnd:", "CapEff:", "CapAmb:"] {
+            let want = format!("{field} {own_caps}");
+            assert!(lines.contains(&want), "{mark}: want {want}:\n{text}");
+        }
+        assert!(lines.iter().any(|l| l == "Seccomp: 0"), "{mark}:\n{text}");
+        for absent in ["proc-masked", "sys-ro"] {
+            assert!(
+                !lines.iter().any(|l| l == absent),
+                "{mark} {absent}:\n{text}"
+            );
+        }
+        for device in ["dev-fuse", "dev-loop-control"] {
+            if std::path::Path::new(&format!("/dev/{}", &device[4..])).exists() {
+                assert!(
+                    lines.iter().any(|l| l == device),
+                    "{mark} {device}:\n{text}"
+                );
+            }
+        }
+    }
+    let sandboxed = marked("sandboxed");
+    for want in [
+        "CapBnd: 00000000a80425fb",
+        "CapAmb: 0000000000000000",
+        "Seccomp: 2",
+        "proc-masked",
+        "sys-ro",
+    ] {
+        assert!(
+            sandboxed.iter().any(|l| l == want),
+            "sandboxed {want}:\n{text}"
+        );
+    }
+    assert!(!sandboxed.iter().any(|l| l.starts_with("dev-")), "{text}");
 }
