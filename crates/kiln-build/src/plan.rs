@@ -40,8 +40,10 @@ pub trait Resolver {
     /// Checks that `RUN` steps for a platform other than the host's can run (an emulator is
     /// registered with binfmt_misc).
     fn check_run_platform(&self, platform: &Platform) -> Result<(), Error>;
-    /// Checks that the context has what a `COPY`/`ADD` names (`keyword` for the message).
-    fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error>;
+    /// Checks that the context has what a `COPY`/`ADD` names (`keyword` for the message;
+    /// `parents`: `COPY --parents`, whose patterns may hold a `/./` pivot).
+    fn check_context(&self, keyword: &str, patterns: &[String], parents: bool)
+    -> Result<(), Error>;
 }
 
 /// What to plan.
@@ -57,6 +59,8 @@ pub struct PlanRequest<'a> {
     pub target: Option<&'a str>,
     /// The platform built for (`TARGETPLATFORM`); the host's is `BUILDPLATFORM`.
     pub platform: kiln_dockerfile::Platform,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_security_insecure: bool,
 }
 
 /// Where a stage starts.
@@ -282,13 +286,17 @@ pub fn plan(
     crate::support::check_directives(&parsed.directives)
         .map_err(|e| Error::Dockerfile(format!("{}: {e}", request.dockerfile_name)))?;
     for inst in stages.iter().flat_map(|s| &s.instructions) {
-        crate::support::check_instruction(&inst.value).map_err(|e| {
-            Error::Dockerfile(format!(
-                "{}:{}: {e}",
-                request.dockerfile_name,
-                inst.span.start_line()
-            ))
-        })?;
+        crate::support::check_instruction(&inst.value)
+            .and_then(|()| {
+                crate::support::check_entitlements(&inst.value, request.allow_security_insecure)
+            })
+            .map_err(|e| {
+                Error::Dockerfile(format!(
+                    "{}:{}: {e}",
+                    request.dockerfile_name,
+                    inst.span.start_line()
+                ))
+            })?;
     }
     if stages.is_empty() {
         // BuildKit's words for a Dockerfile of only ARGs and comments.
@@ -583,9 +591,16 @@ impl<'a> Planner<'a> {
         if trigger {
             // The Dockerfile's own instructions were checked up front; a base image's
             // triggers are met only here.
-            crate::support::check_instruction(&expanded.value).map_err(|e| {
-                Error::Dockerfile(format!("ONBUILD trigger {:?}: {e}", expanded.original))
-            })?;
+            crate::support::check_instruction(&expanded.value)
+                .and_then(|()| {
+                    crate::support::check_entitlements(
+                        &expanded.value,
+                        self.request.allow_security_insecure,
+                    )
+                })
+                .map_err(|e| {
+                    Error::Dockerfile(format!("ONBUILD trigger {:?}: {e}", expanded.original))
+                })?;
         }
         let mut reads = Vec::new();
         for (what, from) in references(&expanded.value) {
@@ -605,9 +620,9 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if let Some((keyword, patterns)) = context_sources(&expanded.value) {
+        if let Some((keyword, patterns, parents)) = context_sources(&expanded.value) {
             self.resolver
-                .check_context(keyword, patterns)
+                .check_context(keyword, patterns, parents)
                 .map_err(|e| match e {
                     Error::BadInput(why) => Error::BadInput(format!(
                         "{}:{}: {why}",
@@ -647,14 +662,14 @@ fn references(inst: &Instruction) -> Vec<(&'static str, &str)> {
 }
 
 /// The context paths a `COPY`/`ADD` reads, if it reads the context.
-fn context_sources(inst: &Instruction) -> Option<(&'static str, &[String])> {
+fn context_sources(inst: &Instruction) -> Option<(&'static str, &[String], bool)> {
     let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
     match inst {
         Instruction::Copy(c) if c.from.is_none() && c.inline_sources.is_empty() => {
-            Some(("COPY", &c.sources))
+            Some(("COPY", &c.sources, c.parents))
         }
         Instruction::Add(a) if a.inline_sources.is_empty() && !a.sources.iter().any(is_url) => {
-            Some(("ADD", &a.sources))
+            Some(("ADD", &a.sources, false))
         }
         _ => None,
     }
@@ -737,7 +752,12 @@ mod tests {
             }
         }
 
-        fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error> {
+        fn check_context(
+            &self,
+            keyword: &str,
+            patterns: &[String],
+            _parents: bool,
+        ) -> Result<(), Error> {
             match patterns.iter().find(|p| !self.files.contains(p)) {
                 Some(missing) => Err(Error::BadInput(format!(
                     "{keyword} {missing}: not found in the build context"
@@ -764,6 +784,7 @@ mod tests {
             build_args,
             target,
             platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
+            allow_security_insecure: false,
         };
         plan(&parsed, &request, world)
     }
@@ -811,6 +832,7 @@ mod tests {
             build_args: &[],
             target: None,
             platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
+            allow_security_insecure: false,
         };
         assert_eq!(
             likely_images(&parsed, &request),

@@ -346,12 +346,27 @@ fn in_namespaces(
     // creates with mknod anywhere in the container can never be opened (runc's device cgroup
     // gives the same guarantee).
     let mut devices: Vec<(&str, OwnedFd)> = Vec::new();
+    let insecure: &[&str] = if spec.insecure {
+        mounts::INSECURE_DEVICES
+    } else {
+        &[]
+    };
     for name in mounts::DEVICES {
         let host = Path::new("/dev").join(name);
         devices.push((
             name,
             clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
         ));
+    }
+    for name in insecure {
+        // As BuildKit, the ones the host has.
+        let host = Path::new("/dev").join(name);
+        if host.exists() {
+            devices.push((
+                name,
+                clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
+            ));
+        }
     }
     let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
         .iter()
@@ -520,7 +535,7 @@ fn inside(
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
     }
     mounts::mount_dev(sys, devices)?;
-    mounts::mount_sys(sys)?;
+    mounts::mount_sys(sys, spec.insecure)?;
     // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
     let mut in_dev = Vec::new();
     for p in planned.iter().filter(|p| p.target().starts_with("/dev/")) {
@@ -604,6 +619,7 @@ fn inside(
         session,
         from_host.last_cap,
         spec.skip_syncs,
+        spec.insecure,
     )?
     .in_cgroups(from_host.cgroup_procs.clone());
     let (err_r, err_w) = pipe()?;

@@ -34,6 +34,11 @@
 //! the kernel takes it without `no_new_privs`: setuid programs (`su`, `ping`) keep working, as
 //! under docker. Everything after it (`setgroups`, `setresgid`, `setresuid`, `execve`, and
 //! `write`/`_exit` on failure) is allowed by the profile.
+//!
+//! In insecure mode ([`RunSpec::insecure`](crate::RunSpec::insecure)) pid 1 masks nothing of
+//! `/proc`, and the process keeps its bounding set, installs no filter, and keeps its
+//! capabilities across `setresuid` (`PR_SET_KEEPCAPS`, then `capset` and ambient raises), as
+//! runc does for BuildKit's insecure spec, whose ambient set is every capability.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -90,8 +95,14 @@ pub(crate) struct ChildPlan {
     /// Bit n set: keep capability n.
     keep_caps: u64,
     last_cap: u32,
-    /// Compiled for `keep_caps`; installed right before the ids change.
-    filter: seccomp::Program,
+    /// Compiled for `keep_caps`; installed right before the ids change. None in insecure mode.
+    filter: Option<seccomp::Program>,
+    /// Mask and make read-only parts of `/proc` and `/sys`, as docker does (not in insecure
+    /// mode).
+    mask: bool,
+    /// Insecure mode: the capabilities (kiln's own permitted set) the process keeps in its
+    /// effective, permitted, inheritable and ambient sets, whatever its uid.
+    ambient: Option<u64>,
     /// `cgroup.procs` files pid 1 writes `0` to, moving itself into the run's cgroups.
     cgroup_procs: Vec<RawFd>,
 }
@@ -115,6 +126,7 @@ pub(crate) enum Stage {
     Keyring = 13,
     Seccomp = 14,
     Cgroup = 15,
+    Ambient = 16,
 }
 
 impl Stage {
@@ -122,7 +134,7 @@ impl Stage {
         use Stage::*;
         [
             Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp, Cgroup,
+            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -142,6 +154,7 @@ impl ChildPlan {
         session: Session,
         last_cap: u32,
         skip_syncs: bool,
+        insecure: bool,
     ) -> Result<Self, SandboxError> {
         let c = |s: &str, what: &str| {
             CString::new(s)
@@ -163,11 +176,18 @@ impl ChildPlan {
         };
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
-        let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
-        let filter = seccomp::compile(seccomp::FilterOptions {
-            caps: keep_caps,
-            skip_syncs,
-        })?;
+        let last_cap = last_cap.min(63);
+        let (keep_caps, filter, ambient) = if insecure {
+            let every = u64::MAX >> (63 - last_cap);
+            (every, None, Some(own_permitted_caps()? & every))
+        } else {
+            let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
+            let filter = seccomp::compile(seccomp::FilterOptions {
+                caps: keep_caps,
+                skip_syncs,
+            })?;
+            (keep_caps, Some(filter), None)
+        };
         Ok(ChildPlan {
             exe: c(exe, "executable")?,
             _argv: argv,
@@ -181,8 +201,10 @@ impl ChildPlan {
             stdio,
             session,
             keep_caps,
-            last_cap: last_cap.min(63),
+            last_cap,
             filter,
+            mask: !insecure,
+            ambient,
             cgroup_procs: Vec::new(),
         })
     }
@@ -221,10 +243,51 @@ impl ChildPlan {
                 "the container process".to_string(),
             ),
             Some(Stage::Cgroup) => ("write 0 to", "the run's cgroup.procs".to_string()),
+            Some(Stage::Ambient) => (
+                "prctl PR_CAP_AMBIENT_RAISE (insecure mode)",
+                "the container process's capabilities".to_string(),
+            ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
     }
+}
+
+/// `capget(2)`/`capset(2)`'s header, version 3 (64-bit sets in two halves).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// One half of the capability sets.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The permitted capabilities of this thread (what insecure mode can pass on).
+fn own_permitted_caps() -> Result<u64, SandboxError> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData records for version 3; both pointers are valid.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if r < 0 {
+        return Err(SandboxError::sys(
+            "capget",
+            "the setup thread",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
 }
 
 /// `keyctl(2)`'s operation that gives the caller a new session keyring.
@@ -421,7 +484,12 @@ unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: Raw
         {
             die(Stage::MountProc);
         }
-        for p in PROC_READONLY {
+        let (readonly, mask_files, mask_dirs): (&[&std::ffi::CStr], &[_], &[_]) = if plan.mask {
+            (PROC_READONLY, PROC_MASK_FILES, MASK_DIRS)
+        } else {
+            (&[], &[], &[])
+        };
+        for p in readonly {
             if libc::mount(
                 p.as_ptr(),
                 p.as_ptr(),
@@ -447,7 +515,7 @@ unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: Raw
                 die(Stage::MaskProc);
             }
         }
-        for p in PROC_MASK_FILES {
+        for p in mask_files {
             if libc::mount(
                 c"/dev/null".as_ptr(),
                 p.as_ptr(),
@@ -460,7 +528,7 @@ unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: Raw
                 die(Stage::MaskProc);
             }
         }
-        for p in MASK_DIRS {
+        for p in mask_dirs {
             let flags = libc::MS_RDONLY | ro;
             if libc::mount(
                 c"tmpfs".as_ptr(),
@@ -558,15 +626,20 @@ unsafe fn workload_main(plan: &ChildPlan) -> ! {
                 die(Stage::Capbset);
             }
         }
-        let prog = plan.filter.fprog();
-        if libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        ) < 0
-        {
-            die(Stage::Seccomp);
+        if let Some(filter) = &plan.filter {
+            let prog = filter.fprog();
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            ) < 0
+            {
+                die(Stage::Seccomp);
+            }
+        }
+        if plan.ambient.is_some() && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
+            die(Stage::Ambient);
         }
         // Raw syscalls: per-thread credentials are per-process in this single-threaded child.
         if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
@@ -577,6 +650,35 @@ unsafe fn workload_main(plan: &ChildPlan) -> ! {
         }
         if libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) < 0 {
             die(Stage::Setuid);
+        }
+        if let Some(caps) = plan.ambient {
+            // setresuid to a non-root uid emptied the effective set; the permitted one stayed.
+            let mut header = CapHeader {
+                version: CAP_VERSION_3,
+                pid: 0,
+            };
+            let half = |bits: u32| CapData {
+                effective: bits,
+                permitted: bits,
+                inheritable: bits,
+            };
+            let data = [half(caps as u32), half((caps >> 32) as u32)];
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) < 0 {
+                die(Stage::Ambient);
+            }
+            for cap in 0..=plan.last_cap {
+                if caps & (1u64 << cap) != 0
+                    && libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    ) < 0
+                {
+                    die(Stage::Ambient);
+                }
+            }
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
@@ -628,6 +730,7 @@ mod tests {
             Session::Detach,
             40,
             false,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -673,6 +776,7 @@ mod tests {
             [0, 1, 2],
             Session::Detach,
             40,
+            false,
             false,
         );
         assert!(matches!(r, Err(SandboxError::Spec(_))));

@@ -164,6 +164,12 @@ pub struct RunSpec {
     pub skip_syncs: bool,
     /// Memory and process limits, through a cgroup of the run's own.
     pub limits: crate::Limits,
+    /// BuildKit's insecure mode (`RUN --security=insecure`, granted by the `security.insecure`
+    /// entitlement): the process keeps every capability kiln has (bounding, effective and
+    /// ambient, so a non-root user has them too), no seccomp filter, nothing of `/proc`
+    /// masked or read-only, `/sys` writable, and the host's fuse, loop, kmsg, kvm and tun
+    /// devices in `/dev`. Only for a caller that was asked for it explicitly.
+    pub insecure: bool,
 }
 
 impl RunSpec {
@@ -184,6 +190,7 @@ impl RunSpec {
             interrupt: Interrupt::new(),
             skip_syncs: false,
             limits: crate::Limits::default(),
+            insecure: false,
         }
     }
 }

@@ -166,13 +166,15 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     // Only local archives from the context are extracted: a download never is (docker's rule),
     // nor is a heredoc.
     let extract = extract && matches!(origin, Origin::Context(_));
-    let options = copy_options(None, chmod.as_deref(), extract, false)?;
+    let (parents, exclude) = copy_flags(&ctx.inst.value);
+    let options = copy_options(None, chmod.as_deref(), extract, false, exclude)?;
     if let Some(root) = origin.local_root() {
         let src = SourceRoot {
             root,
             ignore: origin.ignore(builder),
         };
-        let matched = match_all(src, &patterns)?;
+        let parents = parents && !matches!(origin, Origin::Staged(_));
+        let matched = match_all(src, &patterns, parents)?;
         key.update(
             copy::write_copy_tar(src, &matched, &dest, None, &options, io::sink())?
                 .as_str()
@@ -212,9 +214,30 @@ impl Origin {
     }
 }
 
+/// `COPY --parents` and the `--exclude` patterns of a COPY or ADD.
+fn copy_flags(inst: &Instruction) -> (bool, &[String]) {
+    match inst {
+        Instruction::Copy(c) => (c.parents, &c.exclude),
+        Instruction::Add(a) => (false, &a.exclude),
+        _ => (false, &[]),
+    }
+}
+
 /// Every source pattern's matches. As BuildKit allows it, a wildcard that matches nothing is
-/// no error when another source matched; a plain path that is missing always is.
-pub(crate) fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
+/// no error when another source matched; a plain path that is missing always is. With
+/// `--parents`, each pattern keeps its path ([`copy::match_parents`]).
+pub(crate) fn match_all(
+    src: SourceRoot<'_>,
+    patterns: &[String],
+    parents: bool,
+) -> Result<Vec<Matched>, Error> {
+    if parents {
+        let mut matched = Vec::new();
+        for pattern in patterns {
+            matched.extend(copy::match_parents(src, pattern)?);
+        }
+        return Ok(matched);
+    }
     let mut matched = Vec::new();
     let mut empty_wildcard = None;
     for pattern in patterns {
@@ -253,24 +276,24 @@ fn copy_options(
     chmod: Option<&str>,
     extract: bool,
     keep_owners: bool,
+    exclude: &[String],
 ) -> Result<CopyOptions, Error> {
+    let exclude = crate::context::IgnoreRules::from_patterns(
+        exclude.iter().map(String::as_str),
+        "--exclude",
+    )?;
+    // BuildKit takes an empty value (`--chmod=$UNSET`) as no --chmod.
     let chmod = chmod
-        .map(|mode| {
-            u32::from_str_radix(mode, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    Error::BadInput(format!(
-                        "--chmod={mode}: expected an octal mode such as 755 or 0644"
-                    ))
-                })
-        })
-        .transpose()?;
+        .filter(|mode| !mode.is_empty())
+        .map(copy::Chmod::parse)
+        .transpose()
+        .map_err(|e| Error::BadInput(e.to_string()))?;
     Ok(CopyOptions {
         owner,
         chmod,
         extract_archives: extract,
         keep_owners,
+        exclude,
     })
 }
 
@@ -309,12 +332,20 @@ pub(crate) fn apply(
         .map(|spec| resolve_owner(mount.path(), spec))
         .transpose()?;
     let keep_owners = matches!(plan.origin, Origin::Layers { .. });
-    let options = copy_options(owner, plan.chmod.as_deref(), plan.extract, keep_owners)?;
+    let (parents, exclude) = copy_flags(&ctx.inst.value);
+    let options = copy_options(
+        owner,
+        plan.chmod.as_deref(),
+        plan.extract,
+        keep_owners,
+        exclude,
+    )?;
     let src = SourceRoot {
         root: &source_root,
         ignore: plan.origin.ignore(ctx.builder),
     };
-    let matched = match_all(src, &plan.patterns)?;
+    let parents = parents && !matches!(plan.origin, Origin::Staged(_));
+    let matched = match_all(src, &plan.patterns, parents)?;
     let tar_path = dirs.staging.path().join("copy.tar");
     {
         let file = File::create(&tar_path).map_err(Error::io("create", &tar_path))?;

@@ -60,6 +60,8 @@ pub struct BuildRequest {
     pub network: kiln_sandbox::Network,
     /// `--allow network.host`: `RUN --network=host` may share the host's network.
     pub allow_network_host: bool,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run without the sandbox.
+    pub allow_security_insecure: bool,
     /// `--memory` and `--pids-limit` of every RUN step.
     pub limits: kiln_sandbox::Limits,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
@@ -224,16 +226,8 @@ fn build_for(
     slots: &Slots,
     platform: &Platform,
 ) -> Result<Image, Error> {
-    let (parsed, stages, build_plan) = prepare(store, request, reporter, images, platform)?;
-    let builder = stage::Builder::new(
-        store,
-        request,
-        reporter,
-        &stages,
-        &build_plan,
-        parsed.escape,
-        images,
-    );
+    let (stages, build_plan) = prepare(store, request, reporter, images, platform)?;
+    let builder = stage::Builder::new(store, request, reporter, &stages, &build_plan, images);
     let nodes: Vec<Node> = build_plan
         .stages
         .iter()
@@ -266,7 +260,7 @@ pub fn plan_only(
         &stage::ResolvedImages::default(),
         &platform,
     )
-    .map(|(_, _, plan)| plan)
+    .map(|(_, plan)| plan)
 }
 
 fn prepare(
@@ -275,14 +269,7 @@ fn prepare(
     reporter: &dyn Reporter,
     images: &stage::ResolvedImages,
     platform: &Platform,
-) -> Result<
-    (
-        kiln_dockerfile::Parsed,
-        Vec<kiln_dockerfile::Stage>,
-        BuildPlan,
-    ),
-    Error,
-> {
+) -> Result<(Vec<kiln_dockerfile::Stage>, BuildPlan), Error> {
     let parsed = kiln_dockerfile::parse(&request.dockerfile)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name)))?;
     for warning in &parsed.warnings {
@@ -310,6 +297,7 @@ fn prepare(
             &platform.architecture,
             platform.variant.as_deref().unwrap_or_default(),
         ),
+        allow_security_insecure: request.allow_security_insecure,
     };
     // The plan asks the executor for images; it has no stages to read yet.
     let nothing_built = BuildPlan {
@@ -317,21 +305,13 @@ fn prepare(
         target: 0,
         platform: String::new(),
     };
-    let resolver = stage::Builder::new(
-        store,
-        request,
-        reporter,
-        &stages,
-        &nothing_built,
-        parsed.escape,
-        images,
-    );
+    let resolver = stage::Builder::new(store, request, reporter, &stages, &nothing_built, images);
     resolver.prefetch(
         &crate::plan::likely_images(&parsed, &plan_request),
         platform,
     );
     let build_plan = crate::plan::plan(&parsed, &plan_request, &resolver)?;
-    Ok((parsed, stages, build_plan))
+    Ok((stages, build_plan))
 }
 
 /// Applies `--change` instructions (`CMD …`, `ENV …`) to a config, as `docker import` does.

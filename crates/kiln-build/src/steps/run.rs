@@ -173,6 +173,8 @@ pub(crate) fn run(
     let request = &builder.request;
     spec.skip_syncs = !request.sync;
     spec.limits = request.limits;
+    // Granted in key_material, through check_entitlements.
+    spec.insecure = run.security.as_deref() == Some("insecure");
     spec.network = match run.network.as_deref() {
         None | Some("default") => request.network,
         Some("none") => Network::None,

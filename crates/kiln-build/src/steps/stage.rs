@@ -74,7 +74,6 @@ pub(crate) struct Builder<'a> {
     /// Set, and waiters woken, when a stage is built or the build is cancelled.
     finished: Mutex<bool>,
     finished_changed: Condvar,
-    escape_char: char,
     images: &'a ResolvedImages,
 }
 
@@ -99,11 +98,9 @@ impl<'a> Builder<'a> {
         reporter: &'a dyn Reporter,
         stages: &'a [Stage],
         plan: &'a BuildPlan,
-        escape: char,
         images: &'a ResolvedImages,
     ) -> Builder<'a> {
         Builder {
-            escape_char: escape,
             store,
             request,
             reporter,
@@ -372,24 +369,16 @@ impl<'a> Builder<'a> {
             }
             Instruction::Arg(defs) => {
                 heavy = false;
-                // Declared by the plan; only the history records it, with the Dockerfile's
-                // default (not a --build-arg value), as BuildKit does.
+                // Declared by the plan, whose expansion gives each ARG the value it took; the
+                // history records those, as BuildKit's dispatchArg does.
                 input.args = Some(state.vars.declared_args().to_vec());
-                let mut words = Vec::new();
-                for def in defs {
-                    match &def.default {
-                        Some(default) => {
-                            let value = kiln_dockerfile::shell::expand_word(
-                                default,
-                                &state.vars,
-                                self.escape(),
-                            )
-                            .map_err(|e| Error::BadInput(format!("ARG {}: {e}", def.key)))?;
-                            words.push(format!("{}={value}", def.key));
-                        }
-                        None => words.push(def.key.clone()),
-                    }
-                }
+                let words: Vec<String> = defs
+                    .iter()
+                    .map(|def| match &def.default {
+                        Some(value) => format!("{}={value}", def.key),
+                        None => def.key.clone(),
+                    })
+                    .collect();
                 let created_by = format!("ARG {}", words.join(" "));
                 Box::new(move |state| {
                     push_history(&mut state.config, created_by, true);
@@ -444,10 +433,6 @@ impl<'a> Builder<'a> {
         }
         state.key = key;
         Ok(())
-    }
-
-    fn escape(&self) -> char {
-        self.escape_char
     }
 
     pub fn finish(&self, target: usize) -> Result<Image, Error> {
@@ -505,7 +490,12 @@ impl crate::plan::Resolver for Builder<'_> {
         })
     }
 
-    fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error> {
+    fn check_context(
+        &self,
+        keyword: &str,
+        patterns: &[String],
+        parents: bool,
+    ) -> Result<(), Error> {
         let root = self.request.context.root.as_deref().ok_or_else(|| {
             Error::BadInput(format!(
                 "{keyword} needs a build context, and none was given (the Dockerfile came on \
@@ -516,7 +506,7 @@ impl crate::plan::Resolver for Builder<'_> {
             root,
             ignore: Some(&self.request.context.ignore),
         };
-        files::match_all(src, patterns).map(drop)
+        files::match_all(src, patterns, parents).map(drop)
     }
 }
 

@@ -83,7 +83,8 @@ pub struct KeyValue {
 pub struct ArgDefinition {
     /// The name.
     pub key: String,
-    /// The default after `=`, if any (unexpanded).
+    /// The default after `=`, if any (unexpanded). After
+    /// [`crate::Variables::expand_and_apply`]: the value the ARG took, final text.
     pub default: Option<String>,
 }
 

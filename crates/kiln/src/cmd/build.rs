@@ -75,7 +75,9 @@ pub struct BuildArgs {
     /// (the host's own: an explicit opt-in) or none.
     #[arg(long, default_value = "default", value_name = "default|host|none")]
     pub network: String,
-    /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network.
+    /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network;
+    /// `security.insecure` lets `RUN --security=insecure` run with every capability, no
+    /// seccomp filter and nothing of /proc masked.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     #[command(flatten)]
@@ -249,12 +251,13 @@ pub fn build(
         .parse::<kiln_sandbox::Network>()
         .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
     let mut allow_network_host = false;
+    let mut allow_security_insecure = false;
     for entitlement in &args.allow {
         match entitlement.as_str() {
             "network.host" => allow_network_host = true,
+            "security.insecure" => allow_security_insecure = true,
             other => anyhow::bail!(
-                "--allow {other}: kiln grants only network.host (security.insecure is not \
-                 supported)"
+                "--allow {other}: kiln grants network.host and security.insecure, as BuildKit"
             ),
         }
     }
@@ -276,6 +279,7 @@ pub fn build(
         interrupt,
         network,
         allow_network_host,
+        allow_security_insecure,
         limits: args.limits.limits(),
         registry: Some(super::registry::build_registry(
             &args.registry,

@@ -226,6 +226,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         interrupt: kiln_sandbox::Interrupt::new(),
         network: kiln_sandbox::Network::default(),
         allow_network_host: false,
+        allow_security_insecure: false,
         limits: kiln_sandbox::Limits::default(),
         registry: None,
     };
