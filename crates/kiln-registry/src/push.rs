@@ -26,6 +26,8 @@ pub(crate) const GZIP_LEVEL: u32 = 1;
 pub struct Pushed {
     /// The manifest digest in the registry.
     pub digest: Digest,
+    /// The manifest's size in bytes (its media type is always the OCI manifest's).
+    pub size: u64,
     /// Layer and config bytes uploaded (0 when the registry had everything).
     pub uploaded: u64,
     /// Layers gzipped for this push (0 when earlier pushes had done it).
@@ -184,6 +186,7 @@ impl Registry {
             let mut manifest = Manifest::oci(config.clone(), blobs[1..].to_vec());
             manifest.annotations = image.manifest.annotations.clone();
             let bytes = manifest.to_bytes();
+            let size = bytes.len() as u64;
             let digest = self
                 .put_manifest(&endpoint, target, bytes, media_type::OCI_MANIFEST, reporter)
                 .await?;
@@ -192,6 +195,7 @@ impl Registry {
             actions.extend(layers.iter().map(|(d, a, ..)| (d.digest.clone(), *a)));
             Ok(Pushed {
                 digest,
+                size,
                 uploaded: config_bytes + layers.iter().map(|(_, _, n, _)| n).sum::<u64>(),
                 compressed: layers.iter().filter(|l| l.3).count(),
                 blobs: actions,

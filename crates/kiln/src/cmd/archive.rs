@@ -114,7 +114,7 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
         CompressArg::Gzip => kiln_layer::Compression::Gzip,
         CompressArg::Zstd => kiln_layer::Compression::Zstd,
     };
-    let images = archive::compress_for_export(store, images, compression)?;
+    let images = archive::compress_for_export(store, images, compression, None)?;
     let format = match args.format {
         SaveFormatArg::OciDir => {
             let dir = args.output.context("--format oci-dir needs -o DIR")?;

@@ -57,9 +57,33 @@ pub struct BuildArgs {
     /// Check the registry for a newer base image even when the store has one.
     #[arg(long)]
     pub pull: bool,
-    /// Push the image to its registry under each `-t` name after the build.
+    /// Push the image to its registry under each `-t` name after the build (short for
+    /// `-o type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Also write the result elsewhere (repeatable): `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE|-`, `type=oci,dest=FILE|DIR[,tar=false]`,
+    /// `type=docker[,dest=FILE]`, `type=image,name=NAME[,push=true]`, `type=registry`;
+    /// `-o DIR` is local and `-o -` a tar on stdout. Layer options: compression=gzip|zstd|
+    /// uncompressed, compression-level=N, force-compression, oci-mediatypes, rewrite-timestamp.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "type=TYPE[,KEY=VALUE…]|DIR|-"
+    )]
+    pub outputs: Vec<String>,
+    /// Load the image into docker (`docker load`; short for `-o type=docker`).
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image id to FILE (`sha256:…`, no newline).
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the result as buildx's JSON to FILE (`containerimage.digest`, …).
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Print only the image id on stdout; nothing on stderr but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// The platform of base images pulled from multi-platform indexes (default: the host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
@@ -189,6 +213,23 @@ fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
     }
 }
 
+/// `-q` is quiet progress; with any other `--progress` than auto or quiet it is refused, as
+/// buildx refuses it.
+fn quiet_progress(progress: Progress, quiet: bool) -> anyhow::Result<Progress> {
+    if !quiet {
+        return Ok(progress);
+    }
+    match progress {
+        Progress::Auto | Progress::Quiet => Ok(Progress::Quiet),
+        other => {
+            let name = clap::ValueEnum::to_possible_value(&other)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            anyhow::bail!("-q/--quiet and --progress {name} cannot be used together")
+        }
+    }
+}
+
 /// Builds the image.
 pub fn build(
     store: &Store,
@@ -196,6 +237,7 @@ pub fn build(
     progress: Progress,
     args: BuildArgs,
 ) -> anyhow::Result<ExitCode> {
+    let progress = quiet_progress(progress, args.quiet)?;
     let tags = args
         .tags
         .iter()
@@ -217,6 +259,17 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = super::output::Plan::new(super::output::Flags {
+        outputs: &args.outputs,
+        push: args.push,
+        load: args.load,
+        tags: &args.tags,
+        iidfile: args.iidfile.is_some(),
+        quiet: args.quiet,
+    })?;
+    if let Some(iidfile) = &args.iidfile {
+        super::output::remove_stale(iidfile)?;
+    }
     let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
     let jobs = jobs(args.jobs)?;
     let network = args
@@ -275,10 +328,32 @@ pub fn build(
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }
-    if args.push {
-        super::registry::push_tags(store, &image, &tags, &args.registry, progress)?;
+    let exported = super::output::export(
+        &super::output::ExportContext {
+            store,
+            view: &reporter,
+            progress,
+            registry: &args.registry,
+        },
+        &outputs,
+        &image,
+        &args.tags,
+    )?;
+    if let Some(path) = &args.iidfile {
+        super::output::write_small_file("--iidfile", path, image.id().as_str().as_bytes())?;
     }
-    out.line(image.id().as_str())?;
+    if let Some(path) = &args.metadata_file {
+        let json = super::output::metadata(&image, exported.as_ref());
+        let bytes = serde_json::to_vec_pretty(&json).context("--metadata-file")?;
+        super::output::write_small_file("--metadata-file", path, &bytes)?;
+    }
+    if args.quiet {
+        if outputs.has_image() {
+            writeln!(io::stdout().lock(), "{}", image.id())?;
+        }
+    } else if !outputs.uses_stdout() {
+        out.line(image.id().as_str())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@ mod debug;
 mod image;
 mod init;
 mod lint;
+mod output;
 mod progress;
 mod registry;
 mod run;
