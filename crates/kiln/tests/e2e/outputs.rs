@@ -105,3 +105,111 @@ fn a_failed_build_exits_1_and_leaves_no_iidfile() {
         "{stderr}"
     );
 }
+
+/// The example of `--metadata-file` in docker/buildx's docs/reference/buildx_build.md.
+const BUILDX_METADATA_EXAMPLE: &str = r#"{
+  "buildx.build.provenance": {},
+  "buildx.build.ref": "mybuilder/mybuilder0/0fjb6ubs52xx3vygf6fgdl611",
+  "buildx.build.warnings": {},
+  "containerimage.config.digest": "sha256:2937f66a9722f7f4a2df583de2f8cb97fc9196059a410e7f00072fc918930e66",
+  "containerimage.descriptor": {
+    "annotations": {
+      "config.digest": "sha256:2937f66a9722f7f4a2df583de2f8cb97fc9196059a410e7f00072fc918930e66",
+      "org.opencontainers.image.created": "2022-02-08T21:28:03Z"
+    },
+    "digest": "sha256:19ffeab6f8bc9293ac2c3fdf94ebe28396254c993aea0b5a542cfb02e0883fa3",
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "size": 506
+  },
+  "containerimage.digest": "sha256:19ffeab6f8bc9293ac2c3fdf94ebe28396254c993aea0b5a542cfb02e0883fa3"
+}"#;
+
+/// Every key of `example` is in `ours`, with a value of the same JSON type, down the objects.
+/// buildx's own `buildx.build.*` keys describe a buildx builder and are left out.
+fn same_keys(example: &serde_json::Value, ours: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    let Value::Object(example) = example else {
+        return;
+    };
+    for (key, value) in example {
+        if key.starts_with("buildx.") {
+            continue;
+        }
+        let here = format!("{path}{key}");
+        let Some(mine) = ours.get(key) else {
+            panic!("--metadata-file has no {here}: {ours:#}");
+        };
+        let kind = |v: &Value| std::mem::discriminant(v);
+        assert_eq!(kind(value), kind(mine), "{here}: {value} against {mine}");
+        same_keys(value, mine, &format!("{here}."));
+    }
+}
+
+fn skopeo() -> Command {
+    let mut cmd = Command::new(crate::util::require("skopeo"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[test]
+fn metadata_file_has_buildx_keys_for_the_image_skopeo_reads() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("meta", SMALL, &[]);
+    let file = env.path("metadata.json");
+    env.build(&[
+        "-t",
+        "kiln-meta/app:1",
+        "-t",
+        "kiln-meta/app",
+        "--metadata-file",
+        file.to_str().unwrap(),
+        &ctx,
+    ]);
+    let ours: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let example: serde_json::Value = serde_json::from_str(BUILDX_METADATA_EXAMPLE).unwrap();
+    same_keys(&example, &ours, "");
+    assert_eq!(ours["image.name"], "kiln-meta/app:1,kiln-meta/app");
+
+    // The values are those of the image as skopeo reads it from the store's OCI layout.
+    let layout = format!("oci:{}:kiln-meta/app:1", env.root().join("oci").display());
+    let raw = skopeo()
+        .args(["inspect", "--raw", &layout])
+        .output()
+        .unwrap();
+    assert_success(&raw, "skopeo inspect --raw");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let descriptor = &ours["containerimage.descriptor"];
+    assert_eq!(ours["containerimage.digest"], sha256_of(&raw.stdout));
+    assert_eq!(descriptor["digest"], ours["containerimage.digest"]);
+    assert_eq!(descriptor["size"], raw.stdout.len());
+    assert_eq!(descriptor["mediaType"], manifest["mediaType"]);
+    let config: serde_json::Value =
+        serde_json::from_str(&run(skopeo().args(["inspect", "--config", &layout]))).unwrap();
+    assert_eq!(
+        ours["containerimage.config.digest"],
+        manifest["config"]["digest"]
+    );
+    assert_eq!(
+        ours["containerimage.config.digest"],
+        inspect_id(&env, "kiln-meta/app:1")
+    );
+    assert_eq!(
+        descriptor["annotations"]["config.digest"],
+        ours["containerimage.config.digest"]
+    );
+    assert_eq!(
+        descriptor["annotations"]["org.opencontainers.image.created"],
+        config["created"]
+    );
+    assert_eq!(
+        descriptor["platform"]["architecture"],
+        config["architecture"]
+    );
+}
