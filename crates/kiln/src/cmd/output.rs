@@ -320,13 +320,21 @@ pub fn parse_output(text: &str) -> anyhow::Result<Exporter> {
         _ => {}
     }
     out.rewrite_timestamp = rewrite_timestamp == Some(true);
-    // kiln clamps layer times to SOURCE_DATE_EPOCH whenever it is set (`kiln build` has put
-    // a --build-arg one in the environment by now): saying not to cannot be honoured then.
-    if rewrite_timestamp == Some(false) && kiln_build::source_date_epoch().is_some() {
-        anyhow::bail!(
-            "-o {text:?}: rewrite-timestamp=false is not supported with SOURCE_DATE_EPOCH set: \
-             kiln always clamps the file times of the layers it builds to it"
-        );
+    // `rewrite-timestamp=true` is what kiln does to the layers it builds when
+    // SOURCE_DATE_EPOCH is set: their file times are clamped to it, and base layers are kept,
+    // as BuildKit keeps them. Without an epoch there is nothing to rewrite to (BuildKit only
+    // warns); with one, not clamping cannot be honoured. `kiln build` has put a --build-arg
+    // SOURCE_DATE_EPOCH in the environment by now.
+    match (rewrite_timestamp, kiln_build::source_date_epoch()) {
+        (Some(true), None) => anyhow::bail!(
+            "-o {text:?}: rewrite-timestamp=true needs SOURCE_DATE_EPOCH (in the environment \
+             or as --build-arg SOURCE_DATE_EPOCH=…)"
+        ),
+        (Some(false), Some(_)) => anyhow::bail!(
+            "-o {text:?}: rewrite-timestamp=false is not supported with SOURCE_DATE_EPOCH \
+             set: kiln always clamps the file times of the layers it builds to it"
+        ),
+        _ => {}
     }
     check_dest(out)
 }
@@ -618,9 +626,6 @@ pub fn export(
         names: tags.join(","),
     });
     for out in &plan.exporters {
-        if out.rewrite_timestamp {
-            check_epoch(out)?;
-        }
         let made = match out.kind {
             Kind::Local => {
                 cx.view
@@ -643,19 +648,6 @@ pub fn export(
         }
     }
     Ok(last)
-}
-
-/// `rewrite-timestamp=true` is what kiln does to the layers it builds when SOURCE_DATE_EPOCH
-/// is set (their file times are clamped to it, base layers are kept, as BuildKit keeps them);
-/// without the epoch there is nothing to rewrite to, which BuildKit only warns about.
-fn check_epoch(out: &Exporter) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        kiln_build::source_date_epoch().is_some(),
-        "{}: rewrite-timestamp=true needs SOURCE_DATE_EPOCH (in the environment or as \
-         --build-arg SOURCE_DATE_EPOCH=…)",
-        flag_words(out)
-    );
-    Ok(())
 }
 
 /// The image with its layers compressed as the output asks (`default` when it does not say).

@@ -3,10 +3,13 @@
 //! stdin. Each result is read by the tool that consumes it: docker, skopeo, umoci, GNU tar,
 //! docker-registry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::{Env, assert_clean_failure, assert_success, docker, kiln_to_docker, run};
+use crate::util::{
+    Env, ExportEntry, assert_clean_failure, assert_success, docker, docker_export, kiln_to_docker,
+    require, run,
+};
 
 /// `kiln --root STORE` without `--progress plain` (which `-q` refuses, as buildx refuses
 /// `--progress=plain` with `--quiet`).
@@ -146,7 +149,7 @@ fn same_keys(example: &serde_json::Value, ours: &serde_json::Value, path: &str) 
 }
 
 fn skopeo() -> Command {
-    let mut cmd = Command::new(crate::util::require("skopeo"));
+    let mut cmd = Command::new(require("skopeo"));
     cmd.stdin(Stdio::null());
     cmd
 }
@@ -212,4 +215,762 @@ fn metadata_file_has_buildx_keys_for_the_image_skopeo_reads() {
         descriptor["platform"]["architecture"],
         config["architecture"]
     );
+}
+
+/// A directory tree entry by entry, in the shape of `docker_export`'s listing (the root itself
+/// left out; content hashed for files, empty for the rest).
+fn tree(root: &Path) -> Vec<ExportEntry> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt as _;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<ExportEntry>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                'd'
+            } else if ft.is_symlink() {
+                'l'
+            } else if ft.is_file() {
+                'f'
+            } else {
+                '?'
+            };
+            let content = if ft.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.push(ExportEntry {
+                path: path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid().into(),
+                gid: meta.gid().into(),
+                size: if ft.is_file() { meta.len() } else { 0 },
+                sha256: hex::encode(sha2::Sha256::digest(&content)),
+                link: if ft.is_symlink() {
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                } else {
+                    String::new()
+                },
+            });
+            if ft.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Fails with the entries that differ, not two whole listings.
+fn assert_same_tree(ours: &[ExportEntry], theirs: &[ExportEntry], what: &str) {
+    let only = |a: &[ExportEntry], b: &[ExportEntry]| -> Vec<String> {
+        a.iter()
+            .filter(|e| !b.contains(e))
+            .take(20)
+            .map(|e| format!("{e:?}"))
+            .collect()
+    };
+    let (mine, other) = (only(ours, theirs), only(theirs, ours));
+    assert!(
+        mine.is_empty() && other.is_empty(),
+        "{what}\nonly in kiln's:\n  {}\nonly in the other:\n  {}",
+        mine.join("\n  "),
+        other.join("\n  ")
+    );
+}
+
+/// docker 20.10's BuildKit (0.8) leaves the empty mount points of a RUN step, `/dev`, `/proc`
+/// and `/sys`, in its layer; BuildKit 0.12 and later remove them, as kiln does. Only those
+/// three, and only empty, are dropped.
+fn without_mount_stubs(entries: Vec<ExportEntry>) -> Vec<ExportEntry> {
+    let stub = |e: &ExportEntry| {
+        e.kind == 'd'
+            && matches!(e.path.as_str(), "dev" | "proc" | "sys")
+            && !entries
+                .iter()
+                .any(|c| c.path.starts_with(&format!("{}/", e.path)))
+    };
+    let keep: Vec<bool> = entries.iter().map(|e| !stub(e)).collect();
+    entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect()
+}
+
+/// The files docker puts into every container, which `docker export` shows and an image
+/// does not hold.
+fn without_container_files(entries: Vec<ExportEntry>) -> Vec<ExportEntry> {
+    entries
+        .into_iter()
+        .filter(|e| {
+            let top = e.path.split('/').next().unwrap_or("");
+            !matches!(top, ".dockerenv" | "dev" | "proc" | "sys")
+                && !matches!(
+                    e.path.as_str(),
+                    "etc/hostname" | "etc/hosts" | "etc/resolv.conf" | "etc/mtab"
+                )
+        })
+        .collect()
+}
+
+/// The Dockerfile the output tests build on `base`: a chowned copy, a mode, a symlink, a file
+/// of the base deleted (a whiteout in the image, absent from the files). Three layers.
+fn app_dockerfile(base: &str) -> String {
+    format!(
+        "FROM {base}\n\
+         COPY --chown=1000:1000 app.txt /app/app.txt\n\
+         RUN mkdir -p /app/sub && echo built > /app/sub/built && chmod 0750 /app/sub \\\n\
+         && ln -s sub/built /app/link && rm /etc/group\n"
+    )
+}
+
+/// An env with the busybox base as `base` (a name of its own per test: the tests share one
+/// docker) and the app's context; the context's path.
+fn app_env(base: &str) -> (Env, String) {
+    let env = Env::new();
+    env.busybox_base(base);
+    let ctx = env.context(
+        "app",
+        &app_dockerfile(base),
+        &[("app.txt", "hello from the context\n")],
+    );
+    (env, ctx)
+}
+
+/// Runs docker's BuildKit on a context with `args`.
+fn docker_buildkit(args: &[&str]) -> String {
+    run(docker().env("DOCKER_BUILDKIT", "1").arg("build").args(args))
+}
+
+#[test]
+fn local_output_is_the_files_buildkit_writes() {
+    let base = "kiln-out/busybox-local";
+    let (env, ctx) = app_env(base);
+    let ours = env.path("ours");
+    let short = env.path("short");
+    env.build(&[
+        "-o",
+        &format!("type=local,dest={}", ours.display()),
+        "-o",
+        short.to_str().unwrap(),
+        &ctx,
+    ]);
+    let files = tree(&ours);
+    assert!(
+        files
+            .iter()
+            .any(|e| e.path == "app/sub/built" && e.size == 6 && e.mode == 0o644),
+        "{files:#?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|e| e.path == "app/link" && e.link == "sub/built")
+    );
+    assert!(
+        !ours.join("etc/group").exists(),
+        "the whiteout was not applied"
+    );
+    assert_same_tree(&files, &tree(&short), "-o DIR is type=local,dest=DIR");
+
+    // BuildKit's own local exporter, on the same Dockerfile and base.
+    kiln_to_docker(&env, base);
+    let theirs = env.path("theirs");
+    docker_buildkit(&["-o", &format!("type=local,dest={}", theirs.display()), &ctx]);
+    assert_same_tree(
+        &files,
+        &without_mount_stubs(tree(&theirs)),
+        "kiln's -o type=local differs from BuildKit's",
+    );
+    // Both write the files as the user who runs the build, whatever the image says.
+    let app = files.iter().find(|e| e.path == "app/app.txt").unwrap();
+    assert_eq!((app.uid, app.gid), (0, 0));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&ours).unwrap().permissions().mode() & 0o7777,
+        0o700,
+        "BuildKit's client creates the directory 0700"
+    );
+
+    // And the image docker builds holds the same files, with the image's owners.
+    docker_buildkit(&["-q", "-t", "kiln-out/local-docker", &ctx]);
+    let exported = without_container_files(docker_export("kiln-out/local-docker"));
+    let owners = |v: &[ExportEntry]| -> Vec<ExportEntry> {
+        v.iter()
+            .map(|e| ExportEntry {
+                uid: 0,
+                gid: 0,
+                ..e.clone()
+            })
+            .collect()
+    };
+    assert!(
+        exported
+            .iter()
+            .any(|e| e.path == "app/app.txt" && e.uid == 1000),
+        "{exported:#?}"
+    );
+    assert_same_tree(
+        &owners(&files),
+        &owners(&exported),
+        "kiln's -o type=local differs from docker export of BuildKit's image",
+    );
+    run(docker().args(["rmi", "-f", "kiln-out/local-docker", base]));
+
+    // Into a directory that has files: they stay, the image's are added (mode=copy).
+    let existing = env.path("existing");
+    std::fs::create_dir_all(existing.join("app")).unwrap();
+    std::fs::write(existing.join("keep.txt"), "mine").unwrap();
+    std::fs::write(existing.join("app/app.txt"), "old").unwrap();
+    env.build(&[
+        "-o",
+        &format!("type=local,dest={},mode=copy", existing.display()),
+        &ctx,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(existing.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(existing.join("app/app.txt")).unwrap(),
+        "hello from the context\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(existing.join("app/sub/built")).unwrap(),
+        "built\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&existing)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kiln"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Extracts a tarball with GNU tar, owners kept (the tests run as root).
+fn gnu_untar(tarball: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    run(Command::new(require("tar"))
+        .arg("-C")
+        .arg(into)
+        .args(["--numeric-owner", "-xpf"])
+        .arg(tarball));
+}
+
+#[test]
+fn tar_output_is_the_tarball_buildkit_writes() {
+    let base = "kiln-out/busybox-tar";
+    let (env, ctx) = app_env(base);
+    let file = env.path("ours.tar");
+    let out = env
+        .kiln()
+        .args([
+            "build",
+            "-o",
+            &format!("type=tar,dest={}", file.display()),
+            "-o",
+            "-",
+            &ctx,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build -o type=tar -o -");
+    let written = std::fs::read(&file).unwrap();
+    assert!(written.len() > 1_000_000, "{} bytes", written.len());
+    assert!(
+        out.stdout == written,
+        "-o - wrote other bytes than type=tar,dest=FILE (and stdout carries nothing else)"
+    );
+    // GNU tar reads it, owners and all.
+    let listed = run(Command::new(require("tar"))
+        .args(["--numeric-owner", "-tvf"])
+        .arg(&file));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("1000/1000") && l.ends_with("app/app.txt")),
+        "{listed}"
+    );
+    let ours = env.path("ours");
+    gnu_untar(&file, &ours);
+
+    kiln_to_docker(&env, base);
+    let theirs_tar = env.path("theirs.tar");
+    docker_buildkit(&[
+        "-o",
+        &format!("type=tar,dest={}", theirs_tar.display()),
+        &ctx,
+    ]);
+    let theirs = env.path("theirs");
+    gnu_untar(&theirs_tar, &theirs);
+    assert_same_tree(
+        &tree(&ours),
+        &without_mount_stubs(tree(&theirs)),
+        "kiln's -o type=tar differs from BuildKit's",
+    );
+    run(docker().args(["rmi", "-f", base]));
+}
+
+/// The raw manifest skopeo reads at a reference.
+fn skopeo_manifest(reference: &str) -> (Vec<u8>, serde_json::Value) {
+    let out = skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap();
+    assert_success(&out, &format!("skopeo inspect --raw {reference}"));
+    let json = serde_json::from_slice(&out.stdout).unwrap();
+    (out.stdout, json)
+}
+
+fn layer_types(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+#[test]
+fn oci_output_is_read_by_skopeo_and_umoci() {
+    let base = "kiln-out/busybox-oci";
+    let (env, ctx) = app_env(base);
+    let archive = env.path("app-oci.tar");
+    let layout = env.path("layout");
+    let meta = env.path("meta.json");
+    let local = env.path("local");
+    env.build(&[
+        "-t",
+        "kiln-out/app:1",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        "-o",
+        &format!("type=oci,dest={},tar=false", layout.display()),
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        &ctx,
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    // BuildKit's oci exporter gzips the layers and names the image in full.
+    let (raw, manifest) = skopeo_manifest(&format!("oci-archive:{}", archive.display()));
+    assert_eq!(meta["containerimage.digest"], sha256_of(&raw));
+    assert_eq!(meta["containerimage.descriptor"]["size"], raw.len());
+    assert_eq!(meta["image.name"], "docker.io/kiln-out/app:1");
+    assert_eq!(layer_types(&manifest), [GZIP_LAYER, GZIP_LAYER, GZIP_LAYER]);
+    let (raw_dir, _) = skopeo_manifest(&format!("oci:{}:kiln-out/app:1", layout.display()));
+    assert_eq!(
+        raw_dir, raw,
+        "the layout holds the manifest the archive holds"
+    );
+
+    // umoci unpacks the layout into the files the local output holds, with the image's owners.
+    let bundle = env.path("bundle");
+    run(Command::new(require("umoci"))
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:kiln-out/app:1", layout.display()))
+        .arg(&bundle));
+    let unpacked = tree(&bundle.join("rootfs"));
+    assert!(
+        unpacked
+            .iter()
+            .any(|e| e.path == "app/app.txt" && e.uid == 1000 && e.gid == 1000),
+        "umoci's rootfs lost the owner of app.txt"
+    );
+    let rootless = |v: Vec<ExportEntry>| -> Vec<ExportEntry> {
+        v.into_iter()
+            .map(|e| ExportEntry {
+                uid: 0,
+                gid: 0,
+                ..e
+            })
+            .collect()
+    };
+    assert_same_tree(
+        &rootless(tree(&local)),
+        &rootless(unpacked),
+        "umoci's unpack of -o type=oci differs from -o type=local",
+    );
+
+    // zstd at a level, which kiln's own load reads back to the same image.
+    let zstd = env.path("app-zstd.tar");
+    env.build(&[
+        "-t",
+        "kiln-out/app:1",
+        "-o",
+        &format!(
+            "type=oci,dest={},compression=zstd,compression-level=19",
+            zstd.display()
+        ),
+        &ctx,
+    ]);
+    let (_, manifest) = skopeo_manifest(&format!("oci-archive:{}", zstd.display()));
+    assert_eq!(layer_types(&manifest), [ZSTD_LAYER, ZSTD_LAYER, ZSTD_LAYER]);
+    let other = Env::new();
+    let loaded = other.ok(&["load", "-i", zstd.to_str().unwrap()]);
+    assert!(loaded.contains("kiln-out/app:1"), "{loaded}");
+    assert_eq!(
+        inspect_id(&other, "kiln-out/app:1"),
+        inspect_id(&env, "kiln-out/app:1")
+    );
+
+    // rewrite-timestamp: the layers built under SOURCE_DATE_EPOCH carry it as their times.
+    let stamped = env.path("stamped");
+    env.build(&[
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1000000000",
+        "--no-cache",
+        "-o",
+        &format!(
+            "type=oci,dest={},tar=false,rewrite-timestamp=true,name=stamped",
+            stamped.display()
+        ),
+        &ctx,
+    ]);
+    let bundle = env.path("stamped-bundle");
+    run(Command::new(require("umoci"))
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:stamped", stamped.display()))
+        .arg(&bundle));
+    use std::os::unix::fs::MetadataExt as _;
+    let built = std::fs::metadata(bundle.join("rootfs/app/sub/built")).unwrap();
+    assert_eq!(built.mtime(), 1_000_000_000);
+}
+
+#[test]
+fn force_compression_is_refused_for_a_base_layer_of_another_compression() {
+    let source = Env::new();
+    let base = "kiln-out/busybox-zstd";
+    source.busybox_base(base);
+    let zbase = source.path("zbase.tar");
+    source.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "--compress",
+        "zstd",
+        "-o",
+        zbase.to_str().unwrap(),
+        base,
+    ]);
+    let env = Env::new();
+    env.ok(&["load", "-i", zbase.to_str().unwrap()]);
+    let ctx = env.context(
+        "app",
+        &app_dockerfile(base),
+        &[("app.txt", "hello from the context\n")],
+    );
+    let forced = env.path("forced.tar");
+    let stderr = env.fails(&[
+        "build",
+        "-o",
+        &format!(
+            "type=oci,dest={},compression=gzip,force-compression=true",
+            forced.display()
+        ),
+        &ctx,
+    ]);
+    assert!(
+        stderr.contains("force-compression") && stderr.contains("is zstd"),
+        "{stderr}"
+    );
+    assert!(!forced.exists());
+    // Without force, the base layer stays zstd and the built one is gzipped, as BuildKit does.
+    let mixed = env.path("mixed.tar");
+    env.build(&[
+        "-o",
+        &format!("type=oci,dest={},compression=gzip", mixed.display()),
+        &ctx,
+    ]);
+    let (_, manifest) = skopeo_manifest(&format!("oci-archive:{}", mixed.display()));
+    assert_eq!(layer_types(&manifest), [ZSTD_LAYER, GZIP_LAYER, GZIP_LAYER]);
+}
+
+#[test]
+fn docker_output_and_load_are_read_by_docker() {
+    let base = "kiln-out/busybox-docker";
+    let (env, ctx) = app_env(base);
+    let file = env.path("app-docker.tar");
+    env.build(&[
+        "-t",
+        "kiln-out/docker:1",
+        "-o",
+        &format!("type=docker,dest={}", file.display()),
+        &ctx,
+    ]);
+    let id = inspect_id(&env, "kiln-out/docker:1");
+    let said = run(docker().args(["load", "-i", file.to_str().unwrap()]));
+    assert!(said.contains("Loaded image: kiln-out/docker:1"), "{said}");
+    let known = run(docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "kiln-out/docker:1",
+    ]));
+    assert_eq!(known.trim(), id);
+    let built = run(docker().args(["run", "--rm", "kiln-out/docker:1", "cat", "/app/sub/built"]));
+    assert_eq!(built, "built\n");
+
+    env.build(&["-t", "kiln-out/load:1", "--load", &ctx]);
+    let known = run(docker().args(["image", "inspect", "--format", "{{.Id}}", "kiln-out/load:1"]));
+    assert_eq!(known.trim(), id);
+    let owner = run(docker().args([
+        "run",
+        "--rm",
+        "kiln-out/load:1",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/app/app.txt",
+    ]));
+    assert_eq!(owner, "1000:1000\n");
+    run(docker().args(["rmi", "-f", "kiln-out/docker:1", "kiln-out/load:1"]));
+
+    // No docker to load into: said before anything is built.
+    let empty = env.path("no-docker-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = env
+        .kiln()
+        .env("PATH", &empty)
+        .args(["build", "-t", "kiln-out/nodocker", "--load", &ctx])
+        .output()
+        .unwrap();
+    let stderr = assert_clean_failure(&out, "kiln build --load without docker");
+    assert!(
+        stderr.contains("--load: there is no `docker` command on PATH"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("] FROM"),
+        "it built before failing:\n{stderr}"
+    );
+    assert!(!env.ok(&["images"]).contains("kiln-out/nodocker"));
+}
+
+#[test]
+fn registry_output_is_pulled_by_docker_and_zstd_pushes_by_skopeo_and_kiln() {
+    let base = "kiln-out/busybox-registry";
+    let (env, ctx) = app_env(base);
+    let registry = crate::registry::Registry::start(&env, "outputs");
+    let app = format!("{}/kiln-out/app:1", registry.host());
+    let meta = env.path("meta.json");
+    env.build(&[
+        "-t",
+        &app,
+        "-o",
+        "type=registry",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        &ctx,
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let (raw, manifest) = skopeo_manifest(&format!("docker://{app}"));
+    assert_eq!(meta["containerimage.digest"], sha256_of(&raw));
+    assert_eq!(meta["containerimage.descriptor"]["size"], raw.len());
+    assert_eq!(meta["image.name"], app.as_str());
+    assert_eq!(layer_types(&manifest), [GZIP_LAYER, GZIP_LAYER, GZIP_LAYER]);
+    run(docker().args(["pull", &app]));
+    let built = run(docker().args(["run", "--rm", &app, "cat", "/app/sub/built"]));
+    assert_eq!(built, "built\n");
+    run(docker().args(["rmi", "-f", &app]));
+
+    // type=image with push=true and its own name (no -t), zstd layers.
+    let zstd = format!("{}/kiln-out/zstd:1", registry.host());
+    env.build(&[
+        "-o",
+        &format!("type=image,name={zstd},push=true,compression=zstd"),
+        &ctx,
+    ]);
+    let (_, manifest) = skopeo_manifest(&format!("docker://{zstd}"));
+    assert_eq!(layer_types(&manifest), [ZSTD_LAYER, ZSTD_LAYER, ZSTD_LAYER]);
+    let copied = env.path("zstd-dir");
+    run(skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{zstd}"),
+        &format!("dir:{}", copied.display()),
+    ]));
+    let other = Env::new();
+    other.ok(&["pull", &zstd]);
+    assert_eq!(inspect_id(&other, &zstd), inspect_id(&env, &zstd));
+
+    // --push is type=registry.
+    let pushed = format!("{}/kiln-out/pushed:1", registry.host());
+    env.build(&["-t", &pushed, "--push", &ctx]);
+    let (raw_pushed, _) = skopeo_manifest(&format!("docker://{pushed}"));
+    assert_eq!(
+        raw_pushed, raw,
+        "--push and -o type=registry push the same manifest"
+    );
+}
+
+#[test]
+fn bad_outputs_fail_before_the_build_naming_the_flag() {
+    let base = "kiln-out/busybox-bad";
+    let (env, ctx) = app_env(base);
+    let file = env.path("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let dir = env.path("a-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = env.path("new.tar");
+    let f = file.display();
+    let d = dir.display();
+    let n = new.display();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-o".into(), format!("type=bogus,dest={n}")],
+            "unknown output type \"bogus\"",
+        ),
+        (
+            vec!["-o".into(), "type=local".into()],
+            "dest=DIR is required for type=local",
+        ),
+        (
+            vec!["-o".into(), format!("type=local,dest={f}")],
+            "is a file",
+        ),
+        (
+            vec!["-o".into(), format!("type=oci,dest={d}")],
+            "is a directory",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("type=oci,dest={n},compression=estargz"),
+            ],
+            "compression=estargz",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("type=oci,dest={n},oci-mediatypes=false"),
+            ],
+            "oci-mediatypes=false",
+        ),
+        (
+            vec!["-o".into(), format!("type=oci,dest={n},unpack=false")],
+            "option \"unpack\"",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("type=oci,dest={n},rewrite-timestamp=true"),
+            ],
+            "needs SOURCE_DATE_EPOCH",
+        ),
+        (
+            vec!["-o".into(), format!("type=oci,dest={d}/missing/x.tar")],
+            "does not exist",
+        ),
+        (
+            vec![
+                "-o".into(),
+                "type=tar".into(),
+                "-o".into(),
+                "type=oci,dest=-".into(),
+            ],
+            "multiple outputs write to stdout",
+        ),
+        (
+            vec!["-o".into(), "type=registry".into()],
+            "a push needs a name",
+        ),
+        (vec!["--push".into()], "--push: a push needs a name"),
+        (
+            vec![
+                "--iidfile".into(),
+                format!("{n}"),
+                "-o".into(),
+                format!("type=local,dest={d}"),
+            ],
+            "--iidfile",
+        ),
+        (vec!["-o".into(), "-".into(), "-q".into()], "-q/--quiet"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["build".to_owned()];
+        all.extend(args.iter().cloned());
+        all.push(ctx.clone());
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = bare_kiln(&env)
+            .args(&all)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = assert_clean_failure(&out, &all.join(" "));
+        assert!(
+            stderr.contains(expected),
+            "{all:?}: want {expected:?} in:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("] FROM"),
+            "{all:?} built before failing:\n{stderr}"
+        );
+        assert!(!new.exists(), "{all:?} wrote {n}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn a_failed_export_leaves_nothing_half_written() {
+    let base = "kiln-out/busybox-failed";
+    let (env, ctx) = app_env(base);
+    env.build(&["-t", "kiln-out/app", &ctx]);
+    // Corrupt the layer the build made (kiln stores its layers uncompressed: the blob is
+    // named by the diff id), then export the cached result.
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "kiln-out/app"])).unwrap();
+    let layers = json[0]["RootFS"]["Layers"].as_array().unwrap();
+    let top = layers.last().unwrap().as_str().unwrap();
+    let blob = env
+        .root()
+        .join("oci/blobs/sha256")
+        .join(top.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let out_dir = env.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for output in [
+        format!("type=oci,dest={}/app.tar", out_dir.display()),
+        format!("type=local,dest={}/files", out_dir.display()),
+        format!("type=tar,dest={}/files.tar", out_dir.display()),
+        format!("type=docker,dest={}/docker.tar", out_dir.display()),
+    ] {
+        let stderr = env.fails(&["build", "-t", "kiln-out/app", "-o", &output, &ctx]);
+        assert!(
+            stderr.contains(top),
+            "{output}: the error does not name the layer:\n{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "{output} left files behind"
+        );
+    }
 }
