@@ -1,13 +1,12 @@
 //! `kiln build`: a Dockerfile and a context become an image in the store.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_build::context::Context;
 use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_image::{Reference, Store};
 
@@ -16,15 +15,17 @@ use super::{Output, Progress};
 /// `kiln build`
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)"
+    after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)\n  kiln build -t app -f - . < Dockerfile    (the Dockerfile from stdin)\n  tar -czf - . | kiln build -t app -       (the context from stdin)"
 )]
 pub struct BuildArgs {
-    /// The build context directory, or `-` to read the Dockerfile from stdin with no context.
+    /// The build context directory, or `-`: stdin, which is the context when it is a tar
+    /// archive (plain, gzip, bzip2, xz or zstd) and otherwise the Dockerfile, with no context.
     pub context: String,
     /// Name and optionally tag the image (repeatable).
     #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from stdin. With a context
+    /// from stdin, a path inside that context.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable (repeatable).
@@ -165,40 +166,6 @@ fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The context, the Dockerfile's text and its name: `-` reads the Dockerfile from stdin with
-/// no context; otherwise CONTEXT/Dockerfile unless `-f` says otherwise.
-pub fn read_input(
-    context_arg: &str,
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<(Context, String, String)> {
-    if context_arg == "-" {
-        let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .context("read the Dockerfile from stdin")?;
-        return Ok((Context::none(), text, "-".to_owned()));
-    }
-    let root = PathBuf::from(context_arg);
-    // docker's default, and its fallback to a lower-case `dockerfile`.
-    let file = file.map(PathBuf::from).unwrap_or_else(|| {
-        let upper = root.join("Dockerfile");
-        let lower = root.join("dockerfile");
-        if !upper.exists() && lower.exists() {
-            lower
-        } else {
-            upper
-        }
-    });
-    let context = Context::open(&root, Some(&file))?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("read the Dockerfile {}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".into());
-    Ok((context, text, name))
-}
-
 /// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
 /// handle can stop at once.
 fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
@@ -270,7 +237,7 @@ pub fn build(
     if let Some(iidfile) = &args.iidfile {
         super::output::remove_stale(iidfile)?;
     }
-    let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
+    let input = super::input::read_input(store, &args.context, args.file.as_deref())?;
     let jobs = jobs(args.jobs)?;
     let network = args
         .network
@@ -289,9 +256,9 @@ pub fn build(
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
     let request = BuildRequest {
-        dockerfile,
-        dockerfile_name,
-        context,
+        dockerfile: input.dockerfile.clone(),
+        dockerfile_name: input.dockerfile_name.clone(),
+        context: input.context.clone(),
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),

@@ -7,6 +7,7 @@ mod build;
 mod debug;
 mod image;
 mod init;
+mod input;
 mod lint;
 mod output;
 mod progress;

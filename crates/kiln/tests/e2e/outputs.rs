@@ -974,3 +974,228 @@ fn a_failed_export_leaves_nothing_half_written() {
         );
     }
 }
+
+/// A context that shows what COPY takes from it: a subdirectory, an executable, a symlink,
+/// and a file that `.dockerignore` leaves out.
+const CONTEXT_DOCKERFILE: &str = "FROM busybox\nCOPY . /ctx/\n\
+    RUN cat /ctx/sub/file.txt && test -x /ctx/run.sh && test -L /ctx/link \\\n\
+    && test ! -e /ctx/ignored.txt && echo \"context seen $((6*7))\"\n";
+
+fn context_dir(env: &Env) -> PathBuf {
+    let dir = PathBuf::from(env.context(
+        "ctx",
+        CONTEXT_DOCKERFILE,
+        &[
+            ("sub/file.txt", "from the context\n"),
+            ("run.sh", "#!/bin/sh\necho run\n"),
+            (".dockerignore", "ignored.txt\n"),
+            ("ignored.txt", "left out\n"),
+        ],
+    ));
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sub/file.txt", dir.join("link")).unwrap();
+    dir
+}
+
+/// `kiln build --no-cache` of `args`, with `stdin` from a file if given: its image id. Every
+/// timestamp is SOURCE_DATE_EPOCH's, so that the same files give the same id whatever they
+/// came in (a tar keeps mtimes to the second, a directory to the nanosecond).
+fn context_build(env: &Env, args: &[&str], stdin: Option<&Path>) -> String {
+    let mut cmd = env.kiln();
+    cmd.args([
+        "build",
+        "--no-lint",
+        "--no-cache",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=0",
+    ])
+    .args(args);
+    if let Some(file) = stdin {
+        cmd.stdin(std::fs::File::open(file).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    assert_success(&out, &format!("kiln build {args:?} < {stdin:?}"));
+    assert!(
+        text(&out.stderr).contains("context seen 42"),
+        "{}",
+        text(&out.stderr)
+    );
+    let id = text(&out.stdout).trim().to_owned();
+    assert!(id.starts_with("sha256:"), "{id}");
+    id
+}
+
+#[test]
+fn every_context_kind_builds_the_image_the_directory_builds() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dir = context_dir(&env);
+    let dir_str = dir.to_str().unwrap();
+    let from_dir = context_build(&env, &[dir_str], None);
+
+    // -f - with the directory: the Dockerfile from stdin, the files from the directory.
+    let dockerfile = dir.join("Dockerfile");
+    assert_eq!(
+        context_build(&env, &["-f", "-", dir_str], Some(&dockerfile)),
+        from_dir,
+        "-f - with a context directory"
+    );
+
+    // The directory as a tar stream on stdin, plain and compressed by the real tools.
+    let plain = env.path("ctx.tar");
+    run(Command::new(require("tar"))
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&plain)
+        .arg("."));
+    for (tool, suffix) in [
+        ("gzip", "gz"),
+        ("bzip2", "bz2"),
+        ("xz", "xz"),
+        ("zstd", "zst"),
+    ] {
+        let compressed = env.path(&format!("ctx.tar.{suffix}"));
+        let out = Command::new(require(tool))
+            .arg("-c")
+            .arg(&plain)
+            .output()
+            .unwrap();
+        assert_success(&out, tool);
+        std::fs::write(&compressed, &out.stdout).unwrap();
+        assert_eq!(
+            context_build(&env, &["-"], Some(&compressed)),
+            from_dir,
+            "a {tool} tar context on stdin"
+        );
+    }
+    assert_eq!(
+        context_build(&env, &["-"], Some(&plain)),
+        from_dir,
+        "a plain tar context on stdin"
+    );
+    // -f names a Dockerfile inside the stdin context.
+    std::fs::create_dir_all(dir.join("docker")).unwrap();
+    std::fs::rename(&dockerfile, dir.join("docker/Build.file")).unwrap();
+    std::fs::write(&dockerfile, "FROM busybox\nRUN exit 1\n").unwrap();
+    let moved = env.path("moved.tar");
+    run(Command::new(require("tar"))
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&moved)
+        .arg("."));
+    let out = env
+        .kiln()
+        .args(["build", "--no-lint", "-f", "docker/Build.file", "-"])
+        .stdin(std::fs::File::open(&moved).unwrap())
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build -f docker/Build.file - < ctx.tar");
+    assert!(text(&out.stderr).contains("context seen 42"));
+}
+
+/// Runs kiln with `input` on its stdin.
+fn with_stdin_bytes(env: &Env, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = env
+        .kiln()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // kiln may refuse before reading it all; that is not the test's failure.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A tar whose entry names are written as given, `..` and all (the tar crate's builder
+/// refuses them, as it should).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, body) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        if *kind == tar::EntryType::Symlink {
+            h.set_link_name(body).unwrap();
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        } else {
+            let data = if *kind == tar::EntryType::Regular {
+                body.as_bytes()
+            } else {
+                b""
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_hostile_stdin_context_stays_in_its_directory() {
+    use tar::EntryType::{Directory, Regular, Symlink};
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let tag = format!("kiln-escape-{}", std::process::id());
+    let outside = PathBuf::from("/tmp").join(&tag);
+    let dockerfile = "FROM busybox\nCOPY . /ctx/\nRUN cat /ctx/up /ctx/tmp/through-link\n";
+    let up = format!("../../{tag}");
+    // `../..` is clamped at the context's root, and the link to `/` is followed inside it, as
+    // in a chroot.
+    let tar = raw_tar(&[
+        ("Dockerfile", Regular, dockerfile),
+        ("../../up", Regular, "clamped inside\n"),
+        ("tmp/", Directory, ""),
+        ("evil", Symlink, "/"),
+        ("evil/tmp/through-link", Regular, "followed inside\n"),
+        (&up, Regular, "must not leave\n"),
+    ]);
+    let out = with_stdin_bytes(&env, &["build", "--no-lint", "-"], &tar);
+    assert_success(&out, "kiln build - < hostile.tar");
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("clamped inside") && log.contains("followed inside"),
+        "{log}"
+    );
+    assert!(!outside.exists(), "{} was written", outside.display());
+    assert!(!env.root().join(&tag).exists());
+    assert!(!Path::new("/tmp/through-link").exists());
+
+    // A Dockerfile that is a link out of the context is not read.
+    let tar = raw_tar(&[("Dockerfile", Symlink, "/etc/passwd")]);
+    let out = with_stdin_bytes(&env, &["build", "-"], &tar);
+    let stderr = assert_clean_failure(&out, "kiln build - < Dockerfile-link.tar");
+    assert!(stderr.contains("link to outside the context"), "{stderr}");
+    assert!(!stderr.contains("root:x:0:0"), "{stderr}");
+
+    // Files named `.wh.…` would be taken for whiteouts: refused, not dropped.
+    let tar = raw_tar(&[
+        ("Dockerfile", Regular, "FROM busybox\n"),
+        (".wh.x", Regular, "x"),
+    ]);
+    let out = with_stdin_bytes(&env, &["build", "-"], &tar);
+    let stderr = assert_clean_failure(&out, "kiln build - < whiteout.tar");
+    assert!(stderr.contains(".wh."), "{stderr}");
+
+    // stdin cannot be both; a Dockerfile on stdin with -f is ambiguous.
+    let stderr = env.fails(&["build", "-f", "-", "-"]);
+    assert!(stderr.contains("stdin cannot be both"), "{stderr}");
+    let out = env.with_stdin(&["build", "-f", "Dockerfile", "-"], "FROM busybox\n");
+    let stderr = assert_clean_failure(&out, "kiln build -f Dockerfile - < Dockerfile");
+    assert!(stderr.contains("ambiguous"), "{stderr}");
+}
