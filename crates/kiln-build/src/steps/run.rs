@@ -10,7 +10,6 @@ use kiln_sandbox::{Network, Rootfs, RunSpec};
 
 use super::stage::{StageState, StepContext, commit_upper};
 use crate::Error;
-use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Lines of output kept for the error of a failing step.
@@ -26,26 +25,33 @@ pub(crate) fn bind_inputs(
     let mut inputs = Vec::new();
     for mount in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
         let source = crate::context::clean_path(mount.source.as_deref().unwrap_or_default());
-        let digest = match &mount.from {
-            Some(from) => match stage_by_name(builder.stages(), from, ctx.stage_index)
-                .and_then(|dep| builder.built[dep].get())
-            {
-                Some(dep) => dep.key.clone(),
-                None => builder.resolve_image(from)?.manifest_digest().clone(),
-            },
-            None => {
-                let Some(root) = builder.request.context.root.as_deref() else {
+        let dir = match &mount.from {
+            Some(from) => builder.dir_context(from),
+            None => Some(&builder.request.context),
+        };
+        let digest = match (&mount.from, dir) {
+            // The build context, or a directory `--build-context`: what the mount shows.
+            (_, Some(dir)) => {
+                let Some(root) = dir.root.as_deref() else {
                     continue;
                 };
                 let src = crate::copy::SourceRoot {
                     root,
-                    ignore: Some(&builder.request.context.ignore),
+                    ignore: Some(&dir.ignore),
                 };
                 let matched =
                     crate::copy::match_sources(src, if source.is_empty() { "." } else { &source })?;
                 let options = crate::copy::CopyOptions::default();
                 crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())?
             }
+            (Some(from), None) => match builder
+                .stage_for(from, ctx.stage_index)
+                .and_then(|dep| builder.built[dep].get())
+            {
+                Some(dep) => dep.key.clone(),
+                None => builder.resolve_image(from)?.manifest_digest().clone(),
+            },
+            (None, None) => continue,
         };
         inputs.push((format!("bind:{source}"), digest));
     }
@@ -428,9 +434,14 @@ fn mount_for(
             let target = target(None)?;
             let source = mount.source.clone().unwrap_or_default();
             let root: PathBuf = match &mount.from {
+                Some(from) if let Some(dir) = builder.dir_context(from) => {
+                    dir.root.clone().ok_or_else(|| {
+                        Error::BadInput(format!("RUN --mount from={from}: no directory"))
+                    })?
+                }
                 Some(from) => {
                     let (layers, diff_ids) =
-                        match stage_by_name(builder.stages(), from, ctx.stage_index) {
+                        match builder.stage_for(from, ctx.stage_index) {
                             Some(dep) => {
                                 let s = builder.built[dep].get().ok_or_else(|| {
                                     Error::BadInput(format!(

@@ -13,6 +13,7 @@ use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, S
 use super::{BuildRequest, DEFAULT_PATH, Event, Reporter, files, meta, run};
 use crate::Error;
 use crate::key::{KeyInput, RunInput};
+use crate::named::NamedContext;
 use crate::plan::{Base, BuildPlan, ImageFacts, PlannedStage, PlannedStep};
 use crate::solve::{Slots, StageRunner};
 
@@ -195,8 +196,35 @@ impl<'a> Builder<'a> {
         self.stages
     }
 
-    /// The image of that name, resolved once per build however many stages ask at once.
+    /// The stage a `--from` name reads, unless a `--build-context` of that name comes first.
+    pub fn stage_for(&self, name: &str, before: usize) -> Option<usize> {
+        if self.request.contexts.get(name).is_some() {
+            return None;
+        }
+        crate::plan::stage_by_name(self.stages(), name, before)
+    }
+
+    /// The directory `--build-context` of that name, if there is one.
+    pub fn dir_context(&self, name: &str) -> Option<&'a crate::context::Context> {
+        match self.request.contexts.get(name) {
+            Some(NamedContext::Dir(dir)) => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// The image of that name, resolved once per build however many stages ask at once. A
+    /// `--build-context` of that name comes first: its image, or an error for a directory.
     pub fn resolve_image(&self, name: &str) -> Result<Image, Error> {
+        let target = match self.request.contexts.get(name) {
+            Some(NamedContext::Loaded(image)) => return Ok((**image).clone()),
+            Some(NamedContext::Image(target)) => target.as_str(),
+            Some(NamedContext::Dir(_)) => {
+                return Err(Error::BadInput(format!(
+                    "--build-context {name} is a directory, not an image"
+                )));
+            }
+            None => name,
+        };
         let cell = {
             let mut images = self.images.0.lock().unwrap_or_else(PoisonError::into_inner);
             images.entry(name.to_owned()).or_default().clone()
@@ -208,7 +236,7 @@ impl<'a> Builder<'a> {
         // the second simply finds the image the first pulled.
         let id = self.step_id.load(Ordering::SeqCst);
         let image =
-            crate::registry::resolve_image(self.store, self.request, name, self.reporter, id)?;
+            crate::registry::resolve_image(self.store, self.request, target, self.reporter, id)?;
         Ok(cell.get_or_init(|| image).clone())
     }
 
@@ -405,6 +433,10 @@ impl crate::plan::Resolver for Builder<'_> {
                 .collect(),
             on_build,
         })
+    }
+
+    fn named_context(&self, name: &str) -> Option<crate::named::NamedKind> {
+        self.request.contexts.kind(name)
     }
 
     fn check_context(&self, keyword: &str, patterns: &[String]) -> Result<(), Error> {

@@ -28,6 +28,14 @@ pub struct BuildArgs {
     /// from stdin, a path inside that context.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// A named context that `FROM NAME` and `COPY --from=NAME` read instead of a stage or an
+    /// image of that name (repeatable): a directory, `docker-image://REF` or
+    /// `oci-layout://PATH[:TAG][@DIGEST]`.
+    #[arg(
+        long = "build-context",
+        value_name = "NAME=DIR|docker-image://REF|oci-layout://PATH"
+    )]
+    pub build_contexts: Vec<String>,
     /// Set a build-time variable (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
@@ -238,6 +246,7 @@ pub fn build(
         super::output::remove_stale(iidfile)?;
     }
     let input = super::input::read_input(store, &args.context, args.file.as_deref())?;
+    let contexts = super::input::named_contexts(store, &args.build_contexts)?;
     let jobs = jobs(args.jobs)?;
     let network = args
         .network
@@ -259,6 +268,7 @@ pub fn build(
         dockerfile: input.dockerfile.clone(),
         dockerfile_name: input.dockerfile_name.clone(),
         context: input.context.clone(),
+        contexts,
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),

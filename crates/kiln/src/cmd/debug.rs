@@ -213,6 +213,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         dockerfile: input.dockerfile.clone(),
         dockerfile_name: input.dockerfile_name.clone(),
         context: input.context.clone(),
+        contexts: kiln_build::named::NamedContexts::default(),
         tags: Vec::new(),
         build_args,
         target: args.target.clone(),

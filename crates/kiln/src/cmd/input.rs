@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use kiln_build::context::{Context, clean_path};
+use kiln_build::named::{NamedContext, NamedContexts, OciLayoutRef};
 use kiln_image::Store;
 
 /// What stdin bytes are looked at to tell a context from a Dockerfile (buildx peeks two tar
@@ -266,6 +267,55 @@ fn inside(root: &Path, path: &Path) -> anyhow::Result<Option<PathBuf>> {
          not read it"
     );
     Ok(Some(real))
+}
+
+/// `--build-context NAME=VALUE` values, as buildx reads them: a directory,
+/// `docker-image://REF`, or `oci-layout://PATH[:TAG][@DIGEST]`, whose image is loaded into the
+/// store now (checked blob by blob), so that the build reads it like any other.
+pub fn named_contexts(store: &Store, values: &[String]) -> anyhow::Result<NamedContexts> {
+    let mut contexts = NamedContexts::default();
+    for text in values {
+        let Some((name, value)) = text.split_once('=') else {
+            anyhow::bail!("--build-context {text:?}: expected NAME=VALUE");
+        };
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            reference
+                .parse::<kiln_image::Reference>()
+                .with_context(|| format!("--build-context {text}"))?;
+            NamedContext::Image(reference.to_owned())
+        } else if let Some(layout) = OciLayoutRef::parse(value) {
+            let layout = layout.with_context(|| format!("--build-context {text}"))?;
+            let image = kiln_build::named::load_oci_layout(store, &layout)
+                .with_context(|| format!("--build-context {text}: load the image"))?;
+            NamedContext::Loaded(Box::new(image))
+        } else if value.contains("://") || value.starts_with("git@") {
+            anyhow::bail!(
+                "--build-context {text}: URL contexts (git, https) are not supported by kiln; \
+                 give a directory, docker-image://REF or oci-layout://PATH"
+            );
+        } else if let Some(scheme) = ["target:", "input:"]
+            .iter()
+            .find(|s| value.starts_with(**s))
+        {
+            anyhow::bail!(
+                "--build-context {text}: {scheme} contexts (bake's) are not supported by kiln"
+            );
+        } else {
+            let dir = Path::new(value);
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--build-context {text}: {value} is not a directory"
+            );
+            // Its own .dockerignore applies, as BuildKit reads it.
+            NamedContext::Dir(
+                Context::open(dir, None).with_context(|| format!("--build-context {text}"))?,
+            )
+        };
+        contexts
+            .insert(name, context)
+            .with_context(|| format!("--build-context {text}"))?;
+    }
+    Ok(contexts)
 }
 
 #[cfg(test)]

@@ -1199,3 +1199,134 @@ fn a_hostile_stdin_context_stays_in_its_directory() {
     let stderr = assert_clean_failure(&out, "kiln build -f Dockerfile - < Dockerfile");
     assert!(stderr.contains("ambiguous"), "{stderr}");
 }
+
+#[test]
+fn build_contexts_of_each_kind_serve_from_and_copy_from() {
+    let env = Env::new();
+    env.busybox_base("kiln-ctx/busybox");
+    // An image reached through an OCI layout: saved by kiln, made a layout by skopeo (tag v1).
+    let marked = env.context(
+        "marked",
+        "FROM kiln-ctx/busybox\nRUN echo from-the-layout > /marker\n",
+        &[],
+    );
+    env.build(&["--no-lint", "-t", "kiln-ctx/marked", &marked]);
+    let archive = env.path("marked.tar");
+    env.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        archive.to_str().unwrap(),
+        "kiln-ctx/marked",
+    ]);
+    let layout = env.path("layout");
+    run(skopeo().args([
+        "copy",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:v1", layout.display()),
+    ]));
+    // A directory with its own .dockerignore.
+    let extra = PathBuf::from(env.context(
+        "extra",
+        "not a Dockerfile here",
+        &[
+            ("file.txt", "from the extra dir\n"),
+            ("secret.txt", "left out\n"),
+            (".dockerignore", "secret.txt\n"),
+        ],
+    ));
+    // A stage named like a context is replaced by it: this one would fail if it ran.
+    let ctx = env.context(
+        "uses",
+        "FROM kiln-ctx/busybox AS layout\nRUN exit 1\n\
+         FROM base\nCOPY --from=extra / /extra/\nCOPY --from=layout /marker /marker\n\
+         RUN --mount=from=extra,target=/mnt cat /mnt/file.txt /extra/file.txt /marker \\\n\
+         && test ! -e /extra/secret.txt && echo \"contexts seen $((6*7))\"\n",
+        &[],
+    );
+    let contexts = [
+        "--build-context".to_owned(),
+        "base=docker-image://kiln-ctx/busybox".to_owned(),
+        "--build-context".to_owned(),
+        format!("extra={}", extra.display()),
+    ];
+    let with = |layout_ref: &str| -> String {
+        let mut args: Vec<&str> = vec!["--no-lint", "--no-cache"];
+        args.extend(contexts.iter().map(String::as_str));
+        let layout_arg = format!("layout={layout_ref}");
+        args.extend(["--build-context", &layout_arg, &ctx]);
+        let (_, log) = env.build(&args);
+        log
+    };
+    let log = with(&format!("oci-layout://{}:v1", layout.display()));
+    for seen in ["from the extra dir", "from-the-layout", "contexts seen 42"] {
+        assert!(log.contains(seen), "{seen:?} not in:\n{log}");
+    }
+    assert!(
+        !log.contains("RUN exit 1"),
+        "the replaced stage ran:\n{log}"
+    );
+    // The layout's manifest by digest, as skopeo reads it.
+    let (raw, _) = skopeo_manifest(&format!("oci:{}:v1", layout.display()));
+    let log = with(&format!(
+        "oci-layout://{}@{}",
+        layout.display(),
+        sha256_of(&raw)
+    ));
+    assert!(log.contains("from-the-layout"), "{log}");
+
+    // What kiln does not do, said by name.
+    let bad = |args: &[&str], expected: &str| {
+        let mut all = vec!["build", "--no-lint"];
+        all.extend(args);
+        let stderr = env.fails(&all);
+        assert!(
+            stderr.contains(expected),
+            "{all:?}: want {expected:?} in:\n{stderr}"
+        );
+    };
+    let from_dir = env.context("from-dir", "FROM extra\n", &[]);
+    let extra_arg = format!("extra={}", extra.display());
+    bad(
+        &["--build-context", &extra_arg, &from_dir],
+        "--build-context extra is a directory",
+    );
+    let target = env.context("target", "FROM kiln-ctx/busybox AS final\n", &[]);
+    bad(
+        &[
+            "--build-context",
+            "final=docker-image://kiln-ctx/busybox",
+            &target,
+        ],
+        "which is the build's target",
+    );
+    bad(
+        &["--build-context", "x=https://example.com/repo.git", &target],
+        "URL contexts",
+    );
+    // With one image, buildx takes it whatever the tag; with two, the tag must match.
+    run(skopeo().args([
+        "copy",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:v3", layout.display()),
+    ]));
+    let no_tag = format!("layout=oci-layout://{}:v2", layout.display());
+    bad(
+        &["--build-context", &no_tag, &target],
+        "the layout has no tag \"v2\"",
+    );
+    let no_digest = format!(
+        "layout=oci-layout://{}@sha256:{}",
+        layout.display(),
+        "0".repeat(64)
+    );
+    bad(
+        &["--build-context", &no_digest, &target],
+        "the layout has no manifest sha256:000",
+    );
+    bad(
+        &["--build-context", "x=/nonexistent-dir", &target],
+        "is not a directory",
+    );
+}
