@@ -364,6 +364,7 @@ impl<'a> Builder<'a> {
             format: crate::key::KEY_FORMAT,
             parent: &state.key,
             platform: &platform,
+            source_date_epoch: crate::source_date_epoch(),
             instruction: &expanded.value,
             run: None,
             args: None,

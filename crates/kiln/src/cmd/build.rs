@@ -300,7 +300,7 @@ pub fn build(
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),
-        no_cache: args.no_cache || outputs.rewrites_timestamps(),
+        no_cache: args.no_cache,
         jobs,
         platform: platforms.first().cloned(),
         sync: args.sync,
@@ -319,12 +319,6 @@ pub fn build(
         )?),
     };
     let reporter = super::progress::BuildView::new(progress);
-    if outputs.rewrites_timestamps() && !args.no_cache {
-        reporter.line(
-            "rewrite-timestamp=true: every step runs again, so that each layer is made under \
-             SOURCE_DATE_EPOCH (a cached one may predate it)",
-        );
-    }
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)

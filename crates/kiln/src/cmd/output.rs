@@ -322,7 +322,8 @@ pub fn parse_output(text: &str) -> anyhow::Result<Exporter> {
     out.rewrite_timestamp = rewrite_timestamp == Some(true);
     // `rewrite-timestamp=true` is what kiln does to the layers it builds when
     // SOURCE_DATE_EPOCH is set: their file times are clamped to it, and base layers are kept,
-    // as BuildKit keeps them (the build then runs every step: see `rewrites_timestamps`). Without an epoch there is nothing to rewrite to (BuildKit only
+    // as BuildKit keeps them; the epoch is part of every step's cache key, so a cached layer
+    // was made under the same one. Without an epoch there is nothing to rewrite to (BuildKit only
     // warns); with one, not clamping cannot be honoured. `kiln build` has put a --build-arg
     // SOURCE_DATE_EPOCH in the environment by now.
     match (rewrite_timestamp, kiln_build::source_date_epoch()) {
@@ -552,13 +553,6 @@ impl Plan {
             );
         }
         Ok(Plan { exporters })
-    }
-
-    /// Whether an output asks for `rewrite-timestamp=true`. kiln clamps file times to
-    /// SOURCE_DATE_EPOCH as it makes a layer, and the cache key does not hold the epoch, so a
-    /// cached layer may predate it: such a build runs every step again.
-    pub fn rewrites_timestamps(&self) -> bool {
-        self.exporters.iter().any(|o| o.rewrite_timestamp)
     }
 
     /// Whether an output writes to stdout (then stdout carries nothing else).
