@@ -421,6 +421,15 @@ impl Store {
         })
     }
 
+    /// What `name` points at: its tag's descriptor (an index for a multi-platform image), or
+    /// the manifest of the image an id or digest names.
+    pub fn descriptor_of(&self, name: &str) -> Result<Descriptor> {
+        match self.resolve_name(name) {
+            Ok(tagged) => Ok(tagged.descriptor),
+            Err(_) => Ok(self.resolve(name)?.descriptor),
+        }
+    }
+
     /// Stores an index over images of several platforms (`kiln build --platform a,b`).
     pub fn put_index(&self, entries: &[(Platform, Image)]) -> Result<Descriptor> {
         let mut index = Index::default();

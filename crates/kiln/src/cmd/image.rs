@@ -206,8 +206,9 @@ pub struct TagArgs {
 
 /// Gives an image another name.
 pub fn tag(store: &Store, args: TagArgs) -> anyhow::Result<ExitCode> {
-    let image = store.resolve(&args.source)?;
-    store.tag(&args.target, &image.descriptor)?;
+    // A multi-platform image is tagged whole: the new name points at its index too.
+    let descriptor = store.descriptor_of(&args.source)?;
+    store.tag(&args.target, &descriptor)?;
     Ok(ExitCode::SUCCESS)
 }
 
