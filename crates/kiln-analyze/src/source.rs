@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kiln_image::{Digest, ImageConfig, Store};
+use kiln_image::{Digest, ImageConfig, IoError, Store};
 use serde_json::Value;
 
 use crate::{Analysis, Analyzer, Error, LayerInfo};
@@ -83,10 +83,7 @@ struct Members {
 
 impl Members {
     fn scan(path: &Path) -> Result<Members, Error> {
-        let io = |op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { op, path, source }
-        };
+        let io = |op| IoError::at(op, path);
         let file = File::open(path).map_err(io("open"))?;
         let mut index = HashMap::new();
         {
@@ -124,20 +121,10 @@ impl Members {
             return Err(self.bad(format!("member {name} is too large for a JSON document")));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        let io = |source| Error::Io {
-            op: "read",
-            path: self.path.clone(),
-            source,
-        };
-        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        (&self.file)
-            .take(size)
-            .read_to_end(&mut buf)
-            .map_err(|source| Error::Io {
-                op: "read",
-                path: self.path.clone(),
-                source,
-            })?;
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| (&self.file).take(size).read_to_end(&mut buf))
+            .map_err(IoError::at("read", &self.path))?;
         Ok(buf)
     }
 
@@ -261,11 +248,7 @@ impl Opened {
     pub fn analyze(&self) -> Result<Analysis, Error> {
         let mut analyzer = Analyzer::new();
         let mut archive = match &self.origin {
-            Origin::Archive(path) => Some(File::open(path).map_err(|source| Error::Io {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?),
+            Origin::Archive(path) => Some(File::open(path).map_err(IoError::at("open", path))?),
             Origin::Store(_) => None,
         };
         for (info, location) in &self.layers {

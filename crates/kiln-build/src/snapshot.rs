@@ -79,12 +79,8 @@ impl OverlayMount {
         target: &Path,
     ) -> Result<OverlayMount, Error> {
         let sys = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |e: rustix::io::Errno| Error::Io {
-                op,
-                path,
-                source: e.into(),
-            }
+            let io = Error::io(op, path.to_path_buf());
+            move |e: rustix::io::Errno| io(e.into())
         };
         let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
             .map_err(sys("fsopen overlay for", target))?;
