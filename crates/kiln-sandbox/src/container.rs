@@ -147,15 +147,7 @@ fn scratch_tree(
             std::fs::Permissions::from_mode(meta.mode() & 0o7777),
         )
         .map_err(|e| SandboxError::sys("chmod", shown(&upper), e))?;
-        rootfs::mount_overlay(
-            sys,
-            &merged,
-            &base.join("l"),
-            &init,
-            &[source.to_path_buf()],
-            &upper,
-            &work,
-        )?;
+        rootfs::mount_overlay(sys, &merged, &init, &[source.to_path_buf()], &upper, &work)?;
         Ok((clone_tree(&merged, bind_attrs(false))?, true))
     } else {
         let copy = base.join("file");
@@ -461,7 +453,7 @@ fn in_namespaces(
             let plan = rootfs::plan_init(&HostLayers(lowers), &targets)
                 .map_err(|e| SandboxError::sys("lstat lower dirs for", "mountpoints", e))?;
             rootfs::write_init(&init, &plan)?;
-            rootfs::mount_overlay(sys, &root, &staging.join("l"), &init, lowers, upper, work)?;
+            rootfs::mount_overlay(sys, &root, &init, lowers, upper, work)?;
             (root, plan.fallback)
         }
         (Rootfs::Dir(dir), _) => {

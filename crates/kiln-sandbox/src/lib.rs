@@ -63,8 +63,9 @@
 //! affecting the caller's other threads, then `fork`s, doing only async-signal-safe work in the
 //! children ([`process`]). The calling thread relays output meanwhile.
 //!
-//! Requires root (the tests say so when they are not run as root), Linux ≥ 5.12
-//! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`), overlayfs.
+//! Requires root (the tests say so when they are not run as root), Linux ≥ 6.8
+//! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`, and overlayfs' `lowerdir+`,
+//! see [`overlay`]).
 #![deny(missing_docs)]
 
 mod cgroups;
@@ -73,6 +74,7 @@ mod error;
 pub mod mounts;
 pub mod namespaces;
 mod network;
+pub mod overlay;
 pub mod process;
 pub mod rootfs;
 mod seccomp;

@@ -12,6 +12,9 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::SandboxError;
+use crate::overlay::Overlay;
+
 /// What is at a path (no symlink following).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -58,6 +61,8 @@ pub trait Syscall {
     fn unlink(&self, path: &Path) -> io::Result<()>;
     /// `rmdir(2)`.
     fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// Mounts an overlay on `target` ([`Overlay::mount`]).
+    fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError>;
 }
 
 /// The real kernel.
@@ -205,6 +210,10 @@ impl Syscall for LinuxSyscall {
     fn rmdir(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_dir(path)
     }
+
+    fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError> {
+        overlay.mount(target)
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +324,24 @@ pub(crate) mod testing {
         }
         fn rmdir(&self, path: &Path) -> io::Result<()> {
             self.log(format!("rmdir {}", path.display()));
+            Ok(())
+        }
+        fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError> {
+            let mut options: Vec<String> = overlay
+                .lowers
+                .iter()
+                .map(|l| format!("lowerdir+={}", l.display()))
+                .collect();
+            if let Some((upper, work)) = overlay.upper {
+                options.push(format!("upperdir={}", upper.display()));
+                options.push(format!("workdir={}", work.display()));
+            }
+            options.extend(crate::overlay::OPTIONS.map(|(k, v)| format!("{k}={v}")));
+            self.log(format!(
+                "overlay {} {}",
+                target.display(),
+                options.join(",")
+            ));
             Ok(())
         }
     }
