@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod archive;
 mod check;
 mod config;
 mod digest;
@@ -115,6 +116,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An image archive that is not what it claims to be, or is damaged.
+    #[error("not a valid image archive: {0}")]
+    BadArchive(String),
     /// An id prefix matches more than one image.
     #[error("image id prefix {0:?} is ambiguous: give more digits")]
     Ambiguous(String),
