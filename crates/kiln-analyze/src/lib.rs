@@ -37,6 +37,7 @@
 //! # Ok::<(), kiln_analyze::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod efficiency;
 pub mod source;

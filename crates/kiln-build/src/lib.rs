@@ -5,6 +5,7 @@
 //! layers into snapshots, and `kiln-image` keeps the results. It also owns image archives
 //! (`load`, `save`, `import`), which need both the store and the layer code.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod archive;
 pub mod steps;

@@ -14,6 +14,7 @@
 //! # Ok::<(), kiln_image::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod archive;
 mod check;

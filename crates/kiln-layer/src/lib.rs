@@ -98,6 +98,7 @@
 //! Only the upper dir is read, never the lower ones, and each file once: the
 //! tar is hashed as it is written, so `diff_id` costs no second pass.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod apply;
 mod compress;
