@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
+use rustix::process::Signal;
+
 /// The root filesystem of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rootfs {
@@ -266,11 +268,7 @@ impl Interrupt {
     pub fn interrupt(&self) {
         let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
         let pid = self.0.pid.load(Ordering::SeqCst);
-        if pid > 0 {
-            let sig = if n == 0 { libc::SIGTERM } else { libc::SIGKILL };
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid, sig) };
-        }
+        signal(pid, if n == 0 { Signal::TERM } else { Signal::KILL });
     }
 
     /// Whether [`Interrupt::interrupt`] was called.
@@ -283,15 +281,24 @@ impl Interrupt {
         self.0.pid.store(pid, Ordering::SeqCst);
         let n = self.0.requests.load(Ordering::SeqCst);
         if n > 0 {
-            let sig = if n == 1 { libc::SIGTERM } else { libc::SIGKILL };
-            // SAFETY: kill(2) has no memory-safety preconditions; pid is our unreaped child.
-            unsafe { libc::kill(pid, sig) };
+            // pid is our unreaped child.
+            signal(pid, if n == 1 { Signal::TERM } else { Signal::KILL });
         }
     }
 
     /// Forget pid 1 before it is reaped, so that a late request never hits a recycled pid.
     pub(crate) fn detach(&self) {
         self.0.pid.store(0, Ordering::SeqCst);
+    }
+}
+
+/// `kill(2)` of one process, async-signal-safe. A pid of 0 or less (no one, or a group) is
+/// never signalled.
+fn signal(pid: i32, sig: Signal) {
+    if pid > 0
+        && let Some(pid) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
