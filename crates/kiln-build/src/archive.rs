@@ -247,6 +247,18 @@ pub enum SaveFormat {
     OciArchive,
 }
 
+/// A multi-platform image to save: its index (a blob of the store) over one image per
+/// platform, and the names it goes by. Only OCI layouts hold one.
+#[derive(Debug, Clone)]
+pub struct SavedIndex {
+    /// The index blob.
+    pub index: Descriptor,
+    /// The images it lists.
+    pub images: Vec<Image>,
+    /// Names for `index.json`.
+    pub names: Vec<String>,
+}
+
 /// Writes images as one archive to `out`.
 pub fn save(
     store: &Store,
@@ -254,14 +266,44 @@ pub fn save(
     format: SaveFormat,
     out: impl Write,
 ) -> Result<(), Error> {
+    save_with_indexes(store, images, &[], format, out)
+}
+
+/// Writes images and multi-platform images as one archive to `out`.
+pub fn save_with_indexes(
+    store: &Store,
+    images: &[(Image, Vec<String>)],
+    indexes: &[SavedIndex],
+    format: SaveFormat,
+    out: impl Write,
+) -> Result<(), Error> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     match format {
+        SaveFormat::Docker if !indexes.is_empty() => {
+            return Err(Error::BadInput(
+                "docker's archive holds one platform per image: choose one with --platform".into(),
+            ));
+        }
         SaveFormat::Docker => save_docker(store, images, &mut tar)?,
         SaveFormat::OciArchive => {
             let mut written = std::collections::BTreeSet::new();
-            let index = oci_index(images);
-            for (image, _) in images {
+            let index = oci_index(images, indexes);
+            let all = images
+                .iter()
+                .map(|(image, _)| image)
+                .chain(indexes.iter().flat_map(|i| &i.images));
+            for blob in indexes.iter().map(|i| &i.index) {
+                if written.insert(blob.digest.clone()) {
+                    append_blob(
+                        store,
+                        &mut tar,
+                        &format!("blobs/sha256/{}", blob.digest.hex()),
+                        blob,
+                    )?;
+                }
+            }
+            for image in all {
                 for blob in image_blobs(image) {
                     if written.insert(blob.digest.clone()) {
                         append_blob(store, &mut tar, &blob_member(&blob.digest), &blob)?;
@@ -282,29 +324,34 @@ pub fn save(
 pub fn save_oci_dir(
     store: &Store,
     images: &[(Image, Vec<String>)],
+    indexes: &[SavedIndex],
     dir: &Path,
 ) -> Result<(), Error> {
+    let mut all: Vec<Descriptor> = indexes.iter().map(|i| i.index.clone()).collect();
+    for image in images
+        .iter()
+        .map(|(image, _)| image)
+        .chain(indexes.iter().flat_map(|i| &i.images))
+    {
+        all.extend(image_blobs(image));
+    }
     // Every blob is checked before anything is written: a layout is linked, not streamed,
     // so there is no later point at which to stop a corrupt blob.
     let mut checked = std::collections::BTreeSet::new();
-    for (image, _) in images {
-        for blob in image_blobs(image) {
-            if checked.insert(blob.digest.clone()) {
-                store.verify_blob(&blob.digest, Some(blob.size))?;
-            }
+    for blob in &all {
+        if checked.insert(blob.digest.clone()) {
+            store.verify_blob(&blob.digest, Some(blob.size))?;
         }
     }
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(Error::io("create directory", &blobs))?;
-    for (image, _) in images {
-        for blob in image_blobs(image) {
-            let target = blobs.join(blob.digest.hex());
-            if !target.exists() {
-                let source = store.blob_path(&blob.digest);
-                // A hard link costs nothing when the output is on the store's file system.
-                if std::fs::hard_link(&source, &target).is_err() {
-                    std::fs::copy(&source, &target).map_err(Error::io("copy blob to", &target))?;
-                }
+    for blob in &all {
+        let target = blobs.join(blob.digest.hex());
+        if !target.exists() {
+            let source = store.blob_path(&blob.digest);
+            // A hard link costs nothing when the output is on the store's file system.
+            if std::fs::hard_link(&source, &target).is_err() {
+                std::fs::copy(&source, &target).map_err(Error::io("copy blob to", &target))?;
             }
         }
     }
@@ -317,18 +364,22 @@ pub fn save_oci_dir(
     kiln_image::write_atomic(
         tmp.path(),
         &dir.join("index.json"),
-        &oci_index(images).to_bytes(),
+        &oci_index(images, indexes).to_bytes(),
     )?;
     Ok(())
 }
 
-fn oci_index(images: &[(Image, Vec<String>)]) -> Index {
+fn oci_index(images: &[(Image, Vec<String>)], indexes: &[SavedIndex]) -> Index {
     let mut index = Index::default();
-    for (image, names) in images {
+    let entries = images
+        .iter()
+        .map(|(image, names)| (&image.descriptor, names))
+        .chain(indexes.iter().map(|i| (&i.index, &i.names)));
+    for (descriptor, names) in entries {
         let mut entry = Descriptor::new(
-            &image.descriptor.media_type,
-            image.descriptor.digest.clone(),
-            image.descriptor.size,
+            &descriptor.media_type,
+            descriptor.digest.clone(),
+            descriptor.size,
         );
         let names: Vec<Option<&String>> = if names.is_empty() {
             vec![None]

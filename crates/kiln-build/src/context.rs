@@ -27,43 +27,67 @@ pub struct IgnoreRules {
 impl IgnoreRules {
     /// Parses `.dockerignore` text.
     pub fn parse(text: &str) -> Result<IgnoreRules, Error> {
-        let mut patterns = Vec::new();
+        let mut rules = IgnoreRules::default();
         for (number, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.trim().starts_with('#') {
                 continue;
             }
-            let (exclusion, raw) = match line.strip_prefix('!') {
-                Some(rest) => (true, rest.trim()),
-                None => (false, line),
-            };
-            if exclusion && raw.is_empty() {
-                // BuildKit's words for a lone `!`.
-                return Err(Error::BadInput(format!(
-                    ".dockerignore line {}: illegal exclusion pattern: \"!\"",
-                    number + 1
-                )));
-            }
-            let cleaned = clean_path(raw);
-            if cleaned.is_empty() {
-                continue;
-            }
-            let glob = globset::GlobBuilder::new(&cleaned)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| {
-                    Error::BadInput(format!(
-                        ".dockerignore line {}: {raw:?} is not a valid pattern: {e}",
-                        number + 1
-                    ))
-                })?;
-            patterns.push(Pattern {
-                matcher: glob.compile_matcher(),
-                exclusion,
-            });
+            rules.push(line, || format!(".dockerignore line {}", number + 1))?;
         }
-        Ok(IgnoreRules { patterns })
+        Ok(rules)
+    }
+
+    /// Rules from patterns given one by one, as `COPY --exclude=PATTERN` gives them (BuildKit's
+    /// patternmatcher): `.dockerignore`'s syntax, without comments.
+    pub fn from_patterns<'p>(
+        patterns: impl IntoIterator<Item = &'p str>,
+        flag: &str,
+    ) -> Result<IgnoreRules, Error> {
+        let mut rules = IgnoreRules::default();
+        for pattern in patterns {
+            rules.push(pattern, || format!("{flag}={pattern}"))?;
+        }
+        Ok(rules)
+    }
+
+    /// Adds one pattern; `origin` names it in errors.
+    fn push(&mut self, line: &str, origin: impl Fn() -> String) -> Result<(), Error> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let (exclusion, raw) = match line.strip_prefix('!') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, line),
+        };
+        if exclusion && raw.is_empty() {
+            // BuildKit's words for a lone `!`.
+            return Err(Error::BadInput(format!(
+                "{}: illegal exclusion pattern: \"!\"",
+                origin()
+            )));
+        }
+        let cleaned = clean_path(raw);
+        if cleaned.is_empty() {
+            return Ok(());
+        }
+        let glob = globset::GlobBuilder::new(&cleaned)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| {
+                Error::BadInput(format!("{}: {raw:?} is not a valid pattern: {e}", origin()))
+            })?;
+        self.patterns.push(Pattern {
+            matcher: glob.compile_matcher(),
+            exclusion,
+        });
+        Ok(())
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
     }
 
     /// Reads the ignore file of a build: `<Dockerfile>.dockerignore` beside the Dockerfile if

@@ -19,6 +19,9 @@ use sha2::{Digest as _, Sha256};
 use crate::Error;
 use crate::context::{IgnoreRules, clean_path};
 
+mod chmod;
+pub use chmod::{Change, Chmod, ChmodError};
+
 /// Where sources are read from.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRoot<'a> {
@@ -34,17 +37,89 @@ pub struct CopyOptions {
     /// `--chown`, resolved to ids.
     pub owner: Option<(u32, u32)>,
     /// `--chmod`.
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `ADD`: local tar archives are extracted into the destination.
     pub extract_archives: bool,
     /// Without `--chown`, sources keep their uid/gid (`COPY --from`, as docker does); otherwise
     /// they become root's (the build context).
     pub keep_owners: bool,
+    /// `--exclude` patterns, matched against paths below each source (BuildKit's
+    /// testExcludedFilesOnCopy): what they match is left out, as `.dockerignore` leaves it out.
+    /// A source named on its own is never left out.
+    pub exclude: IgnoreRules,
 }
 
-/// One source path matched in the source root, relative to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched(pub String);
+/// One source matched in the source root.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// Relative to the source root.
+    pub path: String,
+    /// `COPY --parents`: `path` is a directory, and what this matches below it is copied, with
+    /// the directories on the way (as BuildKit copies it, an include pattern on the directory).
+    pub include: Option<Include>,
+}
+
+impl Matched {
+    /// A source copied as it is.
+    pub fn path(path: impl Into<String>) -> Matched {
+        Matched {
+            path: path.into(),
+            include: None,
+        }
+    }
+}
+
+/// The pattern of a `COPY --parents` source below its pivot directory.
+#[derive(Debug, Clone)]
+pub struct Include {
+    /// `.dockerignore` semantics: an entry is included if the pattern matches it or a
+    /// directory above it.
+    rules: IgnoreRules,
+    /// One glob per component, `None` for `**`: which directories can hold a match.
+    components: Vec<Option<globset::GlobMatcher>>,
+}
+
+impl Include {
+    fn new(pattern: &str) -> Result<Include, Error> {
+        let rules = IgnoreRules::from_patterns([pattern], "COPY --parents")?;
+        let components = pattern
+            .split('/')
+            .map(|part| {
+                if part == "**" {
+                    return Ok(None);
+                }
+                globset::GlobBuilder::new(part)
+                    .backslash_escape(true)
+                    .build()
+                    .map(|g| Some(g.compile_matcher()))
+                    .map_err(|e| {
+                        Error::BadInput(format!("COPY --parents {pattern:?}: bad pattern: {e}"))
+                    })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Include { rules, components })
+    }
+
+    fn includes(&self, below: &str) -> bool {
+        self.rules.is_excluded(below)
+    }
+
+    /// Whether something below directory `dir` (not matched itself) may match.
+    fn may_hold_a_match(&self, dir: &str) -> bool {
+        let mut parts = dir.split('/');
+        for component in &self.components {
+            let Some(glob) = component else {
+                return true;
+            };
+            match parts.next() {
+                None => return true,
+                Some(part) if glob.is_match(part) => {}
+                Some(_) => return false,
+            }
+        }
+        false
+    }
+}
 
 /// Expands one source pattern (`*.txt`, `dir/`, `.`) against the source root.
 ///
@@ -65,7 +140,7 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
                 "source {pattern:?} was not found in the build context (or is excluded by .dockerignore)"
             )));
         }
-        return Ok(vec![Matched(cleaned)]);
+        return Ok(vec![Matched::path(cleaned)]);
     }
     let glob = globset::GlobBuilder::new(&go_match_pattern(&cleaned))
         .literal_separator(true)
@@ -82,7 +157,7 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
             entry.map_err(|e| Error::BadInput(format!("walk {}: {e}", src.root.display())))?;
         let rel = relative(src.root, entry.path());
         if glob.is_match(&rel) && !excluded(&rel) {
-            found.push(Matched(rel));
+            found.push(Matched::path(rel));
         }
     }
     if found.is_empty() {
@@ -91,6 +166,38 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
         )));
     }
     Ok(found)
+}
+
+/// Expands one `COPY --parents` source: `pivot/./pattern` copies what `pattern` matches below
+/// `pivot`, with the directories between (a pivot may have wildcards); without `/./`, the pivot
+/// is the source root. As in BuildKit (dockerfile2llb's dispatchCopy), a source without
+/// wildcards must be there; one with wildcards may match nothing.
+pub fn match_parents(src: SourceRoot<'_>, source: &str) -> Result<Vec<Matched>, Error> {
+    let (pivot, pattern) = source.split_once("/./").unwrap_or(("/", source));
+    let pattern = clean_path(pattern);
+    let wild = |p: &str| p.contains(['*', '?', '[']);
+    if !wild(pivot) && !wild(&pattern) {
+        // The error when it is missing (or ignored).
+        match_sources(src, &join(&clean_path(pivot), &pattern))?;
+    }
+    let include = if pattern.is_empty() {
+        None
+    } else {
+        Some(Include::new(&pattern)?)
+    };
+    let pivots = if wild(pivot) {
+        match_sources(src, pivot).unwrap_or_default()
+    } else {
+        vec![Matched::path(clean_path(pivot))]
+    };
+    Ok(pivots
+        .into_iter()
+        .filter(|m| kind_in_root(src.root, &m.path).is_some())
+        .map(|m| Matched {
+            path: m.path,
+            include: include.clone(),
+        })
+        .collect())
 }
 
 /// A `filepath.Match` pattern as a globset one: `**` (any run of stars) is a single `*`.
@@ -171,11 +278,26 @@ pub fn kind_in_root(root: &Path, path: &str) -> Option<std::fs::FileType> {
     std::fs::metadata(fd_path(&fd)).ok().map(|m| m.file_type())
 }
 
+/// What the destination path is while the sources are written, one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DestState {
+    /// Not there (or not known: no rootfs to look in).
+    Missing,
+    Dir,
+    /// A file or anything else that is not a directory.
+    Other,
+}
+
 /// Writes the tar that places `sources` at `dest` (an absolute container path; a trailing `/`
 /// or an existing directory means "into"). `rootfs` is the step's merged view, consulted for
 /// what exists; without it (to take the cache key only, into `io::sink()`) nothing is looked
 /// up. Returns the digest of the sources' names, metadata and content: the same with or
 /// without a rootfs.
+///
+/// Several sources go to `dest` in turn, as BuildKit's copy (fsutil's `prepareTargetDir`)
+/// takes them, whether or not `dest` ends with `/`: a file goes into `dest` if it is a
+/// directory by then, else becomes `dest` (the last one stays); a directory's contents, or an
+/// archive's, make `dest` a directory.
 pub fn write_copy_tar(
     src: SourceRoot<'_>,
     sources: &[Matched],
@@ -187,17 +309,22 @@ pub fn write_copy_tar(
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut key = Sha256::new();
-    let dest_clean = clean_path(dest);
-    let dest_exists_as_dir = rootfs
-        .and_then(|r| kind_in_root(r, &dest_clean))
-        .is_some_and(|k| k.is_dir());
-    let into_dir =
-        dest.ends_with('/') || dest_exists_as_dir || dest_clean.is_empty() || sources.len() > 1;
-    if sources.len() > 1 && !dest.ends_with('/') && !dest_exists_as_dir {
-        return Err(Error::BadInput(format!(
-            "with more than one source, the destination must be a directory and end with a /: {dest:?}"
-        )));
-    }
+    let dest_clean = match rootfs {
+        Some(root) => resolve_in_root(root, &clean_path(dest))?,
+        None => clean_path(dest),
+    };
+    let spelled_as_dir = dest.ends_with('/') || dest_clean.is_empty();
+    let mut dest_state = match rootfs.and_then(|r| kind_in_root(r, &dest_clean)) {
+        None => DestState::Missing,
+        Some(kind) if kind.is_dir() => DestState::Dir,
+        Some(_) => DestState::Other,
+    };
+    let not_a_dir = |what: &str| {
+        Error::BadInput(format!(
+            "cannot copy {what} to {dest:?}: it is not a directory (an earlier source, or the \
+             image, put a file there); end the destination with / to copy into a directory"
+        ))
+    };
     let mut writer = TarWriter {
         tar: &mut tar,
         key: &mut key,
@@ -205,19 +332,32 @@ pub fn write_copy_tar(
         rootfs,
         links: HashMap::new(),
     };
-    for Matched(rel) in sources {
+    for Matched { path: rel, include } in sources {
         let fd =
             open_in_root(src.root, rel).map_err(Error::io("open source", src.root.join(rel)))?;
         let host = fd_path(&fd);
         let meta = std::fs::metadata(&host).map_err(Error::io("stat", src.root.join(rel)))?;
         if meta.is_dir() {
+            if dest_state == DestState::Other {
+                return Err(not_a_dir(&format!("the directory {rel:?}")));
+            }
             writer.ensure_dir(&dest_clean)?;
-            writer.walk_dir(&host, rel, &dest_clean, src.ignore)?;
+            writer.walk_dir(&host, rel, &dest_clean, src.ignore, include.as_ref())?;
+            dest_state = DestState::Dir;
+        } else if options.extract_archives && is_tar(&host) {
+            if dest_state == DestState::Other {
+                return Err(not_a_dir(&format!("the archive {rel:?}")));
+            }
+            // BuildKit's unpack makes the destination 0755 whatever --chmod says.
+            writer.ensure_dir_mode(&dest_clean, 0o755)?;
+            writer.extract(&host, &dest_clean)?;
+            dest_state = DestState::Dir;
         } else {
             let name = Path::new(rel)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let into_dir = spelled_as_dir || dest_state == DestState::Dir;
             let target = if into_dir {
                 join(&dest_clean, &name)
             } else {
@@ -226,16 +366,76 @@ pub fn write_copy_tar(
             if let Some(parent) = Path::new(&target).parent() {
                 writer.ensure_dir(&parent.to_string_lossy())?;
             }
-            if options.extract_archives && writer.try_extract(&host, &dest_clean)? {
-                continue;
-            }
             writer.entry(&host, &meta, &target, rel)?;
+            if into_dir {
+                dest_state = DestState::Dir;
+            } else if rootfs.is_some() {
+                dest_state = DestState::Other;
+            }
         }
     }
     tar.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(Error::archive("write copy stream"))?;
     Ok(Digest::from_hasher(key))
+}
+
+/// `rel` with every symlink on it followed inside `root`, as BuildKit resolves a COPY
+/// destination (continuity's `fs.RootPath`): a link to a path that is not there yet is
+/// followed too, so the copy creates the link's target and the link stays. `..`, in `rel` or in
+/// a link, stops at the root. Components from the first missing one on are taken as written.
+fn resolve_in_root(root: &Path, rel: &str) -> Result<String, Error> {
+    // continuity's limit.
+    const MAX_LINKS: usize = 255;
+    let mut done: Vec<String> = Vec::new();
+    let mut todo: std::collections::VecDeque<String> = rel
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut links = 0;
+    let mut missing = false;
+    while let Some(comp) = todo.pop_front() {
+        match comp.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        if !missing {
+            let here = done.join("/");
+            let dir = open_in_root(root, &here)
+                .map_err(Error::io("open destination directory", root.join(&here)))?;
+            let path = || root.join(&here).join(&comp);
+            match rustix::fs::statat(&dir, comp.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink() => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(Error::BadInput(format!(
+                            "destination {rel:?}: more than {MAX_LINKS} symlinks to follow"
+                        )));
+                    }
+                    let target = rustix::fs::readlinkat(&dir, comp.as_str(), Vec::new())
+                        .map_err(|e| Error::io("readlink", path())(e.into()))?;
+                    let target = target.to_string_lossy().into_owned();
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for part in target.split('/').filter(|c| !c.is_empty()).rev() {
+                        todo.push_front(part.to_owned());
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::NOENT) => missing = true,
+                Err(e) => return Err(Error::io("stat", path())(e.into())),
+            }
+        }
+        done.push(comp);
+    }
+    Ok(done.join("/"))
 }
 
 /// Whether slash path `path` is strictly below `dir`.
@@ -263,9 +463,17 @@ struct TarWriter<'a, W: Write> {
 }
 
 impl<W: Write> TarWriter<'_, W> {
-    /// Adds entries for the missing directories of `dir`, 0755 and owned as `--chown` says, as
-    /// BuildKit creates them. Existing directories are left as they are.
+    /// Adds entries for the missing directories of `dir`, owned as `--chown` says, as BuildKit
+    /// creates them: with the permission bits of an octal `--chmod`, else 0755 (fsutil's
+    /// MkdirAll since 183e7fb; BuildKit's testCopyChmod; a symbolic mode is not used there). Existing directories are left as
+    /// they are.
     fn ensure_dir(&mut self, dir: &str) -> Result<(), Error> {
+        let mode = self.options.chmod.as_ref().map_or(0o755, Chmod::dir_mode);
+        self.ensure_dir_mode(dir, mode)
+    }
+
+    /// [`Self::ensure_dir`] with the mode of the directories it makes.
+    fn ensure_dir_mode(&mut self, dir: &str, mode: u32) -> Result<(), Error> {
         let Some(rootfs) = self.rootfs else {
             return Ok(());
         };
@@ -275,7 +483,7 @@ impl<W: Write> TarWriter<'_, W> {
             if kind_in_root(rootfs, &prefix).is_none() {
                 let mut header = tar::Header::new_gnu();
                 header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
+                header.set_mode(mode);
                 let (uid, gid) = self.options.owner.unwrap_or((0, 0));
                 header.set_uid(uid.into());
                 header.set_gid(gid.into());
@@ -289,21 +497,27 @@ impl<W: Write> TarWriter<'_, W> {
         Ok(())
     }
 
+    /// Copies the contents of the directory `host` (`rel` in the source root) to `dest`: what
+    /// `.dockerignore` (context-relative paths) and `--exclude` (paths below `rel`) leave, and,
+    /// for `--parents`, what `include` matches.
     fn walk_dir(
         &mut self,
         host: &Path,
         rel: &str,
         dest: &str,
         ignore: Option<&IgnoreRules>,
+        include: Option<&Include>,
     ) -> Result<(), Error> {
+        let exclude = &self.options.exclude;
         let walker = walkdir::WalkDir::new(host)
             .min_depth(1)
             .follow_links(false)
             .sort_by_file_name();
         let mut walker = walker.into_iter();
-        // Excluded directories that an exception may still reach into: if something below one
-        // is copied, the directory comes too, with its own metadata (as docker's context has
-        // it), not as a parent made up with 0755.
+        // Directories left out that something below may still bring back (an exception, or the
+        // --parents pattern): if something below one is copied, the directory comes too, with
+        // its own metadata (as docker's context has it, and as BuildKit's copy makes a
+        // parent), not as a parent made up with 0755.
         let mut pending: Vec<(PathBuf, String)> = Vec::new();
         let stat = |path: &Path| {
             std::fs::symlink_metadata(path)
@@ -315,9 +529,16 @@ impl<W: Write> TarWriter<'_, W> {
             let below = relative(host, entry.path());
             let context_rel = join(rel, &below);
             pending.retain(|(_, dir)| is_below(&below, dir));
-            if ignore.is_some_and(|i| i.is_excluded(&context_rel)) {
+            let ignored = ignore.is_some_and(|i| i.is_excluded(&context_rel));
+            let excluded = exclude.is_excluded(&below);
+            let left_out = include.is_some_and(|i| !i.includes(&below));
+            if ignored || excluded || left_out {
+                // Each rule that leaves it out must be able to bring back something below.
+                let worth_walking = (!ignored || ignore.is_some_and(IgnoreRules::has_exclusions))
+                    && (!excluded || exclude.has_exclusions())
+                    && (!left_out || include.is_some_and(|i| i.may_hold_a_match(&below)));
                 if entry.file_type().is_dir() {
-                    if ignore.is_some_and(IgnoreRules::has_exclusions) {
+                    if worth_walking {
                         pending.push((entry.path().to_path_buf(), below));
                     } else {
                         walker.skip_current_dir();
@@ -344,7 +565,11 @@ impl<W: Write> TarWriter<'_, W> {
         source: &str,
     ) -> Result<(), Error> {
         let mut header = tar::Header::new_gnu();
-        let mode = self.options.chmod.unwrap_or(meta.mode() & 0o7777);
+        let file_type = meta.file_type();
+        let mode = match &self.options.chmod {
+            Some(chmod) => chmod.apply(meta.mode(), file_type.is_dir()),
+            None => meta.mode() & 0o7777,
+        };
         let (uid, gid) = match self.options.owner {
             Some(owner) => owner,
             None if self.options.keep_owners => (meta.uid(), meta.gid()),
@@ -354,7 +579,6 @@ impl<W: Write> TarWriter<'_, W> {
         header.set_uid(uid.into());
         header.set_gid(gid.into());
         header.set_mtime(meta.mtime().max(0) as u64);
-        let file_type = meta.file_type();
         let record =
             |kind: &str, extra: &str| format!("{kind} {source} {mode:o} {uid}:{gid} {extra}\0");
         let err = Error::archive("write copy stream");
@@ -416,11 +640,9 @@ impl<W: Write> TarWriter<'_, W> {
         }
     }
 
-    /// `ADD` of a local archive: its entries go under `dest`. Returns false if it is not one.
-    fn try_extract(&mut self, host: &Path, dest: &str) -> Result<bool, Error> {
-        if !is_tar(host) {
-            return Ok(false);
-        }
+    /// `ADD` of a local archive ([`is_tar`]): its entries go under `dest`, owned as `--chown`
+    /// says if it is given.
+    fn extract(&mut self, host: &Path, dest: &str) -> Result<(), Error> {
         let file = File::open(host).map_err(Error::io("open", host))?;
         let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, file))?;
         let mut archive = tar::Archive::new(KeyedReader {
@@ -435,6 +657,12 @@ impl<W: Write> TarWriter<'_, W> {
                 continue;
             }
             let mut header = entry.header().clone();
+            // BuildKit's unpack gives --chown to every extracted entry (the untar's ChownOpts;
+            // testDockerfileAddChownArchive). docker 20.10's kept the archive's owners.
+            if let Some((uid, gid)) = self.options.owner {
+                header.set_uid(uid.into());
+                header.set_gid(gid.into());
+            }
             let target = join(dest, &name);
             match header.entry_type() {
                 tar::EntryType::Link => {
@@ -465,7 +693,7 @@ impl<W: Write> TarWriter<'_, W> {
                     .map_err(Error::archive("write copy stream"))?,
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -529,7 +757,7 @@ mod tests {
     }
 
     fn names(found: Vec<Matched>) -> Vec<String> {
-        found.into_iter().map(|Matched(m)| m).collect()
+        found.into_iter().map(|m| m.path).collect()
     }
 
     #[test]
@@ -552,7 +780,7 @@ mod tests {
         dest: &str,
         options: &CopyOptions,
     ) -> Vec<(String, tar::EntryType, u64, String)> {
-        let matched: Vec<Matched> = sources.iter().map(|s| Matched((*s).into())).collect();
+        let matched: Vec<Matched> = sources.iter().map(|s| Matched::path(*s)).collect();
         let mut out = Vec::new();
         write_copy_tar(src, &matched, dest, None, options, &mut out).unwrap();
         let mut archive = tar::Archive::new(&out[..]);
@@ -574,6 +802,46 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_destination_follows_links_inside_the_root_even_to_nothing() {
+        let root = tree(&["real/file"]);
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, root.path().join(at)).unwrap();
+        };
+        link("/x/y", "abs");
+        link("../../../up", "climb");
+        link("real", "dir");
+        link("abs", "chain");
+        link("loop", "loop");
+        let resolve = |rel: &str| resolve_in_root(root.path(), rel);
+        assert_eq!(resolve("abs").unwrap(), "x/y");
+        assert_eq!(resolve("abs/deeper/name").unwrap(), "x/y/deeper/name");
+        assert_eq!(resolve("climb/f").unwrap(), "up/f");
+        assert_eq!(resolve("dir/file").unwrap(), "real/file");
+        assert_eq!(resolve("chain/../z").unwrap(), "x/z");
+        assert_eq!(resolve("").unwrap(), "");
+        let err = resolve("loop/f").unwrap_err();
+        assert!(format!("{err}").contains("more than 255 symlinks"), "{err}");
+        assert!(!root.path().join("x").exists(), "nothing is created");
+    }
+
+    #[test]
+    fn a_parents_pattern_says_which_directories_to_walk() {
+        let include = Include::new("c/*/e").unwrap();
+        assert!(include.includes("c/d/e"));
+        assert!(include.includes("c/d/e/below"));
+        assert!(!include.includes("c/d"));
+        assert!(include.may_hold_a_match("c"));
+        assert!(include.may_hold_a_match("c/d"));
+        assert!(!include.may_hold_a_match("c2"));
+        assert!(!include.may_hold_a_match("c/d/f"));
+        let spanning = Include::new("src/**/*.txt").unwrap();
+        assert!(spanning.includes("src/a.txt"));
+        assert!(spanning.includes("src/x/y/c.txt"));
+        assert!(spanning.may_hold_a_match("src/x/y"));
+        assert!(!spanning.may_hold_a_match("other"));
     }
 
     #[test]
@@ -633,7 +901,7 @@ mod tests {
             ignore: Some(&rules),
         };
         let mut out = Vec::new();
-        let matched = [Matched(String::new())];
+        let matched = [Matched::path("")];
         write_copy_tar(
             src,
             &matched,

@@ -1,19 +1,42 @@
-//! Stages, steps, cache keys and instruction semantics: a Dockerfile becomes an image.
+//! Plan, solver, cache keys and instruction semantics: a Dockerfile becomes an image.
 //!
 //! This crate is where the leaf crates meet: `kiln-dockerfile` says what to do,
 //! `kiln-sandbox` runs `RUN` steps, `kiln-layer` turns file-system changes into layers and
 //! layers into snapshots, and `kiln-image` keeps the results. It also owns image archives
 //! (`load`, `save`, `import`), which need both the store and the layer code.
+//!
+//! # The life of a build
+//!
+//! 1. **Plan** ([`plan`]): the Dockerfile, build args and target become a [`plan::BuildPlan`]:
+//!    the stages the target needs, each with its base resolved (an image, an earlier stage,
+//!    scratch), its steps with variables expanded (the base's ONBUILD triggers first), and the
+//!    stages each step reads. Pure: images and context files are looked up through
+//!    [`plan::Resolver`]. Every user error is found here, before anything runs. The images the
+//!    target will read are pulled concurrently first.
+//! 2. **Solve** ([`solve`]): each stage runs on a thread once its base stage is built; a step
+//!    that reads another stage waits for it there. `--jobs` slots bound the work.
+//! 3. **Step** (`steps`): for each step, the cache key is the digest of a [`key::KeyInput`]:
+//!    the parent key, the expanded instruction, and what the step reads (its environment, the
+//!    digest of its sources or bound files). A hit reuses the recorded config and layers
+//!    without touching a file system. A miss runs the step (a `RUN` in the sandbox over an
+//!    overlay of the parent snapshots; a `COPY`/`ADD` writes into an upper dir), commits the
+//!    upper dir as a layer (hashed once, as it is written), keeps the upper dir as the
+//!    snapshot, and records the key.
+//! 4. **Finish**: the target stage's config and layers become an image in the store, tagged;
+//!    `--cache-to` exports the keys the build went through.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod archive;
-pub mod steps;
 pub mod context;
 pub mod copy;
 mod error;
+pub mod key;
+pub mod plan;
 pub mod registry;
 pub mod snapshot;
+pub mod solve;
+pub mod steps;
 mod support;
 
 pub use error::Error;
@@ -39,4 +62,7 @@ pub fn source_date_epoch() -> Option<i64> {
         .and_then(|s| s.trim().parse::<i64>().ok())
 }
 
-pub use steps::{BuildRequest, Event, Reporter, Silent, apply_changes, build};
+pub use steps::{
+    BuildRequest, Event, MultiPlatform, Reporter, Silent, apply_changes, build, build_platforms,
+    plan_only,
+};

@@ -17,8 +17,6 @@ pub struct BuildRegistry {
     client: OnceLock<Result<Registry, String>>,
     /// `--pull`: check the registry for a newer base even when the store has one.
     pub pull: bool,
-    /// `--platform` of bases pulled from multi-platform indexes (default: the host's).
-    pub platform: Option<Platform>,
     /// `--cache-from type=registry,ref=R`.
     pub cache_from: Vec<Reference>,
     /// `--cache-to type=registry,ref=R`.
@@ -45,7 +43,6 @@ impl BuildRegistry {
             config,
             client: OnceLock::new(),
             pull: false,
-            platform: None,
             cache_from: Vec::new(),
             cache_to: None,
             remote: OnceLock::new(),
@@ -110,14 +107,29 @@ pub fn parse_cache_spec(flag: &str, text: &str) -> Result<Reference, Error> {
     }
 }
 
-/// Collects a registry's events as lines, handed to the build's reporter afterwards (the
-/// build reporter is not shared across threads).
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+/// Hands a registry's events to the build's reporter as they happen, as output of one step.
+struct Live<'r> {
+    reporter: &'r dyn Reporter,
+    id: usize,
+}
 
-impl kiln_registry::Reporter for Lines {
+impl kiln_registry::Reporter for Live<'_> {
     fn report(&self, event: kiln_registry::Event<'_>) {
         use kiln_registry::Event as E;
+        let (blob, done, total) = match &event {
+            E::BlobStart { digest, size } => (digest.short(), 0, Some(*size)),
+            E::BlobProgress { digest, bytes } => (digest.short(), *bytes, None),
+            _ => ("", 0, None),
+        };
+        if !blob.is_empty() {
+            self.reporter.report(Event::Transfer {
+                id: self.id,
+                blob,
+                done,
+                total,
+            });
+            return;
+        }
         let line = match event {
             E::BlobStart { .. } | E::BlobProgress { .. } => return,
             E::BlobDone {
@@ -145,18 +157,10 @@ impl kiln_registry::Reporter for Lines {
                 if mirror { "mirror " } else { "" }
             ),
         };
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(line);
-        }
-    }
-}
-
-impl Lines {
-    fn flush(&self, reporter: &dyn Reporter, id: usize) {
-        let lines = self.0.lock().map(|mut l| std::mem::take(&mut *l));
-        for line in lines.unwrap_or_default() {
-            reporter.report(Event::Output { id, line: &line });
-        }
+        self.reporter.report(Event::Output {
+            id: self.id,
+            line: &line,
+        });
     }
 }
 
@@ -178,30 +182,33 @@ pub(crate) fn resolve_image(
     store: &Store,
     request: &BuildRequest,
     name: &str,
+    platform: &Platform,
     reporter: &dyn Reporter,
     id: usize,
 ) -> Result<Image, Error> {
-    let local = store.resolve(name);
+    let local = store.resolve_platform(name, Some(platform));
     let Some(settings) = &request.registry else {
         return Ok(local?);
     };
-    let missing = matches!(local, Err(kiln_image::Error::ImageNotFound(_)));
+    let missing = matches!(
+        local,
+        Err(kiln_image::Error::ImageNotFound(_) | kiln_image::Error::NoPlatform { .. })
+    );
     if !(missing || settings.pull) {
         return Ok(local?);
     }
     let Ok(reference) = name.parse::<Reference>() else {
         return Ok(local?);
     };
-    let lines = Lines::default();
+    let lines = Live { reporter, id };
     let pulled = settings.client().and_then(|client| {
         client
-            .pull(store, &reference, settings.platform.as_ref(), &lines)
+            .pull(store, &reference, Some(platform), &lines)
             .map_err(|source| Error::Registry {
                 what: format!("pull {reference}"),
                 source,
             })
     });
-    lines.flush(reporter, id);
     match pulled {
         Ok(pulled) => Ok(pulled.image),
         Err(e) => {
@@ -239,8 +246,8 @@ pub(crate) fn cache_get(
     }
     let client = settings.client()?;
     let remote = settings.remote.get_or_init(|| {
-        let lines = Lines::default();
-        let caches = settings
+        let lines = Live { reporter, id };
+        settings
             .cache_from
             .iter()
             .filter_map(|r| match client.import_cache(store, r, &lines) {
@@ -252,14 +259,11 @@ pub(crate) fn cache_get(
                     None
                 }
             })
-            .collect();
-        lines.flush(reporter, id);
-        caches
+            .collect()
     });
     for cache in remote.iter().filter(|c| c.contains(key)) {
-        let lines = Lines::default();
+        let lines = Live { reporter, id };
         let got = client.fetch_cached(store, cache, key, &lines);
-        lines.flush(reporter, id);
         match got {
             Ok(Some(record)) => return Ok(Some(record)),
             Ok(None) => {}
@@ -285,7 +289,7 @@ pub(crate) fn after_build(
         return Ok(());
     };
     let keys = settings.keys.lock().map(|k| k.clone()).unwrap_or_default();
-    let lines = Lines::default();
+    let lines = Live { reporter, id };
     let exported = settings
         .client()?
         .export_cache(store, target, &keys, &lines)
@@ -293,7 +297,6 @@ pub(crate) fn after_build(
             what: format!("--cache-to {target}"),
             source,
         });
-    lines.flush(reporter, id);
     let count = exported?;
     reporter.report(Event::Output {
         id,

@@ -5,8 +5,7 @@
 //! never built with a flag quietly dropped: that would give an image BuildKit would not.
 
 use kiln_dockerfile::{
-    AddInstruction, CacheSharing, CopyInstruction, Directive, Instruction, MountType,
-    RunInstruction,
+    AddInstruction, CacheSharing, Directive, Instruction, MountType, RunInstruction,
 };
 
 /// Checks the flags of one instruction as written (before variables are expanded: the flags
@@ -14,7 +13,8 @@ use kiln_dockerfile::{
 pub(crate) fn check_instruction(inst: &Instruction) -> Result<(), String> {
     match inst {
         Instruction::Run(run) => check_run(run),
-        Instruction::Copy(copy) => check_copy(copy),
+        // Every COPY flag is implemented.
+        Instruction::Copy(_) => Ok(()),
         Instruction::Add(add) => check_add(add),
         _ => Ok(()),
     }
@@ -22,15 +22,8 @@ pub(crate) fn check_instruction(inst: &Instruction) -> Result<(), String> {
 
 fn check_run(run: &RunInstruction) -> Result<(), String> {
     match run.security.as_deref() {
-        None | Some("sandbox") => {}
-        Some("insecure") => {
-            return Err(
-                "RUN --security=insecure: kiln does not grant the security.insecure \
-                        entitlement (a step with every capability and no seccomp filter); \
-                        remove the flag"
-                    .into(),
-            );
-        }
+        // insecure is granted per build: see check_entitlements.
+        None | Some("sandbox") | Some("insecure") => {}
         Some(other) => {
             return Err(format!(
                 "RUN --security={other}: BuildKit knows sandbox and insecure"
@@ -69,27 +62,33 @@ fn check_run(run: &RunInstruction) -> Result<(), String> {
     Ok(())
 }
 
-fn check_copy(copy: &CopyInstruction) -> Result<(), String> {
-    if copy.parents {
-        return Err("COPY --parents is not supported by kiln".into());
-    }
-    check_exclude("COPY", &copy.exclude)
-}
-
 fn check_add(add: &AddInstruction) -> Result<(), String> {
-    check_exclude("ADD", &add.exclude)?;
     if add.keep_git_dir.is_some() {
         return Err("ADD --keep-git-dir: kiln does not fetch git sources".into());
     }
     Ok(())
 }
 
-fn check_exclude(keyword: &str, exclude: &[String]) -> Result<(), String> {
-    match exclude.first() {
-        Some(pattern) => Err(format!(
-            "{keyword} --exclude={pattern} is not supported by kiln"
-        )),
-        None => Ok(()),
+/// The entitlements an instruction needs that `kiln build --allow` did not grant, as BuildKit
+/// checks them on the whole build before it runs anything (its words: "entitlement
+/// security.insecure is not allowed"). `RUN --network=host` is checked where the network is
+/// chosen (steps/run.rs), since `kiln build --network host` grants it too.
+pub(crate) fn check_entitlements(
+    inst: &Instruction,
+    allow_security_insecure: bool,
+) -> Result<(), String> {
+    match inst {
+        Instruction::Run(run)
+            if run.security.as_deref() == Some("insecure") && !allow_security_insecure =>
+        {
+            Err(
+                "RUN --security=insecure: entitlement security.insecure is not allowed: pass \
+                 --allow security.insecure to kiln build to run this step with every \
+                 capability, no seccomp filter and nothing of /proc masked"
+                    .into(),
+            )
+        }
+        _ => Ok(()),
     }
 }
 
@@ -169,21 +168,22 @@ mod tests {
         ("RUN", "--mount=type=bind,target=/x", None),
         ("RUN", "--network=none", None),
         ("RUN", "--security=sandbox", None),
-        ("RUN", "--security=insecure", Some("security.insecure")),
+        ("RUN", "--security=insecure", None),
         ("RUN", "--device=/dev/fuse", Some("--device")),
         ("COPY", "--from=base", None),
         ("COPY", "--chown=1:1", None),
         ("COPY", "--chmod=644", None),
+        ("COPY", "--chmod=u=rwX,go=rX", None),
         ("COPY", "--link", None),
-        ("COPY", "--parents", Some("--parents")),
-        ("COPY", "--exclude=*.md", Some("--exclude")),
+        ("COPY", "--parents", None),
+        ("COPY", "--exclude=*.md", None),
         ("ADD", "--chown=1:1", None),
         ("ADD", "--chmod=644", None),
         ("ADD", "--link", None),
         ("ADD", "--checksum=sha256:00", None),
         ("ADD", "--unpack=false", None),
         ("ADD", "--keep-git-dir", Some("--keep-git-dir")),
-        ("ADD", "--exclude=*.md", Some("--exclude")),
+        ("ADD", "--exclude=*.md", None),
     ];
 
     /// Every `--mount` option, with what kiln does with it.
@@ -228,6 +228,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn security_insecure_needs_its_entitlement() {
+        let inst = instruction("FROM scratch AS base\nRUN --security=insecure true\n");
+        let error = check_entitlements(&inst, false).unwrap_err();
+        assert!(
+            error.contains("entitlement security.insecure is not allowed")
+                && error.contains("--allow security.insecure"),
+            "{error}"
+        );
+        assert_eq!(check_entitlements(&inst, true), Ok(()));
+        let plain = instruction("FROM scratch AS base\nRUN --security=sandbox true\n");
+        assert_eq!(check_entitlements(&plain, false), Ok(()));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub enum Arg {
 }
 
 /// A heredoc attached to `RUN`, `COPY` or `ADD` (`<<EOF … EOF`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heredoc {
     /// The delimiter word with quotes removed (`EOF` for `<<'EOF'`); for `COPY`/`ADD` also the
     /// name of the file it creates.

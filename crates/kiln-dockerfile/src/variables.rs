@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::instructions::{Instruction, InstructionError, Spanned};
+use crate::instructions::{ArgDefinition, Instruction, InstructionError, Spanned};
 use crate::shell::{Env, EnvList, ExpandError, Lexer};
 use crate::stages::MetaArg;
 
@@ -260,6 +260,12 @@ impl Variables {
     /// Expands `inst` the way BuildKit does (FROM against the global scope, everything else
     /// against this stage), then applies its effect on the scope (`ENV` sets variables, `ARG`
     /// declares them). Returns the expanded instruction.
+    ///
+    /// For `ARG`, each definition comes back with the value it took (the `--build-arg`, else
+    /// the expanded default, else the global value), or none: what BuildKit's `dispatchArg`
+    /// writes to the history (`ARG KEY=value`). The value is final text, not to be expanded
+    /// again. A default is expanded only when it is used, so `ARG B=${A:?msg}` with
+    /// `--build-arg B=…` is no error.
     pub fn expand_and_apply(
         &mut self,
         inst: &Spanned<Instruction>,
@@ -268,13 +274,22 @@ impl Variables {
         match &inst.value {
             Instruction::From(_) => inst.expand(&self.global, escape),
             Instruction::Arg(defs) => {
+                let mut taken = Vec::with_capacity(defs.len());
                 for d in defs {
-                    self.declare_arg(&d.key, d.default.as_deref(), escape)
+                    let value = self
+                        .declare_arg(&d.key, d.default.as_deref(), escape)
                         .map_err(|e| {
                             InstructionError::new(inst.span, e.to_string()).hint(e.hint())
                         })?;
+                    taken.push(ArgDefinition {
+                        key: d.key.clone(),
+                        default: value,
+                    });
                 }
-                Ok(inst.clone())
+                Ok(Spanned {
+                    value: Instruction::Arg(taken),
+                    ..inst.clone()
+                })
             }
             Instruction::Env(_) => {
                 let expanded = inst.expand(&*self, escape)?;
@@ -389,6 +404,46 @@ mod tests {
         assert_eq!(
             s.run_command_string(&["/bin/sh".into(), "-c".into(), "make".into()]),
             "|4 A=meta B=from-cli C=env NOVALUE= /bin/sh -c make"
+        );
+    }
+
+    /// BuildKit's testArgDefaultExpansion: a default is expanded only when it is used.
+    #[test]
+    fn an_arg_comes_back_with_the_value_it_took() {
+        let arg = |line: &str| {
+            let parsed = crate::parse(&format!("FROM scratch\n{line}\n")).unwrap();
+            crate::parse_instruction(&parsed.nodes[1]).unwrap()
+        };
+        let taken = |vars: &mut Variables, line: &str| match vars
+            .expand_and_apply(&arg(line), '\\')
+            .map(|i| i.value)
+        {
+            Ok(Instruction::Arg(defs)) => Ok(defs
+                .into_iter()
+                .map(|d| (d.key, d.default))
+                .collect::<Vec<_>>()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        };
+        let platforms = PlatformArgs::same(Platform::new("linux", "amd64", ""));
+        let mut cli = Variables::new(&platforms, [("BAR", "a$b'c")]).for_stage();
+        assert_eq!(
+            taken(&mut cli, r#"ARG BAR=${FOO:?"foo missing"}"#),
+            Ok(vec![("BAR".into(), Some("a$b'c".into()))]),
+            "the --build-arg, as given, and the default never expanded"
+        );
+        let mut none = Variables::new(&platforms, Vec::<(String, String)>::new());
+        none.declare_meta_arg("G", Some("global"), '\\').unwrap();
+        let mut none = none.for_stage();
+        let err = taken(&mut none, r#"ARG BAR=${FOO:?"foo missing"}"#).unwrap_err();
+        assert!(err.contains("FOO: foo missing"), "{err}");
+        assert_eq!(
+            taken(&mut none, "ARG A='$x' G NONE"),
+            Ok(vec![
+                ("A".into(), Some("$x".into())),
+                ("G".into(), Some("global".into())),
+                ("NONE".into(), None),
+            ])
         );
     }
 }

@@ -202,34 +202,75 @@ impl Store {
                 .annotation(REF_NAME_ANNOTATION)
                 .map(str::to_owned)
                 .unwrap_or_else(|| entry.digest.to_string());
-            let mut dependent = Dependent {
-                label: name.clone(),
-                blobs: vec![entry.clone()],
-                layers: Vec::new(),
-                diff_ids: None,
-                broken: None,
-                removal: Removal::Tag(name.clone()),
-            };
-            if present.contains_key(&entry.digest) && !corrupt(&entry.digest) {
-                match self.read_json::<Manifest>(&entry.digest, MAX_MANIFEST_SIZE, "manifest") {
-                    Ok(manifest) => {
-                        dependent.blobs.push(manifest.config.clone());
-                        dependent.blobs.extend(manifest.layers.iter().cloned());
-                        dependent.layers = manifest.layers.clone();
-                        let config = &manifest.config.digest;
-                        if present.contains_key(config) && !corrupt(config) {
-                            match self.read_json::<ImageConfig>(config, MAX_CONFIG_SIZE, "config") {
-                                Ok(config) => {
-                                    dependent.diff_ids = Some(config.rootfs.diff_ids);
-                                }
-                                Err(e) => dependent.broken = Some(e.to_string()),
-                            }
-                        }
+            // A multi-platform image: each platform's manifest depends on the index too.
+            let mut manifests = vec![(name.clone(), vec![entry.clone()], entry.clone())];
+            if crate::is_index(&entry.media_type)
+                && present.contains_key(&entry.digest)
+                && !corrupt(&entry.digest)
+            {
+                match self.read_json::<crate::Index>(&entry.digest, MAX_MANIFEST_SIZE, "index") {
+                    Ok(index) => {
+                        manifests = index
+                            .manifests
+                            .iter()
+                            .map(|child| {
+                                let platform = child.platform.as_ref().map(|p| p.to_string());
+                                (
+                                    format!("{name} ({})", platform.unwrap_or_default()),
+                                    vec![entry.clone(), child.clone()],
+                                    child.clone(),
+                                )
+                            })
+                            .collect();
                     }
-                    Err(e) => dependent.broken = Some(e.to_string()),
+                    Err(e) => {
+                        dependents.push(Dependent {
+                            label: name.clone(),
+                            blobs: vec![entry.clone()],
+                            layers: Vec::new(),
+                            diff_ids: None,
+                            broken: Some(e.to_string()),
+                            removal: Removal::Tag(name.clone()),
+                        });
+                        continue;
+                    }
                 }
             }
-            dependents.push(dependent);
+            for (label, blobs, manifest_entry) in manifests {
+                let mut dependent = Dependent {
+                    label,
+                    blobs,
+                    layers: Vec::new(),
+                    diff_ids: None,
+                    broken: None,
+                    removal: Removal::Tag(name.clone()),
+                };
+                let digest = &manifest_entry.digest;
+                if present.contains_key(digest) && !corrupt(digest) {
+                    match self.read_json::<Manifest>(digest, MAX_MANIFEST_SIZE, "manifest") {
+                        Ok(manifest) => {
+                            dependent.blobs.push(manifest.config.clone());
+                            dependent.blobs.extend(manifest.layers.iter().cloned());
+                            dependent.layers = manifest.layers.clone();
+                            let config = &manifest.config.digest;
+                            if present.contains_key(config) && !corrupt(config) {
+                                match self.read_json::<ImageConfig>(
+                                    config,
+                                    MAX_CONFIG_SIZE,
+                                    "config",
+                                ) {
+                                    Ok(config) => {
+                                        dependent.diff_ids = Some(config.rootfs.diff_ids);
+                                    }
+                                    Err(e) => dependent.broken = Some(e.to_string()),
+                                }
+                            }
+                        }
+                        Err(e) => dependent.broken = Some(e.to_string()),
+                    }
+                }
+                dependents.push(dependent);
+            }
         }
         let cache_dir = self.root().join("cache");
         let mut records: Vec<_> = fs::read_dir(&cache_dir)

@@ -174,6 +174,11 @@ impl ImageConfig {
         self.config.get_or_insert_with(ContainerConfig::default)
     }
 
+    /// The platform the config says the image is for.
+    pub fn platform(&self) -> crate::Platform {
+        crate::Platform::new(&self.os, &self.architecture, self.variant.as_deref())
+    }
+
     /// Env as `(key, value)` pairs, in order.
     pub fn env_pairs(&self) -> Vec<(String, String)> {
         let env = self.config.as_ref().and_then(|c| c.env.as_ref());

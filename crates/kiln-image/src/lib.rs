@@ -34,7 +34,7 @@ pub use manifest::{Compression, Descriptor, Index, Manifest, Platform, media_typ
 pub use reference::{DEFAULT_DOMAIN, Reference};
 pub use store::{
     BlobWriter, CacheRecord, CheckReport, GcReport, Image, Problem, REF_NAME_ANNOTATION,
-    StagedBlob, Store, StoreLock, TaggedImage, create_private_dir, write_atomic,
+    StagedBlob, Store, StoreLock, TaggedImage, create_private_dir, is_index, write_atomic,
 };
 
 /// The most kiln reads of a manifest or an index: containerd's cap. A document is read into
@@ -65,6 +65,16 @@ pub enum Error {
     /// No image by that name or id.
     #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
+    /// An image (or index) has no entry for the platform asked for.
+    #[error("{name} has no image for {want} (it has: {})", have.join(", "))]
+    NoPlatform {
+        /// The image.
+        name: String,
+        /// The platform asked for.
+        want: String,
+        /// The platforms it has.
+        have: Vec<String>,
+    },
     /// A blob the store should have is missing.
     #[error("blob {0} is missing from the store")]
     BlobNotFound(Digest),

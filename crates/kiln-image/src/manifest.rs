@@ -112,6 +112,67 @@ pub struct Platform {
     pub extra: Map<String, Value>,
 }
 
+impl Platform {
+    /// `linux/<arch>` of this machine.
+    pub fn host() -> Platform {
+        Platform::new("linux", crate::host_architecture(), None)
+    }
+
+    /// A platform from its parts.
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
+        Platform {
+            architecture: architecture.to_owned(),
+            os: os.to_owned(),
+            variant: variant.map(str::to_owned),
+            extra: Map::new(),
+        }
+    }
+
+    /// Whether an image of `self` serves a request for `want`: same OS and architecture, and
+    /// the same variant when `want` names one.
+    pub fn matches(&self, want: &Platform) -> bool {
+        self.os == want.os
+            && self.architecture == want.architecture
+            && (want.variant.is_none() || self.variant == want.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}/{}/{v}", self.os, self.architecture),
+            None => write!(f, "{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+
+    /// `os/arch[/variant]`, for the OSes and architectures kiln can build for.
+    fn from_str(text: &str) -> std::result::Result<Platform, String> {
+        const ARCHES: [&str; 9] = [
+            "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "loong64",
+        ];
+        let parts: Vec<&str> = text.split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, None),
+            [os, arch, variant] if !variant.is_empty() => (*os, *arch, Some(*variant)),
+            _ => return Err(format!("{text:?} is not os/arch[/variant]")),
+        };
+        if os != "linux" {
+            return Err(format!("{text:?}: kiln builds linux images only"));
+        }
+        if !ARCHES.contains(&arch) {
+            return Err(format!(
+                "{text:?}: unknown architecture {arch:?} (known: {})",
+                ARCHES.join(", ")
+            ));
+        }
+        Ok(Platform::new(os, arch, variant))
+    }
+}
+
 /// An image manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

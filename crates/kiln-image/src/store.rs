@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Descriptor, Digest, Error, HashingWriter, ImageConfig, Index, MAX_CONFIG_SIZE,
-    MAX_MANIFEST_SIZE, Manifest, Reference, Result, VerifyingReader, chain_id, media_type,
+    MAX_MANIFEST_SIZE, Manifest, Platform, Reference, Result, VerifyingReader, chain_id,
+    media_type,
 };
 
 pub use crate::check::{CheckReport, Problem};
@@ -408,8 +409,96 @@ impl Store {
         })
     }
 
-    /// Reads the image a manifest descriptor points at.
+    /// Stores an index over images of several platforms (`kiln build --platform a,b`).
+    pub fn put_index(&self, entries: &[(Platform, Image)]) -> Result<Descriptor> {
+        let mut index = Index::default();
+        for (platform, image) in entries {
+            let mut entry = image.descriptor.clone();
+            entry.platform = Some(platform.clone());
+            index.manifests.push(entry);
+        }
+        let bytes = index.to_bytes();
+        let digest = self.write_blob(&bytes)?;
+        Ok(Descriptor::new(
+            media_type::OCI_INDEX,
+            digest,
+            bytes.len() as u64,
+        ))
+    }
+
+    /// The images a descriptor stands for: itself, or each platform's of an index (whose
+    /// platform it then gives).
+    pub fn platform_images(
+        &self,
+        descriptor: &Descriptor,
+    ) -> Result<Vec<(Option<Platform>, Image)>> {
+        if !is_index(&descriptor.media_type) {
+            return Ok(vec![(None, self.image_of_manifest(descriptor)?)]);
+        }
+        let index: Index = self.read_json(&descriptor.digest, MAX_MANIFEST_SIZE, "index")?;
+        index
+            .manifests
+            .iter()
+            .filter(|d| !is_index(&d.media_type))
+            .map(|d| Ok((d.platform.clone(), self.image_of_manifest(d)?)))
+            .collect()
+    }
+
+    /// The image of `name` for a platform: an index's entry for it, or a single image whose
+    /// config says that platform. Without a platform, the host's (or an index's first entry).
+    pub fn resolve_platform(&self, name: &str, platform: Option<&Platform>) -> Result<Image> {
+        let descriptor = match self.resolve_name(name) {
+            Ok(tagged) => tagged.descriptor,
+            Err(_) => self.resolve(name)?.descriptor,
+        };
+        let images = self.platform_images(&descriptor)?;
+        let Some(want) = platform else {
+            let host = Platform::host();
+            let pick = images
+                .iter()
+                .position(|(p, _)| p.as_ref().is_some_and(|p| p.matches(&host)))
+                .unwrap_or(0);
+            return images
+                .into_iter()
+                .nth(pick)
+                .map(|(_, image)| image)
+                .ok_or_else(|| Error::ImageNotFound(name.to_owned()));
+        };
+        let mut have = Vec::new();
+        for (entry, image) in images {
+            let actual = entry.unwrap_or_else(|| image.config.platform());
+            if actual.matches(want) {
+                return Ok(image);
+            }
+            have.push(actual.to_string());
+        }
+        Err(Error::NoPlatform {
+            name: name.to_owned(),
+            want: want.to_string(),
+            have,
+        })
+    }
+
+    /// Reads the image a manifest descriptor points at; for an index, the host platform's
+    /// entry (or its first).
     pub fn image(&self, descriptor: &Descriptor) -> Result<Image> {
+        if is_index(&descriptor.media_type) {
+            let host = Platform::host();
+            let images = self.platform_images(descriptor)?;
+            let pick = images
+                .iter()
+                .position(|(p, _)| p.as_ref().is_some_and(|p| p.matches(&host)))
+                .unwrap_or(0);
+            return images
+                .into_iter()
+                .nth(pick)
+                .map(|(_, image)| image)
+                .ok_or_else(|| Error::ImageNotFound(descriptor.digest.to_string()));
+        }
+        self.image_of_manifest(descriptor)
+    }
+
+    fn image_of_manifest(&self, descriptor: &Descriptor) -> Result<Image> {
         let manifest: Manifest =
             self.read_json(&descriptor.digest, MAX_MANIFEST_SIZE, "manifest")?;
         let config: ImageConfig =
@@ -606,12 +695,15 @@ impl Store {
         }
         for descriptor in self.index()?.manifests {
             live_blobs.insert(descriptor.digest.clone());
-            let Ok(image) = self.image(&descriptor) else {
+            let Ok(images) = self.platform_images(&descriptor) else {
                 continue;
             };
-            live_blobs.insert(image.manifest.config.digest.clone());
-            live_blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
-            live_layers.push(image.config.rootfs.diff_ids);
+            for (_, image) in images {
+                live_blobs.insert(image.descriptor.digest.clone());
+                live_blobs.insert(image.manifest.config.digest.clone());
+                live_blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+                live_layers.push(image.config.rootfs.diff_ids);
+            }
         }
         let blob_dir = self.oci().join("blobs/sha256");
         for entry in fs::read_dir(&blob_dir)
@@ -853,6 +945,11 @@ fn detach_mounts_under(dir: &Path) {
     for point in points {
         let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
     }
+}
+
+/// Whether a media type is an image index (OCI) or a manifest list (docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == media_type::OCI_INDEX || media_type == media_type::DOCKER_LIST
 }
 
 #[cfg(test)]

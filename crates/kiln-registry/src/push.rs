@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store, Verifier, media_type};
+use kiln_image::{
+    Descriptor, Digest, Image, Index, Manifest, Platform, Reference, Store, Verifier, media_type,
+};
 use oci_client::errors::OciDistributionError;
 use tokio::io::AsyncReadExt as _;
 
@@ -141,62 +143,129 @@ impl Registry {
     ) -> Result<Pushed, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
-            let config = Descriptor::new(
-                media_type::OCI_CONFIG,
-                image.manifest.config.digest.clone(),
-                image.manifest.config.size,
-            );
-            let config_pushed = push_blob(store, &endpoint, &target.path, &config, reporter);
-            // Layers move concurrently; one that needs gzip is compressed first.
-            let layers: Vec<(Descriptor, BlobAction, u64, bool)> =
-                futures_util::stream::iter(&image.manifest.layers)
-                    .map(|layer| {
-                        let endpoint = &endpoint;
-                        async move {
-                            match layer_blob(store, layer) {
-                                LayerBlob::Ready(desc) => {
-                                    let (_, action, bytes) =
-                                        push_blob(store, endpoint, &target.path, &desc, reporter)
-                                            .await?;
-                                    Ok::<_, Error>((desc, action, bytes, false))
-                                }
-                                LayerBlob::Compress(plain) => {
-                                    let (desc, action, bytes) = compress_and_push(
-                                        self.config.push.gzip_level.unwrap_or(GZIP_LEVEL),
-                                        store,
-                                        endpoint,
-                                        &target.path,
-                                        &plain,
-                                        reporter,
-                                    )
-                                    .await?;
-                                    Ok((desc, action, bytes, true))
-                                }
-                            }
-                        }
-                    })
-                    .buffered(self.concurrency)
-                    .try_collect()
-                    .await?;
-            let (_, config_action, config_bytes) = config_pushed.await?;
-            let mut blobs = vec![config.clone()];
-            blobs.extend(layers.iter().map(|(d, ..)| d.clone()));
-            let mut manifest = Manifest::oci(config.clone(), blobs[1..].to_vec());
-            manifest.annotations = image.manifest.annotations.clone();
-            let bytes = manifest.to_bytes();
-            let digest = self
-                .put_manifest(&endpoint, target, bytes, media_type::OCI_MANIFEST, reporter)
+            let (pushed, _) = self
+                .push_manifest_of(store, &endpoint, image, target, reporter)
                 .await?;
-            record_sources(store, &endpoint.host, &target.path, &blobs);
-            let mut actions = vec![(config.digest.clone(), config_action)];
-            actions.extend(layers.iter().map(|(d, a, ..)| (d.digest.clone(), *a)));
-            Ok(Pushed {
+            Ok(pushed)
+        })
+    }
+
+    /// Pushes a multi-platform image: each platform's image under its digest, then the index
+    /// over them under `target`'s tag.
+    pub fn push_index(
+        &self,
+        store: &Store,
+        images: &[(Platform, Image)],
+        target: &Reference,
+        reporter: &dyn Reporter,
+    ) -> Result<Pushed, Error> {
+        self.block_on(async {
+            let endpoint = self.endpoint(&target.domain, false, false).await?;
+            let mut index = Index::default();
+            let mut total = Pushed {
+                digest: Digest::of(b""),
+                uploaded: 0,
+                compressed: 0,
+                blobs: Vec::new(),
+            };
+            for (platform, image) in images {
+                let by_digest = Reference {
+                    tag: None,
+                    digest: None,
+                    ..target.clone()
+                };
+                let (pushed, size) = self
+                    .push_manifest_of(store, &endpoint, image, &by_digest, reporter)
+                    .await?;
+                let mut entry = Descriptor::new(media_type::OCI_MANIFEST, pushed.digest, size);
+                entry.platform = Some(platform.clone());
+                index.manifests.push(entry);
+                total.uploaded += pushed.uploaded;
+                total.compressed += pushed.compressed;
+                total.blobs.extend(pushed.blobs);
+            }
+            let bytes = index.to_bytes();
+            total.digest = self
+                .put_manifest(&endpoint, target, bytes, media_type::OCI_INDEX, reporter)
+                .await?;
+            Ok(total)
+        })
+    }
+
+    /// Pushes an image's blobs, then its manifest under `target`'s tag, or under its own
+    /// digest when `target` has neither tag nor digest. Returns what was pushed and the
+    /// manifest's size.
+    async fn push_manifest_of(
+        &self,
+        store: &Store,
+        endpoint: &Arc<Endpoint>,
+        image: &Image,
+        target: &Reference,
+        reporter: &dyn Reporter,
+    ) -> Result<(Pushed, u64), Error> {
+        let config = Descriptor::new(
+            media_type::OCI_CONFIG,
+            image.manifest.config.digest.clone(),
+            image.manifest.config.size,
+        );
+        let config_pushed = push_blob(store, endpoint, &target.path, &config, reporter);
+        // Layers move concurrently; one that needs gzip is compressed first.
+        let layers: Vec<(Descriptor, BlobAction, u64, bool)> =
+            futures_util::stream::iter(&image.manifest.layers)
+                .map(|layer| async move {
+                    match layer_blob(store, layer) {
+                        LayerBlob::Ready(desc) => {
+                            let (_, action, bytes) =
+                                push_blob(store, endpoint, &target.path, &desc, reporter).await?;
+                            Ok::<_, Error>((desc, action, bytes, false))
+                        }
+                        LayerBlob::Compress(plain) => {
+                            let (desc, action, bytes) = compress_and_push(
+                                self.config.push.gzip_level.unwrap_or(GZIP_LEVEL),
+                                store,
+                                endpoint,
+                                &target.path,
+                                &plain,
+                                reporter,
+                            )
+                            .await?;
+                            Ok((desc, action, bytes, true))
+                        }
+                    }
+                })
+                .buffered(self.concurrency)
+                .try_collect()
+                .await?;
+        let (_, config_action, config_bytes) = config_pushed.await?;
+        let mut blobs = vec![config.clone()];
+        blobs.extend(layers.iter().map(|(d, ..)| d.clone()));
+        let mut manifest = Manifest::oci(config.clone(), blobs[1..].to_vec());
+        manifest.annotations = image.manifest.annotations.clone();
+        let bytes = manifest.to_bytes();
+        let size = bytes.len() as u64;
+        let put_as = if target.tag.is_none() && target.digest.is_none() {
+            Reference {
+                digest: Some(Digest::of(&bytes)),
+                ..target.clone()
+            }
+        } else {
+            target.clone()
+        };
+        let digest = self
+            .put_manifest(endpoint, &put_as, bytes, media_type::OCI_MANIFEST, reporter)
+            .await?;
+        record_sources(store, &endpoint.host, &target.path, &blobs);
+        let mut actions = vec![(config.digest.clone(), config_action)];
+        actions.extend(layers.iter().map(|(d, a, ..)| (d.digest.clone(), *a)));
+        Ok((
+            Pushed {
                 digest,
                 uploaded: config_bytes + layers.iter().map(|(_, _, n, _)| n).sum::<u64>(),
                 compressed: layers.iter().filter(|l| l.3).count(),
                 blobs: actions,
-            })
-        })
+            },
+            size,
+        ))
     }
 
     /// Pushes blobs of the store concurrently; returns `(digest, action, bytes uploaded)` in

@@ -351,12 +351,27 @@ fn in_namespaces(
     // creates with mknod anywhere in the container can never be opened (runc's device cgroup
     // gives the same guarantee).
     let mut devices: Vec<(&str, OwnedFd)> = Vec::new();
+    let insecure: &[&str] = if spec.insecure {
+        mounts::INSECURE_DEVICES
+    } else {
+        &[]
+    };
     for name in mounts::DEVICES {
         let host = Path::new("/dev").join(name);
         devices.push((
             name,
             clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
         ));
+    }
+    for name in insecure {
+        // As BuildKit, the ones the host has.
+        let host = Path::new("/dev").join(name);
+        if host.exists() {
+            devices.push((
+                name,
+                clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?,
+            ));
+        }
     }
     let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
         .iter()
@@ -525,7 +540,7 @@ fn inside(
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
     }
     mounts::mount_dev(sys, devices)?;
-    mounts::mount_sys(sys)?;
+    mounts::mount_sys(sys, spec.insecure)?;
     // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
     let mut in_dev = Vec::new();
     for p in planned.iter().filter(|p| p.target().starts_with("/dev/")) {
@@ -606,6 +621,7 @@ fn inside(
         session,
         from_host.last_cap,
         spec.skip_syncs,
+        spec.insecure,
     )?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -621,7 +637,10 @@ fn inside(
     let pid = process::spawn_pid1(&plan, &fds)?;
     // Our copies of the write ends go now, so that the readers see EOF when the container ends.
     drop((err_w, status_w, keep));
-    spec.interrupt.attach(pid);
+    if let Err(e) = spec.interrupt.attach(pid) {
+        let _ = wait_pid1(pid, &spec.interrupt);
+        return Err(e);
+    }
     let pid1_status = wait_pid1(pid, &spec.interrupt)?;
 
     let mut rec = [0u8; 8];
@@ -657,12 +676,12 @@ fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
-                interrupt.detach();
+                interrupt.detach(pid);
                 return Err(SandboxError::sys("waitid", shown(), e));
             }
         }
     }
-    interrupt.detach();
+    interrupt.detach(pid);
     loop {
         match rustix::process::waitpid(Some(child), WaitOptions::empty()) {
             Ok(Some((_, status))) => return Ok(status.as_raw()),

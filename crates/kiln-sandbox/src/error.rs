@@ -61,6 +61,12 @@ pub enum SandboxError {
     /// The [`Interrupt`](crate::Interrupt) was triggered before the run started.
     #[error("interrupted before the process started")]
     Interrupted,
+    /// More sandboxes ran at once under one [`Interrupt`](crate::Interrupt) than it can stop.
+    #[error("more than {max} sandboxes at once under one interrupt handle (lower --jobs)")]
+    TooManyRuns {
+        /// [`MAX_CONCURRENT_RUNS`](crate::MAX_CONCURRENT_RUNS).
+        max: usize,
+    },
     /// The run's memory or process limits cannot be enforced on this machine.
     #[error(
         "--memory/--pids-limit need a cgroup of the run's own, and {path} failed: {source} \

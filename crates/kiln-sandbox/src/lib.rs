@@ -70,6 +70,7 @@
 
 mod cgroups;
 mod container;
+mod emulation;
 mod error;
 pub mod mounts;
 pub mod namespaces;
@@ -87,9 +88,11 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 pub use cgroups::Limits;
+pub use emulation::check_emulation;
 pub use error::SandboxError;
 pub use spec::{
-    ExitStatus, Interrupt, Mount, Network, Outcome, OutputStream, Rootfs, RunSpec, Stdio,
+    ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome, OutputStream, Rootfs,
+    RunSpec, Stdio,
 };
 
 /// Whether this machine can enforce `limits` (a cgroup is made and removed again).

@@ -101,6 +101,24 @@ pub(crate) fn ensure_mountpoint(
 /// The device nodes a container gets: docker's defaults, bound from the host's `/dev`.
 pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// What BuildKit's insecure mode adds, where the host has them (`security.insecure`).
+pub(crate) const INSECURE_DEVICES: &[&str] = &[
+    "kmsg",
+    "cuse",
+    "fuse",
+    "kvm",
+    "net/tun",
+    "loop-control",
+    "loop0",
+    "loop1",
+    "loop2",
+    "loop3",
+    "loop4",
+    "loop5",
+    "loop6",
+    "loop7",
+];
+
 const DEV_LINKS: &[(&str, &str)] = &[
     ("/proc/self/fd", "/dev/fd"),
     ("/proc/self/fd/0", "/dev/stdin"),
@@ -125,6 +143,15 @@ pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<
     .map_err(|e| SandboxError::sys("mount tmpfs on", "/dev", e))?;
     for (name, tree) in devices {
         let p = dev.join(name);
+        if let Some((sub, _)) = name.split_once('/') {
+            let d = dev.join(sub);
+            match sys.mkdir(&d, 0o755) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(SandboxError::sys("mkdir", path_str(&d), e));
+                }
+                _ => {}
+            }
+        }
         sys.create_file(&p, 0o666)
             .map_err(|e| SandboxError::sys("create device mountpoint", path_str(&p), e))?;
         sys.attach_tree(*tree, &p)
@@ -173,15 +200,13 @@ pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<
 }
 
 /// `/sys`, read-only.
-pub(crate) fn mount_sys(sys: &dyn Syscall) -> Result<(), SandboxError> {
-    sys.mount(
-        Some("sysfs"),
-        Path::new("/sys"),
-        Some("sysfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
-        None,
-    )
-    .map_err(|e| SandboxError::sys("mount sysfs on", "/sys", e))
+pub(crate) fn mount_sys(sys: &dyn Syscall, writable: bool) -> Result<(), SandboxError> {
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if !writable {
+        flags |= libc::MS_RDONLY;
+    }
+    sys.mount(Some("sysfs"), Path::new("/sys"), Some("sysfs"), flags, None)
+        .map_err(|e| SandboxError::sys("mount sysfs on", "/sys", e))
 }
 
 /// The resolver files and the caller's mounts, in order.
@@ -322,7 +347,7 @@ mod tests {
     #[test]
     fn sys_is_read_only() {
         let sys = Recorder::default();
-        mount_sys(&sys).unwrap();
+        mount_sys(&sys, false).unwrap();
         let line = &sys.lines()[0];
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
         assert_eq!(line, &format!("mount sysfs /sys sysfs {flags:#x} -"));

@@ -36,6 +36,11 @@
 //! the kernel takes it without `no_new_privs`: setuid programs (`su`, `ping`) keep working, as
 //! under docker. Everything after it (`setgroups`, `setresgid`, `setresuid`, `execve`, and
 //! `write`/`_exit` on failure) is allowed by the profile.
+//!
+//! In insecure mode ([`RunSpec::insecure`](crate::RunSpec::insecure)) pid 1 masks nothing of
+//! `/proc`, and the process keeps its bounding set, installs no filter, and keeps its
+//! capabilities across `setresuid` (`PR_SET_KEEPCAPS`, then `capset` and ambient raises), as
+//! runc does for BuildKit's insecure spec, whose ambient set is every capability.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -97,8 +102,14 @@ pub(crate) struct ChildPlan {
     /// Bit n set: keep capability n.
     keep_caps: u64,
     last_cap: u32,
-    /// Compiled for `keep_caps`; installed right before the ids change.
-    filter: seccomp::Program,
+    /// Compiled for `keep_caps`; installed right before the ids change. None in insecure mode.
+    filter: Option<seccomp::Program>,
+    /// Mask and make read-only parts of `/proc` and `/sys`, as docker does (not in insecure
+    /// mode).
+    mask: bool,
+    /// Insecure mode: the capabilities (kiln's own permitted set) the process keeps in its
+    /// effective, permitted, inheritable and ambient sets, whatever its uid.
+    ambient: Option<CapabilitySet>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -120,6 +131,7 @@ pub(crate) enum Stage {
     Keyring = 13,
     Seccomp = 14,
     Cgroup = 15,
+    Ambient = 16,
 }
 
 impl Stage {
@@ -127,7 +139,7 @@ impl Stage {
         use Stage::*;
         [
             Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp, Cgroup,
+            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -146,6 +158,7 @@ impl ChildPlan {
         session: Session,
         last_cap: u32,
         skip_syncs: bool,
+        insecure: bool,
     ) -> Result<Self, SandboxError> {
         let c = |s: &str, what: &str| {
             CString::new(s)
@@ -167,11 +180,23 @@ impl ChildPlan {
         };
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
-        let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
-        let filter = seccomp::compile(seccomp::FilterOptions {
-            caps: keep_caps,
-            skip_syncs,
-        })?;
+        let last_cap = last_cap.min(63);
+        let (keep_caps, filter, ambient) = if insecure {
+            let every = u64::MAX >> (63 - last_cap);
+            let own = own_permitted_caps()?;
+            (
+                every,
+                None,
+                Some(own & CapabilitySet::from_bits_retain(every)),
+            )
+        } else {
+            let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
+            let filter = seccomp::compile(seccomp::FilterOptions {
+                caps: keep_caps,
+                skip_syncs,
+            })?;
+            (keep_caps, Some(filter), None)
+        };
         Ok(ChildPlan {
             exe: c(exe, "executable")?,
             _argv: argv,
@@ -184,8 +209,10 @@ impl ChildPlan {
             groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
             session,
             keep_caps,
-            last_cap: last_cap.min(63),
+            last_cap,
             filter,
+            mask: !insecure,
+            ambient,
         })
     }
 
@@ -223,10 +250,21 @@ impl ChildPlan {
                 "the container process".to_string(),
             ),
             Some(Stage::Cgroup) => ("write 0 to", "the run's cgroup.procs".to_string()),
+            Some(Stage::Ambient) => (
+                "prctl PR_CAP_AMBIENT_RAISE (insecure mode)",
+                "the container process's capabilities".to_string(),
+            ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
     }
+}
+
+/// The permitted capabilities of this thread (what insecure mode can pass on).
+fn own_permitted_caps() -> Result<CapabilitySet, SandboxError> {
+    rustix::thread::capabilities(None)
+        .map(|sets| sets.permitted)
+        .map_err(|e| SandboxError::sys("capget", "the setup thread", e))
 }
 
 /// `keyctl(2)`'s operation that gives the caller a new session keyring.
@@ -457,7 +495,13 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
     if let Err(e) = rustix::mount::mount(c"proc", c"/proc", c"proc", ro, None::<&CStr>) {
         die(Stage::MountProc, e);
     }
-    for p in PROC_READONLY {
+    // Insecure mode masks nothing and leaves /proc writable.
+    let (readonly, mask_files, mask_dirs): (&[&CStr], &[&CStr], &[&CStr]) = if plan.mask {
+        (PROC_READONLY, PROC_MASK_FILES, MASK_DIRS)
+    } else {
+        (&[], &[], &[])
+    };
+    for p in readonly {
         match rustix::mount::mount_bind_recursive(*p, *p) {
             Ok(()) => {}
             Err(Errno::NOENT) => continue,
@@ -468,13 +512,13 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
             die(Stage::MaskProc, e);
         }
     }
-    for p in PROC_MASK_FILES {
+    for p in mask_files {
         match rustix::mount::mount_bind(c"/dev/null", *p) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => die(Stage::MaskProc, e),
         }
     }
-    for p in MASK_DIRS {
+    for p in mask_dirs {
         let flags = MountFlags::RDONLY | ro;
         match rustix::mount::mount(c"tmpfs", *p, c"tmpfs", flags, c"size=0") {
             Ok(()) | Err(Errno::NOENT) => {}
@@ -561,19 +605,26 @@ fn workload_main(plan: &ChildPlan) -> ! {
             Err(e) => die(Stage::Capbset, e),
         }
     }
-    let prog = plan.filter.fprog();
-    // SAFETY: `prog` points at the filter's instructions, which `plan` owns and which outlive
-    // the call; the kernel copies them.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r < 0 {
-        die(Stage::Seccomp, last_errno());
+    if let Some(filter) = &plan.filter {
+        let prog = filter.fprog();
+        // SAFETY: `prog` points at the filter's instructions, which `plan` owns and which
+        // outlive the call; the kernel copies them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if r < 0 {
+            die(Stage::Seccomp, last_errno());
+        }
+    }
+    if plan.ambient.is_some()
+        && let Err(e) = rustix::thread::set_keep_capabilities(true)
+    {
+        die(Stage::Ambient, e);
     }
     // The thread's credentials are the process's in this single-threaded child.
     if let Err(e) = rustix::thread::set_thread_groups(&plan.groups) {
@@ -584,6 +635,25 @@ fn workload_main(plan: &ChildPlan) -> ! {
     }
     if let Err(e) = rustix::thread::set_thread_res_uid(plan.uid, plan.uid, plan.uid) {
         die(Stage::Setuid, e);
+    }
+    if let Some(caps) = plan.ambient {
+        // setresuid to a non-root uid emptied the effective set; the permitted one stayed.
+        let sets = rustix::thread::CapabilitySets {
+            effective: caps,
+            permitted: caps,
+            inheritable: caps,
+        };
+        if let Err(e) = rustix::thread::set_capabilities(None, sets) {
+            die(Stage::Ambient, e);
+        }
+        for cap in 0..=plan.last_cap {
+            let one = CapabilitySet::from_bits_retain(1u64 << cap);
+            if caps.contains(one)
+                && let Err(e) = rustix::thread::configure_capability_in_ambient_set(one, true)
+            {
+                die(Stage::Ambient, e);
+            }
+        }
     }
     set_signal_mask(&empty_sigset());
     // SAFETY: exe is a NUL-terminated string and argv/envp are null-terminated arrays of
@@ -635,6 +705,7 @@ mod tests {
             Session::Detach,
             40,
             false,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -679,6 +750,7 @@ mod tests {
             &user,
             Session::Detach,
             40,
+            false,
             false,
         );
         assert!(matches!(r, Err(SandboxError::Spec(_))));

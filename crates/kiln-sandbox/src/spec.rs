@@ -166,6 +166,12 @@ pub struct RunSpec {
     pub skip_syncs: bool,
     /// Memory and process limits, through a cgroup of the run's own.
     pub limits: crate::Limits,
+    /// BuildKit's insecure mode (`RUN --security=insecure`, granted by the `security.insecure`
+    /// entitlement): the process keeps every capability kiln has (bounding, effective and
+    /// ambient, so a non-root user has them too), no seccomp filter, nothing of `/proc`
+    /// masked or read-only, `/sys` writable, and the host's fuse, loop, kmsg, kvm and tun
+    /// devices in `/dev`. Only for a caller that was asked for it explicitly.
+    pub insecure: bool,
 }
 
 impl RunSpec {
@@ -186,6 +192,7 @@ impl RunSpec {
             interrupt: Interrupt::new(),
             skip_syncs: false,
             limits: crate::Limits::default(),
+            insecure: false,
         }
     }
 }
@@ -232,12 +239,26 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-#[derive(Debug, Default)]
+/// How many sandboxes can run at once under one [`Interrupt`] (a build's `--jobs` is capped
+/// at this).
+pub const MAX_CONCURRENT_RUNS: usize = 64;
+
+#[derive(Debug)]
 struct InterruptState {
-    /// Host pid of the container's pid 1 while it runs, else 0.
-    pid: AtomicI32,
+    /// Host pids of the pid 1s of the containers running now; 0 marks a free slot. Fixed
+    /// slots, because the signal handler may neither lock nor allocate.
+    pids: [AtomicI32; MAX_CONCURRENT_RUNS],
     /// How many times `interrupt` was called.
     requests: AtomicU32,
+}
+
+impl Default for InterruptState {
+    fn default() -> Self {
+        InterruptState {
+            pids: std::array::from_fn(|_| AtomicI32::new(0)),
+            requests: AtomicU32::new(0),
+        }
+    }
 }
 
 /// A handle that stops a run from a signal handler.
@@ -249,8 +270,9 @@ struct InterruptState {
 /// [`run`](crate::run) returns with [`Outcome::interrupted`] set after everything is torn down.
 /// Once interrupted, a handle makes later runs fail with
 /// [`SandboxError::Interrupted`](crate::SandboxError::Interrupted) before they start, so one
-/// handle can be shared by all the steps of a build (clones share the state). Use one handle per
-/// concurrently running sandbox.
+/// handle can be shared by all the steps of a build (clones share the state), including steps
+/// that run at the same time: a request reaches every sandbox running under the handle, up to
+/// [`MAX_CONCURRENT_RUNS`] of them.
 ///
 /// If the caller does not catch the signal and the process dies, the container's pid 1 gets
 /// `SIGKILL` (parent-death signal) and its namespaces go with it; only an empty staging
@@ -264,11 +286,13 @@ impl Interrupt {
         Self::default()
     }
 
-    /// Ask the run to stop. Async-signal-safe: atomics and `kill(2)` only.
+    /// Ask every run under this handle to stop. Async-signal-safe: atomics and `kill(2)` only.
     pub fn interrupt(&self) {
         let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
-        let pid = self.0.pid.load(Ordering::SeqCst);
-        signal(pid, if n == 0 { Signal::TERM } else { Signal::KILL });
+        let sig = if n == 0 { Signal::TERM } else { Signal::KILL };
+        for slot in &self.0.pids {
+            signal(slot.load(Ordering::SeqCst), sig);
+        }
     }
 
     /// Whether [`Interrupt::interrupt`] was called.
@@ -276,19 +300,33 @@ impl Interrupt {
         self.0.requests.load(Ordering::SeqCst) > 0
     }
 
-    /// Publish pid 1's host pid; deliver a request that arrived before it was known.
-    pub(crate) fn attach(&self, pid: i32) {
-        self.0.pid.store(pid, Ordering::SeqCst);
+    /// Publish a pid 1's host pid; deliver a request that arrived before it was known.
+    pub(crate) fn attach(&self, pid: i32) -> Result<(), crate::SandboxError> {
+        let free = self.0.pids.iter().find(|slot| {
+            slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        if free.is_none() {
+            // Callers bound their concurrency below the slot count; this is the backstop.
+            // pid is our unreaped child.
+            signal(pid, Signal::KILL);
+            return Err(crate::SandboxError::TooManyRuns {
+                max: MAX_CONCURRENT_RUNS,
+            });
+        }
         let n = self.0.requests.load(Ordering::SeqCst);
         if n > 0 {
             // pid is our unreaped child.
             signal(pid, if n == 1 { Signal::TERM } else { Signal::KILL });
         }
+        Ok(())
     }
 
-    /// Forget pid 1 before it is reaped, so that a late request never hits a recycled pid.
-    pub(crate) fn detach(&self) {
-        self.0.pid.store(0, Ordering::SeqCst);
+    /// Forget a pid 1 before it is reaped, so that a late request never hits a recycled pid.
+    pub(crate) fn detach(&self, pid: i32) {
+        for slot in &self.0.pids {
+            let _ = slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 }
 
@@ -319,7 +357,7 @@ mod tests {
         let i = Interrupt::new();
         i.interrupt();
         assert!(i.is_interrupted());
-        i.attach(child.id() as i32);
+        i.attach(child.id() as i32).unwrap();
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -331,10 +369,10 @@ mod tests {
     fn first_request_terminates_second_kills_and_detach_forgets() {
         let mut child = sleeper();
         let i = Interrupt::new();
-        i.attach(child.id() as i32);
-        i.detach();
+        i.attach(child.id() as i32).unwrap();
+        i.detach(child.id() as i32);
         i.interrupt(); // detached: nothing is sent
-        i.attach(child.id() as i32); // one request pending: SIGTERM
+        i.attach(child.id() as i32).unwrap(); // one request pending: SIGTERM
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -342,22 +380,39 @@ mod tests {
         );
         let mut child = sleeper();
         let j = Interrupt::new();
-        j.attach(child.id() as i32);
+        j.attach(child.id() as i32).unwrap();
         j.interrupt();
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGTERM)
         );
-        j.detach();
+        j.detach(child.id() as i32);
         j.interrupt(); // second request, nothing attached
         let mut child = sleeper();
-        j.attach(child.id() as i32); // two requests already: SIGKILL
+        j.attach(child.id() as i32).unwrap(); // two requests already: SIGKILL
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGKILL)
         );
+    }
+
+    #[test]
+    fn one_request_reaches_every_attached_run() {
+        let mut first = sleeper();
+        let mut second = sleeper();
+        let i = Interrupt::new();
+        i.attach(first.id() as i32).unwrap();
+        i.clone().attach(second.id() as i32).unwrap();
+        i.interrupt();
+        for child in [&mut first, &mut second] {
+            let status = child.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGTERM)
+            );
+        }
     }
 
     #[test]

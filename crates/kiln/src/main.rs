@@ -13,7 +13,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
-    init_logging(&cli.log_level);
+    if let Err(err) = init_logging(&cli.log_level) {
+        cmd::report_error(&err);
+        return ExitCode::FAILURE;
+    }
     // Before any thread starts. As a normal user there is nothing kiln could mount anyway.
     if rustix::process::geteuid().is_root()
         && let Err(err) = kiln_sandbox::namespaces::enter_private_mount_namespace()
@@ -46,13 +49,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Library logs (`tracing`) go to stderr at the `--log-level` given; `KILN_LOG` may refine it
 /// per module (`kiln_registry=debug`).
-fn init_logging(level: &str) {
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    if !["error", "warn", "info", "debug", "trace", "off"].contains(&level) {
+        anyhow::bail!("--log-level {level}: expected error, warn, info, debug or trace");
+    }
     let filter = std::env::var("KILN_LOG").unwrap_or_else(|_| level.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .map_err(|e| anyhow::anyhow!("KILN_LOG={filter}: {e}"))?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    Ok(())
 }

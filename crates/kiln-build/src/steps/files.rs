@@ -12,9 +12,9 @@ use kiln_layer::{ApplyMode, ApplyOptions};
 use sha2::{Digest as _, Sha256};
 
 use super::stage::{StageState, StepContext, commit_upper, push_history};
-use super::stage_by_name;
 use crate::Error;
 use crate::copy::{self, CopyOptions, Matched, SourceRoot};
+use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Where a COPY or ADD reads from, resolved before the cache lookup.
@@ -138,7 +138,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         (Origin::Staged(dir), names)
     } else if let Some(from) = from {
         if let Some(dep) = stage_by_name(builder_stages(ctx), &from, ctx.stage_index) {
-            let dep_state = builder.built[dep].as_ref().ok_or_else(|| {
+            let dep_state = builder.built[dep].get().ok_or_else(|| {
                 Error::BadInput(format!("COPY --from={from}: that stage was not built"))
             })?;
             key.update(dep_state.key.as_str().as_bytes());
@@ -150,7 +150,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                 sources.clone(),
             )
         } else {
-            let image = builder.resolve_image(&from).map_err(|_| {
+            let image = builder.resolve_image(&from, &builder.stage_platform(ctx.stage_index)).map_err(|_| {
                 Error::BadInput(format!("COPY --from={from}: no stage of that name before this one, and no image of that name in the store"))
             })?;
             key.update(image.manifest_digest().as_str().as_bytes());
@@ -171,13 +171,15 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     // Only local archives from the context are extracted: a download never is (docker's rule),
     // nor is a heredoc.
     let extract = extract && matches!(origin, Origin::Context(_));
-    let options = copy_options(None, chmod.as_deref(), extract, false)?;
+    let (parents, exclude) = copy_flags(&ctx.inst.value);
+    let options = copy_options(None, chmod.as_deref(), extract, false, exclude)?;
     if let Some(root) = origin.local_root() {
         let src = SourceRoot {
             root,
             ignore: origin.ignore(builder),
         };
-        let matched = match_all(src, &patterns)?;
+        let parents = parents && !matches!(origin, Origin::Staged(_));
+        let matched = match_all(src, &patterns, parents)?;
         key.update(
             copy::write_copy_tar(src, &matched, &dest, None, &options, io::sink())?
                 .as_str()
@@ -217,9 +219,30 @@ impl Origin {
     }
 }
 
+/// `COPY --parents` and the `--exclude` patterns of a COPY or ADD.
+fn copy_flags(inst: &Instruction) -> (bool, &[String]) {
+    match inst {
+        Instruction::Copy(c) => (c.parents, &c.exclude),
+        Instruction::Add(a) => (false, &a.exclude),
+        _ => (false, &[]),
+    }
+}
+
 /// Every source pattern's matches. As BuildKit allows it, a wildcard that matches nothing is
-/// no error when another source matched; a plain path that is missing always is.
-fn match_all(src: SourceRoot<'_>, patterns: &[String]) -> Result<Vec<Matched>, Error> {
+/// no error when another source matched; a plain path that is missing always is. With
+/// `--parents`, each pattern keeps its path ([`copy::match_parents`]).
+pub(crate) fn match_all(
+    src: SourceRoot<'_>,
+    patterns: &[String],
+    parents: bool,
+) -> Result<Vec<Matched>, Error> {
+    if parents {
+        let mut matched = Vec::new();
+        for pattern in patterns {
+            matched.extend(copy::match_parents(src, pattern)?);
+        }
+        return Ok(matched);
+    }
     let mut matched = Vec::new();
     let mut empty_wildcard = None;
     for pattern in patterns {
@@ -258,24 +281,24 @@ fn copy_options(
     chmod: Option<&str>,
     extract: bool,
     keep_owners: bool,
+    exclude: &[String],
 ) -> Result<CopyOptions, Error> {
+    let exclude = crate::context::IgnoreRules::from_patterns(
+        exclude.iter().map(String::as_str),
+        "--exclude",
+    )?;
+    // BuildKit takes an empty value (`--chmod=$UNSET`) as no --chmod.
     let chmod = chmod
-        .map(|mode| {
-            u32::from_str_radix(mode, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    Error::BadInput(format!(
-                        "--chmod={mode}: expected an octal mode such as 755 or 0644"
-                    ))
-                })
-        })
-        .transpose()?;
+        .filter(|mode| !mode.is_empty())
+        .map(copy::Chmod::parse)
+        .transpose()
+        .map_err(|e| Error::BadInput(e.to_string()))?;
     Ok(CopyOptions {
         owner,
         chmod,
         extract_archives: extract,
         keep_owners,
+        exclude,
     })
 }
 
@@ -314,12 +337,20 @@ pub(crate) fn apply(
         .map(|spec| resolve_owner(mount.path(), spec))
         .transpose()?;
     let keep_owners = matches!(plan.origin, Origin::Layers { .. });
-    let options = copy_options(owner, plan.chmod.as_deref(), plan.extract, keep_owners)?;
+    let (parents, exclude) = copy_flags(&ctx.inst.value);
+    let options = copy_options(
+        owner,
+        plan.chmod.as_deref(),
+        plan.extract,
+        keep_owners,
+        exclude,
+    )?;
     let src = SourceRoot {
         root: &source_root,
         ignore: plan.origin.ignore(ctx.builder),
     };
-    let matched = match_all(src, &plan.patterns)?;
+    let parents = parents && !matches!(plan.origin, Origin::Staged(_));
+    let matched = match_all(src, &plan.patterns, parents)?;
     let tar_path = dirs.staging.path().join("copy.tar");
     {
         let file = File::create(&tar_path).map_err(Error::io("create", &tar_path))?;

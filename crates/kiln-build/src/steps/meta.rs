@@ -41,25 +41,14 @@ pub(crate) fn apply(
             }
         }
         Instruction::Expose(words) => {
+            let added = kiln_dockerfile::exposed_ports(words)
+                .map_err(|why| Error::BadInput(format!("EXPOSE: {why}")))?;
             let ports = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-            let mut added = Vec::new();
-            for word in words {
-                for port in parse_ports(word)? {
-                    added.push(port.clone());
-                    ports.insert(port, EmptyObject {});
-                }
+            for port in &added {
+                ports.insert(port.clone(), EmptyObject {});
             }
-            // Go prints a map's keys sorted, and a port once.
-            added.sort();
-            added.dedup();
-            history = format!(
-                "EXPOSE map[{}]",
-                added
-                    .iter()
-                    .map(|p| format!("{p}:{{}}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            // BuildKit's `fmt.Sprintf("EXPOSE %v", ports)` of the list (convert_expose.go).
+            history = format!("EXPOSE [{}]", added.join(" "));
         }
         Instruction::Volume(paths) => {
             let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
@@ -268,37 +257,6 @@ fn argv_or_null(argv: Vec<String>) -> Option<Vec<String>> {
     (!argv.is_empty()).then_some(argv)
 }
 
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (ranges expand, as docker's nat package does).
-pub(crate) fn parse_ports(word: &str) -> Result<Vec<String>, Error> {
-    let bad = || {
-        Error::BadInput(format!(
-            "EXPOSE {word:?}: expected PORT[-PORT][/tcp|/udp|/sctp], e.g. 80 or 8000-8010/udp"
-        ))
-    };
-    let (range, proto) = match word.split_once('/') {
-        Some((range, proto)) => (range, proto.to_lowercase()),
-        None => (word, "tcp".to_owned()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad());
-    }
-    // An IP prefix (`127.0.0.1:80:80`) is not valid in EXPOSE; docker rejects it too.
-    let (start, end) = match range.split_once('-') {
-        Some((a, b)) => (
-            a.parse::<u16>().map_err(|_| bad())?,
-            b.parse::<u16>().map_err(|_| bad())?,
-        ),
-        None => {
-            let p = range.parse::<u16>().map_err(|_| bad())?;
-            (p, p)
-        }
-    };
-    if end < start {
-        return Err(bad());
-    }
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
-}
-
 fn check_signal(signal: &str) -> Result<(), Error> {
     let name = signal.strip_prefix("SIG").unwrap_or(signal);
     let numeric = signal.parse::<u32>().is_ok_and(|n| (1..=64).contains(&n));
@@ -331,22 +289,32 @@ mod tests {
         }
     }
 
+    /// BuildKit's testHistory (dockerfile_history_test.go) and convert_expose.go since
+    /// moby/buildkit 98eab32: `EXPOSE %v` of the port list, in the order of the words (which
+    /// the parser sorted as written), ranges expanded, repeats kept. docker 20.10 printed the
+    /// config's map instead (`EXPOSE map[80/tcp:{} …]`).
     #[test]
-    fn expose_history_lists_ports_as_go_prints_the_map() {
+    fn expose_history_lists_the_ports_as_buildkit_prints_them() {
         let mut state = state();
-        let words = ["9999/sctp", "80", "80"].map(String::from).to_vec();
-        apply(
-            &mut state,
-            &Instruction::Expose(words),
-            "EXPOSE 9999/sctp 80 80",
-        )
-        .unwrap();
+        let words = ["9999/sctp", "80", "80", "127.0.0.1:8080-8081:7000-7001/UDP"]
+            .map(String::from)
+            .to_vec();
+        apply(&mut state, &Instruction::Expose(words), "EXPOSE …").unwrap();
         let last = state.config.history.last().unwrap();
         assert_eq!(
             last.created_by.as_deref(),
-            Some("EXPOSE map[80/tcp:{} 9999/sctp:{}]")
+            Some("EXPOSE [9999/sctp 80/tcp 80/tcp 7000/udp 7001/udp]")
         );
         assert!(last.empty_layer);
+        let ports = state.config.config.as_ref().unwrap().exposed_ports.as_ref();
+        assert_eq!(ports.map(|p| p.len()), Some(4));
+        let err = apply(&mut state, &Instruction::Expose(vec!["80/icmp".into()]), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"invalid port: "80/icmp": invalid proto: icmp"#),
+            "{err}"
+        );
     }
 
     #[test]
@@ -397,23 +365,5 @@ mod tests {
     fn an_empty_exec_form_is_null() {
         assert_eq!(argv_or_null(vec![]), None);
         assert_eq!(argv_or_null(vec!["sh".into()]), Some(vec!["sh".to_owned()]));
-    }
-
-    #[test]
-    fn ports_expand_like_docker() {
-        assert_eq!(parse_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(parse_ports("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(
-            parse_ports("8000-8002").unwrap(),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        for bad in ["80/icmp", "x", "90-80"] {
-            let err = parse_ports(bad).unwrap_err();
-            assert!(
-                matches!(&err, Error::BadInput(why)
-                    if why.starts_with(&format!("EXPOSE {bad:?}: expected PORT[-PORT]"))),
-                "{err:?}"
-            );
-        }
     }
 }

@@ -11,15 +11,19 @@ mod meta;
 mod run;
 mod stage;
 
-use std::collections::BTreeSet;
-
-use kiln_dockerfile::{Instruction, Stage};
-use kiln_image::{Image, Reference, Store};
+use kiln_dockerfile::Instruction;
+use kiln_image::{Descriptor, Image, Platform, Reference, Store};
 
 pub use stage::StageState;
 
 use crate::Error;
 use crate::context::Context;
+use crate::plan::{BuildPlan, PlanRequest};
+use crate::solve::{Node, Slots};
+
+/// The PATH of an image that has none (docker's and BuildKit's default).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -38,6 +42,11 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--jobs`: units of work (RUN steps, copies, pulls) at once.
+    pub jobs: usize,
+    /// `--platform` of a single-platform build (default: the host's). It sets `TARGETPLATFORM`
+    /// and chooses bases from multi-platform images.
+    pub platform: Option<Platform>,
     /// `--sync`: RUN steps' syncs reach the disk (by default the sandbox makes them no-ops,
     /// see [`kiln_sandbox::RunSpec::skip_syncs`]).
     pub sync: bool,
@@ -51,6 +60,8 @@ pub struct BuildRequest {
     pub network: kiln_sandbox::Network,
     /// `--allow network.host`: `RUN --network=host` may share the host's network.
     pub allow_network_host: bool,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run without the sandbox.
+    pub allow_security_insecure: bool,
     /// `--memory` and `--pids-limit` of every RUN step.
     pub limits: kiln_sandbox::Limits,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
@@ -102,6 +113,17 @@ pub enum Event<'a> {
         /// Wall time.
         seconds: f64,
     },
+    /// Bytes of a registry transfer (a base pull, a cache import) moved so far.
+    Transfer {
+        /// The step that waits for it.
+        id: usize,
+        /// The blob, short.
+        blob: &'a str,
+        /// Bytes moved.
+        done: u64,
+        /// The blob's size, when the transfer starts.
+        total: Option<u64>,
+    },
     /// A parser or build warning.
     Warning {
         /// `file:line: rule: message`.
@@ -109,9 +131,10 @@ pub enum Event<'a> {
     },
 }
 
-/// Receives [`Event`]s.
-pub trait Reporter {
-    /// Called for each event, in order.
+/// Receives [`Event`]s, from the threads of concurrent stages: events of one step come in
+/// order, events of different steps interleave.
+pub trait Reporter: Send + Sync {
+    /// Called for each event.
     fn report(&self, event: Event<'_>);
 }
 
@@ -122,12 +145,131 @@ impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
 }
 
-/// Runs a build and tags the result.
+/// Runs a build for `request.platform` (the host's when unset) and tags the result: parse,
+/// plan (every error is found there), solve.
 pub fn build(
     store: &Store,
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<Image, Error> {
+    let images = stage::ResolvedImages::default();
+    let slots = Slots::new(request.jobs);
+    let platform = request.platform.clone().unwrap_or_else(Platform::host);
+    let image = build_for(store, request, reporter, &images, &slots, &platform)?;
+    for tag in &request.tags {
+        store.tag(&tag.store_name(), &image.descriptor)?;
+    }
+    crate::registry::after_build(store, request, reporter, 0)?;
+    Ok(image)
+}
+
+/// What a multi-platform build made: an index in the store, over one image per platform.
+#[derive(Debug)]
+pub struct MultiPlatform {
+    /// The index.
+    pub index: Descriptor,
+    /// Each platform's image, in the order asked.
+    pub images: Vec<(Platform, Image)>,
+}
+
+/// Builds for several platforms at once, one plan each, sharing the job slots, the resolved
+/// images and the cache (a `FROM --platform=$BUILDPLATFORM` stage is built once), and tags an
+/// index over the results.
+pub fn build_platforms(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+    platforms: &[Platform],
+) -> Result<MultiPlatform, Error> {
+    let images = stage::ResolvedImages {
+        show_platform: true,
+        ..Default::default()
+    };
+    let slots = Slots::new(request.jobs);
+    let results: Vec<Result<Image, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = platforms
+            .iter()
+            .map(|platform| {
+                let (images, slots) = (&images, &slots);
+                scope.spawn(move || build_for(store, request, reporter, images, slots, platform))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::BadInput("a platform's build panicked".into())))
+            })
+            .collect()
+    });
+    let mut built = Vec::new();
+    for (platform, result) in platforms.iter().zip(results) {
+        built.push((platform.clone(), result?));
+    }
+    let index = store.put_index(&built)?;
+    for tag in &request.tags {
+        store.tag(&tag.store_name(), &index)?;
+    }
+    crate::registry::after_build(store, request, reporter, 0)?;
+    Ok(MultiPlatform {
+        index,
+        images: built,
+    })
+}
+
+/// One platform's build: plan, solve, and the target's image in the store (untagged).
+fn build_for(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+    images: &stage::ResolvedImages,
+    slots: &Slots,
+    platform: &Platform,
+) -> Result<Image, Error> {
+    let (stages, build_plan) = prepare(store, request, reporter, images, platform)?;
+    let builder = stage::Builder::new(store, request, reporter, &stages, &build_plan, images);
+    let nodes: Vec<Node> = build_plan
+        .stages
+        .iter()
+        .map(|s| Node {
+            stage: s.index,
+            // Only the base is waited for before the stage starts; a step that reads another
+            // stage waits for it when it comes to it.
+            deps: match s.base {
+                crate::plan::Base::Stage(base) => vec![base],
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    crate::solve::solve(&nodes, slots, &builder)?;
+    builder.finish(build_plan.target)
+}
+
+/// The plan of a build, without building: what `kiln debug plan` prints. Base images are
+/// resolved (pulled if need be), since their ONBUILD triggers and ENV are part of the plan.
+pub fn plan_only(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<BuildPlan, Error> {
+    let platform = request.platform.clone().unwrap_or_else(Platform::host);
+    prepare(
+        store,
+        request,
+        reporter,
+        &stage::ResolvedImages::default(),
+        &platform,
+    )
+    .map(|(_, plan)| plan)
+}
+
+fn prepare(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+    images: &stage::ResolvedImages,
+    platform: &Platform,
+) -> Result<(Vec<kiln_dockerfile::Stage>, BuildPlan), Error> {
     let parsed = kiln_dockerfile::parse(&request.dockerfile)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name)))?;
     for warning in &parsed.warnings {
@@ -138,104 +280,38 @@ pub fn build(
             ),
         });
     }
-    let (meta_args, stages) = kiln_dockerfile::parse_stages(&parsed)
+    if let Ok(notes) = crate::support::check_directives(&parsed.directives) {
+        for text in notes {
+            reporter.report(Event::Warning { text });
+        }
+    }
+    let (_, stages) = kiln_dockerfile::parse_stages(&parsed)
         .map_err(|e| Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile)))?;
-    let notes = crate::support::check_directives(&parsed.directives)
-        .map_err(|e| Error::Dockerfile(format!("{}: {e}", request.dockerfile_name)))?;
-    for text in notes {
-        reporter.report(Event::Warning { text });
-    }
-    for inst in stages.iter().flat_map(|s| &s.instructions) {
-        crate::support::check_instruction(&inst.value).map_err(|e| {
-            Error::Dockerfile(format!(
-                "{}:{}: {e}",
-                request.dockerfile_name,
-                inst.span.start_line()
-            ))
-        })?;
-    }
-    if stages.is_empty() {
-        // BuildKit's words for a Dockerfile of only ARGs and comments.
-        return Err(Error::Dockerfile(format!(
-            "{}: dockerfile contains no stages to build (it needs a FROM)",
-            request.dockerfile_name
-        )));
-    }
-    let target = match &request.target {
-        Some(name) => stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(name.to_lowercase().as_str()))
-            .ok_or_else(|| {
-                let known: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                Error::BadInput(format!(
-                    "target stage {name:?} is not in the Dockerfile (its named stages: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-            })?,
-        None => stages.len() - 1,
+    let plan_request = PlanRequest {
+        dockerfile_name: &request.dockerfile_name,
+        dockerfile: &request.dockerfile,
+        build_args: &request.build_args,
+        target: request.target.as_deref(),
+        platform: kiln_dockerfile::Platform::new(
+            &platform.os,
+            &platform.architecture,
+            platform.variant.as_deref().unwrap_or_default(),
+        ),
+        allow_security_insecure: request.allow_security_insecure,
     };
-    let mut builder = stage::Builder::new(
-        store, request, reporter, &parsed, &meta_args, &stages, target,
-    )?;
-    let bases = (0..stages.len())
-        .map(|i| builder.expanded_base(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let needed = needed_stages(&stages, &bases, target);
-    for index in needed {
-        builder.build_stage(index)?;
-    }
-    let image = builder.finish(target)?;
-    crate::registry::after_build(store, request, reporter, builder.step_id())?;
-    Ok(image)
-}
-
-/// The stages the target depends on (through `FROM`, `COPY --from` and `RUN --mount from=`),
-/// in file order. BuildKit skips the others, and so does kiln.
-fn needed_stages(stages: &[Stage], bases: &[String], target: usize) -> BTreeSet<usize> {
-    let find = |name: &str| -> Option<usize> {
-        let lower = name.to_lowercase();
-        stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < stages.len()))
+    // The plan asks the executor for images; it has no stages to read yet.
+    let nothing_built = BuildPlan {
+        stages: Vec::new(),
+        target: 0,
+        platform: String::new(),
     };
-    let mut needed = BTreeSet::new();
-    let mut todo = vec![target];
-    while let Some(index) = todo.pop() {
-        if !needed.insert(index) {
-            continue;
-        }
-        let stage = &stages[index];
-        let mut refs: Vec<&str> = vec![bases[index].as_str()];
-        for inst in &stage.instructions {
-            match &inst.value {
-                Instruction::Copy(copy) => refs.extend(copy.from.as_deref()),
-                Instruction::Run(run) => {
-                    refs.extend(run.mounts.iter().filter_map(|m| m.from.as_deref()))
-                }
-                _ => {}
-            }
-        }
-        for name in refs {
-            if let Some(dep) = find(name).filter(|d| *d < index) {
-                todo.push(dep);
-            }
-        }
-    }
-    needed
-}
-
-/// The stage a name refers to: a stage name (`AS name`) or an index, among stages before `before`.
-pub(crate) fn stage_by_name(stages: &[Stage], name: &str, before: usize) -> Option<usize> {
-    let lower = name.to_lowercase();
-    stages[..before]
-        .iter()
-        .position(|s| s.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    let resolver = stage::Builder::new(store, request, reporter, &stages, &nothing_built, images);
+    resolver.prefetch(
+        &crate::plan::likely_images(&parsed, &plan_request),
+        platform,
+    );
+    let build_plan = crate::plan::plan(&parsed, &plan_request, &resolver)?;
+    Ok((stages, build_plan))
 }
 
 /// Applies `--change` instructions (`CMD …`, `ENV …`) to a config, as `docker import` does.

@@ -9,38 +9,32 @@ use kiln_dockerfile::{CommandLine, MountType, RunInstruction};
 use kiln_sandbox::{Network, Rootfs, RunSpec};
 
 use super::stage::{StageState, StepContext, commit_upper};
-use super::stage_by_name;
 use crate::Error;
+use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Lines of output kept for the error of a failing step.
 const TAIL_LINES: usize = 20;
 
-/// What a RUN reads besides its instruction text: it goes into the cache key. A bind mount's
-/// content counts too (the context's files, or the stage or image it comes from), so that a
-/// changed bound file reruns the step, as with BuildKit.
-pub(crate) fn key_material(
+/// What a RUN's bind mounts read, for the cache key: the context's files, or the stage or
+/// image a mount comes from, so that a changed bound file reruns the step, as with BuildKit.
+pub(crate) fn bind_inputs(
     ctx: &StepContext<'_, '_>,
-    state: &StageState,
     run: &RunInstruction,
-) -> Result<String, Error> {
-    let mut material = format!(
-        "env={:?} shell={:?} workdir={} user={} network={:?}",
-        state.vars.run_env(),
-        state.shell(),
-        state.workdir(),
-        state.user(),
-        run.network
-    );
+) -> Result<Vec<(String, kiln_image::Digest)>, Error> {
     let builder = ctx.builder;
+    let mut inputs = Vec::new();
     for mount in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
         let source = crate::context::clean_path(mount.source.as_deref().unwrap_or_default());
         let digest = match &mount.from {
             Some(from) => match stage_by_name(builder.stages(), from, ctx.stage_index)
-                .and_then(|dep| builder.built[dep].as_ref())
+                .and_then(|dep| builder.built[dep].get())
             {
                 Some(dep) => dep.key.clone(),
-                None => builder.resolve_image(from)?.manifest_digest().clone(),
+                None => builder
+                    .resolve_image(from, &builder.stage_platform(ctx.stage_index))?
+                    .manifest_digest()
+                    .clone(),
             },
             None => {
                 let Some(root) = builder.request.context.root.as_deref() else {
@@ -56,9 +50,9 @@ pub(crate) fn key_material(
                 crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())?
             }
         };
-        material.push_str(&format!(" bind:{source}={digest}"));
+        inputs.push((format!("bind:{source}"), digest));
     }
-    Ok(material)
+    Ok(inputs)
 }
 
 /// The argv of a RUN: exec form as written; shell form through the shell, with heredocs
@@ -179,6 +173,8 @@ pub(crate) fn run(
     let request = &builder.request;
     spec.skip_syncs = !request.sync;
     spec.limits = request.limits;
+    // Granted in key_material, through check_entitlements.
+    spec.insecure = run.security.as_deref() == Some("insecure");
     spec.network = match run.network.as_deref() {
         None | Some("default") => request.network,
         Some("none") => Network::None,
@@ -441,7 +437,7 @@ fn mount_for(
                     let (layers, diff_ids) =
                         match stage_by_name(builder.stages(), from, ctx.stage_index) {
                             Some(dep) => {
-                                let s = builder.built[dep].as_ref().ok_or_else(|| {
+                                let s = builder.built[dep].get().ok_or_else(|| {
                                     Error::BadInput(format!(
                                         "RUN --mount from={from}: that stage was not built"
                                     ))
@@ -449,7 +445,10 @@ fn mount_for(
                                 (s.layers.clone(), s.config.rootfs.diff_ids.clone())
                             }
                             None => {
-                                let image = builder.resolve_image(from)?;
+                                let image = builder.resolve_image(
+                                    from,
+                                    &builder.stage_platform(ctx.stage_index),
+                                )?;
                                 (
                                     image.manifest.layers.clone(),
                                     image.config.rootfs.diff_ids.clone(),

@@ -1,16 +1,20 @@
-//! One stage at a time: the base, the ONBUILD triggers, then each instruction as a cached step.
+//! One stage of the plan: the base, then each planned step (the base's ONBUILD triggers first)
+//! as a cached step. Stages run concurrently (see [`crate::solve`]), so a [`Builder`] is shared
+//! between threads: what it learns (built stages, resolved images) sits behind locks.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
-use kiln_dockerfile::{Instruction, MetaArg, Parsed, PlatformArgs, Spanned, Stage, Variables};
-use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, Store};
-use sha2::{Digest as _, Sha256};
+use kiln_dockerfile::{Instruction, Spanned, Stage, Variables};
+use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, Platform, Store};
 
-use super::{BuildRequest, Event, Reporter, files, meta, run, stage_by_name};
+use super::{BuildRequest, DEFAULT_PATH, Event, Reporter, files, meta, run};
 use crate::Error;
-
-/// The PATH of an image that has none (docker's and BuildKit's default).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::key::{KeyInput, RunInput};
+use crate::plan::{Base, BuildPlan, ImageFacts, PlannedStage, PlannedStep};
+use crate::solve::{Slots, StageRunner};
 
 /// The image state of a stage after some steps.
 #[derive(Debug, Clone)]
@@ -58,239 +62,305 @@ impl StageState {
     }
 }
 
+/// Runs the stages of a plan: one [`Builder`] per build, shared by the stage threads.
 pub(crate) struct Builder<'a> {
     pub store: &'a Store,
     pub request: &'a BuildRequest,
     pub reporter: &'a dyn Reporter,
-    parsed: &'a Parsed,
+    plan: &'a BuildPlan,
     stages: &'a [Stage],
-    global: Variables,
     /// Final states of the stages built so far.
-    pub built: Vec<Option<StageState>>,
-    step_id: usize,
+    pub built: Vec<OnceLock<StageState>>,
+    /// Set, and waiters woken, when a stage is built or the build is cancelled.
+    finished: Mutex<bool>,
+    finished_changed: Condvar,
+    images: &'a ResolvedImages,
 }
+
+/// Images resolved so far, by name: each is pulled or read once per build, by the plan and the
+/// stages alike. `Err(())`: the pull failed and was reported.
+#[derive(Default)]
+pub(crate) struct ResolvedImages {
+    pub by_name: Mutex<HashMap<String, Arc<OneImage>>>,
+    /// Step numbers, shared by the plans of a multi-platform build.
+    pub step_ids: AtomicUsize,
+    /// Progress labels name the platform (`linux/arm64 stage-1`) when several are built.
+    pub show_platform: bool,
+}
+
+/// One image's resolution: none yet, the image, or a failed pull.
+type OneImage = Mutex<Option<Result<Image, ()>>>;
 
 impl<'a> Builder<'a> {
     pub fn new(
         store: &'a Store,
         request: &'a BuildRequest,
         reporter: &'a dyn Reporter,
-        parsed: &'a Parsed,
-        meta_args: &[MetaArg],
         stages: &'a [Stage],
-        target: usize,
-    ) -> Result<Builder<'a>, Error> {
-        let mut platforms = PlatformArgs::same(kiln_dockerfile::Platform::host());
-        // BuildKit: the target's name, the last stage's when no --target is given; "default"
-        // only for an unnamed last stage.
-        platforms.target_stage = match &stages[target].name {
-            Some(name) => name.clone(),
-            None if target + 1 == stages.len() => "default".into(),
-            None => target.to_string(),
-        };
-        let mut global = Variables::new(&platforms, request.build_args.iter().cloned());
-        global
-            .declare_meta_args(meta_args, parsed.escape)
-            .map_err(|e| {
-                Error::Dockerfile(e.render(&request.dockerfile_name, &request.dockerfile))
-            })?;
-        Ok(Builder {
+        plan: &'a BuildPlan,
+        images: &'a ResolvedImages,
+    ) -> Builder<'a> {
+        Builder {
             store,
             request,
             reporter,
-            parsed,
+            plan,
             stages,
-            global,
-            built: vec![None; stages.len()],
-            step_id: 0,
-        })
-    }
-
-    fn dockerfile_error(&self, e: kiln_dockerfile::InstructionError) -> Error {
-        Error::Dockerfile(e.render(&self.request.dockerfile_name, &self.request.dockerfile))
-    }
-
-    /// The base of stage `index` with the global ARGs expanded (`FROM stage-$TARGETOS`).
-    pub fn expanded_base(&self, index: usize) -> Result<String, Error> {
-        let stage = &self.stages[index];
-        // A copy: expanding a FROM applies nothing the stage's own build needs.
-        let from = self
-            .global
-            .clone()
-            .expand_and_apply(&stage.from, self.parsed.escape)
-            .map_err(|e| self.dockerfile_error(e))?;
-        match from.value {
-            Instruction::From(from_inst) => Ok(from_inst.base),
-            _ => Ok(stage.base.clone()),
+            built: (0..stages.len()).map(|_| OnceLock::new()).collect(),
+            finished: Mutex::new(false),
+            finished_changed: Condvar::new(),
+            images,
         }
     }
 
-    pub fn build_stage(&mut self, index: usize) -> Result<(), Error> {
-        let stage = &self.stages[index];
-        let label = stage.name.clone().unwrap_or_else(|| index.to_string());
-        let total = stage.instructions.len();
-        let from = self
-            .global
-            .expand_and_apply(&stage.from, self.parsed.escape)
-            .map_err(|e| self.dockerfile_error(e))?;
-        let Instruction::From(from_inst) = &from.value else {
-            return Err(Error::BadInput(format!(
-                "stage {label} does not start with FROM"
-            )));
+    fn planned(&self, index: usize) -> Result<&'a PlannedStage, Error> {
+        self.plan
+            .stage(index)
+            .ok_or_else(|| Error::BadInput(format!("stage {index} is not in the build plan")))
+    }
+
+    pub fn build_stage(&self, index: usize, slots: &Slots) -> Result<(), Error> {
+        let planned = self.planned(index)?;
+        let label = if self.images.show_platform {
+            format!("{} {}", planned.platform, planned.label)
+        } else {
+            planned.label.clone()
         };
-        let id = self.next_step(&label, 0, total, &stage.from.original);
+        let label = label.as_str();
+        // BuildKit counts the FROM as the stage's first step: `[stage-1 1/3] FROM …`.
+        let total = planned.steps.len() + 1;
+        let id = self.next_step(label, 1, total, &planned.from.original);
         let started = Instant::now();
-        let mut state = self.base_state(index, &from_inst.base, &from)?;
+        let mut state = self.base_state(planned, slots)?;
+        // The base's ONBUILD triggers are steps of the plan; the new image does not keep them.
+        if let Some(config) = state.config.config.as_mut() {
+            config.on_build = None;
+        }
         self.reporter.report(Event::Done {
             id,
             seconds: started.elapsed().as_secs_f64(),
         });
-
-        // ONBUILD triggers of the base run first, then are dropped from the new image.
-        let triggers = state
-            .config
-            .config
-            .as_mut()
-            .and_then(|c| c.on_build.take())
-            .unwrap_or_default();
-        for trigger in triggers {
-            let parsed = kiln_dockerfile::parse(&trigger).map_err(|e| {
-                Error::Dockerfile(format!(
-                    "ONBUILD trigger {trigger:?} of the base image: {}",
-                    e.render("ONBUILD")
-                ))
-            })?;
-            for node in &parsed.nodes {
-                let inst = kiln_dockerfile::parse_instruction(node).map_err(|e| {
-                    Error::Dockerfile(format!(
-                        "ONBUILD trigger of the base image: {}",
-                        e.render("ONBUILD", &trigger)
-                    ))
-                })?;
-                self.step(&label, 0, total, &mut state, &inst, index)?;
+        for (i, step) in planned.steps.iter().enumerate() {
+            if self.request.interrupt.is_interrupted() {
+                return Err(Error::Interrupted);
             }
+            self.step(label, i + 2, total, &mut state, step, index, slots)?;
         }
-        for (i, inst) in stage.instructions.iter().enumerate() {
-            self.step(&label, i + 1, total, &mut state, inst, index)?;
-        }
-        self.built[index] = Some(state);
+        self.built[index]
+            .set(state)
+            .map_err(|_| Error::BadInput(format!("stage {label} was built twice")))?;
+        let _lock = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        self.finished_changed.notify_all();
         Ok(())
     }
 
-    fn next_step(&mut self, stage: &str, index: usize, total: usize, text: &str) -> usize {
-        self.step_id += 1;
+    /// Waits until stage `index` is built: a step that reads another stage (`COPY --from`)
+    /// waits there, not at the start of its own stage, so that the steps before it run
+    /// meanwhile, as BuildKit's graph of steps allows.
+    fn wait_for_stage(&self, index: usize) -> Result<&StageState, Error> {
+        let mut cancelled = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(state) = self.built[index].get() {
+                return Ok(state);
+            }
+            if *cancelled {
+                return Err(Error::Interrupted);
+            }
+            cancelled = self
+                .finished_changed
+                .wait(cancelled)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn next_step(&self, stage: &str, index: usize, total: usize, text: &str) -> usize {
+        let id = self.images.step_ids.fetch_add(1, Ordering::SeqCst) + 1;
         self.reporter.report(Event::Step {
-            id: self.step_id,
+            id,
             stage,
             index,
             total,
             text,
         });
-        self.step_id
+        id
     }
 
-    fn base_state(
-        &mut self,
-        index: usize,
-        base: &str,
-        from: &Spanned<Instruction>,
-    ) -> Result<StageState, Error> {
-        let mut vars = self.global.for_stage();
-        if base == "scratch" {
-            // BuildKit's empty image: `/` as the working dir and the default PATH.
-            let mut config = ImageConfig::scratch();
-            let container = config.container();
-            container.working_dir = "/".into();
-            container.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
-            vars.set_base_env([format!("PATH={DEFAULT_PATH}")]);
-            return Ok(StageState {
-                config,
-                layers: Vec::new(),
-                key: Digest::of(b"scratch"),
-                vars,
-                cmd_set: false,
-            });
+    fn base_state(&self, planned: &PlannedStage, slots: &Slots) -> Result<StageState, Error> {
+        let vars = planned.base_vars.clone();
+        match &planned.base {
+            Base::Scratch => {
+                // BuildKit's empty image: `/` as the working dir and the default PATH, for the
+                // stage's platform.
+                let mut config = ImageConfig::scratch();
+                config.os = planned.platform.os.clone();
+                config.architecture = planned.platform.architecture.clone();
+                config.variant = planned.platform.variant.clone();
+                let container = config.container();
+                container.working_dir = "/".into();
+                container.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+                Ok(StageState {
+                    config,
+                    layers: Vec::new(),
+                    key: crate::key::base_key(&planned.platform.to_string(), None),
+                    vars,
+                    cmd_set: false,
+                })
+            }
+            Base::Stage(dep) => {
+                let mut state = self.built[*dep].get().cloned().ok_or_else(|| {
+                    Error::BadInput(format!("stage {dep} was not built before its dependent"))
+                })?;
+                state.vars = vars;
+                state.cmd_set = false;
+                Ok(state)
+            }
+            Base::Image { name, .. } => {
+                let image = {
+                    let _slot = slots.acquire();
+                    self.resolve_image(name, &planned.platform)?
+                };
+                Ok(StageState {
+                    config: image.config.clone(),
+                    layers: image.manifest.layers.clone(),
+                    key: crate::key::base_key(
+                        &planned.platform.to_string(),
+                        Some(image.manifest_digest()),
+                    ),
+                    vars,
+                    cmd_set: false,
+                })
+            }
         }
-        if let Some(dep) = stage_by_name(self.stages, base, index) {
-            let mut state = self.built[dep]
-                .clone()
-                .ok_or_else(|| Error::BadInput(format!("stage {base:?} was not built")))?;
-            // The stage keeps the parent's variables: its ENV and the ARGs it declared (BuildKit).
-            state.cmd_set = false;
-            return Ok(state);
-        }
-        let image = self.resolve_image(base).map_err(|e| match e {
-            Error::Store(kiln_image::Error::ImageNotFound(name)) => Error::BaseNotFound {
-                name,
-                line: from.span.start_line(),
-            },
-            other => other,
-        })?;
-        vars.set_base_env(
-            image
-                .config
-                .env_pairs()
-                .iter()
-                .map(|(k, v)| format!("{k}={v}")),
-        );
-        let key = Digest::of(format!("from {}", image.manifest_digest()).as_bytes());
-        Ok(StageState {
-            config: image.config.clone(),
-            layers: image.manifest.layers.clone(),
-            key,
-            vars,
-            cmd_set: false,
-        })
     }
 
     pub fn stages(&self) -> &'a [Stage] {
         self.stages
     }
 
-    pub fn resolve_image(&self, name: &str) -> Result<Image, Error> {
-        crate::registry::resolve_image(self.store, self.request, name, self.reporter, self.step_id)
+    /// The image of that name, resolved once per build however many stages ask at once: from
+    /// the store, or pulled (then as a step of its own, `[internal] load metadata for NAME`).
+    pub fn resolve_image(&self, name: &str, platform: &Platform) -> Result<Image, Error> {
+        let cell = {
+            let mut images = self
+                .images
+                .by_name
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            images
+                .entry(format!("{name} {platform}"))
+                .or_default()
+                .clone()
+        };
+        // Held while resolving, so that a second asker waits instead of pulling again.
+        let mut resolved = cell.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*resolved {
+            Some(Ok(image)) => return Ok(image.clone()),
+            // The pull failed and said why once; the store's answer is the error now.
+            Some(Err(())) => return Ok(self.store.resolve_platform(name, Some(platform))?),
+            None => {}
+        }
+        let pulls = self.request.registry.as_ref().is_some_and(|r| r.pull);
+        let result = match self.store.resolve_platform(name, Some(platform)) {
+            Ok(image) if !pulls => Ok(image),
+            _ => {
+                let text = format!("load metadata for {name}");
+                let id = self.next_step("internal", 1, 1, &text);
+                let started = Instant::now();
+                let result = crate::registry::resolve_image(
+                    self.store,
+                    self.request,
+                    name,
+                    platform,
+                    self.reporter,
+                    id,
+                );
+                if result.is_ok() {
+                    self.reporter.report(Event::Done {
+                        id,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+                result
+            }
+        };
+        *resolved = Some(result.as_ref().map(Image::clone).map_err(drop));
+        result
     }
 
-    pub fn step_id(&self) -> usize {
-        self.step_id
+    /// Resolves images at once, each on a thread: a plan's bases are pulled concurrently.
+    /// Errors wait for the plan, which asks again and reports them with their line.
+    pub fn prefetch(&self, names: &[String], platform: &Platform) {
+        std::thread::scope(|scope| {
+            for name in names {
+                scope.spawn(move || {
+                    let _ = self.resolve_image(name, platform);
+                });
+            }
+        });
     }
 
+    /// The platform stage `index` builds for (the host's when it is not planned).
+    pub fn stage_platform(&self, index: usize) -> Platform {
+        self.plan
+            .stage(index)
+            .map_or_else(Platform::host, |s| s.platform.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn step(
-        &mut self,
+        &self,
         label: &str,
         index: usize,
         total: usize,
         state: &mut StageState,
-        inst: &Spanned<Instruction>,
+        step: &PlannedStep,
         stage_index: usize,
+        slots: &Slots,
     ) -> Result<(), Error> {
-        let id = self.next_step(label, index, total, &inst.original);
+        for dep in &step.reads {
+            self.wait_for_stage(*dep)?;
+        }
+        let expanded = &step.instruction;
+        let id = self.next_step(label, index, total, &expanded.original);
         let started = Instant::now();
-        let expanded = state
-            .vars
-            .expand_and_apply(inst, self.parsed.escape)
-            .map_err(|e| self.dockerfile_error(e))?;
-        // The Dockerfile's own instructions were checked before the build; a base image's
-        // ONBUILD triggers are met only here.
-        crate::support::check_instruction(&expanded.value)
-            .map_err(|e| Error::Dockerfile(format!("{}: {e}", expanded.original)))?;
+        state.vars = step.vars.clone();
         let ctx = StepContext {
             builder: self,
-            inst: &expanded,
+            inst: expanded,
             id,
             stage_index,
         };
-        let mut key = Sha256::new();
-        key.update(state.key.as_str().as_bytes());
-        key.update(format!("{:?}", expanded.value).as_bytes());
+        let platform = self.stage_platform(stage_index).to_string();
+        let mut input = KeyInput {
+            format: crate::key::KEY_FORMAT,
+            parent: &state.key,
+            platform: &platform,
+            instruction: &expanded.value,
+            run: None,
+            args: None,
+            inputs: Vec::new(),
+        };
+        let (shell, workdir, user) = (state.shell(), state.workdir(), state.user());
+        // Whether the work loads the machine, and so takes a job slot.
+        let mut heavy = true;
         let work: StepWork<'_> = match &expanded.value {
             Instruction::Run(run) => {
-                key.update(run::key_material(&ctx, state, run)?.as_bytes());
+                input.run = Some(RunInput {
+                    env: state.vars.run_env(),
+                    shell,
+                    workdir: &workdir,
+                    user: &user,
+                });
+                input.inputs = run::bind_inputs(&ctx, run)?;
                 Box::new(|state| run::run(&ctx, state, run))
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
-                let plan = files::plan(&ctx, state)?;
-                key.update(plan.key().as_str().as_bytes());
+                // Finding and digesting the sources (or downloading them) is work too.
+                let plan = {
+                    let _slot = slots.acquire();
+                    files::plan(&ctx, state)?
+                };
+                input.inputs = vec![("sources".to_owned(), plan.key().clone())];
                 Box::new(move |state| files::apply(&ctx, state, plan))
             }
             Instruction::Workdir(dir) => {
@@ -298,24 +368,17 @@ impl<'a> Builder<'a> {
                 Box::new(move |state| files::workdir(&ctx, state, &dir))
             }
             Instruction::Arg(defs) => {
-                // Declared by expand_and_apply; only the history records it, with the
-                // Dockerfile's default (not a --build-arg value), as BuildKit does.
-                key.update(format!("{:?}", state.vars.declared_args()).as_bytes());
-                let mut words = Vec::new();
-                for def in defs {
-                    match &def.default {
-                        Some(default) => {
-                            let value = kiln_dockerfile::shell::expand_word(
-                                default,
-                                &state.vars,
-                                self.parsed.escape,
-                            )
-                            .map_err(|e| Error::BadInput(format!("ARG {}: {e}", def.key)))?;
-                            words.push(format!("{}={value}", def.key));
-                        }
-                        None => words.push(def.key.clone()),
-                    }
-                }
+                heavy = false;
+                // Declared by the plan, whose expansion gives each ARG the value it took; the
+                // history records those, as BuildKit's dispatchArg does.
+                input.args = Some(state.vars.declared_args().to_vec());
+                let words: Vec<String> = defs
+                    .iter()
+                    .map(|def| match &def.default {
+                        Some(value) => format!("{}={value}", def.key),
+                        None => def.key.clone(),
+                    })
+                    .collect();
                 let created_by = format!("ARG {}", words.join(" "));
                 Box::new(move |state| {
                     push_history(&mut state.config, created_by, true);
@@ -323,12 +386,21 @@ impl<'a> Builder<'a> {
                 })
             }
             other => {
+                heavy = false;
                 let other = other.clone();
                 Box::new(move |state| meta::apply(state, &other, &ctx.inst.original))
             }
         };
-        let key = Digest::from_hasher(key);
-        let cached = crate::registry::cache_get(self.store, self.request, &key, self.reporter, id)?;
+        let key = input.digest();
+        tracing::debug!(step = id, key = %key, input = %input.canonical(), "cache key");
+        let mut cached =
+            crate::registry::cache_get(self.store, self.request, &key, self.reporter, id)?;
+        let key_lock = slots.key_lock(&key);
+        let _same_key = crate::solve::hold(&key_lock);
+        if cached.is_none() && slots.was_built(&key) {
+            // Another stage ran this very step while this one waited for the key.
+            cached = self.store.cache_get(&key);
+        }
         match cached {
             Some(record) => {
                 state.config = self.store.config(&record.config)?;
@@ -339,7 +411,11 @@ impl<'a> Builder<'a> {
                 self.reporter.report(Event::Cached { id });
             }
             None => {
-                work(state)?;
+                tracing::debug!(step = id, key = %key, "cache miss: no record of this key");
+                {
+                    let _slot = heavy.then(|| slots.acquire());
+                    work(state)?;
+                }
                 let config_digest = self.store.write_blob(&state.config.to_bytes())?;
                 self.store.cache_put(
                     &key,
@@ -348,6 +424,7 @@ impl<'a> Builder<'a> {
                         layers: state.layers.clone(),
                     },
                 )?;
+                slots.mark_built(&key);
                 self.reporter.report(Event::Done {
                     id,
                     seconds: started.elapsed().as_secs_f64(),
@@ -358,10 +435,12 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    pub fn finish(&mut self, target: usize) -> Result<Image, Error> {
+    pub fn finish(&self, target: usize) -> Result<Image, Error> {
         let mut state = self.built[target]
-            .clone()
+            .get()
+            .cloned()
             .ok_or_else(|| Error::BadInput("the target stage was not built".into()))?;
+
         if !self.request.labels.is_empty() {
             let labels = state
                 .config
@@ -380,11 +459,68 @@ impl<'a> Builder<'a> {
             .rev()
             .find_map(|h| h.created.clone())
             .or_else(|| Some(crate::created_timestamp()));
-        let image = self.store.put_image(&state.config, state.layers.clone())?;
-        for tag in &self.request.tags {
-            self.store.tag(&tag.store_name(), &image.descriptor)?;
-        }
-        Ok(image)
+        Ok(self.store.put_image(&state.config, state.layers.clone())?)
+    }
+}
+
+impl crate::plan::Resolver for Builder<'_> {
+    fn image(&self, name: &str, platform: &Platform) -> Result<ImageFacts, Error> {
+        let image = self.resolve_image(name, platform)?;
+        let on_build = image
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.on_build.clone())
+            .unwrap_or_default();
+        Ok(ImageFacts {
+            digest: image.manifest_digest().clone(),
+            env: image
+                .config
+                .env_pairs()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            on_build,
+        })
+    }
+
+    fn check_run_platform(&self, platform: &Platform) -> Result<(), Error> {
+        kiln_sandbox::check_emulation(&platform.architecture).map_err(|why| {
+            Error::BadInput(format!("RUN steps for {platform} cannot run here: {why}"))
+        })
+    }
+
+    fn check_context(
+        &self,
+        keyword: &str,
+        patterns: &[String],
+        parents: bool,
+    ) -> Result<(), Error> {
+        let root = self.request.context.root.as_deref().ok_or_else(|| {
+            Error::BadInput(format!(
+                "{keyword} needs a build context, and none was given (the Dockerfile came on \
+                 stdin): pass a directory instead of `-`"
+            ))
+        })?;
+        let src = crate::copy::SourceRoot {
+            root,
+            ignore: Some(&self.request.context.ignore),
+        };
+        files::match_all(src, patterns, parents).map(drop)
+    }
+}
+
+impl StageRunner for Builder<'_> {
+    fn run_stage(&self, stage: usize, slots: &Slots) -> Result<(), Error> {
+        self.build_stage(stage, slots)
+    }
+
+    fn cancel(&self) {
+        // Twice: a failed build need not wait for steps to end gracefully (SIGKILL).
+        self.request.interrupt.interrupt();
+        self.request.interrupt.interrupt();
+        *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.finished_changed.notify_all();
     }
 }
 

@@ -23,7 +23,7 @@ use crate::text::{to_lower, to_upper, trim_space};
 use flags::{FlagError, Flags};
 
 /// A command in shell form (run through the image's shell) or exec form (a JSON array).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum CommandLine {
     /// `RUN echo hi`: one string for `SHELL` (default `/bin/sh -c`).
     Shell(String),
@@ -68,7 +68,7 @@ impl CommandLine {
 }
 
 /// A `key=value` of `ENV` or `LABEL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyValue {
     /// The key (quotes still in place until expanded).
     pub key: String,
@@ -79,16 +79,17 @@ pub struct KeyValue {
 }
 
 /// One name of an `ARG`, with its default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArgDefinition {
     /// The name.
     pub key: String,
-    /// The default after `=`, if any (unexpanded).
+    /// The default after `=`, if any (unexpanded). After
+    /// [`crate::Variables::expand_and_apply`]: the value the ARG took, final text.
     pub default: Option<String>,
 }
 
 /// A file created from a heredoc by `COPY`/`ADD` (`COPY <<EOF /dest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InlineSource {
     /// The heredoc name, used as the file name.
     pub name: String,
@@ -99,7 +100,7 @@ pub struct InlineSource {
 }
 
 /// `FROM [--platform=…] image [AS name]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FromInstruction {
     /// The base image or stage name, unexpanded (expanded against the meta ARGs).
     pub base: String,
@@ -110,7 +111,7 @@ pub struct FromInstruction {
 }
 
 /// `RUN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunInstruction {
     /// The command.
     pub command: CommandLine,
@@ -129,7 +130,7 @@ pub struct RunInstruction {
 }
 
 /// `COPY`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CopyInstruction {
     /// Source paths (heredoc sources are in `inline_sources`).
     pub sources: Vec<String>,
@@ -152,7 +153,7 @@ pub struct CopyInstruction {
 }
 
 /// `ADD`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AddInstruction {
     /// Source paths or URLs (heredoc sources are in `inline_sources`).
     pub sources: Vec<String>,
@@ -177,7 +178,7 @@ pub struct AddInstruction {
 }
 
 /// `HEALTHCHECK`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum HealthcheckInstruction {
     /// `HEALTHCHECK NONE`: disable the base image's check.
     Disable,
@@ -187,7 +188,7 @@ pub enum HealthcheckInstruction {
 
 /// The options and command of `HEALTHCHECK CMD`. Zero durations and retries mean "not set"
 /// (inherit the default), as in the image config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthcheckConfig {
     /// The command.
     pub command: CommandLine,
@@ -220,7 +221,7 @@ impl HealthcheckInstruction {
 }
 
 /// One Dockerfile instruction, typed. Values are as written until [`Instruction::expand`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Instruction {
     /// `FROM`.
     From(FromInstruction),
@@ -261,7 +262,7 @@ pub enum Instruction {
 }
 
 /// `ONBUILD <instruction>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OnbuildInstruction {
     /// The trigger as it goes into the image config (`RUN echo hi`, heredocs appended).
     pub expression: String,

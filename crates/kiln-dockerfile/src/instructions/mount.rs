@@ -4,7 +4,7 @@ use super::values::{csv_fields, parse_go_bool, parse_ram_bytes};
 use crate::error::suggest;
 
 /// What a `--mount` mounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum MountType {
     /// A directory of the build context or of another stage/image (the default).
     #[default]
@@ -33,7 +33,7 @@ impl MountType {
 }
 
 /// How concurrent builds share a cache mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum CacheSharing {
     /// Many writers at once (the default).
     Shared,
@@ -44,7 +44,7 @@ pub enum CacheSharing {
 }
 
 /// One `--mount` of a `RUN`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Mount {
     /// `type=`; bind when absent.
     pub kind: MountType,

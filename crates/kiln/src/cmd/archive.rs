@@ -80,6 +80,10 @@ pub struct SaveArgs {
     /// next save or push). Layers kiln built are stored uncompressed.
     #[arg(long, value_enum, default_value_t = CompressArg::None)]
     pub compress: CompressArg,
+    /// Save this platform's image of a multi-platform image (needed for --format docker).
+    /// Without it, OCI formats keep the whole index.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 /// Layer compression of `kiln save`.
@@ -95,30 +99,66 @@ pub enum CompressArg {
 
 /// Writes images out of the store.
 pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
-    let mut images: Vec<(Image, Vec<String>)> = Vec::new();
-    for name in &args.images {
-        let image = store.resolve(name)?;
-        // A name, not an id, is carried into the archive so that `docker load` tags it.
-        let names = if store.list()?.iter().any(|t| {
-            name.parse::<kiln_image::Reference>()
-                .is_ok_and(|r| r.store_name() == t.name)
-        }) {
-            vec![name.clone()]
-        } else {
-            Vec::new()
-        };
-        images.push((image, names));
-    }
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<kiln_image::Platform>)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
     let compression = match args.compress {
         CompressArg::None => kiln_layer::Compression::None,
         CompressArg::Gzip => kiln_layer::Compression::Gzip,
         CompressArg::Zstd => kiln_layer::Compression::Zstd,
     };
+    let mut images: Vec<(Image, Vec<String>)> = Vec::new();
+    let mut indexes = Vec::new();
+    for name in &args.images {
+        let tagged = store.list()?.into_iter().find(|t| {
+            name.parse::<kiln_image::Reference>()
+                .is_ok_and(|r| r.store_name() == t.name)
+        });
+        // A name, not an id, is carried into the archive so that `docker load` tags it.
+        let names = if tagged.is_some() {
+            vec![name.clone()]
+        } else {
+            Vec::new()
+        };
+        let multi = tagged
+            .as_ref()
+            .filter(|t| kiln_image::is_index(&t.descriptor.media_type));
+        match (multi, &platform) {
+            (Some(tagged), None) => {
+                anyhow::ensure!(
+                    args.format != SaveFormatArg::Docker,
+                    "{name} is a multi-platform image, and docker's archive holds one platform \
+                     per image: choose one with --platform, or save --format oci"
+                );
+                let mut platforms = Vec::new();
+                let mut members = Vec::new();
+                for (p, image) in store.platform_images(&tagged.descriptor)? {
+                    platforms.push(p.unwrap_or_else(|| image.config.platform()));
+                    members.push((image, Vec::new()));
+                }
+                let members = archive::compress_for_export(store, members, compression)?;
+                let entries: Vec<(kiln_image::Platform, Image)> = platforms
+                    .into_iter()
+                    .zip(members.into_iter().map(|(image, _)| image))
+                    .collect();
+                let index = store.put_index(&entries)?;
+                indexes.push(archive::SavedIndex {
+                    index,
+                    images: entries.into_iter().map(|(_, image)| image).collect(),
+                    names,
+                });
+            }
+            _ => images.push((store.resolve_platform(name, platform.as_ref())?, names)),
+        }
+    }
     let images = archive::compress_for_export(store, images, compression)?;
     let format = match args.format {
         SaveFormatArg::OciDir => {
             let dir = args.output.context("--format oci-dir needs -o DIR")?;
-            archive::save_oci_dir(store, &images, &dir)?;
+            archive::save_oci_dir(store, &images, &indexes, &dir)?;
             return Ok(ExitCode::SUCCESS);
         }
         SaveFormatArg::Docker => SaveFormat::Docker,
@@ -133,9 +173,10 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(std::path::Path::new("."));
             let mut file = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("create a file in {}", dir.display()))?;
-            archive::save(
+            archive::save_with_indexes(
                 store,
                 &images,
+                &indexes,
                 format,
                 io::BufWriter::with_capacity(1 << 20, file.as_file_mut()),
             )?;
@@ -154,9 +195,10 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                 "refusing to write an archive to a terminal: pass -o FILE or pipe it"
             );
             let mut lock = stdout.lock();
-            archive::save(
+            archive::save_with_indexes(
                 store,
                 &images,
+                &indexes,
                 format,
                 io::BufWriter::with_capacity(1 << 20, &mut lock),
             )?;
@@ -182,11 +224,21 @@ pub struct ImportArgs {
     /// A commit message for the history entry.
     #[arg(short, long)]
     pub message: Option<String>,
+    /// The platform the rootfs is for (default: the host's). When NAME already names an
+    /// image of another platform, NAME becomes an index of both (a multi-platform base).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 /// Makes a one-layer image from a rootfs tarball.
 pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let name: kiln_image::Reference = args.name.parse()?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<kiln_image::Platform>)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
     let input: Box<dyn Read> = if args.file == "-" {
         Box::new(io::stdin().lock())
     } else {
@@ -209,9 +261,46 @@ pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Resu
         })),
         ..History::default()
     });
+    if let Some(platform) = &platform {
+        config.os = platform.os.clone();
+        config.architecture = platform.architecture.clone();
+        config.variant = platform.variant.clone();
+    }
     kiln_build::apply_changes(&mut config, &args.change)?;
     let image = store.put_image(&config, vec![layer])?;
-    store.tag(&name.store_name(), &image.descriptor)?;
+    let store_name = name.store_name();
+    match platform.and_then(|p| other_platforms(store, &store_name, &p).map(|o| (p, o))) {
+        Some((platform, mut others)) if !others.is_empty() => {
+            others.push((platform, image.clone()));
+            let index = store.put_index(&others)?;
+            store.tag(&store_name, &index)?;
+            let list: Vec<String> = others.iter().map(|(p, _)| p.to_string()).collect();
+            // On stderr: stdout carries only the image id, for scripts.
+            let _ = writeln!(
+                io::stderr(),
+                "{store_name} is an index of {}",
+                list.join(", ")
+            );
+        }
+        _ => store.tag(&store_name, &image.descriptor)?,
+    }
     out.line(image.id().as_str())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The images `name` has for platforms other than `platform`, if it names any.
+fn other_platforms(
+    store: &Store,
+    name: &str,
+    platform: &kiln_image::Platform,
+) -> Option<Vec<(kiln_image::Platform, kiln_image::Image)>> {
+    let tagged = store.list().ok()?.into_iter().find(|t| t.name == name)?;
+    let images = store.platform_images(&tagged.descriptor).ok()?;
+    Some(
+        images
+            .into_iter()
+            .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
+            .filter(|(p, _)| !(p.matches(platform) && platform.matches(p)))
+            .collect(),
+    )
 }

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_build::context::Context;
+use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_image::{Reference, Store};
 
 use super::{Output, Progress};
@@ -36,6 +36,10 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run at most N steps (RUN, COPY/ADD, pulls) at once; independent stages build
+    /// concurrently. Default: the number of cores.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
     /// Let RUN steps' fsync, fdatasync, syncfs, sync and sync_file_range reach the disk. By
     /// default they return at once without doing anything: kiln makes each layer durable when
     /// it commits it, and a step cut short is thrown away. KILN_SYNC=1 does the same.
@@ -56,7 +60,9 @@ pub struct BuildArgs {
     /// Push the image to its registry under each `-t` name after the build.
     #[arg(long)]
     pub push: bool,
-    /// The platform of base images pulled from multi-platform indexes (default: the host's).
+    /// Build for these platforms (`linux/amd64,linux/arm64`): one image each, tagged as one
+    /// index; foreign RUN steps run under qemu-user (binfmt_misc). Sets TARGETPLATFORM and
+    /// chooses bases from multi-platform images. Default: the host's.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
     /// Import build cache from a registry: `type=registry,ref=REFERENCE` (repeatable).
@@ -69,7 +75,9 @@ pub struct BuildArgs {
     /// (the host's own: an explicit opt-in) or none.
     #[arg(long, default_value = "default", value_name = "default|host|none")]
     pub network: String,
-    /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network.
+    /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network;
+    /// `security.insecure` lets `RUN --security=insecure` run with every capability, no
+    /// seccomp filter and nothing of /proc masked.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     #[command(flatten)]
@@ -78,7 +86,7 @@ pub struct BuildArgs {
     pub registry: super::registry::RegistryFlags,
 }
 
-fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => match std::env::var(text) {
@@ -138,6 +146,76 @@ fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The context, the Dockerfile's text and its name: `-` reads the Dockerfile from stdin with
+/// no context; otherwise CONTEXT/Dockerfile unless `-f` says otherwise.
+pub fn read_input(
+    context_arg: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<(Context, String, String)> {
+    if context_arg == "-" {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("read the Dockerfile from stdin")?;
+        return Ok((Context::none(), text, "-".to_owned()));
+    }
+    let root = PathBuf::from(context_arg);
+    // docker's default, and its fallback to a lower-case `dockerfile`.
+    let file = file.map(PathBuf::from).unwrap_or_else(|| {
+        let upper = root.join("Dockerfile");
+        let lower = root.join("dockerfile");
+        if !upper.exists() && lower.exists() {
+            lower
+        } else {
+            upper
+        }
+    });
+    let context = Context::open(&root, Some(&file))?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("read the Dockerfile {}", file.display()))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((context, text, name))
+}
+
+/// `--platform a,b`: each checked, none twice.
+fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let mut platforms: Vec<kiln_image::Platform> = Vec::new();
+    for part in text.split(',') {
+        let platform = part
+            .trim()
+            .parse::<kiln_image::Platform>()
+            .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+        anyhow::ensure!(
+            !platforms
+                .iter()
+                .any(|p| p.matches(&platform) && platform.matches(p)),
+            "--platform: {platform} is given twice"
+        );
+        platforms.push(platform);
+    }
+    Ok(platforms)
+}
+
+/// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
+/// handle can stop at once.
+fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
+    let max = kiln_sandbox::MAX_CONCURRENT_RUNS;
+    match given {
+        Some(0) => anyhow::bail!("--jobs 0: give at least 1"),
+        Some(n) if n > max => anyhow::bail!("--jobs {n}: kiln runs at most {max} steps at once"),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(max)),
+    }
+}
+
 /// Builds the image.
 pub fn build(
     store: &Store,
@@ -166,44 +244,21 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
-        let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .context("read the Dockerfile from stdin")?;
-        (Context::none(), text, "-".to_owned())
-    } else {
-        let root = PathBuf::from(&args.context);
-        // docker's default, and its fallback to a lower-case `dockerfile`.
-        let file = args.file.clone().unwrap_or_else(|| {
-            let upper = root.join("Dockerfile");
-            let lower = root.join("dockerfile");
-            if !upper.exists() && lower.exists() {
-                lower
-            } else {
-                upper
-            }
-        });
-        let context = Context::open(&root, Some(&file))?;
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("read the Dockerfile {}", file.display()))?;
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "Dockerfile".into());
-        (context, text, name)
-    };
+    let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
+    let jobs = jobs(args.jobs)?;
+    let platforms = platforms(args.platform.as_deref())?;
     let network = args
         .network
         .parse::<kiln_sandbox::Network>()
         .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
     let mut allow_network_host = false;
+    let mut allow_security_insecure = false;
     for entitlement in &args.allow {
         match entitlement.as_str() {
             "network.host" => allow_network_host = true,
+            "security.insecure" => allow_security_insecure = true,
             other => anyhow::bail!(
-                "--allow {other}: kiln grants only network.host (security.insecure is not \
-                 supported)"
+                "--allow {other}: kiln grants network.host and security.insecure, as BuildKit"
             ),
         }
     }
@@ -217,22 +272,24 @@ pub fn build(
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        jobs,
+        platform: platforms.first().cloned(),
         sync: args.sync,
         labels,
         secrets,
         interrupt,
         network,
         allow_network_host,
+        allow_security_insecure,
         limits: args.limits.limits(),
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,
-            args.platform.as_deref(),
             &args.cache_from,
             args.cache_to.as_deref(),
         )?),
     };
-    let reporter = StepPrinter::new(progress);
+    let reporter = super::progress::BuildView::new(progress);
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)
@@ -243,13 +300,36 @@ pub fn build(
             }
         }
     }
+    if platforms.len() > 1 {
+        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
+        for (platform, image) in &built.images {
+            reporter.line(&format!("{platform}: image {}", image.id()));
+        }
+        reporter.line(&format!("writing index {} done", built.index.digest));
+        for tag in &tags {
+            reporter.line(&format!("naming to {}", tag.store_name()));
+        }
+        if args.push {
+            let (_, first) = &built.images[0];
+            super::registry::push_tags(
+                store,
+                first,
+                Some(&built.images),
+                &tags,
+                &args.registry,
+                progress,
+            )?;
+        }
+        out.line(built.index.digest.as_str())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let image = kiln_build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }
     if args.push {
-        super::registry::push_tags(store, &image, &tags, &args.registry, progress)?;
+        super::registry::push_tags(store, &image, None, &tags, &args.registry, progress)?;
     }
     out.line(image.id().as_str())?;
     Ok(ExitCode::SUCCESS)
@@ -272,7 +352,7 @@ impl StepPrinter {
         }
     }
 
-    fn line(&self, text: &str) {
+    pub fn line(&self, text: &str) {
         if self.quiet {
             return;
         }
@@ -305,6 +385,8 @@ impl Reporter for StepPrinter {
             )),
             Event::Done { id, seconds } => self.line(&format!("#{id} DONE {seconds:.1}s")),
             Event::Warning { text } => self.line(&format!("WARN: {text}")),
+            // Plain lines name each blob when it is done (an Output line), not every chunk.
+            Event::Transfer { .. } => {}
         }
     }
 }

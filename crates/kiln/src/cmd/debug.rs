@@ -117,6 +117,50 @@ change; use `parse` for a stable format.",
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the build plan: the stages a build runs, their bases, dependencies and steps.
+    #[command(
+        long_about = "Plan a build without running it and print the plan: the stages the target\n\
+needs (others are skipped, as BuildKit skips them), each with its base, the stages it\n\
+waits for, and its steps with their variables expanded, the base image's ONBUILD triggers\n\
+first. Stages that do not wait for each other build concurrently. Every error a build\n\
+would meet in the Dockerfile (an unknown stage or target, a missing context file, a flag\n\
+kiln does not implement) is reported here. Base images come from the local store; none is\n\
+pulled.",
+        after_help = "Examples:\n  \
+kiln debug plan examples/python-base\n  \
+kiln debug plan --target builder --format json .\n  \
+kiln debug plan --format dot . | dot -Tsvg > plan.svg"
+    )]
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The build context directory, or `-` to read the Dockerfile from stdin.
+    #[arg(value_name = "CONTEXT")]
+    context: String,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Plan up to this stage.
+    #[arg(long)]
+    target: Option<String>,
+    /// Set a build-time variable (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanFormat {
+    /// One block per stage.
+    Text,
+    /// The plan as JSON.
+    Json,
+    /// A Graphviz graph of the stages.
+    Dot,
 }
 
 #[derive(Debug, Args)]
@@ -139,8 +183,8 @@ fn parse_escape(s: &str) -> Result<char, String> {
     }
 }
 
-/// Runs `kiln debug`.
-pub fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
+/// Runs `kiln debug`; `root` is the store that `plan` reads base images from.
+pub fn run(args: DebugArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
     match args.command {
         DebugCommand::Parse {
             file,
@@ -151,7 +195,50 @@ pub fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
         DebugCommand::Expand(w) => expand(&w, false),
         DebugCommand::Words(w) => expand(&w, true),
         DebugCommand::Instructions { file } => instructions(&file),
+        DebugCommand::Plan(plan_args) => plan(&plan_args, root),
     }
+}
+
+fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let store = kiln_image::Store::open(root)
+        .with_context(|| format!("open the store at {}", root.display()))?;
+    let _lock = store.lock_shared()?;
+    let (context, dockerfile, dockerfile_name) =
+        super::build::read_input(&args.context, args.file.as_deref())?;
+    let build_args = args
+        .build_args
+        .iter()
+        .map(|a| super::build::key_value("--build-arg", a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let request = kiln_build::BuildRequest {
+        dockerfile,
+        dockerfile_name,
+        context,
+        tags: Vec::new(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: false,
+        jobs: 1,
+        platform: None,
+        sync: false,
+        labels: Vec::new(),
+        secrets: Vec::new(),
+        interrupt: kiln_sandbox::Interrupt::new(),
+        network: kiln_sandbox::Network::default(),
+        allow_network_host: false,
+        allow_security_insecure: false,
+        limits: kiln_sandbox::Limits::default(),
+        registry: None,
+    };
+    let reporter = super::build::StepPrinter::new(super::Progress::Plain);
+    let plan = kiln_build::plan_only(&store, &request, &reporter)?;
+    let text = match args.format {
+        PlanFormat::Text => plan.to_text(),
+        PlanFormat::Json => format!("{}\n", serde_json::to_string_pretty(&plan)?),
+        PlanFormat::Dot => plan.to_dot(),
+    };
+    io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a Dockerfile (or stdin for `-`).

@@ -8,6 +8,7 @@ mod debug;
 mod image;
 mod init;
 mod lint;
+mod progress;
 mod registry;
 mod run;
 
@@ -49,6 +50,9 @@ pub enum Progress {
     Tty,
     /// Errors only.
     Quiet,
+    /// One JSON object per event on stderr, for tools (`kiln build`; other commands print
+    /// their lines as `{"type":"log",…}` objects).
+    Json,
 }
 
 /// Output formats of listing commands.
@@ -64,7 +68,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Run a command in a new container from an image.
     Run(run::RunArgs),
     /// List images in the store.
@@ -119,7 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok((store, lock))
     };
     match cli.command {
-        Command::Debug(args) => debug::run(args),
+        Command::Debug(args) => debug::run(args, &root),
         Command::Lint(args) => lint::lint(&mut out, args),
         Command::Analyze(args) => analyze::analyze(&root, &mut out, args),
         Command::Init(args) => init::init(&mut out, args),
@@ -136,7 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&root)?;
             image::check(&store, &mut out, args)
         }
-        Command::Build(args) => build::build(&open()?.0, &mut out, cli.progress, args),
+        Command::Build(args) => build::build(&open()?.0, &mut out, cli.progress, *args),
         Command::Run(args) => run::run(&open()?.0, args),
         Command::Images(args) => image::images(&open()?.0, &mut out, args),
         Command::Inspect(args) => image::inspect(&open()?.0, &mut out, args),

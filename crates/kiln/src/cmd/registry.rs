@@ -171,9 +171,28 @@ pub fn push(
     let target = parse_reference(args.target.as_deref().unwrap_or(&args.image))?;
     let registry = client(&args.registry)?;
     let printer = TransferPrinter::new(progress);
-    let pushed = registry
-        .push(store, &image, &target, &printer)
-        .with_context(|| format!("push {target}"))?;
+    // A multi-platform image goes as its index, with every platform's image.
+    let tagged = args
+        .image
+        .parse::<Reference>()
+        .ok()
+        .and_then(|r| {
+            let name = r.store_name();
+            store.list().ok()?.into_iter().find(|t| t.name == name)
+        })
+        .filter(|t| kiln_image::is_index(&t.descriptor.media_type));
+    let pushed = match tagged {
+        Some(tagged) => {
+            let images: Vec<(kiln_image::Platform, kiln_image::Image)> = store
+                .platform_images(&tagged.descriptor)?
+                .into_iter()
+                .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
+                .collect();
+            registry.push_index(store, &images, &target, &printer)
+        }
+        None => registry.push(store, &image, &target, &printer),
+    }
+    .with_context(|| format!("push {target}"))?;
     printer.line(&format!(
         "pushed {target}: digest {} uploaded {} bytes, compressed {} layers",
         pushed.digest, pushed.uploaded, pushed.compressed
@@ -234,6 +253,7 @@ pub struct TransferPrinter {
     quiet: bool,
     stderr: Mutex<io::Stderr>,
     bars: Option<Bars>,
+    json: bool,
 }
 
 struct Bars {
@@ -248,9 +268,10 @@ impl TransferPrinter {
         // Bars need a terminal to draw on; `--progress tty` elsewhere falls back to lines.
         let tty = match progress {
             Progress::Tty | Progress::Auto => io::stderr().is_terminal(),
-            Progress::Plain | Progress::Quiet => false,
+            Progress::Plain | Progress::Quiet | Progress::Json => false,
         };
         TransferPrinter {
+            json: progress == Progress::Json,
             quiet: progress == Progress::Quiet,
             stderr: Mutex::new(io::stderr()),
             bars: tty.then(|| Bars {
@@ -270,7 +291,11 @@ impl TransferPrinter {
             return;
         }
         if let Ok(mut err) = self.stderr.lock() {
-            let _ = writeln!(err, "{text}");
+            if self.json {
+                let _ = writeln!(err, "{}", serde_json::json!({"type": "log", "text": text}));
+            } else {
+                let _ = writeln!(err, "{text}");
+            }
         }
     }
 
@@ -350,18 +375,16 @@ impl Reporter for TransferPrinter {
     }
 }
 
-/// The registry side of `kiln build`: settings, `--pull`, `--platform`, the caches.
+/// The registry side of `kiln build`: settings, `--pull`, the caches.
 pub fn build_registry(
     flags: &RegistryFlags,
     pull: bool,
-    platform: Option<&str>,
     cache_from: &[String],
     cache_to: Option<&str>,
 ) -> anyhow::Result<std::sync::Arc<kiln_build::registry::BuildRegistry>> {
     use kiln_build::registry::{BuildRegistry, parse_cache_spec};
     let mut settings = BuildRegistry::new(load_config(flags)?);
     settings.pull = pull;
-    settings.platform = platform.map(kiln_registry::parse_platform).transpose()?;
     settings.cache_from = cache_from
         .iter()
         .map(|c| parse_cache_spec("--cache-from", c))
@@ -376,6 +399,7 @@ pub fn build_registry(
 pub fn push_tags(
     store: &Store,
     image: &kiln_image::Image,
+    multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
     tags: &[Reference],
     flags: &RegistryFlags,
     progress: Progress,
@@ -387,9 +411,11 @@ pub fn push_tags(
     let registry = client(flags)?;
     let printer = TransferPrinter::new(progress);
     for tag in tags {
-        let pushed = registry
-            .push(store, image, tag, &printer)
-            .with_context(|| format!("push {tag}"))?;
+        let pushed = match multi_platform {
+            Some(images) => registry.push_index(store, images, tag, &printer),
+            None => registry.push(store, image, tag, &printer),
+        }
+        .with_context(|| format!("push {tag}"))?;
         printer.line(&format!(
             "pushed {tag}: digest {} uploaded {} bytes, compressed {} layers",
             pushed.digest, pushed.uploaded, pushed.compressed

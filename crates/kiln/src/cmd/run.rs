@@ -37,6 +37,10 @@ pub struct RunArgs {
     pub network: String,
     #[command(flatten)]
     pub limits: super::LimitFlags,
+    /// The platform to run from a multi-platform image (default: the host's); a foreign one
+    /// runs under qemu-user (binfmt_misc).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -46,7 +50,19 @@ pub struct RunArgs {
 
 /// Runs the container and returns its exit code as ours.
 pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let image = store.resolve(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<kiln_image::Platform>)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+    let image = store.resolve_platform(&args.image, platform.as_ref())?;
+    let actual = image.config.platform();
+    if !actual.architecture.is_empty() && !actual.matches(&kiln_image::Platform::host()) {
+        kiln_sandbox::check_emulation(&actual.architecture).map_err(|why| {
+            anyhow::anyhow!("{} is {actual}, which cannot run here: {why}", args.image)
+        })?;
+    }
     let config = image.config.config.clone().unwrap_or_default();
     let mut argv = config.entrypoint.clone().unwrap_or_default();
     if args.command.is_empty() {

@@ -99,6 +99,20 @@ struct Case {
     /// Modes the test gives these context directories first (git keeps no directory modes,
     /// and a checkout's depend on the umask).
     dir_modes: &'static [(&'static str, u32)],
+    /// History lines that docker 20.10's BuildKit writes in an older form than the current
+    /// reference: (20.10's line, the reference's line), `created_by` only, with `{port}`,
+    /// `{platform}`, `{os}` and `{arch}` filled in. kiln is held to the reference; each 20.10
+    /// line must still be in BuildKit's history, so that the pair stays true. (EXPOSE lines
+    /// need no pair: see `expose_as_docker_20_10`.)
+    newer_history: &'static [(&'static str, &'static str)],
+    /// Paths whose mode docker 20.10's BuildKit sets otherwise than the current reference:
+    /// (path, 20.10's mode, the reference's mode). As with `newer_history`, kiln is held to
+    /// the reference, and 20.10's mode must still be what BuildKit gives.
+    newer_modes: &'static [(&'static str, u32, u32)],
+    /// Directories whose entries below them the current reference gives an owner that docker
+    /// 20.10's BuildKit does not: (directory, uid, gid). At least one entry below must have
+    /// another owner in 20.10's image, so that the note stays true.
+    newer_owners: &'static [(&'static str, u64, u64)],
 }
 
 const fn case(name: &'static str) -> Case {
@@ -111,6 +125,9 @@ const fn case(name: &'static str) -> Case {
         base: None,
         flags: &[],
         dir_modes: &[],
+        newer_history: &[],
+        newer_modes: &[],
+        newer_owners: &[],
     }
 }
 
@@ -127,6 +144,14 @@ const LEGACY_REINCLUDED_DIRS: &str = "a directory that .dockerignore excludes bu
      reaches into: BuildKit's context keeps it with its own mode, the legacy builder makes it \
      anew, 0755";
 
+/// `ARG PORT` given by `--build-arg PORT={port}`.
+///
+/// The history of an ARG: docker 20.10's BuildKit wrote the Dockerfile's default (`ARG K` when
+/// there is none); the reference writes the value the ARG took, `ARG K=<--build-arg, else the
+/// expanded default, else the global value>` (dockerfile2llb/convert.go `dispatchArg`, whose
+/// default is expanded only when used: BuildKit's testArgDefaultExpansion).
+const ARG_PORT_HISTORY: &[(&str, &str)] = &[("ARG PORT", "ARG PORT={port}")];
+
 /// In build order: bases (cmdbase, onbuild-base) before the cases that use them.
 const CASES: &[Case] = &[
     Case {
@@ -141,11 +166,18 @@ const CASES: &[Case] = &[
     case("env-forms"),
     Case {
         build_args: &["FLAVOR=spicy", "OVERRIDDEN=from-cli", "VERSION=2.0"],
+        newer_history: &[
+            ("ARG VERSION", "ARG VERSION=2.0"),
+            ("ARG FLAVOR=plain", "ARG FLAVOR=spicy"),
+            ("ARG OVERRIDDEN=default", "ARG OVERRIDDEN=from-cli"),
+            ("ARG FLAVOR=ignored-redeclare", "ARG FLAVOR=spicy"),
+        ],
         ..case("arg-meta-from")
     },
     case("workdir"),
     Case {
         build_args: &["PORT=8443"],
+        newer_history: &[("ARG PORT=8080", "ARG PORT=8443")],
         ..case("expose")
     },
     case("cmd-entrypoint-exec"),
@@ -184,6 +216,9 @@ const CASES: &[Case] = &[
     case("copy-chown"),
     Case {
         legacy: Legacy::CannotBuild("the --chmod option requires BuildKit"),
+        // BuildKit's testCopyChmod: directories that COPY --chmod creates take its mode
+        // (fsutil 183e7fb, 2025); docker 20.10's made them 0755.
+        newer_modes: &[("chmod-dir", 0o755, 0o640), ("added", 0o755, 0o640)],
         ..case("copy-chmod")
     },
     Case {
@@ -206,11 +241,13 @@ const CASES: &[Case] = &[
     case("add-local"),
     Case {
         build_args: &["PORT={port}"],
+        newer_history: ARG_PORT_HISTORY,
         ..case("add-url")
     },
     Case {
         build_args: &["PORT={port}"],
         docker_strips_checksum: true,
+        newer_history: ARG_PORT_HISTORY,
         ..case("add-url-checksum")
     },
     Case {
@@ -231,9 +268,12 @@ const CASES: &[Case] = &[
         legacy: Legacy::Differs(
             &["files"],
             "ADD --chown of a tarball into a new directory: BuildKit chowns the directory it \
-             creates for the destination, the legacy builder leaves it root's (both chown the \
-             extracted entries)",
+             creates for the destination, the legacy builder leaves it root's (neither chowns \
+             the extracted entries)",
         ),
+        // BuildKit's testDockerfileAddChownArchive: today's BuildKit chowns the extracted
+        // entries too (its unpack passes --chown as the untar's ChownOpts); 20.10's did not.
+        newer_owners: &[("owned-tar", 1000, 1000)],
         ..case("add-chown")
     },
     case("escape-directive"),
@@ -246,10 +286,19 @@ const CASES: &[Case] = &[
             "BuildKit: a stage FROM another stage inherits the ARGs declared there, so \
              ${STAGE_ONLY} is set in the child; the legacy builder forgets them",
         ),
+        newer_history: &[("ARG GLOBAL", "ARG GLOBAL=global-default")],
         ..case("stage-inheritance")
     },
     case("copy-symlinks"),
     case("copy-onto-existing"),
+    case("copy-dangling-links"),
+    Case {
+        legacy: Legacy::CannotBuild(
+            "When using COPY with more than one source file, the destination must be a \
+             directory and end with a /",
+        ),
+        ..case("copy-multi-dest")
+    },
     case("copy-dest-forms"),
     case("config-edges"),
     Case {
@@ -274,10 +323,17 @@ const CASES: &[Case] = &[
             "BuildKit gives TARGETPLATFORM, TARGETOS, TARGETARCH and BUILDPLATFORM values; the \
              legacy builder leaves them empty",
         ),
+        newer_history: &[
+            ("ARG TARGETPLATFORM", "ARG TARGETPLATFORM={platform}"),
+            ("ARG TARGETOS", "ARG TARGETOS={os}"),
+            ("ARG TARGETARCH", "ARG TARGETARCH={arch}"),
+            ("ARG BUILDPLATFORM", "ARG BUILDPLATFORM={platform}"),
+        ],
         ..case("platform-args")
     },
     Case {
         build_args: &["PORT={port}"],
+        newer_history: ARG_PORT_HISTORY,
         ..case("add-more")
     },
     case("args-and-words"),
@@ -696,6 +752,104 @@ fn saved(image: &str) -> Saved {
     Saved { paths, history }
 }
 
+/// BuildKit's history as the current reference writes it: docker 20.10's, with the case's
+/// `newer_history` pairs applied. Also the pairs whose 20.10 line is not there (stale notes).
+fn reference_history(case: &Case, port: u16, history: &[String]) -> (Vec<String>, Vec<String>) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let fill = |line: &str| {
+        line.replace("{port}", &port.to_string())
+            .replace("{platform}", &format!("linux/{arch}"))
+            .replace("{os}", "linux")
+            .replace("{arch}", arch)
+    };
+    let mut history = history.to_vec();
+    let mut stale = Vec::new();
+    for (old, new) in case.newer_history {
+        let (old, new) = (fill(old), fill(new));
+        let mut seen = false;
+        for line in &mut history {
+            let (created_by, empty) = match line.strip_suffix(" (empty layer)") {
+                Some(c) => (c, " (empty layer)"),
+                None => (line.as_str(), ""),
+            };
+            if created_by == old {
+                *line = format!("{new}{empty}");
+                seen = true;
+            }
+        }
+        if !seen {
+            stale.push(format!(
+                "  buildkit's history has no {old:?}, which the case says 20.10 writes where the \
+                 reference writes {new:?}: update the case"
+            ));
+        }
+    }
+    (history, stale)
+}
+
+/// BuildKit's files as the current reference makes them: docker 20.10's, with the case's
+/// `newer_modes` and `newer_owners` applied. Also the notes that no longer hold.
+fn reference_files(case: &Case, files: &Listing) -> (Listing, Vec<String>) {
+    let mut files = files.clone();
+    let mut stale = Vec::new();
+    for (path, old, new) in case.newer_modes {
+        match files.get_mut(*path) {
+            Some(entry) if entry.mode == *old => entry.mode = *new,
+            other => stale.push(format!(
+                "  the case says buildkit gives /{path} mode {old:04o} (the reference {new:04o}), \
+                 but it has {other:?}: update the case"
+            )),
+        }
+    }
+    for (dir, uid, gid) in case.newer_owners {
+        let below = format!("{dir}/");
+        let mut changed = false;
+        for (_, entry) in files.iter_mut().filter(|(p, _)| p.starts_with(&below)) {
+            changed |= (entry.uid, entry.gid) != (*uid, *gid);
+            (entry.uid, entry.gid) = (*uid, *gid);
+        }
+        if !changed {
+            stale.push(format!(
+                "  the case says buildkit leaves entries below /{dir} owned otherwise than \
+                 {uid}:{gid}, but all are: update the case"
+            ));
+        }
+    }
+    (files, stale)
+}
+
+/// kiln's EXPOSE history line in docker 20.10's form, to compare with it. The reference writes
+/// `EXPOSE [1234/udp 2375/tcp]`, the port list (BuildKit's testHistory; since moby/buildkit
+/// 98eab32, 2025); 20.10 wrote the config's map, `EXPOSE map[1234/udp:{} 2375/tcp:{}]`: the
+/// same ports, sorted, each once. The list's order is pinned by kiln-build's unit test
+/// `expose_history_lists_the_ports_as_buildkit_prints_them`. `Err` (a line that cannot match)
+/// if kiln wrote the old form.
+fn expose_as_docker_20_10(line: &str) -> Result<String, String> {
+    let (created_by, empty) = match line.strip_suffix(" (empty layer)") {
+        Some(c) => (c, " (empty layer)"),
+        None => (line, ""),
+    };
+    if created_by.starts_with("EXPOSE map[") {
+        return Err(format!(
+            "{line} (kiln wrote docker 20.10's form, not the reference's)"
+        ));
+    }
+    let Some(list) = created_by
+        .strip_prefix("EXPOSE [")
+        .and_then(|l| l.strip_suffix(']'))
+    else {
+        return Ok(line.to_owned());
+    };
+    let ports: BTreeSet<&str> = list.split(' ').filter(|p| !p.is_empty()).collect();
+    // Go prints a map's keys sorted as strings, as a BTreeSet holds them.
+    let map: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+    Ok(format!("EXPOSE map[{}]{empty}", map.join(" ")))
+}
+
 /// Readable differences between two histories (a line diff: what kiln lacks, what it has
 /// extra); empty when they agree.
 fn diff_histories(what: &str, want: &[String], got: &[String]) -> Vec<String> {
@@ -978,19 +1132,24 @@ fn kiln_agrees_with_docker_legacy_and_buildkit() {
             let mut got_config = inspect(&image);
             let got_files = strip(export(&image));
             // The legacy builder writes its own history (`/bin/sh -c #(nop) …`); kiln writes
-            // BuildKit's, empty layers included.
-            // needs: an `ARG …` history entry (empty layer) for each ARG in a stage, as BuildKit
-            // writes it: `ARG NAME` or `ARG NAME=<default as written>` (the Dockerfile's
-            // default, not the --build-arg value). stage.rs `step` runs ARG with no history.
-            // Until then every case with a stage ARG shows `- "ARG …"` lines here.
+            // BuildKit's, empty layers included, in the reference's form (`newer_history`).
             if builder == Builder::Kiln {
-                problems.extend(diff_histories(
-                    &what,
-                    &want_saved.history,
-                    &saved(&image).history,
-                ));
+                let (want, stale) = reference_history(case, setup.port, &want_saved.history);
+                problems.extend(stale);
+                let got: Vec<String> = saved(&image)
+                    .history
+                    .iter()
+                    .map(|l| expose_as_docker_20_10(l).unwrap_or_else(|why| why))
+                    .collect();
+                problems.extend(diff_histories(&what, &want, &got));
             }
-            let mut files_differ = diff_listings(&what, &want_files, &got_files);
+            let mut files_differ = if builder == Builder::Kiln {
+                let (want, stale) = reference_files(case, &want_files);
+                problems.extend(stale);
+                diff_listings(&what, &want, &got_files)
+            } else {
+                diff_listings(&what, &want_files, &got_files)
+            };
             if let (Builder::Legacy, Legacy::Differs(fields, why)) = (builder, case.legacy) {
                 if fields.contains(&"files") {
                     if files_differ.is_empty() {

@@ -116,28 +116,32 @@ fn sigint_during_a_run_stops_everything_and_keeps_the_store() {
     let ctx = write_context(
         &env,
         "long",
-        "FROM busybox\nRUN echo step-started && sleep 600 & wait\n",
+        // Two stages that run at once: Ctrl-C must stop both sandboxes.
+        "FROM busybox AS other\nRUN echo other-started && sleep 600 & wait\n\
+         FROM busybox\nRUN echo step-started && sleep 600 & wait\n\
+         COPY --from=other /etc/passwd /p\n",
     );
     let mut child = env
         .kiln()
-        .args(["build", "-t", "long", &ctx])
+        .args(["build", "--jobs", "2", "-t", "long", &ctx])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
-    // Wait for the step's own output: the container is running.
-    loop {
+    // Wait for both steps' own output: both containers are running.
+    let printed = |seen: &str, text: &str| {
+        seen.lines()
+            .any(|l| l.split_once(' ').is_some_and(|(_, rest)| rest == text))
+    };
+    while !printed(&seen, "step-started") || !printed(&seen, "other-started") {
         let mut line = String::new();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
-            "kiln ended before the step started:\n{seen}"
+            "kiln ended before both steps started:\n{seen}"
         );
         seen.push_str(&line);
-        if line.contains("step-started") {
-            break;
-        }
     }
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),

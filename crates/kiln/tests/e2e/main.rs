@@ -14,6 +14,7 @@ mod hostile;
 mod init;
 mod isolation;
 mod lint;
+mod plan;
 mod python_base;
 mod registry;
 mod run_mounts;

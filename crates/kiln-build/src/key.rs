@@ -1,0 +1,224 @@
+//! Cache keys: the digest of a canonical serialisation of a versioned [`KeyInput`].
+//!
+//! A key must change when, and only when, a step's result could. Keys were once the hash of
+//! Rust's `Debug` output, which a renamed field or a new compiler could change without anyone
+//! noticing; now every input is an explicit field, serialised as JSON in declaration order, and
+//! the golden tests below pin the digests of a few steps. Changing the format is a conscious act:
+//! bump [`KEY_FORMAT`], update the golden digests, and say so in the change's note.
+
+use kiln_dockerfile::Instruction;
+use kiln_image::Digest;
+use serde::Serialize;
+
+/// The version of the key format. Bumping it misses every cached step once.
+///
+/// 1: the first versioned format (keys before it hashed `Debug` output).
+pub const KEY_FORMAT: u32 = 1;
+
+/// Everything a step's key is made of.
+#[derive(Debug, Serialize)]
+pub struct KeyInput<'a> {
+    /// [`KEY_FORMAT`].
+    pub format: u32,
+    /// The key of the step before (or of the stage's base).
+    pub parent: &'a Digest,
+    /// The platform the step builds for (`linux/amd64`).
+    pub platform: &'a str,
+    /// The instruction with its variables expanded.
+    pub instruction: &'a Instruction,
+    /// What a `RUN` runs with besides its text.
+    pub run: Option<RunInput<'a>>,
+    /// `ARG`: the declared args with their values, which later steps see.
+    pub args: Option<Vec<(String, Option<String>)>>,
+    /// Content digests of what the step reads, by role: `sources` (COPY/ADD), `from` (the
+    /// stage or image COPY --from reads), `bind:<source>` (a RUN bind mount).
+    pub inputs: Vec<(String, Digest)>,
+}
+
+/// The process context of a `RUN`.
+#[derive(Debug, Serialize)]
+pub struct RunInput<'a> {
+    /// The environment, as the process gets it (proxy args left out, as BuildKit does).
+    pub env: Vec<String>,
+    /// The shell of shell-form commands.
+    pub shell: Vec<String>,
+    /// The working directory.
+    pub workdir: &'a str,
+    /// The user.
+    pub user: &'a str,
+}
+
+impl KeyInput<'_> {
+    /// The key.
+    pub fn digest(&self) -> Digest {
+        // Serialising plain structs, strings and vectors cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Digest::of(&bytes)
+    }
+
+    /// The canonical bytes, for `--log-level debug` and the golden tests.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The key of a stage's base: an image by its manifest digest, or the empty image.
+pub fn base_key(platform: &str, manifest: Option<&Digest>) -> Digest {
+    #[derive(Serialize)]
+    struct BaseInput<'a> {
+        format: u32,
+        platform: &'a str,
+        image: Option<&'a Digest>,
+    }
+    let input = BaseInput {
+        format: KEY_FORMAT,
+        platform,
+        image: manifest,
+    };
+    Digest::of(&serde_json::to_vec(&input).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instruction(line: &str) -> Instruction {
+        let parsed = kiln_dockerfile::parse(line).unwrap();
+        kiln_dockerfile::parse_instruction(&parsed.nodes[0])
+            .unwrap()
+            .value
+    }
+
+    fn key(parent: &Digest, inst: &Instruction, run: Option<RunInput<'_>>) -> Digest {
+        KeyInput {
+            format: KEY_FORMAT,
+            parent,
+            platform: "linux/amd64",
+            instruction: inst,
+            run,
+            args: None,
+            inputs: Vec::new(),
+        }
+        .digest()
+    }
+
+    fn run_input() -> RunInput<'static> {
+        RunInput {
+            env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()],
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            workdir: "/app",
+            user: "",
+        }
+    }
+
+    // Golden keys: a change here changes every cache key kiln has written. If the change is
+    // meant, bump KEY_FORMAT and update the digests; the note of the change must list it.
+    #[test]
+    fn golden_keys_of_the_seed_dockerfile() {
+        let base = base_key("linux/amd64", Some(&Digest::of(b"a manifest")));
+        assert_eq!(
+            base.as_str(),
+            "sha256:081cbdb053d7766b04758e3523f40500a2f51c44573f68880f8d6d42de8e688d"
+        );
+        let maintainer = key(&base, &instruction("MAINTAINER kiln"), None);
+        assert_eq!(
+            maintainer.as_str(),
+            "sha256:526657d8659f8d23ca3577f303b6d4754b1290f73385f084730144236f5fec14"
+        );
+        let run = key(
+            &maintainer,
+            &instruction(
+                "RUN apt-get update && apt-get install -y python3 && rm -rf /var/lib/apt/lists/*",
+            ),
+            Some(run_input()),
+        );
+        assert_eq!(
+            run.as_str(),
+            "sha256:e6685ad5a310bd63383133865ecf014e39b9760056ffa94644305965c6012191"
+        );
+        let workdir = key(&run, &instruction("WORKDIR /app"), None);
+        assert_eq!(
+            workdir.as_str(),
+            "sha256:5c9ed581e582dddb17f5be37861e9c2d04d5fdb66d481802a3741fb5b1254ab7"
+        );
+        let expose = key(&workdir, &instruction("EXPOSE 80"), None);
+        assert_eq!(
+            expose.as_str(),
+            "sha256:d2bd193ae6ad659e7731853cafd014391cab3ce49f2e200364ef60dc9f4726a7"
+        );
+        let cmd = key(&expose, &instruction(r#"CMD ["bash"]"#), None);
+        assert_eq!(
+            cmd.as_str(),
+            "sha256:52058a5833154f9be9ad62801d03f380625bffe833f98736ffdfc0334db79cf8"
+        );
+    }
+
+    #[test]
+    fn golden_keys_of_copy_arg_and_mounts() {
+        let parent = base_key("linux/amd64", None);
+        let copy = KeyInput {
+            format: KEY_FORMAT,
+            parent: &parent,
+            platform: "linux/amd64",
+            instruction: &instruction("COPY --chmod=644 requirements.txt /app/"),
+            run: None,
+            args: None,
+            inputs: vec![("sources".into(), Digest::of(b"the files"))],
+        };
+        assert_eq!(
+            copy.digest().as_str(),
+            "sha256:d1c7a9d466ef1d51478b455a7729c9dae06937352526b387450e78f4214240c5"
+        );
+        let arg = KeyInput {
+            format: KEY_FORMAT,
+            parent: &parent,
+            platform: "linux/amd64",
+            instruction: &instruction("ARG VERSION=1"),
+            run: None,
+            args: Some(vec![("VERSION".into(), Some("2".into()))]),
+            inputs: Vec::new(),
+        };
+        assert_eq!(
+            arg.digest().as_str(),
+            "sha256:8142dcd999fe9ad68cd6521f6c00837d7a3cb3e348e1e2a5a81a8931356db898"
+        );
+        let mount = key(
+            &parent,
+            &instruction("RUN --mount=type=cache,target=/root/.cache pip install -r r.txt"),
+            Some(run_input()),
+        );
+        assert_eq!(
+            mount.as_str(),
+            "sha256:34137c43d7f0d08f802f9a743fee35870ebd81a09ebb26a163993fc22166b1df"
+        );
+    }
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let parent = base_key("linux/amd64", None);
+        let inst = instruction("RUN make");
+        let reference = key(&parent, &inst, Some(run_input()));
+        let other_parent = base_key("linux/arm64", None);
+        assert_ne!(reference, key(&other_parent, &inst, Some(run_input())));
+        assert_ne!(
+            reference,
+            key(&parent, &instruction("RUN make all"), Some(run_input()))
+        );
+        let mut env = run_input();
+        env.env.push("A=1".into());
+        assert_ne!(reference, key(&parent, &inst, Some(env)));
+        let mut user = run_input();
+        user.user = "nobody";
+        assert_ne!(reference, key(&parent, &inst, Some(user)));
+        let on_arm = KeyInput {
+            format: KEY_FORMAT,
+            parent: &parent,
+            platform: "linux/arm64",
+            instruction: &inst,
+            run: Some(run_input()),
+            args: None,
+            inputs: Vec::new(),
+        };
+        assert_ne!(reference, on_arm.digest());
+    }
+}
