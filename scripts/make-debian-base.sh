@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Makes the Debian bookworm base that examples/python-base builds FROM, without any registry:
 # mmdebstrap builds a minbase rootfs from the Debian archive and `kiln import` stores it.
-# Usage: scripts/make-debian-base.sh [NAME] (default debian:bookworm). Needs root.
+# Usage: scripts/make-debian-base.sh [--arch ARCH] [NAME] (default debian:bookworm). Needs root.
+# --arch arm64 (any Debian architecture) makes that architecture's rootfs (mmdebstrap runs its
+# maintainer scripts under qemu-user: scripts/enable-emulation.sh) and imports it with
+# --platform linux/ARCH, into NAME's index when NAME exists for another platform.
 # Set KILN=path/to/kiln to use a given binary; KILN_ROOT picks the store as usual.
 # The rootfs tarball is cached in KILN_BASE_CACHE (default /var/cache/kiln-bases). A cached
 # tarball is used only if it is the whole file this script wrote (its .sha256 matches) and
 # reads as a tar to the end; anything else there (a directory, an empty or cut-off file) is
 # replaced by a fresh one.
 set -euo pipefail
+arch=
+if [ "${1:-}" = --arch ]; then arch=${2:?--arch needs an architecture}; shift 2; fi
 name=${1:-debian:bookworm}
 kiln=${KILN:-kiln}
 cache=${KILN_BASE_CACHE:-/var/cache/kiln-bases}
-tarball="$cache/debian-bookworm-minbase.tar"
+host_arch=$(dpkg --print-architecture)
+# The host's tarball keeps its old name, so that existing caches stay valid.
+suffix=${arch:+-$arch}
+[ "$arch" = "$host_arch" ] && suffix=
+tarball="$cache/debian-bookworm-minbase$suffix.tar"
 sum="$tarball.sha256"
 
 # Whether $1 is a complete tarball: a regular file whose digest is the one recorded when it
@@ -35,9 +44,9 @@ if ! usable "$tarball"; then
   command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 1; }
   # Temp files from runs that were killed outright (no trap ran) are left over; a run still
   # going has a younger one.
-  find "$cache" -maxdepth 1 -name '.debian-bookworm-minbase.*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+  find "$cache" -maxdepth 1 -name '.debian-bookworm-minbase*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
   # Same directory as the tarball, so the final rename is atomic; removed on any failure.
-  tmp=$(mktemp "$cache/.debian-bookworm-minbase.XXXXXX")
+  tmp=$(mktemp "$cache/.debian-bookworm-minbase$suffix.XXXXXX")
   trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -45,7 +54,7 @@ if ! usable "$tarball"; then
   # is not *.tar makes it write a directory.
   # The same rootfs every time for a given archive state: no apt lists, fixed mtimes.
   SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000} mmdebstrap --variant=minbase --quiet \
-    --format=tar \
+    --format=tar ${arch:+--architectures="$arch"} \
     --aptopt='Acquire::Retries "3"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
     bookworm "$tmp" http://deb.debian.org/debian
@@ -55,4 +64,6 @@ if ! usable "$tarball"; then
   mv -f "$tmp" "$tarball"
   mv -f "$tmp.sha256" "$sum"
 fi
-"$kiln" import --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$name"
+platform=()
+[ -n "$arch" ] && platform=(--platform "linux/$arch")
+"$kiln" import ${platform[@]+"${platform[@]}"} --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$name"

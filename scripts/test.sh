@@ -15,7 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils
-  openssl python3 bsdutils passt slirp4netns uidmap hyperfine jq bc gcc libc6-dev)
+  openssl python3 bsdutils passt slirp4netns uidmap hyperfine jq bc gcc libc6-dev
+  qemu-user-static binfmt-support)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/start-dockerd.sh
+scripts/enable-emulation.sh
 
 run_dir=$(mktemp -d /var/tmp/kiln-test-run.XXXXXX)
 # --one-file-system: never follow a mount a killed test may have left inside.

@@ -389,7 +389,10 @@ fn global_variables(
 
 fn target_index(stages: &[Stage], target: Option<&str>) -> Result<usize, Error> {
     let Some(name) = target else {
-        return Ok(stages.len() - 1);
+        return stages
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| Error::BadInput("the Dockerfile has no stage".into()));
     };
     let lower = name.to_lowercase();
     stages
@@ -819,6 +822,21 @@ mod tests {
         let world = World::default().with_image("base", &[], &[]);
         let plan = plan_of(THREE_STAGES, None, &world).unwrap();
         assert_eq!(plan.images().into_iter().collect::<Vec<_>>(), vec!["base"]);
+    }
+
+    #[test]
+    fn a_dockerfile_without_stages_has_no_images_to_pull() {
+        let dockerfile = "ARG x=1\n";
+        let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
+        let request = PlanRequest {
+            dockerfile_name: "Dockerfile",
+            dockerfile,
+            build_args: &[],
+            target: None,
+            platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
+            allow_security_insecure: false,
+        };
+        assert!(likely_images(&parsed, &request).is_empty());
     }
 
     #[test]

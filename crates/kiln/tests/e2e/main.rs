@@ -15,6 +15,7 @@ mod init;
 mod isolation;
 mod lint;
 mod plan;
+mod platforms;
 mod python_base;
 mod registry;
 mod run_mounts;

@@ -88,6 +88,24 @@ impl Env {
         let tar = busybox_tar();
         self.ok(&["import", tar.to_str().unwrap(), name]);
     }
+
+    /// Imports a busybox rootfs of `arch` as `name`, for `linux/<arch>`: into `name`'s index
+    /// when `name` exists for another platform.
+    pub fn busybox_base_for(&self, name: &str, arch: &str) {
+        let tar = if arch == kiln_image_host_arch() {
+            busybox_tar()
+        } else {
+            busybox_tar_for(arch)
+        };
+        let platform = format!("linux/{arch}");
+        self.ok(&[
+            "import",
+            "--platform",
+            &platform,
+            tar.to_str().unwrap(),
+            name,
+        ]);
+    }
 }
 
 pub fn assert_success(out: &Output, what: &str) {
@@ -142,6 +160,15 @@ pub fn docker() -> Command {
     cmd
 }
 
+/// The host's architecture in OCI spelling.
+pub fn kiln_image_host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 /// A tarball of a tiny rootfs: busybox-static and its applets, `/etc/passwd`, `/etc/group`.
 /// Built once per test run.
 pub fn busybox_tar() -> PathBuf {
@@ -167,6 +194,62 @@ pub fn busybox_tar() -> PathBuf {
         tar
     })
     .clone()
+}
+
+/// The busybox rootfs of [`busybox_tar`] for another Debian architecture (`arm64`): its
+/// busybox-static is taken from the Debian archive by `mmdebstrap --variant=extract`, which
+/// runs nothing. Built once per test run and architecture.
+pub fn busybox_tar_for(arch: &str) -> PathBuf {
+    static TARS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut tars = TARS.lock().unwrap();
+    if let Some((_, tar)) = tars.iter().find(|(a, _)| a == arch) {
+        return tar.clone();
+    }
+    let mmdebstrap = require("mmdebstrap");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("busybox-{arch}-"))
+        .tempdir_in("/var/tmp/kiln-tests")
+        .unwrap()
+        .keep();
+    let extract = dir.join("extract");
+    run(Command::new(mmdebstrap)
+        .args(["--quiet", "--variant=extract", "--include=busybox-static"])
+        .arg(format!("--architectures={arch}"))
+        .args(["--format=directory", "bookworm"])
+        .arg(&extract));
+    // The host's rootfs, with the other architecture's busybox in place of its own.
+    let root = dir.join("rootfs");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-xf")
+        .arg(busybox_tar())
+        .arg("--one-top-level=rootfs"));
+    std::fs::copy(extract.join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    let tar = dir.join("busybox.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("--numeric-owner")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    tars.push((arch.to_owned(), tar.clone()));
+    tar
+}
+
+/// Fails, naming what to install, unless binaries of `arch` run here through binfmt_misc.
+pub fn require_emulation(arch: &str) {
+    let qemu = match arch {
+        "arm64" => "aarch64",
+        other => other,
+    };
+    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    assert!(
+        entry.exists(),
+        "this test needs an emulator for {arch}: install qemu-user-static and binfmt-support \
+         and mount binfmt_misc (scripts/test.sh does)"
+    );
 }
 
 /// Whether any mount of the current namespace sits under `dir`.
