@@ -528,13 +528,15 @@ impl<R: Read> Read for TeeReader<'_, R> {
     }
 }
 
-/// The images with their layers compressed as asked, for `save --compress`: each compressed
-/// layer is made once and kept (see `kiln_layer::compressed_in_store`), and a manifest over
-/// them is stored beside the original. Layers that are already compressed stay as they are.
+/// The images with their layers compressed as asked, for `save --compress` and `build -o`:
+/// each compressed layer is made once, at `level` (`None`: the usual default), and kept (see
+/// `kiln_layer::compressed_in_store`), and a manifest over them is stored beside the
+/// original. Layers that are already compressed stay as they are.
 pub fn compress_for_export(
     store: &Store,
     images: Vec<(Image, Vec<String>)>,
     compression: kiln_layer::Compression,
+    level: Option<u32>,
 ) -> Result<Vec<(Image, Vec<String>)>, Error> {
     if compression == kiln_layer::Compression::None {
         return Ok(images);
@@ -543,7 +545,7 @@ pub fn compress_for_export(
     for (image, names) in images {
         let mut layers = Vec::with_capacity(image.manifest.layers.len());
         for layer in &image.manifest.layers {
-            layers.push(kiln_layer::compressed_in_store(store, layer, compression, None)?.0);
+            layers.push(kiln_layer::compressed_in_store(store, layer, compression, level)?.0);
         }
         let compressed =
             store.put_manifest(image.manifest.config.clone(), image.config.clone(), layers)?;

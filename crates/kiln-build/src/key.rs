@@ -24,6 +24,9 @@ pub struct KeyInput<'a> {
     pub parent: &'a Digest,
     /// The platform the step builds for (`linux/amd64`).
     pub platform: &'a str,
+    /// `SOURCE_DATE_EPOCH`: it sets the history's times and clamps the layer's file times,
+    /// so a step made under another epoch (or none) is another result.
+    pub source_date_epoch: Option<i64>,
     /// The instruction with its variables expanded.
     pub instruction: &'a Instruction,
     /// What a `RUN` runs with besides its text.
@@ -64,6 +67,7 @@ impl KeyInput<'_> {
 
 /// The key of a stage's base: an image by its manifest digest, or the empty image.
 pub fn base_key(platform: &str, manifest: Option<&Digest>) -> Digest {
+    // The epoch enters with each step's key; the base is the same image under any epoch.
     #[derive(Serialize)]
     struct BaseInput<'a> {
         format: u32,
@@ -94,6 +98,7 @@ mod tests {
             format: KEY_FORMAT,
             parent,
             platform: "linux/amd64",
+            source_date_epoch: None,
             instruction: inst,
             run,
             args: None,
@@ -123,7 +128,7 @@ mod tests {
         let maintainer = key(&base, &instruction("MAINTAINER kiln"), None);
         assert_eq!(
             maintainer.as_str(),
-            "sha256:526657d8659f8d23ca3577f303b6d4754b1290f73385f084730144236f5fec14"
+            "sha256:07b989ceb4e0f423ee6563fc5bc034e95377f5cbebcfe9d12864c2745ca4978d"
         );
         let run = key(
             &maintainer,
@@ -134,22 +139,22 @@ mod tests {
         );
         assert_eq!(
             run.as_str(),
-            "sha256:e6685ad5a310bd63383133865ecf014e39b9760056ffa94644305965c6012191"
+            "sha256:0baed00644824813480ccf661e21131dd9355714d45bb96ec629257389cf1719"
         );
         let workdir = key(&run, &instruction("WORKDIR /app"), None);
         assert_eq!(
             workdir.as_str(),
-            "sha256:5c9ed581e582dddb17f5be37861e9c2d04d5fdb66d481802a3741fb5b1254ab7"
+            "sha256:f8b2b4f1d461d05a8a44a9cb5dc635252e257617bcbdf436d18136c397d50b4f"
         );
         let expose = key(&workdir, &instruction("EXPOSE 80"), None);
         assert_eq!(
             expose.as_str(),
-            "sha256:d2bd193ae6ad659e7731853cafd014391cab3ce49f2e200364ef60dc9f4726a7"
+            "sha256:b6f397a76350da49e14a98e47bc760f2472ceaeece83901af0f73efde23a7b18"
         );
         let cmd = key(&expose, &instruction(r#"CMD ["bash"]"#), None);
         assert_eq!(
             cmd.as_str(),
-            "sha256:52058a5833154f9be9ad62801d03f380625bffe833f98736ffdfc0334db79cf8"
+            "sha256:46b4a6691da6d932489002e01d211213670ef065b02e2ac98bf5954eac818aa4"
         );
     }
 
@@ -160,6 +165,7 @@ mod tests {
             format: KEY_FORMAT,
             parent: &parent,
             platform: "linux/amd64",
+            source_date_epoch: None,
             instruction: &instruction("COPY --chmod=644 requirements.txt /app/"),
             run: None,
             args: None,
@@ -167,12 +173,13 @@ mod tests {
         };
         assert_eq!(
             copy.digest().as_str(),
-            "sha256:d1c7a9d466ef1d51478b455a7729c9dae06937352526b387450e78f4214240c5"
+            "sha256:65df066293e3e959f1d697df0c5acda5deb0a95c760ab8d143d335c672be9eb3"
         );
         let arg = KeyInput {
             format: KEY_FORMAT,
             parent: &parent,
             platform: "linux/amd64",
+            source_date_epoch: None,
             instruction: &instruction("ARG VERSION=1"),
             run: None,
             args: Some(vec![("VERSION".into(), Some("2".into()))]),
@@ -180,7 +187,7 @@ mod tests {
         };
         assert_eq!(
             arg.digest().as_str(),
-            "sha256:8142dcd999fe9ad68cd6521f6c00837d7a3cb3e348e1e2a5a81a8931356db898"
+            "sha256:b33f8b39e18280b28195a3d02fc2264192767ad2c6c254dd3bd27be2bc88c859"
         );
         let mount = key(
             &parent,
@@ -189,7 +196,7 @@ mod tests {
         );
         assert_eq!(
             mount.as_str(),
-            "sha256:34137c43d7f0d08f802f9a743fee35870ebd81a09ebb26a163993fc22166b1df"
+            "sha256:6fda9d20848e02ade35850aeddf43acaab9c90562a8bfd9ea3112b870e153358"
         );
     }
 
@@ -214,11 +221,23 @@ mod tests {
             format: KEY_FORMAT,
             parent: &parent,
             platform: "linux/arm64",
+            source_date_epoch: None,
             instruction: &inst,
             run: Some(run_input()),
             args: None,
             inputs: Vec::new(),
         };
         assert_ne!(reference, on_arm.digest());
+        let with_epoch = KeyInput {
+            format: KEY_FORMAT,
+            parent: &parent,
+            platform: "linux/amd64",
+            source_date_epoch: Some(0),
+            instruction: &inst,
+            run: Some(run_input()),
+            args: None,
+            inputs: Vec::new(),
+        };
+        assert_ne!(reference, with_epoch.digest());
     }
 }

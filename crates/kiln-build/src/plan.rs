@@ -44,6 +44,13 @@ pub trait Resolver {
     /// `parents`: `COPY --parents`, whose patterns may hold a `/./` pivot).
     fn check_context(&self, keyword: &str, patterns: &[String], parents: bool)
     -> Result<(), Error>;
+    /// The kind of the `--build-context` of that name, if there is one. It is read instead of
+    /// a stage or an image of that name; an image context is then resolved by [`image`].
+    ///
+    /// [`image`]: Resolver::image
+    fn named_context(&self, _name: &str) -> Option<crate::named::NamedKind> {
+        None
+    }
 }
 
 /// What to plan.
@@ -306,6 +313,15 @@ pub fn plan(
         )));
     }
     let target = target_index(&stages, request.target)?;
+    if let Some(name) = &stages[target].name
+        && resolver.named_context(name).is_some()
+    {
+        return Err(Error::BadInput(format!(
+            "--build-context {name} replaces the stage {name}, which is the build's target: \
+             kiln does not make a context the result; build another target or rename the \
+             context"
+        )));
+    }
     let mut planner = Planner::new(parsed, request, resolver, &meta_args, &stages, target)?;
     planner.plan_stage(target)?;
     Ok(BuildPlan {
@@ -506,11 +522,25 @@ impl<'a> Planner<'a> {
             })?),
             None => None,
         };
-        let (base, mut vars, triggers, platform) = if name == "scratch" {
+        // A named context comes before a stage or an image of its name (BuildKit's order).
+        let named = self.resolver.named_context(&name);
+        if named == Some(crate::named::NamedKind::Dir) {
+            return Err(Error::BadInput(format!(
+                "{}:{}: FROM {name}: --build-context {name} is a directory, which kiln reads \
+                 with COPY --from={name} and RUN --mount=from={name} but does not use as a base",
+                self.request.dockerfile_name,
+                from.span.start_line()
+            )));
+        }
+        let stage_dep = named
+            .is_none()
+            .then(|| stage_by_name(self.stages, &name, index))
+            .flatten();
+        let (base, mut vars, triggers, platform) = if name == "scratch" && named.is_none() {
             let mut vars = self.global.for_stage();
             vars.set_base_env([format!("PATH={}", crate::steps::DEFAULT_PATH)]);
             (Base::Scratch, vars, Vec::new(), asked.unwrap_or(target))
-        } else if let Some(dep) = stage_by_name(self.stages, &name, index) {
+        } else if let Some(dep) = stage_dep {
             self.plan_stage(dep)?;
             deps.insert(dep);
             let parent = self.planned[dep]
@@ -607,7 +637,14 @@ impl<'a> Planner<'a> {
         }
         let mut reads = Vec::new();
         for (what, from) in references(&expanded.value) {
-            match stage_by_name(self.stages, from, index) {
+            let named = self.resolver.named_context(from);
+            match named
+                .is_none()
+                .then(|| stage_by_name(self.stages, from, index))
+                .flatten()
+            {
+                // A directory context has its files, nothing to resolve.
+                None if named == Some(crate::named::NamedKind::Dir) => {}
                 Some(dep) => {
                     self.plan_stage(dep)?;
                     deps.insert(dep);

@@ -28,6 +28,8 @@ pub(crate) const GZIP_LEVEL: u32 = 1;
 pub struct Pushed {
     /// The manifest digest in the registry.
     pub digest: Digest,
+    /// The manifest's size in bytes (an OCI manifest's, or an OCI index's for `push_index`).
+    pub size: u64,
     /// Layer and config bytes uploaded (0 when the registry had everything).
     pub uploaded: u64,
     /// Layers gzipped for this push (0 when earlier pushes had done it).
@@ -143,10 +145,8 @@ impl Registry {
     ) -> Result<Pushed, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
-            let (pushed, _) = self
-                .push_manifest_of(store, &endpoint, image, target, reporter)
-                .await?;
-            Ok(pushed)
+            self.push_manifest_of(store, &endpoint, image, target, reporter)
+                .await
         })
     }
 
@@ -164,6 +164,7 @@ impl Registry {
             let mut index = Index::default();
             let mut total = Pushed {
                 digest: Digest::of(b""),
+                size: 0,
                 uploaded: 0,
                 compressed: 0,
                 blobs: Vec::new(),
@@ -174,10 +175,11 @@ impl Registry {
                     digest: None,
                     ..target.clone()
                 };
-                let (pushed, size) = self
+                let pushed = self
                     .push_manifest_of(store, &endpoint, image, &by_digest, reporter)
                     .await?;
-                let mut entry = Descriptor::new(media_type::OCI_MANIFEST, pushed.digest, size);
+                let mut entry =
+                    Descriptor::new(media_type::OCI_MANIFEST, pushed.digest, pushed.size);
                 entry.platform = Some(platform.clone());
                 index.manifests.push(entry);
                 total.uploaded += pushed.uploaded;
@@ -185,6 +187,7 @@ impl Registry {
                 total.blobs.extend(pushed.blobs);
             }
             let bytes = index.to_bytes();
+            total.size = bytes.len() as u64;
             total.digest = self
                 .put_manifest(&endpoint, target, bytes, media_type::OCI_INDEX, reporter)
                 .await?;
@@ -193,8 +196,7 @@ impl Registry {
     }
 
     /// Pushes an image's blobs, then its manifest under `target`'s tag, or under its own
-    /// digest when `target` has neither tag nor digest. Returns what was pushed and the
-    /// manifest's size.
+    /// digest when `target` has neither tag nor digest.
     async fn push_manifest_of(
         &self,
         store: &Store,
@@ -202,7 +204,7 @@ impl Registry {
         image: &Image,
         target: &Reference,
         reporter: &dyn Reporter,
-    ) -> Result<(Pushed, u64), Error> {
+    ) -> Result<Pushed, Error> {
         let config = Descriptor::new(
             media_type::OCI_CONFIG,
             image.manifest.config.digest.clone(),
@@ -257,15 +259,13 @@ impl Registry {
         record_sources(store, &endpoint.host, &target.path, &blobs);
         let mut actions = vec![(config.digest.clone(), config_action)];
         actions.extend(layers.iter().map(|(d, a, ..)| (d.digest.clone(), *a)));
-        Ok((
-            Pushed {
-                digest,
-                uploaded: config_bytes + layers.iter().map(|(_, _, n, _)| n).sum::<u64>(),
-                compressed: layers.iter().filter(|l| l.3).count(),
-                blobs: actions,
-            },
+        Ok(Pushed {
+            digest,
             size,
-        ))
+            uploaded: config_bytes + layers.iter().map(|(_, _, n, _)| n).sum::<u64>(),
+            compressed: layers.iter().filter(|l| l.3).count(),
+            blobs: actions,
+        })
     }
 
     /// Pushes blobs of the store concurrently; returns `(digest, action, bytes uploaded)` in

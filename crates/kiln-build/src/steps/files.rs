@@ -14,13 +14,14 @@ use sha2::{Digest as _, Sha256};
 use super::stage::{StageState, StepContext, commit_upper, push_history};
 use crate::Error;
 use crate::copy::{self, CopyOptions, Matched, SourceRoot};
-use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Where a COPY or ADD reads from, resolved before the cache lookup.
 pub(crate) enum Origin {
     /// The build context.
     Context(PathBuf),
+    /// A directory `--build-context`.
+    Named(crate::context::Context),
     /// A stage built earlier, or an image: its layers.
     Layers {
         layers: Vec<kiln_image::Descriptor>,
@@ -137,7 +138,9 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         }
         (Origin::Staged(dir), names)
     } else if let Some(from) = from {
-        if let Some(dep) = stage_by_name(builder_stages(ctx), &from, ctx.stage_index) {
+        if let Some(dir) = builder.dir_context(&from) {
+            (Origin::Named(dir.clone()), sources.clone())
+        } else if let Some(dep) = builder.stage_for(&from, ctx.stage_index) {
             let dep_state = builder.built[dep].get().ok_or_else(|| {
                 Error::BadInput(format!("COPY --from={from}: that stage was not built"))
             })?;
@@ -198,24 +201,26 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     })
 }
 
-fn builder_stages<'x>(ctx: &'x StepContext<'_, '_>) -> &'x [kiln_dockerfile::Stage] {
-    ctx.builder.stages()
-}
-
 impl Origin {
     fn local_root(&self) -> Option<&Path> {
         match self {
             Origin::Context(root) => Some(root),
+            Origin::Named(dir) => dir.root.as_deref(),
             Origin::Staged(dir) => Some(dir.path()),
             Origin::Layers { .. } => None,
         }
     }
 
     fn ignore<'b>(
-        &self,
+        &'b self,
         builder: &'b super::stage::Builder<'_>,
     ) -> Option<&'b crate::context::IgnoreRules> {
-        matches!(self, Origin::Context(_)).then_some(&builder.request.context.ignore)
+        match self {
+            Origin::Context(_) => Some(&builder.request.context.ignore),
+            // A named context's own .dockerignore, as BuildKit reads it.
+            Origin::Named(dir) => Some(&dir.ignore),
+            _ => None,
+        }
     }
 }
 

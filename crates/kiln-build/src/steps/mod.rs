@@ -34,6 +34,9 @@ pub struct BuildRequest {
     pub dockerfile_name: String,
     /// The build context.
     pub context: Context,
+    /// `--build-context NAME=…`: what `FROM NAME` and `--from=NAME` read instead of a stage
+    /// or an image of that name.
+    pub contexts: crate::named::NamedContexts,
     /// Names to tag the result with.
     pub tags: Vec<Reference>,
     /// `--build-arg K=V`.

@@ -10,7 +10,6 @@ use kiln_sandbox::{Network, Rootfs, RunSpec};
 
 use super::stage::{StageState, StepContext, commit_upper};
 use crate::Error;
-use crate::plan::stage_by_name;
 use crate::snapshot::{self, OverlayMount, StepDirs};
 
 /// Lines of output kept for the error of a failing step.
@@ -26,8 +25,27 @@ pub(crate) fn bind_inputs(
     let mut inputs = Vec::new();
     for mount in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
         let source = crate::context::clean_path(mount.source.as_deref().unwrap_or_default());
-        let digest = match &mount.from {
-            Some(from) => match stage_by_name(builder.stages(), from, ctx.stage_index)
+        let dir = match &mount.from {
+            Some(from) => builder.dir_context(from),
+            None => Some(&builder.request.context),
+        };
+        let digest = match (&mount.from, dir) {
+            // The build context, or a directory `--build-context`: what the mount shows.
+            (_, Some(dir)) => {
+                let Some(root) = dir.root.as_deref() else {
+                    continue;
+                };
+                let src = crate::copy::SourceRoot {
+                    root,
+                    ignore: Some(&dir.ignore),
+                };
+                let matched =
+                    crate::copy::match_sources(src, if source.is_empty() { "." } else { &source })?;
+                let options = crate::copy::CopyOptions::default();
+                crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())?
+            }
+            (Some(from), None) => match builder
+                .stage_for(from, ctx.stage_index)
                 .and_then(|dep| builder.built[dep].get())
             {
                 Some(dep) => dep.key.clone(),
@@ -36,19 +54,7 @@ pub(crate) fn bind_inputs(
                     .manifest_digest()
                     .clone(),
             },
-            None => {
-                let Some(root) = builder.request.context.root.as_deref() else {
-                    continue;
-                };
-                let src = crate::copy::SourceRoot {
-                    root,
-                    ignore: Some(&builder.request.context.ignore),
-                };
-                let matched =
-                    crate::copy::match_sources(src, if source.is_empty() { "." } else { &source })?;
-                let options = crate::copy::CopyOptions::default();
-                crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())?
-            }
+            (None, None) => continue,
         };
         inputs.push((format!("bind:{source}"), digest));
     }
@@ -433,28 +439,30 @@ fn mount_for(
             let target = target(None)?;
             let source = mount.source.clone().unwrap_or_default();
             let root: PathBuf = match &mount.from {
+                Some(from) if let Some(dir) = builder.dir_context(from) => {
+                    dir.root.clone().ok_or_else(|| {
+                        Error::BadInput(format!("RUN --mount from={from}: no directory"))
+                    })?
+                }
                 Some(from) => {
-                    let (layers, diff_ids) =
-                        match stage_by_name(builder.stages(), from, ctx.stage_index) {
-                            Some(dep) => {
-                                let s = builder.built[dep].get().ok_or_else(|| {
-                                    Error::BadInput(format!(
-                                        "RUN --mount from={from}: that stage was not built"
-                                    ))
-                                })?;
-                                (s.layers.clone(), s.config.rootfs.diff_ids.clone())
-                            }
-                            None => {
-                                let image = builder.resolve_image(
-                                    from,
-                                    &builder.stage_platform(ctx.stage_index),
-                                )?;
-                                (
-                                    image.manifest.layers.clone(),
-                                    image.config.rootfs.diff_ids.clone(),
-                                )
-                            }
-                        };
+                    let (layers, diff_ids) = match builder.stage_for(from, ctx.stage_index) {
+                        Some(dep) => {
+                            let s = builder.built[dep].get().ok_or_else(|| {
+                                Error::BadInput(format!(
+                                    "RUN --mount from={from}: that stage was not built"
+                                ))
+                            })?;
+                            (s.layers.clone(), s.config.rootfs.diff_ids.clone())
+                        }
+                        None => {
+                            let image = builder
+                                .resolve_image(from, &builder.stage_platform(ctx.stage_index))?;
+                            (
+                                image.manifest.layers.clone(),
+                                image.config.rootfs.diff_ids.clone(),
+                            )
+                        }
+                    };
                     let dirs = StepDirs::new(builder.store, "bind")?;
                     let lowers = snapshot::lowers_of(builder.store, &layers, &diff_ids)?;
                     let overlay =

@@ -13,6 +13,7 @@ use kiln_image::{CacheRecord, Descriptor, Digest, History, Image, ImageConfig, P
 use super::{BuildRequest, DEFAULT_PATH, Event, Reporter, files, meta, run};
 use crate::Error;
 use crate::key::{KeyInput, RunInput};
+use crate::named::NamedContext;
 use crate::plan::{Base, BuildPlan, ImageFacts, PlannedStage, PlannedStep};
 use crate::solve::{Slots, StageRunner};
 
@@ -237,9 +238,37 @@ impl<'a> Builder<'a> {
         self.stages
     }
 
-    /// The image of that name, resolved once per build however many stages ask at once: from
-    /// the store, or pulled (then as a step of its own, `[internal] load metadata for NAME`).
+    /// The stage a `--from` name reads, unless a `--build-context` of that name comes first.
+    pub fn stage_for(&self, name: &str, before: usize) -> Option<usize> {
+        if self.request.contexts.get(name).is_some() {
+            return None;
+        }
+        crate::plan::stage_by_name(self.stages(), name, before)
+    }
+
+    /// The directory `--build-context` of that name, if there is one.
+    pub fn dir_context(&self, name: &str) -> Option<&'a crate::context::Context> {
+        match self.request.contexts.get(name) {
+            Some(NamedContext::Dir(dir)) => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// The image of that name for a platform, resolved once per build however many stages
+    /// ask at once: from the store, or pulled (then as a step of its own, `[internal] load
+    /// metadata for NAME`). A `--build-context` of that name comes first: its image, or an
+    /// error for a directory.
     pub fn resolve_image(&self, name: &str, platform: &Platform) -> Result<Image, Error> {
+        let name = match self.request.contexts.get(name) {
+            Some(NamedContext::Loaded(image)) => return Ok((**image).clone()),
+            Some(NamedContext::Image(target)) => target.as_str(),
+            Some(NamedContext::Dir(_)) => {
+                return Err(Error::BadInput(format!(
+                    "--build-context {name} is a directory, not an image"
+                )));
+            }
+            None => name,
+        };
         let cell = {
             let mut images = self
                 .images
@@ -335,6 +364,7 @@ impl<'a> Builder<'a> {
             format: crate::key::KEY_FORMAT,
             parent: &state.key,
             platform: &platform,
+            source_date_epoch: crate::source_date_epoch(),
             instruction: &expanded.value,
             run: None,
             args: None,
@@ -488,6 +518,10 @@ impl crate::plan::Resolver for Builder<'_> {
         kiln_sandbox::check_emulation(&platform.architecture).map_err(|why| {
             Error::BadInput(format!("RUN steps for {platform} cannot run here: {why}"))
         })
+    }
+
+    fn named_context(&self, name: &str) -> Option<crate::named::NamedKind> {
+        self.request.contexts.kind(name)
     }
 
     fn check_context(

@@ -139,7 +139,7 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                     platforms.push(p.unwrap_or_else(|| image.config.platform()));
                     members.push((image, Vec::new()));
                 }
-                let members = archive::compress_for_export(store, members, compression)?;
+                let members = archive::compress_for_export(store, members, compression, None)?;
                 let entries: Vec<(kiln_image::Platform, Image)> = platforms
                     .into_iter()
                     .zip(members.into_iter().map(|(image, _)| image))
@@ -154,7 +154,7 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
             _ => images.push((store.resolve_platform(name, platform.as_ref())?, names)),
         }
     }
-    let images = archive::compress_for_export(store, images, compression)?;
+    let images = archive::compress_for_export(store, images, compression, None)?;
     let format = match args.format {
         SaveFormatArg::OciDir => {
             let dir = args.output.context("--format oci-dir needs -o DIR")?;

@@ -1,13 +1,12 @@
 //! `kiln build`: a Dockerfile and a context become an image in the store.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_build::context::Context;
 use kiln_build::{BuildRequest, Event, Reporter};
 use kiln_image::{Reference, Store};
 
@@ -16,17 +15,27 @@ use super::{Output, Progress};
 /// `kiln build`
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)"
+    after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)\n  kiln build -t app -f - . < Dockerfile    (the Dockerfile from stdin)\n  tar -czf - . | kiln build -t app -       (the context from stdin)"
 )]
 pub struct BuildArgs {
-    /// The build context directory, or `-` to read the Dockerfile from stdin with no context.
+    /// The build context directory, or `-`: stdin, which is the context when it is a tar
+    /// archive (plain, gzip, bzip2, xz or zstd) and otherwise the Dockerfile, with no context.
     pub context: String,
     /// Name and optionally tag the image (repeatable).
     #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from stdin. With a context
+    /// from stdin, a path inside that context.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// A named context that `FROM NAME` and `COPY --from=NAME` read instead of a stage or an
+    /// image of that name (repeatable): a directory, `docker-image://REF` or
+    /// `oci-layout://PATH[:TAG][@DIGEST]`.
+    #[arg(
+        long = "build-context",
+        value_name = "NAME=DIR|docker-image://REF|oci-layout://PATH"
+    )]
+    pub build_contexts: Vec<String>,
     /// Set a build-time variable (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
@@ -57,9 +66,33 @@ pub struct BuildArgs {
     /// Check the registry for a newer base image even when the store has one.
     #[arg(long)]
     pub pull: bool,
-    /// Push the image to its registry under each `-t` name after the build.
+    /// Push the image to its registry under each `-t` name after the build (short for
+    /// `-o type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Also write the result elsewhere (repeatable): `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE|-`, `type=oci,dest=FILE|DIR[,tar=false]`,
+    /// `type=docker[,dest=FILE]`, `type=image,name=NAME[,push=true]`, `type=registry`;
+    /// `-o DIR` is local and `-o -` a tar on stdout. Layer options: compression=gzip|zstd|
+    /// uncompressed, compression-level=N, force-compression, oci-mediatypes, rewrite-timestamp.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "type=TYPE[,KEY=VALUE…]|DIR|-"
+    )]
+    pub outputs: Vec<String>,
+    /// Load the image into docker (`docker load`; short for `-o type=docker`).
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image id to FILE (`sha256:…`, no newline).
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the result as buildx's JSON to FILE (`containerimage.digest`, …).
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Print only the image id on stdout; nothing on stderr but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Build for these platforms (`linux/amd64,linux/arm64`): one image each, tagged as one
     /// index; foreign RUN steps run under qemu-user (binfmt_misc). Sets TARGETPLATFORM and
     /// chooses bases from multi-platform images. Default: the host's.
@@ -146,40 +179,6 @@ fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The context, the Dockerfile's text and its name: `-` reads the Dockerfile from stdin with
-/// no context; otherwise CONTEXT/Dockerfile unless `-f` says otherwise.
-pub fn read_input(
-    context_arg: &str,
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<(Context, String, String)> {
-    if context_arg == "-" {
-        let mut text = String::new();
-        io::stdin()
-            .read_to_string(&mut text)
-            .context("read the Dockerfile from stdin")?;
-        return Ok((Context::none(), text, "-".to_owned()));
-    }
-    let root = PathBuf::from(context_arg);
-    // docker's default, and its fallback to a lower-case `dockerfile`.
-    let file = file.map(PathBuf::from).unwrap_or_else(|| {
-        let upper = root.join("Dockerfile");
-        let lower = root.join("dockerfile");
-        if !upper.exists() && lower.exists() {
-            lower
-        } else {
-            upper
-        }
-    });
-    let context = Context::open(&root, Some(&file))?;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("read the Dockerfile {}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".into());
-    Ok((context, text, name))
-}
-
 /// `--platform a,b`: each checked, none twice.
 fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
     let Some(text) = text else {
@@ -216,6 +215,23 @@ fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
     }
 }
 
+/// `-q` is quiet progress; with any other `--progress` than auto or quiet it is refused, as
+/// buildx refuses it.
+fn quiet_progress(progress: Progress, quiet: bool) -> anyhow::Result<Progress> {
+    if !quiet {
+        return Ok(progress);
+    }
+    match progress {
+        Progress::Auto | Progress::Quiet => Ok(Progress::Quiet),
+        other => {
+            let name = clap::ValueEnum::to_possible_value(&other)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            anyhow::bail!("-q/--quiet and --progress {name} cannot be used together")
+        }
+    }
+}
+
 /// Builds the image.
 pub fn build(
     store: &Store,
@@ -223,6 +239,7 @@ pub fn build(
     progress: Progress,
     args: BuildArgs,
 ) -> anyhow::Result<ExitCode> {
+    let progress = quiet_progress(progress, args.quiet)?;
     let tags = args
         .tags
         .iter()
@@ -244,7 +261,19 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (context, dockerfile, dockerfile_name) = read_input(&args.context, args.file.as_deref())?;
+    let outputs = super::output::Plan::new(super::output::Flags {
+        outputs: &args.outputs,
+        push: args.push,
+        load: args.load,
+        tags: &args.tags,
+        iidfile: args.iidfile.is_some(),
+        quiet: args.quiet,
+    })?;
+    if let Some(iidfile) = &args.iidfile {
+        super::output::remove_stale(iidfile)?;
+    }
+    let input = super::input::read_input(store, &args.context, args.file.as_deref())?;
+    let contexts = super::input::named_contexts(store, &args.build_contexts)?;
     let jobs = jobs(args.jobs)?;
     let platforms = platforms(args.platform.as_deref())?;
     let network = args
@@ -265,9 +294,10 @@ pub fn build(
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
     let request = BuildRequest {
-        dockerfile,
-        dockerfile_name,
-        context,
+        dockerfile: input.dockerfile.clone(),
+        dockerfile_name: input.dockerfile_name.clone(),
+        context: input.context.clone(),
+        contexts,
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),
@@ -301,6 +331,22 @@ pub fn build(
         }
     }
     if platforms.len() > 1 {
+        let unsupported: Vec<&str> = [
+            ("-o/--output", !args.outputs.is_empty()),
+            ("--load", args.load),
+            ("--iidfile", args.iidfile.is_some()),
+            ("--metadata-file", args.metadata_file.is_some()),
+            ("-q/--quiet", args.quiet),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        anyhow::ensure!(
+            unsupported.is_empty(),
+            "{} with several platforms is not supported yet: build one platform with \
+             --platform P, or push the multi-platform image with --push",
+            unsupported.join(", ")
+        );
         let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
         for (platform, image) in &built.images {
             reporter.line(&format!("{platform}: image {}", image.id()));
@@ -311,12 +357,13 @@ pub fn build(
         }
         if args.push {
             let (_, first) = &built.images[0];
+            let registry = super::registry::client(&args.registry)?;
             super::registry::push_tags(
                 store,
                 first,
                 Some(&built.images),
                 &tags,
-                &args.registry,
+                &registry,
                 progress,
             )?;
         }
@@ -328,10 +375,32 @@ pub fn build(
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }
-    if args.push {
-        super::registry::push_tags(store, &image, None, &tags, &args.registry, progress)?;
+    let exported = super::output::export(
+        &super::output::ExportContext {
+            store,
+            view: &reporter,
+            progress,
+            registry: &args.registry,
+        },
+        &outputs,
+        &image,
+        &args.tags,
+    )?;
+    if let Some(path) = &args.iidfile {
+        super::output::write_small_file("--iidfile", path, image.id().as_str().as_bytes())?;
     }
-    out.line(image.id().as_str())?;
+    if let Some(path) = &args.metadata_file {
+        let json = super::output::metadata(&image, exported.as_ref());
+        let bytes = serde_json::to_vec_pretty(&json).context("--metadata-file")?;
+        super::output::write_small_file("--metadata-file", path, &bytes)?;
+    }
+    if args.quiet {
+        if outputs.has_image() {
+            writeln!(io::stdout().lock(), "{}", image.id())?;
+        }
+    } else if !outputs.uses_stdout() {
+        out.line(image.id().as_str())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

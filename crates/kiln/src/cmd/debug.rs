@@ -203,17 +203,17 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
     let store = kiln_image::Store::open(root)
         .with_context(|| format!("open the store at {}", root.display()))?;
     let _lock = store.lock_shared()?;
-    let (context, dockerfile, dockerfile_name) =
-        super::build::read_input(&args.context, args.file.as_deref())?;
+    let input = super::input::read_input(&store, &args.context, args.file.as_deref())?;
     let build_args = args
         .build_args
         .iter()
         .map(|a| super::build::key_value("--build-arg", a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let request = kiln_build::BuildRequest {
-        dockerfile,
-        dockerfile_name,
-        context,
+        dockerfile: input.dockerfile.clone(),
+        dockerfile_name: input.dockerfile_name.clone(),
+        context: input.context.clone(),
+        contexts: kiln_build::named::NamedContexts::default(),
         tags: Vec::new(),
         build_args,
         target: args.target.clone(),

@@ -395,21 +395,17 @@ pub fn build_registry(
     Ok(std::sync::Arc::new(settings))
 }
 
-/// `kiln build --push`: pushes the built image under each of its names.
+/// `kiln build --push` and `-o type=registry`: pushes the built image under each name.
 pub fn push_tags(
     store: &Store,
     image: &kiln_image::Image,
     multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
     tags: &[Reference],
-    flags: &RegistryFlags,
+    registry: &Registry,
     progress: Progress,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !tags.is_empty(),
-        "--push needs a name: give -t REGISTRY/NAME[:TAG]"
-    );
-    let registry = client(flags)?;
+) -> anyhow::Result<Vec<kiln_registry::Pushed>> {
     let printer = TransferPrinter::new(progress);
+    let mut all = Vec::with_capacity(tags.len());
     for tag in tags {
         let pushed = match multi_platform {
             Some(images) => registry.push_index(store, images, tag, &printer),
@@ -420,6 +416,7 @@ pub fn push_tags(
             "pushed {tag}: digest {} uploaded {} bytes, compressed {} layers",
             pushed.digest, pushed.uploaded, pushed.compressed
         ));
+        all.push(pushed);
     }
-    Ok(())
+    Ok(all)
 }

@@ -14,6 +14,7 @@ mod hostile;
 mod init;
 mod isolation;
 mod lint;
+mod outputs;
 mod plan;
 mod platforms;
 mod python_base;

@@ -1,0 +1,354 @@
+//! A build's inputs as `docker buildx build` takes them: the context (a directory, or `-`: a
+//! tar stream on stdin, plain or gzip, bzip2, xz or zstd) and the Dockerfile (in the context,
+//! a file named by `-f`, or stdin with `-f -`).
+//!
+//! When the context is `-`, stdin is the context if it starts as an archive does and the
+//! Dockerfile otherwise (buildx's rule). A context from stdin may be hostile: it is unpacked
+//! with the layer code, which resolves every path inside the target directory, into a staging
+//! directory of the store; the Dockerfile and ignore files in it are read only if they resolve
+//! inside it too.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use kiln_build::context::{Context, clean_path};
+use kiln_build::named::{NamedContext, NamedContexts, OciLayoutRef};
+use kiln_image::Store;
+
+/// What stdin bytes are looked at to tell a context from a Dockerfile (buildx peeks two tar
+/// blocks).
+const PEEK: usize = 1024;
+
+/// The context and the Dockerfile of a build.
+pub struct Input {
+    /// The build context.
+    pub context: Context,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name, for diagnostics.
+    pub dockerfile_name: String,
+    /// An unpacked stdin context, removed when the build is done.
+    _staged: Option<tempfile::TempDir>,
+}
+
+/// Reads the context and the Dockerfile that `CONTEXT` and `-f FILE` name.
+pub fn read_input(store: &Store, context_arg: &str, file: Option<&Path>) -> anyhow::Result<Input> {
+    let file_is_stdin = file.is_some_and(|f| f == Path::new("-"));
+    if context_arg == "-" {
+        anyhow::ensure!(
+            !file_is_stdin,
+            "context - and -f -: stdin cannot be both the build context and the Dockerfile"
+        );
+        let mut stdin = io::stdin().lock();
+        let head = peek(&mut stdin).context("read the build context or Dockerfile from stdin")?;
+        if is_archive(&head) {
+            return unpack_context(store, io::Cursor::new(head).chain(stdin), file);
+        }
+        anyhow::ensure!(
+            file.is_none(),
+            "-f {}: stdin holds a Dockerfile (it is not a tar archive), so -f is ambiguous; \
+             give one or the other",
+            file.map(|f| f.display().to_string()).unwrap_or_default()
+        );
+        let mut bytes = head;
+        stdin
+            .read_to_end(&mut bytes)
+            .context("read the Dockerfile from stdin")?;
+        return Ok(Input {
+            context: Context::none(),
+            dockerfile: dockerfile_text(bytes, "stdin")?,
+            dockerfile_name: "-".to_owned(),
+            _staged: None,
+        });
+    }
+    let root = PathBuf::from(context_arg);
+    if file_is_stdin {
+        // The context's own .dockerignore applies, as there is no Dockerfile beside it.
+        let context = Context::open(&root, None)?;
+        let mut bytes = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("read the Dockerfile from stdin (-f -)")?;
+        return Ok(Input {
+            context,
+            dockerfile: dockerfile_text(bytes, "stdin (-f -)")?,
+            dockerfile_name: "-".to_owned(),
+            _staged: None,
+        });
+    }
+    let file = file
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_dockerfile(&root));
+    let context = Context::open(&root, Some(&file))?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("read the Dockerfile {}", file.display()))?;
+    Ok(Input {
+        context,
+        dockerfile: text,
+        dockerfile_name: file_name(&file),
+        _staged: None,
+    })
+}
+
+/// docker's default, and its fallback to a lower-case `dockerfile`.
+fn default_dockerfile(root: &Path) -> PathBuf {
+    let upper = root.join("Dockerfile");
+    let lower = root.join("dockerfile");
+    if !upper.exists() && lower.exists() {
+        lower
+    } else {
+        upper
+    }
+}
+
+fn file_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into())
+}
+
+fn dockerfile_text(bytes: Vec<u8>, from: &str) -> anyhow::Result<String> {
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the Dockerfile from {from} is not UTF-8"))
+}
+
+/// Reads up to [`PEEK`] bytes (fewer only at the end of the stream).
+fn peek(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(PEEK);
+    reader.take(PEEK as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Whether a stream that starts with `head` is an archive: compressed (gzip, bzip2, xz,
+/// zstd: the formats the layer code decompresses), or a tar whose first header's checksum
+/// holds, which no Dockerfile's text does.
+pub fn is_archive(head: &[u8]) -> bool {
+    const MAGIC: [&[u8]; 4] = [
+        &[0x1f, 0x8b, 0x08],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z', 0x00],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+    ];
+    MAGIC.iter().any(|m| head.starts_with(m)) || is_tar_header(head)
+}
+
+fn is_tar_header(head: &[u8]) -> bool {
+    let Some(block) = head.get(..512) else {
+        return false;
+    };
+    if block.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .skip_while(|c| *c == ' ')
+        .take_while(|c| c.is_digit(8))
+        .collect();
+    let Ok(stored) = i64::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    // The checksum is the sum of the header's bytes with its own field read as spaces; old
+    // tars summed them as signed bytes.
+    let unsigned: i64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                i64::from(b)
+            }
+        })
+        .sum();
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                i64::from(b as i8)
+            }
+        })
+        .sum();
+    stored == unsigned || stored == signed
+}
+
+/// Unpacks a context archive into a staging directory of the store and reads the Dockerfile
+/// (`-f`, relative to the context, or `Dockerfile`) from it.
+fn unpack_context(store: &Store, stream: impl Read, file: Option<&Path>) -> anyhow::Result<Input> {
+    let staged = store.staging_dir("context")?;
+    let root = staged.path();
+    let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, stream))
+        .context("read the build context from stdin")?;
+    let opts = kiln_layer::ApplyOptions {
+        // The files are the user's, as a directory context's are; COPY sets owners itself.
+        preserve_owner: false,
+        ..Default::default()
+    };
+    let stats = kiln_layer::apply_layer(plain, root, kiln_layer::ApplyMode::Merged, opts)
+        .context("unpack the build context from stdin")?;
+    // The layer code reads `.wh.` names as whiteouts and drops them; in a context they are
+    // files, which kiln cannot take from a stream.
+    anyhow::ensure!(
+        stats.whiteouts == 0 && stats.opaque_dirs == 0,
+        "the build context from stdin holds files named `.wh.…`, which kiln cannot unpack \
+         from a tar stream; give the context as a directory"
+    );
+    // The staging directory is private (0700); a context directory is as a user makes it.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .with_context(|| format!("chmod {}", root.display()))?;
+    let dockerfile = match file {
+        Some(file) => {
+            let rel = clean_path(&file.to_string_lossy());
+            anyhow::ensure!(
+                !rel.is_empty(),
+                "-f {}: not a file in the build context",
+                file.display()
+            );
+            root.join(rel)
+        }
+        None => default_dockerfile(root),
+    };
+    let shown = dockerfile
+        .strip_prefix(root)
+        .unwrap_or(&dockerfile)
+        .display()
+        .to_string();
+    let resolved = inside(root, &dockerfile)?.ok_or_else(|| {
+        anyhow::anyhow!("the build context from stdin holds no {shown} (name it with -f)")
+    })?;
+    anyhow::ensure!(
+        resolved.is_file(),
+        "{shown} in the build context from stdin is not a file"
+    );
+    for ignore in [
+        root.join(".dockerignore"),
+        dockerfile.with_file_name(format!("{}.dockerignore", file_name(&dockerfile))),
+    ] {
+        inside(root, &ignore)?;
+    }
+    let context = Context::open(root, Some(&dockerfile))?;
+    let text = std::fs::read(&resolved).with_context(|| format!("read {shown}"))?;
+    Ok(Input {
+        context,
+        dockerfile: dockerfile_text(text, &format!("the context's {shown}"))?,
+        dockerfile_name: file_name(&dockerfile),
+        _staged: Some(staged),
+    })
+}
+
+/// Where `path` (under `root`) leads, if it exists, after following its symlinks; an error
+/// when that is outside `root` (a hostile context's `Dockerfile -> /etc/shadow`).
+fn inside(root: &Path, path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let shown = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("resolve {}", root.display()))?;
+    let real = match path.canonicalize() {
+        Ok(real) => real,
+        // A dangling link is no file, wherever it points.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("resolve {shown}"))),
+    };
+    anyhow::ensure!(
+        real.starts_with(&real_root),
+        "{shown} in the build context from stdin is a link to outside the context; kiln does \
+         not read it"
+    );
+    Ok(Some(real))
+}
+
+/// `--build-context NAME=VALUE` values, as buildx reads them: a directory,
+/// `docker-image://REF`, or `oci-layout://PATH[:TAG][@DIGEST]`, whose image is loaded into the
+/// store now (checked blob by blob), so that the build reads it like any other.
+pub fn named_contexts(store: &Store, values: &[String]) -> anyhow::Result<NamedContexts> {
+    let mut contexts = NamedContexts::default();
+    for text in values {
+        let Some((name, value)) = text.split_once('=') else {
+            anyhow::bail!("--build-context {text:?}: expected NAME=VALUE");
+        };
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            reference
+                .parse::<kiln_image::Reference>()
+                .with_context(|| format!("--build-context {text}"))?;
+            NamedContext::Image(reference.to_owned())
+        } else if let Some(layout) = OciLayoutRef::parse(value) {
+            let layout = layout.with_context(|| format!("--build-context {text}"))?;
+            let image = kiln_build::named::load_oci_layout(store, &layout)
+                .with_context(|| format!("--build-context {text}: load the image"))?;
+            NamedContext::Loaded(Box::new(image))
+        } else if value.contains("://") || value.starts_with("git@") {
+            anyhow::bail!(
+                "--build-context {text}: URL contexts (git, https) are not supported by kiln; \
+                 give a directory, docker-image://REF or oci-layout://PATH"
+            );
+        } else if let Some(scheme) = ["target:", "input:"]
+            .iter()
+            .find(|s| value.starts_with(**s))
+        {
+            anyhow::bail!(
+                "--build-context {text}: {scheme} contexts (bake's) are not supported by kiln"
+            );
+        } else {
+            let dir = Path::new(value);
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--build-context {text}: {value} is not a directory"
+            );
+            // Its own .dockerignore applies, as BuildKit reads it.
+            NamedContext::Dir(
+                Context::open(dir, None).with_context(|| format!("--build-context {text}"))?,
+            )
+        };
+        contexts
+            .insert(name, context)
+            .with_context(|| format!("--build-context {text}"))?;
+    }
+    Ok(contexts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(name: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn archives_are_told_from_dockerfiles() {
+        assert!(is_archive(&tar_of("Dockerfile")));
+        let mut gnu = tar::Header::new_gnu();
+        gnu.set_path("x").unwrap();
+        gnu.set_cksum();
+        assert!(is_archive(gnu.as_bytes()));
+        assert!(is_archive(&[0x1f, 0x8b, 0x08, 0]));
+        assert!(is_archive(b"BZh91AY"));
+        assert!(is_archive(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]));
+        assert!(is_archive(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
+        assert!(!is_archive(b"FROM busybox\nRUN echo hi\n"));
+        let long = "# a comment\n".repeat(100) + "FROM busybox\n";
+        assert!(!is_archive(long.as_bytes()));
+        assert!(!is_archive(&[0u8; 1024]));
+        let mut broken = tar_of("Dockerfile");
+        broken[0] ^= 1;
+        assert!(!is_archive(&broken), "a wrong checksum is not a tar");
+    }
+}
