@@ -37,6 +37,7 @@
 //! # Ok::<(), kiln_analyze::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod efficiency;
 pub mod source;
@@ -71,16 +72,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] kiln_image::Error),
     /// A file could not be read.
-    #[error("{op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which file.
-        path: std::path::PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] kiln_image::IoError),
     /// An archive that is neither a docker-archive nor an OCI archive, or is damaged.
     #[error("{path}: {why}")]
     BadArchive {

@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kiln_image::{Digest, ImageConfig, Store};
-use serde_json::Value;
+use kiln_image::archive::{self, ArchiveMembers, PlatformChoice, member_name};
+use kiln_image::{Digest, ImageConfig, IoError, Store};
 
 use crate::{Analysis, Analyzer, Error, LayerInfo};
 
@@ -75,6 +75,7 @@ pub fn layer_commands(config: &ImageConfig) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The members of an archive file: where each one's content starts, and its size.
 struct Members {
     path: PathBuf,
     file: File,
@@ -83,10 +84,7 @@ struct Members {
 
 impl Members {
     fn scan(path: &Path) -> Result<Members, Error> {
-        let io = |op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { op, path, source }
-        };
+        let io = |op| IoError::at(op, path);
         let file = File::open(path).map_err(io("open"))?;
         let mut index = HashMap::new();
         {
@@ -96,7 +94,7 @@ impl Members {
                 if !entry.header().entry_type().is_file() {
                     continue;
                 }
-                let name = crate::clean(&String::from_utf8_lossy(&entry.path_bytes()));
+                let name = member_name(&entry.path_bytes());
                 index.insert(name, (entry.raw_file_position(), entry.size()));
             }
         }
@@ -106,48 +104,32 @@ impl Members {
             index,
         })
     }
+}
 
-    fn bad(&self, why: impl Into<String>) -> Error {
-        Error::BadArchive {
-            path: self.path.clone(),
-            why: why.into(),
-        }
+impl ArchiveMembers for Members {
+    fn size(&self, name: &str) -> Option<u64> {
+        self.index.get(name).map(|&(_, size)| size)
     }
 
-    fn read(&mut self, name: &str) -> Result<Vec<u8>, Error> {
-        let name = crate::clean(name);
-        let &(offset, size) = self
-            .index
-            .get(&name)
-            .ok_or_else(|| self.bad(format!("member {name} is missing")))?;
-        if size > 64 << 20 {
-            return Err(self.bad(format!("member {name} is too large for a JSON document")));
+    fn read(&mut self, name: &str, limit: u64) -> kiln_image::Result<Vec<u8>> {
+        let Some(&(offset, size)) = self.index.get(name) else {
+            return Err(kiln_image::Error::BadArchive(format!(
+                "it names {name:?}, which it does not contain"
+            )));
+        };
+        if size > limit {
+            return Err(kiln_image::Error::TooLarge {
+                what: format!("{} in {}", name, self.path.display()),
+                size,
+                limit,
+            });
         }
         let mut buf = Vec::with_capacity(size as usize);
-        let io = |source| Error::Io {
-            op: "read",
-            path: self.path.clone(),
-            source,
-        };
-        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        (&self.file)
-            .take(size)
-            .read_to_end(&mut buf)
-            .map_err(|source| Error::Io {
-                op: "read",
-                path: self.path.clone(),
-                source,
-            })?;
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| (&self.file).take(size).read_to_end(&mut buf))
+            .map_err(IoError::at("read", &self.path))?;
         Ok(buf)
-    }
-
-    fn json(&mut self, name: &str) -> Result<Value, Error> {
-        let bytes = self.read(name)?;
-        serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("{name}: {e}")))
-    }
-
-    fn blob_name(digest: &str) -> String {
-        format!("blobs/{}", digest.replacen(':', "/", 1))
     }
 }
 
@@ -155,25 +137,36 @@ impl Members {
 /// one for this machine's architecture in a multi-platform index).
 pub fn open_archive(path: &Path) -> Result<Opened, Error> {
     let mut members = Members::scan(path)?;
-    let (config, layer_names) = if members.index.contains_key("manifest.json") {
-        docker_manifest(&mut members)?
-    } else if members.index.contains_key("index.json") {
-        oci_manifest(&mut members)?
-    } else {
-        return Err(members.bad("neither manifest.json (docker-archive) nor index.json (OCI)"));
+    let image = match archive::read_images(&mut members, PlatformChoice::HostOrFirst) {
+        Ok(images) => images.into_iter().next(),
+        Err(kiln_image::Error::BadArchive(why)) => {
+            return Err(Error::BadArchive {
+                path: path.to_path_buf(),
+                why,
+            });
+        }
+        Err(e) => return Err(e.into()),
     };
-    let created_by = layer_commands(&config);
+    // read_images refuses an archive without images.
+    let Some(image) = image else {
+        return Err(Error::BadArchive {
+            path: path.to_path_buf(),
+            why: "it holds no image".into(),
+        });
+    };
+    let created_by = layer_commands(&image.config);
     let mut layers = Vec::new();
-    for (i, name) in layer_names.iter().enumerate() {
-        let clean = crate::clean(name);
-        let &(offset, size) = members
-            .index
-            .get(&clean)
-            .ok_or_else(|| members.bad(format!("layer {clean} is missing")))?;
-        let digest = clean
+    for (i, name) in image.layers.into_iter().enumerate() {
+        let Some(&(offset, size)) = members.index.get(&name) else {
+            return Err(Error::BadArchive {
+                path: path.to_path_buf(),
+                why: format!("layer {name} is missing"),
+            });
+        };
+        let digest = name
             .strip_prefix("blobs/")
             .map(|d| d.replacen('/', ":", 1))
-            .unwrap_or_else(|| clean.clone());
+            .unwrap_or_else(|| name.clone());
         layers.push((
             LayerInfo {
                 digest,
@@ -185,70 +178,10 @@ pub fn open_archive(path: &Path) -> Result<Opened, Error> {
     }
     Ok(Opened {
         name: path.display().to_string(),
-        config,
+        config: image.config,
         layers,
         origin: Origin::Archive(path.to_path_buf()),
     })
-}
-
-fn parse_config(members: &Members, value: Value) -> Result<ImageConfig, Error> {
-    serde_json::from_value(value).map_err(|e| members.bad(format!("image config: {e}")))
-}
-
-fn docker_manifest(members: &mut Members) -> Result<(ImageConfig, Vec<String>), Error> {
-    let manifest = members.json("manifest.json")?;
-    let first = manifest
-        .as_array()
-        .and_then(|a| a.first())
-        .ok_or_else(|| members.bad("manifest.json lists no image"))?;
-    let config_name = first["Config"]
-        .as_str()
-        .ok_or_else(|| members.bad("manifest.json: no Config"))?
-        .to_owned();
-    let layers: Vec<String> = first["Layers"]
-        .as_array()
-        .ok_or_else(|| members.bad("manifest.json: no Layers"))?
-        .iter()
-        .filter_map(|l| l.as_str().map(str::to_owned))
-        .collect();
-    let config = members.json(&config_name)?;
-    Ok((parse_config(members, config)?, layers))
-}
-
-fn oci_manifest(members: &mut Members) -> Result<(ImageConfig, Vec<String>), Error> {
-    let mut doc = members.json("index.json")?;
-    // Follow nested indexes down to a manifest.
-    for _ in 0..4 {
-        if doc.get("layers").is_some() {
-            break;
-        }
-        let manifests = doc["manifests"]
-            .as_array()
-            .ok_or_else(|| members.bad("index without manifests"))?;
-        let arch = kiln_image::host_architecture();
-        let chosen = manifests
-            .iter()
-            .find(|m| m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux")
-            .or_else(|| manifests.first())
-            .ok_or_else(|| members.bad("index lists no manifest"))?;
-        let digest = chosen["digest"]
-            .as_str()
-            .ok_or_else(|| members.bad("manifest descriptor without digest"))?
-            .to_owned();
-        doc = members.json(&Members::blob_name(&digest))?;
-    }
-    let config_digest = doc["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| members.bad("manifest without config"))?
-        .to_owned();
-    let layers = doc["layers"]
-        .as_array()
-        .ok_or_else(|| members.bad("manifest without layers"))?
-        .iter()
-        .filter_map(|l| l["digest"].as_str().map(Members::blob_name))
-        .collect();
-    let config = members.json(&Members::blob_name(&config_digest))?;
-    Ok((parse_config(members, config)?, layers))
 }
 
 impl Opened {
@@ -261,11 +194,7 @@ impl Opened {
     pub fn analyze(&self) -> Result<Analysis, Error> {
         let mut analyzer = Analyzer::new();
         let mut archive = match &self.origin {
-            Origin::Archive(path) => Some(File::open(path).map_err(|source| Error::Io {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?),
+            Origin::Archive(path) => Some(File::open(path).map_err(IoError::at("open", path))?),
             Origin::Store(_) => None,
         };
         for (info, location) in &self.layers {

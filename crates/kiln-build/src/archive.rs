@@ -15,11 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use kiln_image::{
-    Descriptor, Digest, Image, ImageConfig, Index, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest,
-    REF_NAME_ANNOTATION, Reference, StagedBlob, Store, media_type,
+use kiln_image::archive::{
+    self, ArchiveImage, ArchiveMembers, DockerManifestEntry, PlatformChoice, blob_member,
+    member_name,
 };
-use serde::Deserialize;
+use kiln_image::{
+    Descriptor, Digest, Image, ImageConfig, Index, Manifest, REF_NAME_ANNOTATION, Reference,
+    StagedBlob, Store, media_type,
+};
 
 use crate::Error;
 
@@ -85,7 +88,7 @@ pub fn load(store: &Store, input: impl Read) -> Result<Loaded, Error> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = normalize_member(&entry.path_bytes());
+        let name = member_name(&entry.path_bytes());
         let mut writer = store.blob_writer()?;
         let mut diff_id = kiln_layer::DiffIdWriter::new();
         let mut head = Vec::with_capacity(4);
@@ -117,22 +120,12 @@ pub fn load(store: &Store, input: impl Read) -> Result<Loaded, Error> {
             },
         );
     }
-    if members.contains_key("manifest.json") {
-        load_docker(store, &mut members)
-    } else if members.contains_key("index.json") {
-        load_oci(store, &mut members)
-    } else {
-        Err(Error::BadArchive(
-            "neither manifest.json (docker-archive) nor index.json (OCI archive) is in it".into(),
-        ))
+    let images = archive::read_images(&mut Staged(&members), PlatformChoice::Host)?;
+    let mut checked = Vec::with_capacity(images.len());
+    for image in images {
+        checked.push(check(&members, image)?);
     }
-}
-
-fn normalize_member(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    text.trim_start_matches("./")
-        .trim_start_matches('/')
-        .to_owned()
+    store_checked(store, &mut members, checked)
 }
 
 /// `blobs/sha256/<hex>` names promise their digest; anything else promises nothing.
@@ -147,45 +140,22 @@ fn member<'m>(members: &'m Members, name: &str) -> Result<&'m Member, Error> {
         .ok_or_else(|| Error::BadArchive(format!("it names {name:?}, which it does not contain")))
 }
 
-/// Reads a JSON member of at most `limit` bytes.
-fn member_json<T: serde::de::DeserializeOwned>(
-    members: &Members,
-    name: &str,
-    limit: u64,
-) -> Result<T, Error> {
-    let bytes = member(members, name)?.blob.read(limit, name)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::BadArchive(format!("{name} is not valid: {e}")))
-}
+/// The staged members, as the archive reader sees them.
+struct Staged<'m>(&'m Members);
 
-/// The member an OCI descriptor points at, checked against the descriptor's size (its name
-/// has vouched for its digest).
-fn oci_member<'m>(members: &'m Members, descriptor: &Descriptor) -> Result<&'m Member, Error> {
-    let name = format!("blobs/sha256/{}", descriptor.digest.hex());
-    let found = member(members, &name)?;
-    if found.blob.size() != descriptor.size {
-        return Err(Error::BadArchive(format!(
-            "blob {} has {} bytes, but its descriptor says {} bytes",
-            descriptor.digest,
-            found.blob.size(),
-            descriptor.size
-        )));
+impl ArchiveMembers for Staged<'_> {
+    fn size(&self, name: &str) -> Option<u64> {
+        self.0.get(name).map(|m| m.blob.size())
     }
-    Ok(found)
-}
 
-/// Reads an OCI JSON blob of at most `limit` bytes.
-fn oci_json<T: serde::de::DeserializeOwned>(
-    members: &Members,
-    descriptor: &Descriptor,
-    limit: u64,
-    what: &str,
-) -> Result<T, Error> {
-    let bytes = oci_member(members, descriptor)?
-        .blob
-        .read(limit, &format!("{what} {}", descriptor.digest))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::BadArchive(format!("{what} {} is not valid: {e}", descriptor.digest)))
+    fn read(&mut self, name: &str, limit: u64) -> kiln_image::Result<Vec<u8>> {
+        match self.0.get(name) {
+            Some(member) => member.blob.read(limit, name),
+            None => Err(kiln_image::Error::BadArchive(format!(
+                "it names {name:?}, which it does not contain"
+            ))),
+        }
+    }
 }
 
 /// Moves a member into the store, once: later calls for the same name do nothing.
@@ -200,15 +170,6 @@ fn commit_member(store: &Store, members: &mut Members, name: &str) -> Result<(),
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerManifestEntry {
-    config: String,
-    #[serde(default)]
-    repo_tags: Option<Vec<String>>,
-    layers: Vec<String>,
-}
-
 /// An image of an archive, checked, with the members it needs.
 struct Checked {
     members: Vec<String>,
@@ -218,6 +179,36 @@ struct Checked {
     manifest: Option<(Descriptor, Manifest)>,
     layers: Vec<Descriptor>,
     names: Vec<String>,
+}
+
+/// Checks that each layer member unpacks to the config's diff id, and describes the members
+/// while they are all still staged (images may share them).
+fn check(members: &Members, image: ArchiveImage) -> Result<Checked, Error> {
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (name, diff_id) in image.layers.iter().zip(&image.config.rootfs.diff_ids) {
+        let layer = member(members, name)?;
+        layer.check_layer(name, diff_id)?;
+        layers.push(layer.descriptor(layer.layer_media_type()));
+    }
+    let config_desc = match &image.manifest {
+        // An OCI manifest's descriptors stay as they are.
+        Some((_, manifest)) => {
+            layers.clone_from(&manifest.layers);
+            manifest.config.clone()
+        }
+        None => member(members, &image.config_member)?.descriptor(media_type::OCI_CONFIG),
+    };
+    let mut image_members: Vec<String> = image.manifest_member.into_iter().collect();
+    image_members.push(image.config_member);
+    image_members.extend(image.layers);
+    Ok(Checked {
+        members: image_members,
+        config_desc,
+        config: image.config,
+        manifest: image.manifest,
+        layers,
+        names: image.names,
+    })
 }
 
 /// Stores the checked images, their blobs first, and tags them.
@@ -245,110 +236,6 @@ fn store_checked(
         images.push((stored, image.names));
     }
     Ok(Loaded { images })
-}
-
-fn load_docker(store: &Store, members: &mut Members) -> Result<Loaded, Error> {
-    let entries: Vec<DockerManifestEntry> =
-        member_json(members, "manifest.json", MAX_MANIFEST_SIZE)?;
-    let mut checked = Vec::new();
-    for entry in entries {
-        let config_name = normalize_member(entry.config.as_bytes());
-        let config: ImageConfig = member_json(members, &config_name, MAX_CONFIG_SIZE)?;
-        if config.rootfs.diff_ids.len() != entry.layers.len() {
-            return Err(Error::BadArchive(format!(
-                "{config_name} lists {} layers but manifest.json lists {}",
-                config.rootfs.diff_ids.len(),
-                entry.layers.len()
-            )));
-        }
-        let config_desc = member(members, &config_name)?.descriptor(media_type::OCI_CONFIG);
-        let mut image_members = vec![config_name];
-        let mut layers = Vec::new();
-        for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-            let name = normalize_member(path.as_bytes());
-            let layer = member(members, &name)?;
-            layer.check_layer(&name, diff_id)?;
-            layers.push(layer.descriptor(layer.layer_media_type()));
-            image_members.push(name);
-        }
-        let names = entry.repo_tags.unwrap_or_default();
-        for name in &names {
-            name.parse::<Reference>()?;
-        }
-        checked.push(Checked {
-            members: image_members,
-            config_desc,
-            config,
-            manifest: None,
-            layers,
-            names,
-        });
-    }
-    store_checked(store, members, checked)
-}
-
-fn load_oci(store: &Store, members: &mut Members) -> Result<Loaded, Error> {
-    let index: Index = member_json(members, "index.json", MAX_MANIFEST_SIZE)?;
-    let mut checked = Vec::new();
-    for descriptor in index.manifests {
-        let manifest_desc = resolve_platform_manifest(members, &descriptor)?;
-        let manifest: Manifest = oci_json(members, &manifest_desc, MAX_MANIFEST_SIZE, "manifest")?;
-        let config: ImageConfig = oci_json(members, &manifest.config, MAX_CONFIG_SIZE, "config")?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(Error::BadArchive(format!(
-                "config {} lists {} layers but manifest {} lists {}",
-                manifest.config.digest,
-                config.rootfs.diff_ids.len(),
-                manifest_desc.digest,
-                manifest.layers.len()
-            )));
-        }
-        let blob_name = |d: &Descriptor| format!("blobs/sha256/{}", d.digest.hex());
-        let mut image_members = vec![blob_name(&manifest_desc), blob_name(&manifest.config)];
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            oci_member(members, layer)?.check_layer(&blob_name(layer), diff_id)?;
-            image_members.push(blob_name(layer));
-        }
-        let names: Vec<String> = descriptor
-            .annotation("io.containerd.image.name")
-            .or(descriptor.annotation(REF_NAME_ANNOTATION))
-            .filter(|n| n.parse::<Reference>().is_ok())
-            .map(|n| vec![n.to_owned()])
-            .unwrap_or_default();
-        checked.push(Checked {
-            members: image_members,
-            config_desc: manifest.config.clone(),
-            config,
-            layers: manifest.layers.clone(),
-            manifest: Some((manifest_desc, manifest)),
-            names,
-        });
-    }
-    store_checked(store, members, checked)
-}
-
-/// An index entry may be a nested index (multi-platform): pick the host's platform.
-fn resolve_platform_manifest(
-    members: &Members,
-    descriptor: &Descriptor,
-) -> Result<Descriptor, Error> {
-    if descriptor.media_type != media_type::OCI_INDEX
-        && descriptor.media_type != media_type::DOCKER_LIST
-    {
-        return Ok(descriptor.clone());
-    }
-    let nested: Index = oci_json(members, descriptor, MAX_MANIFEST_SIZE, "index")?;
-    let host = kiln_image::host_architecture();
-    let chosen = nested
-        .manifests
-        .iter()
-        .find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.architecture == host && p.os == "linux")
-        })
-        .ok_or_else(|| Error::BadArchive(format!("its index has no manifest for linux/{host}")))?;
-    resolve_platform_manifest(members, chosen)
 }
 
 /// Output formats of `save`.
@@ -419,12 +306,7 @@ pub fn save_with_indexes(
             for image in all {
                 for blob in image_blobs(image) {
                     if written.insert(blob.digest.clone()) {
-                        append_blob(
-                            store,
-                            &mut tar,
-                            &format!("blobs/sha256/{}", blob.digest.hex()),
-                            &blob,
-                        )?;
+                        append_blob(store, &mut tar, &blob_member(&blob.digest), &blob)?;
                     }
                 }
             }
@@ -557,9 +439,11 @@ fn save_docker<W: Write>(
             .filter_map(|n| n.parse::<Reference>().ok())
             .map(|r| r.store_name())
             .collect();
-        entries.push(
-            serde_json::json!({ "Config": config_name, "RepoTags": tags, "Layers": layer_names }),
-        );
+        entries.push(DockerManifestEntry {
+            config: config_name,
+            repo_tags: Some(tags),
+            layers: layer_names,
+        });
     }
     let manifest = serde_json::to_vec(&entries).unwrap_or_default();
     append_bytes(tar, "manifest.json", &manifest)

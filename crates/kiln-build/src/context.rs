@@ -104,11 +104,7 @@ impl IgnoreRules {
         match std::fs::read_to_string(&path) {
             Ok(text) => IgnoreRules::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IgnoreRules::default()),
-            Err(e) => Err(Error::Io {
-                op: "read",
-                path,
-                source: e,
-            }),
+            Err(e) => Err(Error::io("read", path)(e)),
         }
     }
 

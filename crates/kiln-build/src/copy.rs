@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use kiln_image::Digest;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
@@ -259,13 +259,10 @@ pub fn open_in_root(root: &Path, rel: &str) -> io::Result<OwnedFd> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let rel = if rel.is_empty() { "." } else { rel };
-    Ok(rustix::fs::openat2(
-        root_fd.as_fd(),
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    Ok(kiln_layer::open_in_root(
+        &root_fd,
+        rel.as_bytes(),
+        OFlags::PATH,
     )?)
 }
 

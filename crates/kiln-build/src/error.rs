@@ -9,16 +9,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] kiln_image::Error),
     /// A file-system call failed.
-    #[error("{op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] kiln_image::IoError),
     /// Reading or writing an archive stream failed.
     #[error("{op}")]
     Archive {
@@ -84,8 +76,8 @@ impl Error {
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io { op, path, source }
+        let io = kiln_image::IoError::at(op, path);
+        move |source| Error::Io(io(source))
     }
 
     pub(crate) fn archive(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {

@@ -25,6 +25,7 @@
 //! 4. **Finish**: the target stage's config and layers become an image in the store, tagged;
 //!    `--cache-to` exports the keys the build went through.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod archive;
 pub mod context;

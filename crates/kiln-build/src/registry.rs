@@ -58,6 +58,27 @@ impl BuildRegistry {
     }
 }
 
+/// `ADD <url>`'s download. It goes through the registry client, so it trusts the CA files
+/// and `insecure` hosts of the registry settings and uses the environment's proxies, as a pull
+/// does. A build without registry access downloads with the default settings.
+pub(crate) fn fetch_url<'r>(
+    registry: Option<&'r BuildRegistry>,
+    url: &str,
+) -> Result<kiln_registry::Download<'r>, Error> {
+    static DEFAULT: OnceLock<Result<Registry, String>> = OnceLock::new();
+    let client = match registry {
+        Some(registry) => registry.client()?,
+        None => DEFAULT
+            .get_or_init(|| Registry::new(RegistryConfig::default()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::BadInput(format!("registry settings: {e}")))?,
+    };
+    client.fetch_url(url).map_err(|source| Error::Registry {
+        what: format!("ADD {url}: download failed"),
+        source,
+    })
+}
+
 /// Parses `type=registry,ref=R` (the only cache type kiln has).
 pub fn parse_cache_spec(flag: &str, text: &str) -> Result<Reference, Error> {
     let mut kind = None;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{Digest, Image, Store, chain_id};
 use kiln_layer::{ApplyMode, ApplyOptions};
-use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
+use rustix::mount::UnmountFlags;
 
 use crate::Error;
 
@@ -70,57 +70,37 @@ pub struct OverlayMount {
 }
 
 impl OverlayMount {
-    /// Mounts lowers (top-most first) and an optional upper/work pair at `target`. Without an
-    /// upper the mount is read-only. With no lowers, `empty` stands in (overlayfs needs one).
+    /// Mounts lowers (top-most first) and an optional upper/work pair at `target`, with the
+    /// sandbox's overlay options (`kiln_sandbox::overlay`). Without an upper the mount is
+    /// read-only. `empty` (and a sibling `empty.2`) fill up a stack too short for overlayfs.
     pub fn mount(
         lowers: &[PathBuf],
         upper: Option<(&Path, &Path)>,
         empty: &Path,
         target: &Path,
     ) -> Result<OverlayMount, Error> {
-        let sys = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |e: rustix::io::Errno| Error::Io {
-                op,
-                path,
-                source: e.into(),
+        // overlayfs needs one lower with an upper and two without: empty dirs at the bottom
+        // fill the stack up, changing nothing in the merged view, and a single layer's
+        // whiteouts are still hidden by the mount. They must be distinct dirs.
+        let least = if upper.is_some() { 1 } else { 2 };
+        let mut stack = lowers.to_vec();
+        if stack.len() < least {
+            stack.push(empty.to_path_buf());
+        }
+        if stack.len() < least {
+            let spare = empty.with_extension("2");
+            match std::fs::create_dir(&spare) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io("create directory", spare)(e));
+                }
+                _ => stack.push(spare),
             }
-        };
-        let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-            .map_err(sys("fsopen overlay for", target))?;
-        let fallback = [empty.to_path_buf()];
-        let lowers = if lowers.is_empty() {
-            &fallback[..]
-        } else {
-            lowers
-        };
-        // One `lowerdir+` per layer: no limit on the number of layers from the mount data size.
-        for lower in lowers {
-            rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower)
-                .map_err(sys("fsconfig lowerdir+", lower))?;
         }
-        if let Some((upper, work)) = upper {
-            rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)
-                .map_err(sys("fsconfig upperdir", upper))?;
-            rustix::mount::fsconfig_set_string(&fs, "workdir", work)
-                .map_err(sys("fsconfig workdir", work))?;
-        }
-        rustix::mount::fsconfig_create(&fs).map_err(sys("fsconfig create overlay for", target))?;
-        let attrs = if upper.is_some() {
-            MountAttrFlags::empty()
-        } else {
-            MountAttrFlags::MOUNT_ATTR_RDONLY
+        let overlay = kiln_sandbox::overlay::Overlay {
+            lowers: &stack,
+            upper,
         };
-        let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-            .map_err(sys("fsmount overlay for", target))?;
-        rustix::mount::move_mount(
-            &mnt,
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(sys("move_mount overlay to", target))?;
+        overlay.mount(target)?;
         Ok(OverlayMount {
             target: target.to_path_buf(),
         })

@@ -61,6 +61,7 @@
 //! as `\xNN`, exactly as BuildKit's dump prints the byte; [`encode_lossless`] gives the bytes
 //! back (for heredoc bodies written to files).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod ast;
 mod directives;

@@ -14,7 +14,9 @@
 //! # Ok::<(), kiln_image::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
+pub mod archive;
 mod check;
 mod config;
 mod digest;
@@ -47,16 +49,8 @@ pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file-system call failed.
-    #[error("{op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Not a `sha256:<hex>` digest.
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
     BadDigest(String),
@@ -133,6 +127,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An image archive that is not what it claims to be, or is damaged.
+    #[error("not a valid image archive: {0}")]
+    BadArchive(String),
     /// An id prefix matches more than one image.
     #[error("image id prefix {0:?} is ambiguous: give more digits")]
     Ambiguous(String),
@@ -143,8 +140,35 @@ impl Error {
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
+        let io = IoError::at(op, path);
+        move |source| Error::Io(io(source))
+    }
+}
+
+/// A file-system call that failed: what was being done and on which path, with the OS error
+/// as its source. The one I/O error shape of kiln's crates; each crate's error enum carries it
+/// as an `Io` variant (`#[error(transparent)]`), so the message reads the same whichever
+/// crate made the call.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}")]
+pub struct IoError {
+    /// What was being done (`read`, `create directory`, `openat2`).
+    pub op: &'static str,
+    /// On which path.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// A `map_err` adapter: `.map_err(IoError::at("read", &path))`.
+    pub fn at(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> IoError {
         let path = path.into();
-        move |source| Error::Io { op, path, source }
+        move |source| IoError { op, path, source }
     }
 }
 

@@ -205,11 +205,7 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(Error::io("open lock file", &path))?;
-        rustix::fs::flock(file.as_fd(), op).map_err(|e| Error::Io {
-            op: "flock",
-            path,
-            source: e.into(),
-        })?;
+        rustix::fs::flock(file.as_fd(), op).map_err(|e| Error::io("flock", path)(e.into()))?;
         Ok(StoreLock { _file: file })
     }
 
@@ -284,11 +280,7 @@ impl Store {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::BlobNotFound(digest.clone())
             } else {
-                Error::Io {
-                    op: "read",
-                    path,
-                    source: e,
-                }
+                Error::io("read", path)(e)
             }
         })?;
         let actual = Digest::of(&bytes);
@@ -375,11 +367,7 @@ impl Store {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::BlobNotFound(digest.clone())
             } else {
-                Error::Io {
-                    op: "open",
-                    path,
-                    source: e,
-                }
+                Error::io("open", path)(e)
             }
         })
     }
@@ -654,11 +642,7 @@ impl Store {
             Ok(()) => {}
             Err(_) if target.is_dir() => {}
             Err(e) => {
-                return Err(Error::Io {
-                    op: "rename snapshot into",
-                    path: target,
-                    source: e,
-                });
+                return Err(Error::io("rename snapshot into", target)(e));
             }
         }
         sync_dir(&self.root.join("snapshots"));
@@ -815,11 +799,9 @@ impl BlobWriter {
     pub fn stage(self, expected: Option<&Digest>) -> Result<StagedBlob> {
         let (buffered, digest, size) = self.inner.finish();
         let tmp = self.store.tmp();
-        let file = buffered.into_inner().map_err(|e| Error::Io {
-            op: "write",
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
         if let Some(expected) = expected
             && *expected != digest
         {
@@ -887,11 +869,9 @@ impl StagedBlob {
         File::open(&self.path)
             .and_then(|f| f.sync_all())
             .map_err(Error::io("fsync", self.path.to_path_buf()))?;
-        self.path.persist(&target).map_err(|e| Error::Io {
-            op: "rename blob into",
-            path: target.clone(),
-            source: e.error,
-        })?;
+        self.path
+            .persist(&target)
+            .map_err(|e| Error::io("rename blob into", &target)(e.error))?;
         sync_dir(&self.store.oci().join("blobs/sha256"));
         Ok(())
     }
@@ -921,11 +901,8 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     file.as_file()
         .sync_all()
         .map_err(Error::io("fsync", file.path()))?;
-    file.persist(path).map_err(|e| Error::Io {
-        op: "rename into",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    file.persist(path)
+        .map_err(|e| Error::io("rename into", path)(e.error))?;
     if let Some(parent) = path.parent() {
         sync_dir(parent);
     }

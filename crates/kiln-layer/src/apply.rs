@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
@@ -238,22 +238,7 @@ impl Applier<'_> {
     }
 
     fn open_in_root(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
-        let mut tries = 0;
-        loop {
-            let r = rustix::fs::openat2(
-                &self.root_fd,
-                rel,
-                flags | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            );
-            match r {
-                // openat2 asks for a retry when a rename raced with a `..` lookup.
-                Err(Errno::AGAIN) if tries < 64 => tries += 1,
-                r => return r,
-            }
-        }
+        crate::open_in_root(&self.root_fd, rel, flags)
     }
 
     fn open_dir_in_root(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {

@@ -13,17 +13,10 @@ pub enum Error {
     /// The image store failed (reading a blob, writing a compressed copy).
     #[error(transparent)]
     Store(#[from] kiln_image::Error),
-    /// A syscall failed on a path.
-    #[error("{syscall} failed on {}: {source}", path.display())]
-    Syscall {
-        /// The syscall, e.g. `openat2` or `mknodat`.
-        syscall: &'static str,
-        /// The path the syscall operated on (host path when known).
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A syscall failed on a path (the op is the syscall, e.g. `openat2` or `mknodat`; the path
+    /// is the host path when known).
+    #[error(transparent)]
+    Io(#[from] kiln_image::IoError),
     /// The layer tar stream could not be read or is malformed.
     #[error("reading the layer tar stream{}: {source}", entry_suffix(entry))]
     TarRead {
@@ -97,17 +90,13 @@ impl Error {
         path: impl Into<PathBuf>,
         err: impl Into<io::Error>,
     ) -> Self {
-        Error::Syscall {
-            syscall,
-            path: path.into(),
-            source: err.into(),
-        }
+        Error::Io(kiln_image::IoError::at(syscall, path)(err.into()))
     }
 
-    /// The OS errno of a [`Error::Syscall`], if this is one.
+    /// The OS errno of a [`Error::Io`], if this is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Syscall { source, .. } => source.raw_os_error(),
+            Error::Io(e) => e.source.raw_os_error(),
             _ => None,
         }
     }

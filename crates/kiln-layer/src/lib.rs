@@ -16,6 +16,7 @@
 //! - [`apply_stored_layer`] applies a layer of the store, checking its blob against its
 //!   digest and its uncompressed stream against its diff id; [`DiffIdWriter`] computes the
 //!   diff id of a blob while a pull or a load streams it into the store.
+//! - [`open_in_root`] opens a path of a rootfs the way a chroot would resolve it.
 //! - [`gzip_parallel`] and [`zstd_compress`] compress a layer and return the
 //!   blob digest; [`HashingWriter`]/[`HashingReader`] hash any stream.
 //!
@@ -97,6 +98,7 @@
 //! Only the upper dir is read, never the lower ones, and each file once: the
 //! tar is hashed as it is written, so `diff_id` costs no second pass.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod apply;
 mod compress;
@@ -104,6 +106,7 @@ mod diff;
 mod diff_id;
 mod error;
 mod hash;
+mod in_root;
 mod stored;
 
 pub use apply::{
@@ -117,4 +120,5 @@ pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from
 pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
 pub use error::{Error, Result};
 pub use hash::{HashingReader, HashingWriter, digest_string};
+pub use in_root::open_in_root;
 pub use stored::{compressed_in_store, known_compressed};

@@ -33,6 +33,7 @@
 //! # Ok::<(), kiln_lint::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod check;
 mod rules;

@@ -14,9 +14,9 @@ use crate::{Error, Event, RegistryConfig, Reporter};
 /// Connect timeout for mirrors: a dead mirror must cost little.
 const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 /// Connect timeout for the registry itself.
-const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stalled body is an error after this long without data.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts per request before giving up on transient errors.
 pub(crate) const ATTEMPTS: u32 = 5;
 
@@ -244,10 +244,25 @@ impl Registry {
         host: &str,
         connect_timeout: Duration,
     ) -> Result<reqwest::Client, Error> {
+        self.client_builder(host, connect_timeout)?
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| Error::Http {
+                host: host.to_owned(),
+                what: "set up the HTTP client".into(),
+                source,
+            })
+    }
+
+    /// A reqwest client builder with the host's TLS settings: its CA file and `insecure`.
+    pub(crate) fn client_builder(
+        &self,
+        host: &str,
+        connect_timeout: Duration,
+    ) -> Result<reqwest::ClientBuilder, Error> {
         let conf = self.config.host(host);
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
-            .timeout(Duration::from_secs(30))
             .danger_accept_invalid_certs(conf.insecure);
         if let Some(path) = &conf.ca {
             let pem = std::fs::read(path).map_err(Error::io("read CA file", path))?;
@@ -257,11 +272,7 @@ impl Registry {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        builder.build().map_err(|source| Error::Http {
-            host: host.to_owned(),
-            what: "set up the HTTP client".into(),
-            source,
-        })
+        Ok(builder)
     }
 
     /// Checks credentials the way `docker login` does: `/v2/` answers 401 with a challenge;

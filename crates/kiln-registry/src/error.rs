@@ -156,16 +156,8 @@ pub enum Error {
         why: String,
     },
     /// A file-system call failed.
-    #[error("{op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] kiln_image::IoError),
     /// The async runtime could not start.
     #[error("start the transfer runtime")]
     Runtime(#[source] std::io::Error),
@@ -184,8 +176,8 @@ impl Error {
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io { op, path, source }
+        let io = kiln_image::IoError::at(op, path);
+        move |source| Error::Io(io(source))
     }
 
     /// Wraps an oci-client error, turning 401/403 into [`Error::Unauthorized`].

@@ -17,7 +17,9 @@
 //! - push that skips blobs the registry has, mounts them across repositories when kiln knows
 //!   where they came from, and gzips uncompressed layers once (the compressed blob and the
 //!   diff id → blob mapping stay in the store, so a second push compresses nothing);
-//! - a build cache exported as an OCI artifact ([`cache`]).
+//! - a build cache exported as an OCI artifact ([`cache`]);
+//! - plain downloads (`ADD <url>`) with the same TLS and proxy settings
+//!   ([`Registry::fetch_url`]).
 //!
 //! The library never prints: progress goes to a [`Reporter`].
 //!
@@ -32,18 +34,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cache;
 mod client;
 mod config;
 mod error;
+mod fetch;
 mod pull;
 mod push;
 
 pub use client::Registry;
 pub use config::{HostConfig, PushConfig, RegistryConfig, parse_platform};
 pub use error::Error;
+pub use fetch::Download;
 pub use pull::Pulled;
 pub use push::Pushed;
 

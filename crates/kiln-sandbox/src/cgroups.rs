@@ -7,7 +7,7 @@
 //! step starts escapes the limits. The cgroups are removed when the run ends.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -98,8 +98,8 @@ impl RunCgroups {
     }
 
     /// The `cgroup.procs` fds pid 1 writes `0` to.
-    pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
-        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    pub(crate) fn procs_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.procs.iter().map(AsFd::as_fd).collect()
     }
 
     fn add_v1(&mut self, controller: &str, name: &str) -> Result<PathBuf, SandboxError> {

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -15,9 +15,9 @@ use crate::cgroups::RunCgroups;
 use crate::mounts::{self, Created, Planned};
 use crate::namespaces::{self, HostMountNs};
 use crate::network::PrivateNetwork;
-use crate::process::{self, ChildPlan, Session};
+use crate::process::{self, ChildFds, ChildPlan, Session};
 use crate::rootfs::{self, HostLayers, Target};
-use crate::syscall::{FileKind, LinuxSyscall, Syscall, cpath};
+use crate::syscall::{FileKind, LinuxSyscall, Syscall};
 use crate::{ExitStatus, Mount, Network, Outcome, Rootfs, RunSpec, SandboxError, user};
 
 /// The host resolver files bound with [`RunSpec::etc_binds`].
@@ -33,18 +33,9 @@ pub(crate) enum ThreadIo {
     Tty { master_to: Sender<OwnedFd> },
 }
 
-fn last_os(call: &'static str, path: impl Into<String>) -> SandboxError {
-    SandboxError::sys(call, path, std::io::Error::last_os_error())
-}
-
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(last_os("pipe2", "sandbox pipe"));
-    }
-    // SAFETY: fresh fds owned right away.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::sys("pipe2", "sandbox pipe", e))
 }
 
 /// `mount_setattr(2)` attribute bits.
@@ -58,24 +49,16 @@ pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// given at least `nosuid,nodev` by its callers: a setuid file or a device node that a step
 /// plants through it must stay inert on the host and in the step.
 fn clone_tree(path: &Path, attrs: u64) -> Result<OwnedFd, SandboxError> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    use rustix::mount::OpenTreeFlags;
     const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let shown = path.display().to_string();
-    let c = cpath(path).map_err(|e| SandboxError::sys("open_tree", &shown, e))?;
-    // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        )
-    };
-    if fd < 0 {
-        return Err(last_os("open_tree", shown));
-    }
-    // SAFETY: fresh fd owned right away.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let fd = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| SandboxError::sys("open_tree", path.display().to_string(), e))?;
     if attrs != 0 {
         #[repr(C)]
         struct MountAttr {
@@ -90,7 +73,9 @@ fn clone_tree(path: &Path, attrs: u64) -> Result<OwnedFd, SandboxError> {
             propagation: 0,
             userns_fd: 0,
         };
-        // SAFETY: mount_setattr on our fd with an empty path and a valid mount_attr.
+        // SAFETY: mount_setattr (rustix has no wrapper) reads the empty NUL-terminated path
+        // and `size_of::<MountAttr>()` bytes of `attr`, which outlive the call; it writes no
+        // memory.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
@@ -102,7 +87,11 @@ fn clone_tree(path: &Path, attrs: u64) -> Result<OwnedFd, SandboxError> {
             )
         };
         if r < 0 {
-            return Err(last_os("mount_setattr", path.display().to_string()));
+            return Err(SandboxError::sys(
+                "mount_setattr",
+                path.display().to_string(),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(fd)
@@ -147,15 +136,7 @@ fn scratch_tree(
             std::fs::Permissions::from_mode(meta.mode() & 0o7777),
         )
         .map_err(|e| SandboxError::sys("chmod", shown(&upper), e))?;
-        rootfs::mount_overlay(
-            sys,
-            &merged,
-            &base.join("l"),
-            &init,
-            &[source.to_path_buf()],
-            &upper,
-            &work,
-        )?;
+        rootfs::mount_overlay(sys, &merged, &init, &[source.to_path_buf()], &upper, &work)?;
         Ok((clone_tree(&merged, bind_attrs(false))?, true))
     } else {
         let copy = base.join("file");
@@ -282,8 +263,8 @@ pub(crate) fn run_container(
         network.enter()?;
     }
     namespaces::unshare(namespaces::unshare_flags(spec.network))?;
-    // SAFETY: umask of this thread only (its fs_struct is private after CLONE_NEWNS).
-    unsafe { libc::umask(0) };
+    // The umask of this thread only: its fs_struct is private after CLONE_NEWNS.
+    rustix::process::umask(rustix::fs::Mode::empty());
     let from_host = FromHost {
         last_cap,
         cgroup_procs: cgroups
@@ -300,11 +281,35 @@ pub(crate) fn run_container(
     Ok(outcome)
 }
 
+/// The container's stdio, as this thread holds it until pid 1 has its copies.
+enum Stdio {
+    /// The caller's own 0, 1 and 2.
+    Inherit,
+    /// `/dev/null` and the write ends of the output pipes.
+    Piped([OwnedFd; 3]),
+    /// The pty slave, on all three.
+    Tty(OwnedFd),
+}
+
+impl Stdio {
+    fn fds(&self) -> [BorrowedFd<'_>; 3] {
+        match self {
+            Stdio::Inherit => [
+                rustix::stdio::stdin(),
+                rustix::stdio::stdout(),
+                rustix::stdio::stderr(),
+            ],
+            Stdio::Piped(fds) => fds.each_ref().map(AsFd::as_fd),
+            Stdio::Tty(slave) => [slave.as_fd(); 3],
+        }
+    }
+}
+
 /// What the setup thread learnt on the host side, before it entered the namespaces.
-struct FromHost {
+struct FromHost<'a> {
     last_cap: u32,
     /// `cgroup.procs` of the run's cgroups, for pid 1 to move itself in.
-    cgroup_procs: Vec<RawFd>,
+    cgroup_procs: Vec<BorrowedFd<'a>>,
 }
 
 fn in_namespaces(
@@ -312,7 +317,7 @@ fn in_namespaces(
     spec: &RunSpec,
     staging: Option<&Path>,
     io: ThreadIo,
-    from_host: &FromHost,
+    from_host: &FromHost<'_>,
 ) -> Result<Outcome, SandboxError> {
     sys.mount(
         None,
@@ -476,7 +481,7 @@ fn in_namespaces(
             let plan = rootfs::plan_init(&HostLayers(lowers), &targets)
                 .map_err(|e| SandboxError::sys("lstat lower dirs for", "mountpoints", e))?;
             rootfs::write_init(&init, &plan)?;
-            rootfs::mount_overlay(sys, &root, &staging.join("l"), &init, lowers, upper, work)?;
+            rootfs::mount_overlay(sys, &root, &init, lowers, upper, work)?;
             (root, plan.fallback)
         }
         (Rootfs::Dir(dir), _) => {
@@ -529,7 +534,7 @@ fn inside(
     fallback: &[Target],
     created: &mut Vec<Created>,
     io: ThreadIo,
-    from_host: &FromHost,
+    from_host: &FromHost<'_>,
 ) -> Result<Outcome, SandboxError> {
     for t in fallback {
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
@@ -582,30 +587,28 @@ fn inside(
         .map_err(|e| SandboxError::sys("mkdir workdir", &cwd, e))?;
 
     // stdio of the container.
-    let mut keep: Vec<OwnedFd> = Vec::new();
-    let (stdio, session) = match io {
-        ThreadIo::Inherit => ([0, 1, 2], Session::Detach),
+    let (keep, session) = match io {
+        ThreadIo::Inherit => (Stdio::Inherit, Session::Detach),
         ThreadIo::Piped { stdout, stderr } => {
             let null =
                 File::open("/dev/null").map_err(|e| SandboxError::sys("open", "/dev/null", e))?;
-            let fds = [null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
-            keep.extend([OwnedFd::from(null), stdout, stderr]);
-            (fds, Session::Detach)
+            (
+                Stdio::Piped([OwnedFd::from(null), stdout, stderr]),
+                Session::Detach,
+            )
         }
         ThreadIo::Tty { master_to } => {
             let (master, slave) = crate::tty::open_pty()?;
-            let ws = crate::tty::host_winsize().unwrap_or(libc::winsize {
+            let ws = crate::tty::host_winsize().unwrap_or(rustix::termios::Winsize {
                 ws_row: 24,
                 ws_col: 80,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             });
-            crate::tty::set_winsize(master.as_raw_fd(), &ws);
-            let s = slave.as_raw_fd();
-            keep.push(slave);
+            crate::tty::set_winsize(&master, ws);
             // If the caller's side is gone, the relay cannot run; run anyway without it.
             let _ = master_to.send(master);
-            ([s, s, s], Session::Tty)
+            (Stdio::Tty(slave), Session::Tty)
         }
     };
 
@@ -615,19 +618,23 @@ fn inside(
         &env,
         &cwd,
         &who,
-        stdio,
         session,
         from_host.last_cap,
         spec.skip_syncs,
         spec.insecure,
-    )?
-    .in_cgroups(from_host.cgroup_procs.clone());
+    )?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     if spec.interrupt.is_interrupted() {
         return Err(SandboxError::Interrupted);
     }
-    let pid = process::spawn_pid1(&plan, err_w.as_raw_fd(), status_w.as_raw_fd())?;
+    let fds = ChildFds {
+        stdio: keep.fds(),
+        cgroup_procs: &from_host.cgroup_procs,
+        err_w: err_w.as_fd(),
+        status_w: status_w.as_fd(),
+    };
+    let pid = process::spawn_pid1(&plan, &fds)?;
     // Our copies of the write ends go now, so that the readers see EOF when the container ends.
     drop((err_w, status_w, keep));
     if let Err(e) = spec.interrupt.attach(pid) {
@@ -656,36 +663,30 @@ fn inside(
 
 /// Wait for pid 1 without reaping, forget its pid for [`Interrupt`](crate::Interrupt), reap.
 fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError> {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, WaitOptions};
+    let shown = || format!("container pid 1 ({pid})");
+    let Some(child) = Pid::from_raw(pid) else {
+        return Err(SandboxError::errno("waitid", shown(), libc::ECHILD));
+    };
     loop {
-        // SAFETY: siginfo_t is plain data; waitid writes it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid on our own child with a valid siginfo pointer.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            interrupt.detach(pid);
-            return Err(last_os("waitid", format!("container pid 1 ({pid})")));
+        match rustix::process::waitid(
+            WaitId::Pid(child),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                interrupt.detach(pid);
+                return Err(SandboxError::sys("waitid", shown(), e));
+            }
         }
     }
     interrupt.detach(pid);
-    let mut status = 0;
     loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return Ok(status);
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err(last_os("waitpid", format!("container pid 1 ({pid})")));
+        match rustix::process::waitpid(Some(child), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(status.as_raw()),
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(SandboxError::sys("waitpid", shown(), e)),
         }
     }
 }
@@ -693,20 +694,11 @@ fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
-        // SAFETY: the slice tail is valid for writing.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-            )
-        };
-        if n > 0 {
-            got += n as usize;
-        } else if n == 0
-            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-        {
-            break;
+        match rustix::io::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
         }
     }
     got

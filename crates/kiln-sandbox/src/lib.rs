@@ -63,8 +63,9 @@
 //! affecting the caller's other threads, then `fork`s, doing only async-signal-safe work in the
 //! children ([`process`]). The calling thread relays output meanwhile.
 //!
-//! Requires root (the tests say so when they are not run as root), Linux ≥ 5.12
-//! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`), overlayfs.
+//! Requires root (the tests say so when they are not run as root), Linux ≥ 6.8
+//! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`, and overlayfs' `lowerdir+`,
+//! see [`overlay`]).
 #![deny(missing_docs)]
 
 mod cgroups;
@@ -74,6 +75,7 @@ mod error;
 pub mod mounts;
 pub mod namespaces;
 mod network;
+pub mod overlay;
 pub mod process;
 pub mod rootfs;
 mod seccomp;
@@ -82,7 +84,7 @@ pub mod syscall;
 pub mod tty;
 pub mod user;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 pub use cgroups::Limits;
@@ -191,42 +193,32 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
 /// Deliver stdout and stderr chunks as they arrive, until both pipes reach EOF (every process
 /// of the container is gone).
 fn relay_pipes(out: OwnedFd, err: OwnedFd, on_output: &mut dyn FnMut(OutputStream, &[u8])) {
+    use rustix::event::{PollFd, PollFlags};
     let mut open = [Some(out), Some(err)];
     let streams = [OutputStream::Stdout, OutputStream::Stderr];
     let mut buf = vec![0u8; 65536];
     while open.iter().any(Option::is_some) {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
-        let mut which = Vec::new();
-        for (i, fd) in open.iter().enumerate() {
-            if let Some(fd) = fd {
-                fds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                which.push(i);
-            }
+        let which: Vec<usize> = (0..open.len()).filter(|i| open[*i].is_some()).collect();
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
         }
-        // SAFETY: fds is a valid pollfd array.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+        let ready: Vec<bool> = fds.iter().map(|p| !p.revents().is_empty()).collect();
+        drop(fds);
+        for (&i, ready) in which.iter().zip(ready) {
+            let Some(fd) = open[i].as_ref().filter(|_| ready) else {
                 continue;
-            }
-            return;
-        }
-        for (pfd, &i) in fds.iter().zip(&which) {
-            if pfd.revents == 0 {
-                continue;
-            }
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                on_output(streams[i], &buf[..n as usize]);
-            } else if n == 0
-                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
-                open[i] = None;
+            };
+            match rustix::io::read(fd, &mut buf) {
+                Ok(n) if n > 0 => on_output(streams[i], &buf[..n]),
+                Err(rustix::io::Errno::INTR) => {}
+                _ => open[i] = None,
             }
         }
     }

@@ -9,7 +9,7 @@
 //! mounts, before that call returns.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use crate::{Network, SandboxError};
 
@@ -35,18 +35,13 @@ impl HostMountNs {
             .map_err(|e| SandboxError::sys("open", "/proc/thread-self/ns/mnt", e))
     }
 
-    /// `setns(2)` back into it.
+    /// `setns(2)` back into it (this thread has an fs_struct of its own: CLONE_FS unshared).
     pub(crate) fn enter(&self) -> Result<(), SandboxError> {
-        // SAFETY: setns on an fd we own; the thread has its own fs_struct (CLONE_FS unshared).
-        let r = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNS) };
-        if r < 0 {
-            return Err(SandboxError::sys(
-                "setns",
-                "host mount namespace",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        rustix::thread::move_into_link_name_space(
+            self.0.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Mount),
+        )
+        .map_err(|e| SandboxError::sys("setns", "host mount namespace", e))
     }
 }
 
@@ -86,29 +81,34 @@ pub(crate) fn set_hostname(name: &str) -> Result<(), SandboxError> {
 
 /// Bring `lo` up in the (new) network namespace.
 pub(crate) fn loopback_up() -> Result<(), SandboxError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let err = |call| SandboxError::sys(call, "lo", std::io::Error::last_os_error());
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(err("socket for"));
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| SandboxError::sys("socket for", "lo", e))?;
+    // rustix has no wrapper for the interface flags: these are the ioctls `ip link set up`
+    // makes.
+    // SAFETY: ifreq is plain data (a name and a union of integers), for which all-zero is a
+    // value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: req is a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS, the union field read is the
-    // one the kernel filled.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(err("ioctl SIOCGIFFLAGS on"));
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(err("ioctl SIOCSIFFLAGS on"));
-        }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name of `req` and writes its flags, within
+    // the ifreq owned here.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(err("ioctl SIOCGIFFLAGS on"));
+    }
+    // SAFETY: reads the union field SIOCGIFFLAGS has just written.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of `req`, owned here; it writes nothing.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(err("ioctl SIOCSIFFLAGS on"));
     }
     Ok(())
 }

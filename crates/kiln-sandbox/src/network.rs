@@ -70,19 +70,20 @@ impl PrivateNetwork {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_w);
-        // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
-        // is async-signal-safe; it touches no memory the parent could have left locked.
-        unsafe {
-            cmd.pre_exec(move || {
-                for (target, fd) in (3..).zip(inherited) {
-                    // dup2 onto fds 3..5; the copies are not close-on-exec.
-                    if libc::dup2(fd, target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+        let place_fds = move || {
+            for (target, fd) in (3..).zip(inherited) {
+                // dup2 onto fds 3..5; the copies are not close-on-exec.
+                // SAFETY: dup2 onto a fixed number in the child: `fd` is one of `sources`,
+                // open until the spawn returns, and whatever `target` was is replaced.
+                if unsafe { libc::dup2(fd, target) } < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        };
+        // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
+        // is async-signal-safe; it allocates nothing and takes no lock.
+        unsafe { cmd.pre_exec(place_fds) };
         let slirp = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 SandboxError::Spec(

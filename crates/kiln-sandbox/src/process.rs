@@ -4,9 +4,11 @@
 //!
 //! The caller may have threads, so after `fork(2)` only async-signal-safe work is allowed. All
 //! the allocation happens before: `ChildPlan` holds the resolved executable, argv and envp as
-//! NUL-terminated arrays, the cwd, the ids, and the fds. The code below `fork` calls libc
-//! directly (no allocation, no locks, no `std` I/O) and reports a failure as a fixed-size
-//! record `{stage, errno}` on a close-on-exec pipe, which the setup thread turns into a
+//! NUL-terminated arrays, the cwd and the ids, and `ChildFds` the fds. The code below `fork`
+//! calls the kernel directly, through rustix (raw syscalls, paths as `&CStr`) or libc where
+//! rustix has no wrapper (signal dispositions, `fork`, `execve`, `keyctl`, `seccomp`): no
+//! allocation, no locks, no `std` I/O. It reports a failure as a fixed-size record
+//! `{stage, errno}` on a close-on-exec pipe, which the setup thread turns into a
 //! [`SandboxError`] naming the call and the path.
 //!
 //! # pid 1
@@ -40,9 +42,16 @@
 //! capabilities across `setresuid` (`PR_SET_KEEPCAPS`, then `capset` and ambient raises), as
 //! runc does for BuildKit's insecure spec, whose ambient set is every capability.
 
-use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::Mode;
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
+use rustix::process::{Gid, Signal, Uid, WaitOptions};
+use rustix::thread::CapabilitySet;
 
 use crate::SandboxError;
 use crate::seccomp;
@@ -86,11 +95,9 @@ pub(crate) struct ChildPlan {
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-    /// Sources of fds 0, 1, 2.
-    stdio: [RawFd; 3],
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
     session: Session,
     /// Bit n set: keep capability n.
     keep_caps: u64,
@@ -102,9 +109,7 @@ pub(crate) struct ChildPlan {
     mask: bool,
     /// Insecure mode: the capabilities (kiln's own permitted set) the process keeps in its
     /// effective, permitted, inheritable and ambient sets, whatever its uid.
-    ambient: Option<u64>,
-    /// `cgroup.procs` files pid 1 writes `0` to, moving itself into the run's cgroups.
-    cgroup_procs: Vec<RawFd>,
+    ambient: Option<CapabilitySet>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -150,7 +155,6 @@ impl ChildPlan {
         env: &[String],
         cwd: &str,
         user: &crate::user::ExecUser,
-        stdio: [RawFd; 3],
         session: Session,
         last_cap: u32,
         skip_syncs: bool,
@@ -179,7 +183,12 @@ impl ChildPlan {
         let last_cap = last_cap.min(63);
         let (keep_caps, filter, ambient) = if insecure {
             let every = u64::MAX >> (63 - last_cap);
-            (every, None, Some(own_permitted_caps()? & every))
+            let own = own_permitted_caps()?;
+            (
+                every,
+                None,
+                Some(own & CapabilitySet::from_bits_retain(every)),
+            )
         } else {
             let keep_caps = DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1u64 << c));
             let filter = seccomp::compile(seccomp::FilterOptions {
@@ -195,24 +204,16 @@ impl ChildPlan {
             _envp: envp,
             envp_ptrs,
             cwd: c(cwd, "working directory")?,
-            uid: user.uid,
-            gid: user.gid,
-            groups: user.groups.clone(),
-            stdio,
+            uid: Uid::from_raw(user.uid),
+            gid: Gid::from_raw(user.gid),
+            groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
             session,
             keep_caps,
             last_cap,
             filter,
             mask: !insecure,
             ambient,
-            cgroup_procs: Vec::new(),
         })
-    }
-
-    /// pid 1 joins these cgroups (open `cgroup.procs` files) before anything else runs.
-    pub(crate) fn in_cgroups(mut self, procs: Vec<RawFd>) -> Self {
-        self.cgroup_procs = procs;
-        self
     }
 
     /// Turn an error record from the pipe into an error naming the call and path.
@@ -230,9 +231,15 @@ impl ChildPlan {
                 "prctl PR_CAPBSET_DROP",
                 "capability bounding set".to_string(),
             ),
-            Some(Stage::Setgroups) => ("setgroups", format!("{:?}", self.groups)),
-            Some(Stage::Setgid) => ("setgid", self.gid.to_string()),
-            Some(Stage::Setuid) => ("setuid", self.uid.to_string()),
+            Some(Stage::Setgroups) => (
+                "setgroups",
+                format!(
+                    "{:?}",
+                    self.groups.iter().map(|g| g.as_raw()).collect::<Vec<_>>()
+                ),
+            ),
+            Some(Stage::Setgid) => ("setgid", self.gid.as_raw().to_string()),
+            Some(Stage::Setuid) => ("setuid", self.uid.as_raw().to_string()),
             Some(Stage::Exec) => ("execve", s(&self.exe)),
             Some(Stage::Keyring) => (
                 "keyctl KEYCTL_JOIN_SESSION_KEYRING",
@@ -253,54 +260,41 @@ impl ChildPlan {
     }
 }
 
-/// `capget(2)`/`capset(2)`'s header, version 3 (64-bit sets in two halves).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-/// One half of the capability sets.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
 /// The permitted capabilities of this thread (what insecure mode can pass on).
-fn own_permitted_caps() -> Result<u64, SandboxError> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two CapData records for version 3; both pointers are valid.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    if r < 0 {
-        return Err(SandboxError::sys(
-            "capget",
-            "the setup thread",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
+fn own_permitted_caps() -> Result<CapabilitySet, SandboxError> {
+    rustix::thread::capabilities(None)
+        .map(|sets| sets.permitted)
+        .map_err(|e| SandboxError::sys("capget", "the setup thread", e))
 }
 
 /// `keyctl(2)`'s operation that gives the caller a new session keyring.
 const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
 
+/// The fds pid 1 starts from, all valid in the caller while [`spawn_pid1`] runs.
+pub(crate) struct ChildFds<'a> {
+    /// Sources of fds 0, 1, 2.
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// `cgroup.procs` files pid 1 writes `0` to, moving itself into the run's cgroups.
+    pub cgroup_procs: &'a [BorrowedFd<'a>],
+    /// The write end of the error pipe.
+    pub err_w: BorrowedFd<'a>,
+    /// The write end of the status pipe.
+    pub status_w: BorrowedFd<'a>,
+}
+
+/// The fd the error pipe sits on in pid 1 and the process, once the fds are in place.
+const ERR_FD: RawFd = 3;
+/// The fd the status pipe sits on in pid 1.
+const STATUS_FD: RawFd = 4;
+
 /// The pid the reaper forwards signals to (set in pid 1 only).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+    let pid = rustix::process::Pid::from_raw(FORWARD_TO.load(Ordering::Relaxed));
+    if let (Some(pid), Some(sig)) = (pid, Signal::from_named_raw(sig)) {
+        // kill(2) is async-signal-safe; the pid is pid 1's own unreaped child.
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -314,7 +308,7 @@ const FORWARDED: &[libc::c_int] = &[
 ];
 
 /// Parts of `/proc` made read-only, as docker does.
-const PROC_READONLY: &[&std::ffi::CStr] = &[
+const PROC_READONLY: &[&CStr] = &[
     c"/proc/bus",
     c"/proc/fs",
     c"/proc/irq",
@@ -322,7 +316,7 @@ const PROC_READONLY: &[&std::ffi::CStr] = &[
     c"/proc/sysrq-trigger",
 ];
 /// Files hidden behind `/dev/null`.
-const PROC_MASK_FILES: &[&std::ffi::CStr] = &[
+const PROC_MASK_FILES: &[&CStr] = &[
     c"/proc/kcore",
     c"/proc/keys",
     c"/proc/latency_stats",
@@ -331,7 +325,7 @@ const PROC_MASK_FILES: &[&std::ffi::CStr] = &[
     c"/proc/sched_debug",
 ];
 /// Directories hidden behind an empty read-only tmpfs.
-const MASK_DIRS: &[&std::ffi::CStr] = &[
+const MASK_DIRS: &[&CStr] = &[
     c"/proc/acpi",
     c"/proc/asound",
     c"/proc/scsi",
@@ -339,357 +333,339 @@ const MASK_DIRS: &[&std::ffi::CStr] = &[
     c"/sys/devices/virtual/powercap",
 ];
 
-/// Fork pid 1. Returns its (host) pid. `err_w` and `status_w` are the write ends of the error
-/// and status pipes; the caller closes its copies right after.
-pub(crate) fn spawn_pid1(
-    plan: &ChildPlan,
-    err_w: RawFd,
-    status_w: RawFd,
-) -> Result<i32, SandboxError> {
-    // SAFETY: sigset_t is plain data; sigfillset initialises it.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers to sigset_t values owned here. Blocking every signal in this
-    // thread keeps a signal from running a handler of the caller in the child before pid 1
-    // installs its own.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+/// Fork pid 1. Returns its (host) pid. The caller closes its copies of the pipes' write ends
+/// right after.
+pub(crate) fn spawn_pid1(plan: &ChildPlan, fds: &ChildFds<'_>) -> Result<i32, SandboxError> {
+    // Blocking every signal in this thread keeps a signal from running a handler of the
+    // caller in the child before pid 1 installs its own.
+    let old = block_all_signals();
     // A pidfd of this process: pid 1 checks it right after PR_SET_PDEATHSIG, which closes the
     // window in which the caller could die before the death signal was armed.
-    // SAFETY: pidfd_open on our own pid; the fd is owned right away (or -1).
-    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as RawFd;
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
     // SAFETY: fork in a possibly multi-threaded process: the child only runs pid1_main, which
-    // makes async-signal-safe calls only, on data prepared before the fork.
+    // makes async-signal-safe calls only, on data prepared before the fork, and never returns.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // SAFETY: we are the child of fork; see pid1_main's contract.
-        unsafe { pid1_main(plan, me, err_w, status_w) }
+        pid1_main(plan, fds, me.as_ref().map(AsFd::as_fd));
     }
     let fork_err = std::io::Error::last_os_error();
-    if me >= 0 {
-        // SAFETY: closes the pidfd opened above, which nothing else uses.
-        unsafe { libc::close(me) };
-    }
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(me);
+    set_signal_mask(&old);
     if pid < 0 {
         return Err(SandboxError::sys("fork", "container pid 1", fork_err));
     }
     Ok(pid)
 }
 
-/// Report `stage` with the current errno on `fd` and exit.
-///
-/// # Safety
-/// Only after fork.
-unsafe fn die_on(fd: RawFd, stage: Stage) -> ! {
-    // SAFETY: errno location is thread-local and valid.
-    let errno = unsafe { *libc::__errno_location() };
+/// Blocks every signal in the calling thread; returns the mask it had.
+fn block_all_signals() -> libc::sigset_t {
+    let mut all = empty_sigset();
+    // SAFETY: `all` is a sigset_t owned here; sigfillset only writes it.
+    unsafe { libc::sigfillset(&mut all) };
+    let mut old = empty_sigset();
+    // SAFETY: both pointers are to sigset_t values owned here; the mask of this thread only
+    // changes.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    old
+}
+
+/// Sets the calling thread's signal mask. Async-signal-safe.
+fn set_signal_mask(mask: &libc::sigset_t) {
+    // SAFETY: `mask` is a valid sigset_t; the old mask is not asked for (null).
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+}
+
+/// An empty signal set. Async-signal-safe.
+fn empty_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data (an array of words), for which all-zero is a value.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is owned here; sigemptyset only writes it.
+    unsafe { libc::sigemptyset(&mut set) };
+    set
+}
+
+/// Sets the disposition of `sig` to `handler` (`SIG_DFL` or an `extern "C" fn`), with every
+/// signal blocked while a handler runs. Async-signal-safe.
+fn set_signal_handler(sig: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: sigaction is plain data (a handler address, flags and a sigset_t), for which
+    // all-zero is a value: no handler, no flags, nothing blocked.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is owned here; sigfillset only writes it.
+    unsafe { libc::sigfillset(&mut sa.sa_mask) };
+    // SAFETY: `sa` is a valid sigaction and the old one is not asked for (null); `handler` is
+    // SIG_DFL or an `extern "C" fn(c_int)` that makes async-signal-safe calls only.
+    unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
+}
+
+/// Ends the process at once, running no exit handlers (which may hold locks after a fork).
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The errno of the libc call that just failed. Async-signal-safe (reads errno, allocates
+/// nothing).
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// Reports `stage` with `errno` on the error pipe `fd` and exits. Only after fork.
+fn die_on(fd: BorrowedFd<'_>, stage: Stage, errno: Errno) -> ! {
     let mut rec = [0u8; 8];
     rec[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-    rec[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write and _exit are async-signal-safe; rec is a valid buffer.
-    unsafe {
-        libc::write(fd, rec.as_ptr().cast(), rec.len());
-        libc::_exit(126)
+    rec[4..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
+    let _ = rustix::io::write(fd, &rec);
+    exit_now(126)
+}
+
+/// [`die_on`] the error pipe, once it sits on [`ERR_FD`].
+fn die(stage: Stage, errno: Errno) -> ! {
+    // SAFETY: only called after pid 1 has put the error pipe on ERR_FD, which stays open
+    // (close-on-exec) until exec or exit.
+    die_on(unsafe { BorrowedFd::borrow_raw(ERR_FD) }, stage, errno)
+}
+
+/// pid 1 of the container. Runs in the child of `fork` and never returns; makes
+/// async-signal-safe calls only (rustix's are raw syscalls); `plan`, `fds` and the statics it
+/// reads were set up before the fork.
+fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>>) -> ! {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    if let Some(parent) = parent {
+        let mut p = [PollFd::new(&parent, PollFlags::IN)];
+        if rustix::event::poll(&mut p, Some(&Timespec::default())) != Ok(0) {
+            // The caller is gone already (or poll failed): run nothing.
+            exit_now(125);
+        }
     }
-}
 
-/// [`die_on`] the error pipe, once it sits on fd 3.
-///
-/// # Safety
-/// Only after fork, with the error pipe on fd 3.
-unsafe fn die(stage: Stage) -> ! {
-    // SAFETY: forwarded contract.
-    unsafe { die_on(3, stage) }
-}
+    // Into the run's cgroups before anything else: all it starts is limited too.
+    for fd in fds.cgroup_procs {
+        match rustix::io::write(fd, b"0") {
+            Ok(1) => {}
+            Ok(_) => die_on(fds.err_w, Stage::Cgroup, Errno::IO),
+            Err(e) => die_on(fds.err_w, Stage::Cgroup, e),
+        }
+    }
 
-/// pid 1 of the container.
-///
-/// # Safety
-/// Must only run in the child of `fork`, and must not return. Makes async-signal-safe calls
-/// only; `plan` and the statics it reads were set up before the fork.
-unsafe fn pid1_main(plan: &ChildPlan, parent: RawFd, err_w: RawFd, status_w: RawFd) -> ! {
-    // SAFETY: everything below is libc calls on valid, NUL-terminated data from `plan` or
-    // static C strings, in a single-threaded child.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if parent >= 0 {
-            let mut p = [libc::pollfd {
-                fd: parent,
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            if libc::poll(p.as_mut_ptr(), 1, 0) != 0 {
-                // The caller is gone already (or poll failed): run nothing.
-                libc::_exit(125);
-            }
+    // fds: stdio sources on 0..2, error pipe on 3, status pipe on 4, nothing else. Copies
+    // numbered 10 and up first, so that no dup onto 0..4 clobbers a source.
+    let [stdin, stdout, stderr] = fds.stdio;
+    let high = |fd| {
+        rustix::io::fcntl_dupfd_cloexec(fd, 10).unwrap_or_else(|e| die_on(fds.err_w, Stage::Fds, e))
+    };
+    let tmp = [stdin, stdout, stderr, fds.err_w, fds.status_w].map(high);
+    // SAFETY: dup3 onto a fixed number: tmp[3] is open, and whatever fd 3 was is replaced
+    // (nothing in this process owns it).
+    if unsafe { libc::dup3(tmp[3].as_raw_fd(), ERR_FD, libc::O_CLOEXEC) } < 0 {
+        die_on(tmp[3].as_fd(), Stage::Fds, last_errno());
+    }
+    let stdio = rustix::stdio::dup2_stdin(&tmp[0])
+        .and_then(|()| rustix::stdio::dup2_stdout(&tmp[1]))
+        .and_then(|()| rustix::stdio::dup2_stderr(&tmp[2]));
+    if let Err(e) = stdio {
+        die(Stage::Fds, e);
+    }
+    // SAFETY: as for ERR_FD above, with tmp[4] and STATUS_FD.
+    if unsafe { libc::dup3(tmp[4].as_raw_fd(), STATUS_FD, libc::O_CLOEXEC) } < 0 {
+        die(Stage::Fds, last_errno());
+    }
+    // SAFETY: close_range closes fds only; none from 5 up is used from here on (the copies
+    // in `tmp` included: they are never touched again, and dropping them is skipped below).
+    if unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) } < 0 {
+        for fd in 5..4096 {
+            // SAFETY: as for close_range.
+            unsafe { libc::close(fd) };
         }
+    }
+    // The copies are closed already; dropping them would close numbers that may be reused.
+    std::mem::forget(tmp);
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    if let Err(e) = rustix::process::setsid() {
+        die(Stage::Setsid, e);
+    }
 
-        // Into the run's cgroups before anything else: all it starts is limited too.
-        for fd in &plan.cgroup_procs {
-            if libc::write(*fd, c"0".as_ptr().cast(), 1) != 1 {
-                die_on(err_w, Stage::Cgroup);
-            }
+    // /proc of the new pid namespace, with docker's masks.
+    let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if let Err(e) = rustix::mount::mount(c"proc", c"/proc", c"proc", ro, None::<&CStr>) {
+        die(Stage::MountProc, e);
+    }
+    // Insecure mode masks nothing and leaves /proc writable.
+    let (readonly, mask_files, mask_dirs): (&[&CStr], &[&CStr], &[&CStr]) = if plan.mask {
+        (PROC_READONLY, PROC_MASK_FILES, MASK_DIRS)
+    } else {
+        (&[], &[], &[])
+    };
+    for p in readonly {
+        match rustix::mount::mount_bind_recursive(*p, *p) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => continue,
+            Err(e) => die(Stage::MaskProc, e),
         }
+        let flags = MountFlags::BIND | MountFlags::RDONLY | ro;
+        if let Err(e) = rustix::mount::mount_remount(*p, flags, c"") {
+            die(Stage::MaskProc, e);
+        }
+    }
+    for p in mask_files {
+        match rustix::mount::mount_bind(c"/dev/null", *p) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => die(Stage::MaskProc, e),
+        }
+    }
+    for p in mask_dirs {
+        let flags = MountFlags::RDONLY | ro;
+        match rustix::mount::mount(c"tmpfs", *p, c"tmpfs", flags, c"size=0") {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => die(Stage::MaskProc, e),
+        }
+    }
 
-        // fds: stdio sources on 0..2, error pipe on 3, status pipe on 4, nothing else.
-        let srcs = [plan.stdio[0], plan.stdio[1], plan.stdio[2], err_w, status_w];
-        let mut tmp = [-1; 5];
-        for (i, fd) in srcs.iter().enumerate() {
-            tmp[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-            if tmp[i] < 0 {
-                die_on(err_w, Stage::Fds);
-            }
-        }
-        if libc::dup3(tmp[3], 3, libc::O_CLOEXEC) < 0 {
-            die_on(tmp[3], Stage::Fds);
-        }
-        for (i, fd) in tmp.iter().take(3).enumerate() {
-            if libc::dup2(*fd, i as libc::c_int) < 0 {
-                die(Stage::Fds);
-            }
-        }
-        if libc::dup3(tmp[4], 4, libc::O_CLOEXEC) < 0 {
-            die(Stage::Fds);
-        }
-        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
-            for fd in 5..4096 {
-                libc::close(fd);
-            }
-        }
-        libc::umask(0o022);
-        if libc::setsid() < 0 {
-            die(Stage::Setsid);
-        }
+    // Signals stay blocked (inherited from the setup thread) until the handlers are in place
+    // and the child's pid is known.
+    for sig in FORWARDED {
+        set_signal_handler(*sig, forward_signal as *const () as libc::sighandler_t);
+    }
 
-        // /proc of the new pid namespace, with docker's masks.
-        let ro = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            ro,
-            std::ptr::null(),
-        ) < 0
-        {
-            die(Stage::MountProc);
-        }
-        let (readonly, mask_files, mask_dirs): (&[&std::ffi::CStr], &[_], &[_]) = if plan.mask {
-            (PROC_READONLY, PROC_MASK_FILES, MASK_DIRS)
-        } else {
-            (&[], &[], &[])
-        };
-        for p in readonly {
-            if libc::mount(
-                p.as_ptr(),
-                p.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ) < 0
-            {
-                if *libc::__errno_location() == libc::ENOENT {
-                    continue;
-                }
-                die(Stage::MaskProc);
-            }
-            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | ro;
-            if libc::mount(
-                std::ptr::null(),
-                p.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ) < 0
-            {
-                die(Stage::MaskProc);
-            }
-        }
-        for p in mask_files {
-            if libc::mount(
-                c"/dev/null".as_ptr(),
-                p.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) < 0
-                && *libc::__errno_location() != libc::ENOENT
-            {
-                die(Stage::MaskProc);
-            }
-        }
-        for p in mask_dirs {
-            let flags = libc::MS_RDONLY | ro;
-            if libc::mount(
-                c"tmpfs".as_ptr(),
-                p.as_ptr(),
-                c"tmpfs".as_ptr(),
-                flags,
-                c"size=0".as_ptr().cast(),
-            ) < 0
-                && *libc::__errno_location() != libc::ENOENT
-            {
-                die(Stage::MaskProc);
-            }
-        }
+    // SAFETY: fork of this single-threaded process: the child only runs workload_main, which
+    // makes async-signal-safe calls only and never returns.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        die(Stage::Fork, last_errno());
+    }
+    if child == 0 {
+        workload_main(plan);
+    }
+    FORWARD_TO.store(child, Ordering::Relaxed);
+    set_signal_mask(&empty_sigset());
 
-        // Signals stay blocked (inherited from the setup thread) until the handlers are in
-        // place and the child's pid is known.
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigfillset(&mut sa.sa_mask);
-        for sig in FORWARDED {
-            libc::sigaction(*sig, &sa, std::ptr::null_mut());
-        }
-
-        let child = libc::fork();
-        if child < 0 {
-            die(Stage::Fork);
-        }
-        if child == 0 {
-            workload_main(plan);
-        }
-        FORWARD_TO.store(child, Ordering::Relaxed);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-
-        loop {
-            let mut status = 0;
-            let r = libc::waitpid(-1, &mut status, 0);
-            if r == child {
-                let bytes = status.to_ne_bytes();
-                libc::write(4, bytes.as_ptr().cast(), bytes.len());
-                let code = if libc::WIFSIGNALED(status) {
-                    128 + libc::WTERMSIG(status)
-                } else {
-                    libc::WEXITSTATUS(status)
+    let child = rustix::process::Pid::from_raw(child);
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) if Some(pid) == child => {
+                let raw = status.as_raw();
+                // SAFETY: STATUS_FD holds the status pipe (dup3'd above) until exit.
+                let status_pipe = unsafe { BorrowedFd::borrow_raw(STATUS_FD) };
+                let _ = rustix::io::write(status_pipe, &raw.to_ne_bytes());
+                let code = match status.terminating_signal() {
+                    Some(sig) => 128 + sig,
+                    None => status.exit_status().unwrap_or(255),
                 };
-                libc::_exit(code);
+                exit_now(code);
             }
-            if r < 0 && *libc::__errno_location() != libc::EINTR {
-                libc::_exit(255);
-            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => exit_now(255),
         }
     }
 }
 
-/// The process: credentials, cwd, capabilities, exec.
-///
-/// # Safety
-/// Only in the child of pid 1's fork; async-signal-safe calls only.
-unsafe fn workload_main(plan: &ChildPlan) -> ! {
-    // SAFETY: libc calls on data prepared before the fork; single-threaded child.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+/// The process: credentials, cwd, capabilities, exec. Runs in the child of pid 1's fork and
+/// never returns; async-signal-safe calls only.
+fn workload_main(plan: &ChildPlan) -> ! {
+    for sig in 1..libc::SIGRTMAX() {
+        set_signal_handler(sig, libc::SIG_DFL);
+    }
+    if plan.session == Session::Tty {
+        if let Err(e) = rustix::process::setsid() {
+            die(Stage::Setsid, e);
         }
-        if plan.session == Session::Tty {
-            if libc::setsid() < 0 {
-                die(Stage::Setsid);
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                die(Stage::Ctty);
-            }
+        if let Err(e) = rustix::process::ioctl_tiocsctty(rustix::stdio::stdin()) {
+            die(Stage::Ctty, e);
         }
-        if libc::chdir(plan.cwd.as_ptr()) < 0 {
-            die(Stage::Chdir);
-        }
-        // An anonymous keyring of its own; a kernel without keys support has none to share.
-        if libc::syscall(
+    }
+    if let Err(e) = rustix::process::chdir(plan.cwd.as_c_str()) {
+        die(Stage::Chdir, e);
+    }
+    // An anonymous keyring of its own; a kernel without keys support has none to share.
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) reads no memory (a null name means an
+    // anonymous keyring) and writes none.
+    let r = unsafe {
+        libc::syscall(
             libc::SYS_keyctl,
             KEYCTL_JOIN_SESSION_KEYRING,
             std::ptr::null::<libc::c_char>(),
-        ) < 0
-            && *libc::__errno_location() != libc::ENOSYS
-        {
-            die(Stage::Keyring);
+        )
+    };
+    if r < 0 && last_errno() != Errno::NOSYS {
+        die(Stage::Keyring, last_errno());
+    }
+    for cap in 0..=plan.last_cap {
+        if plan.keep_caps & (1u64 << cap) != 0 {
+            continue;
         }
-        for cap in 0..=plan.last_cap {
-            if plan.keep_caps & (1u64 << cap) == 0
-                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
-                && *libc::__errno_location() != libc::EINVAL
-            {
-                die(Stage::Capbset);
-            }
+        let set = CapabilitySet::from_bits_retain(1u64 << cap);
+        match rustix::thread::remove_capability_from_bounding_set(set) {
+            // A capability this kernel does not know.
+            Ok(()) | Err(Errno::INVAL) => {}
+            Err(e) => die(Stage::Capbset, e),
         }
-        if let Some(filter) = &plan.filter {
-            let prog = filter.fprog();
-            if libc::syscall(
+    }
+    if let Some(filter) = &plan.filter {
+        let prog = filter.fprog();
+        // SAFETY: `prog` points at the filter's instructions, which `plan` owns and which
+        // outlive the call; the kernel copies them.
+        let r = unsafe {
+            libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 0,
                 &prog as *const libc::sock_fprog,
-            ) < 0
+            )
+        };
+        if r < 0 {
+            die(Stage::Seccomp, last_errno());
+        }
+    }
+    if plan.ambient.is_some()
+        && let Err(e) = rustix::thread::set_keep_capabilities(true)
+    {
+        die(Stage::Ambient, e);
+    }
+    // The thread's credentials are the process's in this single-threaded child.
+    if let Err(e) = rustix::thread::set_thread_groups(&plan.groups) {
+        die(Stage::Setgroups, e);
+    }
+    if let Err(e) = rustix::thread::set_thread_res_gid(plan.gid, plan.gid, plan.gid) {
+        die(Stage::Setgid, e);
+    }
+    if let Err(e) = rustix::thread::set_thread_res_uid(plan.uid, plan.uid, plan.uid) {
+        die(Stage::Setuid, e);
+    }
+    if let Some(caps) = plan.ambient {
+        // setresuid to a non-root uid emptied the effective set; the permitted one stayed.
+        let sets = rustix::thread::CapabilitySets {
+            effective: caps,
+            permitted: caps,
+            inheritable: caps,
+        };
+        if let Err(e) = rustix::thread::set_capabilities(None, sets) {
+            die(Stage::Ambient, e);
+        }
+        for cap in 0..=plan.last_cap {
+            let one = CapabilitySet::from_bits_retain(1u64 << cap);
+            if caps.contains(one)
+                && let Err(e) = rustix::thread::configure_capability_in_ambient_set(one, true)
             {
-                die(Stage::Seccomp);
+                die(Stage::Ambient, e);
             }
         }
-        if plan.ambient.is_some() && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
-            die(Stage::Ambient);
-        }
-        // Raw syscalls: per-thread credentials are per-process in this single-threaded child.
-        if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) < 0 {
-            die(Stage::Setgroups);
-        }
-        if libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) < 0 {
-            die(Stage::Setgid);
-        }
-        if libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) < 0 {
-            die(Stage::Setuid);
-        }
-        if let Some(caps) = plan.ambient {
-            // setresuid to a non-root uid emptied the effective set; the permitted one stayed.
-            let mut header = CapHeader {
-                version: CAP_VERSION_3,
-                pid: 0,
-            };
-            let half = |bits: u32| CapData {
-                effective: bits,
-                permitted: bits,
-                inheritable: bits,
-            };
-            let data = [half(caps as u32), half((caps >> 32) as u32)];
-            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) < 0 {
-                die(Stage::Ambient);
-            }
-            for cap in 0..=plan.last_cap {
-                if caps & (1u64 << cap) != 0
-                    && libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    ) < 0
-                {
-                    die(Stage::Ambient);
-                }
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+    set_signal_mask(&empty_sigset());
+    // SAFETY: exe is a NUL-terminated string and argv/envp are null-terminated arrays of
+    // NUL-terminated strings, all owned by `plan`, which outlives the call.
+    unsafe {
         libc::execve(
             plan.exe.as_ptr(),
             plan.argv_ptrs.as_ptr(),
             plan.envp_ptrs.as_ptr(),
-        );
-        die(Stage::Exec)
-    }
+        )
+    };
+    die(Stage::Exec, last_errno())
 }
 
 #[cfg(test)]
@@ -726,7 +702,6 @@ mod tests {
             &[],
             "/work",
             &user,
-            [0, 1, 2],
             Session::Detach,
             40,
             false,
@@ -773,7 +748,6 @@ mod tests {
             &[],
             "/",
             &user,
-            [0, 1, 2],
             Session::Detach,
             40,
             false,

@@ -22,6 +22,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use crate::SandboxError;
+use crate::overlay::Overlay;
 use crate::syscall::{FileKind, Syscall};
 
 /// Mode, owner and times of a directory of the lowers.
@@ -293,97 +294,23 @@ pub(crate) fn write_init(dir: &Path, plan: &InitPlan) -> Result<(), SandboxError
     Ok(())
 }
 
-/// The kernel's limit for `mount(2)` data: one page, NUL included.
-const MOUNT_DATA_MAX: usize = 4095;
-
-fn option_path(p: &Path) -> Result<&str, SandboxError> {
-    let s = p
-        .to_str()
-        .ok_or_else(|| SandboxError::Spec(format!("overlay path {p:?} is not UTF-8")))?;
-    if !p.is_absolute() {
-        return Err(SandboxError::Spec(format!(
-            "overlay path {s:?} must be absolute"
-        )));
-    }
-    if s.contains([',', ':', '\\']) {
-        return Err(SandboxError::Spec(format!(
-            "overlay path {s:?} contains ',', ':' or '\\', which overlayfs options cannot carry"
-        )));
-    }
-    Ok(s)
-}
-
-/// The `mount(2)` data of the overlay. The lowers are named `0`, `1`, ... relative to the
-/// links dir (see [`mount_overlay`]), so one page holds overlayfs' maximum stack of 500.
-pub(crate) fn overlay_data(
-    init: &Path,
-    n_lowers: usize,
-    upper: &Path,
-    work: &Path,
-) -> Result<String, SandboxError> {
-    let mut data = format!("lowerdir={}", option_path(init)?);
-    for i in 0..n_lowers {
-        data.push_str(&format!(":{i}"));
-    }
-    data.push_str(&format!(
-        ",upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        option_path(upper)?,
-        option_path(work)?
-    ));
-    if data.len() > MOUNT_DATA_MAX {
-        return Err(SandboxError::Spec(format!(
-            "overlay options of {} bytes for {n_lowers} lower dirs; the kernel takes {MOUNT_DATA_MAX}",
-            data.len()
-        )));
-    }
-    Ok(data)
-}
-
-/// Mount the overlay on `target`.
-///
-/// Like docker's overlay2 `l/` dir, each lower gets a short symlink `links/<index>`, and the
-/// mount is made from inside `links` with relative names: the option string stays short
-/// whatever the store's paths, and lower paths may contain `,` or `:`.
+/// Mounts the step's overlay on `target`: `init` on top of `lowers`, with the step's upper dir.
 pub(crate) fn mount_overlay(
     sys: &dyn Syscall,
     target: &Path,
-    links: &Path,
     init: &Path,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
 ) -> Result<(), SandboxError> {
-    let data = overlay_data(init, lowers.len(), upper, work)?;
-    let shown = links.display().to_string();
-    sys.mkdir(links, 0o755)
-        .map_err(|e| SandboxError::sys("mkdir", &shown, e))?;
-    for (i, lower) in lowers.iter().enumerate() {
-        let l = lower
-            .to_str()
-            .filter(|_| lower.is_absolute())
-            .ok_or_else(|| {
-                SandboxError::Spec(format!(
-                    "lower dir {lower:?} must be an absolute UTF-8 path"
-                ))
-            })?;
-        let link = links.join(i.to_string());
-        sys.symlink(l, &link)
-            .map_err(|e| SandboxError::sys("symlink", link.display().to_string(), e))?;
-    }
-    sys.chdir(links)
-        .map_err(|e| SandboxError::sys("chdir", &shown, e))?;
-    // nodev: device nodes in an image or made by a step never open (docker's device cgroup
-    // does this for runc). Not nosuid: `su` and `sudo` in a step must keep working.
-    sys.mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        libc::MS_NODEV,
-        Some(&data),
-    )
-    .map_err(|e| SandboxError::sys("mount overlay on", target.display().to_string(), e))?;
-    sys.chdir(Path::new("/"))
-        .map_err(|e| SandboxError::sys("chdir", "/", e))
+    let stack: Vec<PathBuf> = std::iter::once(init.to_path_buf())
+        .chain(lowers.iter().cloned())
+        .collect();
+    let overlay = Overlay {
+        lowers: &stack,
+        upper: Some((upper, work)),
+    };
+    sys.mount_overlay(&overlay, target)
 }
 
 /// Make `root` the root of the mount namespace and drop the old root entirely.
@@ -560,26 +487,12 @@ mod tests {
     }
 
     #[test]
-    fn overlay_options_name_lowers_by_index() {
-        let data = overlay_data(Path::new("/s/init"), 3, Path::new("/u"), Path::new("/w")).unwrap();
-        assert_eq!(
-            data,
-            "lowerdir=/s/init:0:1:2,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"
-        );
-        // overlayfs' maximum stack fits in one page.
-        let data =
-            overlay_data(Path::new("/s/init"), 499, Path::new("/u"), Path::new("/w")).unwrap();
-        assert!(data.len() <= MOUNT_DATA_MAX);
-    }
-
-    #[test]
-    fn overlay_mount_goes_through_short_links() {
+    fn the_init_layer_tops_the_lowers_with_the_fixed_options() {
         let sys = Recorder::default();
         let lowers: Vec<PathBuf> = vec!["/store/snapshots/b,c".into(), "/store/snapshots/a".into()];
         mount_overlay(
             &sys,
             Path::new("/s/root"),
-            Path::new("/s/l"),
             Path::new("/s/init"),
             &lowers,
             Path::new("/u"),
@@ -589,22 +502,11 @@ mod tests {
         assert_eq!(
             sys.lines(),
             vec![
-                "mkdir /s/l 755",
-                "symlink /store/snapshots/b,c /s/l/0",
-                "symlink /store/snapshots/a /s/l/1",
-                "chdir /s/l",
-                "mount overlay /s/root overlay 0x4 lowerdir=/s/init:0:1,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off",
-                "chdir /",
+                "overlay /s/root lowerdir+=/s/init,lowerdir+=/store/snapshots/b,c,\
+                 lowerdir+=/store/snapshots/a,upperdir=/u,workdir=/w,\
+                 redirect_dir=off,metacopy=off,index=off",
             ]
         );
-    }
-
-    #[test]
-    fn overlay_rejects_option_separators_in_upper_and_work() {
-        let r = overlay_data(Path::new("/i"), 1, Path::new("/u,x"), Path::new("/w"));
-        assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("u,x")));
-        let r = overlay_data(Path::new("/i"), 1, Path::new("/u"), Path::new("relative"));
-        assert!(matches!(r, Err(SandboxError::Spec(m)) if m.contains("absolute")));
     }
 
     #[test]

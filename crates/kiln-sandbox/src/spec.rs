@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
+use rustix::process::Signal;
+
 /// The root filesystem of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rootfs {
@@ -287,13 +289,9 @@ impl Interrupt {
     /// Ask every run under this handle to stop. Async-signal-safe: atomics and `kill(2)` only.
     pub fn interrupt(&self) {
         let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
-        let sig = if n == 0 { libc::SIGTERM } else { libc::SIGKILL };
+        let sig = if n == 0 { Signal::TERM } else { Signal::KILL };
         for slot in &self.0.pids {
-            let pid = slot.load(Ordering::SeqCst);
-            if pid > 0 {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, sig) };
-            }
+            signal(slot.load(Ordering::SeqCst), sig);
         }
     }
 
@@ -310,17 +308,16 @@ impl Interrupt {
         });
         if free.is_none() {
             // Callers bound their concurrency below the slot count; this is the backstop.
-            // SAFETY: kill(2) has no memory-safety preconditions; pid is our unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // pid is our unreaped child.
+            signal(pid, Signal::KILL);
             return Err(crate::SandboxError::TooManyRuns {
                 max: MAX_CONCURRENT_RUNS,
             });
         }
         let n = self.0.requests.load(Ordering::SeqCst);
         if n > 0 {
-            let sig = if n == 1 { libc::SIGTERM } else { libc::SIGKILL };
-            // SAFETY: kill(2) has no memory-safety preconditions; pid is our unreaped child.
-            unsafe { libc::kill(pid, sig) };
+            // pid is our unreaped child.
+            signal(pid, if n == 1 { Signal::TERM } else { Signal::KILL });
         }
         Ok(())
     }
@@ -330,6 +327,16 @@ impl Interrupt {
         for slot in &self.0.pids {
             let _ = slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
+    }
+}
+
+/// `kill(2)` of one process, async-signal-safe. A pid of 0 or less (no one, or a group) is
+/// never signalled.
+fn signal(pid: i32, sig: Signal) {
+    if pid > 0
+        && let Some(pid) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 

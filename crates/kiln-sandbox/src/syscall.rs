@@ -3,14 +3,19 @@
 //! The mount plan of [`mounts`](crate::mounts) and the pivot of [`rootfs`](crate::rootfs) call
 //! the kernel only through [`Syscall`], passed in explicitly. [`LinuxSyscall`] is the real
 //! thing; the unit tests pass a recorder and check the sequence without root. The code that
-//! runs after `fork` ([`process`](crate::process)) calls libc directly: it must not allocate
-//! or dispatch through anything that might.
+//! runs after `fork` ([`process`](crate::process)) calls the kernel directly: it must not
+//! allocate or dispatch through anything that might.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
+
+use crate::SandboxError;
+use crate::overlay::Overlay;
 
 /// What is at a path (no symlink following).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub trait Syscall {
     fn unlink(&self, path: &Path) -> io::Result<()>;
     /// `rmdir(2)`.
     fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// Mounts an overlay on `target` ([`Overlay::mount`]).
+    fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError>;
 }
 
 /// The real kernel.
@@ -107,9 +114,8 @@ impl Syscall for LinuxSyscall {
     }
 
     fn umount(&self, target: &Path, flags: libc::c_int) -> io::Result<()> {
-        let target = cpath(target)?;
-        // SAFETY: target is a NUL-terminated string.
-        check(unsafe { libc::umount2(target.as_ptr(), flags) })
+        let flags = rustix::mount::UnmountFlags::from_bits_retain(flags as u32);
+        Ok(rustix::mount::unmount(target, flags)?)
     }
 
     fn attach_tree(&self, tree: RawFd, target: &Path) -> io::Result<()> {
@@ -135,33 +141,20 @@ impl Syscall for LinuxSyscall {
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-        let a = cpath(new_root)?;
-        let b = cpath(put_old)?;
-        // SAFETY: two NUL-terminated strings.
-        let r = unsafe { libc::syscall(libc::SYS_pivot_root, a.as_ptr(), b.as_ptr()) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        Ok(rustix::process::pivot_root(new_root, put_old)?)
     }
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
-        let p = cpath(path)?;
-        // SAFETY: NUL-terminated string.
-        check(unsafe { libc::chdir(p.as_ptr()) })
+        Ok(rustix::process::chdir(path)?)
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
-        let p = cpath(path)?;
-        // SAFETY: NUL-terminated string.
-        check(unsafe { libc::mkdir(p.as_ptr(), mode) })
+        Ok(rustix::fs::mkdir(path, Mode::from_raw_mode(mode))?)
     }
 
     fn mknod(&self, path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
-        let p = cpath(path)?;
-        // SAFETY: NUL-terminated string.
-        check(unsafe { libc::mknod(p.as_ptr(), mode, dev) })
+        let (kind, mode) = (FileType::from_raw_mode(mode), Mode::from_raw_mode(mode));
+        Ok(rustix::fs::mknodat(rustix::fs::CWD, path, kind, mode, dev)?)
     }
 
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
@@ -204,6 +197,10 @@ impl Syscall for LinuxSyscall {
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_dir(path)
+    }
+
+    fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError> {
+        overlay.mount(target)
     }
 }
 
@@ -315,6 +312,24 @@ pub(crate) mod testing {
         }
         fn rmdir(&self, path: &Path) -> io::Result<()> {
             self.log(format!("rmdir {}", path.display()));
+            Ok(())
+        }
+        fn mount_overlay(&self, overlay: &Overlay<'_>, target: &Path) -> Result<(), SandboxError> {
+            let mut options: Vec<String> = overlay
+                .lowers
+                .iter()
+                .map(|l| format!("lowerdir+={}", l.display()))
+                .collect();
+            if let Some((upper, work)) = overlay.upper {
+                options.push(format!("upperdir={}", upper.display()));
+                options.push(format!("workdir={}", work.display()));
+            }
+            options.extend(crate::overlay::OPTIONS.map(|(k, v)| format!("{k}={v}")));
+            self.log(format!(
+                "overlay {} {}",
+                target.display(),
+                options.join(",")
+            ));
             Ok(())
         }
     }

@@ -573,6 +573,110 @@ fn many_lowers_are_mounted() {
     f.assert_no_leftovers();
 }
 
+/// Unmounts on drop, so that a failed assertion leaves nothing mounted.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn overlay_upper_dirs_are_plain_whatever_the_layer_paths() {
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-overlay-test-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // A lower longer than one fsconfig value (255 bytes), with ':' and ',' in it, and an upper
+    // with a '\', which overlayfs would read as an escape.
+    let lower = dir
+        .path()
+        .join("a:b,c")
+        .join("x".repeat(200))
+        .join("y".repeat(100));
+    assert!(lower.as_os_str().len() > 255);
+    std::fs::create_dir_all(lower.join("dir")).unwrap();
+    std::fs::write(lower.join("dir/f"), "in dir").unwrap();
+    std::fs::write(lower.join("file"), "content").unwrap();
+    let [upper, work, merged] = ["up\\per", "work", "merged"].map(|d| dir.path().join(d));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let lowers = [lower.clone()];
+    kiln_sandbox::overlay::Overlay {
+        lowers: &lowers,
+        upper: Some((&upper, &work)),
+    }
+    .mount(&merged)
+    .unwrap();
+    let _mounted = Mounted(merged.clone());
+    assert_eq!(
+        std::fs::read_to_string(merged.join("dir/f")).unwrap(),
+        "in dir"
+    );
+
+    // redirect_dir=off: renaming a directory of a lower is refused (mv then copies), never
+    // recorded as a redirect xattr pointing into the lower.
+    let err = std::fs::rename(merged.join("dir"), merged.join("moved")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
+    // metacopy=off: a chmod copies the data up with the metadata.
+    std::fs::set_permissions(
+        merged.join("file"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(upper.join("file")).unwrap(),
+        "content"
+    );
+    assert_eq!(
+        std::fs::metadata(upper.join("file")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    // index=off: no index dir beside the work dir.
+    assert!(
+        work.join("work").is_dir(),
+        "the overlay did not use its work dir"
+    );
+    assert!(!work.join("index").exists());
+    // nodev, and the options stated where the kernel shows them.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*merged.to_string_lossy()))
+        .expect("the overlay is in mountinfo");
+    assert!(
+        line.contains(" overlay ") && line.contains("nodev"),
+        "{line}"
+    );
+
+    // Without an upper the overlay is read-only, and overlayfs wants two lowers.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let err = kiln_sandbox::overlay::Overlay {
+        lowers: &lowers,
+        upper: None,
+    }
+    .mount(&ro)
+    .unwrap_err();
+    assert!(err.to_string().contains("overlayfs needs 2"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let two = [lower.clone(), empty];
+    kiln_sandbox::overlay::Overlay {
+        lowers: &two,
+        upper: None,
+    }
+    .mount(&ro)
+    .unwrap();
+    let _ro = Mounted(ro.clone());
+    assert_eq!(std::fs::read_to_string(ro.join("file")).unwrap(), "content");
+    let err = std::fs::write(ro.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
+
 #[test]
 fn extra_mounts_readonly_bind_and_tmpfs() {
     let f = fixture();

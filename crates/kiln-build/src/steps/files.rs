@@ -129,7 +129,12 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                     "ADD mixes URLs and local paths ({url:?}); use one ADD for each"
                 )));
             }
-            names.push(download(url, dir.path(), checksum.as_deref())?);
+            names.push(download(
+                builder.request.registry.as_deref(),
+                url,
+                dir.path(),
+                checksum.as_deref(),
+            )?);
         }
         (Origin::Staged(dir), names)
     } else if let Some(from) = from {
@@ -515,7 +520,12 @@ fn create_staged(dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
 }
 
 /// `ADD https://…`: downloads into `dir` (mode 0600, as docker does) and checks `--checksum`.
-fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Error> {
+fn download(
+    registry: Option<&crate::registry::BuildRegistry>,
+    url: &str,
+    dir: &Path,
+    checksum: Option<&str>,
+) -> Result<String, Error> {
     let name = url
         .split(['?', '#'])
         .next()
@@ -527,10 +537,7 @@ fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<String, Err
         .unwrap_or("__unnamed__")
         .to_owned();
     let path = dir.join(&name);
-    let response = ureq::get(url)
-        .call()
-        .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
-    let mut body = response.into_body().into_reader();
+    let mut body = crate::registry::fetch_url(registry, url)?;
     let file = create_staged(dir, &name, 0o600)?;
     let mut out = kiln_image::HashingWriter::new(BufWriter::new(file));
     io::copy(&mut body, &mut out)

@@ -156,6 +156,7 @@ fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
 /// BuildKit takes `SOURCE_DATE_EPOCH` from `--build-arg` as well as from the environment, and
 /// refuses a value that is not a number of seconds. The build arg wins; it is put in the
 /// environment, where the library reads the epoch for every timestamp.
+#[allow(unsafe_code)]
 fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
     let from_arg = build_args
         .iter()

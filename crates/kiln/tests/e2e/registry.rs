@@ -826,6 +826,39 @@ fn tls_registry_with_basic_auth_login_push_pull() {
     assert_clean_failure(&out, "pull after logout");
 }
 
+/// `ADD <https url>` trusts what a pull trusts: the CA file configured for the host.
+#[test]
+fn add_of_an_https_url_trusts_the_ca_configured_for_its_host() {
+    let env = Env::new();
+    let dir = env.path("registry-add-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let registry = Registry::start_with(&env, "add-tls", "__TLS__");
+    let host = registry.host();
+    let config = env.path("kiln-config.toml");
+    std::fs::write(
+        &config,
+        format!("[registry.\"{host}\"]\nca = \"{}/ca.pem\"\n", dir.display()),
+    )
+    .unwrap();
+    env.busybox_base("busybox");
+    // The registry's /v2/ answers `{}`; a URL ending in `/` is saved as `__unnamed__`.
+    let ctx = env.context(
+        "add-tls",
+        &format!("FROM busybox\nADD https://{host}/v2/ /got/\n"),
+        &[],
+    );
+    let config = config.to_str().unwrap();
+    env.build(&["--no-lint", "--config", config, "-t", "add-tls", &ctx]);
+    let got = env.ok(&["run", "--rm", "add-tls", "cat", "/got/__unnamed__"]);
+    assert_eq!(got.trim(), "{}");
+    assert_eq!(registry.gets("/v2/").len(), 1, "{}", registry.log());
+    // Without the CA the certificate is not trusted, and the error says which URL.
+    let err = env.fails(&["build", "--no-lint", "--no-cache", "-t", "add-tls", &ctx]);
+    assert!(err.contains(&format!("https://{host}/v2/")), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
 /// A registry impostor that serves fixed manifests (what a real registry refuses to store).
 pub(crate) fn fake_registry(routes: Vec<(&'static str, &'static str, String)>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -101,3 +101,29 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
     let err = env.fails(&["build", "-t", "nosecret", ctx.to_str().unwrap()]);
     assert!(err.contains("--secret id=missing"), "{err}");
 }
+
+/// A read-only bind of an image of one layer, or of a stage of none: overlayfs mounts no
+/// fewer than two lowers without an upper dir, so empty dirs fill the stack up.
+#[test]
+fn bind_mounts_from_short_layer_stacks() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let dockerfile = r#"FROM scratch AS nothing
+ENV EMPTY=yes
+
+FROM busybox
+RUN --mount=type=bind,from=busybox,target=/one ls /one/bin/busybox > /one.txt
+RUN --mount=type=bind,from=nothing,target=/none sh -c 'ls -A /none | wc -l > /none.txt'
+"#;
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    env.build(&["-t", "short-binds", ctx.to_str().unwrap()]);
+    let cat = |path: &str| {
+        env.ok(&["run", "--rm", "short-binds", "cat", path])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(cat("/one.txt"), "/one/bin/busybox");
+    assert_eq!(cat("/none.txt"), "0");
+}
