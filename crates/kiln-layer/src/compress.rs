@@ -167,6 +167,19 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
     Ok(Compressed { digest, size })
 }
 
+/// Compresses `reader` into `writer` with gzip on this thread alone (flate2): the fallback when
+/// a parallel copy does not decompress to its input.
+pub fn gzip_serial<R: Read, W: Write>(reader: R, writer: W, level: u32) -> Result<Compressed> {
+    let mut enc = flate2::write::GzEncoder::new(
+        HashingWriter::new(writer),
+        flate2::Compression::new(level.min(9)),
+    );
+    copy_into(reader, &mut enc)?;
+    let hw = enc.finish().map_err(|source| Error::Write { source })?;
+    let (_, digest, size) = hw.finish();
+    Ok(Compressed { digest, size })
+}
+
 /// Compresses `reader` into `writer` with zstd at `level` (1–22; 3 is the
 /// usual default), hashing the compressed output as it streams.
 ///

@@ -163,7 +163,7 @@ impl Read for ChunkReader {
 
 /// Streams a stored layer blob through `consume`: the blob checked against its descriptor,
 /// its uncompressed stream hashed. Returns what `consume` returned and the diff id.
-fn read_stored_layer<T>(
+pub(crate) fn read_stored_layer<T>(
     store: &Store,
     layer: &Descriptor,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,

@@ -114,7 +114,8 @@ pub use apply::{
     WHITEOUT_OPAQUE, WHITEOUT_PREFIX, apply_layer,
 };
 pub use compress::{
-    Compressed, Compression, decompress_auto, detect_compression, gzip_parallel, zstd_compress,
+    Compressed, Compression, decompress_auto, detect_compression, gzip_parallel, gzip_serial,
+    zstd_compress,
 };
 pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from_upper};
 pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};

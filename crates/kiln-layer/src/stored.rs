@@ -56,6 +56,64 @@ pub fn known_compressed(
         .then(|| Descriptor::new(wanted, known.digest, known.size))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parallel {
+    Yes,
+    No,
+}
+
+/// Compresses a stored plain layer into a new blob of the store; its digest and size.
+fn compress_into_store(
+    store: &Store,
+    layer: &Descriptor,
+    compression: Compression,
+    level: Option<u32>,
+    parallel: Parallel,
+) -> Result<(Digest, u64)> {
+    // Checked as it is read: a corrupt layer must not come out as a sound compressed blob.
+    let mut source = store.open_verified(&layer.digest, Some(layer.size))?;
+    let mut writer = store.blob_writer()?;
+    let made = match (compression, parallel) {
+        (Compression::Zstd, _) => crate::zstd_compress(
+            &mut source,
+            &mut writer,
+            level.map_or(ZSTD_LEVEL, |l| l as i32),
+        ),
+        (_, Parallel::Yes) => {
+            crate::gzip_parallel(&mut source, &mut writer, level.unwrap_or(GZIP_LEVEL))
+        }
+        (_, Parallel::No) => {
+            crate::gzip_serial(&mut source, &mut writer, level.unwrap_or(GZIP_LEVEL))
+        }
+    };
+    source.finish()?;
+    let made = made?;
+    let (digest, size) = writer.commit(None)?;
+    if made.digest != digest.as_str() {
+        return Err(Error::Store(kiln_image::Error::DigestMismatch {
+            expected: digest,
+            actual: made.digest.parse()?,
+        }));
+    }
+    Ok((digest, size))
+}
+
+/// Whether a compressed blob decompresses to the bytes of `diff_id`.
+fn decompresses_to(
+    store: &Store,
+    (digest, size): &(Digest, u64),
+    media_type: &str,
+    diff_id: &Digest,
+) -> Result<bool> {
+    let blob = Descriptor::new(media_type, digest.clone(), *size);
+    match crate::diff_id::read_stored_layer(store, &blob, |_| Ok(())) {
+        Ok(((), actual)) => Ok(&actual == diff_id),
+        // A stream that does not even decompress is the same fault.
+        Err(Error::Compress { .. } | Error::TarRead { .. }) => Ok(false),
+        Err(other) => Err(other),
+    }
+}
+
 /// `layer` as a blob of the store with `compression`: itself if it already is compressed, the
 /// copy made earlier, or a copy made now at `level` (gzip 1-9, zstd 1-22; `None` for the
 /// usual default). Returns the blob's descriptor and whether it was made now.
@@ -81,26 +139,27 @@ pub fn compressed_in_store(
         media_type::OCI_LAYER_GZIP
     };
     let record = record_path(store, &layer.digest, compression);
-    // Checked as it is read: a corrupt layer must not come out as a sound compressed blob.
-    let mut source = store.open_verified(&layer.digest, Some(layer.size))?;
-    let mut writer = store.blob_writer()?;
-    let made = match compression {
-        Compression::Zstd => crate::zstd_compress(
-            &mut source,
-            &mut writer,
-            level.map_or(ZSTD_LEVEL, |l| l as i32),
-        ),
-        _ => crate::gzip_parallel(&mut source, &mut writer, level.unwrap_or(GZIP_LEVEL)),
-    };
-    source.finish()?;
-    let made = made?;
-    let (digest, size) = writer.commit(None)?;
-    if made.digest != digest.as_str() {
-        return Err(Error::Store(kiln_image::Error::DigestMismatch {
-            expected: digest,
-            actual: made.digest.parse()?,
-        }));
+    let mut made = compress_into_store(store, layer, compression, level, Parallel::Yes)?;
+    // The copy must give back the layer: a compressor fault (a parallel gzip once produced a
+    // CRC error under load) would otherwise be pushed, and registries take any bytes. A copy
+    // that does not decompress to the layer's digest is made again on one thread.
+    if !decompresses_to(store, &made, wanted, &layer.digest)? {
+        made = compress_into_store(store, layer, compression, level, Parallel::No)?;
+        if !decompresses_to(store, &made, wanted, &layer.digest)? {
+            return Err(Error::Compress {
+                codec: if compression == Compression::Zstd {
+                    "zstd"
+                } else {
+                    "gzip"
+                },
+                message: format!(
+                    "the compressed copy of layer {} does not decompress to it",
+                    layer.digest
+                ),
+            });
+        }
     }
+    let (digest, size) = made;
     if let Some(dir) = record.parent() {
         kiln_image::create_private_dir(dir)?;
     }
@@ -112,4 +171,51 @@ pub fn compressed_in_store(
     .unwrap_or_default();
     kiln_image::write_atomic(&store.root().join("tmp"), &record, &bytes)?;
     Ok((Descriptor::new(wanted, digest, size), true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::gzip_serial(bytes, &mut out, 6).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_copy_is_checked_against_the_layer_it_came_from() {
+        let (_dir, store) = store();
+        let layer = b"the layer's bytes".repeat(1000);
+        let diff_id = Digest::of(&layer);
+        let good = gzip(&layer);
+        let good = (store.write_blob(&good).unwrap(), good.len() as u64);
+        assert!(decompresses_to(&store, &good, media_type::OCI_LAYER_GZIP, &diff_id).unwrap());
+        let other = gzip(b"other bytes");
+        let other = (store.write_blob(&other).unwrap(), other.len() as u64);
+        assert!(!decompresses_to(&store, &other, media_type::OCI_LAYER_GZIP, &diff_id).unwrap());
+        // A stream cut short (as a faulty compressor may leave it) is no copy either.
+        let mut cut = gzip(&layer);
+        cut.truncate(cut.len() - 9);
+        let cut = (store.write_blob(&cut).unwrap(), cut.len() as u64);
+        assert!(!decompresses_to(&store, &cut, media_type::OCI_LAYER_GZIP, &diff_id).unwrap());
+    }
+
+    #[test]
+    fn a_made_copy_decompresses_to_the_layer() {
+        let (_dir, store) = store();
+        let layer = b"tar bytes, more or less".repeat(50_000);
+        let blob = store.write_blob(&layer).unwrap();
+        let plain = Descriptor::new(media_type::OCI_LAYER_TAR, blob.clone(), layer.len() as u64);
+        let (copy, made) = compressed_in_store(&store, &plain, Compression::Gzip, None).unwrap();
+        assert!(made);
+        let pair = (copy.digest.clone(), copy.size);
+        assert!(decompresses_to(&store, &pair, media_type::OCI_LAYER_GZIP, &blob).unwrap());
+    }
 }
