@@ -818,15 +818,22 @@ mod tests {
         world: &World,
     ) -> Result<BuildPlan, Error> {
         let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
-        let request = PlanRequest {
+        plan(&parsed, &request_for(dockerfile, target, build_args), world)
+    }
+
+    fn request_for<'a>(
+        dockerfile: &'a str,
+        target: Option<&'a str>,
+        build_args: &'a [(String, String)],
+    ) -> PlanRequest<'a> {
+        PlanRequest {
             dockerfile_name: "Dockerfile",
             dockerfile,
             build_args,
             target,
             platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
             allow_security_insecure: false,
-        };
-        plan(&parsed, &request, world)
+        }
     }
 
     fn indexes(plan: &BuildPlan) -> Vec<usize> {
@@ -865,15 +872,7 @@ mod tests {
     fn a_dockerfile_without_stages_has_no_images_to_pull() {
         let dockerfile = "ARG x=1\n";
         let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
-        let request = PlanRequest {
-            dockerfile_name: "Dockerfile",
-            dockerfile,
-            build_args: &[],
-            target: None,
-            platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
-            allow_security_insecure: false,
-        };
-        assert!(likely_images(&parsed, &request).is_empty());
+        assert!(likely_images(&parsed, &request_for(dockerfile, None, &[])).is_empty());
     }
 
     #[test]
@@ -881,14 +880,7 @@ mod tests {
         let dockerfile = "ARG V=3\nFROM other AS unused\nFROM python:$V AS a\n\
             FROM scratch AS b\nCOPY --from=tools:1 /t /t\nFROM a\nCOPY --from=b /t /t\n";
         let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
-        let request = PlanRequest {
-            dockerfile_name: "Dockerfile",
-            dockerfile,
-            build_args: &[],
-            target: None,
-            platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
-            allow_security_insecure: false,
-        };
+        let request = request_for(dockerfile, None, &[]);
         assert_eq!(
             likely_images(&parsed, &request),
             vec!["python:3", "tools:1"]

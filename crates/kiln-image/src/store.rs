@@ -460,19 +460,10 @@ impl Store {
             Ok(tagged) => tagged.descriptor,
             Err(_) => self.resolve(name)?.descriptor,
         };
-        let images = self.platform_images(&descriptor)?;
         let Some(want) = platform else {
-            let host = Platform::host();
-            let pick = images
-                .iter()
-                .position(|(p, _)| p.as_ref().is_some_and(|p| p.matches(&host)))
-                .unwrap_or(0);
-            return images
-                .into_iter()
-                .nth(pick)
-                .map(|(_, image)| image)
-                .ok_or_else(|| Error::ImageNotFound(name.to_owned()));
+            return self.image(&descriptor);
         };
+        let images = self.platform_images(&descriptor)?;
         let mut have = Vec::new();
         for (entry, image) in images {
             let actual = entry.unwrap_or_else(|| image.config.platform());
@@ -494,6 +485,7 @@ impl Store {
         if is_index(&descriptor.media_type) {
             let host = Platform::host();
             let images = self.platform_images(descriptor)?;
+            // An index without the host's platform still names an image: its first.
             let pick = images
                 .iter()
                 .position(|(p, _)| p.as_ref().is_some_and(|p| p.matches(&host)))

@@ -99,12 +99,7 @@ pub enum CompressArg {
 
 /// Writes images out of the store.
 pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<kiln_image::Platform>)
-        .transpose()
-        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+    let platform = super::platform_flag(args.platform.as_deref())?;
     let compression = match args.compress {
         CompressArg::None => kiln_layer::Compression::None,
         CompressArg::Gzip => kiln_layer::Compression::Gzip,
@@ -233,12 +228,7 @@ pub struct ImportArgs {
 /// Makes a one-layer image from a rootfs tarball.
 pub fn import(store: &Store, out: &mut Output, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let name: kiln_image::Reference = args.name.parse()?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<kiln_image::Platform>)
-        .transpose()
-        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+    let platform = super::platform_flag(args.platform.as_deref())?;
     let input: Box<dyn Read> = if args.file == "-" {
         Box::new(io::stdin().lock())
     } else {

@@ -186,10 +186,9 @@ fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
     };
     let mut platforms: Vec<kiln_image::Platform> = Vec::new();
     for part in text.split(',') {
-        let platform = part
-            .trim()
-            .parse::<kiln_image::Platform>()
-            .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+        let Some(platform) = super::platform_flag(Some(part.trim()))? else {
+            continue;
+        };
         anyhow::ensure!(
             !platforms
                 .iter()

@@ -111,6 +111,13 @@ pub enum Command {
     Init(init::InitArgs),
 }
 
+/// A `--platform` flag's value, checked (`linux/arm64`).
+pub fn platform_flag(text: Option<&str>) -> anyhow::Result<Option<kiln_image::Platform>> {
+    text.map(str::parse::<kiln_image::Platform>)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--platform: {why}"))
+}
+
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);

@@ -50,12 +50,7 @@ pub struct RunArgs {
 
 /// Runs the container and returns its exit code as ours.
 pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<kiln_image::Platform>)
-        .transpose()
-        .map_err(|why| anyhow::anyhow!("--platform: {why}"))?;
+    let platform = super::platform_flag(args.platform.as_deref())?;
     let image = store.resolve_platform(&args.image, platform.as_ref())?;
     let actual = image.config.platform();
     if !actual.architecture.is_empty() && !actual.matches(&kiln_image::Platform::host()) {
