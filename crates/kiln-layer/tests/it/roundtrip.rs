@@ -293,3 +293,42 @@ fn diffs_are_byte_identical_under_source_date_epoch() {
     write_layer_from_dir(&b, &mut tc, DiffOptions::default()).unwrap();
     assert!(tc != ta);
 }
+
+/// The diff id the tree of [`pinned_tree`] has always had, clamped to 1e9. Layers are in
+/// stores, registries and build caches under their diff ids: the same files must give the
+/// same bytes from one kiln to the next.
+const PINNED_DIFF_ID: &str =
+    "sha256:3cd3306611524f0101bfd634c832ae41d6e334ae3bf43f69fbf6efda2d0e7b38";
+
+/// [`build_tree`] with every mode set rather than left to the umask: the same bytes on any
+/// machine, as root.
+fn pinned_tree(r: &Path) {
+    build_tree(r, false);
+    for (rel, node) in snapshot(r, None, false) {
+        let mode = match (node.kind, rel.as_slice()) {
+            (_, b"tmp") => 0o1777,
+            (_, b"secret") => 0o700,
+            ('d', _) => 0o755,
+            (_, b"fifo") => 0o644,
+            (_, b"null") => 0o666,
+            (_, b"loop9") => 0o660,
+            _ => continue,
+        };
+        rustix::fs::chmod(r.join(OsStr::from_bytes(&rel)), Mode::from_raw_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn the_same_tree_gives_the_same_layer_bytes_as_ever() {
+    require_root("chown, mknod and security.capability");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    pinned_tree(&src);
+    let opts = DiffOptions {
+        source_date_epoch: Some(1_000_000_000),
+    };
+    let mut tar = Vec::new();
+    let summary = write_layer_from_dir(&src, &mut tar, opts).unwrap();
+    assert_eq!(summary.diff_id.as_str(), PINNED_DIFF_ID);
+}
