@@ -1,5 +1,9 @@
 //! Turn a directory (an overlayfs upper dir, or a plain rootfs) into a layer
 //! tar, hashing it as it is written (the format is in the crate documentation).
+//!
+//! The walker only writes: the one hash of the tar is the writer's, kiln-image's
+//! [`HashingWriter`] for any sink or the store's [`BlobWriter`](kiln_image::BlobWriter), whose digest is then both the
+//! blob's name and the diff id.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,13 +12,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use kiln_image::{Digest, HashingWriter, Store};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use sha2::{Digest as _, Sha256};
 
 use crate::apply::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
-use crate::hash::digest_string;
 
 /// Options of [`write_layer_from_upper`] and [`write_layer_from_dir`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,8 +30,8 @@ pub struct DiffOptions {
 /// The layer tar that was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerSummary {
-    /// `sha256:<hex>` of the uncompressed tar: the layer's `diff_id`.
-    pub diff_id: String,
+    /// The digest of the uncompressed tar: the layer's `diff_id`.
+    pub diff_id: Digest,
     /// Size in bytes of the uncompressed tar.
     pub size: u64,
 }
@@ -44,7 +47,20 @@ pub fn write_layer_from_upper(
     out: impl Write,
     opts: DiffOptions,
 ) -> Result<LayerSummary> {
-    write_layer(upper, Source::Upper, out, opts)
+    write_hashed(upper, Source::Upper, out, opts)
+}
+
+/// Writes the overlayfs upper dir `upper` as a layer into the store: an uncompressed blob,
+/// whose digest is the layer's diff id. The tar is hashed once, by the [`BlobWriter`](kiln_image::BlobWriter), as it
+/// is written.
+pub fn store_layer_from_upper(
+    store: &Store,
+    upper: &Path,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    let blob = write_layer(upper, Source::Upper, store.blob_writer()?, opts)?;
+    let (diff_id, size) = blob.commit(None)?;
+    Ok(LayerSummary { diff_id, size })
 }
 
 /// Writes the plain directory `dir` (e.g. a rootfs to `import`) as a layer tar into `out`.
@@ -56,7 +72,7 @@ pub fn write_layer_from_dir(
     out: impl Write,
     opts: DiffOptions,
 ) -> Result<LayerSummary> {
-    write_layer(dir, Source::Plain, out, opts)
+    write_hashed(dir, Source::Plain, out, opts)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +81,19 @@ enum Source {
     Plain,
 }
 
-fn write_layer<W: Write>(
+fn write_hashed(
     root: &Path,
     source: Source,
-    out: W,
+    out: impl Write,
     opts: DiffOptions,
 ) -> Result<LayerSummary> {
+    let hashing = write_layer(root, source, HashingWriter::new(out), opts)?;
+    let (_, diff_id, size) = hashing.finish();
+    Ok(LayerSummary { diff_id, size })
+}
+
+/// Writes the layer tar into `out`, flushes it and gives it back.
+fn write_layer<W: Write>(root: &Path, source: Source, out: W, opts: DiffOptions) -> Result<W> {
     let root_fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -91,18 +114,16 @@ fn write_layer<W: Write>(
         pax: Vec::with_capacity(1024),
     };
     walker.walk_dir(&root_fd)?;
-    let (diff_id, size) = walker.out.finish()?;
-    Ok(LayerSummary { diff_id, size })
+    walker.out.finish()
 }
 
 const BLOCK: usize = 512;
 const BUF_SIZE: usize = 1 << 20;
 
-/// A block-aligned output buffer that hashes what it hands to the writer.
+/// The output buffer: file data is read straight into it, and the writer gets it in 1 MiB
+/// chunks (which a `BufWriter` of that size passes on without copying them again).
 struct TarOut<W> {
     out: W,
-    hasher: Sha256,
-    size: u64,
     buf: Box<[u8]>,
     fill: usize,
 }
@@ -111,20 +132,15 @@ impl<W: Write> TarOut<W> {
     fn new(out: W) -> Self {
         TarOut {
             out,
-            hasher: Sha256::new(),
-            size: 0,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             fill: 0,
         }
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        let chunk = &self.buf[..self.fill];
-        self.hasher.update(chunk);
         self.out
-            .write_all(chunk)
+            .write_all(&self.buf[..self.fill])
             .map_err(|source| Error::Write { source })?;
-        self.size += self.fill as u64;
         self.fill = 0;
         Ok(())
     }
@@ -178,11 +194,11 @@ impl<W: Write> TarOut<W> {
         self.pad(len)
     }
 
-    fn finish(mut self) -> Result<(String, u64)> {
+    fn finish(mut self) -> Result<W> {
         self.put(&[0u8; 2 * BLOCK])?;
         self.flush_buf()?;
         self.out.flush().map_err(|source| Error::Write { source })?;
-        Ok((digest_string(&self.hasher.finalize()), self.size))
+        Ok(self.out)
     }
 }
 

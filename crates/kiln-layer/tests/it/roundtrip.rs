@@ -172,7 +172,7 @@ fn diff_then_apply_gives_the_same_tree() {
     let mut tar = Vec::new();
     let summary = write_layer_from_dir(&src, &mut tar, DiffOptions::default()).unwrap();
     assert_eq!(summary.size, tar.len() as u64);
-    assert_eq!(summary.diff_id, kiln_layer::digest_string(&sha2_of(&tar)));
+    assert_eq!(summary.diff_id, kiln_image::Digest::of(&tar));
 
     let names = tar_names(&tar);
     assert_eq!(
@@ -237,21 +237,6 @@ fn gnu_tar_reads_our_layers_the_same() {
         }
     }
     assert_eq!(want, got);
-}
-
-fn sha2_of(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut w = kiln_layer::HashingWriter::new(std::io::sink());
-    w.write_all(data).unwrap();
-    let (_, d, _) = w.finish();
-    hex_decode(d.strip_prefix("sha256:").unwrap())
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 #[test]
@@ -331,4 +316,28 @@ fn the_same_tree_gives_the_same_layer_bytes_as_ever() {
     let mut tar = Vec::new();
     let summary = write_layer_from_dir(&src, &mut tar, opts).unwrap();
     assert_eq!(summary.diff_id.as_str(), PINNED_DIFF_ID);
+}
+
+#[test]
+fn a_layer_written_into_the_store_is_hashed_once_and_named_by_its_diff_id() {
+    require_root("chown, mknod and security.capability");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    pinned_tree(&src);
+    let store = kiln_image::Store::open(&tmp.path().join("store")).unwrap();
+    let opts = DiffOptions {
+        source_date_epoch: Some(1_000_000_000),
+    };
+    // Nothing in this tree is an overlayfs mark: as an upper dir it gives the same bytes.
+    let layer = kiln_layer::store_layer_from_upper(&store, &src, opts).unwrap();
+    assert_eq!(layer.diff_id.as_str(), PINNED_DIFF_ID);
+    let mut tar = Vec::new();
+    write_layer_from_dir(&src, &mut tar, opts).unwrap();
+    assert_eq!(layer.size, tar.len() as u64);
+    assert_eq!(std::fs::read(store.blob_path(&layer.diff_id)).unwrap(), tar);
+    assert_eq!(
+        store.verify_blob(&layer.diff_id, Some(layer.size)).unwrap(),
+        layer.size
+    );
 }
