@@ -7,12 +7,12 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod steps;
 pub mod context;
 pub mod copy;
 mod error;
 pub mod registry;
 pub mod snapshot;
-pub mod steps;
 mod support;
 
 pub use error::Error;
