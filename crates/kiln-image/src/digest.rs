@@ -395,6 +395,23 @@ mod tests {
     }
 
     #[test]
+    fn the_hashing_reader_and_writer_agree_with_digest_of() {
+        let (_, empty, n) = HashingWriter::new(io::sink()).finish();
+        assert_eq!((empty, n), (Digest::of(b""), 0));
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut writer = HashingWriter::new(Vec::new());
+        for chunk in data.chunks(777) {
+            writer.write_all(chunk).unwrap();
+        }
+        let (out, written, size) = writer.finish();
+        assert_eq!(out, data);
+        assert_eq!((&written, size), (&Digest::of(&data), 100_000));
+        let mut reader = HashingReader::new(&data[..]);
+        io::copy(&mut reader, &mut io::sink()).unwrap();
+        assert_eq!(reader.finish(), (written, size));
+    }
+
+    #[test]
     fn chain_id_follows_the_spec() {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");

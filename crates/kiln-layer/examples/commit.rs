@@ -37,7 +37,7 @@ fn main() {
     let opts = DiffOptions {
         source_date_epoch: epoch,
     };
-    let sink: Box<dyn Write> = match &out {
+    let sink: Box<dyn Write + Send> = match &out {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Box::new(f),
             Err(e) => {

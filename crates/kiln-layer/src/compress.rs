@@ -7,14 +7,15 @@ use gzp::ZWriter as _;
 use gzp::deflate::Gzip;
 use gzp::par::compress::ParCompressBuilder;
 
+use kiln_image::{Digest, HashingWriter};
+
 use crate::error::{Error, Result};
-use crate::hash::HashingWriter;
 
 /// The digest and size of a compressed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compressed {
-    /// `sha256:<hex>` of the compressed bytes (the blob digest of a manifest).
-    pub digest: String,
+    /// The digest of the compressed bytes (the blob digest of a manifest).
+    pub digest: Digest,
     /// Size of the compressed bytes.
     pub size: u64,
 }
@@ -142,11 +143,17 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
     writer: W,
     level: u32,
 ) -> Result<Compressed> {
+    let (_, digest, size) = gzip_into(reader, HashingWriter::new(writer), level)?.finish();
+    Ok(Compressed { digest, size })
+}
+
+/// [`gzip_parallel`] without the hashing, for a writer that hashes itself (a blob of the
+/// store): returns the writer.
+pub(crate) fn gzip_into<R: Read, W: Write + Send>(reader: R, writer: W, level: u32) -> Result<W> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let hw = HashingWriter::new(writer);
-    let hw = std::thread::scope(|scope| -> Result<HashingWriter<W>> {
+    std::thread::scope(|scope| -> Result<W> {
         let builder = ParCompressBuilder::<Gzip>::new()
             .compression_level(gzp::Compression::new(level.min(9)))
             .num_threads(threads)
@@ -154,7 +161,7 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
                 codec: "gzip",
                 message: e.to_string(),
             })?;
-        let mut z = builder.from_borrowed_writer(hw, scope);
+        let mut z = builder.from_borrowed_writer(writer, scope);
         let copied = copy_into(reader, &mut z);
         let finished = z.finish();
         copied?;
@@ -162,22 +169,21 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
             codec: "gzip",
             message: e.to_string(),
         })
-    })?;
-    let (_, digest, size) = hw.finish();
-    Ok(Compressed { digest, size })
+    })
 }
 
 /// Compresses `reader` into `writer` with gzip on this thread alone (flate2): the fallback when
 /// a parallel copy does not decompress to its input.
 pub fn gzip_serial<R: Read, W: Write>(reader: R, writer: W, level: u32) -> Result<Compressed> {
-    let mut enc = flate2::write::GzEncoder::new(
-        HashingWriter::new(writer),
-        flate2::Compression::new(level.min(9)),
-    );
-    copy_into(reader, &mut enc)?;
-    let hw = enc.finish().map_err(|source| Error::Write { source })?;
-    let (_, digest, size) = hw.finish();
+    let (_, digest, size) = gzip_serial_into(reader, HashingWriter::new(writer), level)?.finish();
     Ok(Compressed { digest, size })
+}
+
+/// [`gzip_serial`] without the hashing, for a writer that hashes itself: returns the writer.
+pub(crate) fn gzip_serial_into<R: Read, W: Write>(reader: R, writer: W, level: u32) -> Result<W> {
+    let mut enc = flate2::write::GzEncoder::new(writer, flate2::Compression::new(level.min(9)));
+    copy_into(reader, &mut enc)?;
+    enc.finish().map_err(|source| Error::Write { source })
 }
 
 /// Compresses `reader` into `writer` with zstd at `level` (1–22; 3 is the
@@ -189,16 +195,19 @@ pub fn gzip_serial<R: Read, W: Write>(reader: R, writer: W, level: u32) -> Resul
 /// assert_eq!(c.size, out.len() as u64);
 /// ```
 pub fn zstd_compress<R: Read, W: Write>(reader: R, writer: W, level: i32) -> Result<Compressed> {
+    let (_, digest, size) = zstd_into(reader, HashingWriter::new(writer), level)?.finish();
+    Ok(Compressed { digest, size })
+}
+
+/// [`zstd_compress`] without the hashing, for a writer that hashes itself: returns the writer.
+pub(crate) fn zstd_into<R: Read, W: Write>(reader: R, writer: W, level: i32) -> Result<W> {
     let zerr = |e: io::Error| Error::Compress {
         codec: "zstd",
         message: e.to_string(),
     };
-    let mut enc =
-        zstd::stream::write::Encoder::new(HashingWriter::new(writer), level).map_err(zerr)?;
+    let mut enc = zstd::stream::write::Encoder::new(writer, level).map_err(zerr)?;
     copy_into(reader, &mut enc)?;
-    let hw = enc.finish().map_err(|source| Error::Write { source })?;
-    let (_, digest, size) = hw.finish();
-    Ok(Compressed { digest, size })
+    enc.finish().map_err(|source| Error::Write { source })
 }
 
 #[cfg(test)]
@@ -217,12 +226,7 @@ mod tests {
         let mut out = Vec::new();
         let c = gzip_parallel(&data[..], &mut out, 6).unwrap();
         assert_eq!(c.size, out.len() as u64);
-        let (_, d, _) = {
-            let mut h = HashingWriter::new(io::sink());
-            h.write_all(&out).unwrap();
-            h.finish()
-        };
-        assert_eq!(c.digest, d);
+        assert_eq!(c.digest, Digest::of(&out));
         let mut back = Vec::new();
         decompress_auto(&out[..])
             .unwrap()

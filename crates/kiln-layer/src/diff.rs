@@ -1,5 +1,10 @@
 //! Turn a directory (an overlayfs upper dir, or a plain rootfs) into a layer
 //! tar, hashing it as it is written (the format is in the crate documentation).
+//!
+//! The walker only reads and writes: the one hash of the tar is the writer's, kiln-image's
+//! [`HashingWriter`] for any sink or the store's [`BlobWriter`](kiln_image::BlobWriter),
+//! whose digest is then both the blob's name and the diff id. The writer runs on a thread of
+//! its own, so that hashing and writing one chunk overlaps reading the next.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -7,14 +12,14 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
+use kiln_image::{Digest, HashingWriter, Store};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use sha2::{Digest as _, Sha256};
 
 use crate::apply::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
-use crate::hash::digest_string;
 
 /// Options of [`write_layer_from_upper`] and [`write_layer_from_dir`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,8 +32,8 @@ pub struct DiffOptions {
 /// The layer tar that was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerSummary {
-    /// `sha256:<hex>` of the uncompressed tar: the layer's `diff_id`.
-    pub diff_id: String,
+    /// The digest of the uncompressed tar: the layer's `diff_id`.
+    pub diff_id: Digest,
     /// Size in bytes of the uncompressed tar.
     pub size: u64,
 }
@@ -38,13 +43,26 @@ pub struct LayerSummary {
 /// Overlay whiteouts become `.wh.` entries and opaque dirs get a
 /// `.wh..wh..opq` entry (the full format is in
 /// [the crate documentation](crate#the-layers-this-crate-writes)).
-/// `out` is written in 1 MiB chunks and flushed at the end.
+/// `out` is written in 1 MiB chunks, from a thread of the call's own, and flushed at the end.
 pub fn write_layer_from_upper(
     upper: &Path,
-    out: impl Write,
+    out: impl Write + Send,
     opts: DiffOptions,
 ) -> Result<LayerSummary> {
-    write_layer(upper, Source::Upper, out, opts)
+    write_hashed(upper, Source::Upper, out, opts)
+}
+
+/// Writes the overlayfs upper dir `upper` as a layer into the store: an uncompressed blob,
+/// whose digest is the layer's diff id. The tar is hashed once, by the
+/// [`BlobWriter`](kiln_image::BlobWriter), as it is written.
+pub fn store_layer_from_upper(
+    store: &Store,
+    upper: &Path,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    let blob = write_layer(upper, Source::Upper, store.blob_writer()?, opts)?;
+    let (diff_id, size) = blob.commit(None)?;
+    Ok(LayerSummary { diff_id, size })
 }
 
 /// Writes the plain directory `dir` (e.g. a rootfs to `import`) as a layer tar into `out`.
@@ -53,10 +71,10 @@ pub fn write_layer_from_upper(
 /// conversion: a 0/0 char device stays a char device.
 pub fn write_layer_from_dir(
     dir: &Path,
-    out: impl Write,
+    out: impl Write + Send,
     opts: DiffOptions,
 ) -> Result<LayerSummary> {
-    write_layer(dir, Source::Plain, out, opts)
+    write_hashed(dir, Source::Plain, out, opts)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,20 +83,71 @@ enum Source {
     Plain,
 }
 
-fn write_layer<W: Write>(
+fn write_hashed(
+    root: &Path,
+    source: Source,
+    out: impl Write + Send,
+    opts: DiffOptions,
+) -> Result<LayerSummary> {
+    let hashing = write_layer(root, source, HashingWriter::new(out), opts)?;
+    let (_, diff_id, size) = hashing.finish();
+    Ok(LayerSummary { diff_id, size })
+}
+
+/// Writes the layer tar into `out`, flushes it and gives it back.
+///
+/// Two threads: this one walks the tree and reads the files into 1 MiB buffers; another
+/// hands each full buffer to `out`, which hashes and writes it. On two cores the hash and the
+/// write of one buffer overlap the reading of the next, as in `tar -c | sha256sum`.
+fn write_layer<W: Write + Send>(
     root: &Path,
     source: Source,
     out: W,
     opts: DiffOptions,
-) -> Result<LayerSummary> {
+) -> Result<W> {
     let root_fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| Error::sys("open", root, e))?;
+    let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    let (written, empty) = sync_channel::<Vec<u8>>(BUFFERS);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> io::Result<W> {
+            let mut out = out;
+            for (buf, fill) in to_write {
+                out.write_all(&buf[..fill])?;
+                // The walker may have stopped (an error): the buffer is then dropped.
+                let _ = written.send(buf);
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        let walked = walk(&root_fd, root, source, opts, TarOut::new(full, empty));
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread writing the layer stopped")));
+        // A writer that failed stops the walker too, which then only knows that the writer
+        // is gone: the writer's error is the one to report.
+        match (walked, wrote) {
+            (_, Err(source)) => Err(Error::Write { source }),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(out)) => Ok(out),
+        }
+    })
+}
+
+/// Walks the tree into `out`, to the end-of-archive marker.
+fn walk(
+    root_fd: &OwnedFd,
+    root: &Path,
+    source: Source,
+    opts: DiffOptions,
+    out: TarOut,
+) -> Result<()> {
     let mut walker = Walker {
-        out: TarOut::new(out),
+        out,
         root,
         source,
         epoch: opts.source_date_epoch,
@@ -90,41 +159,51 @@ fn write_layer<W: Write>(
         link_buf: Vec::with_capacity(4096),
         pax: Vec::with_capacity(1024),
     };
-    walker.walk_dir(&root_fd)?;
-    let (diff_id, size) = walker.out.finish()?;
-    Ok(LayerSummary { diff_id, size })
+    walker.walk_dir(root_fd)?;
+    walker.out.finish()
 }
 
 const BLOCK: usize = 512;
 const BUF_SIZE: usize = 1 << 20;
+/// Buffers in use: one being filled, the others being written or waiting to be.
+const BUFFERS: usize = 3;
 
-/// A block-aligned output buffer that hashes what it hands to the writer.
-struct TarOut<W> {
-    out: W,
-    hasher: Sha256,
-    size: u64,
-    buf: Box<[u8]>,
+/// The output buffer: file data is read straight into it, and the writer thread gets it in
+/// 1 MiB chunks (which a `BufWriter` of that size passes on without copying them again).
+struct TarOut {
+    buf: Vec<u8>,
     fill: usize,
+    /// Full buffers, to the writer thread.
+    full: SyncSender<(Vec<u8>, usize)>,
+    /// Buffers the writer is done with.
+    empty: Receiver<Vec<u8>>,
+    /// Buffers made so far (up to [`BUFFERS`]).
+    made: usize,
 }
 
-impl<W: Write> TarOut<W> {
-    fn new(out: W) -> Self {
+impl TarOut {
+    fn new(full: SyncSender<(Vec<u8>, usize)>, empty: Receiver<Vec<u8>>) -> Self {
         TarOut {
-            out,
-            hasher: Sha256::new(),
-            size: 0,
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            buf: vec![0u8; BUF_SIZE],
             fill: 0,
+            full,
+            empty,
+            made: 1,
         }
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        let chunk = &self.buf[..self.fill];
-        self.hasher.update(chunk);
-        self.out
-            .write_all(chunk)
-            .map_err(|source| Error::Write { source })?;
-        self.size += self.fill as u64;
+        let next = if self.made < BUFFERS {
+            self.made += 1;
+            Ok(vec![0u8; BUF_SIZE])
+        } else {
+            self.empty.recv()
+        };
+        let next = next.map_err(|_| writer_gone())?;
+        let full = std::mem::replace(&mut self.buf, next);
+        self.full
+            .send((full, self.fill))
+            .map_err(|_| writer_gone())?;
         self.fill = 0;
         Ok(())
     }
@@ -178,11 +257,18 @@ impl<W: Write> TarOut<W> {
         self.pad(len)
     }
 
-    fn finish(mut self) -> Result<(String, u64)> {
+    /// Writes the end-of-archive marker and hands the last buffer over.
+    fn finish(mut self) -> Result<()> {
         self.put(&[0u8; 2 * BLOCK])?;
-        self.flush_buf()?;
-        self.out.flush().map_err(|source| Error::Write { source })?;
-        Ok((digest_string(&self.hasher.finalize()), self.size))
+        let last = std::mem::take(&mut self.buf);
+        self.full.send((last, self.fill)).map_err(|_| writer_gone())
+    }
+}
+
+/// What the walker sees of a writer thread that stopped: its own error is reported instead.
+fn writer_gone() -> Error {
+    Error::Write {
+        source: io::Error::other("the thread writing the layer stopped"),
     }
 }
 
@@ -199,8 +285,8 @@ struct Entry<'a> {
     dev: (u32, u32),
 }
 
-struct Walker<'a, W> {
-    out: TarOut<W>,
+struct Walker<'a> {
+    out: TarOut,
     root: &'a Path,
     source: Source,
     epoch: Option<i64>,
@@ -266,7 +352,7 @@ fn ustar_split(path: &[u8]) -> Option<(&[u8], &[u8])> {
         .map(|i| (&path[..i], &path[i + 1..]))
 }
 
-impl<W: Write> Walker<'_, W> {
+impl Walker<'_> {
     fn host(&self) -> PathBuf {
         self.root.join(std::ffi::OsStr::from_bytes(&self.path))
     }
@@ -639,6 +725,45 @@ enum XattrSource<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that takes `room` bytes, then fails as a full disk does.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_writer_threads_error_is_the_one_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..8 {
+            std::fs::write(dir.path().join(format!("f{i}")), vec![7u8; 1 << 20]).unwrap();
+        }
+        let err = write_layer_from_dir(dir.path(), Full { room: 3 << 20 }, DiffOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Write { source } if source.kind() == io::ErrorKind::StorageFull),
+            "{err:?}"
+        );
+        // With room for it all, the same tree goes through.
+        let layer =
+            write_layer_from_dir(dir.path(), Full { room: 10 << 20 }, DiffOptions::default())
+                .unwrap();
+        assert!(layer.size > 8 << 20);
+    }
 
     #[test]
     fn pax_record_lengths_count_themselves() {

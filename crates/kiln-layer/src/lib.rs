@@ -12,13 +12,14 @@
 //! - [`write_layer_from_upper`] walks an overlayfs upper dir in a stable order
 //!   and writes the layer tar (OCI whiteouts, hardlinks, xattrs, clamped
 //!   mtimes) while hashing it, returning the `diff_id`.
-//!   [`write_layer_from_dir`] does the same for a plain directory.
+//!   [`write_layer_from_dir`] does the same for a plain directory, and
+//!   [`store_layer_from_upper`] writes the layer into the store as a blob.
 //! - [`apply_stored_layer`] applies a layer of the store, checking its blob against its
 //!   digest and its uncompressed stream against its diff id; [`DiffIdWriter`] computes the
 //!   diff id of a blob while a pull or a load streams it into the store.
 //! - [`open_in_root`] opens a path of a rootfs the way a chroot would resolve it.
 //! - [`gzip_parallel`] and [`zstd_compress`] compress a layer and return the
-//!   blob digest; [`HashingWriter`]/[`HashingReader`] hash any stream.
+//!   blob digest.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +34,7 @@
 //! let mut tar = Vec::new();
 //! let opts = DiffOptions { source_date_epoch: Some(0) };
 //! let layer = write_layer_from_dir(src.path(), &mut tar, opts)?;
-//! assert!(layer.diff_id.starts_with("sha256:"));
+//! assert_eq!(layer.diff_id, kiln_image::Digest::of(&tar));
 //! assert_eq!(layer.size, tar.len() as u64);
 //!
 //! // Apply it somewhere else.
@@ -96,7 +97,8 @@
 //! `metacopy=off,redirect_dir=off`. Sockets are left out.
 //!
 //! Only the upper dir is read, never the lower ones, and each file once: the
-//! tar is hashed as it is written, so `diff_id` costs no second pass.
+//! tar is hashed as it is written, so `diff_id` costs no second pass. Written
+//! into the store, it is hashed once: the blob's digest is the diff id.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -105,7 +107,6 @@ mod compress;
 mod diff;
 mod diff_id;
 mod error;
-mod hash;
 mod in_root;
 mod stored;
 
@@ -117,9 +118,10 @@ pub use compress::{
     Compressed, Compression, decompress_auto, detect_compression, gzip_parallel, gzip_serial,
     zstd_compress,
 };
-pub use diff::{DiffOptions, LayerSummary, write_layer_from_dir, write_layer_from_upper};
+pub use diff::{
+    DiffOptions, LayerSummary, store_layer_from_upper, write_layer_from_dir, write_layer_from_upper,
+};
 pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
 pub use error::{Error, Result};
-pub use hash::{HashingReader, HashingWriter, digest_string};
 pub use in_root::open_in_root;
 pub use stored::{compressed_in_store, known_compressed};

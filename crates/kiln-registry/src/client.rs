@@ -43,7 +43,8 @@ pub(crate) struct Endpoint {
     pub mirror: bool,
     /// Whether it speaks plain HTTP.
     pub http: bool,
-    /// A plain client with the host's TLS settings, for the requests kiln makes itself.
+    /// A plain client with the host's TLS settings, for the requests kiln makes itself
+    /// (manifests and blobs): a body may take as long as it needs while data flows.
     pub web: reqwest::Client,
 }
 
@@ -230,7 +231,8 @@ impl Registry {
             auth,
             mirror,
             http,
-            web: self.http_client(host, connect_timeout)?,
+            // No cap on the whole request, as for oci-client's own: a big blob takes time.
+            web: self.build_client(host, connect_timeout, |b| b.read_timeout(READ_TIMEOUT))?,
         });
         if let Ok(mut map) = self.endpoints.lock() {
             map.insert(key, endpoint.clone());
@@ -238,14 +240,26 @@ impl Registry {
         Ok(endpoint)
     }
 
-    /// A plain reqwest client with the host's TLS settings (probes and login checks).
+    /// A plain reqwest client with the host's TLS settings (probes and login checks), whose
+    /// requests are over in 30 s.
     pub(crate) fn http_client(
         &self,
         host: &str,
         connect_timeout: Duration,
     ) -> Result<reqwest::Client, Error> {
-        self.client_builder(host, connect_timeout)?
-            .timeout(Duration::from_secs(30))
+        self.build_client(host, connect_timeout, |b| {
+            b.timeout(Duration::from_secs(30))
+        })
+    }
+
+    /// A reqwest client with the host's TLS settings and the timeouts `timeouts` sets.
+    fn build_client(
+        &self,
+        host: &str,
+        connect_timeout: Duration,
+        timeouts: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<reqwest::Client, Error> {
+        timeouts(self.client_builder(host, connect_timeout)?)
             .build()
             .map_err(|source| Error::Http {
                 host: host.to_owned(),

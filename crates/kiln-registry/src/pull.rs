@@ -2,20 +2,23 @@
 //! 8 MiB), then the layers streamed into staging, each checked against its digest, its size
 //! and, decompressed as it comes, its config's diff id; committed only when all are, and only
 //! then the manifest stored and tagged.
+//!
+//! Each byte stream is hashed once: a blob by the store's `BlobWriter` as it is staged (kiln
+//! makes the GET itself, as oci-client's blob streams hash what they hand over a second
+//! time), a compressed layer's uncompressed stream by the `DiffIdWriter`.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt as _;
 use kiln_image::{
-    BlobWriter, Descriptor, Digest, HashingWriter, Image, ImageConfig, Index, MAX_CONFIG_SIZE,
-    MAX_MANIFEST_SIZE, Manifest, Platform, Reference, Store, media_type,
+    BlobWriter, Descriptor, Digest, Image, ImageConfig, Index, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
+    Manifest, Platform, Reference, StagedBlob, Store, media_type,
 };
 use kiln_layer::DiffIdWriter;
 use oci_client::RegistryOperation;
-use oci_client::client::BlobResponse;
-use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::errors::OciDistributionError;
+use reqwest::StatusCode;
 
 use crate::client::{ATTEMPTS, Endpoint, error_chain, retry};
 use crate::config::{host_platform, platform_string};
@@ -156,17 +159,17 @@ impl Wanted {
 
 /// A verified blob waiting in staging for the rest of the image.
 pub(crate) struct Staged {
-    digest: Digest,
-    writer: BlobWriter,
+    blob: StagedBlob,
     /// The diff id it was checked against, for a compressed layer.
     diff_id: Option<Digest>,
 }
 
 impl Staged {
     pub(crate) fn commit(self, store: &Store) -> Result<(), Error> {
-        self.writer.commit(Some(&self.digest))?;
+        let digest = self.blob.digest().clone();
+        self.blob.commit()?;
         if let Some(diff_id) = &self.diff_id {
-            store.record_diff_id(&self.digest, diff_id)?;
+            store.record_diff_id(&digest, diff_id)?;
         }
         Ok(())
     }
@@ -412,14 +415,9 @@ impl Registry {
         endpoint.authorize(&r).await;
         let what = format!("GET blob {}", desc.digest);
         let bytes = retry(&what, reporter, ATTEMPTS, |_| async {
-            let mut stream = endpoint
-                .client
-                .pull_blob_stream(&r, desc.digest.as_str())
-                .await
-                .map_err(|e| Error::registry(&endpoint.host, what.clone(), e))?;
+            let mut response = get_blob(endpoint, &r, 0, &what).await?;
             let mut bytes = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| stream_error(&desc.digest, e))?;
+            while let Some(chunk) = body_chunk(&mut response, &desc.digest).await? {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() as u64 > desc.size {
                     return Err(Error::SizeMismatch {
@@ -537,8 +535,9 @@ impl Registry {
     }
 }
 
-/// What a download is writing: the blob, and the diff id computed from it for a layer.
-type Sink = (HashingWriter<BlobWriter>, Option<DiffIdWriter>);
+/// What a download is writing: the blob (hashed as it is written), and the diff id computed
+/// from it for a layer.
+type Sink = (BlobWriter, Option<DiffIdWriter>);
 
 /// Streams one blob into staging, resuming with a ranged GET after a transient error.
 async fn download(
@@ -585,14 +584,17 @@ async fn download(
             Err(e) => return Err(e),
         }
     }
-    let Some((hashing, diff_id_writer)) = writer else {
+    let Some((blob, diff_id_writer)) = writer else {
         return Err(Error::Truncated {
             digest: digest.clone(),
             got: 0,
             expected: desc.size,
         });
     };
-    let (writer, actual, size) = hashing.finish();
+    // Staged unchecked, to be checked here with the error that names the registry's blob; a
+    // blob that fails is dropped, its file with it.
+    let blob = blob.stage(None)?;
+    let actual = blob.digest().clone();
     if actual != *digest {
         return Err(Error::DigestMismatch {
             what: format!("blob {digest}"),
@@ -600,11 +602,11 @@ async fn download(
             actual,
         });
     }
-    if size != desc.size {
+    if blob.size() != desc.size {
         return Err(Error::SizeMismatch {
             digest: digest.clone(),
             expected: desc.size,
-            actual: size,
+            actual: blob.size(),
         });
     }
     let mut checked_diff_id = None;
@@ -626,8 +628,7 @@ async fn download(
     });
     Ok((
         Staged {
-            digest: digest.clone(),
-            writer,
+            blob,
             diff_id: checked_diff_id,
         },
         wire,
@@ -647,33 +648,14 @@ async fn download_attempt(
     let digest = &desc.digest;
     let offset = writer.as_ref().map_or(0, |(w, _)| w.written());
     let what = format!("GET blob {digest}");
-    let registry_err = |e| Error::registry(&endpoint.host, what.clone(), e);
-    let response = if offset == 0 {
-        BlobResponse::Full(
-            endpoint
-                .client
-                .pull_blob_stream(r, digest.as_str())
-                .await
-                .map_err(registry_err)?,
-        )
-    } else {
-        endpoint
-            .client
-            .pull_blob_stream_partial(r, digest.as_str(), offset, None)
-            .await
-            .map_err(registry_err)?
-    };
-    let mut stream = match response {
-        BlobResponse::Full(stream) => {
-            // A fresh start: whatever was staged is dropped (and its file removed).
-            *writer = Some((
-                HashingWriter::new(store.blob_writer()?),
-                wanted.diff_id.as_ref().map(|_| DiffIdWriter::new()),
-            ));
-            stream
-        }
-        BlobResponse::Partial(stream) => stream,
-    };
+    let mut response = get_blob(endpoint, r, offset, &what).await?;
+    if offset == 0 || response.status() != StatusCode::PARTIAL_CONTENT {
+        // A fresh start: whatever was staged is dropped (and its file removed).
+        *writer = Some((
+            store.blob_writer()?,
+            wanted.diff_id.as_ref().map(|_| DiffIdWriter::new()),
+        ));
+    }
     let Some((out, diff_id)) = writer.as_mut() else {
         return Err(Error::Truncated {
             digest: digest.clone(),
@@ -681,8 +663,7 @@ async fn download_attempt(
             expected: desc.size,
         });
     };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| stream_error(digest, e))?;
+    while let Some(chunk) = body_chunk(&mut response, digest).await? {
         *wire += chunk.len() as u64;
         out.write_all(&chunk)
             .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
@@ -712,14 +693,16 @@ async fn download_attempt(
     Ok(())
 }
 
-/// GETs a manifest with kiln's own request, so that its body is read up to
-/// [`MAX_MANIFEST_SIZE`] and no further (oci-client reads a manifest whole, however big).
-/// oci-client still does the auth: it answers the registry's challenge and gives the token.
-async fn get_capped_manifest(
+/// Sends a GET of `/v2/<repository>/<kind>/<digest or tag>` that kiln makes itself; oci-client
+/// still does the auth: it answers the registry's challenge and gives the token. A status
+/// other than 2xx is an error of the registry's.
+async fn send_get(
     endpoint: &Endpoint,
     r: &oci_client::Reference,
+    kind: &str,
+    headers: &[(reqwest::header::HeaderName, String)],
     what: &str,
-) -> Result<bytes::Bytes, Error> {
+) -> Result<reqwest::Response, Error> {
     let registry_err = |e| Error::registry(&endpoint.host, what.to_owned(), e);
     let token = endpoint
         .client
@@ -727,16 +710,16 @@ async fn get_capped_manifest(
         .await
         .map_err(registry_err)?;
     let url = format!(
-        "{}://{}/v2/{}/manifests/{}",
+        "{}://{}/v2/{}/{kind}/{}",
         if endpoint.http { "http" } else { "https" },
         r.resolve_registry(),
         r.repository(),
         r.digest().or(r.tag()).unwrap_or("latest")
     );
-    let mut request = endpoint
-        .web
-        .get(&url)
-        .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+    let mut request = endpoint.web.get(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
     request = match (token, &endpoint.auth) {
         (Some(token), _) => request.bearer_auth(token),
         (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
@@ -752,13 +735,62 @@ async fn get_capped_manifest(
     let mut response = request.send().await.map_err(http_err)?;
     let status = response.status();
     if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
+        // What the registry says, within reason: an error body is not read whole.
+        let mut body = Vec::new();
+        while body.len() < 4096
+            && let Ok(Some(chunk)) = response.chunk().await
+        {
+            body.extend_from_slice(&chunk);
+        }
         return Err(registry_err(OciDistributionError::ServerError {
             code: status.as_u16(),
             url,
-            message: body.chars().take(500).collect(),
+            message: String::from_utf8_lossy(&body).chars().take(500).collect(),
         }));
     }
+    Ok(response)
+}
+
+/// GETs a blob from `offset` on (a ranged GET when it is not 0). Not oci-client's blob
+/// stream: it hashes the bytes it hands over, and they are hashed where they are staged.
+/// The answer to a ranged GET may be 206 (the rest) or 200 (the whole blob).
+async fn get_blob(
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    offset: u64,
+    what: &str,
+) -> Result<reqwest::Response, Error> {
+    let range = (reqwest::header::RANGE, format!("bytes={offset}-"));
+    let headers = if offset > 0 { &[range][..] } else { &[] };
+    send_get(endpoint, r, "blobs", headers, what).await
+}
+
+/// The next piece of a blob's body; a broken transfer is [`Error::BlobStream`], which a
+/// retry resumes.
+async fn body_chunk(
+    response: &mut reqwest::Response,
+    digest: &Digest,
+) -> Result<Option<bytes::Bytes>, Error> {
+    response.chunk().await.map_err(|e| Error::BlobStream {
+        digest: digest.clone(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// GETs a manifest with kiln's own request, so that its body is read up to
+/// [`MAX_MANIFEST_SIZE`] and no further (oci-client reads a manifest whole, however big).
+async fn get_capped_manifest(
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    what: &str,
+) -> Result<bytes::Bytes, Error> {
+    let accept = [(reqwest::header::ACCEPT, ACCEPT.join(", "))];
+    let mut response = send_get(endpoint, r, "manifests", &accept, what).await?;
+    let http_err = |source| Error::Http {
+        host: endpoint.host.clone(),
+        what: what.to_owned(),
+        source,
+    };
     let too_large = |size: u64| -> Error {
         kiln_image::Error::TooLarge {
             what: format!("manifest {}", r.whole()),
@@ -780,23 +812,6 @@ async fn get_capped_manifest(
         }
     }
     Ok(body.into())
-}
-
-fn stream_error(digest: &Digest, e: std::io::Error) -> Error {
-    if let Some(DigestError::VerificationError { expected, actual }) =
-        e.get_ref().and_then(|i| i.downcast_ref::<DigestError>())
-    {
-        let parse = |s: &str| s.parse::<Digest>().unwrap_or_else(|_| digest.clone());
-        return Error::DigestMismatch {
-            what: format!("blob {digest}"),
-            expected: parse(expected),
-            actual: parse(actual),
-        };
-    }
-    Error::BlobStream {
-        digest: digest.clone(),
-        source: e,
-    }
 }
 
 #[cfg(test)]

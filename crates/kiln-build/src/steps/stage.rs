@@ -588,26 +588,18 @@ pub(crate) fn commit_upper(
     upper: &std::path::Path,
     created_by: String,
 ) -> Result<(), Error> {
-    let mut writer = store.blob_writer()?;
-    let summary = kiln_layer::write_layer_from_upper(
+    let layer = kiln_layer::store_layer_from_upper(
+        store,
         upper,
-        &mut writer,
         kiln_layer::DiffOptions {
             source_date_epoch: crate::source_date_epoch(),
         },
     )?;
-    let (digest, size) = writer.commit(None)?;
-    if summary.diff_id != digest.as_str() {
-        return Err(Error::BadInput(format!(
-            "layer digest {digest} differs from its diff id {}",
-            summary.diff_id
-        )));
-    }
-    state.config.rootfs.diff_ids.push(digest.clone());
+    state.config.rootfs.diff_ids.push(layer.diff_id.clone());
     state.layers.push(Descriptor::new(
         kiln_image::media_type::OCI_LAYER_TAR,
-        digest,
-        size,
+        layer.diff_id,
+        layer.size,
     ));
     if let Some(chain) = kiln_image::chain_id(&state.config.rootfs.diff_ids) {
         store.commit_snapshot(upper, &chain)?;

@@ -172,7 +172,7 @@ fn diff_then_apply_gives_the_same_tree() {
     let mut tar = Vec::new();
     let summary = write_layer_from_dir(&src, &mut tar, DiffOptions::default()).unwrap();
     assert_eq!(summary.size, tar.len() as u64);
-    assert_eq!(summary.diff_id, kiln_layer::digest_string(&sha2_of(&tar)));
+    assert_eq!(summary.diff_id, kiln_image::Digest::of(&tar));
 
     let names = tar_names(&tar);
     assert_eq!(
@@ -239,21 +239,6 @@ fn gnu_tar_reads_our_layers_the_same() {
     assert_eq!(want, got);
 }
 
-fn sha2_of(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut w = kiln_layer::HashingWriter::new(std::io::sink());
-    w.write_all(data).unwrap();
-    let (_, d, _) = w.finish();
-    hex_decode(d.strip_prefix("sha256:").unwrap())
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn diffs_are_byte_identical_under_source_date_epoch() {
     require_root("chown, mknod and security.capability");
@@ -292,4 +277,67 @@ fn diffs_are_byte_identical_under_source_date_epoch() {
     let mut tc = Vec::new();
     write_layer_from_dir(&b, &mut tc, DiffOptions::default()).unwrap();
     assert!(tc != ta);
+}
+
+/// The diff id the tree of [`pinned_tree`] has always had, clamped to 1e9. Layers are in
+/// stores, registries and build caches under their diff ids: the same files must give the
+/// same bytes from one kiln to the next.
+const PINNED_DIFF_ID: &str =
+    "sha256:3cd3306611524f0101bfd634c832ae41d6e334ae3bf43f69fbf6efda2d0e7b38";
+
+/// [`build_tree`] with every mode set rather than left to the umask: the same bytes on any
+/// machine, as root.
+fn pinned_tree(r: &Path) {
+    build_tree(r, false);
+    for (rel, node) in snapshot(r, None, false) {
+        let mode = match (node.kind, rel.as_slice()) {
+            (_, b"tmp") => 0o1777,
+            (_, b"secret") => 0o700,
+            ('d', _) => 0o755,
+            (_, b"fifo") => 0o644,
+            (_, b"null") => 0o666,
+            (_, b"loop9") => 0o660,
+            _ => continue,
+        };
+        rustix::fs::chmod(r.join(OsStr::from_bytes(&rel)), Mode::from_raw_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn the_same_tree_gives_the_same_layer_bytes_as_ever() {
+    require_root("chown, mknod and security.capability");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    pinned_tree(&src);
+    let opts = DiffOptions {
+        source_date_epoch: Some(1_000_000_000),
+    };
+    let mut tar = Vec::new();
+    let summary = write_layer_from_dir(&src, &mut tar, opts).unwrap();
+    assert_eq!(summary.diff_id.as_str(), PINNED_DIFF_ID);
+}
+
+#[test]
+fn a_layer_written_into_the_store_is_hashed_once_and_named_by_its_diff_id() {
+    require_root("chown, mknod and security.capability");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    pinned_tree(&src);
+    let store = kiln_image::Store::open(&tmp.path().join("store")).unwrap();
+    let opts = DiffOptions {
+        source_date_epoch: Some(1_000_000_000),
+    };
+    // Nothing in this tree is an overlayfs mark: as an upper dir it gives the same bytes.
+    let layer = kiln_layer::store_layer_from_upper(&store, &src, opts).unwrap();
+    assert_eq!(layer.diff_id.as_str(), PINNED_DIFF_ID);
+    let mut tar = Vec::new();
+    write_layer_from_dir(&src, &mut tar, opts).unwrap();
+    assert_eq!(layer.size, tar.len() as u64);
+    assert_eq!(std::fs::read(store.blob_path(&layer.diff_id)).unwrap(), tar);
+    assert_eq!(
+        store.verify_blob(&layer.diff_id, Some(layer.size)).unwrap(),
+        layer.size
+    );
 }

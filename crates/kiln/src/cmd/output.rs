@@ -974,7 +974,7 @@ fn export_tar(store: &Store, image: &Image, out: &Exporter) -> anyhow::Result<()
 fn write_file(
     dest: Option<&Dest>,
     out: &Exporter,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     match dest {
         Some(Dest::Path(path)) => {
@@ -995,10 +995,9 @@ fn write_file(
             persist(file, path).with_context(|| flag_words(out))
         }
         Some(Dest::Stdout) => {
-            let stdout = io::stdout();
-            let mut lock = stdout.lock();
+            // `Stdout`, not its lock: the layer writer hands the bytes to a thread of its own.
             {
-                let mut buffered = io::BufWriter::with_capacity(1 << 20, &mut lock);
+                let mut buffered = io::BufWriter::with_capacity(1 << 20, io::stdout());
                 write(&mut buffered)?;
                 buffered.flush()?;
             }
