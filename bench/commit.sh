@@ -88,9 +88,14 @@ kiln_commit() { # kiln binary
   local store=$work/store line
   KILN_ROOT=$store KILN=$1 scripts/make-busybox-base.sh bench-commit-base
   sync
-  line=$(KILN_ROOT=$store "$1" --progress plain build --no-lint --no-cache "$ctx" 2>&1 |
-    grep ' committed ' | tail -1) || true
-  [ -n "$line" ] || { echo "$1 build printed no 'committed' line" >&2; exit 1; }
+  KILN_ROOT=$store "$1" --progress plain build --no-lint --no-cache "$ctx" >"$work/build.log" 2>&1 ||
+    true
+  line=$(grep ' committed ' "$work/build.log" | tail -1) || true
+  [ -n "$line" ] || {
+    echo "$1 build printed no 'committed' line:" >&2
+    tail -5 "$work/build.log" >&2
+    exit 1
+  }
   commit_s=$(echo "$line" | sed -E 's/.* in ([0-9.]+)s$/\1/')
   layer_size=$(echo "$line" | sed -E 's/.*committed (.+) in [0-9.]+s$/\1/')
   rm -rf --one-file-system "$store"
