@@ -1098,24 +1098,6 @@ fn every_context_kind_builds_the_image_the_directory_builds() {
     assert!(text(&out.stderr).contains("context seen 42"));
 }
 
-/// Runs kiln with `input` on its stdin.
-fn with_stdin_bytes(env: &Env, args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = env
-        .kiln()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // kiln may refuse before reading it all; that is not the test's failure.
-    let _ = stdin.write_all(input);
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
-
 /// A tar whose entry names are written as given, `..` and all (the tar crate's builder
 /// refuses them, as it should).
 fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
@@ -1167,7 +1149,7 @@ fn a_hostile_stdin_context_stays_in_its_directory() {
         ("evil/tmp/through-link", Regular, "followed inside\n"),
         (&up, Regular, "must not leave\n"),
     ]);
-    let out = with_stdin_bytes(&env, &["build", "--no-lint", "-"], &tar);
+    let out = env.with_stdin(&["build", "--no-lint", "-"], &tar);
     assert_success(&out, "kiln build - < hostile.tar");
     let log = text(&out.stderr);
     assert!(
@@ -1180,7 +1162,7 @@ fn a_hostile_stdin_context_stays_in_its_directory() {
 
     // A Dockerfile that is a link out of the context is not read.
     let tar = raw_tar(&[("Dockerfile", Symlink, "/etc/passwd")]);
-    let out = with_stdin_bytes(&env, &["build", "-"], &tar);
+    let out = env.with_stdin(&["build", "-"], &tar);
     let stderr = assert_clean_failure(&out, "kiln build - < Dockerfile-link.tar");
     assert!(stderr.contains("link to outside the context"), "{stderr}");
     assert!(!stderr.contains("root:x:0:0"), "{stderr}");
@@ -1190,7 +1172,7 @@ fn a_hostile_stdin_context_stays_in_its_directory() {
         ("Dockerfile", Regular, "FROM busybox\n"),
         (".wh.x", Regular, "x"),
     ]);
-    let out = with_stdin_bytes(&env, &["build", "-"], &tar);
+    let out = env.with_stdin(&["build", "-"], &tar);
     let stderr = assert_clean_failure(&out, "kiln build - < whiteout.tar");
     assert!(stderr.contains(".wh."), "{stderr}");
 

@@ -351,8 +351,9 @@ impl Env {
         names
     }
 
-    /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`).
-    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+    /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`, a tar
+    /// context).
+    pub fn with_stdin(&self, args: &[&str], input: impl AsRef<[u8]>) -> Output {
         use std::io::Write as _;
         let mut child = self
             .kiln()
@@ -362,12 +363,10 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // kiln may refuse before reading it all; its output says why.
+        let _ = stdin.write_all(input.as_ref());
+        drop(stdin);
         child.wait_with_output().unwrap()
     }
 
