@@ -252,6 +252,19 @@ pub fn require_emulation(arch: &str) {
     );
 }
 
+/// The names in a directory, sorted (none if it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Whether any mount of the current namespace sits under `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -340,15 +353,7 @@ impl Env {
 
     /// The blob files of this test's store, sorted.
     pub fn blobs(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.root().join("oci/blobs/sha256"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        entries(&self.root().join("oci/blobs/sha256"))
     }
 
     /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`, a tar

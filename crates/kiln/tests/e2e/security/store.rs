@@ -179,18 +179,6 @@ fn flip_member(members: &mut [(String, Vec<u8>)], member: &str) {
     bytes[mid] ^= 0x55;
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// A failed load or pull stored nothing: no blob, no name, no staging left behind.
 fn assert_nothing_stored(env: &Env, case: &str) {
     assert_eq!(
