@@ -16,7 +16,7 @@ fi
 
 packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils
   openssl python3 bsdutils passt slirp4netns uidmap hyperfine jq bc gcc libc6-dev
-  qemu-user-static binfmt-support)
+  qemu-user-static binfmt-support git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

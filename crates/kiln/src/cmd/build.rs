@@ -18,8 +18,10 @@ use super::{Output, Progress};
     after_help = "Examples:\n  kiln build -t my-python-base examples/python-base\n  kiln build -t app:1 --build-arg VERSION=1.2 -f docker/Dockerfile .\n  kiln build -t tiny - < Dockerfile        (no context)\n  kiln build -t app -f - . < Dockerfile    (the Dockerfile from stdin)\n  tar -czf - . | kiln build -t app -       (the context from stdin)"
 )]
 pub struct BuildArgs {
-    /// The build context directory, or `-`: stdin, which is the context when it is a tar
-    /// archive (plain, gzip, bzip2, xz or zstd) and otherwise the Dockerfile, with no context.
+    /// The build context directory; `-`: stdin, which is the context when it is a tar archive
+    /// (plain, gzip, bzip2, xz or zstd) and otherwise the Dockerfile, with no context; a git
+    /// URL (`https://host/repo.git#REF:SUBDIR`, `git://…`, `git@host:repo`); or an HTTP(S) URL
+    /// of a tarball (the context) or of a Dockerfile.
     pub context: String,
     /// Name and optionally tag the image (repeatable).
     #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
@@ -271,8 +273,9 @@ pub fn build(
     if let Some(iidfile) = &args.iidfile {
         super::output::remove_stale(iidfile)?;
     }
-    let input = super::input::read_input(store, &args.context, args.file.as_deref())?;
-    let contexts = super::input::named_contexts(store, &args.build_contexts)?;
+    let input =
+        super::input::read_input(store, &args.context, args.file.as_deref(), &args.registry)?;
+    let named = super::input::named_contexts(store, &args.build_contexts, &args.registry)?;
     let jobs = jobs(args.jobs)?;
     let platforms = platforms(args.platform.as_deref())?;
     let network = args
@@ -296,7 +299,7 @@ pub fn build(
         dockerfile: input.dockerfile.clone(),
         dockerfile_name: input.dockerfile_name.clone(),
         context: input.context.clone(),
-        contexts,
+        contexts: named.contexts.clone(),
         tags: tags.clone(),
         build_args,
         target: args.target.clone(),

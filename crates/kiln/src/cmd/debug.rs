@@ -203,7 +203,12 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
     let store = kiln_image::Store::open(root)
         .with_context(|| format!("open the store at {}", root.display()))?;
     let _lock = store.lock_shared()?;
-    let input = super::input::read_input(&store, &args.context, args.file.as_deref())?;
+    let input = super::input::read_input(
+        &store,
+        &args.context,
+        args.file.as_deref(),
+        &super::registry::RegistryFlags::default(),
+    )?;
     let build_args = args
         .build_args
         .iter()

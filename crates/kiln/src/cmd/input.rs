@@ -1,6 +1,7 @@
-//! A build's inputs as `docker buildx build` takes them: the context (a directory, or `-`: a
-//! tar stream on stdin, plain or gzip, bzip2, xz or zstd) and the Dockerfile (in the context,
-//! a file named by `-f`, or stdin with `-f -`).
+//! A build's inputs as `docker buildx build` takes them: the context (a directory; `-`: a
+//! tar stream on stdin, plain or gzip, bzip2, xz or zstd; a git URL or an HTTP(S) URL, see
+//! [`super::remote`]) and the Dockerfile (in the context, a file named by `-f`, or stdin with
+//! `-f -`).
 //!
 //! When the context is `-`, stdin is the context if it starts as an archive does and the
 //! Dockerfile otherwise (buildx's rule). A context from stdin may be hostile: it is unpacked
@@ -15,6 +16,9 @@ use anyhow::Context as _;
 use kiln_build::context::{Context, clean_path};
 use kiln_build::named::{NamedContext, NamedContexts, OciLayoutRef};
 use kiln_image::Store;
+
+use super::registry::RegistryFlags;
+use super::remote::RemoteContext;
 
 /// What stdin bytes are looked at to tell a context from a Dockerfile (buildx peeks two tar
 /// blocks).
@@ -33,8 +37,16 @@ pub struct Input {
 }
 
 /// Reads the context and the Dockerfile that `CONTEXT` and `-f FILE` name.
-pub fn read_input(store: &Store, context_arg: &str, file: Option<&Path>) -> anyhow::Result<Input> {
+pub fn read_input(
+    store: &Store,
+    context_arg: &str,
+    file: Option<&Path>,
+    registry: &RegistryFlags,
+) -> anyhow::Result<Input> {
     let file_is_stdin = file.is_some_and(|f| f == Path::new("-"));
+    if let Some(remote) = RemoteContext::parse(context_arg)? {
+        return read_remote(store, remote, file, registry);
+    }
     if context_arg == "-" {
         anyhow::ensure!(
             !file_is_stdin,
@@ -43,7 +55,8 @@ pub fn read_input(store: &Store, context_arg: &str, file: Option<&Path>) -> anyh
         let mut stdin = io::stdin().lock();
         let head = peek(&mut stdin).context("read the build context or Dockerfile from stdin")?;
         if is_archive(&head) {
-            return unpack_context(store, io::Cursor::new(head).chain(stdin), file);
+            let from = "the build context from stdin";
+            return unpack_context(store, io::Cursor::new(head).chain(stdin), file, from);
         }
         anyhow::ensure!(
             file.is_none(),
@@ -177,30 +190,132 @@ fn is_tar_header(head: &[u8]) -> bool {
     stored == unsigned || stored == signed
 }
 
+/// A remote context: a git checkout, or an HTTP download that is an archive (the context) or
+/// text (the Dockerfile, with no context).
+fn read_remote(
+    store: &Store,
+    remote: RemoteContext,
+    file: Option<&Path>,
+    registry: &RegistryFlags,
+) -> anyhow::Result<Input> {
+    match remote {
+        RemoteContext::Git {
+            url,
+            reference,
+            subdir,
+        } => {
+            let (staged, root) = stage_git(store, &url, reference.as_deref(), subdir.as_deref())?;
+            staged_input(staged, &root, file, &format!("the git context {url}"))
+        }
+        RemoteContext::Http(url) => {
+            let client = super::registry::client(registry)?;
+            let mut download = client
+                .fetch_url(&url)
+                .with_context(|| format!("build context {url}"))?;
+            let head = peek(&mut download).with_context(|| format!("download {url}"))?;
+            if is_archive(&head) {
+                let from = format!("the build context {url}");
+                return unpack_context(store, io::Cursor::new(head).chain(download), file, &from);
+            }
+            anyhow::ensure!(
+                file.is_none(),
+                "build context {url} is a Dockerfile (not an archive), so -f names nothing"
+            );
+            let mut bytes = head;
+            download
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("download {url}"))?;
+            Ok(Input {
+                context: Context::none(),
+                dockerfile: dockerfile_text(bytes, &url)?,
+                dockerfile_name: "Dockerfile".to_owned(),
+                _staged: None,
+            })
+        }
+    }
+}
+
+/// A git checkout in a staging directory of the store, and the directory of it that `subdir`
+/// names.
+fn stage_git(
+    store: &Store,
+    url: &str,
+    reference: Option<&str>,
+    subdir: Option<&str>,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let staged = store.staging_dir("git-context")?;
+    super::remote::checkout_git(url, reference, staged.path())?;
+    // Private (0700) as made; a context directory is as a user makes it.
+    std::fs::set_permissions(
+        staged.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("chmod {}", staged.path().display()))?;
+    let root = super::remote::subdir_of(staged.path(), subdir, url)?;
+    Ok((staged, root))
+}
+
 /// Unpacks a context archive into a staging directory of the store and reads the Dockerfile
 /// (`-f`, relative to the context, or `Dockerfile`) from it.
-fn unpack_context(store: &Store, stream: impl Read, file: Option<&Path>) -> anyhow::Result<Input> {
+fn unpack_context(
+    store: &Store,
+    stream: impl Read,
+    file: Option<&Path>,
+    from: &str,
+) -> anyhow::Result<Input> {
     let staged = store.staging_dir("context")?;
     let root = staged.path();
     let plain = kiln_layer::decompress_auto(io::BufReader::with_capacity(1 << 20, stream))
-        .context("read the build context from stdin")?;
+        .with_context(|| format!("read {from}"))?;
     let opts = kiln_layer::ApplyOptions {
         // The files are the user's, as a directory context's are; COPY sets owners itself.
         preserve_owner: false,
         ..Default::default()
     };
     let stats = kiln_layer::apply_layer(plain, root, kiln_layer::ApplyMode::Merged, opts)
-        .context("unpack the build context from stdin")?;
+        .with_context(|| format!("unpack {from}"))?;
     // The layer code reads `.wh.` names as whiteouts and drops them; in a context they are
     // files, which kiln cannot take from a stream.
     anyhow::ensure!(
         stats.whiteouts == 0 && stats.opaque_dirs == 0,
-        "the build context from stdin holds files named `.wh.…`, which kiln cannot unpack \
-         from a tar stream; give the context as a directory"
+        "{from} holds files named `.wh.…`, which kiln cannot unpack from a tar stream; give \
+         the context as a directory"
     );
-    // The staging directory is private (0700); a context directory is as a user makes it.
+    // Private (0700) as made; a context directory is as a user makes it.
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .with_context(|| format!("chmod {}", root.display()))?;
+    let root = root.to_path_buf();
+    staged_input(staged, &root, file, from)
+}
+
+/// The input of a context staged in the store at `root` (the staging dir or a subdirectory of
+/// it): the Dockerfile (`-f`, relative to the context, `-` for stdin, or `Dockerfile`) must
+/// resolve inside it.
+fn staged_input(
+    staged: tempfile::TempDir,
+    root: &Path,
+    file: Option<&Path>,
+    from: &str,
+) -> anyhow::Result<Input> {
+    // The staging directory is private (0700); a context directory is as a user makes it.
+    std::fs::set_permissions(
+        staged.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("chmod {}", staged.path().display()))?;
+    if file.is_some_and(|f| f == Path::new("-")) {
+        let mut bytes = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("read the Dockerfile from stdin (-f -)")?;
+        return Ok(Input {
+            context: Context::open(root, None)?,
+            dockerfile: dockerfile_text(bytes, "stdin (-f -)")?,
+            dockerfile_name: "-".to_owned(),
+            _staged: Some(staged),
+        });
+    }
     let dockerfile = match file {
         Some(file) => {
             let rel = clean_path(&file.to_string_lossy());
@@ -218,18 +333,14 @@ fn unpack_context(store: &Store, stream: impl Read, file: Option<&Path>) -> anyh
         .unwrap_or(&dockerfile)
         .display()
         .to_string();
-    let resolved = inside(root, &dockerfile)?.ok_or_else(|| {
-        anyhow::anyhow!("the build context from stdin holds no {shown} (name it with -f)")
-    })?;
-    anyhow::ensure!(
-        resolved.is_file(),
-        "{shown} in the build context from stdin is not a file"
-    );
+    let resolved = inside(root, &dockerfile, from)?
+        .ok_or_else(|| anyhow::anyhow!("{from} holds no {shown} (name it with -f)"))?;
+    anyhow::ensure!(resolved.is_file(), "{shown} in {from} is not a file");
     for ignore in [
         root.join(".dockerignore"),
         dockerfile.with_file_name(format!("{}.dockerignore", file_name(&dockerfile))),
     ] {
-        inside(root, &ignore)?;
+        inside(root, &ignore, from)?;
     }
     let context = Context::open(root, Some(&dockerfile))?;
     let text = std::fs::read(&resolved).with_context(|| format!("read {shown}"))?;
@@ -243,7 +354,7 @@ fn unpack_context(store: &Store, stream: impl Read, file: Option<&Path>) -> anyh
 
 /// Where `path` (under `root`) leads, if it exists, after following its symlinks; an error
 /// when that is outside `root` (a hostile context's `Dockerfile -> /etc/shadow`).
-fn inside(root: &Path, path: &Path) -> anyhow::Result<Option<PathBuf>> {
+fn inside(root: &Path, path: &Path, from: &str) -> anyhow::Result<Option<PathBuf>> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -263,17 +374,31 @@ fn inside(root: &Path, path: &Path) -> anyhow::Result<Option<PathBuf>> {
     };
     anyhow::ensure!(
         real.starts_with(&real_root),
-        "{shown} in the build context from stdin is a link to outside the context; kiln does \
-         not read it"
+        "{shown} in {from} is a link to outside the context; kiln does not read it"
     );
     Ok(Some(real))
 }
 
+/// The named contexts of a build, and the staging directories that URL contexts were fetched
+/// into, which must outlive the build.
+pub struct Named {
+    /// By name.
+    pub contexts: NamedContexts,
+    _staged: Vec<tempfile::TempDir>,
+}
+
 /// `--build-context NAME=VALUE` values, as buildx reads them: a directory,
-/// `docker-image://REF`, or `oci-layout://PATH[:TAG][@DIGEST]`, whose image is loaded into the
-/// store now (checked blob by blob), so that the build reads it like any other.
-pub fn named_contexts(store: &Store, values: &[String]) -> anyhow::Result<NamedContexts> {
+/// `docker-image://REF`, `oci-layout://PATH[:TAG][@DIGEST]` (whose image is loaded into the
+/// store now, checked blob by blob, so that the build reads it like any other), a git URL (its
+/// checkout), or an HTTP(S) URL (a directory holding the downloaded file, as BuildKit's
+/// `llb.HTTP` gives it).
+pub fn named_contexts(
+    store: &Store,
+    values: &[String],
+    registry: &RegistryFlags,
+) -> anyhow::Result<Named> {
     let mut contexts = NamedContexts::default();
+    let mut staged = Vec::new();
     for text in values {
         let Some((name, value)) = text.split_once('=') else {
             anyhow::bail!("--build-context {text:?}: expected NAME=VALUE");
@@ -288,11 +413,21 @@ pub fn named_contexts(store: &Store, values: &[String]) -> anyhow::Result<NamedC
             let image = kiln_build::named::load_oci_layout(store, &layout)
                 .with_context(|| format!("--build-context {text}: load the image"))?;
             NamedContext::Loaded(Box::new(image))
-        } else if value.contains("://") || value.starts_with("git@") {
-            anyhow::bail!(
-                "--build-context {text}: URL contexts (git, https) are not supported by kiln; \
-                 give a directory, docker-image://REF or oci-layout://PATH"
-            );
+        } else if let Some(remote) =
+            RemoteContext::parse(value).with_context(|| format!("--build-context {text}"))?
+        {
+            let (dir, root) = match remote {
+                RemoteContext::Git {
+                    url,
+                    reference,
+                    subdir,
+                } => stage_git(store, &url, reference.as_deref(), subdir.as_deref()),
+                RemoteContext::Http(url) => stage_download(store, &url, registry),
+            }
+            .with_context(|| format!("--build-context {text}"))?;
+            let context = Context::open(&root, None)?;
+            staged.push(dir);
+            NamedContext::Dir(context)
         } else if let Some(scheme) = ["target:", "input:"]
             .iter()
             .find(|s| value.starts_with(**s))
@@ -315,7 +450,58 @@ pub fn named_contexts(store: &Store, values: &[String]) -> anyhow::Result<NamedC
             .insert(name, context)
             .with_context(|| format!("--build-context {text}"))?;
     }
-    Ok(contexts)
+    Ok(Named {
+        contexts,
+        _staged: staged,
+    })
+}
+
+/// Downloads `url` into a staging directory, as one file named as BuildKit names it: the
+/// `Content-Disposition` filename, else the URL path's last segment, else `index`.
+fn stage_download(
+    store: &Store,
+    url: &str,
+    registry: &RegistryFlags,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let client = super::registry::client(registry)?;
+    let mut download = client.fetch_url(url)?;
+    let name = download
+        .header("content-disposition")
+        .and_then(disposition_filename)
+        .or_else(|| url_file_name(url))
+        .unwrap_or_else(|| "index".to_owned());
+    let staged = store.staging_dir("url-context")?;
+    std::fs::set_permissions(
+        staged.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("chmod {}", staged.path().display()))?;
+    let path = staged.path().join(&name);
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    io::copy(&mut download, &mut file).with_context(|| format!("download {url}"))?;
+    let root = staged.path().to_path_buf();
+    Ok((staged, root))
+}
+
+/// A plain file name (no directory, not `.` or `..`), or nothing.
+fn plain_name(name: &str) -> Option<String> {
+    let name = name.trim().trim_matches('"');
+    (!name.is_empty() && name != "." && name != ".." && !name.contains('/'))
+        .then(|| name.to_owned())
+}
+
+fn disposition_filename(header: &str) -> Option<String> {
+    header
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("filename="))
+        .and_then(plain_name)
+}
+
+fn url_file_name(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next()?;
+    let after_host = path.split_once("://")?.1.split_once('/')?.1;
+    plain_name(after_host.rsplit('/').next()?)
 }
 
 #[cfg(test)]
@@ -330,6 +516,21 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, name, &b"abc"[..]).unwrap();
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn downloads_are_named_as_buildkit_names_them() {
+        assert_eq!(
+            url_file_name("https://h/a/b.tar.gz?x=1"),
+            Some("b.tar.gz".into())
+        );
+        assert_eq!(url_file_name("https://h/"), None);
+        assert_eq!(url_file_name("https://h"), None);
+        assert_eq!(
+            disposition_filename("attachment; filename=\"x.txt\""),
+            Some("x.txt".into())
+        );
+        assert_eq!(disposition_filename("attachment; filename=../x"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod lint;
 mod output;
 mod progress;
 mod registry;
+mod remote;
 mod run;
 
 use std::io::{self, Write};

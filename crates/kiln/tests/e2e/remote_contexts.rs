@@ -1,0 +1,188 @@
+//! Build contexts named by URL: a git repository served by `git daemon` on 127.0.0.1, and a
+//! tarball or a Dockerfile served over HTTP. Each builds the image its files build as a
+//! directory.
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::outputs::{context_build, context_dir};
+use crate::util::*;
+
+/// Serves the repositories under `base` over git's own protocol on 127.0.0.1: each
+/// connection is handed to `git daemon --inetd`, so the port is listening before any client
+/// connects. Its port.
+fn git_daemon(base: &Path) -> u16 {
+    let git = require("git");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = base.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let input = OwnedFd::from(stream.try_clone().unwrap());
+            let output = OwnedFd::from(stream);
+            let _ = Command::new(&git)
+                .args(["daemon", "--inetd", "--export-all"])
+                .arg(format!("--base-path={}", base.display()))
+                .stdin(Stdio::from(input))
+                .stdout(Stdio::from(output))
+                .stderr(Stdio::null())
+                .spawn()
+                .map(|mut child| child.wait());
+        }
+    });
+    port
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new(require("git"))
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args))
+}
+
+#[test]
+fn a_git_context_builds_the_image_its_checkout_builds() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dir = context_dir(&env);
+    let from_dir = context_build(&env, &[dir.to_str().unwrap()], None);
+
+    // The same files at the root of `main`, and under `docker/app` on a tag.
+    let served = env.path("git");
+    let repo = served.join("repo.git");
+    std::fs::create_dir_all(&repo).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.display()))
+        .arg(&repo));
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "root"]);
+    let root_commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let app = env.path("app");
+    std::fs::create_dir(&app).unwrap();
+    for name in entries(&repo).iter().filter(|n| *n != ".git") {
+        std::fs::rename(repo.join(name), app.join(name)).unwrap();
+    }
+    std::fs::create_dir(repo.join("docker")).unwrap();
+    std::fs::rename(&app, repo.join("docker/app")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "moved"]);
+    git(&repo, &["tag", "v2"]);
+    git(&repo, &["checkout", "-q", "-b", "other", &root_commit]);
+    std::fs::write(repo.join("Dockerfile"), "FROM busybox\nRUN exit 3\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "broken on purpose"]);
+    git(&repo, &["checkout", "-q", "main"]);
+    git(&repo, &["reset", "-q", "--hard", &root_commit]);
+    let port = git_daemon(&served);
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+
+    assert_eq!(
+        context_build(&env, &[&url], None),
+        from_dir,
+        "the default branch"
+    );
+    assert_eq!(
+        context_build(&env, &[&format!("{url}#v2:docker/app")], None),
+        from_dir,
+        "a tag and a subdirectory"
+    );
+    assert_eq!(
+        context_build(&env, &[&format!("{url}#{root_commit}")], None),
+        from_dir,
+        "a commit id"
+    );
+    let (out, log) = env.build_output(&["--no-lint", &format!("{url}#other")]);
+    assert!(
+        !out.status.success(),
+        "branch `other` fails on purpose:\n{log}"
+    );
+    assert!(log.contains("exit 3"), "branch `other` was built:\n{log}");
+}
+
+#[test]
+fn an_http_context_is_a_tarball_or_a_dockerfile() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dir = context_dir(&env);
+    let from_dir = context_build(&env, &[dir.to_str().unwrap()], None);
+    let tarball = Command::new(require("tar"))
+        .arg("-C")
+        .arg(&dir)
+        .args(["-czf", "-", "."])
+        .output()
+        .unwrap();
+    assert_success(&tarball, "tar -czf");
+    let port = loopback_server_of(tarball.stdout);
+    let url = format!("http://127.0.0.1:{port}/ctx.tar.gz");
+    assert_eq!(
+        context_build(&env, &[&url], None),
+        from_dir,
+        "a tarball URL"
+    );
+
+    let port = loopback_server("FROM busybox\nRUN echo \"remote dockerfile $((6*7))\"\n");
+    let (out, log) =
+        env.build_output(&["--no-lint", &format!("http://127.0.0.1:{port}/Dockerfile")]);
+    assert_success(&out, "kiln build of a Dockerfile URL");
+    assert!(log.contains("remote dockerfile 42"), "{log}");
+}
+
+#[test]
+fn an_unreachable_git_context_fails_naming_it_and_leaves_nothing() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    require("git");
+    // A port nothing listens on: bound, then closed.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("git://127.0.0.1:{port}/nothing.git");
+    let err = env.fails(&["build", &url]);
+    assert!(err.contains(&url) && err.contains("fetch"), "{err}");
+    let tmp = env.root().join("tmp");
+    assert_eq!(
+        entries(&tmp),
+        Vec::<String>::new(),
+        "staging left in {}",
+        tmp.display()
+    );
+}
+
+#[test]
+fn build_contexts_of_git_and_http_urls_serve_copy_from() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let served = env.path("git");
+    let repo = served.join("lib.git");
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(repo.join("src/lib.txt"), "from git\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "lib"]);
+    let git_port = git_daemon(&served);
+    let http_port = loopback_server("downloaded\n");
+    let ctx = env.context(
+        "app",
+        "FROM busybox\nCOPY --from=lib lib.txt /lib.txt\nCOPY --from=dl notes.txt /notes.txt\n\
+         RUN cat /lib.txt /notes.txt\n",
+        &[],
+    );
+    let (out, log) = env.build_output(&[
+        "--no-lint",
+        "--build-context",
+        &format!("lib=git://127.0.0.1:{git_port}/lib.git#main:src"),
+        "--build-context",
+        &format!("dl=http://127.0.0.1:{http_port}/files/notes.txt"),
+        &ctx,
+    ]);
+    assert_success(&out, "kiln build with URL build contexts");
+    assert!(
+        log.contains("from git") && log.contains("downloaded"),
+        "{log}"
+    );
+}
