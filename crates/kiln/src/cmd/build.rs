@@ -59,8 +59,9 @@ pub struct BuildArgs {
     /// Add a label to the image (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` (repeatable).
-    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH`, `id=ID,env=VAR`, or `id=ID`
+    /// (the variable ID if set, else the file ID), as buildx reads them (repeatable).
+    #[arg(long = "secret", value_name = "id=ID[,src=PATH|env=VAR]")]
     pub secrets: Vec<String>,
     /// Do not show `kiln lint` findings before the build.
     #[arg(long)]
@@ -132,27 +133,102 @@ pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, Strin
     }
 }
 
-fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
-    let mut id = None;
-    let mut src = None;
+/// Where a `--secret` comes from.
+#[derive(Debug, PartialEq, Eq)]
+enum SecretSource {
+    File(PathBuf),
+    /// An environment variable's name.
+    Env(String),
+}
+
+/// BuildKit's limit on a secret's size.
+const MAX_SECRET_BYTES: u64 = 500 * 1024;
+
+/// A `--secret` value as buildx reads it: `id=ID` with `src=PATH` (or `source=`), `env=VAR`,
+/// `type=file|env` (with `type=env`, `src` names the variable); with neither, the variable
+/// named ID if it is set, else the file named ID.
+fn secret(text: &str) -> anyhow::Result<(String, SecretSource)> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
     for field in text.split(',') {
         match field.split_once('=') {
             Some(("id", v)) => id = Some(v.to_owned()),
-            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
-            _ => anyhow::bail!("--secret {text:?}: expected id=ID,src=PATH"),
+            Some(("src" | "source", v)) => src = Some(v.to_owned()),
+            Some(("env", v)) => env = Some(v.to_owned()),
+            Some(("type", v @ ("file" | "env"))) => kind = Some(v),
+            Some(("type", v)) => {
+                anyhow::bail!("--secret {text}: type={v} is not a secret type (file or env)")
+            }
+            _ => anyhow::bail!(
+                "--secret {text}: unexpected {field:?}; the keys are id, src, env and type"
+            ),
         }
     }
-    match (id, src) {
-        (Some(id), Some(src)) => {
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--secret {text}: no id=ID"))?;
+    if kind == Some("env") && env.is_none() {
+        env = src.take();
+    }
+    let source = match (src, env) {
+        (Some(_), Some(_)) => anyhow::bail!("--secret {text}: give src= or env=, not both"),
+        (Some(path), None) => SecretSource::File(path.into()),
+        (None, Some(var)) => SecretSource::Env(var),
+        (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+        (None, None) => SecretSource::File(id.clone().into()),
+    };
+    match &source {
+        SecretSource::File(path) => {
+            let meta = std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--secret {text}: {} is not a file", path.display())
+                })?;
             anyhow::ensure!(
-                src.is_file(),
-                "--secret {text:?}: {} is not a file",
-                src.display()
+                meta.len() <= MAX_SECRET_BYTES,
+                "--secret {text}: {} is larger than a secret may be (500 KiB)",
+                path.display()
             );
-            Ok((id, src))
         }
-        _ => anyhow::bail!("--secret {text:?}: expected id=ID,src=PATH"),
+        SecretSource::Env(var) => {
+            let value = std::env::var_os(var).ok_or_else(|| {
+                anyhow::anyhow!("--secret {text}: the environment has no variable {var}")
+            })?;
+            anyhow::ensure!(
+                value.len() as u64 <= MAX_SECRET_BYTES,
+                "--secret {text}: ${var} is larger than a secret may be (500 KiB)"
+            );
+        }
     }
+    Ok((id, source))
+}
+
+/// The secrets as the build reads them, files all: a variable's value is written to a private
+/// staging directory of the store (0700, root's), removed when the build is done.
+fn secret_files(
+    store: &kiln_image::Store,
+    secrets: Vec<(String, SecretSource)>,
+) -> anyhow::Result<(Vec<(String, PathBuf)>, Option<tempfile::TempDir>)> {
+    let mut staged = None;
+    let mut files = Vec::with_capacity(secrets.len());
+    for (i, (id, source)) in secrets.into_iter().enumerate() {
+        let path = match source {
+            SecretSource::File(path) => path,
+            SecretSource::Env(var) => {
+                let dir = match &mut staged {
+                    Some(dir) => dir,
+                    None => staged.insert(store.staging_dir("secrets")?),
+                };
+                let path = dir.path().join(i.to_string());
+                let value = std::env::var_os(&var).unwrap_or_default();
+                std::fs::write(&path, value.as_encoded_bytes())
+                    .with_context(|| format!("write the secret {id}"))?;
+                path
+            }
+        };
+        files.push((id, path));
+    }
+    Ok((files, staged))
 }
 
 /// BuildKit takes `SOURCE_DATE_EPOCH` from `--build-arg` as well as from the environment, and
@@ -262,6 +338,7 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (secrets, _staged_secrets) = secret_files(store, secrets)?;
     let outputs = super::output::Plan::new(super::output::Flags {
         outputs: &args.outputs,
         push: args.push,

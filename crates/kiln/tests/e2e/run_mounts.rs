@@ -102,6 +102,62 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
     assert!(err.contains("--secret id=missing"), "{err}");
 }
 
+/// `--secret` from the environment, as buildx takes it: `env=VAR`, `type=env,src=VAR`, and a
+/// bare `id=ID` that names a variable; and bad `--secret` values named.
+#[test]
+fn secrets_from_the_environment() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "envsecret",
+        "FROM busybox
+RUN --mount=type=secret,id=a --mount=type=secret,id=b \\
+         --mount=type=secret,id=API_TOKEN sh -c 'echo \"$(cat /run/secrets/a)-$(cat \
+         /run/secrets/b)-$(cat /run/secrets/API_TOKEN)\"'
+",
+        &[],
+    );
+    let out = env
+        .kiln()
+        .args(["build", "--no-lint", "--progress", "plain"])
+        .args(["--secret", "id=a,env=KILN_T_A"])
+        .args(["--secret", "id=b,type=env,src=KILN_T_B"])
+        .args(["--secret", "id=API_TOKEN", &ctx])
+        .env("KILN_T_A", "qz7alpha")
+        .env("KILN_T_B", "qz7beta")
+        .env("API_TOKEN", "qz7gamma")
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build with env secrets");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("qz7alpha-qz7beta-qz7gamma"), "{log}");
+    for blob in env.blobs() {
+        let bytes = std::fs::read(env.root().join("oci/blobs/sha256").join(&blob)).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"qz7alpha"),
+            "the secret leaked into blob {blob}"
+        );
+    }
+    assert_eq!(entries(&env.root().join("tmp")), Vec::<String>::new());
+
+    for (arg, expected) in [
+        (
+            "id=a,env=KILN_T_UNSET",
+            "the environment has no variable KILN_T_UNSET",
+        ),
+        ("id=a,kind=x", "unexpected \"kind=x\""),
+        ("id=a,type=ssh", "type=ssh is not a secret type"),
+        ("src=/etc/hostname", "no id=ID"),
+        ("id=a,src=/nonexistent", "/nonexistent is not a file"),
+    ] {
+        let err = env.fails(&["build", "--secret", arg, &ctx]);
+        assert!(
+            err.contains(&format!("--secret {arg}")) && err.contains(expected),
+            "{arg}: {err}"
+        );
+    }
+}
+
 /// A read-only bind of an image of one layer, or of a stage of none: overlayfs mounts no
 /// fewer than two lowers without an upper dir, so empty dirs fill the stack up.
 #[test]
