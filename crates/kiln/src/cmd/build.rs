@@ -203,12 +203,15 @@ fn secret(text: &str) -> anyhow::Result<(String, SecretSource)> {
     Ok((id, source))
 }
 
+/// A secret's id and the file that holds it.
+type SecretFile = (String, PathBuf);
+
 /// The secrets as the build reads them, files all: a variable's value is written to a private
 /// staging directory of the store (0700, root's), removed when the build is done.
 fn secret_files(
     store: &kiln_image::Store,
     secrets: Vec<(String, SecretSource)>,
-) -> anyhow::Result<(Vec<(String, PathBuf)>, Option<tempfile::TempDir>)> {
+) -> anyhow::Result<(Vec<SecretFile>, Option<tempfile::TempDir>)> {
     let mut staged = None;
     let mut files = Vec::with_capacity(secrets.len());
     for (i, (id, source)) in secrets.into_iter().enumerate() {
