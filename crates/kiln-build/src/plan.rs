@@ -68,6 +68,8 @@ pub struct PlanRequest<'a> {
     pub platform: kiln_dockerfile::Platform,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_security_insecure: bool,
+    /// `--no-cache-filter`: stage names, each of which must be in the Dockerfile.
+    pub no_cache_filter: &'a [String],
 }
 
 /// Where a stage starts.
@@ -313,6 +315,13 @@ pub fn plan(
         )));
     }
     let target = target_index(&stages, request.target)?;
+    for name in request.no_cache_filter {
+        target_index(&stages, Some(name)).map_err(|_| {
+            Error::BadInput(format!(
+                "--no-cache-filter {name}: the Dockerfile has no stage named {name:?}"
+            ))
+        })?;
+    }
     if let Some(name) = &stages[target].name
         && resolver.named_context(name).is_some()
     {
@@ -833,6 +842,7 @@ mod tests {
             target,
             platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
             allow_security_insecure: false,
+            no_cache_filter: &[],
         }
     }
 

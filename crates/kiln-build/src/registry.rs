@@ -219,11 +219,13 @@ pub(crate) fn resolve_image(
 }
 
 /// The cached result of a step: the local cache, else a `--cache-from` registry cache (whose
-/// blobs are then fetched into the store). Remembers the key for `--cache-to`.
+/// blobs are then fetched into the store); none when `ignore_cache` (`--no-cache`, or the
+/// step's stage is in `--no-cache-filter`). Remembers the key for `--cache-to`.
 pub(crate) fn cache_get(
     store: &Store,
     request: &BuildRequest,
     key: &Digest,
+    ignore_cache: bool,
     reporter: &dyn Reporter,
     id: usize,
 ) -> Result<Option<CacheRecord>, Error> {
@@ -232,7 +234,7 @@ pub(crate) fn cache_get(
     {
         keys.push(key.clone());
     }
-    if request.no_cache {
+    if ignore_cache {
         return Ok(None);
     }
     if let Some(record) = store.cache_get(key) {

@@ -45,6 +45,9 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--no-cache-filter`: the stages (by name, case-insensitive as BuildKit compares them)
+    /// whose steps run even when cached.
+    pub no_cache_filter: Vec<String>,
     /// `--jobs`: units of work (RUN steps, copies, pulls) at once.
     pub jobs: usize,
     /// `--platform` of a single-platform build (default: the host's). It sets `TARGETPLATFORM`
@@ -301,6 +304,7 @@ fn prepare(
             platform.variant.as_deref().unwrap_or_default(),
         ),
         allow_security_insecure: request.allow_security_insecure,
+        no_cache_filter: &request.no_cache_filter,
     };
     // The plan asks the executor for images; it has no stages to read yet.
     let nothing_built = BuildPlan {

@@ -328,6 +328,17 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// Whether `--no-cache-filter` names stage `index`.
+    fn ignores_cache(&self, index: usize) -> bool {
+        let name = self.plan.stage(index).and_then(|s| s.name.as_deref());
+        name.is_some_and(|name| {
+            self.request
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(name))
+        })
+    }
+
     /// The platform stage `index` builds for (the host's when it is not planned).
     pub fn stage_platform(&self, index: usize) -> Platform {
         self.plan
@@ -423,8 +434,15 @@ impl<'a> Builder<'a> {
         };
         let key = input.digest();
         tracing::debug!(step = id, key = %key, input = %input.canonical(), "cache key");
-        let mut cached =
-            crate::registry::cache_get(self.store, self.request, &key, self.reporter, id)?;
+        let ignore_cache = self.request.no_cache || self.ignores_cache(stage_index);
+        let mut cached = crate::registry::cache_get(
+            self.store,
+            self.request,
+            &key,
+            ignore_cache,
+            self.reporter,
+            id,
+        )?;
         let key_lock = slots.key_lock(&key);
         let _same_key = crate::solve::hold(&key_lock);
         if cached.is_none() && slots.was_built(&key) {

@@ -47,6 +47,10 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run every step of these stages (by name), ignoring the cache for them only
+    /// (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// Run at most N steps (RUN, COPY/ADD, pulls) at once; independent stages build
     /// concurrently. Default: the number of cores.
     #[arg(long, short = 'j', value_name = "N")]
@@ -384,6 +388,7 @@ pub fn build(
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         jobs,
         platform: platforms.first().cloned(),
         sync: args.sync,

@@ -223,6 +223,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         build_args,
         target: args.target.clone(),
         no_cache: false,
+        no_cache_filter: Vec::new(),
         jobs: 1,
         platform: None,
         sync: false,

@@ -201,3 +201,35 @@ fn kiln_run_it_gives_a_terminal_in_the_workdir() {
     assert!(text.contains("IS-A-TTY"), "{text}");
     assert_eq!(out.status.code(), Some(3), "{text}");
 }
+
+/// `--no-cache-filter` reruns the named stages only; a name that is no stage is an error.
+#[test]
+fn no_cache_filter_reruns_only_the_named_stages() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "filter",
+        "FROM busybox AS Fresh\nRUN echo \"fresh ran $((6*7))\" | tee /a\n\
+         FROM busybox AS kept\nRUN echo \"kept ran $((6*7))\" | tee /b\n\
+         FROM busybox\nCOPY --from=Fresh /a /a\nCOPY --from=kept /b /b\n",
+        &[],
+    );
+    env.build(&[&ctx]);
+    let (_, log) = env.build(&["--no-cache-filter", "fresh", &ctx]);
+    assert!(
+        step_log(&log, "echo \"fresh ran")
+            .iter()
+            .any(|l| l.contains("fresh ran 42")),
+        "the filtered stage ran again:\n{log}"
+    );
+    assert_eq!(
+        step_log(&log, "echo \"kept ran").last(),
+        Some(&"CACHED"),
+        "the other stage stayed cached:\n{log}"
+    );
+    let err = env.fails(&["build", "--no-cache-filter", "nosuch", &ctx]);
+    assert!(
+        err.contains("--no-cache-filter nosuch") && err.contains("no stage named"),
+        "{err}"
+    );
+}
