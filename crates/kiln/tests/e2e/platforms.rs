@@ -205,6 +205,68 @@ fn target_and_build_args_match_docker_buildkit() {
     }
 }
 
+/// The `TARGETPLATFORM=…` lines a build log holds, sorted (whatever prefixes the builder
+/// gives its RUN output).
+fn args_lines(log: &str) -> Vec<String> {
+    let mut lines: Vec<String> = log
+        .lines()
+        .filter_map(|l| {
+            l.find("TARGETPLATFORM=")
+                .map(|i| l[i..].trim_end().to_owned())
+        })
+        .filter(|l| !l.contains('$'))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+#[test]
+fn target_and_build_args_match_buildah_for_a_platform_list() {
+    // buildah 1.28 takes a platform list's bases from a registry (not from a local manifest
+    // list, and it ignores `FROM --platform`), so both builders start from the same
+    // two-platform base pushed to one; each prints what each platform's stage saw.
+    require_emulation("arm64");
+    let buildah = require("buildah");
+    let env = Env::new();
+    env.busybox_base_for("bb", "amd64");
+    env.busybox_base_for("bb", "arm64");
+    let registry = Registry::start(&env, "buildah-list");
+    let base = format!("{}/kiln-plat/bb:1", registry.host());
+    env.ok(&["tag", "bb", &base]);
+    env.ok(&["push", &base]);
+    let storage = env.path("buildah-storage");
+    let dockerfile = format!(
+        "FROM {base}\n\
+         ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n\
+         RUN {SHOW}\n"
+    );
+    let ctx = env.context("list", &dockerfile, &[]);
+    let platforms = "linux/amd64,linux/arm64";
+    let (out, ours) = env.build_output(&["--no-lint", "--platform", platforms, &ctx]);
+    crate::util::assert_success(&out, "kiln build --platform list");
+    let theirs = Command::new(&buildah)
+        .arg("--root")
+        .arg(storage.join("root"))
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["--storage-driver", "vfs", "bud", "--isolation", "chroot"])
+        .args(["--tls-verify=false", "--platform", platforms])
+        .args(["--manifest", "kiln-plat-list", &ctx])
+        .output()
+        .unwrap();
+    crate::util::assert_success(&theirs, "buildah bud --platform list");
+    let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+    let ours = args_lines(&ours);
+    assert_eq!(ours.len(), 2, "one line per platform:\n{ours:?}");
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("TARGETPLATFORM=linux/arm64 ")),
+        "{ours:?}"
+    );
+    assert_eq!(ours, args_lines(&theirs));
+}
+
 #[test]
 fn bad_platforms_fail_early_and_leave_the_store_as_it_was() {
     let env = Env::new();
