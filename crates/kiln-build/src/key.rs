@@ -49,6 +49,16 @@ pub struct RunInput<'a> {
     pub workdir: &'a str,
     /// The user.
     pub user: &'a str,
+    /// `--add-host` entries, which BuildKit's exec op keys on too (left out when there are none,
+    /// so that keys without them are unchanged).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub extra_hosts: &'a [(String, String)],
+    /// `--shm-size`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s, as given.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub ulimits: &'a [String],
 }
 
 impl KeyInput<'_> {
@@ -113,6 +123,9 @@ mod tests {
             shell: vec!["/bin/sh".into(), "-c".into()],
             workdir: "/app",
             user: "",
+            extra_hosts: &[],
+            shm_size: None,
+            ulimits: &[],
         }
     }
 

@@ -191,6 +191,22 @@ fn private_resolv_conf(staging: &Path) -> Result<PathBuf, SandboxError> {
     Ok(path)
 }
 
+/// The host's `/etc/hosts` with `extra` (`--add-host`) appended, written on the staging tmpfs.
+fn hosts_with(staging: &Path, extra: &[(String, String)]) -> Result<PathBuf, SandboxError> {
+    let mut text = std::fs::read_to_string("/etc/hosts")
+        .map_err(|e| SandboxError::sys("read", "/etc/hosts", e))?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (name, address) in extra {
+        text.push_str(&format!("{address}\t{name}\n"));
+    }
+    let path = staging.join("hosts");
+    std::fs::write(&path, text)
+        .map_err(|e| SandboxError::sys("write", path.display().to_string(), e))?;
+    Ok(path)
+}
+
 /// Read a small regular file of the rootfs (never a fifo or a device: no hang, no flood).
 fn read_rootfs_file(path: &str) -> Result<Option<String>, SandboxError> {
     let err = |e| SandboxError::ReadRootfs {
@@ -390,6 +406,12 @@ fn in_namespaces(
                 ("/etc/resolv.conf", Network::Private, Some(staging)) => {
                     private_resolv_conf(staging)?
                 }
+                ("/etc/hosts", _, staging) if !spec.extra_hosts.is_empty() => {
+                    let staging = staging.ok_or_else(|| {
+                        SandboxError::Spec("extra hosts need an overlay rootfs".into())
+                    })?;
+                    hosts_with(staging, &spec.extra_hosts)?
+                }
                 _ => PathBuf::from(f),
             };
             let fd = clone_tree(&source, bind_attrs(true))?;
@@ -539,7 +561,7 @@ fn inside(
     for t in fallback {
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
     }
-    mounts::mount_dev(sys, devices)?;
+    mounts::mount_dev(sys, devices, spec.shm_size)?;
     mounts::mount_sys(sys, spec.insecure)?;
     // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
     let mut in_dev = Vec::new();
@@ -622,6 +644,7 @@ fn inside(
         from_host.last_cap,
         spec.skip_syncs,
         spec.insecure,
+        &spec.ulimits,
     )?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;

@@ -82,6 +82,7 @@ mod seccomp;
 mod spec;
 pub mod syscall;
 pub mod tty;
+mod ulimit;
 pub mod user;
 
 use std::os::fd::OwnedFd;
@@ -91,9 +92,10 @@ pub use cgroups::Limits;
 pub use emulation::check_emulation;
 pub use error::SandboxError;
 pub use spec::{
-    ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome, OutputStream, Rootfs,
-    RunSpec, Stdio,
+    DEFAULT_SHM_SIZE, ExitStatus, Interrupt, MAX_CONCURRENT_RUNS, Mount, Network, Outcome,
+    OutputStream, Rootfs, RunSpec, Stdio,
 };
+pub use ulimit::Ulimit;
 
 /// Whether this machine can enforce `limits` (a cgroup is made and removed again).
 pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {

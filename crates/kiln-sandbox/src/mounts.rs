@@ -130,8 +130,12 @@ const DEV_LINKS: &[(&str, &str)] = &[
 /// `/dev`: a `nodev` tmpfs with the host's nodes of [`DEVICES`] bound in (`devices`: a name
 /// and a detached mount of that node), a `devpts` of its own, `shm` and `mqueue`. Only those
 /// binds can be opened as devices; a node made with mknod anywhere else is inert.
-/// The calling thread's umask must be 0.
-pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<(), SandboxError> {
+/// `/dev/shm` holds `shm_size` bytes. The calling thread's umask must be 0.
+pub(crate) fn mount_dev(
+    sys: &dyn Syscall,
+    devices: &[(&str, RawFd)],
+    shm_size: u64,
+) -> Result<(), SandboxError> {
     let dev = Path::new("/dev");
     sys.mount(
         Some("tmpfs"),
@@ -161,6 +165,7 @@ pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<
         sys.symlink(target, Path::new(link))
             .map_err(|e| SandboxError::sys("symlink", *link, e))?;
     }
+    let shm_options = format!("mode=1777,size={shm_size}");
     let sub: &[(&str, u32, &str, libc::c_ulong, &str)] = &[
         (
             "/dev/pts",
@@ -174,7 +179,7 @@ pub(crate) fn mount_dev(sys: &dyn Syscall, devices: &[(&str, RawFd)]) -> Result<
             0o1777,
             "tmpfs",
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            "mode=1777,size=65536k",
+            &shm_options,
         ),
         (
             "/dev/mqueue",
@@ -316,7 +321,7 @@ mod tests {
     #[test]
     fn dev_has_nodes_links_pts_shm() {
         let sys = Recorder::default();
-        mount_dev(&sys, &[("null", 7), ("tty", 8)]).unwrap();
+        mount_dev(&sys, &[("null", 7), ("tty", 8)], 64 << 20).unwrap();
         let lines = sys.lines();
         let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME;
         assert!(

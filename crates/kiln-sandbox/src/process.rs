@@ -110,6 +110,8 @@ pub(crate) struct ChildPlan {
     /// Insecure mode: the capabilities (kiln's own permitted set) the process keeps in its
     /// effective, permitted, inheritable and ambient sets, whatever its uid.
     ambient: Option<CapabilitySet>,
+    /// `--ulimit`s, set while the process still has root's powers to raise a hard limit.
+    ulimits: Vec<crate::Ulimit>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -132,6 +134,7 @@ pub(crate) enum Stage {
     Seccomp = 14,
     Cgroup = 15,
     Ambient = 16,
+    Rlimit = 17,
 }
 
 impl Stage {
@@ -139,7 +142,7 @@ impl Stage {
         use Stage::*;
         [
             Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient,
+            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient, Rlimit,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -159,6 +162,7 @@ impl ChildPlan {
         last_cap: u32,
         skip_syncs: bool,
         insecure: bool,
+        ulimits: &[crate::Ulimit],
     ) -> Result<Self, SandboxError> {
         let c = |s: &str, what: &str| {
             CString::new(s)
@@ -213,6 +217,7 @@ impl ChildPlan {
             filter,
             mask: !insecure,
             ambient,
+            ulimits: ulimits.to_vec(),
         })
     }
 
@@ -254,6 +259,7 @@ impl ChildPlan {
                 "prctl PR_CAP_AMBIENT_RAISE (insecure mode)",
                 "the container process's capabilities".to_string(),
             ),
+            Some(Stage::Rlimit) => ("setrlimit (--ulimit)", "the container process".to_string()),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
@@ -581,6 +587,11 @@ fn workload_main(plan: &ChildPlan) -> ! {
     if let Err(e) = rustix::process::chdir(plan.cwd.as_c_str()) {
         die(Stage::Chdir, e);
     }
+    for ulimit in &plan.ulimits {
+        if let Err(e) = rustix::process::setrlimit(ulimit.resource, ulimit.rlimit()) {
+            die(Stage::Rlimit, e);
+        }
+    }
     // An anonymous keyring of its own; a kernel without keys support has none to share.
     // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) reads no memory (a null name means an
     // anonymous keyring) and writes none.
@@ -706,6 +717,7 @@ mod tests {
             40,
             false,
             false,
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -752,6 +764,7 @@ mod tests {
             40,
             false,
             false,
+            &[],
         );
         assert!(matches!(r, Err(SandboxError::Spec(_))));
     }

@@ -172,7 +172,17 @@ pub struct RunSpec {
     /// masked or read-only, `/sys` writable, and the host's fuse, loop, kmsg, kvm and tun
     /// devices in `/dev`. Only for a caller that was asked for it explicitly.
     pub insecure: bool,
+    /// `--add-host`: `/etc/hosts` lines (name, address) after the host's file's (which is then
+    /// a copy on the staging tmpfs, not a bind of the host's).
+    pub extra_hosts: Vec<(String, String)>,
+    /// The size of `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: u64,
+    /// `--ulimit`: the process's resource limits, set before it runs.
+    pub ulimits: Vec<crate::Ulimit>,
 }
+
+/// docker's `/dev/shm` size: 64 MiB.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 
 impl RunSpec {
     /// A spec with docker-like defaults: cwd `/`, user root, hostname `kiln`, a private network,
@@ -193,6 +203,9 @@ impl RunSpec {
             skip_syncs: false,
             limits: crate::Limits::default(),
             insecure: false,
+            extra_hosts: Vec::new(),
+            shm_size: DEFAULT_SHM_SIZE,
+            ulimits: Vec::new(),
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct BuildRequest {
     pub allow_security_insecure: bool,
     /// `--memory` and `--pids-limit` of every RUN step.
     pub limits: kiln_sandbox::Limits,
+    /// `--add-host`, `--shm-size` and `--ulimit` of every RUN step.
+    pub run_options: RunOptions,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
     /// store only).
     pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,
@@ -149,6 +151,17 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
+}
+
+/// What every RUN step of a build gets, and is keyed on, as BuildKit's exec ops are.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--add-host NAME:ADDRESS`: `/etc/hosts` lines.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--shm-size`: bytes of `/dev/shm` (docker's 64 MiB when `None`).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: as given (the key), and as read.
+    pub ulimits: Vec<(String, kiln_sandbox::Ulimit)>,
 }
 
 /// Runs a build for `request.platform` (the host's when unset) and tags the result: parse,

@@ -179,6 +179,10 @@ pub(crate) fn run(
     let request = &builder.request;
     spec.skip_syncs = !request.sync;
     spec.limits = request.limits;
+    let options = &request.run_options;
+    spec.extra_hosts = options.extra_hosts.clone();
+    spec.shm_size = options.shm_size.unwrap_or(kiln_sandbox::DEFAULT_SHM_SIZE);
+    spec.ulimits = options.ulimits.iter().map(|(_, u)| *u).collect();
     // Granted in key_material, through check_entitlements.
     spec.insecure = run.security.as_deref() == Some("insecure");
     spec.network = match run.network.as_deref() {

@@ -382,15 +382,22 @@ impl<'a> Builder<'a> {
             inputs: Vec::new(),
         };
         let (shell, workdir, user) = (state.shell(), state.workdir(), state.user());
+        let ulimit_texts: Vec<String> = (self.request.run_options.ulimits.iter())
+            .map(|(text, _)| text.clone())
+            .collect();
         // Whether the work loads the machine, and so takes a job slot.
         let mut heavy = true;
         let work: StepWork<'_> = match &expanded.value {
             Instruction::Run(run) => {
+                let options = &self.request.run_options;
                 input.run = Some(RunInput {
                     env: state.vars.run_env(),
                     shell,
                     workdir: &workdir,
                     user: &user,
+                    extra_hosts: &options.extra_hosts,
+                    shm_size: options.shm_size,
+                    ulimits: &ulimit_texts,
                 });
                 input.inputs = run::bind_inputs(&ctx, run)?;
                 Box::new(|state| run::run(&ctx, state, run))

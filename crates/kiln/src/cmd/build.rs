@@ -47,6 +47,15 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// An `/etc/hosts` entry of RUN steps: `HOST:IP` (or `HOST=IP`) (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// The size of RUN steps' `/dev/shm` (docker's units: 64m, 1g; default 64m).
+    #[arg(long = "shm-size", value_name = "BYTES", value_parser = super::docker_size)]
+    pub shm_size: Option<u64>,
+    /// A resource limit of RUN steps: `NAME=SOFT[:HARD]`, as docker's (repeatable).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
     /// Run every step of these stages (by name), ignoring the cache for them only
     /// (repeatable, or comma-separated).
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
@@ -135,6 +144,45 @@ pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, Strin
             _ => anyhow::bail!("{flag} {text:?}: expected KEY=VALUE"),
         },
     }
+}
+
+/// `--add-host`, `--shm-size` and `--ulimit`, read as buildx reads them.
+fn run_options(args: &BuildArgs) -> anyhow::Result<kiln_build::RunOptions> {
+    let extra_hosts = args
+        .add_hosts
+        .iter()
+        .map(|text| {
+            // buildx takes `host=ip` as well as docker's `host:ip` (whose IPv6 address has
+            // colons of its own, so the first one splits).
+            let (host, address) = text
+                .split_once('=')
+                .or_else(|| text.split_once(':'))
+                .ok_or_else(|| anyhow::anyhow!("--add-host {text}: expected HOST:IP"))?;
+            let address = address.trim_start_matches('[').trim_end_matches(']');
+            anyhow::ensure!(
+                !host.is_empty() && !host.contains(char::is_whitespace),
+                "--add-host {text}: {host:?} is not a host name"
+            );
+            address.parse::<std::net::IpAddr>().map_err(|_| {
+                anyhow::anyhow!("--add-host {text}: {address:?} is not an IP address")
+            })?;
+            Ok((host.to_owned(), address.to_owned()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ulimits = args
+        .ulimits
+        .iter()
+        .map(|text| {
+            kiln_sandbox::Ulimit::parse(text)
+                .map(|u| (text.clone(), u))
+                .map_err(|e| anyhow::anyhow!("--ulimit {text}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(kiln_build::RunOptions {
+        extra_hosts,
+        shm_size: args.shm_size,
+        ulimits,
+    })
 }
 
 /// Where a `--secret` comes from.
@@ -399,6 +447,7 @@ pub fn build(
         allow_network_host,
         allow_security_insecure,
         limits: args.limits.limits(),
+        run_options: run_options(&args)?,
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,

@@ -234,6 +234,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         allow_network_host: false,
         allow_security_insecure: false,
         limits: kiln_sandbox::Limits::default(),
+        run_options: kiln_build::RunOptions::default(),
         registry: None,
     };
     let reporter = super::build::StepPrinter::new(super::Progress::Plain);

@@ -337,6 +337,22 @@ pub fn number_and_unit(text: &str, example: &str) -> Result<(f64, String), Strin
 /// docker's RAMInBytes: a number with an optional binary unit (b, k, m, g, t, p, with an
 /// optional `b`/`ib` after it); docker refuses a memory limit below 6 MiB.
 fn docker_memory(text: &str) -> Result<u64, String> {
+    let bytes = docker_bytes(text)?;
+    if bytes < 6 * 1024 * 1024 {
+        return Err(format!("{text:?}: the minimum memory limit is 6m"));
+    }
+    Ok(bytes)
+}
+
+/// A size in docker's RAMInBytes units (`--shm-size`); more than 0.
+pub fn docker_size(text: &str) -> Result<u64, String> {
+    match docker_bytes(text)? {
+        0 => Err(format!("{text:?}: the size must be more than 0")),
+        bytes => Ok(bytes),
+    }
+}
+
+fn docker_bytes(text: &str) -> Result<u64, String> {
     let (number, unit) = number_and_unit(text, "512m, 2g, 1073741824")?;
     let unit = unit
         .strip_suffix("ib")
@@ -351,11 +367,7 @@ fn docker_memory(text: &str) -> Result<u64, String> {
         "p" => 5,
         _ => return Err(format!("{text:?}: unknown unit (b, k, m, g, t, p)")),
     };
-    let bytes = (number * 1024f64.powi(power)).round();
-    if bytes < 6.0 * 1024.0 * 1024.0 {
-        return Err(format!("{text:?}: the minimum memory limit is 6m"));
-    }
-    Ok(bytes as u64)
+    Ok((number * 1024f64.powi(power)).round() as u64)
 }
 
 #[cfg(test)]

@@ -183,3 +183,68 @@ RUN --mount=type=bind,from=nothing,target=/none sh -c 'ls -A /none | wc -l > /no
     assert_eq!(cat("/one.txt"), "/one/bin/busybox");
     assert_eq!(cat("/none.txt"), "0");
 }
+
+/// `--add-host`, `--shm-size` and `--ulimit` reach every RUN step, and are part of its key;
+/// bad values are named.
+#[test]
+fn add_host_shm_size_and_ulimit_reach_run_steps() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "runopts",
+        "FROM busybox\nRUN grep -w kiln-peer /etc/hosts && df -k /dev/shm | tail -1 && \
+         echo \"nofile $(ulimit -n) $(ulimit -Hn)\"\n",
+        &[],
+    );
+    let flags = [
+        "--add-host",
+        "kiln-peer:10.1.2.3",
+        "--add-host",
+        "v6peer=fd00::7",
+        "--shm-size",
+        "128m",
+        "--ulimit",
+        "nofile=1234:2345",
+    ];
+    let mut args = vec!["--no-lint"];
+    args.extend(flags);
+    args.push(&ctx);
+    let (out, log) = env.build_output(&args);
+    assert_success(&out, "kiln build with run options");
+    assert!(log.contains("10.1.2.3\tkiln-peer"), "{log}");
+    assert!(log.contains(" 131072 "), "/dev/shm of 128 MiB:\n{log}");
+    assert!(log.contains("nofile 1234 2345"), "{log}");
+
+    // The same options: cached. Without them: the step runs again, with docker's defaults.
+    let (_, log) = env.build_output(&args);
+    assert_eq!(step_log(&log, "grep -w").last(), Some(&"CACHED"), "{log}");
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert!(
+        !out.status.success(),
+        "no kiln-peer without --add-host:\n{log}"
+    );
+
+    for (flag, value, expected) in [
+        ("--add-host", "nocolon", "expected HOST:IP"),
+        ("--add-host", "h:not-an-ip", "is not an IP address"),
+        ("--ulimit", "nofile=10:5", "above the hard limit"),
+        ("--ulimit", "files=1", "not a resource"),
+    ] {
+        let err = env.fails(&["build", flag, value, &ctx]);
+        assert!(
+            err.contains(flag) && err.contains(expected),
+            "{flag} {value}: {err}"
+        );
+    }
+    // A usage error, as clap reports them all.
+    let out = env
+        .kiln()
+        .args(["build", "--shm-size", "12q", &ctx])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--shm-size") && err.contains("unknown unit"),
+        "{err}"
+    );
+}
