@@ -519,7 +519,17 @@ fn create_staged(dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
         .map_err(Error::io("create staged file", &path))
 }
 
+/// An HTTP date (RFC 9110's IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(text: &str) -> Option<std::time::SystemTime> {
+    let parsed =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc2822)
+            .ok()?;
+    Some(parsed.into())
+}
+
 /// `ADD https://…`: downloads into `dir` (mode 0600, as docker does) and checks `--checksum`.
+/// The file's mtime is the response's `Last-Modified`, or the epoch without one (BuildKit's
+/// rule), so that the same bytes key the same whenever they are fetched.
 fn download(
     registry: Option<&crate::registry::BuildRegistry>,
     url: &str,
@@ -544,6 +554,18 @@ fn download(
         .map_err(|e| Error::BadInput(format!("ADD {url}: download failed: {e}")))?;
     let (mut file, digest, _) = out.finish();
     file.flush().map_err(Error::io("write", &path))?;
+    let modified = match body.header("last-modified") {
+        Some(text) => http_date(text).ok_or_else(|| {
+            Error::BadInput(format!(
+                "ADD {url}: Last-Modified {text:?} is not an HTTP date"
+            ))
+        })?,
+        None => std::time::SystemTime::UNIX_EPOCH,
+    };
+    file.into_inner()
+        .map_err(|e| Error::io("write", &path)(e.into_error()))?
+        .set_modified(modified)
+        .map_err(Error::io("set the mtime of", &path))?;
     if let Some(expected) = checksum
         && expected != digest.as_str()
     {
@@ -559,6 +581,14 @@ fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_read() {
+        let t = http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let secs = t.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(secs.as_secs(), 784111777);
+        assert!(http_date("yesterday").is_none());
+    }
 
     #[test]
     fn destinations_are_under_the_workdir() {

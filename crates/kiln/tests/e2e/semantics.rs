@@ -395,6 +395,38 @@ fn a_url_without_a_file_name_is_saved_as_unnamed() {
 }
 
 #[test]
+fn a_download_takes_its_mtime_from_last_modified_or_the_epoch() {
+    // BuildKit (source/http/httpsource.go): the file's mtime is the response's Last-Modified,
+    // and the Unix epoch without one; so the same bytes give the same layer whenever fetched.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dated = loopback_server_with(
+        "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+        b"dated".to_vec(),
+    );
+    let undated = loopback_server("undated");
+    let ctx = env.context(
+        "mtime",
+        &format!(
+            "FROM busybox\nADD http://127.0.0.1:{dated}/dated /dated\n\
+             ADD http://127.0.0.1:{undated}/undated /undated\n\
+             RUN echo \"mtimes $(stat -c %Y /dated) $(stat -c %Y /undated)\"\n"
+        ),
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, "kiln build of two downloads");
+    assert!(log.contains("mtimes 784111777 0"), "{log}");
+    // Fetched again, the same bytes: the same key.
+    let (_, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_eq!(
+        step_log(&log, "/dated /dated").last(),
+        Some(&"CACHED"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_dockerfiles_own_ignore_file_wins_over_the_contexts() {
     // BuildKit: `<name>.Dockerfile.dockerignore` beside the Dockerfile replaces .dockerignore.
     let env = Env::new();

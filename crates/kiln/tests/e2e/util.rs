@@ -509,13 +509,21 @@ pub fn loopback_server(body: &'static str) -> u16 {
 
 /// [`loopback_server`] for any bytes.
 pub fn loopback_server_of(body: Vec<u8>) -> u16 {
+    loopback_server_with("", body)
+}
+
+/// [`loopback_server_of`] with extra response header lines (each ending in `\r\n`).
+pub fn loopback_server_with(headers: &'static str, body: Vec<u8>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut buf = [0u8; 1024];
             let _ = std::io::Read::read(&mut stream, &mut buf);
-            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n{headers}\r\n",
+                body.len()
+            );
             let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
             let _ = std::io::Write::write_all(&mut stream, &body);
         }
