@@ -712,7 +712,12 @@ fn references(inst: &Instruction) -> Vec<(&'static str, &str)> {
 
 /// The context paths a `COPY`/`ADD` reads, if it reads the context.
 fn context_sources(inst: &Instruction) -> Option<(&'static str, &[String], bool)> {
-    let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+    // Downloads and git sources are fetched when the step runs.
+    let is_url = |s: &String| {
+        s.starts_with("http://")
+            || s.starts_with("https://")
+            || matches!(crate::git::Remote::parse(s), Ok(Some(_)))
+    };
     match inst {
         Instruction::Copy(c) if c.from.is_none() && c.inline_sources.is_empty() => {
             Some(("COPY", &c.sources, c.parents))

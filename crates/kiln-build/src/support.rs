@@ -62,10 +62,7 @@ fn check_run(run: &RunInstruction) -> Result<(), String> {
     Ok(())
 }
 
-fn check_add(add: &AddInstruction) -> Result<(), String> {
-    if add.keep_git_dir.is_some() {
-        return Err("ADD --keep-git-dir: kiln does not fetch git sources".into());
-    }
+fn check_add(_add: &AddInstruction) -> Result<(), String> {
     Ok(())
 }
 
@@ -182,7 +179,7 @@ mod tests {
         ("ADD", "--link", None),
         ("ADD", "--checksum=sha256:00", None),
         ("ADD", "--unpack=false", None),
-        ("ADD", "--keep-git-dir", Some("--keep-git-dir")),
+        ("ADD", "--keep-git-dir", None),
         ("ADD", "--exclude=*.md", None),
     ];
 

@@ -91,8 +91,27 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     let dest = absolute_dest(&state.workdir(), dest);
     let mut key = Sha256::new();
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    // `ADD <git URL>`: one source, the repository (BuildKit's rule and words).
+    let mut git_source = None;
     if let Instruction::Add(add) = &ctx.inst.value {
-        let urls = sources.iter().any(|s| is_url(s));
+        for source in sources.iter() {
+            if let Some(remote @ crate::git::Remote::Git { .. }) =
+                crate::git::Remote::parse(source)?
+            {
+                if sources.len() != 1 {
+                    return Err(Error::BadInput(
+                        "ADD: when using a git source, only one source can be specified".into(),
+                    ));
+                }
+                git_source = Some(remote);
+            }
+        }
+        if add.keep_git_dir.is_some() && git_source.is_none() {
+            return Err(Error::BadInput(
+                "ADD --keep-git-dir: only a git source has a .git directory".into(),
+            ));
+        }
+        let urls = git_source.is_some() || sources.iter().any(|s| is_url(s));
         if add.checksum.is_some() && !urls {
             // BuildKit's words.
             return Err(Error::BadInput(
@@ -119,6 +138,36 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             names.push(name);
         }
         (Origin::Staged(dir), names)
+    } else if let Some(crate::git::Remote::Git {
+        url,
+        reference,
+        subdir,
+    }) = git_source
+    {
+        let keep_git_dir =
+            matches!(&ctx.inst.value, Instruction::Add(add) if add.keep_git_dir == Some(true));
+        let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
+            .map_err(Error::io("create staging dir", builder.store.root()))?;
+        let checkout = dir.path().join("checkout");
+        std::fs::create_dir(&checkout).map_err(Error::io("create directory", &checkout))?;
+        let commit = crate::git::checkout(&url, reference.as_deref(), &checkout, keep_git_dir)?;
+        if let Some(expected) = checksum.as_deref()
+            && expected != commit
+        {
+            return Err(Error::BadInput(format!(
+                "ADD {url}: --checksum={expected} is not the commit fetched ({commit})"
+            )));
+        }
+        let root = crate::git::subdir_of(&checkout, subdir.as_deref(), &url)?;
+        let real_dir = dir
+            .path()
+            .canonicalize()
+            .map_err(Error::io("resolve", dir.path()))?;
+        let rel = root
+            .strip_prefix(&real_dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "checkout".to_owned());
+        (Origin::Staged(dir), vec![rel])
     } else if sources.iter().any(|s| is_url(s)) {
         let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
             .map_err(Error::io("create staging dir", builder.store.root()))?;

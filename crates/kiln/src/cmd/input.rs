@@ -1,6 +1,6 @@
 //! A build's inputs as `docker buildx build` takes them: the context (a directory; `-`: a
 //! tar stream on stdin, plain or gzip, bzip2, xz or zstd; a git URL or an HTTP(S) URL, see
-//! [`super::remote`]) and the Dockerfile (in the context, a file named by `-f`, or stdin with
+//! [`kiln_build::git`]) and the Dockerfile (in the context, a file named by `-f`, or stdin with
 //! `-f -`).
 //!
 //! When the context is `-`, stdin is the context if it starts as an archive does and the
@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use kiln_build::context::{Context, clean_path};
+use kiln_build::git::Remote;
 use kiln_build::named::{NamedContext, NamedContexts, OciLayoutRef};
 use kiln_image::Store;
 
 use super::registry::RegistryFlags;
-use super::remote::RemoteContext;
 
 /// What stdin bytes are looked at to tell a context from a Dockerfile (buildx peeks two tar
 /// blocks).
@@ -44,7 +44,7 @@ pub fn read_input(
     registry: &RegistryFlags,
 ) -> anyhow::Result<Input> {
     let file_is_stdin = file.is_some_and(|f| f == Path::new("-"));
-    if let Some(remote) = RemoteContext::parse(context_arg)? {
+    if let Some(remote) = Remote::parse(context_arg)? {
         return read_remote(store, remote, file, registry);
     }
     if context_arg == "-" {
@@ -194,12 +194,12 @@ fn is_tar_header(head: &[u8]) -> bool {
 /// text (the Dockerfile, with no context).
 fn read_remote(
     store: &Store,
-    remote: RemoteContext,
+    remote: Remote,
     file: Option<&Path>,
     registry: &RegistryFlags,
 ) -> anyhow::Result<Input> {
     match remote {
-        RemoteContext::Git {
+        Remote::Git {
             url,
             reference,
             subdir,
@@ -207,7 +207,7 @@ fn read_remote(
             let (staged, root) = stage_git(store, &url, reference.as_deref(), subdir.as_deref())?;
             staged_input(staged, &root, file, &format!("the git context {url}"))
         }
-        RemoteContext::Http(url) => {
+        Remote::Http(url) => {
             let client = super::registry::client(registry)?;
             let mut download = client
                 .fetch_url(&url)
@@ -244,14 +244,14 @@ fn stage_git(
     subdir: Option<&str>,
 ) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let staged = store.staging_dir("git-context")?;
-    super::remote::checkout_git(url, reference, staged.path())?;
+    kiln_build::git::checkout(url, reference, staged.path(), false)?;
     // Private (0700) as made; a context directory is as a user makes it.
     std::fs::set_permissions(
         staged.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .with_context(|| format!("chmod {}", staged.path().display()))?;
-    let root = super::remote::subdir_of(staged.path(), subdir, url)?;
+    let root = kiln_build::git::subdir_of(staged.path(), subdir, url)?;
     Ok((staged, root))
 }
 
@@ -414,15 +414,15 @@ pub fn named_contexts(
                 .with_context(|| format!("--build-context {text}: load the image"))?;
             NamedContext::Loaded(Box::new(image))
         } else if let Some(remote) =
-            RemoteContext::parse(value).with_context(|| format!("--build-context {text}"))?
+            Remote::parse(value).with_context(|| format!("--build-context {text}"))?
         {
             let (dir, root) = match remote {
-                RemoteContext::Git {
+                Remote::Git {
                     url,
                     reference,
                     subdir,
                 } => stage_git(store, &url, reference.as_deref(), subdir.as_deref()),
-                RemoteContext::Http(url) => stage_download(store, &url, registry),
+                Remote::Http(url) => stage_download(store, &url, registry),
             }
             .with_context(|| format!("--build-context {text}"))?;
             let context = Context::open(&root, None)?;

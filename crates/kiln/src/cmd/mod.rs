@@ -12,7 +12,6 @@ mod lint;
 mod output;
 mod progress;
 mod registry;
-mod remote;
 mod run;
 
 use std::io::{self, Write};

@@ -186,3 +186,57 @@ fn build_contexts_of_git_and_http_urls_serve_copy_from() {
         "{log}"
     );
 }
+
+#[test]
+fn add_of_a_git_url_copies_the_checkout() {
+    // BuildKit's ADD of a git source (dockerfile2llb, llb.Git): the checkout's files without
+    // `.git` unless --keep-git-dir, one source only, and --checksum is the commit.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let served = env.path("git");
+    let repo = served.join("app.git");
+    std::fs::create_dir_all(repo.join("src/pkg")).unwrap();
+    std::fs::write(repo.join("src/pkg/mod.py"), "print('from git')\n").unwrap();
+    std::fs::write(repo.join("README"), "top\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "app"]);
+    git(&repo, &["tag", "v1"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let port = git_daemon(&served);
+    let url = format!("git://127.0.0.1:{port}/app.git");
+    let ctx = env.context(
+        "addgit",
+        &format!(
+            "FROM busybox\nADD {url}#v1:src /app/\nADD --keep-git-dir=true --checksum={commit} {url} /full\n\
+             RUN test -f /app/pkg/mod.py && test ! -e /app/README && test ! -e /app/.git \\\n\
+             && test -d /full/.git && test -f /full/README && echo \"git added $((6*7))\"\n"
+        ),
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, "kiln build with ADD of git sources");
+    assert!(log.contains("git added 42"), "{log}");
+    // The same commit fetched again: the same files, mtimes and all, so the steps are cached.
+    let (_, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_eq!(step_log(&log, "#v1:src").last(), Some(&"CACHED"), "{log}");
+
+    for (dockerfile, expected) in [
+        (
+            format!("FROM busybox\nADD --checksum={} {url} /x\n", "0".repeat(40)),
+            "is not the commit fetched",
+        ),
+        (
+            format!("FROM busybox\nADD {url} Dockerfile /x/\n"),
+            "only one source can be specified",
+        ),
+        (
+            "FROM busybox\nADD --keep-git-dir=true Dockerfile /x\n".to_owned(),
+            "only a git source",
+        ),
+    ] {
+        let bad = env.context("addgit-bad", &dockerfile, &[]);
+        let err = env.fails(&["build", "--no-lint", &bad]);
+        assert!(err.contains(expected), "{dockerfile}: {err}");
+    }
+}

@@ -1,0 +1,293 @@
+//! Build contexts named by a URL, as `docker buildx build` takes them: a git repository
+//! (`https://host/repo.git#ref:subdir`, `git://…`, `git@host:repo`, `github.com/…`) or a file
+//! over HTTP(S), which is the context when it is an archive and the Dockerfile otherwise.
+//!
+//! Git is driven through the `git` program rather than a library: it brings the user's
+//! credential helpers, `insteadOf` rules, proxies and ssh set-up along, which is what makes a
+//! private repository that `git clone` reaches also reachable here.
+//!
+//! A fetched repository is as untrusted as any context: it is checked out into a staging
+//! directory of the store, nothing of it is run (hooks and its config are never installed by a
+//! fetch), its `.git` is dropped unless asked for (`ADD --keep-git-dir`), and the subdirectory
+//! it names must resolve inside it. Every file's mtime is the commit's time, so that the same
+//! commit gives the same bytes, and the same cache keys, whenever it is fetched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::Error;
+
+/// A source that names something remote.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// A git repository, at `reference` (the remote's HEAD when `None`), in `subdir`.
+    Git {
+        /// The repository, as git takes it.
+        url: String,
+        /// A branch, tag or commit.
+        reference: Option<String>,
+        /// The directory of the checkout that is the source.
+        subdir: Option<String>,
+    },
+    /// A file over HTTP(S).
+    Http(String),
+}
+
+impl Remote {
+    /// What `arg` names, if it is remote (moby's `urlutil` rules, which buildx uses): git for
+    /// `git://`, `git@`, `github.com/`, and http(s) URLs whose path ends in `.git`; http(s)
+    /// otherwise. `None` for anything else, which is a directory.
+    pub fn parse(arg: &str) -> Result<Option<Remote>, Error> {
+        let is_http = arg.starts_with("http://") || arg.starts_with("https://");
+        let (before_fragment, fragment) = match arg.split_once('#') {
+            Some((url, fragment)) => (url, Some(fragment)),
+            None => (arg, None),
+        };
+        let is_git = ["git://", "git@", "github.com/"]
+            .iter()
+            .any(|p| arg.starts_with(p))
+            || (is_http && before_fragment.ends_with(".git"));
+        if is_git {
+            let url = match before_fragment.strip_prefix("github.com/") {
+                Some(path) => format!("https://github.com/{path}"),
+                None => before_fragment.to_owned(),
+            };
+            if url.contains('?') {
+                return Err(Error::BadInput(format!(
+                    "{arg}: git URL query options (?ref=, ?subdir=, …) are not supported by \
+                     kiln; use the #REF:SUBDIR fragment"
+                )));
+            }
+            let (reference, subdir) = match fragment {
+                None => (None, None),
+                Some(f) => {
+                    let (reference, subdir) = f.split_once(':').unwrap_or((f, ""));
+                    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+                    (non_empty(reference), non_empty(subdir))
+                }
+            };
+            return Ok(Some(Remote::Git {
+                url,
+                reference,
+                subdir,
+            }));
+        }
+        Ok(is_http.then(|| Remote::Http(arg.to_owned())))
+    }
+}
+
+/// Clones `url` at `reference` into `dir` (which exists and is empty), with its submodules;
+/// sets every file's mtime to the commit's time; removes `.git` unless `keep_git_dir`. Returns
+/// the commit id.
+pub fn checkout(
+    url: &str,
+    reference: Option<&str>,
+    dir: &Path,
+    keep_git_dir: bool,
+) -> Result<String, Error> {
+    let reference = reference.unwrap_or("HEAD");
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |e: String| Error::BadInput(format!("git source {url}: {what}: {e}"))
+    };
+    git(dir, &["init", "-q"]).map_err(failed("git init"))?;
+    let shallow = git(
+        dir,
+        &["fetch", "-q", "--depth=1", "--no-tags", url, reference],
+    );
+    if shallow.is_err() && is_commit_id(reference) {
+        // A server that does not serve single commits: fetch everything, then pick it.
+        git(
+            dir,
+            &[
+                "fetch",
+                "-q",
+                "--no-tags",
+                url,
+                "+refs/heads/*:refs/heads/*",
+            ],
+        )
+        .map_err(failed(&format!("fetch {reference}")))?;
+        git(dir, &["checkout", "-q", "--detach", reference])
+            .map_err(failed(&format!("no commit {reference}")))?;
+    } else {
+        shallow.map_err(failed(&format!("fetch {reference}")))?;
+        git(dir, &["checkout", "-q", "--detach", "FETCH_HEAD"])
+            .map_err(failed(&format!("check out {reference}")))?;
+    }
+    // Submodule URLs are relative to the remote, which `origin` gives them.
+    git(dir, &["remote", "add", "origin", url]).map_err(failed("git remote add"))?;
+    git(
+        dir,
+        &[
+            "-c",
+            "protocol.file.allow=never",
+            "submodule",
+            "update",
+            "-q",
+            "--init",
+            "--recursive",
+            "--depth=1",
+        ],
+    )
+    .map_err(failed("fetch its submodules"))?;
+    let commit = git_output(dir, &["rev-parse", "HEAD"]).map_err(failed("git rev-parse"))?;
+    let time = git_output(dir, &["log", "-1", "--format=%ct", "HEAD"])
+        .map_err(failed("git log"))?
+        .parse::<u64>()
+        .map_err(|e| failed("commit time")(e.to_string()))?;
+    if !keep_git_dir {
+        let dot_git = dir.join(".git");
+        std::fs::remove_dir_all(&dot_git).map_err(Error::io("remove", &dot_git))?;
+    }
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(time);
+    set_mtimes(dir, when)?;
+    Ok(commit)
+}
+
+/// Sets the mtime of everything under `dir` (not following links) to `when`.
+fn set_mtimes(dir: &Path, when: std::time::SystemTime) -> Result<(), Error> {
+    let stamp = rustix::fs::Timestamps {
+        last_access: to_timespec(when),
+        last_modification: to_timespec(when),
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).map_err(Error::io("read directory", &current))? {
+            let entry = entry.map_err(Error::io("read directory", &current))?;
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path.clone());
+            }
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &stamp,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::io("set the mtime of", &path)(e.into()))?;
+        }
+    }
+    // Directories last would be tidier, but a directory's mtime changes only when its
+    // entries do, and none change after this walk started.
+    rustix::fs::utimensat(rustix::fs::CWD, dir, &stamp, rustix::fs::AtFlags::empty())
+        .map_err(|e| Error::io("set the mtime of", dir)(e.into()))
+}
+
+fn to_timespec(when: std::time::SystemTime) -> rustix::fs::Timespec {
+    let since = when
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rustix::fs::Timespec {
+        tv_sec: since.as_secs() as i64,
+        tv_nsec: since.subsec_nanos().into(),
+    }
+}
+
+/// The directory of a checkout that a `#ref:subdir` names, which must be inside it.
+pub fn subdir_of(root: &Path, subdir: Option<&str>, url: &str) -> Result<PathBuf, Error> {
+    let Some(subdir) = subdir else {
+        return Ok(root.to_path_buf());
+    };
+    let rel = crate::context::clean_path(subdir);
+    let dir = root.join(&rel);
+    let real_root = root.canonicalize().map_err(Error::io("resolve", root))?;
+    let real = dir.canonicalize().map_err(|_| {
+        Error::BadInput(format!(
+            "git source {url}: the repository has no directory {subdir}"
+        ))
+    })?;
+    if !(real.starts_with(&real_root) && real.is_dir()) {
+        return Err(Error::BadInput(format!(
+            "git source {url}: {subdir} is not a directory inside the repository"
+        )));
+    }
+    Ok(real)
+}
+
+fn is_commit_id(reference: &str) -> bool {
+    (7..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Runs `git ARGS` in `dir`, never prompting; its stderr is the error.
+fn git(dir: &Path, args: &[&str]) -> Result<(), String> {
+    git_output(dir, args).map(drop)
+}
+
+/// [`git`], and what it printed, trimmed.
+fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "git sources need the `git` program, which is not on PATH (apt-get install git)"
+                    .to_owned()
+            }
+            _ => format!("run git: {e}"),
+        })?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(format!("git {}: {}", args.join(" "), stderr.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_url(url: &str, reference: Option<&str>, subdir: Option<&str>) -> Option<Remote> {
+        Some(Remote::Git {
+            url: url.into(),
+            reference: reference.map(Into::into),
+            subdir: subdir.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn urls_read_as_buildx_reads_them() {
+        let parse = |s| Remote::parse(s).unwrap();
+        assert_eq!(parse("."), None);
+        assert_eq!(parse("some/dir"), None);
+        assert_eq!(
+            parse("https://h/r.git"),
+            git_url("https://h/r.git", None, None)
+        );
+        assert_eq!(
+            parse("https://h/r.git#v1:docker/app"),
+            git_url("https://h/r.git", Some("v1"), Some("docker/app"))
+        );
+        assert_eq!(
+            parse("https://h/r.git#:sub"),
+            git_url("https://h/r.git", None, Some("sub"))
+        );
+        assert_eq!(
+            parse("git://127.0.0.1/r#main"),
+            git_url("git://127.0.0.1/r", Some("main"), None)
+        );
+        assert_eq!(
+            parse("git@github.com:o/r.git"),
+            git_url("git@github.com:o/r.git", None, None)
+        );
+        assert_eq!(
+            parse("github.com/o/r"),
+            git_url("https://github.com/o/r", None, None)
+        );
+        assert_eq!(
+            parse("https://h/ctx.tar.gz"),
+            Some(Remote::Http("https://h/ctx.tar.gz".into()))
+        );
+        assert!(Remote::parse("git://h/r?ref=main").is_err());
+    }
+
+    #[test]
+    fn commit_ids_are_hex() {
+        assert!(is_commit_id("0123abc"));
+        assert!(!is_commit_id("main"));
+        assert!(!is_commit_id("abc"));
+    }
+}
