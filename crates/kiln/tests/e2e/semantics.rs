@@ -20,10 +20,6 @@ fn flags_kiln_does_not_implement_are_refused_by_name_before_anything_runs() {
     let env = Env::new();
     env.busybox_base("busybox");
     let cases = [
-        (
-            "ADD --keep-git-dir https://example.com/r.git /r",
-            "--keep-git-dir",
-        ),
         ("RUN --device=/dev/fuse true", "--device"),
         (
             "RUN --mount=type=cache,target=/c,sharing=private true",
