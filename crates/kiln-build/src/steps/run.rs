@@ -342,6 +342,59 @@ fn secret_copy(
     Ok(path)
 }
 
+/// What a bind mount of `source` from a directory context shows when the context has ignore
+/// rules: a copy of the files the rules keep (BuildKit sends a step only those), in a staging
+/// dir that goes with the run. Returns the copy's root and the source's path in it.
+fn ignore_filtered(
+    builder: &super::stage::Builder<'_>,
+    root: &std::path::Path,
+    ignore: &crate::context::IgnoreRules,
+    source: &str,
+    keep: &mut Keep,
+) -> Result<(PathBuf, String), Error> {
+    let src = crate::copy::SourceRoot {
+        root,
+        ignore: Some(ignore),
+    };
+    let clean = crate::context::clean_path(source);
+    let pattern = if clean.is_empty() {
+        "."
+    } else {
+        clean.as_str()
+    };
+    let matched = crate::copy::match_sources(src, pattern)?;
+    let staged = builder.store.staging_dir("bind")?;
+    let tar_path = staged.path().join("files.tar");
+    let copy = staged.path().join("files");
+    std::fs::create_dir(&copy).map_err(Error::io("create directory", &copy))?;
+    let options = crate::copy::CopyOptions {
+        keep_owners: true,
+        ..Default::default()
+    };
+    {
+        let tar = std::fs::File::create(&tar_path).map_err(Error::io("create", &tar_path))?;
+        let mut out = std::io::BufWriter::new(tar);
+        crate::copy::write_copy_tar(src, &matched, "/", None, &options, &mut out)?;
+        std::io::Write::flush(&mut out).map_err(Error::io("write", &tar_path))?;
+    }
+    let tar = std::fs::File::open(&tar_path).map_err(Error::io("open", &tar_path))?;
+    kiln_layer::apply_layer(
+        std::io::BufReader::new(tar),
+        &copy,
+        kiln_layer::ApplyMode::Merged,
+        kiln_layer::ApplyOptions::default(),
+    )?;
+    std::fs::remove_file(&tar_path).map_err(Error::io("remove", &tar_path))?;
+    // A directory's contents land at the copy's root; a file keeps its name.
+    let is_dir = crate::copy::kind_in_root(root, pattern).is_some_and(|k| k.is_dir());
+    let shown = match clean.rsplit('/').next() {
+        Some(name) if !is_dir && !name.is_empty() => name.to_owned(),
+        _ => String::new(),
+    };
+    keep.staged.push(staged);
+    Ok((copy, shown))
+}
+
 /// The sandbox mount for one `--mount`, or none when a secret goes only to `env`.
 fn mount_for(
     ctx: &StepContext<'_, '_>,
@@ -441,13 +494,23 @@ fn mount_for(
         }
         MountType::Bind => {
             let target = target(None)?;
-            let source = mount.source.clone().unwrap_or_default();
+            let mut source = mount.source.clone().unwrap_or_default();
+            let dir_context = match &mount.from {
+                Some(from) => builder.dir_context(from),
+                None => Some(&builder.request.context),
+            };
             let root: PathBuf = match &mount.from {
-                Some(from) if let Some(dir) = builder.dir_context(from) => {
-                    dir.root.clone().ok_or_else(|| {
-                        Error::BadInput(format!("RUN --mount from={from}: no directory"))
-                    })?
+                _ if let Some(dir) = dir_context
+                    && !dir.ignore.is_empty()
+                    && let Some(root) = dir.root.as_deref() =>
+                {
+                    let (copy, shown) = ignore_filtered(builder, root, &dir.ignore, &source, keep)?;
+                    source = shown;
+                    copy
                 }
+                Some(from) if let Some(dir) = dir_context => dir.root.clone().ok_or_else(|| {
+                    Error::BadInput(format!("RUN --mount from={from}: no directory"))
+                })?,
                 Some(from) => {
                     let (layers, diff_ids) = match builder.stage_for(from, ctx.stage_index) {
                         Some(dep) => {

@@ -423,6 +423,33 @@ fn a_download_takes_its_mtime_from_last_modified_or_the_epoch() {
 }
 
 #[test]
+fn bind_mounts_of_the_context_leave_out_what_dockerignore_leaves_out() {
+    // BuildKit sends a step only the context files the ignore rules keep, whether COPY or a
+    // `RUN --mount=type=bind` reads them (the context is one filtered source).
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "bind-ignore",
+        "FROM busybox\n\
+         RUN --mount=type=bind,target=/ctx --mount=type=bind,source=sub,target=/sub \\\n\
+         --mount=type=bind,source=sub/keep.txt,target=/one.txt \\\n\
+         echo \"seen: $(ls -A /ctx | tr '\\n' ' ')| $(ls -A /sub | tr '\\n' ' ')| $(cat /one.txt)\"\n",
+        &[
+            (".dockerignore", "secret.txt\nsub/skip.txt\n"),
+            ("secret.txt", "hidden"),
+            ("sub/keep.txt", "kept"),
+            ("sub/skip.txt", "skipped"),
+        ],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, "kiln build with context bind mounts");
+    assert!(
+        log.contains("seen: .dockerignore Dockerfile sub | keep.txt | kept"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_dockerfiles_own_ignore_file_wins_over_the_contexts() {
     // BuildKit: `<name>.Dockerfile.dockerignore` beside the Dockerfile replaces .dockerignore.
     let env = Env::new();
