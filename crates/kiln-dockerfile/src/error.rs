@@ -144,6 +144,46 @@ pub(crate) fn render_diagnostic(
     out
 }
 
+/// An error found while building, at the instruction that starts on `line` of `source`, in the
+/// house style of [`ParseError::render`]: the instruction's lines (those its trailing
+/// backslashes join, at most eight) with the first one underlined.
+///
+/// ```text
+/// error: RUN --mount=type=ssh is not supported by kiln
+///  --> Dockerfile:3
+///   |
+/// 3 | RUN --mount=type=ssh \
+///   | ^^^^^^^^^^^^^^^^^^^^^^
+/// 4 |   true
+/// ```
+pub fn render_at_line(file_name: &str, source: &str, line: usize, message: &str) -> String {
+    use fmt::Write as _;
+    let mut lines = vec![nth_line(source, line)];
+    while lines.len() < 8 && lines.last().is_some_and(|l| l.trim_end().ends_with('\\')) {
+        lines.push(nth_line(source, line + lines.len()));
+    }
+    let last_no = (line + lines.len() - 1).to_string();
+    let pad = " ".repeat(last_no.len());
+    let mut out = String::new();
+    let _ = writeln!(out, "error: {message}");
+    let _ = writeln!(out, "{pad}--> {file_name}:{line}");
+    let _ = writeln!(out, "{pad} |");
+    for (i, text) in lines.iter().enumerate() {
+        let shown: String = text
+            .chars()
+            .map(|c| if c == '\t' { ' ' } else { c })
+            .collect();
+        let no = format!("{:>width$}", line + i, width = pad.len());
+        let _ = writeln!(out, "{no} | {shown}");
+        if i == 0 {
+            let indent = shown.len() - shown.trim_start().len();
+            let width = shown.trim().chars().count().max(1);
+            let _ = writeln!(out, "{pad} | {}{}", " ".repeat(indent), "^".repeat(width));
+        }
+    }
+    out
+}
+
 /// The 1-based `line` of `source` without its line ending ("" past the end).
 pub(crate) fn nth_line(source: &str, line: usize) -> &str {
     if line == 0 {
@@ -204,6 +244,16 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instruction_is_shown_with_its_continuation_lines() {
+        let source = "FROM busybox\nRUN echo a\nRUN --mount=type=ssh \\\n  true\nRUN echo c\n";
+        assert_eq!(
+            render_at_line("Dockerfile", source, 3, "not supported"),
+            "error: not supported\n --> Dockerfile:3\n  |\n3 | RUN --mount=type=ssh \\\n  \
+             | ^^^^^^^^^^^^^^^^^^^^^^\n4 |   true\n"
+        );
+    }
 
     #[test]
     fn suggestions() {

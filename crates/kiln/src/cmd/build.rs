@@ -146,6 +146,25 @@ pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, Strin
     }
 }
 
+/// A build error that names the Dockerfile line it is about (`Dockerfile:N: …`), shown with
+/// that instruction's lines as parse errors are; any other error as it is.
+fn at_line(err: kiln_build::Error, request: &BuildRequest) -> anyhow::Error {
+    let text = err.to_string();
+    let name = &request.dockerfile_name;
+    let located = text
+        .strip_prefix(name.as_str())
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|rest| rest.split_once(": "))
+        .and_then(|(line, message)| Some((line.parse::<usize>().ok()?, message)));
+    match located {
+        Some((line, message)) if line > 0 && !message.contains('\n') => anyhow::anyhow!(
+            "{}",
+            kiln_dockerfile::render_at_line(name, &request.dockerfile, line, message).trim_end()
+        ),
+        _ => err.into(),
+    }
+}
+
 /// `--add-host`, `--shm-size` and `--ulimit`, read as buildx reads them.
 fn run_options(args: &BuildArgs) -> anyhow::Result<kiln_build::RunOptions> {
     let extra_hosts = args
@@ -483,7 +502,8 @@ pub fn build(
              --platform P, or push the multi-platform image with --push",
             unsupported.join(", ")
         );
-        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
+        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
+            .map_err(|e| at_line(e, &request))?;
         for (platform, image) in &built.images {
             reporter.line(&format!("{platform}: image {}", image.id()));
         }
@@ -506,7 +526,7 @@ pub fn build(
         out.line(built.index.digest.as_str())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let image = kiln_build::build(store, &request, &reporter)?;
+    let image = kiln_build::build(store, &request, &reporter).map_err(|e| at_line(e, &request))?;
     reporter.line(&format!("writing image {} done", image.id()));
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));

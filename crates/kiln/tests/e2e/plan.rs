@@ -161,7 +161,11 @@ fn debug_plan_prints_stages_dependencies_and_formats() {
         &[],
     );
     let stderr = env.fails(&["build", "--no-lint", &missing]);
-    assert!(stderr.contains("Dockerfile:3:"), "{stderr}");
+    // Shown at its line, as parse errors are.
+    assert!(
+        stderr.contains("--> Dockerfile:3\n") && stderr.contains("3 | COPY nothere /\n"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("] RUN echo ran"), "{stderr}");
 }
 
