@@ -22,4 +22,5 @@ mod registry;
 mod run_mounts;
 mod security;
 mod semantics;
+mod slim;
 mod store;
