@@ -113,6 +113,14 @@ pub struct BuildArgs {
     /// seccomp filter and nothing of /proc masked.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Attach an SPDX 2.3 SBOM of each image, as BuildKit attaches attestations (an
+    /// attestation manifest in the image index); `kiln sbom IMAGE` prints it.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attach SLSA v1 provenance (base image digests, the Dockerfile's digest, build args,
+    /// kiln's version) the same way.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub provenance: Option<String>,
     #[command(flatten)]
     pub limits: super::LimitFlags,
     #[command(flatten)]
@@ -290,6 +298,23 @@ pub fn build(
             ),
         }
     }
+    let attest = super::sbom::Attest::from_flags(args.sbom.as_deref(), args.provenance.as_deref())?;
+    if attest.any() {
+        let unsupported: Vec<&str> = [
+            ("-o/--output", !args.outputs.is_empty()),
+            ("--push", args.push),
+            ("--load", args.load),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        anyhow::ensure!(
+            unsupported.is_empty(),
+            "{} with --sbom/--provenance is not supported yet: build with -t NAME, then              `kiln push NAME` (which pushes the attestations too)",
+            unsupported.join(", ")
+        );
+    }
+    let started = super::sbom::started();
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
     let request = BuildRequest {
@@ -346,9 +371,12 @@ pub fn build(
              --platform P, or push the multi-platform image with --push",
             unsupported.join(", ")
         );
-        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
+        let mut built = kiln_build::build_platforms(store, &request, &reporter, &platforms)?;
         for (platform, image) in &built.images {
             reporter.line(&format!("{platform}: image {}", image.id()));
+        }
+        if attest.any() {
+            built.index = super::sbom::attach(store, &request, &built.images, attest, &started)?;
         }
         reporter.line(&format!("writing index {} done", built.index.digest));
         for tag in &tags {
@@ -371,6 +399,23 @@ pub fn build(
     }
     let image = kiln_build::build(store, &request, &reporter)?;
     reporter.line(&format!("writing image {} done", image.id()));
+    if attest.any() {
+        let platform = request
+            .platform
+            .clone()
+            .unwrap_or_else(|| image.config.platform());
+        let index = super::sbom::attach(
+            store,
+            &request,
+            &[(platform, image.clone())],
+            attest,
+            &started,
+        )?;
+        reporter.line(&format!(
+            "writing attestations: index {} done",
+            index.digest
+        ));
+    }
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }

@@ -188,7 +188,8 @@ pub fn push(
                 .into_iter()
                 .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
                 .collect();
-            registry.push_index(store, &images, &target, &printer)
+            let attestations = store.attestations(&tagged.descriptor)?;
+            registry.push_attested_index(store, &images, &attestations, &target, &printer)
         }
         None => registry.push(store, &image, &target, &printer),
     }
