@@ -118,9 +118,14 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
         } else {
             Vec::new()
         };
-        let multi = tagged
-            .as_ref()
-            .filter(|t| kiln_image::is_index(&t.descriptor.media_type));
+        // An index over one image (and its attestations, from `build --sbom`) saves as that
+        // image.
+        let multi = tagged.as_ref().filter(|t| {
+            kiln_image::is_index(&t.descriptor.media_type)
+                && store
+                    .platform_images(&t.descriptor)
+                    .map_or(true, |images| images.len() > 1)
+        });
         match (multi, &platform) {
             (Some(tagged), None) => {
                 anyhow::ensure!(

@@ -20,6 +20,7 @@ mod platforms;
 mod python_base;
 mod registry;
 mod run_mounts;
+mod sbom;
 mod security;
 mod semantics;
 mod slim;
