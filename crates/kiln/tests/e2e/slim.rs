@@ -30,6 +30,8 @@ pub fn build_slim_python(env: &Env, tag: &str) {
 }
 
 #[test]
+// The figures go to the test's output for the note (cargo test -- --nocapture).
+#[allow(clippy::print_stderr)]
 fn slim_python_is_smaller_than_python_slim_with_the_same_runtime() {
     assert!(Path::new(HOST_CA).is_file(), "this test needs {HOST_CA}");
     let env = Env::new();
