@@ -200,3 +200,73 @@ impl Store {
         Ok(Attestation { entry, manifest })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ImageConfig;
+
+    #[test]
+    fn attestations_are_kept_found_rebound_and_never_picked_as_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = store
+            .put_image(&ImageConfig::scratch(), Vec::new())
+            .unwrap();
+        let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"_","digest":{"sha256":"HEX"}}],"predicateType":"https://spdx.dev/Document","predicate":{}}"#;
+        let statement = String::from_utf8_lossy(statement)
+            .replace("HEX", image.manifest_digest().hex())
+            .into_bytes();
+        let entry = store
+            .put_attestation(
+                &image.descriptor,
+                &[("https://spdx.dev/Document".into(), statement)],
+            )
+            .unwrap();
+        let host = Platform::host();
+        let index = store
+            .put_attested_index(&[(host.clone(), image.clone())], &[entry.clone()])
+            .unwrap();
+        store.tag("a", &index).unwrap();
+
+        // The image is what every pick finds; the attestation is found as one.
+        let images = store.platform_images(&index).unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(
+            store.resolve("a").unwrap().manifest_digest(),
+            image.manifest_digest()
+        );
+        let found = store.attestations(&index).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].subject(), Some(image.manifest_digest().as_str()));
+        assert_eq!(
+            found[0].manifest.extra["subject"]["digest"],
+            image.manifest_digest().as_str()
+        );
+        assert!(found[0].statement("https://spdx.dev/Document").is_some());
+        assert_eq!(
+            found[0].entry.platform,
+            Some(Platform::new("unknown", "unknown", None))
+        );
+
+        // gc keeps its blobs and check finds nothing wrong with them.
+        store.gc(true).unwrap();
+        let layer = &found[0].manifest.layers[0].digest;
+        assert!(store.has_blob(&found[0].entry.digest) && store.has_blob(layer));
+        let report = store.check(false).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+        // Rebound to another manifest: the subject and the statement follow.
+        let other = Descriptor::new(media_type::OCI_MANIFEST, Digest::of(b"pushed"), 7);
+        let rebound = store
+            .rebind_attestation(&found[0], image.manifest_digest(), &other)
+            .unwrap();
+        assert_eq!(rebound.subject(), Some(other.digest.as_str()));
+        let bytes = store.read_blob(&rebound.manifest.layers[0].digest).unwrap();
+        let statement: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            other.digest.hex()
+        );
+    }
+}
