@@ -225,7 +225,10 @@ mod tests {
             .unwrap();
         let host = Platform::host();
         let index = store
-            .put_attested_index(&[(host.clone(), image.clone())], &[entry.clone()])
+            .put_attested_index(
+                &[(host.clone(), image.clone())],
+                std::slice::from_ref(&entry),
+            )
             .unwrap();
         store.tag("a", &index).unwrap();
 
