@@ -268,9 +268,11 @@ pub fn build(
         .iter()
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let attest = super::sbom::Attest::from_flags(args.sbom.as_deref(), args.provenance.as_deref())?;
     let outputs = super::output::Plan::new(super::output::Flags {
         outputs: &args.outputs,
-        push: args.push,
+        // With attestations the index is pushed below, not the image alone.
+        push: args.push && !attest.any(),
         load: args.load,
         tags: &args.tags,
         iidfile: args.iidfile.is_some(),
@@ -298,11 +300,13 @@ pub fn build(
             ),
         }
     }
-    let attest = super::sbom::Attest::from_flags(args.sbom.as_deref(), args.provenance.as_deref())?;
     if attest.any() {
+        anyhow::ensure!(
+            !args.push || !tags.is_empty(),
+            "--push: a push needs a name: give -t REGISTRY/NAME[:TAG]"
+        );
         let unsupported: Vec<&str> = [
             ("-o/--output", !args.outputs.is_empty()),
-            ("--push", args.push),
             ("--load", args.load),
         ]
         .into_iter()
@@ -310,7 +314,8 @@ pub fn build(
         .collect();
         anyhow::ensure!(
             unsupported.is_empty(),
-            "{} with --sbom/--provenance is not supported yet: build with -t NAME, then              `kiln push NAME` (which pushes the attestations too)",
+            "{} with --sbom/--provenance is not supported yet: build with -t NAME, then \
+             `kiln push NAME` or `kiln save NAME`",
             unsupported.join(", ")
         );
     }
@@ -385,10 +390,11 @@ pub fn build(
         if args.push {
             let (_, first) = &built.images[0];
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_tags(
+            super::registry::push_attested_tags(
                 store,
                 first,
                 Some(&built.images),
+                &store.attestations(&built.index)?,
                 &tags,
                 &registry,
                 progress,
@@ -404,17 +410,24 @@ pub fn build(
             .platform
             .clone()
             .unwrap_or_else(|| image.config.platform());
-        let index = super::sbom::attach(
-            store,
-            &request,
-            &[(platform, image.clone())],
-            attest,
-            &started,
-        )?;
+        let images = [(platform, image.clone())];
+        let index = super::sbom::attach(store, &request, &images, attest, &started)?;
         reporter.line(&format!(
             "writing attestations: index {} done",
             index.digest
         ));
+        if args.push {
+            let registry = super::registry::client(&args.registry)?;
+            super::registry::push_attested_tags(
+                store,
+                &image,
+                Some(&images),
+                &store.attestations(&index)?,
+                &tags,
+                &registry,
+                progress,
+            )?;
+        }
     }
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));

@@ -312,6 +312,21 @@ fn sbom_lists_what_dpkg_and_pip_see_validates_and_is_pushed_as_buildkit_attests(
         }
     }
 
+    // build --push of one platform sends the same layout (the same image, its layers'
+    // gzip remembered from the first push).
+    let target2 = format!("{}/kiln/app:2", registry.host());
+    env.build(&[
+        "--sbom", "--secret", &secret, "--push", "-t", &target2, &ctx,
+    ]);
+    let index2 = skopeo(&target2);
+    let entries = index2["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index2}");
+    assert_eq!(entries[0]["digest"], image["digest"], "{index2}");
+    assert_eq!(
+        entries[1]["annotations"]["vnd.docker.reference.digest"],
+        image["digest"]
+    );
+
     // save --format docker writes the image, not the attestation.
     let tar = env.path("app.tar");
     env.ok(&["save", "-o", tar.to_str().unwrap(), "app:1"]);
@@ -333,8 +348,8 @@ fn sbom_lists_what_dpkg_and_pip_see_validates_and_is_pushed_as_buildkit_attests(
 }
 
 /// A two-platform build gets one attestation manifest per image, each naming its image, after
-/// the images; `kiln sbom --platform` reads the right one; flags kiln does not implement with
-/// attestations are refused by name.
+/// the images; `kiln sbom --platform` reads the right one; `build --push` pushes them all;
+/// flags kiln does not implement with attestations are refused by name.
 #[test]
 fn every_platform_gets_its_attestation_and_unsupported_flags_are_named() {
     let env = Env::new();
@@ -391,9 +406,44 @@ fn every_platform_gets_its_attestation_and_unsupported_flags_are_named() {
 
     let err = env.fails(&["build", "--sbom=max", "-t", "x", &ctx]);
     assert!(err.contains("--sbom=max"), "{err}");
-    let err = env.fails(&["build", "--provenance", "--push", "-t", "x", &ctx]);
+    let err = env.fails(&["build", "--provenance", "--load", "-t", "x", &ctx]);
     assert!(
-        err.contains("--push with --sbom/--provenance is not supported yet"),
+        err.contains("--load with --sbom/--provenance is not supported yet"),
         "{err}"
     );
+    let err = env.fails(&["build", "--provenance", "--push", &ctx]);
+    assert!(err.contains("a push needs a name"), "{err}");
+
+    // build --push sends the index with its attestations.
+    let registry = Registry::start(&env, "multi");
+    let target = format!("{}/kiln/multi:1", registry.host());
+    env.build(&[
+        "--no-lint",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom",
+        "--push",
+        "-t",
+        &target,
+        &ctx,
+    ]);
+    let raw = run(Command::new(require("skopeo")).args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]));
+    let pushed: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    let entries = pushed["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{pushed}");
+    for (image, attestation) in entries[..2].iter().zip(&entries[2..]) {
+        assert_eq!(
+            attestation["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            attestation["annotations"]["vnd.docker.reference.digest"],
+            image["digest"]
+        );
+    }
 }
