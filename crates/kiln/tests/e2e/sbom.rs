@@ -393,6 +393,47 @@ fn every_platform_gets_its_attestation_and_unsupported_flags_are_named() {
     let amd: Value =
         serde_json::from_str(&env.ok(&["sbom", "--platform", "linux/amd64", "multi:1"])).unwrap();
     assert_eq!(amd["packages"][0]["versionInfo"], manifests[0]["digest"]);
+    // An OCI archive keeps them, bound to the images as saved (their layers compressed).
+    let tar = env.path("multi.tar");
+    env.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "--compress",
+        "gzip",
+        "-o",
+        tar.to_str().unwrap(),
+        "multi:1",
+    ]);
+    let raw = run(Command::new(require("skopeo")).args([
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", tar.display()),
+    ]));
+    let saved: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    let saved = saved["manifests"].as_array().unwrap();
+    assert_eq!(saved.len(), 4, "{raw}");
+    assert_ne!(
+        saved[0]["digest"], manifests[0]["digest"],
+        "gzip changed the manifest"
+    );
+    for (image, attestation) in saved[..2].iter().zip(&saved[2..]) {
+        assert_eq!(
+            attestation["annotations"]["vnd.docker.reference.digest"],
+            image["digest"]
+        );
+        let member = format!(
+            "blobs/sha256/{}",
+            attestation["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+        );
+        let manifest = run(Command::new("tar").arg("-xOf").arg(&tar).arg(&member));
+        let manifest: Value = serde_json::from_str(&manifest).unwrap();
+        assert_eq!(manifest["subject"]["digest"], image["digest"]);
+    }
+
     // The runnable image is still what run picks.
     let said = env.ok(&[
         "run",
