@@ -85,8 +85,15 @@ impl Files {
                 continue;
             }
             let kind = entry.header().entry_type();
-            if !kind.is_dir() {
-                // A file, link or device here replaces whatever lower layers had at the path.
+            // A file, link or device here replaces whatever lower layers had at the path;
+            // only paths that lead to a file already read matter.
+            if !kind.is_dir()
+                && self
+                    .files
+                    .range(path.clone()..)
+                    .next()
+                    .is_some_and(|(p, _)| p.starts_with(&path))
+            {
                 hidden.push((path.clone(), false));
             }
             if !wanted(&path) {
@@ -197,6 +204,12 @@ mod tests {
             .unwrap();
         let paths: Vec<&str> = files.iter().map(|(p, _)| p).collect();
         assert_eq!(paths, [b.as_str(), c.as_str(), "var/lib/dpkg/status"]);
+        // A file where a directory was hides what the directory held.
+        files
+            .add_layer(&layer(&[("usr/lib/python3", Some(b"a file now"))])[..])
+            .unwrap();
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["var/lib/dpkg/status"]);
         assert_eq!(files.get("var/lib/dpkg/status"), Some(&b"two"[..]));
     }
 
