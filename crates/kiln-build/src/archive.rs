@@ -257,6 +257,22 @@ pub struct SavedIndex {
     pub images: Vec<Image>,
     /// Names for `index.json`.
     pub names: Vec<String>,
+    /// Its attestation manifests (`build --sbom`), whose blobs go with it.
+    pub attestations: Vec<kiln_image::attestation::Attestation>,
+}
+
+impl SavedIndex {
+    /// Every blob of its attestations: manifest, config, statements.
+    fn attestation_blobs(&self) -> impl Iterator<Item = Descriptor> + '_ {
+        self.attestations.iter().flat_map(|a| {
+            let mut entry = a.entry.clone();
+            entry.platform = None;
+            entry.annotations = None;
+            std::iter::once(entry)
+                .chain(std::iter::once(a.manifest.config.clone()))
+                .chain(a.manifest.layers.iter().cloned())
+        })
+    }
 }
 
 /// Writes images as one archive to `out`.
@@ -293,13 +309,16 @@ pub fn save_with_indexes(
                 .iter()
                 .map(|(image, _)| image)
                 .chain(indexes.iter().flat_map(|i| &i.images));
-            for blob in indexes.iter().map(|i| &i.index) {
+            let index_blobs = indexes
+                .iter()
+                .flat_map(|i| std::iter::once(i.index.clone()).chain(i.attestation_blobs()));
+            for blob in index_blobs {
                 if written.insert(blob.digest.clone()) {
                     append_blob(
                         store,
                         &mut tar,
                         &format!("blobs/sha256/{}", blob.digest.hex()),
-                        blob,
+                        &blob,
                     )?;
                 }
             }
@@ -327,7 +346,10 @@ pub fn save_oci_dir(
     indexes: &[SavedIndex],
     dir: &Path,
 ) -> Result<(), Error> {
-    let mut all: Vec<Descriptor> = indexes.iter().map(|i| i.index.clone()).collect();
+    let mut all: Vec<Descriptor> = indexes
+        .iter()
+        .flat_map(|i| std::iter::once(i.index.clone()).chain(i.attestation_blobs()))
+        .collect();
     for image in images
         .iter()
         .map(|(image, _)| image)

@@ -248,6 +248,12 @@ impl Store {
                 let digest = &manifest_entry.digest;
                 if present.contains_key(digest) && !corrupt(digest) {
                     match self.read_json::<Manifest>(digest, MAX_MANIFEST_SIZE, "manifest") {
+                        // An attestation's config is `{}` and its layers are JSON statements,
+                        // not tars: its blobs are all there is to check.
+                        Ok(manifest) if crate::attestation::is_attestation(&manifest_entry) => {
+                            dependent.blobs.push(manifest.config.clone());
+                            dependent.blobs.extend(manifest.layers.iter().cloned());
+                        }
                         Ok(manifest) => {
                             dependent.blobs.push(manifest.config.clone());
                             dependent.blobs.extend(manifest.layers.iter().cloned());

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod attestation;
 mod check;
 mod config;
 mod digest;

@@ -436,7 +436,7 @@ impl Store {
     }
 
     /// The images a descriptor stands for: itself, or each platform's of an index (whose
-    /// platform it then gives).
+    /// platform it then gives). An index's attestation manifests are not images.
     pub fn platform_images(
         &self,
         descriptor: &Descriptor,
@@ -448,7 +448,7 @@ impl Store {
         index
             .manifests
             .iter()
-            .filter(|d| !is_index(&d.media_type))
+            .filter(|d| !is_index(&d.media_type) && !crate::attestation::is_attestation(d))
             .map(|d| Ok((d.platform.clone(), self.image_of_manifest(d)?)))
             .collect()
     }
@@ -696,6 +696,11 @@ impl Store {
         }
         for descriptor in self.index()?.manifests {
             live_blobs.insert(descriptor.digest.clone());
+            for attestation in self.attestations(&descriptor).unwrap_or_default() {
+                live_blobs.insert(attestation.entry.digest.clone());
+                live_blobs.insert(attestation.manifest.config.digest.clone());
+                live_blobs.extend(attestation.manifest.layers.into_iter().map(|l| l.digest));
+            }
             let Ok(images) = self.platform_images(&descriptor) else {
                 continue;
             };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use kiln_image::attestation::Attestation;
 use kiln_image::{
     Descriptor, Digest, Image, Index, Manifest, Platform, Reference, Store, Verifier, media_type,
 };
@@ -159,9 +160,25 @@ impl Registry {
         target: &Reference,
         reporter: &dyn Reporter,
     ) -> Result<Pushed, Error> {
+        self.push_attested_index(store, images, &[], target, reporter)
+    }
+
+    /// [`Registry::push_index`] with the index's attestation manifests, after the images as
+    /// BuildKit orders them. An image whose manifest changes on the way (its layers gzipped
+    /// here) gets its attestation rebound to the manifest the registry holds.
+    pub fn push_attested_index(
+        &self,
+        store: &Store,
+        images: &[(Platform, Image)],
+        attestations: &[Attestation],
+        target: &Reference,
+        reporter: &dyn Reporter,
+    ) -> Result<Pushed, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
             let mut index = Index::default();
+            // Each image's manifest digest in the store and its index entry as pushed.
+            let mut pushed_as: Vec<(Digest, Descriptor)> = Vec::new();
             let mut total = Pushed {
                 digest: Digest::of(b""),
                 size: 0,
@@ -181,10 +198,60 @@ impl Registry {
                 let mut entry =
                     Descriptor::new(media_type::OCI_MANIFEST, pushed.digest, pushed.size);
                 entry.platform = Some(platform.clone());
+                pushed_as.push((image.descriptor.digest.clone(), entry.clone()));
                 index.manifests.push(entry);
                 total.uploaded += pushed.uploaded;
                 total.compressed += pushed.compressed;
                 total.blobs.extend(pushed.blobs);
+            }
+            for attestation in attestations {
+                let Some((old, new)) = pushed_as
+                    .iter()
+                    .find(|(old, _)| attestation.subject() == Some(old.as_str()))
+                else {
+                    // About no image of this push: BuildKit would not have it in the index.
+                    continue;
+                };
+                let mut subject = new.clone();
+                subject.platform = None;
+                let attestation = if old == &new.digest {
+                    attestation.clone()
+                } else {
+                    let (store, attestation, old, subject) = (
+                        store.clone(),
+                        attestation.clone(),
+                        old.clone(),
+                        subject.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        store.rebind_attestation(&attestation, &old, &subject)
+                    })
+                    .await
+                    .map_err(|e| Error::Config(format!("the attestation task failed: {e}")))??
+                };
+                let mut blobs = vec![attestation.manifest.config.clone()];
+                blobs.extend(attestation.manifest.layers.iter().cloned());
+                let pushed_blobs = self
+                    .push_blobs(store, &endpoint, &target.path, &blobs, reporter)
+                    .await?;
+                let by_digest = Reference {
+                    tag: None,
+                    digest: Some(attestation.entry.digest.clone()),
+                    ..target.clone()
+                };
+                self.put_manifest(
+                    &endpoint,
+                    &by_digest,
+                    attestation.manifest.to_bytes(),
+                    media_type::OCI_MANIFEST,
+                    reporter,
+                )
+                .await?;
+                total.uploaded += pushed_blobs.iter().map(|(_, _, n)| n).sum::<u64>();
+                total
+                    .blobs
+                    .extend(pushed_blobs.into_iter().map(|(d, a, _)| (d, a)));
+                index.manifests.push(attestation.entry.clone());
             }
             let bytes = index.to_bytes();
             total.size = bytes.len() as u64;

@@ -118,9 +118,15 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
         } else {
             Vec::new()
         };
-        let multi = tagged
-            .as_ref()
-            .filter(|t| kiln_image::is_index(&t.descriptor.media_type));
+        // An index over one image and its attestations (`build --sbom`) saves as that image
+        // in docker's format, which has no place for attestations, and as an index in OCI's.
+        let multi = tagged.as_ref().filter(|t| {
+            kiln_image::is_index(&t.descriptor.media_type)
+                && (args.format != SaveFormatArg::Docker
+                    || store
+                        .platform_images(&t.descriptor)
+                        .map_or(true, |images| images.len() > 1))
+        });
         match (multi, &platform) {
             (Some(tagged), None) => {
                 anyhow::ensure!(
@@ -130,8 +136,10 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                 );
                 let mut platforms = Vec::new();
                 let mut members = Vec::new();
+                let mut originals = Vec::new();
                 for (p, image) in store.platform_images(&tagged.descriptor)? {
                     platforms.push(p.unwrap_or_else(|| image.config.platform()));
+                    originals.push(image.manifest_digest().clone());
                     members.push((image, Vec::new()));
                 }
                 let members = archive::compress_for_export(store, members, compression, None)?;
@@ -139,11 +147,29 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                     .into_iter()
                     .zip(members.into_iter().map(|(image, _)| image))
                     .collect();
-                let index = store.put_index(&entries)?;
+                // Compressing for export gives each image another manifest: its attestations
+                // are rebound to it.
+                let mut attestations = Vec::new();
+                for attestation in store.attestations(&tagged.descriptor)? {
+                    let subject = attestation.subject().unwrap_or_default().to_owned();
+                    let Some(((_, new), old)) = entries
+                        .iter()
+                        .zip(&originals)
+                        .find(|(_, old)| old.as_str() == subject)
+                    else {
+                        continue;
+                    };
+                    let mut descriptor = new.descriptor.clone();
+                    descriptor.platform = None;
+                    attestations.push(store.rebind_attestation(&attestation, old, &descriptor)?);
+                }
+                let entries_only: Vec<_> = attestations.iter().map(|a| a.entry.clone()).collect();
+                let index = store.put_attested_index(&entries, &entries_only)?;
                 indexes.push(archive::SavedIndex {
                     index,
                     images: entries.into_iter().map(|(_, image)| image).collect(),
                     names,
+                    attestations,
                 });
             }
             _ => images.push((store.resolve_platform(name, platform.as_ref())?, names)),

@@ -129,6 +129,14 @@ pub struct BuildArgs {
     /// seccomp filter and nothing of /proc masked.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Attach an SPDX 2.3 SBOM of each image, as BuildKit attaches attestations (an
+    /// attestation manifest in the image index); `kiln sbom IMAGE` prints it.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attach SLSA v1 provenance (base image digests, the Dockerfile's digest, build args,
+    /// kiln's version) the same way.
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub provenance: Option<String>,
     #[command(flatten)]
     pub limits: super::LimitFlags,
     #[command(flatten)]
@@ -413,9 +421,11 @@ pub fn build(
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (secrets, _staged_secrets) = secret_files(store, secrets)?;
+    let attest = super::sbom::Attest::from_flags(args.sbom.as_deref(), args.provenance.as_deref())?;
     let outputs = super::output::Plan::new(super::output::Flags {
         outputs: &args.outputs,
-        push: args.push,
+        // With attestations the index is pushed below, not the image alone.
+        push: args.push && !attest.any(),
         load: args.load,
         tags: &args.tags,
         iidfile: args.iidfile.is_some(),
@@ -444,6 +454,26 @@ pub fn build(
             ),
         }
     }
+    if attest.any() {
+        anyhow::ensure!(
+            !args.push || !tags.is_empty(),
+            "--push: a push needs a name: give -t REGISTRY/NAME[:TAG]"
+        );
+        let unsupported: Vec<&str> = [
+            ("-o/--output", !args.outputs.is_empty()),
+            ("--load", args.load),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        anyhow::ensure!(
+            unsupported.is_empty(),
+            "{} with --sbom/--provenance is not supported yet: build with -t NAME, then \
+             `kiln push NAME` or `kiln save NAME`",
+            unsupported.join(", ")
+        );
+    }
+    let started = super::sbom::started();
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
     let request = BuildRequest {
@@ -502,10 +532,13 @@ pub fn build(
              --platform P, or push the multi-platform image with --push",
             unsupported.join(", ")
         );
-        let built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
+        let mut built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
             .map_err(|e| at_line(e, &request))?;
         for (platform, image) in &built.images {
             reporter.line(&format!("{platform}: image {}", image.id()));
+        }
+        if attest.any() {
+            built.index = super::sbom::attach(store, &request, &built.images, attest, &started)?;
         }
         reporter.line(&format!("writing index {} done", built.index.digest));
         for tag in &tags {
@@ -514,10 +547,11 @@ pub fn build(
         if args.push {
             let (_, first) = &built.images[0];
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_tags(
+            super::registry::push_attested_tags(
                 store,
                 first,
                 Some(&built.images),
+                &store.attestations(&built.index)?,
                 &tags,
                 &registry,
                 progress,
@@ -528,6 +562,30 @@ pub fn build(
     }
     let image = kiln_build::build(store, &request, &reporter).map_err(|e| at_line(e, &request))?;
     reporter.line(&format!("writing image {} done", image.id()));
+    if attest.any() {
+        let platform = request
+            .platform
+            .clone()
+            .unwrap_or_else(|| image.config.platform());
+        let images = [(platform, image.clone())];
+        let index = super::sbom::attach(store, &request, &images, attest, &started)?;
+        reporter.line(&format!(
+            "writing attestations: index {} done",
+            index.digest
+        ));
+        if args.push {
+            let registry = super::registry::client(&args.registry)?;
+            super::registry::push_attested_tags(
+                store,
+                &image,
+                Some(&images),
+                &store.attestations(&index)?,
+                &tags,
+                &registry,
+                progress,
+            )?;
+        }
+    }
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }

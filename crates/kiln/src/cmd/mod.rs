@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod registry;
 mod run;
+mod sbom;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -109,6 +110,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Write a Dockerfile and .dockerignore from a template (`kiln init python`).
     Init(init::InitArgs),
+    /// Print an image's SBOM (SPDX 2.3): from its attestation, or by reading its layers.
+    Sbom(sbom::SbomArgs),
 }
 
 /// A `--platform` flag's value, checked (`linux/arm64`).
@@ -159,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => archive::load(&open()?.0, &mut out, args),
         Command::Save(args) => archive::save(&open()?.0, args),
         Command::Import(args) => archive::import(&open()?.0, &mut out, args),
+        Command::Sbom(args) => sbom::sbom(&open()?.0, &mut out, args),
     }
 }
 

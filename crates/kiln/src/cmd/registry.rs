@@ -188,7 +188,8 @@ pub fn push(
                 .into_iter()
                 .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
                 .collect();
-            registry.push_index(store, &images, &target, &printer)
+            let attestations = store.attestations(&tagged.descriptor)?;
+            registry.push_attested_index(store, &images, &attestations, &target, &printer)
         }
         None => registry.push(store, &image, &target, &printer),
     }
@@ -404,11 +405,26 @@ pub fn push_tags(
     registry: &Registry,
     progress: Progress,
 ) -> anyhow::Result<Vec<kiln_registry::Pushed>> {
+    push_attested_tags(store, image, multi_platform, &[], tags, registry, progress)
+}
+
+/// [`push_tags`] of an index with its attestation manifests (`build --sbom --push`).
+pub fn push_attested_tags(
+    store: &Store,
+    image: &kiln_image::Image,
+    multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
+    attestations: &[kiln_image::attestation::Attestation],
+    tags: &[Reference],
+    registry: &Registry,
+    progress: Progress,
+) -> anyhow::Result<Vec<kiln_registry::Pushed>> {
     let printer = TransferPrinter::new(progress);
     let mut all = Vec::with_capacity(tags.len());
     for tag in tags {
         let pushed = match multi_platform {
-            Some(images) => registry.push_index(store, images, tag, &printer),
+            Some(images) => {
+                registry.push_attested_index(store, images, attestations, tag, &printer)
+            }
             None => registry.push(store, image, tag, &printer),
         }
         .with_context(|| format!("push {tag}"))?;

@@ -21,6 +21,8 @@ mod python_base;
 mod registry;
 mod remote_contexts;
 mod run_mounts;
+mod sbom;
 mod security;
 mod semantics;
+mod slim;
 mod store;

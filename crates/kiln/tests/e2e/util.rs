@@ -280,31 +280,38 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 /// sets a fresh one per run), else /var/cache/kiln-bases.
 pub fn debian_tar() -> PathBuf {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
-    TAR.get_or_init(|| {
-        require("mmdebstrap");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-debian-base.sh");
-        // The script makes the tarball and imports it; importing into a scratch store is cheap.
-        let scratch = tempfile::Builder::new()
-            .prefix("debian-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        run(Command::new("bash")
-            .arg(&script)
-            .arg("debian:bookworm")
-            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
-            .env("KILN_ROOT", scratch.path()));
-        let cache = std::env::var_os("KILN_BASE_CACHE")
-            .map_or_else(|| PathBuf::from("/var/cache/kiln-bases"), PathBuf::from);
-        let tar = cache.join("debian-bookworm-minbase.tar");
-        assert!(
-            tar.is_file(),
-            "scripts/make-debian-base.sh did not leave {}",
-            tar.display()
-        );
-        tar
-    })
-    .clone()
+    TAR.get_or_init(|| make_debian_tar("minbase")).clone()
+}
+
+/// The slim variant of [`debian_tar`] (`make-debian-base.sh --variant slim`): Debian's slim
+/// path excludes, as `debian:bookworm-slim` has them.
+pub fn debian_slim_tar() -> PathBuf {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| make_debian_tar("slim")).clone()
+}
+
+fn make_debian_tar(variant: &str) -> PathBuf {
+    require("mmdebstrap");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-debian-base.sh");
+    // The script makes the tarball and imports it; importing into a scratch store is cheap.
+    let scratch = tempfile::Builder::new()
+        .prefix("debian-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    run(Command::new("bash")
+        .arg(&script)
+        .args(["--variant", variant, "debian:bookworm"])
+        .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", scratch.path()));
+    let cache = std::env::var_os("KILN_BASE_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/kiln-bases"), PathBuf::from);
+    let tar = cache.join(format!("debian-bookworm-{variant}.tar"));
+    assert!(
+        tar.is_file(),
+        "scripts/make-debian-base.sh did not leave {}",
+        tar.display()
+    );
+    tar
 }
 
 /// The `docker import --change` flags that give docker the same base config as kiln's.
@@ -318,7 +325,15 @@ pub const DEBIAN_CHANGES: [&str; 4] = [
 impl Env {
     /// Imports the Debian base into this store as `name`.
     pub fn debian_base(&self, name: &str) {
-        let tar = debian_tar();
+        self.import_debian(&debian_tar(), name);
+    }
+
+    /// Imports the slim Debian base into this store as `name`.
+    pub fn debian_slim_base(&self, name: &str) {
+        self.import_debian(&debian_slim_tar(), name);
+    }
+
+    fn import_debian(&self, tar: &Path, name: &str) {
         let mut args = vec!["import"];
         args.extend(DEBIAN_CHANGES);
         args.push(tar.to_str().unwrap());
