@@ -409,6 +409,28 @@ impl Store {
         })
     }
 
+    /// `image` with its manifest annotated (`kiln build --annotation`): a new manifest over the
+    /// same config and layers.
+    pub fn annotate_manifest(
+        &self,
+        image: &Image,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Image> {
+        let mut manifest = image.manifest.clone();
+        manifest
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(annotations);
+        let bytes = manifest.to_bytes();
+        let digest = self.write_blob(&bytes)?;
+        let descriptor = Descriptor::new(media_type::OCI_MANIFEST, digest, bytes.len() as u64);
+        Ok(Image {
+            descriptor,
+            manifest,
+            config: image.config.clone(),
+        })
+    }
+
     /// What `name` points at: its tag's descriptor (an index for a multi-platform image), or
     /// the manifest of the image an id or digest names.
     pub fn descriptor_of(&self, name: &str) -> Result<Descriptor> {

@@ -72,6 +72,8 @@ pub struct BuildRequest {
     pub limits: kiln_sandbox::Limits,
     /// `--add-host`, `--shm-size` and `--ulimit` of every RUN step.
     pub run_options: RunOptions,
+    /// `--annotation`: what the target's manifest of each platform is annotated with.
+    pub annotations: Vec<ManifestAnnotation>,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
     /// store only).
     pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,
@@ -151,6 +153,18 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
+}
+
+/// `--annotation [manifest[PLATFORM]:]KEY=VALUE`: an annotation of the image manifest, of one
+/// platform's or of every platform's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestAnnotation {
+    /// Only this platform's manifest; every one when `None`.
+    pub platform: Option<Platform>,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
 }
 
 /// What every RUN step of a build gets, and is keyed on, as BuildKit's exec ops are.
@@ -261,7 +275,17 @@ fn build_for(
         })
         .collect();
     crate::solve::solve(&nodes, slots, &builder)?;
-    builder.finish(build_plan.target)
+    let image = builder.finish(build_plan.target)?;
+    let annotations: std::collections::BTreeMap<String, String> = request
+        .annotations
+        .iter()
+        .filter(|a| a.platform.as_ref().is_none_or(|p| p.matches(platform)))
+        .map(|a| (a.key.clone(), a.value.clone()))
+        .collect();
+    if annotations.is_empty() {
+        return Ok(image);
+    }
+    Ok(store.annotate_manifest(&image, annotations)?)
 }
 
 /// The plan of a build, without building: what `kiln debug plan` prints. Base images are

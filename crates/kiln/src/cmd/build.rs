@@ -47,6 +47,9 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// An annotation of the image manifest: `[manifest[PLATFORM]:]KEY=VALUE` (repeatable).
+    #[arg(long = "annotation", value_name = "[manifest[PLATFORM]:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// An `/etc/hosts` entry of RUN steps: `HOST:IP` (or `HOST=IP`) (repeatable).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
@@ -171,6 +174,50 @@ fn at_line(err: kiln_build::Error, request: &BuildRequest) -> anyhow::Error {
         ),
         _ => err.into(),
     }
+}
+
+/// An `--annotation` as buildx reads it: `KEY=VALUE`, with an optional `TYPE[PLATFORM]:`
+/// before the key. kiln writes manifest annotations (the default type); the other types are
+/// refused by name.
+fn annotation(text: &str) -> anyhow::Result<kiln_build::ManifestAnnotation> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--annotation {text}: expected KEY=VALUE"))?;
+    const TYPES: [&str; 4] = [
+        "manifest-descriptor",
+        "index-descriptor",
+        "manifest",
+        "index",
+    ];
+    let typed = TYPES.iter().find_map(|t| {
+        let rest = key.strip_prefix(t)?;
+        (rest.starts_with(':') || rest.starts_with('[')).then_some((*t, rest))
+    });
+    let (platform, key) = match typed {
+        None => (None, key),
+        Some(("manifest", rest)) => match rest.strip_prefix('[') {
+            Some(bracketed) => {
+                let (platform, key) = bracketed.split_once("]:").ok_or_else(|| {
+                    anyhow::anyhow!("--annotation {text}: expected manifest[PLATFORM]:KEY=VALUE")
+                })?;
+                let platform = platform
+                    .parse::<kiln_image::Platform>()
+                    .map_err(|e| anyhow::anyhow!("--annotation {text}: {e}"))?;
+                (Some(platform), key)
+            }
+            None => (None, &rest[1..]),
+        },
+        Some((kind, _)) => anyhow::bail!(
+            "--annotation {text}: kiln writes manifest annotations only; {kind} annotations are \
+             not supported"
+        ),
+    };
+    anyhow::ensure!(!key.is_empty(), "--annotation {text}: the key is empty");
+    Ok(kiln_build::ManifestAnnotation {
+        platform,
+        key: key.to_owned(),
+        value: value.to_owned(),
+    })
 }
 
 /// `--add-host`, `--shm-size` and `--ulimit`, read as buildx reads them.
@@ -497,6 +544,11 @@ pub fn build(
         allow_security_insecure,
         limits: args.limits.limits(),
         run_options: run_options(&args)?,
+        annotations: args
+            .annotations
+            .iter()
+            .map(|a| annotation(a))
+            .collect::<anyhow::Result<_>>()?,
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,

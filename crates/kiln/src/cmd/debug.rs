@@ -235,6 +235,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         allow_security_insecure: false,
         limits: kiln_sandbox::Limits::default(),
         run_options: kiln_build::RunOptions::default(),
+        annotations: Vec::new(),
         registry: None,
     };
     let reporter = super::build::StepPrinter::new(super::Progress::Plain);

@@ -233,3 +233,59 @@ fn no_cache_filter_reruns_only_the_named_stages() {
         "{err}"
     );
 }
+
+/// `--annotation` annotates each platform's manifest (or one platform's), and the registry
+/// gets them; the other annotation types are refused by name.
+#[test]
+fn annotations_reach_the_pushed_manifests() {
+    let env = Env::new();
+    env.busybox_base_for("bb", "amd64");
+    env.busybox_base_for("bb", "arm64");
+    let registry = crate::registry::Registry::start(&env, "annotations");
+    let ctx = env.context("annotated", "FROM bb\nLABEL made=by-kiln\n", &[]);
+    let target = format!("{}/kiln/annotated:1", registry.host());
+    env.build(&[
+        "--no-lint",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--annotation",
+        "org.opencontainers.image.title=kiln-test",
+        "--annotation",
+        "manifest[linux/arm64]:only=arm",
+        "--push",
+        "-t",
+        &target,
+        &ctx,
+    ]);
+    let skopeo = |reference: &str| -> serde_json::Value {
+        let raw = run(std::process::Command::new(require("skopeo")).args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ]));
+        serde_json::from_str(&raw).unwrap()
+    };
+    let index = skopeo(&target);
+    let repo = format!("{}/kiln/annotated", registry.host());
+    for entry in index["manifests"].as_array().unwrap() {
+        let arch = entry["platform"]["architecture"].as_str().unwrap();
+        let manifest = skopeo(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+        let annotations = &manifest["annotations"];
+        assert_eq!(
+            annotations["org.opencontainers.image.title"], "kiln-test",
+            "{arch}"
+        );
+        let only = annotations.get("only").and_then(|v| v.as_str());
+        assert_eq!(
+            only,
+            (arch == "arm64").then_some("arm"),
+            "{arch}: {manifest}"
+        );
+    }
+    let err = env.fails(&["build", "--annotation", "index:a=b", &ctx]);
+    assert!(
+        err.contains("--annotation index:a=b") && err.contains("index annotations"),
+        "{err}"
+    );
+}
