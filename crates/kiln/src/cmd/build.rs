@@ -542,7 +542,7 @@ pub fn build(
         network,
         allow_network_host,
         allow_security_insecure,
-        limits: args.limits.limits(),
+        limits: args.limits.limits()?,
         run_options: run_options(&args)?,
         annotations: args
             .annotations

@@ -307,19 +307,20 @@ pub struct LimitFlags {
 }
 
 impl LimitFlags {
-    /// The limits, or none with one warning when this machine cannot enforce them.
-    pub fn limits(&self) -> kiln_sandbox::Limits {
+    /// The limits; an error naming the flags when this machine cannot enforce them (a limit
+    /// is never dropped silently).
+    pub fn limits(&self) -> anyhow::Result<kiln_sandbox::Limits> {
         let limits = kiln_sandbox::Limits {
             memory: self.memory,
             pids: self.pids_limit,
         };
-        match kiln_sandbox::check_limits(&limits) {
-            Ok(()) => limits,
-            Err(err) => {
-                tracing::warn!("{err}; running without --memory/--pids-limit");
-                kiln_sandbox::Limits::default()
-            }
+        if !limits.any() {
+            return Ok(limits);
         }
+        kiln_sandbox::check_limits(&limits).map_err(|err| {
+            anyhow::anyhow!("--memory/--pids-limit: this machine cannot enforce them: {err}")
+        })?;
+        Ok(limits)
     }
 }
 
