@@ -83,6 +83,7 @@ mod spec;
 pub mod syscall;
 pub mod tty;
 pub mod user;
+pub mod userns;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;

@@ -110,6 +110,10 @@ pub(crate) struct ChildPlan {
     /// Insecure mode: the capabilities (kiln's own permitted set) the process keeps in its
     /// effective, permitted, inheritable and ambient sets, whatever its uid.
     ambient: Option<CapabilitySet>,
+    /// Rootless: where the setup thread attached a clone of the host's `/proc` so that the
+    /// kernel lets pid 1 mount its own (a user namespace may mount procfs only where one is
+    /// already fully visible); pid 1 detaches and removes it before anything else runs.
+    pub(crate) visible_proc: Option<&'static CStr>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -132,14 +136,30 @@ pub(crate) enum Stage {
     Seccomp = 14,
     Cgroup = 15,
     Ambient = 16,
+    VisibleProc = 17,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient,
+            Fds,
+            MountProc,
+            MaskProc,
+            Fork,
+            Setsid,
+            Ctty,
+            Chdir,
+            Capbset,
+            Setgroups,
+            Setgid,
+            Setuid,
+            Exec,
+            Keyring,
+            Seccomp,
+            Cgroup,
+            Ambient,
+            VisibleProc,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -213,6 +233,7 @@ impl ChildPlan {
             filter,
             mask: !insecure,
             ambient,
+            visible_proc: None,
         })
     }
 
@@ -253,6 +274,12 @@ impl ChildPlan {
             Some(Stage::Ambient) => (
                 "prctl PR_CAP_AMBIENT_RAISE (insecure mode)",
                 "the container process's capabilities".to_string(),
+            ),
+            Some(Stage::VisibleProc) => (
+                "umount the host's /proc clone at",
+                self.visible_proc
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
@@ -523,6 +550,15 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
         match rustix::mount::mount(c"tmpfs", *p, c"tmpfs", flags, c"size=0") {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => die(Stage::MaskProc, e),
+        }
+    }
+
+    if let Some(visible) = plan.visible_proc {
+        if let Err(e) = rustix::mount::unmount(visible, rustix::mount::UnmountFlags::DETACH) {
+            die(Stage::VisibleProc, e);
+        }
+        if let Err(e) = rustix::fs::rmdir(visible) {
+            die(Stage::VisibleProc, e);
         }
     }
 

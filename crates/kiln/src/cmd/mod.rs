@@ -111,6 +111,21 @@ pub enum Command {
     Init(init::InitArgs),
 }
 
+impl Command {
+    /// Whether the command uses the store or runs containers, which a normal user's kiln does
+    /// as root of a user namespace (rootless).
+    pub fn needs_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Lint(_)
+                | Command::Init(_)
+                | Command::Debug(_)
+                | Command::Login(_)
+                | Command::Logout(_)
+        )
+    }
+}
+
 /// A `--platform` flag's value, checked (`linux/arm64`).
 pub fn platform_flag(text: Option<&str>) -> anyhow::Result<Option<kiln_image::Platform>> {
     text.map(str::parse::<kiln_image::Platform>)
@@ -303,19 +318,36 @@ pub struct LimitFlags {
 }
 
 impl LimitFlags {
-    /// The limits, or none with one warning when this machine cannot enforce them.
-    pub fn limits(&self) -> kiln_sandbox::Limits {
+    /// The limits, or none with one warning when this machine cannot enforce them. A rootless
+    /// kiln refuses them: its runs get no cgroup of their own.
+    pub fn limits(&self) -> anyhow::Result<kiln_sandbox::Limits> {
         let limits = kiln_sandbox::Limits {
             memory: self.memory,
             pids: self.pids_limit,
         };
-        match kiln_sandbox::check_limits(&limits) {
+        if limits.any()
+            && let Some(mapping) = kiln_sandbox::userns::current()
+        {
+            let given: Vec<&str> = [
+                ("--memory", limits.memory.is_some()),
+                ("--pids-limit", limits.pids.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
+            anyhow::bail!(
+                "{}: a rootless kiln (user namespace {mapping}) cannot enforce them, it has no \
+                 cgroup of its own; drop the flag or build as root",
+                given.join(", ")
+            );
+        }
+        Ok(match kiln_sandbox::check_limits(&limits) {
             Ok(()) => limits,
             Err(err) => {
                 tracing::warn!("{err}; running without --memory/--pids-limit");
                 kiln_sandbox::Limits::default()
             }
-        }
+        })
     }
 }
 

@@ -107,7 +107,7 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         .network
         .parse::<Network>()
         .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
-    spec.limits = args.limits.limits();
+    spec.limits = args.limits.limits()?;
     spec.stdio = if args.tty { Stdio::Tty } else { Stdio::Inherit };
     let interrupt = spec.interrupt.clone();
     super::on_interrupt(interrupt);
