@@ -19,6 +19,7 @@ mod plan;
 mod platforms;
 mod python_base;
 mod registry;
+mod rootless;
 mod run_mounts;
 mod security;
 mod semantics;
