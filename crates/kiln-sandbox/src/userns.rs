@@ -384,7 +384,7 @@ pub fn enter_if_asked() -> Result<bool, SandboxError> {
             "{SYNC_ENV}={value:?} is not two fd numbers (it is set by kiln itself)"
         )));
     };
-    let is_fd = |fd| rustix::io::fcntl_getfd(unsafe_borrow(fd)).is_ok();
+    let is_fd = |fd| rustix::io::fcntl_getfd(borrow_for_check(fd)).is_ok();
     if !is_fd(ready_w) || !is_fd(go_r) {
         return Err(SandboxError::Spec(format!(
             "{SYNC_ENV}={value:?} names fds that are not open (it is set by kiln itself)"
@@ -414,7 +414,7 @@ pub fn enter_if_asked() -> Result<bool, SandboxError> {
 }
 
 /// A borrowed fd for a validity check only.
-fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+fn borrow_for_check(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     // SAFETY: used only for fcntl(F_GETFD), which is harmless on any number: a closed fd gives
     // EBADF, and nothing is read from or written to it.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
