@@ -393,6 +393,11 @@ pub fn enter_if_asked() -> Result<bool, SandboxError> {
     // SAFETY: both fds were checked open above, were inherited from the parent kiln for this
     // purpose only, and nothing else in this process owns them.
     let (ready_w, go_r) = unsafe { (OwnedFd::from_raw_fd(ready_w), OwnedFd::from_raw_fd(go_r)) };
+    // A parent killed outright takes this kiln down the way Ctrl-C would (it stops its runs
+    // and leaves the store consistent); a parent that died before this call shows as EOF on
+    // the go pipe below.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .map_err(|e| SandboxError::sys("prctl PR_SET_PDEATHSIG", "kiln", e))?;
     crate::namespaces::unshare(libc::CLONE_NEWUSER).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM | libc::ENOSPC | libc::EACCES) => {
             SandboxError::UserNamespaces(userns_refusal())

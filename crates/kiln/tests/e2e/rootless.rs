@@ -315,6 +315,29 @@ fn a_rootless_build_writes_the_same_layers_as_root() {
     ]);
     assert!(inside.contains("0\n1000:1000"), "{inside}");
 
+    // /proc and /sys are the run's own, read-only /sys whatever the network (the host's with
+    // --network host), and the host's clones that stood in for the mounts are gone.
+    for network in ["default", "host", "none"] {
+        let seen = user.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "owners",
+            "sh",
+            "-c",
+            "grep -E '^(proc /proc|sysfs /sys) ' /proc/mounts; ls -a /dev",
+        ]);
+        assert!(
+            seen.contains("proc /proc proc") && seen.contains("sysfs /sys sysfs ro,"),
+            "--network {network}: {seen}"
+        );
+        assert!(
+            seen.contains("\nnull\n") && !seen.contains(".kiln-visible"),
+            "--network {network}: {seen}"
+        );
+    }
+
     // Limits it cannot enforce are refused by name, not dropped.
     let err = user.fails(&["build", "--memory", "64m", "-t", "x", &ctx]);
     assert!(
