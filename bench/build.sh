@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kiln against its peers on the seed's Python base image, side by side in one run, on the same
-# Debian base: the chroot floor, kiln, docker build (legacy and BuildKit), buildah (chroot).
+# Debian base: the chroot floor, kiln, docker build (legacy and BuildKit), buildah (chroot),
+# and kiln rootless (a throwaway user with subuid/subgid ranges, removed at the end).
 # Cold builds, fully cached rebuilds, a CMD-only change, and the commit of a ~500 MB RUN layer.
 # Prints ratios.
 #
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 quick=${BENCH_QUICK:-0}
 [ "${1:-}" = --quick ] && quick=1
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-tools=(/usr/bin/docker buildah hyperfine python3 bc)
+tools=(/usr/bin/docker buildah hyperfine python3 bc useradd setpriv newuidmap)
 [ "$quick" = 1 ] || tools+=(mmdebstrap)
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (scripts/test.sh installs it)" >&2; exit 1; }
@@ -33,7 +34,9 @@ docker() { /usr/bin/docker "$@"; }
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 tag=kiln-bench-$$
 buildah_base=
+bench_user=
 cleanup() {
+  [ -z "$bench_user" ] || userdel "$bench_user" 2>/dev/null || true
   umount -R "$work/chroot/proc" "$work/chroot/dev" 2>/dev/null || true
   docker rmi -f "$tag/legacy" "$tag/buildkit" "$tag/base" >/dev/null 2>&1 || true
   buildah rmi -f "$tag/buildah" ${buildah_base:+"$buildah_base"} >/dev/null 2>&1 || true
@@ -111,14 +114,29 @@ buildah_base=$(buildah pull -q "docker-archive:$work/base-image.tar")
 buildah tag "$buildah_base" "docker.io/${base/#debian:/library/debian:}" 2>/dev/null || true
 t=$(now); buildah bud -q --isolation chroot --layers --no-cache -t "$tag/buildah" "$ctx" >/dev/null; buildah_cold=$(elapsed "$t")
 
+# 5. kiln rootless: a normal user with subordinate ranges (useradd gives it the next free
+# ones), its own store, the same base (kiln save | kiln load), the same Dockerfile.
+bench_user=kb$$
+useradd --no-create-home --home-dir "$work/rootless" "$bench_user"
+mkdir -p "$work/rootless/ctx"
+cp "$ctx/Dockerfile" "$work/rootless/ctx/"
+"$KILN" save -o "$work/rootless/base.tar" "$base"
+chown -R "$bench_user:" "$work/rootless"
+chmod 711 "$work"
+# hyperfine -N runs it without a shell: everything on one command line.
+as_user="setpriv --reuid=$bench_user --regid=$bench_user --init-groups env HOME=$work/rootless KILN_ROOT=$work/rootless/store $KILN"
+$as_user --progress quiet load -i "$work/rootless/base.tar" >/dev/null
+t=$(now); $as_user --progress quiet build --no-cache -t bench/kiln "$work/rootless/ctx" >/dev/null; rootless_cold=$(elapsed "$t")
+
 echo "== fully cached rebuilds (hyperfine, ${runs[*]}) =="
 hyperfine -N "${runs[@]}" --export-json "$work/cached.json" \
   -n kiln "$KILN --progress quiet build -t bench/kiln $ctx" \
+  -n kiln-rootless "$as_user --progress quiet build -t bench/kiln $work/rootless/ctx" \
   -n docker-legacy "env DOCKER_BUILDKIT=0 /usr/bin/docker build -q -t $tag/legacy $ctx" \
   -n docker-buildkit "env DOCKER_BUILDKIT=1 /usr/bin/docker build -q -t $tag/buildkit $ctx" \
   -n buildah "buildah bud -q --isolation chroot --layers -t $tag/buildah $ctx" >/dev/null
 mean() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print([r["mean"] for r in d["results"] if r["command"]==sys.argv[2]][0])' "$work/cached.json" "$1"; }
-kiln_cached=$(mean kiln); legacy_cached=$(mean docker-legacy); buildkit_cached=$(mean docker-buildkit); buildah_cached=$(mean buildah)
+kiln_cached=$(mean kiln); rootless_cached=$(mean kiln-rootless); legacy_cached=$(mean docker-legacy); buildkit_cached=$(mean docker-buildkit); buildah_cached=$(mean buildah)
 
 echo "== a CMD-only change (every RUN cached, a new config) =="
 sed 's/^CMD .*/CMD ["true"]/' "$ctx/Dockerfile" > "$work/Dockerfile.cmd"
@@ -160,10 +178,12 @@ row "cold: kiln --network host" "$kiln_hostnet_cold" "$floor"
 row "cold: docker build (legacy)" "$legacy_cold" "$floor"
 row "cold: docker build (BuildKit)" "$buildkit_cold" "$floor"
 row "cold: buildah bud (chroot)" "$buildah_cold" "$floor"
+row "cold: kiln rootless (vs kiln)" "$rootless_cold" "$kiln_cold"
 row "cached: docker build (legacy)" "$legacy_cached"
 row "cached: kiln" "$kiln_cached" "$legacy_cached"
 row "cached: docker build (BuildKit)" "$buildkit_cached" "$legacy_cached"
 row "cached: buildah bud" "$buildah_cached" "$legacy_cached"
+row "cached: kiln rootless (vs kiln)" "$rootless_cached" "$kiln_cached"
 row "CMD-only change: kiln" "$kiln_cmd" "$legacy_cached"
 row "commit: tar -c | sha256sum" "$tar_s"
 row "commit: kiln ($commit_size)" "$commit_s" "$tar_s"

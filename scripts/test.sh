@@ -29,6 +29,9 @@ fi
 
 scripts/start-dockerd.sh
 scripts/enable-emulation.sh
+# A rootless kiln's slirp4netns opens /dev/net/tun as the user (rootless tests, bench/build.sh):
+# distributions with systemd make it 0666 through udev; a bare VM may leave it 0600.
+chmod 0666 /dev/net/tun
 
 run_dir=$(mktemp -d /var/tmp/kiln-test-run.XXXXXX)
 # --one-file-system: never follow a mount a killed test may have left inside.

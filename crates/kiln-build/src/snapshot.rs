@@ -57,7 +57,11 @@ fn unpack(
         diff_id,
         &target,
         ApplyMode::Overlay,
-        ApplyOptions::default(),
+        ApplyOptions {
+            // An overlay mounted in a user namespace reads only `user.overlay.*` xattrs.
+            user_xattrs: kiln_sandbox::userns::current().is_some(),
+            ..ApplyOptions::default()
+        },
     )?;
     store.commit_snapshot(&target, chain)?;
     Ok(())

@@ -4,9 +4,11 @@
 //! (see [`namespaces`](crate::namespaces) for why a thread can do this without disturbing the
 //! caller's other threads), and forks only at the very end.
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -22,6 +24,11 @@ use crate::{ExitStatus, Mount, Network, Outcome, Rootfs, RunSpec, SandboxError, 
 
 /// The host resolver files bound with [`RunSpec::etc_binds`].
 pub(crate) const ETC_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"];
+
+/// Where a rootless run's stand-in clones of the host's `/proc` and `/sys` sit while the
+/// run's own are mounted (on the run's private /dev tmpfs; never seen by the process).
+const VISIBLE_PROC: &CStr = c"/dev/.kiln-visible-proc";
+const VISIBLE_SYS: &CStr = c"/dev/.kiln-visible-sys";
 
 /// Docker's default `PATH`.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -389,6 +396,27 @@ fn in_namespaces(
             ));
         }
     }
+    // sysfs may be mounted only by the user namespace that owns the network namespace: a
+    // rootless run in the host's network gets the host's /sys, bound read-only, instead.
+    let host_sys = if spec.network == Network::Host && crate::userns::current().is_some() {
+        Some(clone_tree(
+            Path::new("/sys"),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )?)
+    } else {
+        None
+    };
+    // A user namespace may mount procfs and sysfs only where one of the same type is fully
+    // visible in its mount namespace, which the host's stop being after the pivot: clones of
+    // them stand in /dev until the run's own are mounted, then go (see `VISIBLE`).
+    let mut visible: Vec<(&CStr, OwnedFd)> = Vec::new();
+    if crate::userns::current().is_some() {
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        visible.push((VISIBLE_PROC, clone_tree(Path::new("/proc"), attrs)?));
+        if host_sys.is_none() {
+            visible.push((VISIBLE_SYS, clone_tree(Path::new("/sys"), attrs)?));
+        }
+    }
     let mut targets: Vec<Target> = ["/proc", "/dev", "/sys"]
         .iter()
         .map(|p| Target {
@@ -534,12 +562,17 @@ fn in_namespaces(
         spec,
         &planned,
         &devices,
+        host_sys.as_ref().map(AsRawFd::as_raw_fd),
+        &visible
+            .iter()
+            .map(|(p, fd)| (*p, fd.as_raw_fd()))
+            .collect::<Vec<_>>(),
         &fallback,
         &mut created,
         io,
         from_host,
     );
-    drop(trees);
+    drop((trees, host_sys, visible));
     let cleaned = mounts::cleanup(sys, &planned, &created)
         .map_err(|e| SandboxError::sys("remove created mountpoints in", "the rootfs", e));
     let outcome = result?;
@@ -553,6 +586,8 @@ fn inside(
     spec: &RunSpec,
     planned: &[Planned],
     devices: &[(&str, RawFd)],
+    host_sys: Option<RawFd>,
+    visible: &[(&'static CStr, RawFd)],
     fallback: &[Target],
     created: &mut Vec<Created>,
     io: ThreadIo,
@@ -562,7 +597,26 @@ fn inside(
         mounts::ensure_mountpoint(sys, Path::new(&t.path), t.kind, created)?;
     }
     mounts::mount_dev(sys, devices, spec.shm_size)?;
-    mounts::mount_sys(sys, spec.insecure)?;
+    for (path, tree) in visible {
+        let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+        sys.mkdir(path, 0o700)
+            .map_err(|e| SandboxError::sys("mkdir", path.display().to_string(), e))?;
+        sys.attach_tree(*tree, path)
+            .map_err(|e| SandboxError::sys("move_mount", path.display().to_string(), e))?;
+    }
+    match host_sys {
+        Some(tree) => sys
+            .attach_tree(tree, Path::new("/sys"))
+            .map_err(|e| SandboxError::sys("move_mount host sysfs on", "/sys", e))?,
+        None => mounts::mount_sys(sys, spec.insecure)?,
+    }
+    if visible.iter().any(|(p, _)| *p == VISIBLE_SYS) {
+        let path = Path::new(std::ffi::OsStr::from_bytes(VISIBLE_SYS.to_bytes()));
+        sys.umount(path, libc::MNT_DETACH)
+            .map_err(|e| SandboxError::sys("umount", path.display().to_string(), e))?;
+        sys.rmdir(path)
+            .map_err(|e| SandboxError::sys("rmdir", path.display().to_string(), e))?;
+    }
     // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
     let mut in_dev = Vec::new();
     for p in planned.iter().filter(|p| p.target().starts_with("/dev/")) {
@@ -634,7 +688,7 @@ fn inside(
         }
     };
 
-    let plan = ChildPlan::new(
+    let mut plan = ChildPlan::new(
         &exe,
         &spec.args,
         &env,
@@ -646,6 +700,9 @@ fn inside(
         spec.insecure,
         &spec.ulimits,
     )?;
+    if visible.iter().any(|(p, _)| *p == VISIBLE_PROC) {
+        plan.visible_proc = Some(VISIBLE_PROC);
+    }
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     if spec.interrupt.is_interrupted() {

@@ -82,6 +82,34 @@ pub enum SandboxError {
     /// The run's private network could not be set up.
     #[error("{0}")]
     Network(String),
+    /// A rootless kiln needs a subordinate id range for the user, and there is none.
+    #[error(
+        "no subordinate {kind} range for user {user} in {file}: a rootless kiln maps the \
+         image's ids into one; as root, add one with `echo \"{user}:100000:65536\" >> {file}` \
+         (a range no other user has; `usermod --add-subuids 100000-165535 --add-subgids \
+         100000-165535 {user}` adds both)"
+    )]
+    NoSubordinateIds {
+        /// `/etc/subuid` or `/etc/subgid`.
+        file: &'static str,
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// The user's name (or uid when it has none).
+        user: String,
+    },
+    /// The kernel refuses this user a user namespace.
+    #[error(
+        "a rootless kiln needs an unprivileged user namespace, and the kernel refuses one: {0}"
+    )]
+    UserNamespaces(String),
+    /// `newuidmap` or `newgidmap` is missing or refused the map.
+    #[error("{tool} {message}")]
+    IdMap {
+        /// The helper.
+        tool: &'static str,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// The sandbox's setup thread panicked (a bug).
     #[error("the sandbox setup thread panicked")]
     Panicked,

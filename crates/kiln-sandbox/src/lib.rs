@@ -63,7 +63,17 @@
 //! affecting the caller's other threads, then `fork`s, doing only async-signal-safe work in the
 //! children ([`process`]). The calling thread relays output meanwhile.
 //!
-//! Requires root (the tests say so when they are not run as root), Linux ≥ 6.8
+//! # Rootless
+//!
+//! A normal user's kiln runs as root of a user namespace ([`userns`]): uid 0 there is the
+//! user, and the run is the same, with three differences the kernel imposes. Overlays get
+//! `userxattr` ([`overlay`]); `/proc` and `/sys` are mounted while clones of the host's stand
+//! in the run's `/dev` (a user namespace may mount them only where they are already fully
+//! visible), and `--network host` gets the host's `/sys` read-only; there is no cgroup, so
+//! limits are refused by the caller.
+//!
+//! Requires root, or root of a user namespace (the tests say so when they are not run as
+//! root), Linux ≥ 6.8
 //! (`open_tree`, `move_mount`, `mount_setattr`, `close_range`, and overlayfs' `lowerdir+`,
 //! see [`overlay`]).
 #![deny(missing_docs)]
@@ -84,6 +94,7 @@ pub mod syscall;
 pub mod tty;
 mod ulimit;
 pub mod user;
+pub mod userns;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;

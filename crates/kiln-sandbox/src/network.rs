@@ -108,8 +108,17 @@ impl PrivateNetwork {
             let _ = log.rewind();
             let _ = log.read_to_string(&mut message);
             network.stop();
+            // Distributions make /dev/net/tun 0666 (systemd's udev rules); a rootless kiln's
+            // slirp4netns opens it as the user.
+            let hint = if message.contains("/dev/net/tun") && crate::userns::current().is_some() {
+                "; a rootless kiln's slirp4netns opens /dev/net/tun as the user: as root, \
+                 `chmod 0666 /dev/net/tun` (its mode on distributions with systemd), or pass \
+                 --network none or --network host"
+            } else {
+                ""
+            };
             return Err(SandboxError::Network(format!(
-                "slirp4netns did not configure the step's network: {}",
+                "slirp4netns did not configure the step's network: {}{hint}",
                 message.trim()
             )));
         }

@@ -14,8 +14,9 @@
 //! content), no `metacopy` (a chmod would copy up the metadata only, leaving the data in a
 //! lower) and no `index` (hard links copied up would be tied to an index dir outside the
 //! upper). Whatever the kernel's build-time defaults, the layers come out the same.
-//! `userxattr` (overlay xattrs in `user.`, for an overlay mounted in a user namespace) is not
-//! set: kiln runs as root; rootless builds will need it.
+//! In a user namespace (rootless kiln, see [`userns`](crate::userns)) `userxattr` is added:
+//! overlayfs then keeps its xattrs in `user.overlay.*`, the only ones an unprivileged mount
+//! may write, and the layer diff reads both forms.
 //!
 //! Every overlay is `nodev`: device nodes of an image or made by a step never open.
 
@@ -74,13 +75,39 @@ impl Overlay<'_> {
             set_path(&fs, "upperdir", "fsconfig upperdir", upper)?;
             set_path(&fs, "workdir", "fsconfig workdir", work)?;
         }
+        let rootless = crate::userns::current().is_some();
         for (key, value) in OPTIONS {
+            // `off` may still follow redirects (a kernel built with redirect_always_follow),
+            // which `userxattr` refuses; no kiln layer has a redirect to follow anyway.
+            let value = match key {
+                "redirect_dir" if rootless => "nofollow",
+                _ => value,
+            };
             rustix::mount::fsconfig_set_string(&fs, key, value)
                 .map_err(|e| SandboxError::sys("fsconfig overlay option", key, e))?;
         }
+        if rootless {
+            rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|e| {
+                SandboxError::Spec(format!(
+                    "overlayfs refuses its userxattr option ({}): a rootless kiln needs \
+                     overlayfs in a user namespace (Linux 5.11 and later); build as root",
+                    std::io::Error::from(e)
+                ))
+            })?;
+        }
         // overlayfs says why it refuses in the kernel log (dmesg), not in the error.
-        rustix::mount::fsconfig_create(&fs)
-            .map_err(|e| SandboxError::sys("create overlay (dmesg says why) for", shown(), e))?;
+        rustix::mount::fsconfig_create(&fs).map_err(|e| {
+            if rootless && e == rustix::io::Errno::PERM {
+                SandboxError::Spec(format!(
+                    "the kernel refuses an overlay mount in kiln's user namespace (EPERM on \
+                     {}): rootless builds need unprivileged overlayfs (Linux 5.11 and later, \
+                     not disabled by the distribution); build as root",
+                    shown()
+                ))
+            } else {
+                SandboxError::sys("create overlay (dmesg says why) for", shown(), e)
+            }
+        })?;
         let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV;
         if self.upper.is_none() {
             attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;

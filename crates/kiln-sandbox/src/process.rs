@@ -112,6 +112,10 @@ pub(crate) struct ChildPlan {
     ambient: Option<CapabilitySet>,
     /// `--ulimit`s, set while the process still has root's powers to raise a hard limit.
     ulimits: Vec<crate::Ulimit>,
+    /// Rootless: where the setup thread attached a clone of the host's `/proc` so that the
+    /// kernel lets pid 1 mount its own (a user namespace may mount procfs only where one is
+    /// already fully visible); pid 1 detaches and removes it before anything else runs.
+    pub(crate) visible_proc: Option<&'static CStr>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -134,15 +138,32 @@ pub(crate) enum Stage {
     Seccomp = 14,
     Cgroup = 15,
     Ambient = 16,
-    Rlimit = 17,
+    VisibleProc = 17,
+    Rlimit = 18,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
         [
-            Fds, MountProc, MaskProc, Fork, Setsid, Ctty, Chdir, Capbset, Setgroups, Setgid,
-            Setuid, Exec, Keyring, Seccomp, Cgroup, Ambient, Rlimit,
+            Fds,
+            MountProc,
+            MaskProc,
+            Fork,
+            Setsid,
+            Ctty,
+            Chdir,
+            Capbset,
+            Setgroups,
+            Setgid,
+            Setuid,
+            Exec,
+            Keyring,
+            Seccomp,
+            Cgroup,
+            Ambient,
+            VisibleProc,
+            Rlimit,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -218,6 +239,7 @@ impl ChildPlan {
             mask: !insecure,
             ambient,
             ulimits: ulimits.to_vec(),
+            visible_proc: None,
         })
     }
 
@@ -260,6 +282,12 @@ impl ChildPlan {
                 "the container process's capabilities".to_string(),
             ),
             Some(Stage::Rlimit) => ("setrlimit (--ulimit)", "the container process".to_string()),
+            Some(Stage::VisibleProc) => (
+                "umount the host's /proc clone at",
+                self.visible_proc
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
         SandboxError::errno(call, path, errno)
@@ -529,6 +557,15 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
         match rustix::mount::mount(c"tmpfs", *p, c"tmpfs", flags, c"size=0") {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => die(Stage::MaskProc, e),
+        }
+    }
+
+    if let Some(visible) = plan.visible_proc {
+        if let Err(e) = rustix::mount::unmount(visible, rustix::mount::UnmountFlags::DETACH) {
+            die(Stage::VisibleProc, e);
+        }
+        if let Err(e) = rustix::fs::rmdir(visible) {
+            die(Stage::VisibleProc, e);
         }
     }
 

@@ -12,10 +12,24 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The second half of a rootless kiln (see `rootless`), before any thread starts.
+    if let Err(err) = kiln_sandbox::userns::enter_if_asked() {
+        cmd::report_error(&err.into());
+        return ExitCode::FAILURE;
+    }
     let cli = cmd::Cli::parse();
     if let Err(err) = init_logging(&cli.log_level) {
         cmd::report_error(&err);
         return ExitCode::FAILURE;
+    }
+    if !rustix::process::geteuid().is_root() && cli.command.needs_store() {
+        return match rootless(&cli) {
+            Ok(code) => code,
+            Err(err) => {
+                cmd::report_error(&err);
+                ExitCode::FAILURE
+            }
+        };
     }
     // Before any thread starts. As a normal user there is nothing kiln could mount anyway.
     if rustix::process::geteuid().is_root()
@@ -36,6 +50,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A normal user's kiln runs itself again as root of a user namespace that maps the user's
+/// subordinate ids (`kiln_sandbox::userns`), with the store the user's own.
+fn rootless(cli: &cmd::Cli) -> anyhow::Result<ExitCode> {
+    let mapping = kiln_sandbox::userns::preflight()?;
+    // Inside, kiln is uid 0 and would pick root's store.
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(kiln_image::Store::default_root);
+    let code = kiln_sandbox::userns::reexec(&mapping, &[("KILN_ROOT", root.as_os_str())])?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 /// A reader that closed our stdout early (`kiln save | head`) is not an error.

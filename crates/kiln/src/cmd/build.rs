@@ -557,6 +557,9 @@ pub fn build(
         )?),
     };
     let reporter = super::progress::BuildView::new(progress);
+    if let Some(mapping) = kiln_sandbox::userns::current() {
+        reporter.line(&format!("isolation: rootless (user namespace {mapping})"));
+    }
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)

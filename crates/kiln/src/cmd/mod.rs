@@ -114,6 +114,21 @@ pub enum Command {
     Sbom(sbom::SbomArgs),
 }
 
+impl Command {
+    /// Whether the command uses the store or runs containers, which a normal user's kiln does
+    /// as root of a user namespace (rootless).
+    pub fn needs_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Lint(_)
+                | Command::Init(_)
+                | Command::Debug(_)
+                | Command::Login(_)
+                | Command::Logout(_)
+        )
+    }
+}
+
 /// A `--platform` flag's value, checked (`linux/arm64`).
 pub fn platform_flag(text: Option<&str>) -> anyhow::Result<Option<kiln_image::Platform>> {
     text.map(str::parse::<kiln_image::Platform>)
@@ -314,6 +329,22 @@ impl LimitFlags {
             memory: self.memory,
             pids: self.pids_limit,
         };
+        if limits.any()
+            && let Some(mapping) = kiln_sandbox::userns::current()
+        {
+            let given: Vec<&str> = [
+                ("--memory", limits.memory.is_some()),
+                ("--pids-limit", limits.pids.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
+            anyhow::bail!(
+                "{}: a rootless kiln (user namespace {mapping}) cannot enforce them, it has no \
+                 cgroup of its own; drop the flag or build as root",
+                given.join(", ")
+            );
+        }
         if !limits.any() {
             return Ok(limits);
         }

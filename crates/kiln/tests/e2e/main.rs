@@ -20,6 +20,7 @@ mod platforms;
 mod python_base;
 mod registry;
 mod remote_contexts;
+mod rootless;
 mod run_mounts;
 mod sbom;
 mod security;

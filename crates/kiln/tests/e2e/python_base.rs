@@ -11,7 +11,7 @@ fn example_dir() -> std::path::PathBuf {
 
 /// Paths whose content records when or how the build ran (logs, caches, backups of state
 /// files); their sizes may differ between two builds of the same thing.
-fn records_time(path: &str) -> bool {
+pub(crate) fn records_time(path: &str) -> bool {
     const PREFIXES: [&str; 8] = [
         "var/log/",
         "var/cache/",

@@ -28,6 +28,14 @@ pub fn require_root() {
     );
 }
 
+/// The kiln binary under test. KILN_TEST_BIN runs the suite against another build, e.g. to
+/// see a new test fail on the code before its fix.
+pub fn kiln_bin() -> PathBuf {
+    std::env::var_os("KILN_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
+}
+
 /// A fresh store and work dir for one test.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -56,12 +64,7 @@ impl Env {
 
     /// A `kiln` command with this test's store.
     pub fn kiln(&self) -> Command {
-        // KILN_TEST_BIN runs the suite against another build, e.g. to see a new test fail on
-        // the code before its fix.
-        let bin = std::env::var_os("KILN_TEST_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")));
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(kiln_bin());
         cmd.arg("--root")
             .arg(self.root())
             .arg("--progress")
