@@ -801,7 +801,7 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
         let keyed = matches!(field, "args" | "contexts" | "labels");
         let scalar = matches!(
             field,
-            "context" | "dockerfile" | "target" | "no-cache" | "pull"
+            "context" | "dockerfile" | "target" | "no-cache" | "pull" | "push"
         );
         if !(list || keyed || scalar) {
             return Err(Error::Unsupported {
@@ -809,7 +809,7 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
                 what: format!("the key `{field}`"),
                 hint: "; kiln sets context, dockerfile, target, args.NAME, contexts.NAME, \
                        labels.NAME, tags, platform, output, cache-from, cache-to, secrets, \
-                       no-cache and pull"
+                       no-cache, pull and push"
                     .into(),
             });
         }
@@ -889,6 +889,7 @@ fn apply(t: &mut Partial, overrides: &[Override]) -> Result<(), Error> {
             ("target", _) => t.target = Some(last),
             ("no-cache", _) => t.no_cache = Some(set_bool(&last)?),
             ("pull", _) => t.pull = Some(set_bool(&last)?),
+            ("push", _) => set_push(t.output.get_or_insert_with(Vec::new), set_bool(&last)?),
             ("args", Some(n)) => {
                 t.args.insert(n.to_owned(), last);
             }
@@ -941,6 +942,37 @@ fn apply(t: &mut Partial, overrides: &[Override]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `push=true` (`--push`): image outputs push, and an image output that pushes is added
+/// unless an output other than docker is there; `push=false` drops registry outputs. As
+/// buildx's `setPushOverride`.
+fn set_push(outputs: &mut Vec<Entry>, push: bool) {
+    if !push {
+        outputs.retain(|o| o.get("type").map(String::as_str) != Some("registry"));
+        for o in outputs.iter_mut() {
+            if o.get("type").map(String::as_str) == Some("image") {
+                o.insert("push".into(), "false".into());
+            }
+        }
+        return;
+    }
+    let mut add = true;
+    for o in outputs.iter_mut() {
+        let kind = o.get("type").cloned().unwrap_or_default();
+        if kind != "docker" {
+            add = false;
+        }
+        if kind == "image" {
+            o.insert("push".into(), "true".into());
+        }
+    }
+    if add {
+        outputs.push(Entry::from([
+            ("type".to_owned(), "image".to_owned()),
+            ("push".to_owned(), "true".to_owned()),
+        ]));
+    }
 }
 
 /// Go's `path.Match` for the patterns bake names use: `*`, `?` and `[…]` classes.

@@ -64,6 +64,6 @@ pub fn source_date_epoch() -> Option<i64> {
 }
 
 pub use steps::{
-    BuildRequest, Event, MultiPlatform, Reporter, Silent, apply_changes, build, build_platforms,
-    plan_only,
+    BuildRequest, Event, MultiPlatform, Reporter, Session, Silent, apply_changes, build,
+    build_platforms, export_cache, plan_only,
 };

@@ -130,7 +130,7 @@ pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, Strin
     }
 }
 
-fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
+pub(crate) fn secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
     let mut id = None;
     let mut src = None;
     for field in text.split(',') {
@@ -202,7 +202,7 @@ fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
 
 /// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
 /// handle can stop at once.
-fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
+pub(crate) fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
     let max = kiln_sandbox::MAX_CONCURRENT_RUNS;
     match given {
         Some(0) => anyhow::bail!("--jobs 0: give at least 1"),
