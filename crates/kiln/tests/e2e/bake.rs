@@ -1,0 +1,340 @@
+//! `kiln bake`: bake files resolved as buildx resolves them, and their targets built in one
+//! run (shared steps once, `target:` contexts from the built image, only dependents rebuilt).
+
+use std::process::Output;
+
+use crate::util::{Env, assert_clean_failure, assert_success, step_log};
+
+impl Env {
+    /// `kiln bake ARGS` run in the test's directory (bake paths are relative to it).
+    fn bake(&self, args: &[&str]) -> Output {
+        self.kiln()
+            .arg("bake")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// `kiln bake` that must succeed: (stdout, stderr).
+    fn bake_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.bake(args);
+        assert_success(&out, &format!("kiln bake {}", args.join(" ")));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// The steps of `log` whose instruction contains `instruction`: each step's own lines.
+fn steps<'a>(log: &'a str, instruction: &str) -> Vec<Vec<&'a str>> {
+    log.lines()
+        .filter(|l| l.starts_with('#') && l.contains("] ") && l.contains(instruction))
+        .map(|step| {
+            let prefix = format!("{} ", step.split(' ').next().unwrap());
+            log.lines()
+                .filter(|l| *l != step)
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .collect()
+        })
+        .collect()
+}
+
+fn ran(lines: &[&str]) -> bool {
+    lines.iter().any(|l| l.starts_with("DONE")) && !lines.contains(&"CACHED")
+}
+
+const FAMILY: &str = r#"
+variable "GREETING" {
+  default = "hello"
+}
+
+group "default" {
+  targets = ["dev", "app", "other"]
+}
+
+target "_common" {
+  args = { GREETING = GREETING }
+}
+
+target "base" {
+  context = "base"
+}
+
+target "dev" {
+  inherits = ["_common"]
+  context = "dev"
+  contexts = { base = "target:base" }
+  tags = ["family/dev"]
+}
+
+target "app" {
+  inherits = ["_common"]
+  name = "app-${v}"
+  matrix = { v = ["a", "b"] }
+  context = "app"
+  contexts = { base = "target:base" }
+  args = { V = v }
+  tags = ["family/app:${v}"]
+}
+
+target "other" {
+  context = "other"
+  tags = ["family/other"]
+}
+"#;
+
+fn family(env: &Env) {
+    env.busybox_base("bb");
+    env.write("docker-bake.hcl", FAMILY);
+    env.write("base/Dockerfile", "FROM bb\nRUN echo base-1 > /base\n");
+    env.write(
+        "dev/Dockerfile",
+        "FROM base\nARG GREETING\nRUN echo \"dev $GREETING\" > /dev-marker\n",
+    );
+    env.write(
+        "app/Dockerfile",
+        "FROM base\nARG GREETING\nARG V\nRUN echo \"app $GREETING $V\" > /app-marker\n",
+    );
+    env.write("other/Dockerfile", "FROM bb\nRUN echo other > /other\n");
+}
+
+#[test]
+fn bake_builds_groups_inherits_matrix_and_variables() {
+    let env = Env::new();
+    family(&env);
+    let (stdout, _) = env.bake_ok(&[]);
+    // One line per target built: the base (built for its dependents), both matrix targets.
+    let names: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["base", "app-a", "app-b", "dev", "other"],
+        "{stdout}"
+    );
+    let app_b = env.ok(&["run", "--rm", "family/app:b", "cat", "/app-marker", "/base"]);
+    assert_eq!(app_b, "app hello b\nbase-1\n");
+    // A variable takes the environment's value; --set overrides per target.
+    let out = env
+        .kiln()
+        .args(["bake", "--set", "dev.args.GREETING=set", "dev", "app"])
+        .env("GREETING", "env")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln bake with GREETING and --set");
+    let dev = env.ok(&["run", "--rm", "family/dev", "cat", "/dev-marker"]);
+    assert_eq!(dev, "dev set\n");
+    let app_a = env.ok(&["run", "--rm", "family/app:a", "cat", "/app-marker"]);
+    assert_eq!(app_a, "app env a\n");
+}
+
+#[test]
+fn bake_print_is_what_buildx_prints() {
+    let env = Env::new();
+    env.write("docker-bake.hcl", FAMILY);
+    env.write(
+        "docker-bake.override.hcl",
+        "target \"other\" {\n  platforms = [\"linux/amd64\"]\n  cache-from = [\"user/other:cache\"]\n}\n",
+    );
+    let out = env
+        .kiln()
+        .args([
+            "bake",
+            "--print",
+            "--set",
+            "app-*.tags+=extra",
+            "app",
+            "other",
+        ])
+        .env("GREETING", "hi")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln bake --print");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    // As buildx resolves it: the matrix block is a group of its targets, the names asked
+    // for are the `default` group, the linked `base` target is cache-only, defaults filled
+    // in, maps sorted, cache entries as objects.
+    let expected = r#"{
+  "group": {
+    "app": {
+      "targets": [
+        "app-a",
+        "app-b"
+      ]
+    },
+    "default": {
+      "targets": [
+        "app",
+        "other"
+      ]
+    }
+  },
+  "target": {
+    "app-a": {
+      "context": "app",
+      "contexts": {
+        "base": "target:base"
+      },
+      "dockerfile": "Dockerfile",
+      "args": {
+        "GREETING": "hi",
+        "V": "a"
+      },
+      "tags": [
+        "family/app:a",
+        "extra"
+      ]
+    },
+    "app-b": {
+      "context": "app",
+      "contexts": {
+        "base": "target:base"
+      },
+      "dockerfile": "Dockerfile",
+      "args": {
+        "GREETING": "hi",
+        "V": "b"
+      },
+      "tags": [
+        "family/app:b",
+        "extra"
+      ]
+    },
+    "base": {
+      "context": "base",
+      "dockerfile": "Dockerfile",
+      "output": [
+        {
+          "type": "cacheonly"
+        }
+      ]
+    },
+    "other": {
+      "context": "other",
+      "dockerfile": "Dockerfile",
+      "tags": [
+        "family/other"
+      ],
+      "cache-from": [
+        {
+          "ref": "user/other:cache",
+          "type": "registry"
+        }
+      ],
+      "platforms": [
+        "linux/amd64"
+      ]
+    }
+  }
+}
+"#;
+    assert_eq!(printed, expected);
+}
+
+#[test]
+fn bake_target_context_is_the_built_target() {
+    let env = Env::new();
+    family(&env);
+    let (_, log) = env.bake_ok(&["dev"]);
+    // `base` is no image of the store or of a registry: the dependent read the built one.
+    let dev = env.ok(&["run", "--rm", "family/dev", "cat", "/base", "/dev-marker"]);
+    assert_eq!(dev, "base-1\ndev hello\n");
+    assert!(log.contains("[base] cache only: image sha256:"), "{log}");
+    let base_run = log.find("[base stage-0 2/2] RUN").expect("base's RUN step");
+    let dev_from = log
+        .find("[dev stage-0 1/3] FROM base")
+        .expect("dev's FROM step");
+    assert!(
+        base_run < dev_from,
+        "dev started before base was built:\n{log}"
+    );
+    // Only the targets asked for (and what they need) are built.
+    assert!(!log.contains("[other "), "{log}");
+}
+
+#[test]
+fn bake_shared_steps_run_once() {
+    let env = Env::new();
+    env.busybox_base("bb");
+    let dockerfile =
+        |last: &str| format!("FROM bb\nRUN echo shared-work > /shared\nRUN echo {last} > /last\n");
+    env.write("one/Dockerfile", &dockerfile("one"));
+    env.write("two/Dockerfile", &dockerfile("two"));
+    env.write(
+        "docker-bake.hcl",
+        "group \"default\" {\n  targets = [\"one\", \"two\"]\n}\ntarget \"one\" {\n  context = \"one\"\n}\ntarget \"two\" {\n  context = \"two\"\n}\n",
+    );
+    let (_, log) = env.bake_ok(&[]);
+    let shared = steps(&log, "RUN echo shared-work");
+    assert_eq!(shared.len(), 2, "{log}");
+    assert_eq!(shared.iter().filter(|s| ran(s)).count(), 1, "{log}");
+    assert_eq!(
+        shared.iter().filter(|s| s.contains(&"CACHED")).count(),
+        1,
+        "{log}"
+    );
+    assert!(ran(&step_log(&log, "RUN echo one")), "{log}");
+    assert!(ran(&step_log(&log, "RUN echo two")), "{log}");
+}
+
+#[test]
+fn bake_after_a_base_change_rebuilds_exactly_its_dependents() {
+    let env = Env::new();
+    family(&env);
+    env.bake_ok(&[]);
+    env.write("base/Dockerfile", "FROM bb\nRUN echo base-2 > /base\n");
+    let (_, log) = env.bake_ok(&[]);
+    assert!(ran(&step_log(&log, "RUN echo base-2")), "{log}");
+    for dependent in ["RUN echo \"dev", "RUN echo \"app"] {
+        let found = steps(&log, dependent);
+        assert!(!found.is_empty(), "no step {dependent}:\n{log}");
+        assert!(
+            found.iter().all(|s| ran(s)),
+            "{dependent} did not rerun:\n{log}"
+        );
+    }
+    assert_eq!(
+        step_log(&log, "RUN echo other > /other"),
+        ["CACHED"],
+        "{log}"
+    );
+    let app = env.ok(&["run", "--rm", "family/app:a", "cat", "/base"]);
+    assert_eq!(app, "base-2\n");
+}
+
+#[test]
+fn bake_unsupported_attribute_fails_naming_it() {
+    let env = Env::new();
+    env.write(
+        "docker-bake.hcl",
+        "target \"default\" {\n  context = \".\"\n  shm-size = \"2g\"\n}\n",
+    );
+    let out = env.bake(&[]);
+    let err = assert_clean_failure(&out, "kiln bake with shm-size");
+    assert!(
+        err.contains(
+            "docker-bake.hcl:3: the attribute `shm-size` of target \"default\" is not supported by kiln"
+        ),
+        "{err}"
+    );
+    env.write(
+        "docker-bake.hcl",
+        "target \"default\" {\n  attest = [\"type=sbom\"]\n}\n",
+    );
+    let err = assert_clean_failure(&env.bake(&["--print"]), "kiln bake with attest");
+    assert!(
+        err.contains("`attest`") && err.contains("not supported yet"),
+        "{err}"
+    );
+}
