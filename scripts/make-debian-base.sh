@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes the Debian bookworm base that examples/python-base builds FROM, without any registry:
 # mmdebstrap builds a minbase rootfs from the Debian archive and `kiln import` stores it.
-# Usage: scripts/make-debian-base.sh [--arch ARCH] [NAME] (default debian:bookworm). Needs root.
+# Usage: scripts/make-debian-base.sh [--arch ARCH] [--suite SUITE] [NAME] (default suite
+# bookworm, NAME debian:SUITE). Needs root. --suite trixie makes Debian 13's base
+# (examples/python-family builds on both releases).
 # --arch arm64 (any Debian architecture) makes that architecture's rootfs (mmdebstrap runs its
 # maintainer scripts under qemu-user: scripts/enable-emulation.sh) and imports it with
 # --platform linux/ARCH, into NAME's index when NAME exists for another platform.
@@ -12,15 +14,22 @@
 # replaced by a fresh one.
 set -euo pipefail
 arch=
-if [ "${1:-}" = --arch ]; then arch=${2:?--arch needs an architecture}; shift 2; fi
-name=${1:-debian:bookworm}
+suite=bookworm
+while [ $# -gt 0 ]; do
+  case $1 in
+    --arch) arch=${2:?--arch needs an architecture}; shift 2 ;;
+    --suite) suite=${2:?--suite needs a Debian suite}; shift 2 ;;
+    *) break ;;
+  esac
+done
+name=${1:-debian:$suite}
 kiln=${KILN:-kiln}
 cache=${KILN_BASE_CACHE:-/var/cache/kiln-bases}
 host_arch=$(dpkg --print-architecture)
 # The host's tarball keeps its old name, so that existing caches stay valid.
 suffix=${arch:+-$arch}
 [ "$arch" = "$host_arch" ] && suffix=
-tarball="$cache/debian-bookworm-minbase$suffix.tar"
+tarball="$cache/debian-$suite-minbase$suffix.tar"
 sum="$tarball.sha256"
 
 # Whether $1 is a complete tarball: a regular file whose digest is the one recorded when it
@@ -44,9 +53,9 @@ if ! usable "$tarball"; then
   command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 1; }
   # Temp files from runs that were killed outright (no trap ran) are left over; a run still
   # going has a younger one.
-  find "$cache" -maxdepth 1 -name '.debian-bookworm-minbase*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+  find "$cache" -maxdepth 1 -name ".debian-$suite-minbase*" -mmin +120 -exec rm -rf {} + 2>/dev/null || true
   # Same directory as the tarball, so the final rename is atomic; removed on any failure.
-  tmp=$(mktemp "$cache/.debian-bookworm-minbase$suffix.XXXXXX")
+  tmp=$(mktemp "$cache/.debian-$suite-minbase$suffix.XXXXXX")
   trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -57,7 +66,7 @@ if ! usable "$tarball"; then
     --format=tar ${arch:+--architectures="$arch"} \
     --aptopt='Acquire::Retries "3"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-    bookworm "$tmp" http://deb.debian.org/debian
+    "$suite" "$tmp" http://deb.debian.org/debian
   tar -tf "$tmp" >/dev/null || { echo "mmdebstrap did not write a readable tar to $tmp" >&2; exit 1; }
   sha256sum <"$tmp" >"$tmp.sha256"
   chmod 644 "$tmp"
