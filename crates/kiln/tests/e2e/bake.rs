@@ -338,3 +338,75 @@ fn bake_unsupported_attribute_fails_naming_it() {
         "{err}"
     );
 }
+
+/// Imports Debian `suite`'s base into `env`'s store as `debian:SUITE`, through
+/// scripts/make-debian-base.sh (its tarball cached as the bookworm one is).
+fn debian_suite_base(env: &Env, suite: &str) {
+    crate::util::require("mmdebstrap");
+    let script = repo().join("scripts/make-debian-base.sh");
+    crate::util::run(
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args(["--suite", suite])
+            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", env.root()),
+    );
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn bake_builds_the_python_family_and_its_app_imports_the_compiled_extension() {
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    assert!(
+        std::path::Path::new(ca).is_file(),
+        "this test needs the host's CA bundle {ca} (the example's CA_CERT; package ca-certificates)"
+    );
+    let env = Env::new();
+    env.debian_base("debian:bookworm");
+    debian_suite_base(&env, "trixie");
+    let out = env
+        .kiln()
+        .args(["bake", "-f", "examples/python-family/docker-bake.hcl"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln bake -f examples/python-family/docker-bake.hcl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for target in ["base", "dev", "app"] {
+        for release in ["bookworm", "trixie"] {
+            let name = format!("{target}-{release} sha256:");
+            assert!(stdout.lines().any(|l| l.starts_with(&name)), "{stdout}");
+        }
+    }
+    for (release, python) in [("bookworm", "311"), ("trixie", "313")] {
+        let image = format!("python-family/app:{release}");
+        // The image's own CMD imports the extension and escapes with it.
+        assert_eq!(env.ok(&["run", "--rm", &image]), "&lt;kiln&gt;\n");
+        let file = env.ok(&[
+            "run",
+            "--rm",
+            &image,
+            "python3",
+            "-c",
+            "import markupsafe._speedups as s; print(s.__file__)",
+        ]);
+        let file = file.trim_end();
+        assert!(
+            file.contains(&format!("/_speedups.cpython-{python}-")) && file.ends_with(".so"),
+            "{release}: {file}"
+        );
+        // The runtime has neither the compiler nor the CA bundle the build was given.
+        let check = env.ok(&[
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "command -v gcc || echo no-gcc; test -e /run/secrets/ca && echo ca || echo no-ca",
+        ]);
+        assert_eq!(check, "no-gcc\nno-ca\n", "{release}");
+    }
+}
