@@ -410,3 +410,106 @@ fn bake_builds_the_python_family_and_its_app_imports_the_compiled_extension() {
         assert_eq!(check, "no-gcc\nno-ca\n", "{release}");
     }
 }
+
+#[test]
+fn bake_push_pushes_every_target_under_its_tags() {
+    let env = Env::new();
+    let registry = crate::registry::Registry::start(&env, "bake");
+    family(&env);
+    let host = registry.host();
+    let sets = [
+        format!("dev.tags={host}/family/dev:1"),
+        format!("other.tags={host}/family/other:1"),
+    ];
+    let (_, log) = env.bake_ok(&[
+        "--push", "--set", &sets[0], "--set", &sets[1], "dev", "other",
+    ]);
+    for repo in ["family/dev", "family/other"] {
+        let manifest = format!("\"PUT /v2/{repo}/manifests/1 ");
+        assert!(
+            registry.log().contains(&manifest),
+            "no {manifest} in the registry log:\n{log}"
+        );
+        let inspect = crate::util::run(
+            std::process::Command::new(crate::util::require("skopeo")).args([
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{host}/{repo}:1"),
+            ]),
+        );
+        assert!(inspect.contains("\"Digest\": \"sha256:"), "{inspect}");
+    }
+    // The linked base is cache-only: built, not pushed anywhere.
+    assert!(
+        !registry.log().contains("/v2/family/base"),
+        "{}",
+        registry.log()
+    );
+}
+
+#[test]
+fn bake_multi_platform_target_context_picks_each_platform() {
+    let env = Env::new();
+    env.write(
+        "base/Dockerfile",
+        "FROM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n",
+    );
+    env.write("base/f", "x");
+    env.write(
+        "app/Dockerfile",
+        "FROM base\nARG TARGETARCH\nENV APP_ARCH=$TARGETARCH\n",
+    );
+    env.write(
+        "docker-bake.hcl",
+        r#"
+target "base" {
+  context = "base"
+  platforms = ["linux/amd64", "linux/arm64"]
+}
+target "default" {
+  context = "app"
+  contexts = { base = "target:base" }
+  platforms = ["linux/amd64", "linux/arm64"]
+  tags = ["multi/app"]
+}
+"#,
+    );
+    let (stdout, log) = env.bake_ok(&[]);
+    assert!(stdout.contains("default sha256:"), "{stdout}");
+    assert!(log.contains("[default] writing index sha256:"), "{log}");
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            log.contains(&format!("[default] linux/{arch}: image sha256:")),
+            "{log}"
+        );
+    }
+    // Each platform's app was built FROM the same platform's base.
+    let saved = env.path("app.tar");
+    env.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        saved.to_str().unwrap(),
+        "multi/app",
+    ]);
+    let mut configs = String::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut entry, &mut text).is_ok() {
+            configs.push_str(&text);
+        }
+    }
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            configs.contains(&format!("APP_ARCH={arch}")),
+            "no APP_ARCH={arch}"
+        );
+        assert!(
+            configs.contains(&format!("COPY f /f-{arch}")),
+            "no base layer for {arch}"
+        );
+    }
+}
