@@ -101,9 +101,11 @@ for r in "${releases[@]}"; do
     check=()
     want='&lt;kiln&gt;'
   fi
-  got=$("$KILN" run --rm "python-family/app:$r" ${check[@]+"${check[@]}"})
+  got=$("$KILN" run --rm "python-family/app:$r" ${check[@]+"${check[@]}"}) \
+    || { echo "kiln run python-family/app:$r failed" >&2; exit 1; }
   [ "$got" = "$want" ] || { echo "kiln's app:$r printed $got, not $want" >&2; exit 1; }
-  got=$(docker run --rm "kiln-bench-bake/app:$r" ${check[@]+"${check[@]}"})
+  got=$(docker run --rm "kiln-bench-bake/app:$r" ${check[@]+"${check[@]}"}) \
+    || { echo "docker run kiln-bench-bake/app:$r failed" >&2; exit 1; }
   [ "$got" = "$want" ] || { echo "docker's app:$r printed $got, not $want" >&2; exit 1; }
 done
 

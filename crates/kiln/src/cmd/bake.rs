@@ -122,6 +122,8 @@ struct Prepared {
     links: Vec<(String, usize)>,
     tags: Vec<String>,
     outputs: Option<super::output::Plan>,
+    /// Every `contexts` name: a `FROM` of one is no moving `:latest` (lint's KL011).
+    context_names: Vec<String>,
 }
 
 /// An output entry back as the `-o` text `kiln build` reads.
@@ -293,6 +295,7 @@ fn prepare(
         links,
         tags: target.tags.clone(),
         outputs,
+        context_names: target.contexts.keys().cloned().collect(),
     })
 }
 
@@ -459,7 +462,16 @@ pub fn bake(
             if let Ok(findings) =
                 super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)
             {
+                let names_a_context = |message: &str| {
+                    target.context_names.iter().any(|n| {
+                        message.starts_with(&format!("FROM {n} "))
+                            || message.starts_with(&format!("FROM {n}:"))
+                    })
+                };
                 for finding in &findings {
+                    if finding.rule.id == "KL011" && names_a_context(&finding.message) {
+                        continue;
+                    }
                     let text = super::lint::render_text(&request.dockerfile_name, finding);
                     reporter.report(Event::Warning { text });
                 }

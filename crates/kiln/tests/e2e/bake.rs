@@ -259,6 +259,9 @@ fn bake_target_context_is_the_built_target() {
         base_run < dev_from,
         "dev started before base was built:\n{log}"
     );
+    // A FROM of a bake context is no moving `:latest` image: lint says nothing of it.
+    assert!(!log.contains("FROM base has no tag"), "{log}");
+    assert!(log.contains("FROM bb has no tag"), "{log}");
     // Only the targets asked for (and what they need) are built.
     assert!(!log.contains("[other "), "{log}");
 }
