@@ -380,4 +380,46 @@ target "app" { contexts = { base = "target:base" } }
         .unwrap_err();
         assert!(err.to_string().contains("loop"), "{err}");
     }
+
+    /// The JSON example of buildx's bake reference: strings are templates.
+    #[test]
+    fn json_files_read_as_hcl_files() {
+        let file = BakeFile {
+            name: "docker-bake.json".into(),
+            text: r#"{
+  "variable": { "TAG": { "default": "latest" } },
+  "group": { "default": { "targets": ["webapp"] } },
+  "target": {
+    "webapp": {
+      "dockerfile": "Dockerfile",
+      "tags": ["docker.io/username/webapp:${TAG}"]
+    }
+  }
+}"#
+            .into(),
+        };
+        let b = load(&[file], &[], &[], &|_| None).unwrap();
+        assert_eq!(
+            b.print(),
+            r#"{
+  "group": {
+    "default": {
+      "targets": [
+        "webapp"
+      ]
+    }
+  },
+  "target": {
+    "webapp": {
+      "context": ".",
+      "dockerfile": "Dockerfile",
+      "tags": [
+        "docker.io/username/webapp:latest"
+      ]
+    }
+  }
+}
+"#
+        );
+    }
 }

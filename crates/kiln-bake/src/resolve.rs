@@ -52,10 +52,11 @@ pub fn load(
     let blocks = parse::read(files)?;
     let ctx = variables(&blocks, env)?;
     let config = evaluate(&blocks, &ctx)?;
+    // buildx replaces dots in the names asked for (compose service names may have them).
     let names: Vec<String> = if names.is_empty() {
         vec!["default".to_owned()]
     } else {
-        names.to_vec()
+        names.iter().map(|n| n.replace('.', "_")).collect()
     };
     let mut wanted = Vec::new();
     for name in &names {
