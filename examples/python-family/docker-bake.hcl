@@ -3,7 +3,7 @@
 # on two Debian releases: bookworm (Python 3.11) and trixie (Python 3.13).
 #
 #   kiln bake -f examples/python-family/docker-bake.hcl          (from the repository root)
-#   docker buildx bake -f examples/python-family/docker-bake.hcl  (the same file, with buildx)
+#   (the file is in docker buildx bake's format; kiln reads it as buildx resolves it)
 #
 # Paths are relative to the directory bake runs in, as buildx has them.
 
