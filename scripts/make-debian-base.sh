@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes the Debian bookworm base that examples/python-base builds FROM, without any registry:
 # mmdebstrap builds a minbase rootfs from the Debian archive and `kiln import` stores it.
-# Usage: scripts/make-debian-base.sh [--arch ARCH] [--variant slim] [NAME] (default
-# debian:bookworm, or debian:bookworm-slim with --variant slim). Needs root.
+# Usage: scripts/make-debian-base.sh [--arch ARCH] [--suite SUITE] [--variant slim] [NAME]
+# (default suite bookworm, NAME debian:SUITE, or debian:SUITE-slim with --variant slim). Needs
+# root. --suite trixie makes Debian 13's base (examples/python-family builds on both releases).
 # --variant slim leaves out what Debian's official slim images leave out (docs but their
 # copyright files, man and info pages, locales, groff, lintian and linda data), and keeps the
 # dpkg path excludes in /etc/dpkg/dpkg.cfg.d/ so that later apt installs leave them out too.
@@ -17,9 +18,11 @@
 set -euo pipefail
 arch=
 variant=minbase
+suite=bookworm
 while [ $# -gt 0 ]; do
   case $1 in
     --arch) arch=${2:?--arch needs an architecture}; shift 2 ;;
+    --suite) suite=${2:?--suite needs a Debian suite}; shift 2 ;;
     --variant)
       case ${2:-} in
         slim | minbase) variant=$2 ;;
@@ -30,8 +33,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-default_name=debian:bookworm
-[ "$variant" = slim ] && default_name=debian:bookworm-slim
+default_name=debian:$suite
+[ "$variant" = slim ] && default_name=debian:$suite-slim
 name=${1:-$default_name}
 kiln=${KILN:-kiln}
 cache=${KILN_BASE_CACHE:-/var/cache/kiln-bases}
@@ -39,7 +42,7 @@ host_arch=$(dpkg --print-architecture)
 # The host's tarball keeps its old name, so that existing caches stay valid.
 suffix=${arch:+-$arch}
 [ "$arch" = "$host_arch" ] && suffix=
-tarball="$cache/debian-bookworm-$variant$suffix.tar"
+tarball="$cache/debian-$suite-$variant$suffix.tar"
 sum="$tarball.sha256"
 
 # Whether $1 is a complete tarball: a regular file whose digest is the one recorded when it
@@ -63,9 +66,9 @@ if ! usable "$tarball"; then
   command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 1; }
   # Temp files from runs that were killed outright (no trap ran) are left over; a run still
   # going has a younger one.
-  find "$cache" -maxdepth 1 -name ".debian-bookworm-$variant*" -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+  find "$cache" -maxdepth 1 -name ".debian-$suite-$variant*" -mmin +120 -exec rm -rf {} + 2>/dev/null || true
   # Same directory as the tarball, so the final rename is atomic; removed on any failure.
-  tmp=$(mktemp "$cache/.debian-bookworm-$variant$suffix.XXXXXX")
+  tmp=$(mktemp "$cache/.debian-$suite-$variant$suffix.XXXXXX")
   trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -96,7 +99,7 @@ if ! usable "$tarball"; then
     ${slim[@]+"${slim[@]}"} \
     --aptopt='Acquire::Retries "3"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-    bookworm "$tmp" http://deb.debian.org/debian
+    "$suite" "$tmp" http://deb.debian.org/debian
   tar -tf "$tmp" >/dev/null || { echo "mmdebstrap did not write a readable tar to $tmp" >&2; exit 1; }
   sha256sum <"$tmp" >"$tmp.sha256"
   chmod 644 "$tmp"

@@ -185,14 +185,13 @@ pub fn build(
     request: &BuildRequest,
     reporter: &dyn Reporter,
 ) -> Result<Image, Error> {
-    let images = stage::ResolvedImages::default();
-    let slots = Slots::new(request.jobs);
+    let session = Session::new(request.jobs, false);
     let platform = request.platform.clone().unwrap_or_else(Platform::host);
-    let image = build_for(store, request, reporter, &images, &slots, &platform)?;
+    let image = session.build(store, request, reporter, &platform)?;
     for tag in &request.tags {
         store.tag(&tag.store_name(), &image.descriptor)?;
     }
-    crate::registry::after_build(store, request, reporter, 0)?;
+    export_cache(store, request, reporter)?;
     Ok(image)
 }
 
@@ -214,17 +213,13 @@ pub fn build_platforms(
     reporter: &dyn Reporter,
     platforms: &[Platform],
 ) -> Result<MultiPlatform, Error> {
-    let images = stage::ResolvedImages {
-        show_platform: true,
-        ..Default::default()
-    };
-    let slots = Slots::new(request.jobs);
+    let session = Session::new(request.jobs, true);
     let results: Vec<Result<Image, Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = platforms
             .iter()
             .map(|platform| {
-                let (images, slots) = (&images, &slots);
-                scope.spawn(move || build_for(store, request, reporter, images, slots, platform))
+                let session = &session;
+                scope.spawn(move || session.build(store, request, reporter, platform))
             })
             .collect();
         handles
@@ -243,11 +238,61 @@ pub fn build_platforms(
     for tag in &request.tags {
         store.tag(&tag.store_name(), &index)?;
     }
-    crate::registry::after_build(store, request, reporter, 0)?;
+    export_cache(store, request, reporter)?;
     Ok(MultiPlatform {
         index,
         images: built,
     })
+}
+
+/// What several builds in one process share (the platforms of `--platform a,b`, the targets
+/// of `kiln bake`): the job slots, the per-cache-key locks (a step that two builds reach at
+/// once runs once; the other waits and finds it in the cache), the images resolved (each base
+/// pulled once) and the step numbers of the progress output.
+pub struct Session {
+    images: stage::ResolvedImages,
+    slots: Slots,
+}
+
+impl Session {
+    /// `jobs` units of work at once; `show_platform` names the platform in progress labels.
+    pub fn new(jobs: usize, show_platform: bool) -> Session {
+        Session {
+            images: stage::ResolvedImages {
+                show_platform,
+                ..Default::default()
+            },
+            slots: Slots::new(jobs),
+        }
+    }
+
+    /// One platform's build of `request`: its image in the store, untagged. Builds on other
+    /// threads with the same session share its slots, locks and images.
+    pub fn build(
+        &self,
+        store: &Store,
+        request: &BuildRequest,
+        reporter: &dyn Reporter,
+        platform: &Platform,
+    ) -> Result<Image, Error> {
+        build_for(
+            store,
+            request,
+            reporter,
+            &self.images,
+            &self.slots,
+            platform,
+        )
+    }
+}
+
+/// `--cache-to`: exports the cache keys `request`'s builds went through, if it asks to.
+pub fn export_cache(
+    store: &Store,
+    request: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    crate::registry::after_build(store, request, reporter, 0)
 }
 
 /// One platform's build: plan, solve, and the target's image in the store (untagged).

@@ -261,7 +261,7 @@ fn run_options(args: &BuildArgs) -> anyhow::Result<kiln_build::RunOptions> {
 
 /// Where a `--secret` comes from.
 #[derive(Debug, PartialEq, Eq)]
-enum SecretSource {
+pub(crate) enum SecretSource {
     File(PathBuf),
     /// An environment variable's name.
     Env(String),
@@ -273,7 +273,7 @@ const MAX_SECRET_BYTES: u64 = 500 * 1024;
 /// A `--secret` value as buildx reads it: `id=ID` with `src=PATH` (or `source=`), `env=VAR`,
 /// `type=file|env` (with `type=env`, `src` names the variable); with neither, the variable
 /// named ID if it is set, else the file named ID.
-fn secret(text: &str) -> anyhow::Result<(String, SecretSource)> {
+pub(crate) fn secret(text: &str) -> anyhow::Result<(String, SecretSource)> {
     let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
     for field in text.split(',') {
         match field.split_once('=') {
@@ -334,7 +334,7 @@ type SecretFile = (String, PathBuf);
 
 /// The secrets as the build reads them, files all: a variable's value is written to a private
 /// staging directory of the store (0700, root's), removed when the build is done.
-fn secret_files(
+pub(crate) fn secret_files(
     store: &kiln_image::Store,
     secrets: Vec<(String, SecretSource)>,
 ) -> anyhow::Result<(Vec<SecretFile>, Option<tempfile::TempDir>)> {
@@ -409,7 +409,7 @@ fn platforms(text: Option<&str>) -> anyhow::Result<Vec<kiln_image::Platform>> {
 
 /// `--jobs`: the machine's cores unless given; at least 1, and no more than one interrupt
 /// handle can stop at once.
-fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
+pub(crate) fn jobs(given: Option<usize>) -> anyhow::Result<usize> {
     let max = kiln_sandbox::MAX_CONCURRENT_RUNS;
     match given {
         Some(0) => anyhow::bail!("--jobs 0: give at least 1"),

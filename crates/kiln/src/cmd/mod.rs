@@ -3,6 +3,7 @@
 
 mod analyze;
 mod archive;
+mod bake;
 mod build;
 mod debug;
 mod image;
@@ -72,6 +73,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<build::BuildArgs>),
+    /// Build the targets of a bake file (docker-bake.hcl) in one run.
+    Bake(Box<bake::BakeArgs>),
     /// Run a command in a new container from an image.
     Run(run::RunArgs),
     /// List images in the store.
@@ -168,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             image::check(&store, &mut out, args)
         }
         Command::Build(args) => build::build(&open()?.0, &mut out, cli.progress, *args),
+        Command::Bake(args) => bake::bake(open, &mut out, cli.progress, *args),
         Command::Run(args) => run::run(&open()?.0, args),
         Command::Images(args) => image::images(&open()?.0, &mut out, args),
         Command::Inspect(args) => image::inspect(&open()?.0, &mut out, args),

@@ -7,6 +7,7 @@
 mod util;
 
 mod analyze;
+mod bake;
 mod builds;
 mod crash;
 mod differential;
