@@ -31,6 +31,7 @@ pub mod archive;
 pub mod context;
 pub mod copy;
 mod error;
+pub mod isolation;
 pub mod key;
 pub mod named;
 pub mod plan;

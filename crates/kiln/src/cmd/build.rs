@@ -105,9 +105,15 @@ pub struct BuildArgs {
     #[arg(long = "cache-to", value_name = "type=registry,ref=R")]
     pub cache_to: Option<String>,
     /// The network of RUN steps: default (a private network with outbound access), host
-    /// (the host's own: an explicit opt-in) or none.
-    #[arg(long, default_value = "default", value_name = "default|host|none")]
-    pub network: String,
+    /// (the host's own: an explicit opt-in) or none. With --isolation chroot, the
+    /// container's own (host).
+    #[arg(long, value_name = "default|host|none")]
+    pub network: Option<String>,
+    /// How RUN steps are isolated: oci (namespaces and overlay mounts, as root), rootless (a
+    /// user namespace), chroot (no namespaces or mounts: inside a container with docker's
+    /// default security), or auto, the strongest that works here (see docs/isolation.md).
+    #[arg(long, default_value = "auto", value_name = "oci|rootless|chroot|auto")]
+    pub isolation: String,
     /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network;
     /// `security.insecure` lets `RUN --security=insecure` run with every capability, no
     /// seccomp filter and nothing of /proc masked.
@@ -275,10 +281,30 @@ pub fn build(
     let contexts = super::input::named_contexts(store, &args.build_contexts)?;
     let jobs = jobs(args.jobs)?;
     let platforms = platforms(args.platform.as_deref())?;
-    let network = args
-        .network
-        .parse::<kiln_sandbox::Network>()
-        .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
+    let asked = kiln_build::isolation::parse(&args.isolation)?;
+    let (isolation, why) = kiln_build::isolation::choose(asked)?;
+    let network = match (isolation, args.network.as_deref()) {
+        (kiln_build::isolation::Isolation::Chroot, None | Some("host")) => {
+            kiln_sandbox::Network::Host
+        }
+        (kiln_build::isolation::Isolation::Chroot, Some(other)) => anyhow::bail!(
+            "--network {other}: --isolation chroot makes no network namespace, so RUN steps \
+             share the container's network: drop --network (or pass --network host), or use \
+             --isolation oci where namespaces are allowed"
+        ),
+        (_, network) => network
+            .unwrap_or("default")
+            .parse::<kiln_sandbox::Network>()
+            .map_err(|e| anyhow::anyhow!("--network: {e}"))?,
+    };
+    if !args.quiet {
+        let shared = if isolation == kiln_build::isolation::Isolation::Chroot {
+            "; RUN steps share the container's network"
+        } else {
+            ""
+        };
+        eprintln!("isolation: {} ({why}){shared}", isolation.as_str());
+    }
     let mut allow_network_host = false;
     let mut allow_security_insecure = false;
     for entitlement in &args.allow {
@@ -317,6 +343,7 @@ pub fn build(
             &args.cache_from,
             args.cache_to.as_deref(),
         )?),
+        isolation,
     };
     let reporter = super::progress::BuildView::new(progress);
     if !args.no_lint {

@@ -229,6 +229,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         allow_security_insecure: false,
         limits: kiln_sandbox::Limits::default(),
         registry: None,
+        isolation: Default::default(),
     };
     let reporter = super::build::StepPrinter::new(super::Progress::Plain);
     let plan = kiln_build::plan_only(&store, &request, &reporter)?;
