@@ -21,10 +21,16 @@ fn main() -> ExitCode {
     if rustix::process::geteuid().is_root()
         && let Err(err) = kiln_sandbox::namespaces::enter_private_mount_namespace()
     {
-        tracing::warn!(
-            "{err}: kiln's own mounts are in the host's mount namespace, and a killed kiln may \
-             leave one mounted until its next run"
-        );
+        // EPERM (a container with docker's default seccomp profile): kiln cannot mount
+        // anything there either, so nothing can be left mounted.
+        if err.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
+            tracing::debug!("{err}: no mounts allowed here");
+        } else {
+            tracing::warn!(
+                "{err}: kiln's own mounts are in the host's mount namespace, and a killed kiln \
+                 may leave one mounted until its next run"
+            );
+        }
     }
     match cmd::run(cli) {
         Ok(code) => code,
