@@ -23,3 +23,4 @@ mod run_mounts;
 mod security;
 mod semantics;
 mod store;
+mod unprivileged;
