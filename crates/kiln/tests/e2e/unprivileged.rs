@@ -235,7 +235,18 @@ fn kiln_image_picks_chroot_and_explains_the_rest() {
         "{text}"
     );
 
-    let out = docker_kiln(&["-v", &mount, "--user", "1000:1000"], &["build", "/ctx"]);
+    // A store the user can write: the image's /var/lib/kiln is root's.
+    let out = docker_kiln(
+        &[
+            "-v",
+            &mount,
+            "--user",
+            "1000:1000",
+            "-e",
+            "KILN_ROOT=/tmp/kiln",
+        ],
+        &["build", "/ctx"],
+    );
     let text = assert_clean_failure(&out, "kiln build as a non-root user in a container");
     assert!(
         text.contains("CAP_SYS_CHROOT") && text.contains("--isolation rootless"),
@@ -285,4 +296,37 @@ fn kiln_image_builds_the_python_base_unprivileged() {
     let version = run(docker().args(["run", "--rm", &target, "python3", "-V"]));
     let _ = docker().args(["rmi", "-f", &target]).output();
     assert!(version.starts_with("Python 3."), "{version}");
+}
+
+/// Runners of a farm export their caches to one ref: a writer never drops another's records,
+/// so each image's steps are found by a later runner with an empty store.
+#[test]
+fn writers_of_one_cache_ref_keep_each_others_records() {
+    let seed = Env::new();
+    let registry = Registry::start(&seed, "farm-cache");
+    seed.busybox_base("busybox");
+    let base = format!("{}/base/busybox:1", registry.host());
+    seed.ok(&["push", "busybox", &base]);
+    let cache = format!("type=registry,ref={}/cache/family:main", registry.host());
+    let dockerfile = |name: &str| format!("FROM {base}\nRUN echo {name} > /{name}\n");
+    for name in ["first", "second"] {
+        let runner = Env::new();
+        let ctx = runner.context("ctx", &dockerfile(name), &[]);
+        let (out, err) = runner.build(&["--cache-to", &cache, "-t", name, &ctx]);
+        assert!(
+            format!("{out}{err}").contains("exported 1 cache records"),
+            "{out}{err}"
+        );
+    }
+    for name in ["first", "second"] {
+        let runner = Env::new();
+        let ctx = runner.context("ctx", &dockerfile(name), &[]);
+        let (out, err) = runner.build(&["--cache-from", &cache, "-t", name, &ctx]);
+        let log = format!("{out}{err}");
+        let step = step_log(&log, &format!("RUN echo {name}"));
+        assert!(
+            step.contains(&"CACHED") && !step.iter().any(|l| l.starts_with("committed")),
+            "the {name} image's RUN was not found in the shared cache:\n{log}"
+        );
+    }
 }
