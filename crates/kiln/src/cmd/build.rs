@@ -125,6 +125,18 @@ pub struct BuildArgs {
     pub registry: super::registry::RegistryFlags,
 }
 
+/// The mode chosen and why, before the progress view starts: on stderr, where the progress
+/// goes, so that stdout keeps only the image id.
+#[allow(clippy::print_stderr)]
+fn say_isolation(isolation: kiln_build::isolation::Isolation, why: &str) {
+    let shared = if isolation == kiln_build::isolation::Isolation::Chroot {
+        "; RUN steps share the container's network"
+    } else {
+        ""
+    };
+    eprintln!("isolation: {} ({why}){shared}", isolation.as_str());
+}
+
 pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -297,13 +309,9 @@ pub fn build(
             .parse::<kiln_sandbox::Network>()
             .map_err(|e| anyhow::anyhow!("--network: {e}"))?,
     };
-    if !args.quiet {
-        let shared = if isolation == kiln_build::isolation::Isolation::Chroot {
-            "; RUN steps share the container's network"
-        } else {
-            ""
-        };
-        eprintln!("isolation: {} ({why}){shared}", isolation.as_str());
+    // Not into JSON progress or a quiet build.
+    if matches!(progress, Progress::Auto | Progress::Plain | Progress::Tty) {
+        say_isolation(isolation, &why);
     }
     let mut allow_network_host = false;
     let mut allow_security_insecure = false;
