@@ -1071,4 +1071,58 @@ mod tests {
         let dir = [vec![b'a'; 120], b"/".to_vec()].concat();
         assert!(ustar_split(&dir).is_none());
     }
+
+    /// Two walks of a plain tree give the layer of what changed between them: changed and new
+    /// entries with their parents, deletions as whiteouts in their sorted place, ignored paths
+    /// left out.
+    #[test]
+    fn changes_between_walks_make_the_layer() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b", "keep", "del/sub", "dev", "same"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["a/b/c", "keep/x", "del/sub/y", "z", "same/s"] {
+            std::fs::write(root.join(f), "old").unwrap();
+        }
+        let before = TreeState::scan(root).unwrap();
+        std::fs::write(root.join("a/b/c"), "new content").unwrap();
+        std::fs::write(root.join("a/new"), "n").unwrap();
+        std::fs::remove_dir_all(root.join("del")).unwrap();
+        std::fs::remove_file(root.join("z")).unwrap();
+        std::fs::set_permissions(root.join("keep/x"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::write(root.join("dev/null"), "").unwrap();
+        let after = TreeState::scan(root).unwrap();
+        let changes = Changes::between(&before, &after, &["dev"]);
+        let tar = write_layer_filtered(
+            root,
+            Source::Plain,
+            Vec::new(),
+            DiffOptions::default(),
+            Some(&changes),
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        let paths: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a/", "a/b/", "a/b/c", "a/new", ".wh.del", "keep/", "keep/x", ".wh.z"
+            ]
+        );
+        assert_eq!(entries[6].1, 0o600);
+    }
 }
