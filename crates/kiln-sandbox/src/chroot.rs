@@ -199,9 +199,12 @@ fn run_in(
     let mut st = [0u8; 4];
     let got = container::read_full(&status_r, &mut st);
     sweep(pid);
-    let pid1_status = container::wait_pid1(pid, &spec.interrupt)?;
-    // Its session may hold processes that pid 1 never saw again (it was killed first).
+    // Its session may hold processes that pid 1 never saw again (it was killed first): swept
+    // once more after it has exited, before it is reaped, while its pid (the session's id)
+    // cannot be anyone else's.
+    exited(pid);
     sweep(pid);
+    let pid1_status = container::wait_pid1(pid, &spec.interrupt)?;
     let mut rec = [0u8; 8];
     if container::read_full(&err_r, &mut rec) == rec.len() {
         let stage = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
@@ -249,6 +252,18 @@ fn sweep(pid1: i32) {
         // are not counted again, as they cannot fork.
         std::thread::yield_now();
     }
+}
+
+/// Waits until `pid` (a child) has exited, leaving it to be reaped.
+fn exited(pid: i32) {
+    use rustix::process::{Pid, WaitId, WaitIdOptions};
+    let Some(child) = Pid::from_raw(pid) else {
+        return;
+    };
+    while let Err(Errno::INTR) = rustix::process::waitid(
+        WaitId::Pid(child),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
 }
 
 struct Proc {

@@ -86,7 +86,7 @@ COPY f.txt /a/
 RUN rm /a/b/c && chmod 700 /a && ln -s /hello /link && ln /hello /hard \
  && mkdir /owned && chown 1001:1001 /owned && mkfifo /fifo
 WORKDIR /app
-RUN (sleep 987654 &) ; echo started in background
+RUN (sleep 987654 &) ; (setsid sleep 987655 &) ; echo started in background
 FROM busybox AS other
 RUN echo other > /other.txt
 FROM main
@@ -108,10 +108,12 @@ fn chroot_layers_match_the_oci_modes() {
     );
     assert!(chroot_log.contains("/dev/urandom"), "{chroot_log}");
     assert!(chroot_log.contains("started in background"), "{chroot_log}");
-    assert!(
-        !process_alive("sleep 987654"),
-        "the step's background process outlived the build"
-    );
+    for marker in ["sleep 987654", "sleep 987655"] {
+        assert!(
+            !process_alive(marker),
+            "the step's background process `{marker}` outlived the build"
+        );
+    }
     env.build(&["--isolation", "oci", "--no-cache", "-t", "t:oci", &ctx]);
     let (chroot, oci) = (layers(&env, "t:chroot"), layers(&env, "t:oci"));
     assert_eq!(chroot.len(), oci.len());
