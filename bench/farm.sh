@@ -95,13 +95,16 @@ for i in $(seq "$n"); do
   } >"$work/ctx$i/Dockerfile"
 done
 
+# Wave W: runner i builds member (i + W - 1) of the family, so that in wave 2 each image is
+# built by another runner (a fresh container, an empty store) than the one that built it first.
 wave() {
-  local w=$1 start end failed=0 pids=()
+  local w=$1 start end failed=0 pids=() m
   start=$(date +%s.%N)
   for i in $(seq "$n"); do
-    docker run --rm --network host -v "$work/ctx$i:/ctx:ro" "$image" \
+    m=$(( (i + w - 2) % n + 1 ))
+    docker run --rm --network host -v "$work/ctx$m:/ctx:ro" "$image" \
       build --progress plain --cache-from "$cache" --cache-to "$cache" \
-      -t "$host/family/app$i:wave$w" --push /ctx >"$work/wave$w-$i.log" 2>&1 &
+      -t "$host/family/app$m:wave$w" --push /ctx >"$work/wave$w-$i.log" 2>&1 &
     pids+=($!)
   done
   for i in $(seq "$n"); do
@@ -117,7 +120,7 @@ wave() {
     c=$(grep -cE '^#[0-9]+ CACHED$' "$work/wave$w-$i.log" || true)
     r=$(grep -cE '^#[0-9]+ DONE ' "$work/wave$w-$i.log" || true)
     grep -q '^isolation: chroot' "$work/wave$w-$i.log" || { echo "runner $i did not use chroot" >&2; failed=$((failed + 1)); }
-    printf '  runner %s: %s steps CACHED, %s steps done\n' "$i" "$c" "$r"
+    printf '  runner %s (member %s): %s steps CACHED, %s steps done\n' "$i" "$(( (i + w - 2) % n + 1 ))" "$c" "$r"
     cached=$((cached + c))
     ran=$((ran + r))
   done
@@ -130,6 +133,14 @@ echo "farm: $n runners of $image against $host, cache $cache"
 wave 1
 wave 2
 printf 'wave 2 / wave 1 wall time: %.2f\n' "$(echo "$wall2 / $wall1" | bc -l)"
+# The cache: its ref and the content-addressed entries the runners wrote
+# (crates/kiln-registry/src/cache.rs).
+python3 - "$host" <<'PY'
+import json, sys, urllib.request
+tags = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/v2/cache/family/tags/list"))["tags"] or []
+print(f"cache repository tags: {len(tags)} ({sum(t.startswith('main-kc-') for t in tags)} entries, "
+      f"ref {'present' if 'main' in tags else 'missing'})")
+PY
 if [ "$failed1" -ne 0 ] || [ "$failed2" -ne 0 ]; then
   echo "farm: failed builds" >&2
   exit 1
