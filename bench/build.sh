@@ -3,7 +3,9 @@
 # Debian base: the chroot floor, kiln, docker build (legacy and BuildKit), buildah (chroot),
 # and kiln rootless (a throwaway user with subuid/subgid ranges, removed at the end).
 # Cold builds, fully cached rebuilds, a CMD-only change, and the commit of a ~500 MB RUN layer.
-# Prints ratios.
+# Unprivileged rows: kiln's own image under docker's default security (--isolation chroot),
+# cold and cached, against the root build (the cached row includes a `docker run`, also shown
+# alone). Prints ratios.
 #
 #   bench/build.sh            (as root; needs docker.io, buildah, mmdebstrap, hyperfine)
 #   bench/build.sh --quick    (or BENCH_QUICK=1) the same rows on a busybox base, a tiny
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 quick=${BENCH_QUICK:-0}
 [ "${1:-}" = --quick ] && quick=1
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-tools=(/usr/bin/docker buildah hyperfine python3 bc useradd setpriv newuidmap)
+tools=(/usr/bin/docker buildah hyperfine python3 bc useradd setpriv newuidmap objcopy)
 [ "$quick" = 1 ] || tools+=(mmdebstrap)
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (scripts/test.sh installs it)" >&2; exit 1; }
@@ -38,7 +40,7 @@ bench_user=
 cleanup() {
   [ -z "$bench_user" ] || userdel "$bench_user" 2>/dev/null || true
   umount -R "$work/chroot/proc" "$work/chroot/dev" 2>/dev/null || true
-  docker rmi -f "$tag/legacy" "$tag/buildkit" "$tag/base" >/dev/null 2>&1 || true
+  docker rmi -f "$tag/legacy" "$tag/buildkit" "$tag/base" "$tag/kiln" >/dev/null 2>&1 || true
   buildah rmi -f "$tag/buildah" ${buildah_base:+"$buildah_base"} >/dev/null 2>&1 || true
   rm -rf --one-file-system "$work"
 }
@@ -164,6 +166,39 @@ PY
 tar -C "$work/big-layer" -xf "$work/big-layer.tar"
 sync; t=$(now); tar -C "$work/big-layer" -cf - . | sha256sum >/dev/null; tar_s=$(elapsed "$t")
 
+echo "== unprivileged: kiln's image under docker's default security (--isolation chroot) =="
+kiln_image=$tag/kiln
+if [ "$quick" = 1 ]; then
+  # Offline: kiln and the libraries it links, on the busybox base (kiln's own image,
+  # images/kiln/Dockerfile, needs the Debian base and apt).
+  img=$work/kiln-image
+  mkdir -p "$img"
+  objcopy --strip-debug "$KILN" "$img/kiln"
+  {
+    printf 'FROM %s\nCOPY kiln /usr/local/bin/kiln\n' "$base"
+    for lib in $(ldd "$KILN" | grep -o '/[^ ]*' | sort -u); do
+      cp -L "$lib" "$img/$(basename "$lib")"
+      printf 'COPY %s %s\n' "$(basename "$lib")" "$lib"
+    done
+    printf 'ENTRYPOINT ["/usr/local/bin/kiln"]\n'
+  } >"$img/Dockerfile"
+  "$KILN" --progress quiet build --load -t "$kiln_image" "$img" >/dev/null
+else
+  KILN=$KILN scripts/build-kiln-image.sh "$kiln_image" >/dev/null
+fi
+ustore=$work/unprivileged-store
+"$KILN" save "$base" | "$KILN" --root "$ustore" load >/dev/null
+# No --privileged, no --cap-add, docker's seccomp profile; the host's network only for the
+# same downloads as the root build's (a container's bridge would add its own NAT).
+unprivileged=(/usr/bin/docker run --rm --network host -v "$ctx:/ctx:ro" -v "$ustore:/var/lib/kiln"
+  "$kiln_image" --root /var/lib/kiln --progress quiet build -t bench/kiln-unprivileged /ctx)
+t=$(now); "${unprivileged[@]}" --no-cache >/dev/null; unprivileged_cold=$(elapsed "$t")
+hyperfine -N "${runs[@]}" --export-json "$work/unprivileged.json" \
+  -n unprivileged "${unprivileged[*]}" \
+  -n docker-run "/usr/bin/docker run --rm $kiln_image --version" >/dev/null
+unprivileged_mean() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print([r["mean"] for r in d["results"] if r["command"]==sys.argv[2]][0])' "$work/unprivileged.json" "$1"; }
+unprivileged_cached=$(unprivileged_mean unprivileged); docker_run_s=$(unprivileged_mean docker-run)
+
 # --- The table.
 rows=()
 row() { # label seconds [reference seconds]
@@ -185,6 +220,9 @@ row "cached: docker build (BuildKit)" "$buildkit_cached" "$legacy_cached"
 row "cached: buildah bud" "$buildah_cached" "$legacy_cached"
 row "cached: kiln rootless (vs kiln)" "$rootless_cached" "$kiln_cached"
 row "CMD-only change: kiln" "$kiln_cmd" "$legacy_cached"
+row "cold: kiln in docker, unprivileged" "$unprivileged_cold" "$kiln_cold"
+row "cached: kiln in docker, unprivileged" "$unprivileged_cached" "$kiln_cached"
+row "docker run of kiln's image, no build" "$docker_run_s"
 row "commit: tar -c | sha256sum" "$tar_s"
 row "commit: kiln ($commit_size)" "$commit_s" "$tar_s"
 printf '\n%-40s %10s %8s\n' "contender" "seconds" "ratio"

@@ -32,6 +32,7 @@ pub mod context;
 pub mod copy;
 mod error;
 pub mod git;
+pub mod isolation;
 pub mod key;
 pub mod named;
 pub mod plan;

@@ -180,3 +180,107 @@ pub fn mount_writable(
     )?;
     Ok((dirs, mount))
 }
+
+/// `--isolation chroot`'s snapshotter, which needs no overlayfs: one plain rootfs directory per
+/// stage, made by applying the stage's layers and changed in place by each step. A step's layer
+/// is what changed between the walk before it and the walk after it
+/// ([`kiln_layer::store_layer_from_changes`]), in the same form as an overlay upper dir's.
+#[derive(Debug)]
+pub struct WorkingRoot {
+    staging: tempfile::TempDir,
+    /// The layers the directory holds, bottom first.
+    diff_ids: Vec<Digest>,
+    /// The walk after the last of them.
+    walk: kiln_layer::TreeState,
+}
+
+impl WorkingRoot {
+    /// The rootfs directory.
+    pub fn path(&self) -> PathBuf {
+        self.staging.path().join("rootfs")
+    }
+
+    /// Takes the stage's root out of `slot` holding exactly `layers`: the one there if it
+    /// holds a first part of them (the layers of cache hits since are applied on top, and the
+    /// walk made again), a new one otherwise. A step that fails does not put its root back,
+    /// so a half-changed tree is never reused.
+    pub fn take(
+        slot: &mut Option<WorkingRoot>,
+        store: &Store,
+        layers: &[kiln_image::Descriptor],
+        diff_ids: &[Digest],
+    ) -> Result<WorkingRoot, Error> {
+        let mut root = match slot.take() {
+            Some(root) if diff_ids.starts_with(&root.diff_ids) => root,
+            _ => {
+                let staging = store.staging_dir("chroot")?;
+                let dir = staging.path().join("rootfs");
+                std::fs::create_dir(&dir).map_err(Error::io("create directory", &dir))?;
+                WorkingRoot {
+                    staging,
+                    diff_ids: Vec::new(),
+                    walk: kiln_layer::TreeState::default(),
+                }
+            }
+        };
+        if root.diff_ids.len() < diff_ids.len() || root.diff_ids.is_empty() {
+            let dir = root.path();
+            for (layer, diff_id) in layers.iter().zip(diff_ids).skip(root.diff_ids.len()) {
+                kiln_layer::apply_stored_layer(
+                    store,
+                    layer,
+                    diff_id,
+                    &dir,
+                    ApplyMode::Merged,
+                    ApplyOptions::default(),
+                )?;
+            }
+            root.diff_ids = diff_ids.to_vec();
+            root.walk = kiln_layer::TreeState::scan(&dir)?;
+        }
+        Ok(root)
+    }
+
+    /// Commits what changed since the last walk as the stage's next layer, like
+    /// [`crate::steps`]' overlay commit, and puts the root back into `slot`.
+    pub(crate) fn commit(
+        mut self,
+        slot: &mut Option<WorkingRoot>,
+        store: &Store,
+        state: &mut crate::steps::StageState,
+        created_by: String,
+    ) -> Result<(), Error> {
+        let (layer, walk) = kiln_layer::store_layer_from_changes(
+            store,
+            &self.path(),
+            &self.walk,
+            kiln_sandbox::chroot::FURNISHED,
+            kiln_layer::DiffOptions {
+                source_date_epoch: crate::source_date_epoch(),
+            },
+        )?;
+        state.config.rootfs.diff_ids.push(layer.diff_id.clone());
+        state.layers.push(kiln_image::Descriptor::new(
+            kiln_image::media_type::OCI_LAYER_TAR,
+            layer.diff_id,
+            layer.size,
+        ));
+        crate::steps::push_history(&mut state.config, created_by, false);
+        self.diff_ids = state.config.rootfs.diff_ids.clone();
+        self.walk = walk;
+        *slot = Some(self);
+        Ok(())
+    }
+}
+
+/// A read-only tree of a stack of layers without overlayfs: applied into a staging dir, which
+/// goes with the returned handle (`COPY --from` in `--isolation chroot`).
+pub fn materialize(
+    store: &Store,
+    layers: &[kiln_image::Descriptor],
+    diff_ids: &[Digest],
+) -> Result<tempfile::TempDir, Error> {
+    let mut slot = None;
+    let root = WorkingRoot::take(&mut slot, store, layers, diff_ids)?;
+    Ok(root.staging)
+}

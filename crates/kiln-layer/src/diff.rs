@@ -83,6 +83,229 @@ enum Source {
     Plain,
 }
 
+/// What one walk of a plain rootfs saw: each entry's signature, by its path relative to the
+/// root (no leading or trailing `/`). The next walk, compared with it, gives the layer of the
+/// step in between ([`store_layer_from_changes`]): the snapshotter that needs no overlayfs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeState {
+    entries: HashMap<Vec<u8>, Signature>,
+}
+
+/// What tells a changed entry from an unchanged one. `ctime` moves with every change of
+/// content, mode, owner, xattrs or link count and cannot be set back from user space; the
+/// inode tells a replaced entry from one changed in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature {
+    ino: u64,
+    dev: u64,
+    /// Type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    rdev: u64,
+}
+
+impl Signature {
+    fn is_dir(&self) -> bool {
+        FileType::from_raw_mode(self.mode) == FileType::Directory
+    }
+
+    /// Whether `self` (before) and `now` differ. A directory that holds a path the run had
+    /// furnished is compared without its times: putting those paths in and taking them back
+    /// touches it, and what a step really did in it shows in its entries.
+    fn changed(&self, now: &Signature, holds_ignored: bool) -> bool {
+        if holds_ignored && self.is_dir() && now.is_dir() {
+            (self.ino, self.dev, self.mode, self.uid, self.gid)
+                != (now.ino, now.dev, now.mode, now.uid, now.gid)
+        } else {
+            self != now
+        }
+    }
+}
+
+impl TreeState {
+    /// Walks `root` (not following symlinks, not crossing into other file systems' roots).
+    pub fn scan(root: &Path) -> Result<TreeState> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", root, e))?;
+        let mut state = TreeState::default();
+        let mut path = Vec::with_capacity(4096);
+        scan_dir(&fd, root, &mut path, &mut state.entries)?;
+        Ok(state)
+    }
+
+    /// Entries seen.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the walk saw nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn scan_dir(
+    dir: &OwnedFd,
+    root: &Path,
+    path: &mut Vec<u8>,
+    out: &mut HashMap<Vec<u8>, Signature>,
+) -> Result<()> {
+    let host = |path: &[u8]| root.join(std::ffi::OsStr::from_bytes(path));
+    let mut names = Vec::new();
+    {
+        let mut d =
+            rustix::fs::Dir::read_from(dir).map_err(|e| Error::sys("openat", host(path), e))?;
+        while let Some(ent) = d.read() {
+            let ent = ent.map_err(|e| Error::sys("getdents64", host(path), e))?;
+            let n = ent.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+    }
+    for name in names {
+        let base = path.len();
+        if base > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        let r = (|| -> Result<()> {
+            let st = rustix::fs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::sys("fstatat", host(path), e))?;
+            let sig = Signature {
+                ino: st.st_ino,
+                dev: st.st_dev,
+                mode: st.st_mode,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                size: st.st_size as u64,
+                mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+                ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+                rdev: st.st_rdev,
+            };
+            out.insert(path.clone(), sig);
+            if sig.is_dir() {
+                let fd = rustix::fs::openat(
+                    dir,
+                    name.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::sys("openat", host(path), e))?;
+                scan_dir(&fd, root, path, out)?;
+            }
+            Ok(())
+        })();
+        path.truncate(base);
+        r?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is `prefix` or lies under it.
+fn under(path: &[u8], prefix: &[u8]) -> bool {
+    path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
+}
+
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter()
+        .rposition(|b| *b == b'/')
+        .map_or(&[][..], |i| &path[..i])
+}
+
+/// Which entries of a walk go into the layer: the changed ones and their parents, and the
+/// names of deleted entries (as whiteouts) by the directory that held them.
+#[derive(Debug, Default)]
+struct Changes {
+    emit: std::collections::HashSet<Vec<u8>>,
+    whiteouts: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+}
+
+impl Changes {
+    fn between(before: &TreeState, after: &TreeState, ignore: &[&str]) -> Changes {
+        let ignored = |path: &[u8]| ignore.iter().any(|i| under(path, i.as_bytes()));
+        let holds_ignored = |path: &[u8]| {
+            ignore.iter().any(|i| {
+                path.is_empty()
+                    || i.as_bytes().starts_with(path) && i.as_bytes().get(path.len()) == Some(&b'/')
+            })
+        };
+        let mut changes = Changes::default();
+        let mark = |emit: &mut std::collections::HashSet<Vec<u8>>, mut path: &[u8]| {
+            while !path.is_empty() && emit.insert(path.to_vec()) {
+                path = parent_of(path);
+            }
+        };
+        for (path, now) in &after.entries {
+            if ignored(path) {
+                continue;
+            }
+            let changed = before
+                .entries
+                .get(path)
+                .is_none_or(|was| was.changed(now, holds_ignored(path)));
+            if changed {
+                mark(&mut changes.emit, path);
+            }
+        }
+        for path in before.entries.keys() {
+            if ignored(path) || after.entries.contains_key(path) {
+                continue;
+            }
+            let parent = parent_of(path);
+            // A deleted directory's whiteout hides what it held.
+            if !parent.is_empty() && !after.entries.get(parent).is_some_and(Signature::is_dir) {
+                continue;
+            }
+            let name = path[if parent.is_empty() {
+                0
+            } else {
+                parent.len() + 1
+            }..]
+                .to_vec();
+            changes
+                .whiteouts
+                .entry(parent.to_vec())
+                .or_default()
+                .push(name);
+            mark(&mut changes.emit, parent);
+        }
+        changes
+    }
+}
+
+/// Writes the layer of what changed under the plain rootfs `root` since the walk `before`
+/// into the store, in the same form as [`store_layer_from_upper`] (deleted entries as
+/// `.wh.` whiteouts, changed entries with their parent directories), and returns it with the
+/// new walk. Paths under `ignore` (relative, such as `dev`) never go into the layer.
+pub fn store_layer_from_changes(
+    store: &Store,
+    root: &Path,
+    before: &TreeState,
+    ignore: &[&str],
+    opts: DiffOptions,
+) -> Result<(LayerSummary, TreeState)> {
+    let after = TreeState::scan(root)?;
+    let changes = Changes::between(before, &after, ignore);
+    let blob = write_layer_filtered(
+        root,
+        Source::Plain,
+        store.blob_writer()?,
+        opts,
+        Some(&changes),
+    )?;
+    let (diff_id, size) = blob.commit(None)?;
+    Ok((LayerSummary { diff_id, size }, after))
+}
+
 fn write_hashed(
     root: &Path,
     source: Source,
@@ -105,6 +328,17 @@ fn write_layer<W: Write + Send>(
     out: W,
     opts: DiffOptions,
 ) -> Result<W> {
+    write_layer_filtered(root, source, out, opts, None)
+}
+
+/// [`write_layer`], with only the entries `changes` names when there is one.
+fn write_layer_filtered<W: Write + Send>(
+    root: &Path,
+    source: Source,
+    out: W,
+    opts: DiffOptions,
+    changes: Option<&Changes>,
+) -> Result<W> {
     let root_fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -124,7 +358,14 @@ fn write_layer<W: Write + Send>(
             out.flush()?;
             Ok(out)
         });
-        let walked = walk(&root_fd, root, source, opts, TarOut::new(full, empty));
+        let walked = walk(
+            &root_fd,
+            root,
+            source,
+            opts,
+            changes,
+            TarOut::new(full, empty),
+        );
         let wrote = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the thread writing the layer stopped")));
@@ -144,12 +385,14 @@ fn walk(
     root: &Path,
     source: Source,
     opts: DiffOptions,
+    changes: Option<&Changes>,
     out: TarOut,
 ) -> Result<()> {
     let mut walker = Walker {
         out,
         root,
         source,
+        changes,
         epoch: opts.source_date_epoch,
         links: HashMap::new(),
         path: Vec::with_capacity(4096),
@@ -289,6 +532,8 @@ struct Walker<'a> {
     out: TarOut,
     root: &'a Path,
     source: Source,
+    /// Only these entries, and these whiteouts (a walk compared with an earlier one).
+    changes: Option<&'a Changes>,
     epoch: Option<i64>,
     /// First path seen of each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -381,16 +626,48 @@ impl Walker<'_> {
                 }
             }
         }
+        // Deleted names, as whiteouts in their sorted place (where an upper dir has its
+        // whiteout devices): marked by a start past the arena's live names.
+        let live = arena.len();
+        if let Some(changes) = self.changes {
+            let dir_key = self.path.strip_suffix(b"/").unwrap_or(&self.path);
+            for name in changes.whiteouts.get(dir_key).into_iter().flatten() {
+                names.push((arena.len(), name.len()));
+                arena.extend_from_slice(name);
+            }
+        }
         names.sort_unstable_by(|a, b| arena[a.0..a.0 + a.1].cmp(&arena[b.0..b.0 + b.1]));
         for &(start, len) in &names {
             let name = &arena[start..start + len];
             let base = self.path.len();
             self.path.extend_from_slice(name);
-            let r = self.visit(dir, name, base);
+            let r = match self.changes {
+                Some(_) if start >= live => self.deleted(dir, name, base),
+                Some(changes) if !changes.emit.contains(&self.path) => Ok(()),
+                _ => self.visit(dir, name, base),
+            };
             self.path.truncate(base);
             r?;
         }
         Ok(())
+    }
+
+    /// The whiteout of `name`, deleted from `dir` since the earlier walk: root's, dated as
+    /// the directory's last change (when the deletion happened, or later).
+    fn deleted(&mut self, dir: &OwnedFd, name: &[u8], base: usize) -> Result<()> {
+        let st = rustix::fs::fstat(dir).map_err(|e| Error::sys("fstat", self.host(), e))?;
+        let e = Entry {
+            path: &[],
+            kind: tar::EntryType::Regular,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: self.clamp(st.st_mtime),
+            link: &[],
+            dev: (0, 0),
+        };
+        self.whiteout(name, base, e)
     }
 
     fn visit(&mut self, dir: &OwnedFd, name: &[u8], base: usize) -> Result<()> {
@@ -793,5 +1070,59 @@ mod tests {
         assert!(ustar_split(&vec![b'a'; 300]).is_none());
         let dir = [vec![b'a'; 120], b"/".to_vec()].concat();
         assert!(ustar_split(&dir).is_none());
+    }
+
+    /// Two walks of a plain tree give the layer of what changed between them: changed and new
+    /// entries with their parents, deletions as whiteouts in their sorted place, ignored paths
+    /// left out.
+    #[test]
+    fn changes_between_walks_make_the_layer() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b", "keep", "del/sub", "dev", "same"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["a/b/c", "keep/x", "del/sub/y", "z", "same/s"] {
+            std::fs::write(root.join(f), "old").unwrap();
+        }
+        let before = TreeState::scan(root).unwrap();
+        std::fs::write(root.join("a/b/c"), "new content").unwrap();
+        std::fs::write(root.join("a/new"), "n").unwrap();
+        std::fs::remove_dir_all(root.join("del")).unwrap();
+        std::fs::remove_file(root.join("z")).unwrap();
+        std::fs::set_permissions(root.join("keep/x"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::write(root.join("dev/null"), "").unwrap();
+        let after = TreeState::scan(root).unwrap();
+        let changes = Changes::between(&before, &after, &["dev"]);
+        let tar = write_layer_filtered(
+            root,
+            Source::Plain,
+            Vec::new(),
+            DiffOptions::default(),
+            Some(&changes),
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        let paths: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a/", "a/b/", "a/b/c", "a/new", ".wh.del", "keep/", "keep/x", ".wh.z"
+            ]
+        );
+        assert_eq!(entries[6].1, 0o600);
     }
 }

@@ -119,7 +119,8 @@ pub use compress::{
     zstd_compress,
 };
 pub use diff::{
-    DiffOptions, LayerSummary, store_layer_from_upper, write_layer_from_dir, write_layer_from_upper,
+    DiffOptions, LayerSummary, TreeState, store_layer_from_changes, store_layer_from_upper,
+    write_layer_from_dir, write_layer_from_upper,
 };
 pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
 pub use error::{Error, Result};

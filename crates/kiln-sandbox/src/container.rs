@@ -31,7 +31,8 @@ const VISIBLE_PROC: &CStr = c"/dev/.kiln-visible-proc";
 const VISIBLE_SYS: &CStr = c"/dev/.kiln-visible-sys";
 
 /// Docker's default `PATH`.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The caller's side of stdio, handed to the thread.
 pub(crate) enum ThreadIo {
@@ -254,13 +255,13 @@ fn lookup(program: &str, path_var: &str) -> Option<String> {
         })
 }
 
-fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
     env.iter()
         .rev()
         .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
-fn last_cap() -> u32 {
+pub(crate) fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -305,7 +306,7 @@ pub(crate) fn run_container(
 }
 
 /// The container's stdio, as this thread holds it until pid 1 has its copies.
-enum Stdio {
+pub(crate) enum Stdio {
     /// The caller's own 0, 1 and 2.
     Inherit,
     /// `/dev/null` and the write ends of the output pipes.
@@ -315,7 +316,7 @@ enum Stdio {
 }
 
 impl Stdio {
-    fn fds(&self) -> [BorrowedFd<'_>; 3] {
+    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 3] {
         match self {
             Stdio::Inherit => [
                 rustix::stdio::stdin(),
@@ -548,6 +549,11 @@ fn in_namespaces(
             .map_err(|e| SandboxError::sys("remount nodev rootfs", &shown, e))?;
             (dir.clone(), targets)
         }
+        (Rootfs::Chroot(_), _) => {
+            return Err(SandboxError::Spec(
+                "a chroot rootfs is run by the chroot module, not in namespaces".into(),
+            ));
+        }
         (Rootfs::Overlay { .. }, None) => {
             return Err(SandboxError::Spec("overlay without staging dir".into()));
         }
@@ -742,7 +748,7 @@ fn inside(
 }
 
 /// Wait for pid 1 without reaping, forget its pid for [`Interrupt`](crate::Interrupt), reap.
-fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError> {
+pub(crate) fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError> {
     use rustix::process::{Pid, WaitId, WaitIdOptions, WaitOptions};
     let shown = || format!("container pid 1 ({pid})");
     let Some(child) = Pid::from_raw(pid) else {
@@ -771,7 +777,7 @@ fn wait_pid1(pid: i32, interrupt: &crate::Interrupt) -> Result<i32, SandboxError
     }
 }
 
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+pub(crate) fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
         match rustix::io::read(fd, &mut buf[got..]) {

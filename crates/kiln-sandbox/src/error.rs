@@ -15,6 +15,16 @@ pub enum SandboxError {
         /// The effective uid we run with.
         euid: u32,
     },
+    /// `--isolation chroot` needs `CAP_SYS_CHROOT`.
+    #[error(
+        "--isolation chroot needs CAP_SYS_CHROOT, which kiln (effective uid {euid}) does not \
+         have: run the container as root (docker's default capabilities include it), or use \
+         --isolation rootless where user namespaces are allowed"
+    )]
+    NoChroot {
+        /// The effective uid we run with.
+        euid: u32,
+    },
     /// The spec cannot be run as it is.
     #[error("invalid run spec: {0}")]
     Spec(String),

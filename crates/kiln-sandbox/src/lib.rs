@@ -79,6 +79,7 @@
 #![deny(missing_docs)]
 
 mod cgroups;
+pub mod chroot;
 mod container;
 mod emulation;
 mod error;
@@ -108,6 +109,27 @@ pub use spec::{
 };
 pub use ulimit::Ulimit;
 
+/// Whether this process can make the namespaces and the overlay mounts a run of
+/// [`Rootfs::Overlay`] needs: tried on a thread of its own, which then ends, so nothing of it
+/// stays. The error names the call the machine refused.
+pub fn check_namespaces() -> Result<(), SandboxError> {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        return Err(SandboxError::NotRoot { euid });
+    }
+    std::thread::Builder::new()
+        .name("kiln-probe".into())
+        .spawn(|| {
+            namespaces::unshare(namespaces::unshare_flags(Network::Host))?;
+            rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
+                .map(drop)
+                .map_err(|e| SandboxError::sys("fsopen", "overlay", e))
+        })
+        .map_err(|e| SandboxError::sys("spawn thread", "kiln-probe", e))?
+        .join()
+        .map_err(|_| SandboxError::Panicked)?
+}
+
 /// Whether this machine can enforce `limits` (a cgroup is made and removed again).
 pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {
     cgroups::RunCgroups::create(limits).map(drop)
@@ -123,11 +145,15 @@ pub fn run(
     spec: &RunSpec,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<Outcome, SandboxError> {
-    let euid = rustix::process::geteuid().as_raw();
-    if euid != 0 {
-        return Err(SandboxError::NotRoot { euid });
-    }
     validate(spec)?;
+    if let Rootfs::Chroot(_) = &spec.rootfs {
+        chroot::check_chroot()?;
+    } else {
+        let euid = rustix::process::geteuid().as_raw();
+        if euid != 0 {
+            return Err(SandboxError::NotRoot { euid });
+        }
+    }
     if spec.interrupt.is_interrupted() {
         return Err(SandboxError::Interrupted);
     }
@@ -143,14 +169,20 @@ pub fn run(
                     })?,
             )
         }
-        Rootfs::Dir(_) => None,
+        Rootfs::Dir(_) | Rootfs::Chroot(_) => None,
     };
     let staging_path = staging.as_ref().map(|t| t.path().to_path_buf());
     let owned = spec.clone();
     let spawn = |io| {
         std::thread::Builder::new()
             .name("kiln-sandbox".into())
-            .spawn(move || container::run_container(owned, staging_path, io))
+            .spawn(move || match &owned.rootfs {
+                Rootfs::Chroot(root) => {
+                    let root = root.clone();
+                    chroot::run_chroot(owned, root, io)
+                }
+                _ => container::run_container(owned, staging_path, io),
+            })
             .map_err(|e| SandboxError::sys("spawn thread", "kiln-sandbox", e))
     };
     let handle = match spec.stdio {

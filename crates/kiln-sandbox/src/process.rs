@@ -116,6 +116,9 @@ pub(crate) struct ChildPlan {
     /// kernel lets pid 1 mount its own (a user namespace may mount procfs only where one is
     /// already fully visible); pid 1 detaches and removes it before anything else runs.
     pub(crate) visible_proc: Option<&'static CStr>,
+    /// `--isolation chroot`: pid 1 is no namespace's init but a subreaper in the caller's
+    /// namespaces that `chroot`s here; see [`crate::chroot`].
+    chroot: Option<CString>,
 }
 
 /// What failed after `fork`; the codes travel over the error pipe.
@@ -140,6 +143,8 @@ pub(crate) enum Stage {
     Ambient = 16,
     VisibleProc = 17,
     Rlimit = 18,
+    Chroot = 19,
+    NoNewPrivs = 20,
 }
 
 impl Stage {
@@ -164,6 +169,8 @@ impl Stage {
             Ambient,
             VisibleProc,
             Rlimit,
+            Chroot,
+            NoNewPrivs,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -240,7 +247,18 @@ impl ChildPlan {
             ambient,
             ulimits: ulimits.to_vec(),
             visible_proc: None,
+            chroot: None,
         })
+    }
+
+    /// Makes pid 1 `chroot` into `root` instead of mounting a `/proc`, and the process set
+    /// `no_new_privs` (a filter needs it without `CAP_SYS_ADMIN`).
+    pub(crate) fn chrooted(mut self, root: &std::path::Path) -> Result<Self, SandboxError> {
+        use std::os::unix::ffi::OsStrExt;
+        self.chroot = Some(CString::new(root.as_os_str().as_bytes()).map_err(|_| {
+            SandboxError::Spec(format!("rootfs {} contains a NUL byte", root.display()))
+        })?);
+        Ok(self)
     }
 
     /// Turn an error record from the pipe into an error naming the call and path.
@@ -287,6 +305,14 @@ impl ChildPlan {
                 self.visible_proc
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default(),
+            ),
+            Some(Stage::Chroot) => (
+                "chroot (needs CAP_SYS_CHROOT) into",
+                self.chroot.as_ref().map(s).unwrap_or_default(),
+            ),
+            Some(Stage::NoNewPrivs) => (
+                "prctl PR_SET_NO_NEW_PRIVS",
+                "the container process".to_string(),
             ),
             None => ("unknown stage of", format!("container setup {stage}")),
         };
@@ -524,7 +550,79 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
         die(Stage::Setsid, e);
     }
 
-    // /proc of the new pid namespace, with docker's masks.
+    if let Some(root) = &plan.chroot {
+        chroot_pid1(root);
+    } else {
+        proc_pid1(plan);
+    }
+
+    // Signals stay blocked (inherited from the setup thread) until the handlers are in place
+    // and the child's pid is known.
+    for sig in FORWARDED {
+        set_signal_handler(*sig, forward_signal as *const () as libc::sighandler_t);
+    }
+
+    // SAFETY: fork of this single-threaded process: the child only runs workload_main, which
+    // makes async-signal-safe calls only and never returns.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        die(Stage::Fork, last_errno());
+    }
+    if child == 0 {
+        workload_main(plan);
+    }
+    FORWARD_TO.store(child, Ordering::Relaxed);
+    set_signal_mask(&empty_sigset());
+
+    let child = rustix::process::Pid::from_raw(child);
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) if Some(pid) == child => {
+                let raw = status.as_raw();
+                // SAFETY: STATUS_FD holds the status pipe (dup3'd above) until exit.
+                let status_pipe = unsafe { BorrowedFd::borrow_raw(STATUS_FD) };
+                let _ = rustix::io::write(status_pipe, &raw.to_ne_bytes());
+                let code = match status.terminating_signal() {
+                    Some(sig) => 128 + sig,
+                    None => status.exit_status().unwrap_or(255),
+                };
+                if plan.chroot.is_some() {
+                    // What the process left behind is reparented here (a subreaper) and swept
+                    // by the caller, which reads the status first; this pid 1 lives until the
+                    // last of them is reaped, so that it stays the ancestor to look for.
+                    // SAFETY: STATUS_FD is not used again: closing it tells the caller the
+                    // status is complete.
+                    unsafe { libc::close(STATUS_FD) };
+                    while !matches!(
+                        rustix::process::wait(WaitOptions::empty()),
+                        Err(Errno::CHILD)
+                    ) {}
+                }
+                exit_now(code);
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => exit_now(255),
+        }
+    }
+}
+
+/// pid 1 of a chroot run: a subreaper (whatever its process leaves behind stays its
+/// descendant), rooted in the rootfs.
+fn chroot_pid1(root: &CStr) {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) reads no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        die(Stage::Chroot, last_errno());
+    }
+    if let Err(e) = rustix::process::chroot(root) {
+        die(Stage::Chroot, e);
+    }
+    if let Err(e) = rustix::process::chdir(c"/") {
+        die(Stage::Chroot, e);
+    }
+}
+
+/// /proc of the new pid namespace, with docker's masks.
+fn proc_pid1(plan: &ChildPlan) {
     let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     if let Err(e) = rustix::mount::mount(c"proc", c"/proc", c"proc", ro, None::<&CStr>) {
         die(Stage::MountProc, e);
@@ -568,43 +666,6 @@ fn pid1_main(plan: &ChildPlan, fds: &ChildFds<'_>, parent: Option<BorrowedFd<'_>
             die(Stage::VisibleProc, e);
         }
     }
-
-    // Signals stay blocked (inherited from the setup thread) until the handlers are in place
-    // and the child's pid is known.
-    for sig in FORWARDED {
-        set_signal_handler(*sig, forward_signal as *const () as libc::sighandler_t);
-    }
-
-    // SAFETY: fork of this single-threaded process: the child only runs workload_main, which
-    // makes async-signal-safe calls only and never returns.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        die(Stage::Fork, last_errno());
-    }
-    if child == 0 {
-        workload_main(plan);
-    }
-    FORWARD_TO.store(child, Ordering::Relaxed);
-    set_signal_mask(&empty_sigset());
-
-    let child = rustix::process::Pid::from_raw(child);
-    loop {
-        match rustix::process::wait(WaitOptions::empty()) {
-            Ok(Some((pid, status))) if Some(pid) == child => {
-                let raw = status.as_raw();
-                // SAFETY: STATUS_FD holds the status pipe (dup3'd above) until exit.
-                let status_pipe = unsafe { BorrowedFd::borrow_raw(STATUS_FD) };
-                let _ = rustix::io::write(status_pipe, &raw.to_ne_bytes());
-                let code = match status.terminating_signal() {
-                    Some(sig) => 128 + sig,
-                    None => status.exit_status().unwrap_or(255),
-                };
-                exit_now(code);
-            }
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(_) => exit_now(255),
-        }
-    }
 }
 
 /// The process: credentials, cwd, capabilities, exec. Runs in the child of pid 1's fork and
@@ -639,7 +700,10 @@ fn workload_main(plan: &ChildPlan) -> ! {
             std::ptr::null::<libc::c_char>(),
         )
     };
-    if r < 0 && last_errno() != Errno::NOSYS {
+    // Under docker's default seccomp profile (a chroot run in a container) keyctl is EPERM:
+    // that profile keeps the keyrings out of reach already.
+    let refused = plan.chroot.is_some() && last_errno() == Errno::PERM;
+    if r < 0 && last_errno() != Errno::NOSYS && !refused {
         die(Stage::Keyring, last_errno());
     }
     for cap in 0..=plan.last_cap {
@@ -651,6 +715,12 @@ fn workload_main(plan: &ChildPlan) -> ! {
             // A capability this kernel does not know.
             Ok(()) | Err(Errno::INVAL) => {}
             Err(e) => die(Stage::Capbset, e),
+        }
+    }
+    if plan.chroot.is_some() && plan.filter.is_some() {
+        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) reads no memory.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            die(Stage::NoNewPrivs, last_errno());
         }
     }
     if let Some(filter) = &plan.filter {

@@ -27,6 +27,10 @@ pub enum Rootfs {
     },
     /// A plain directory, used read-write as it is (bind-mounted on itself).
     Dir(PathBuf),
+    /// A plain directory, entered with `chroot` alone: no namespace, no mount (see
+    /// [`chroot`](crate::chroot) for what such a run gets and what it lacks). Its
+    /// [`FURNISHED`](crate::chroot::FURNISHED) paths are changed for the run and put back.
+    Chroot(PathBuf),
 }
 
 /// The network of a run.

@@ -35,10 +35,16 @@ fn main() -> ExitCode {
     if rustix::process::geteuid().is_root()
         && let Err(err) = kiln_sandbox::namespaces::enter_private_mount_namespace()
     {
-        tracing::warn!(
-            "{err}: kiln's own mounts are in the host's mount namespace, and a killed kiln may \
-             leave one mounted until its next run"
-        );
+        // EPERM (a container with docker's default seccomp profile): kiln cannot mount
+        // anything there either, so nothing can be left mounted.
+        if err.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
+            tracing::debug!("{err}: no mounts allowed here");
+        } else {
+            tracing::warn!(
+                "{err}: kiln's own mounts are in the host's mount namespace, and a killed kiln \
+                 may leave one mounted until its next run"
+            );
+        }
     }
     match cmd::run(cli) {
         Ok(code) => code,
@@ -55,7 +61,13 @@ fn main() -> ExitCode {
 /// A normal user's kiln runs itself again as root of a user namespace that maps the user's
 /// subordinate ids (`kiln_sandbox::userns`), with the store the user's own.
 fn rootless(cli: &cmd::Cli) -> anyhow::Result<ExitCode> {
-    let mapping = kiln_sandbox::userns::preflight()?;
+    use anyhow::Context as _;
+    let mapping = kiln_sandbox::userns::preflight().context(
+        "kiln as a normal user builds with --isolation rootless (a user namespace of its own), \
+         which cannot work here. Otherwise run kiln as root: in a container with docker's \
+         default security it then uses --isolation chroot, which needs CAP_SYS_CHROOT (docker \
+         grants it to root)",
+    )?;
     // Inside, kiln is uid 0 and would pick root's store.
     let root = cli
         .root

@@ -363,12 +363,17 @@ pub(crate) fn apply(
     plan: Plan,
 ) -> Result<(), Error> {
     let store = ctx.builder.store;
-    let (dirs, mount) =
-        snapshot::mount_writable(store, "copy", &state.layers, &state.config.rootfs.diff_ids)?;
-    // Sources from other layers are read through a read-only overlay of their own.
+    let target = Writable::new(ctx, state, "copy")?;
+    // Sources from other layers are read through a read-only overlay of their own (a tree of
+    // their own in chroot mode).
     let from_dirs;
     let from_mount;
+    let from_tree;
     let source_root: PathBuf = match &plan.origin {
+        Origin::Layers { layers, diff_ids } if ctx.chroot() => {
+            from_tree = snapshot::materialize(store, layers, diff_ids)?;
+            from_tree.path().join("rootfs")
+        }
         Origin::Layers { layers, diff_ids } => {
             from_dirs = StepDirs::new(store, "from")?;
             // Both are empty: the upper dir is not used by a read-only mount.
@@ -388,7 +393,7 @@ pub(crate) fn apply(
     let owner = plan
         .chown
         .as_deref()
-        .map(|spec| resolve_owner(mount.path(), spec))
+        .map(|spec| resolve_owner(&target.path(), spec))
         .transpose()?;
     let keep_owners = matches!(plan.origin, Origin::Layers { .. });
     let (parents, exclude) = copy_flags(&ctx.inst.value);
@@ -405,7 +410,8 @@ pub(crate) fn apply(
     };
     let parents = parents && !matches!(plan.origin, Origin::Staged(_));
     let matched = match_all(src, &plan.patterns, parents)?;
-    let tar_path = dirs.staging.path().join("copy.tar");
+    let staging = store.staging_dir("copy-tar")?;
+    let tar_path = staging.path().join("copy.tar");
     {
         let file = File::create(&tar_path).map_err(Error::io("create", &tar_path))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -413,7 +419,7 @@ pub(crate) fn apply(
             src,
             &matched,
             &plan.dest,
-            Some(mount.path()),
+            Some(&target.path()),
             &options,
             &mut out,
         )?;
@@ -422,12 +428,72 @@ pub(crate) fn apply(
     let tar = File::open(&tar_path).map_err(Error::io("open", &tar_path))?;
     kiln_layer::apply_layer(
         io::BufReader::with_capacity(1 << 20, tar),
-        mount.path(),
+        &target.path(),
         ApplyMode::Merged,
         ApplyOptions::default(),
     )?;
-    drop(mount);
-    commit_upper(store, state, &dirs.upper(), plan.created_by)
+    target.commit(ctx, state, plan.created_by)
+}
+
+/// Where a COPY, ADD or WORKDIR writes: a writable overlay whose upper dir holds the change,
+/// or in `--isolation chroot` the stage's working rootfs, whose change two walks find.
+enum Writable {
+    Overlay(StepDirs, OverlayMount),
+    Chroot(snapshot::WorkingRoot),
+}
+
+impl Writable {
+    fn new(
+        ctx: &StepContext<'_, '_>,
+        state: &StageState,
+        purpose: &str,
+    ) -> Result<Writable, Error> {
+        if ctx.chroot() {
+            return Ok(Writable::Chroot(ctx.take_root(state)?));
+        }
+        let (dirs, mount) = snapshot::mount_writable(
+            ctx.builder.store,
+            purpose,
+            &state.layers,
+            &state.config.rootfs.diff_ids,
+        )?;
+        Ok(Writable::Overlay(dirs, mount))
+    }
+
+    /// The rootfs as the step sees it.
+    fn path(&self) -> PathBuf {
+        match self {
+            Writable::Overlay(_, mount) => mount.path().to_path_buf(),
+            Writable::Chroot(root) => root.path(),
+        }
+    }
+
+    /// The change becomes `state`'s next layer.
+    fn commit(
+        self,
+        ctx: &StepContext<'_, '_>,
+        state: &mut StageState,
+        created_by: String,
+    ) -> Result<(), Error> {
+        match self {
+            Writable::Overlay(dirs, mount) => {
+                drop(mount);
+                commit_upper(ctx.builder.store, state, &dirs.upper(), created_by)
+            }
+            Writable::Chroot(root) => ctx.commit_root(root, state, created_by),
+        }
+    }
+
+    /// Gives a chroot root back unchanged (a WORKDIR of `/` makes no layer).
+    fn keep(self, ctx: &StepContext<'_, '_>) {
+        if let Writable::Chroot(root) = self {
+            let mut slot = ctx
+                .root
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *slot = Some(root);
+        }
+    }
 }
 
 /// The lowers of a read-only overlay. Without an upper dir overlayfs wants at least two lowers
@@ -481,20 +547,15 @@ pub(crate) fn workdir(
         path
     };
     state.config.container().working_dir = path.clone();
-    let store = ctx.builder.store;
-    let (dirs, mount) = snapshot::mount_writable(
-        store,
-        "workdir",
-        &state.layers,
-        &state.config.rootfs.diff_ids,
-    )?;
+    let target = Writable::new(ctx, state, "workdir")?;
+    let root = target.path();
     // BuildKit creates the missing directories as the current USER (`mkdir -p` with
     // `WithUser`); docker's legacy builder made them root's.
     let user = state.user();
     let (uid, gid) = if user.is_empty() {
         (0, 0)
     } else {
-        resolve_user(mount.path(), &user)
+        resolve_user(&root, &user)
             .map_err(|why| Error::BadInput(format!("WORKDIR {path}: USER {user}: {why}")))?
     };
     let mut tar = tar::Builder::new(Vec::new());
@@ -505,7 +566,7 @@ pub(crate) fn workdir(
         } else {
             format!("{prefix}/{part}")
         };
-        if copy::kind_in_root(mount.path(), &prefix).is_none() {
+        if copy::kind_in_root(&root, &prefix).is_none() {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(0o755);
@@ -522,19 +583,19 @@ pub(crate) fn workdir(
         .map_err(Error::archive("write workdir entry"))?;
     kiln_layer::apply_layer(
         &bytes[..],
-        mount.path(),
+        &root,
         ApplyMode::Merged,
         ApplyOptions::default(),
     )?;
-    drop(mount);
     // BuildKit makes every WORKDIR but `/` a layer (its mkdir), empty when the directory was
     // there already; docker's history then shows it with a layer.
     let created_by = format!("WORKDIR {path}");
     if path == "/" {
+        target.keep(ctx);
         push_history(&mut state.config, created_by, true);
         Ok(())
     } else {
-        commit_upper(store, state, &dirs.upper(), created_by)
+        target.commit(ctx, state, created_by)
     }
 }
 

@@ -15,6 +15,7 @@ use kiln_dockerfile::Instruction;
 use kiln_image::{Descriptor, Image, Platform, Reference, Store};
 
 pub use stage::StageState;
+pub(crate) use stage::push_history;
 
 use crate::Error;
 use crate::context::Context;
@@ -77,6 +78,8 @@ pub struct BuildRequest {
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
     /// store only).
     pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,
+    /// `--isolation`, as chosen ([`crate::isolation::choose`]).
+    pub isolation: crate::isolation::Isolation,
 }
 
 /// What a build reports as it goes. The library never prints; the binary draws these.

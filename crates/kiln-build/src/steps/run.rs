@@ -151,21 +151,45 @@ pub(crate) fn run(
 ) -> Result<(), Error> {
     let builder = ctx.builder;
     let store = builder.store;
-    let dirs = StepDirs::new(store, "run")?;
-    let mut lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
-    if lowers.is_empty() {
-        lowers.push(dirs.empty());
-    }
+    // The chroot mode's working rootfs, or the overlay's dirs.
+    let mut working = None;
+    let mut dirs = None;
+    let rootfs = if ctx.chroot() {
+        if let Some(mount) = run.mounts.first() {
+            return Err(Error::BadInput(format!(
+                "RUN --mount=type={}: a mount cannot be made with --isolation chroot (no \
+                 mounts are allowed here); use --isolation oci where mounts are allowed",
+                mount.kind.as_str()
+            )));
+        }
+        if shebang_heredoc(run).is_some() {
+            return Err(Error::BadInput(
+                "RUN <<EOF with a #! line is run from a mount at /dev/pipes, which \
+                 --isolation chroot cannot make: name the interpreter (RUN python3 <<EOF)"
+                    .into(),
+            ));
+        }
+        let root = ctx.take_root(state)?;
+        let rootfs = Rootfs::Chroot(root.path());
+        working = Some(root);
+        rootfs
+    } else {
+        let step_dirs = StepDirs::new(store, "run")?;
+        let mut lowers = snapshot::lowers_of(store, &state.layers, &state.config.rootfs.diff_ids)?;
+        if lowers.is_empty() {
+            lowers.push(step_dirs.empty());
+        }
+        let rootfs = Rootfs::Overlay {
+            lowers,
+            upper: step_dirs.upper(),
+            work: step_dirs.work(),
+        };
+        dirs = Some(step_dirs);
+        rootfs
+    };
     let argv = argv(state, run);
     let mut keep = Keep::default();
-    let mut spec = RunSpec::new(
-        Rootfs::Overlay {
-            lowers,
-            upper: dirs.upper(),
-            work: dirs.work(),
-        },
-        argv.clone(),
-    );
+    let mut spec = RunSpec::new(rootfs, argv.clone());
     if let Some(heredoc) = shebang_heredoc(run) {
         let (mount, path) = heredoc_program(builder, ctx, heredoc, &mut keep)?;
         spec.mounts.push(mount);
@@ -274,7 +298,11 @@ pub(crate) fn run(
         ),
     };
     let started = std::time::Instant::now();
-    commit_upper(store, state, &dirs.upper(), created_by)?;
+    match (working, &dirs) {
+        (Some(root), _) => ctx.commit_root(root, state, created_by)?,
+        (None, Some(dirs)) => commit_upper(store, state, &dirs.upper(), created_by)?,
+        (None, None) => return Err(Error::BadInput("RUN had no rootfs to commit".into())),
+    }
     let bytes = state.layers.last().map_or(0, |l| l.size);
     builder.reporter.report(super::Event::Committed {
         id: ctx.id,

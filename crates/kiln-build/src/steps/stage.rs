@@ -141,11 +141,13 @@ impl<'a> Builder<'a> {
             id,
             seconds: started.elapsed().as_secs_f64(),
         });
+        // `--isolation chroot`: the stage's plain rootfs, carried from step to step.
+        let root = Mutex::new(None);
         for (i, step) in planned.steps.iter().enumerate() {
             if self.request.interrupt.is_interrupted() {
                 return Err(Error::Interrupted);
             }
-            self.step(label, i + 2, total, &mut state, step, index, slots)?;
+            self.step(label, i + 2, total, &mut state, step, index, slots, &root)?;
         }
         self.built[index]
             .set(state)
@@ -356,6 +358,7 @@ impl<'a> Builder<'a> {
         step: &PlannedStep,
         stage_index: usize,
         slots: &Slots,
+        root: &Mutex<Option<crate::snapshot::WorkingRoot>>,
     ) -> Result<(), Error> {
         for dep in &step.reads {
             self.wait_for_stage(*dep)?;
@@ -369,6 +372,7 @@ impl<'a> Builder<'a> {
             inst: expanded,
             id,
             stage_index,
+            root,
         };
         let platform = self.stage_platform(stage_index).to_string();
         let mut input = KeyInput {
@@ -592,6 +596,39 @@ pub(crate) struct StepContext<'b, 'a> {
     pub inst: &'b Spanned<Instruction>,
     pub id: usize,
     pub stage_index: usize,
+    /// The stage's working rootfs in `--isolation chroot`.
+    pub root: &'b Mutex<Option<crate::snapshot::WorkingRoot>>,
+}
+
+impl StepContext<'_, '_> {
+    /// Whether steps run chrooted in a plain rootfs, without overlays.
+    pub fn chroot(&self) -> bool {
+        self.builder.request.isolation == crate::isolation::Isolation::Chroot
+    }
+
+    /// The stage's working rootfs, holding `state`'s layers (see
+    /// [`crate::snapshot::WorkingRoot::take`]); give it back with its `commit`.
+    pub fn take_root(&self, state: &StageState) -> Result<crate::snapshot::WorkingRoot, Error> {
+        let mut slot = self.root.lock().unwrap_or_else(PoisonError::into_inner);
+        crate::snapshot::WorkingRoot::take(
+            &mut slot,
+            self.builder.store,
+            &state.layers,
+            &state.config.rootfs.diff_ids,
+        )
+    }
+
+    /// Commits the changes in `root` as `state`'s next layer and keeps the root for the
+    /// stage's next step.
+    pub fn commit_root(
+        &self,
+        root: crate::snapshot::WorkingRoot,
+        state: &mut StageState,
+        created_by: String,
+    ) -> Result<(), Error> {
+        let mut slot = self.root.lock().unwrap_or_else(PoisonError::into_inner);
+        root.commit(&mut slot, self.builder.store, state, created_by)
+    }
 }
 
 /// Appends a history entry, docker-style.

@@ -253,6 +253,8 @@ fn prepare(
         tag.parse::<Reference>()
             .with_context(|| format!("target {name:?}: tags"))?;
     }
+    // The strongest mode that works here, as `kiln build`'s default (`auto`) picks it.
+    let (isolation, _) = kiln_build::isolation::choose(None)?;
     let request = BuildRequest {
         dockerfile,
         dockerfile_name,
@@ -277,13 +279,19 @@ fn prepare(
             .collect(),
         secrets,
         interrupt: interrupt.clone(),
-        network: kiln_sandbox::Network::default(),
+        // A chroot run has no network namespace: RUN steps share the container's network.
+        network: if isolation == kiln_build::isolation::Isolation::Chroot {
+            kiln_sandbox::Network::Host
+        } else {
+            kiln_sandbox::Network::default()
+        },
         allow_network_host: false,
         allow_security_insecure: false,
         limits: args.limits.limits()?,
         run_options: kiln_build::RunOptions::default(),
         annotations: Vec::new(),
         no_cache_filter: Vec::new(),
+        isolation,
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull || target.pull == Some(true),

@@ -124,9 +124,15 @@ pub struct BuildArgs {
     #[arg(long = "cache-to", value_name = "type=registry,ref=R")]
     pub cache_to: Option<String>,
     /// The network of RUN steps: default (a private network with outbound access), host
-    /// (the host's own: an explicit opt-in) or none.
-    #[arg(long, default_value = "default", value_name = "default|host|none")]
-    pub network: String,
+    /// (the host's own: an explicit opt-in) or none. With --isolation chroot, the
+    /// container's own (host).
+    #[arg(long, value_name = "default|host|none")]
+    pub network: Option<String>,
+    /// How RUN steps are isolated: oci (namespaces and overlay mounts, as root), rootless (a
+    /// user namespace), chroot (no namespaces or mounts: inside a container with docker's
+    /// default security), or auto, the strongest that works here (see docs/isolation.md).
+    #[arg(long, default_value = "auto", value_name = "oci|rootless|chroot|auto")]
+    pub isolation: String,
     /// Grant an entitlement: `network.host` lets `RUN --network=host` share the host's network;
     /// `security.insecure` lets `RUN --security=insecure` run with every capability, no
     /// seccomp filter and nothing of /proc masked.
@@ -144,6 +150,18 @@ pub struct BuildArgs {
     pub limits: super::LimitFlags,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
+}
+
+/// The mode chosen and why, before the progress view starts: on stderr, where the progress
+/// goes, so that stdout keeps only the image id.
+#[allow(clippy::print_stderr)]
+fn say_isolation(isolation: kiln_build::isolation::Isolation, why: &str) {
+    let shared = if isolation == kiln_build::isolation::Isolation::Chroot {
+        "; RUN steps share the container's network"
+    } else {
+        ""
+    };
+    eprintln!("isolation: {} ({why}){shared}", isolation.as_str());
 }
 
 pub(crate) fn key_value(flag: &str, text: &str) -> anyhow::Result<(String, String)> {
@@ -486,10 +504,26 @@ pub fn build(
     let named = super::input::named_contexts(store, &args.build_contexts, &args.registry)?;
     let jobs = jobs(args.jobs)?;
     let platforms = platforms(args.platform.as_deref())?;
-    let network = args
-        .network
-        .parse::<kiln_sandbox::Network>()
-        .map_err(|e| anyhow::anyhow!("--network: {e}"))?;
+    let asked = kiln_build::isolation::parse(&args.isolation)?;
+    let (isolation, why) = kiln_build::isolation::choose(asked)?;
+    let network = match (isolation, args.network.as_deref()) {
+        (kiln_build::isolation::Isolation::Chroot, None | Some("host")) => {
+            kiln_sandbox::Network::Host
+        }
+        (kiln_build::isolation::Isolation::Chroot, Some(other)) => anyhow::bail!(
+            "--network {other}: --isolation chroot makes no network namespace, so RUN steps \
+             share the container's network: drop --network (or pass --network host), or use \
+             --isolation oci where namespaces are allowed"
+        ),
+        (_, network) => network
+            .unwrap_or("default")
+            .parse::<kiln_sandbox::Network>()
+            .map_err(|e| anyhow::anyhow!("--network: {e}"))?,
+    };
+    // Not into JSON progress or a quiet build.
+    if matches!(progress, Progress::Auto | Progress::Plain | Progress::Tty) {
+        say_isolation(isolation, &why);
+    }
     let mut allow_network_host = false;
     let mut allow_security_insecure = false;
     for entitlement in &args.allow {
@@ -555,11 +589,9 @@ pub fn build(
             &args.cache_from,
             args.cache_to.as_deref(),
         )?),
+        isolation,
     };
     let reporter = super::progress::BuildView::new(progress);
-    if let Some(mapping) = kiln_sandbox::userns::current() {
-        reporter.line(&format!("isolation: rootless (user namespace {mapping})"));
-    }
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)

@@ -237,6 +237,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         run_options: kiln_build::RunOptions::default(),
         annotations: Vec::new(),
         registry: None,
+        isolation: Default::default(),
     };
     let reporter = super::build::StepPrinter::new(super::Progress::Plain);
     let plan = kiln_build::plan_only(&store, &request, &reporter)?;

@@ -28,3 +28,4 @@ mod security;
 mod semantics;
 mod slim;
 mod store;
+mod unprivileged;
