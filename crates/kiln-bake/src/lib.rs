@@ -136,6 +136,8 @@ pub struct Target {
     pub cache_from: Vec<Entry>,
     /// `cache-to`.
     pub cache_to: Vec<Entry>,
+    /// `attest`: `type=sbom`, `type=provenance[,mode=…]`, one entry per type.
+    pub attest: Vec<Entry>,
     /// `target`: the Dockerfile stage.
     pub target: Option<String>,
     /// `secret`.
@@ -311,19 +313,33 @@ target "app" {
     }
 
     #[test]
+    fn attestations_keep_one_entry_per_type_the_last_given() {
+        let file = "target \"base\" {\n  attest = [\"type=sbom\", \"type=provenance,mode=min\"]\n}\n\
+                    target \"a\" {\n  inherits = [\"base\"]\n  attest = [{ type = \"provenance\", mode = \"max\" }]\n}\n";
+        let b = bake(file, &["a"], &[]).unwrap();
+        let attest: Vec<String> = b.targets["a"]
+            .attest
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        assert_eq!(attest, ["type=sbom", "mode=max,type=provenance"]);
+        let b = bake(file, &["a"], &["a.attest=type=sbom,disabled=true"]).unwrap();
+        assert_eq!(b.targets["a"].attest.len(), 1);
+        assert!(b.print().contains("\"attest\": ["), "{}", b.print());
+    }
+
+    #[test]
     fn unsupported_attributes_and_functions_are_named_with_their_line() {
         let err = bake("target \"a\" {\n  shm-size = \"2g\"\n}\n", &["a"], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "docker-bake.hcl:2: the attribute `shm-size` of target \"a\" is not supported by kiln"
         );
-        let err = bake(
-            "target \"a\" {\n  attest = [\"type=sbom\"]\n}\n",
-            &["a"],
-            &[],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
         let err = bake("target \"a\" {\n\n  tags = [timestamp()]\n}\n", &["a"], &[]).unwrap_err();
         assert!(
             err.to_string()

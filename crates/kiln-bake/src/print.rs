@@ -92,6 +92,9 @@ fn target(t: &Target) -> Value {
     if !t.description.is_empty() {
         put("description", t.description.clone().into());
     }
+    if !t.attest.is_empty() {
+        put("attest", entries(&t.attest));
+    }
     if let Some(context) = &t.context {
         put("context", context.clone().into());
     }

@@ -26,6 +26,7 @@ struct Partial {
     tags: Option<Vec<String>>,
     cache_from: Option<Vec<Entry>>,
     cache_to: Option<Vec<Entry>>,
+    attest: Option<Vec<Entry>>,
     target: Option<String>,
     secret: Option<Vec<Secret>>,
     platforms: Option<Vec<String>>,
@@ -329,14 +330,10 @@ fn variable(
 }
 
 fn unsupported_attr(attr: &Attr, kind: &str, label: &str) -> Error {
-    let hint = match attr.key.as_str() {
-        "attest" => "; SBOM and provenance attestations are not supported yet".to_owned(),
-        _ => String::new(),
-    };
     Error::Unsupported {
         at: attr.at.clone(),
         what: format!("the attribute `{}` of {kind} \"{label}\"", attr.key),
-        hint,
+        hint: String::new(),
     }
 }
 
@@ -549,6 +546,22 @@ fn cache_entry(text: &str, at: &str) -> Result<Entry, Error> {
     key_values(text, &fields, at)
 }
 
+/// An `attest` entry: `type=sbom|provenance,…`.
+fn attest_entry(text: &str, at: &str) -> Result<Entry, Error> {
+    key_values(text, &csv_fields(text), at)
+}
+
+/// buildx keeps one attestation of each type, the last given (an inheriting target's own
+/// entry replaces its parent's).
+fn one_per_type(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = Vec::new();
+    for entry in entries {
+        kept.retain(|e| e.get("type") != entry.get("type"));
+        kept.push(entry);
+    }
+    kept
+}
+
 fn key_values(text: &str, fields: &[String], at: &str) -> Result<Entry, Error> {
     let mut entry = Entry::new();
     for field in fields {
@@ -642,6 +655,7 @@ fn target_block(ctx: &Context, block: &Block) -> Result<Partial, Error> {
             "tags",
             "cache-from",
             "cache-to",
+            "attest",
             "target",
             "secret",
             "platforms",
@@ -668,6 +682,7 @@ fn target_block(ctx: &Context, block: &Block) -> Result<Partial, Error> {
             "tags" => t.tags = Some(strings(&value, attr)?),
             "cache-from" => t.cache_from = Some(entries(&value, attr, cache_entry)?),
             "cache-to" => t.cache_to = Some(entries(&value, attr, cache_entry)?),
+            "attest" => t.attest = Some(entries(&value, attr, attest_entry)?),
             "target" => t.target = Some(string(&value, attr)?),
             "secret" => {
                 let Value::Array(items) = &value else {
@@ -752,6 +767,11 @@ impl Partial {
         if other.cache_to.is_some() {
             self.cache_to.clone_from(&other.cache_to);
         }
+        if let Some(attest) = &other.attest {
+            let mut all = self.attest.take().unwrap_or_default();
+            all.extend(attest.iter().cloned());
+            self.attest = Some(one_per_type(all));
+        }
         if other.output.is_some() {
             self.output.clone_from(&other.output);
         }
@@ -797,7 +817,7 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
         let name = keys.next();
         let list = matches!(
             field,
-            "output" | "cache-to" | "cache-from" | "tags" | "platform" | "secrets"
+            "output" | "cache-to" | "cache-from" | "tags" | "platform" | "secrets" | "attest"
         );
         let keyed = matches!(field, "args" | "contexts" | "labels");
         let scalar = matches!(
@@ -809,7 +829,7 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
                 at: format!("--set {text}"),
                 what: format!("the key `{field}`"),
                 hint: "; kiln sets context, dockerfile, target, args.NAME, contexts.NAME, \
-                       labels.NAME, tags, platform, output, cache-from, cache-to, secrets, \
+                       labels.NAME, tags, platform, output, cache-from, cache-to, attest, secrets, \
                        no-cache, pull and push"
                     .into(),
             });
@@ -917,6 +937,15 @@ fn apply(t: &mut Partial, overrides: &[Override]) -> Result<(), Error> {
                     .map(|v| cache_entry(v, &at))
                     .collect::<Result<_, _>>()?;
                 list(&mut t.cache_from, new, o.append);
+            }
+            ("attest", _) => {
+                let new = o
+                    .values
+                    .iter()
+                    .map(|v| attest_entry(v, &at))
+                    .collect::<Result<_, _>>()?;
+                list(&mut t.attest, new, o.append);
+                t.attest = t.attest.take().map(one_per_type);
             }
             ("cache-to", _) => {
                 let new = o
@@ -1145,6 +1174,7 @@ fn finish(name: String, t: Partial) -> Target {
         tags: t.tags.unwrap_or_default(),
         cache_from: t.cache_from.unwrap_or_default(),
         cache_to: t.cache_to.unwrap_or_default(),
+        attest: t.attest.unwrap_or_default(),
         target: t.target,
         secret: t.secret.unwrap_or_default(),
         platforms: t.platforms.unwrap_or_default(),

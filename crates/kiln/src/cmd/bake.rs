@@ -124,8 +124,52 @@ struct Prepared {
     outputs: Option<super::output::Plan>,
     /// Every `contexts` name: a `FROM` of one is no moving `:latest` (lint's KL011).
     context_names: Vec<String>,
+    /// `attest`: the SBOM and provenance attestations to attach, as `kiln build --sbom
+    /// --provenance` attaches them.
+    attest: super::sbom::Attest,
     /// Where URL contexts were fetched, and `env=` secrets written: kept until the build ends.
     _staged: (super::input::Named, Option<tempfile::TempDir>),
+}
+
+/// A target's `attest` entries as `kiln build --sbom --provenance` takes them: `type=sbom`,
+/// `type=provenance` (`mode=min`, what kiln records), each with `disabled=true|false`; any
+/// other key or value is an error naming it.
+fn attest_of(target: &Target) -> anyhow::Result<super::sbom::Attest> {
+    let name = &target.name;
+    let mut attest = super::sbom::Attest {
+        sbom: false,
+        provenance: false,
+    };
+    for entry in &target.attest {
+        let kind = entry.get("type").map_or("", String::as_str);
+        let enabled = match entry.get("disabled").map(String::as_str) {
+            None | Some("false") => true,
+            Some("true") => false,
+            Some(other) => {
+                anyhow::bail!("target {name:?}: attest disabled={other}: expected true or false")
+            }
+        };
+        for (key, value) in entry {
+            let known = match (kind, key.as_str()) {
+                (_, "type" | "disabled") => true,
+                ("provenance", "mode") => value == "min",
+                _ => false,
+            };
+            anyhow::ensure!(
+                known,
+                "target {name:?}: attest type={kind}: {key}={value} is not supported by kiln \
+                 (it takes type=sbom and type=provenance with mode=min, and disabled=)"
+            );
+        }
+        match kind {
+            "sbom" => attest.sbom = enabled,
+            "provenance" => attest.provenance = enabled,
+            other => anyhow::bail!(
+                "target {name:?}: attest type={other}: kiln attaches type=sbom and type=provenance"
+            ),
+        }
+    }
+    Ok(attest)
 }
 
 /// An output entry back as the `-o` text `kiln build` reads.
@@ -253,6 +297,18 @@ fn prepare(
         tag.parse::<Reference>()
             .with_context(|| format!("target {name:?}: tags"))?;
     }
+    let attest = attest_of(target)?;
+    if attest.any()
+        && let Some(plan) = &outputs
+    {
+        anyhow::ensure!(
+            plan.exporters
+                .iter()
+                .all(|e| e.kind == super::output::Kind::Image),
+            "target {name:?}: attest with outputs other than the store and a push is not \
+             supported yet"
+        );
+    }
     // The strongest mode that works here, as `kiln build`'s default (`auto`) picks it.
     let (isolation, _) = kiln_build::isolation::choose(None)?;
     let request = BuildRequest {
@@ -307,6 +363,7 @@ fn prepare(
         tags: target.tags.clone(),
         outputs,
         context_names: target.contexts.keys().cloned().collect(),
+        attest,
         _staged: (named, staged_secrets),
     })
 }
@@ -453,6 +510,7 @@ pub fn bake(
         return Ok(ExitCode::SUCCESS);
     }
     let (store, _lock) = open()?;
+    let started = super::sbom::started();
     let order = bake.build_order()?;
     let jobs = super::build::jobs(args.jobs)?;
     let interrupt = kiln_sandbox::Interrupt::new();
@@ -518,7 +576,14 @@ pub fn bake(
             name: &target.name,
             view: &view,
         };
-        let id = finish(&store, &args, progress, &view, &reporter, target, images)?;
+        let cx = Finishing {
+            store: &store,
+            args: &args,
+            progress,
+            view: &view,
+            started: &started,
+        };
+        let id = finish(&cx, &reporter, target, images)?;
         results.push(format!("{} {id}", target.name));
     }
     for line in results {
@@ -527,17 +592,32 @@ pub fn bake(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What finishing every target shares.
+#[derive(Clone, Copy)]
+struct Finishing<'a> {
+    store: &'a Store,
+    args: &'a BakeArgs,
+    progress: Progress,
+    view: &'a BuildView,
+    /// When the bake started, for provenance.
+    started: &'a str,
+}
+
 /// Tags a built target and writes its outputs, as `kiln build` does; returns its image id (or
 /// index digest).
 fn finish(
-    store: &Store,
-    args: &BakeArgs,
-    progress: Progress,
-    view: &BuildView,
+    cx: &Finishing<'_>,
     reporter: &Prefixed<'_>,
     target: &Prepared,
     images: &[(Platform, Image)],
 ) -> anyhow::Result<String> {
+    let Finishing {
+        store,
+        args,
+        progress,
+        view,
+        started,
+    } = *cx;
     let Some(outputs) = &target.outputs else {
         let ids: Vec<String> = images.iter().map(|(_, i)| i.id().to_string()).collect();
         reporter.line(&format!("cache only: image {}", ids.join(", ")));
@@ -548,6 +628,39 @@ fn finish(
         .iter()
         .map(|t| t.parse::<Reference>())
         .collect::<Result<Vec<_>, _>>()?;
+    if target.attest.any() {
+        // As `kiln build --sbom --provenance`: the images and their attestations in one index,
+        // which the tags name and a push sends whole.
+        let mut request = target.request.clone();
+        request.tags.clone_from(&tags);
+        let index = super::sbom::attach(store, &request, images, target.attest, started)?;
+        for (platform, image) in images {
+            reporter.line(&format!("{platform}: image {}", image.id()));
+        }
+        reporter.line(&format!(
+            "writing attestations: index {} done",
+            index.digest
+        ));
+        for tag in &tags {
+            reporter.line(&format!("naming to {}", tag.store_name()));
+        }
+        if outputs.exporters.iter().any(|e| e.push) {
+            let registry = super::registry::client(&args.registry)?;
+            super::registry::push_attested_tags(
+                store,
+                &images[0].1,
+                Some(images),
+                &store.attestations(&index)?,
+                &tags,
+                &registry,
+                progress,
+            )
+            .with_context(|| format!("target {:?}", target.name))?;
+        }
+        kiln_build::export_cache(store, &target.request, reporter)
+            .with_context(|| format!("target {:?}: cache-to", target.name))?;
+        return Ok(index.digest.to_string());
+    }
     if let [(_, image)] = images {
         for tag in &tags {
             store.tag(&tag.store_name(), &image.descriptor)?;

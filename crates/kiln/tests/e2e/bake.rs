@@ -331,15 +331,6 @@ fn bake_unsupported_attribute_fails_naming_it() {
         ),
         "{err}"
     );
-    env.write(
-        "docker-bake.hcl",
-        "target \"default\" {\n  attest = [\"type=sbom\"]\n}\n",
-    );
-    let err = assert_clean_failure(&env.bake(&["--print"]), "kiln bake with attest");
-    assert!(
-        err.contains("`attest`") && err.contains("not supported yet"),
-        "{err}"
-    );
 }
 
 /// Imports Debian `suite`'s base into `env`'s store as `debian:SUITE`, through
@@ -515,4 +506,58 @@ target "default" {
             "no base layer for {arch}"
         );
     }
+}
+
+#[test]
+fn bake_attest_attaches_an_sbom_and_provenance_and_pushes_them() {
+    // As `kiln build --sbom --provenance`: the target's image and its attestation manifest in
+    // one index, which `kiln sbom` reads and a push sends whole (BuildKit's layout).
+    let env = Env::new();
+    let registry = crate::registry::Registry::start(&env, "bake-attest");
+    family(&env);
+    let host = registry.host();
+    let set_tags = format!("other.tags={host}/family/attested:1");
+    let (_, log) = env.bake_ok(&[
+        "--push",
+        "--set",
+        &set_tags,
+        "--set",
+        "other.attest=type=sbom",
+        "--set",
+        "other.attest+=type=provenance,mode=min",
+        "other",
+    ]);
+    assert!(log.contains("writing attestations: index sha256:"), "{log}");
+    let sbom = env.ok(&[
+        "sbom",
+        "--format",
+        "spdx-json",
+        &format!("{host}/family/attested:1"),
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&sbom).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3", "{sbom}");
+    let raw = crate::util::run(
+        std::process::Command::new(crate::util::require("skopeo")).args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/family/attested:1"),
+        ]),
+    );
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let kinds: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["vnd.docker.reference.type"]
+                .as_str()
+                .unwrap_or("image")
+        })
+        .collect();
+    assert_eq!(kinds, ["image", "attestation-manifest"], "{raw}");
+
+    let out = env.bake(&["--set", "other.attest=type=provenance,mode=max", "other"]);
+    let err = assert_clean_failure(&out, "kiln bake with provenance mode=max");
+    assert!(err.contains("mode=max is not supported"), "{err}");
 }
