@@ -8,6 +8,7 @@ mod util;
 
 mod analyze;
 mod builds;
+mod checks;
 mod crash;
 mod differential;
 mod hostile;
