@@ -56,7 +56,7 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "DuplicateStageName",
         "Stage names should be unique",
         "duplicate-stage-name",
-        "Wrong:\n    FROM alpine AS build\n    FROM debian AS build"
+        "Wrong:\n    FROM alpine AS build\n    FROM debian AS build\n\nRight:\n    FROM alpine AS build\n    FROM debian AS test"
     ),
     bk_rule!(
         "ExposeInvalidFormat",
@@ -98,19 +98,19 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "MultipleInstructionsDisallowed",
         "Multiple instructions of the same type should not be used in the same stage",
         "multiple-instructions-disallowed",
-        "Wrong (only the second CMD counts):\n    CMD [\"a\"]\n    CMD [\"b\"]"
+        "Only the last CMD counts.\n\nWrong:\n    CMD [\"a\"]\n    CMD [\"b\"]\n\nRight:\n    CMD [\"b\"]"
     ),
     bk_rule!(
         "NoEmptyContinuation",
         "Empty continuation lines will become errors in a future release",
         "no-empty-continuation",
-        "Wrong:\n    RUN apk add \\\n\n        curl"
+        "Wrong:\n    RUN apk add \\\n\n        curl\n\nRight:\n    RUN apk add \\\n        curl"
     ),
     bk_rule!(
         "ReservedStageName",
         "Reserved words should not be used as stage names",
         "reserved-stage-name",
-        "Wrong:\n    FROM alpine AS scratch"
+        "Wrong:\n    FROM alpine AS scratch\n\nRight:\n    FROM alpine AS base"
     ),
     bk_rule!(
         "SecretsUsedInArgOrEnv",
@@ -391,18 +391,19 @@ pub fn build_checks_parsed(
         .unwrap_or(parsed.nodes.len());
 
     for warning in &parsed.warnings {
-        if warning.rule == "NoEmptyContinuation" && config.runs(warning.rule) {
-            if let Some(rule) = BUILDKIT_RULES.iter().find(|r| r.id == warning.rule) {
-                out.findings.push(Finding {
-                    rule,
-                    location: Location {
-                        line: warning.line,
-                        column: 1,
-                    },
-                    message: "Empty continuation line".to_string(),
-                    related: Vec::new(),
-                });
-            }
+        if warning.rule == "NoEmptyContinuation"
+            && config.runs(warning.rule)
+            && let Some(rule) = BUILDKIT_RULES.iter().find(|r| r.id == warning.rule)
+        {
+            out.findings.push(Finding {
+                rule,
+                location: Location {
+                    line: warning.line,
+                    column: 1,
+                },
+                message: "Empty continuation line".to_string(),
+                related: Vec::new(),
+            });
         }
     }
 

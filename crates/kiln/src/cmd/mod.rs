@@ -4,6 +4,7 @@
 mod analyze;
 mod archive;
 mod build;
+mod checks;
 mod debug;
 mod image;
 mod init;

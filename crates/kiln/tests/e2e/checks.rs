@@ -22,7 +22,10 @@ fn checks_warn_during_a_build_in_buildkit_words() {
     env.busybox_base("busybox");
     let ctx = env.context("warn", &dockerfile(""), &[]);
     let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "warn", &ctx]);
-    assert!(out.status.success(), "the warnings do not fail the build:\n{log}");
+    assert!(
+        out.status.success(),
+        "the warnings do not fail the build:\n{log}"
+    );
     assert!(
         log.contains(
             "WARN: JSONArgsRecommended: JSON arguments recommended for CMD to prevent \
@@ -94,7 +97,10 @@ fn buildkit_dockerfile_check_build_arg_overrides_the_directive() {
         "over",
         &ctx,
     ]);
-    assert!(out.status.success(), "skip=all from the build arg wins:\n{log}");
+    assert!(
+        out.status.success(),
+        "skip=all from the build arg wins:\n{log}"
+    );
     assert!(log.contains(MARK), "{log}");
     let ctx = env.context("plain", &dockerfile(""), &[]);
     let (out, log) = env.build_output(&[
@@ -111,7 +117,10 @@ fn buildkit_dockerfile_check_build_arg_overrides_the_directive() {
         log.contains("lint violation found for rules: JSONArgsRecommended"),
         "{log}"
     );
-    assert!(!log.contains("StageNameCasing"), "skipped by the arg:\n{log}");
+    assert!(
+        !log.contains("StageNameCasing"),
+        "skipped by the arg:\n{log}"
+    );
     assert!(!log.contains(MARK), "{log}");
 }
 
@@ -125,7 +134,10 @@ fn build_check_runs_the_checks_only() {
     let (out, log) = env.build_output(&["--check", "-t", "chk", &ctx]);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("JSONArgsRecommended"), "{log}");
-    assert!(log.contains("Stage name 'Base' should be lowercase"), "{log}");
+    assert!(
+        log.contains("Stage name 'Base' should be lowercase"),
+        "{log}"
+    );
     assert!(!log.contains(MARK), "nothing was built:\n{log}");
     env.fails(&["inspect", "chk"]);
 

@@ -1,0 +1,101 @@
+//! BuildKit's build checks around `kiln build`: warnings before the build, `error=true`
+//! failing it before any step runs, and `kiln build --check`, which only checks.
+
+use std::process::ExitCode;
+
+use kiln_build::{Event, Reporter as _};
+use kiln_lint::buildkit::{self, CHECK_BUILD_ARG, CheckConfig};
+
+use super::progress::BuildView;
+
+/// BuildKit's short form of a violation: `RULE: message (line N)`.
+fn short(finding: &kiln_lint::Finding) -> String {
+    format!(
+        "{}: {} (line {})",
+        finding.rule.id, finding.message, finding.location.line
+    )
+}
+
+/// Runs the checks for a build. Returns `Some(exit code)` when the command is over (`--check`),
+/// `None` when the build goes on; an error when `error=true` and a check was violated, or
+/// when the check options are invalid.
+pub(crate) fn before_build(
+    reporter: &BuildView,
+    dockerfile: &str,
+    dockerfile_name: &str,
+    build_args: &[(String, String)],
+    check_only: bool,
+) -> anyhow::Result<Option<ExitCode>> {
+    // A Dockerfile that does not parse is reported by the build itself.
+    let Ok(parsed) = kiln_dockerfile::parse(dockerfile) else {
+        anyhow::ensure!(
+            !check_only,
+            "--check: {dockerfile_name} does not parse; `kiln build` without --check shows why"
+        );
+        return Ok(None);
+    };
+    let from_arg = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == CHECK_BUILD_ARG)
+        .map(|(_, v)| v.as_str());
+    let config = CheckConfig::for_build(&parsed, from_arg)
+        .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
+    let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
+    let findings = buildkit::build_checks_parsed(&parsed, &config, &arg_names)
+        .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
+    if check_only {
+        for finding in &findings {
+            let slug_line = finding
+                .rule
+                .doc
+                .lines()
+                .find_map(|l| l.strip_prefix("More info: "))
+                .unwrap_or("");
+            let excerpt = kiln_dockerfile::render_at_line(
+                dockerfile_name,
+                dockerfile,
+                finding.location.line,
+                &short(finding),
+            );
+            reporter.line(&format!(
+                "{} - {slug_line}\n{}\n{}",
+                finding.rule.id,
+                finding.rule.summary,
+                excerpt.trim_end()
+            ));
+        }
+        if let Some(error) = config
+            .error
+            .then(|| buildkit::violation_error(&findings))
+            .flatten()
+        {
+            anyhow::bail!("{dockerfile_name}: {error}");
+        }
+        if findings.is_empty() {
+            reporter.line("Check complete, no warnings found.");
+            return Ok(Some(ExitCode::SUCCESS));
+        }
+        reporter.line(&format!(
+            "Check complete, {} warning{} found!",
+            findings.len(),
+            if findings.len() == 1 {
+                " has been"
+            } else {
+                "s have been"
+            }
+        ));
+        return Ok(Some(ExitCode::FAILURE));
+    }
+    for finding in &findings {
+        reporter.report(Event::Warning {
+            text: short(finding),
+        });
+    }
+    if config.error
+        && let Some(error) = buildkit::violation_error(&findings)
+    {
+        anyhow::bail!("{dockerfile_name}: {error}");
+    }
+    Ok(None)
+}
