@@ -206,8 +206,7 @@ impl CheckConfig {
                                 "is not a BuildKit check"
                             };
                             return Err(bad(format!(
-                                "experimental={name}: {name} {why}; `kiln lint --rules` lists \
-                                 the checks kiln runs"
+                                "{name} {why}; `kiln lint --rules` lists the checks kiln runs"
                             )));
                         }
                         config.experimental.insert(name);

@@ -16,6 +16,24 @@ fn short(finding: &kiln_lint::Finding) -> String {
     )
 }
 
+/// BuildKit's `--check` excerpt: the file and line, then the lines around it with `>>>` at
+/// the one the check is about.
+fn excerpt(file: &str, text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let first = line.saturating_sub(2).max(1);
+    let last = (line + 1).min(lines.len());
+    let rule = "-".repeat(20);
+    let mut out = format!("{file}:{line}\n{rule}");
+    for n in first..=last {
+        let marker = if n == line { ">>>" } else { "   " };
+        let text = lines.get(n - 1).copied().unwrap_or("");
+        out.push_str(&format!("\n{n:>4} | {marker} {text}"));
+    }
+    out.push('\n');
+    out.push_str(&rule);
+    out
+}
+
 /// Runs the checks for a build. Returns `Some(exit code)` when the command is over (`--check`),
 /// `None` when the build goes on; an error when `error=true` and a check was violated, or
 /// when the check options are invalid.
@@ -46,23 +64,18 @@ pub(crate) fn before_build(
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
     if check_only {
         for finding in &findings {
-            let slug_line = finding
+            let url = finding
                 .rule
                 .doc
                 .lines()
                 .find_map(|l| l.strip_prefix("More info: "))
                 .unwrap_or("");
-            let excerpt = kiln_dockerfile::render_at_line(
-                dockerfile_name,
-                dockerfile,
-                finding.location.line,
-                &short(finding),
-            );
+            // buildx's verbose form: the violation, the rule, its page, the lines.
             reporter.line(&format!(
-                "{} - {slug_line}\n{}\n{}",
-                finding.rule.id,
+                "{}\n{}\nMore info: {url}\n{}",
+                short(finding),
                 finding.rule.summary,
-                excerpt.trim_end()
+                excerpt(dockerfile_name, dockerfile, finding.location.line)
             ));
         }
         if let Some(error) = config

@@ -8,11 +8,12 @@
 
 use crate::util::Env;
 
-/// A step whose output marks that the build ran it.
-const MARK: &str = "step-did-run-1234";
+/// What the step prints when the build runs it: the shell computes it, so the Dockerfile's
+/// text (which `--check` quotes) does not contain it.
+const MARK: &str = "step-ran-2222";
 
 fn dockerfile(directive: &str) -> String {
-    format!("{directive}FROM busybox AS Base\nRUN echo {MARK}\nCMD echo hi\n")
+    format!("{directive}FROM busybox AS Base\nRUN echo step-ran-$((1111*2))\nCMD echo hi\n")
 }
 
 /// Follows `testJSONArgsRecommended` and `testStageName`: the checks warn, the build succeeds.
@@ -21,7 +22,14 @@ fn checks_warn_during_a_build_in_buildkit_words() {
     let env = Env::new();
     env.busybox_base("busybox");
     let ctx = env.context("warn", &dockerfile(""), &[]);
-    let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "warn", &ctx]);
+    let (out, log) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--progress=plain",
+        "-t",
+        "warn",
+        &ctx,
+    ]);
     assert!(
         out.status.success(),
         "the warnings do not fail the build:\n{log}"
@@ -47,7 +55,14 @@ fn check_error_true_fails_before_any_step_runs() {
     let env = Env::new();
     env.busybox_base("busybox");
     let ctx = env.context("err", &dockerfile("# check=error=true\n"), &[]);
-    let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "err", &ctx]);
+    let (out, log) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--progress=plain",
+        "-t",
+        "err",
+        &ctx,
+    ]);
     assert!(!out.status.success(), "error=true fails the build:\n{log}");
     assert!(
         log.contains("lint violation found for rules: JSONArgsRecommended, StageNameCasing"),
@@ -72,12 +87,26 @@ fn check_skip_leaves_rules_out() {
         ),
         &[],
     );
-    let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "skip", &ctx]);
+    let (out, log) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--progress=plain",
+        "-t",
+        "skip",
+        &ctx,
+    ]);
     assert!(out.status.success(), "{log}");
     assert!(log.contains(MARK), "the build ran:\n{log}");
     assert!(!log.contains("WARN: "), "no check warned:\n{log}");
     let ctx = env.context("all", &dockerfile("# check=skip=all;error=true\n"), &[]);
-    let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "all", &ctx]);
+    let (out, log) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--progress=plain",
+        "-t",
+        "all",
+        &ctx,
+    ]);
     assert!(out.status.success(), "{log}");
     assert!(log.contains(MARK), "the build ran:\n{log}");
 }
@@ -91,6 +120,7 @@ fn buildkit_dockerfile_check_build_arg_overrides_the_directive() {
     let (out, log) = env.build_output(&[
         "--no-lint",
         "--progress=plain",
+        "--no-cache",
         "--build-arg",
         "BUILDKIT_DOCKERFILE_CHECK=skip=all",
         "-t",
@@ -106,6 +136,7 @@ fn buildkit_dockerfile_check_build_arg_overrides_the_directive() {
     let (out, log) = env.build_output(&[
         "--no-lint",
         "--progress=plain",
+        "--no-cache",
         "--build-arg",
         "BUILDKIT_DOCKERFILE_CHECK=skip=StageNameCasing;error=true",
         "-t",
