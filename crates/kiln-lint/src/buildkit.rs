@@ -6,10 +6,9 @@
 //! violations as [`Finding`]s whose rule IDs are BuildKit's names (`JSONArgsRecommended`).
 //! A comment `# check=skip=RULE` right above an instruction skips RULE for it alone.
 //!
-//! The checks that need the base image's config or the build context (`UndefinedVar`,
-//! `InvalidDefaultArgInFrom`, `FromPlatformFlagConstDisallowed`, `CopyIgnoredFile`,
-//! `InvalidDefinitionDescription`, `RedundantTargetPlatform`, `InvalidBaseImagePlatform`) are
-//! not implemented: [`UNIMPLEMENTED`] names them; skipping one is accepted, asking for one
+//! The checks that need the base image's config or the build context, or a full image
+//! reference parser (`UndefinedVar`, `InvalidDefaultArgInFrom`, `CopyIgnoredFile`,
+//! `InvalidDefinitionDescription`, `InvalidBaseImagePlatform`) are not implemented: [`UNIMPLEMENTED`] names them; skipping one is accepted, asking for one
 //! with `experimental=` is an error.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -77,6 +76,12 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "Wrong:\n    FROM alpine as build\n\nRight:\n    FROM alpine AS build"
     ),
     bk_rule!(
+        "FromPlatformFlagConstDisallowed",
+        "FROM --platform flag should not use a constant value",
+        "from-platform-flag-const-disallowed",
+        "Wrong:\n    FROM --platform=linux/amd64 alpine AS build\n\nRight:\n    FROM --platform=$BUILDPLATFORM alpine AS build\n    FROM --platform=linux/amd64 alpine AS build_amd64"
+    ),
+    bk_rule!(
         "JSONArgsRecommended",
         "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
         "json-args-recommended",
@@ -105,6 +110,12 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "Empty continuation lines will become errors in a future release",
         "no-empty-continuation",
         "Wrong:\n    RUN apk add \\\n\n        curl\n\nRight:\n    RUN apk add \\\n        curl"
+    ),
+    bk_rule!(
+        "RedundantTargetPlatform",
+        "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+        "redundant-target-platform",
+        "Wrong:\n    FROM --platform=$TARGETPLATFORM alpine\n\nRight:\n    FROM alpine"
     ),
     bk_rule!(
         "ReservedStageName",
@@ -142,11 +153,9 @@ pub const BUILDKIT_RULES: &[Rule] = &[
 /// build context, or are experimental in BuildKit).
 pub const UNIMPLEMENTED: &[&str] = &[
     "CopyIgnoredFile",
-    "FromPlatformFlagConstDisallowed",
     "InvalidBaseImagePlatform",
     "InvalidDefaultArgInFrom",
     "InvalidDefinitionDescription",
-    "RedundantTargetPlatform",
     "UndefinedVar",
 ];
 
@@ -669,6 +678,7 @@ fn check_from(
     for flag in &node.flags {
         if let Some(p) = flag.strip_prefix("--platform=") {
             words_to_check.push(p.to_string());
+            check_platform_flag(p, words.get(2).map(|n| n.to_lowercase()), node, escape, out);
         }
     }
     let mut reported = HashSet::new();
@@ -684,6 +694,139 @@ fn check_from(
             }
         }
     }
+}
+
+/// `FROM --platform=…`: `$TARGETPLATFORM` alone is the default (RedundantTargetPlatform); a
+/// constant platform is flagged unless the stage name mentions its OS or architecture
+/// (FromPlatformFlagConstDisallowed).
+fn check_platform_flag(
+    value: &str,
+    stage_name: Option<String>,
+    node: &Node,
+    escape: char,
+    out: &mut Out<'_>,
+) {
+    let line = node.span.start.line;
+    let vars = referenced_vars(value, escape);
+    let whole_target_platform = matches!(value, "$TARGETPLATFORM" | "${TARGETPLATFORM}")
+        || ["${TARGETPLATFORM:-", "${TARGETPLATFORM-"]
+            .iter()
+            .any(|p| value.starts_with(p) && value.ends_with('}') && vars.len() == 1);
+    if whole_target_platform {
+        out.push(
+            "RedundantTargetPlatform",
+            node,
+            line,
+            format!(
+                "Setting platform to predefined {value} in FROM is redundant as this is the \
+                 default behavior"
+            ),
+        );
+    }
+    if !vars.is_empty() || value.contains('$') {
+        return;
+    }
+    // A value that is no platform fails the build later; the check stays quiet.
+    let Some((os, arch)) = parse_platform(value) else {
+        return;
+    };
+    let name = stage_name.unwrap_or_default();
+    if name.contains(&os) || name.contains(&arch) {
+        return;
+    }
+    out.push(
+        "FromPlatformFlagConstDisallowed",
+        node,
+        line,
+        format!(
+            "FROM --platform flag should not use constant value {}",
+            go_quote(value)
+        ),
+    );
+}
+
+/// containerd's `platforms.Parse`, as far as the OS and the normalized architecture: `os`,
+/// `arch`, `os/arch[/variant]`; a lone word is an OS if it names one, else an architecture.
+fn parse_platform(value: &str) -> Option<(String, String)> {
+    const OSES: &[&str] = &[
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "hurd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "nacl",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "wasip1",
+        "windows",
+        "zos",
+    ];
+    const ARCHES: &[&str] = &[
+        "386",
+        "amd64",
+        "amd64p32",
+        "arm",
+        "armbe",
+        "arm64",
+        "arm64be",
+        "loong64",
+        "mips",
+        "mipsle",
+        "mips64",
+        "mips64le",
+        "mips64p32",
+        "mips64p32le",
+        "ppc",
+        "ppc64",
+        "ppc64le",
+        "riscv",
+        "riscv64",
+        "s390",
+        "s390x",
+        "sparc",
+        "sparc64",
+        "wasm",
+    ];
+    let lower = value.to_lowercase();
+    let valid = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let parts: Vec<&str> = lower.split('/').collect();
+    if !parts.iter().all(|p| valid(p)) {
+        return None;
+    }
+    let host_arch = normalize_arch(std::env::consts::ARCH);
+    match parts.as_slice() {
+        [one] if OSES.contains(one) => Some((one.to_string(), host_arch)),
+        [one] => {
+            let arch = normalize_arch(one);
+            ARCHES
+                .contains(&arch.as_str())
+                .then(|| ("linux".to_string(), arch))
+        }
+        [os, arch] | [os, arch, _] => Some((os.to_string(), normalize_arch(arch))),
+        _ => None,
+    }
+}
+
+fn normalize_arch(arch: &str) -> String {
+    match arch {
+        "i386" => "386",
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "armhf" | "armel" => "arm",
+        other => other,
+    }
+    .to_string()
 }
 
 /// BuildKit's secret-name test: a token (whole name, or first or last `_` part, any case) from

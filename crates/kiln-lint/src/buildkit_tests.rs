@@ -401,3 +401,79 @@ fn explain_finds_buildkit_rules() {
         assert!(!UNIMPLEMENTED.contains(&r.id));
     }
 }
+
+/// testFromPlatformFlagConstDisallowed
+#[test]
+fn from_platform_flag_const_disallowed() {
+    assert_eq!(
+        only(
+            "\nFROM --platform=linux/amd64 scratch\n",
+            "FromPlatformFlagConstDisallowed"
+        ),
+        [(
+            2,
+            "FROM --platform flag should not use constant value \"linux/amd64\"".to_string()
+        )]
+    );
+    for quiet in [
+        "FROM --platform=linux/amd64 scratch AS my_amd64_stage\n",
+        "FROM --platform=linux/amd64 scratch AS linux\n",
+        "FROM --platform=$BUILDPLATFORM scratch\n",
+    ] {
+        assert!(
+            only(quiet, "FromPlatformFlagConstDisallowed").is_empty(),
+            "{quiet}"
+        );
+    }
+}
+
+/// testRedundantTargetPlatform
+#[test]
+fn redundant_target_platform() {
+    for (text, var) in [
+        (
+            "\nFROM --platform=$TARGETPLATFORM scratch\n",
+            "$TARGETPLATFORM",
+        ),
+        (
+            "\nFROM --platform=${TARGETPLATFORM} scratch\n",
+            "${TARGETPLATFORM}",
+        ),
+    ] {
+        assert_eq!(
+            only(text, "RedundantTargetPlatform"),
+            [(
+                2,
+                format!(
+                    "Setting platform to predefined {var} in FROM is redundant as this is the default behavior"
+                )
+            )]
+        );
+    }
+    assert!(
+        only(
+            "# check=skip=RedundantTargetPlatform\nFROM --platform=$TARGETPLATFORM scratch\n",
+            "RedundantTargetPlatform"
+        )
+        .len()
+            == 1,
+        "build_checks takes its config from the caller; the directive is read by for_build"
+    );
+    let parsed = kiln_dockerfile::parse(
+        "# check=skip=RedundantTargetPlatform\nFROM --platform=$TARGETPLATFORM scratch\n",
+    )
+    .unwrap();
+    let config = CheckConfig::for_build(&parsed, None).unwrap();
+    assert!(
+        build_checks_parsed(&parsed, &config, &[])
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        only(
+            "FROM --platform=$BUILDPLATFORM scratch\n",
+            "RedundantTargetPlatform"
+        )
+        .is_empty()
+    );
+}
