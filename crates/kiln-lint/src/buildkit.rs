@@ -6,10 +6,12 @@
 //! violations as [`Finding`]s whose rule IDs are BuildKit's names (`JSONArgsRecommended`).
 //! A comment `# check=skip=RULE` right above an instruction skips RULE for it alone.
 //!
-//! The checks that need the base image's config or the build context, or a full image
-//! reference parser (`UndefinedVar`, `InvalidDefaultArgInFrom`, `CopyIgnoredFile`,
-//! `InvalidDefinitionDescription`, `InvalidBaseImagePlatform`) are not implemented: [`UNIMPLEMENTED`] names them; skipping one is accepted, asking for one
-//! with `experimental=` is an error.
+//! `UndefinedVar` needs the base images' environment: [`build_checks_with_base_env`] takes it.
+//! The checks that need the build context, image references or BuildKit's experimental
+//! description comments (`InvalidDefaultArgInFrom`, `CopyIgnoredFile`,
+//! `InvalidDefinitionDescription`, `InvalidBaseImagePlatform`) are not implemented:
+//! [`UNIMPLEMENTED`] names them; skipping one is accepted, asking for one with
+//! `experimental=` is an error.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -142,6 +144,12 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "Wrong:\n    FROM alpine:${VERSION}\n\nRight:\n    ARG VERSION=3.20\n    FROM alpine:${VERSION}"
     ),
     bk_rule!(
+        "UndefinedVar",
+        "Variables should be defined before their use",
+        "undefined-var",
+        "Wrong:\n    COPY $SRC /app\n\nRight:\n    ARG SRC=.\n    COPY $SRC /app"
+    ),
+    bk_rule!(
         "WorkdirRelativePath",
         "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
         "workdir-relative-path",
@@ -156,7 +164,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "InvalidBaseImagePlatform",
     "InvalidDefaultArgInFrom",
     "InvalidDefinitionDescription",
-    "UndefinedVar",
 ];
 
 /// The build arg that replaces the `# check=` directive (BuildKit's name).
@@ -382,11 +389,25 @@ pub fn build_checks(
     build_checks_parsed(&parsed, config, build_args)
 }
 
-/// [`build_checks`] on an already parsed Dockerfile.
+/// [`build_checks`] on an already parsed Dockerfile. `UndefinedVar` runs only on stages whose
+/// root is `scratch` (see [`build_checks_with_base_env`]).
 pub fn build_checks_parsed(
     parsed: &Parsed,
     config: &CheckConfig,
     build_args: &[String],
+) -> Result<Vec<Finding>, Error> {
+    build_checks_with_base_env(parsed, config, build_args, &|_| None)
+}
+
+/// [`build_checks_parsed`] with the environment of base images: `base_env(NAME)` gives the
+/// variable names that image `NAME` (as written after FROM) sets, or `None` when unknown.
+/// `UndefinedVar` needs them (BuildKit reads the base image's config); on a stage whose root
+/// image's environment is unknown it does not run, rather than flag `$PATH`.
+pub fn build_checks_with_base_env(
+    parsed: &Parsed,
+    config: &CheckConfig,
+    build_args: &[String],
+    base_env: &dyn Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Vec<Finding>, Error> {
     let mut out = Out {
         config,
@@ -466,6 +487,11 @@ pub fn build_checks_parsed(
     struct StageState {
         shell_set: bool,
         workdir_set: bool,
+        /// Names in the stage's environment (base image, ENV, ARG with a value); `None` when
+        /// the base image's is unknown.
+        env: Option<BTreeSet<String>>,
+        /// ARGs declared in the stage.
+        args: HashSet<String>,
     }
     let mut stages: HashMap<String, usize> = HashMap::new();
     let mut states: Vec<StageState> = Vec::new();
@@ -482,9 +508,25 @@ pub fn build_checks_parsed(
             let words = node.words();
             let base = words.first().map(|b| b.to_lowercase()).unwrap_or_default();
             let parent = stages.get(&base).and_then(|&i| states.get(i));
+            // BuildKit gives every Linux stage a PATH, scratch included (its emptyImage).
+            let with_path = |mut names: BTreeSet<String>| {
+                names.insert("PATH".to_string());
+                names
+            };
+            let env = match parent {
+                Some(p) => p.env.clone(),
+                None if base == "scratch" => Some(with_path(BTreeSet::new())),
+                None if base.contains('$') => None,
+                None => words
+                    .first()
+                    .and_then(|b| base_env(b))
+                    .map(|names| with_path(names.into_iter().collect())),
+            };
             let state = StageState {
                 shell_set: parent.is_some_and(|p| p.shell_set),
                 workdir_set: parent.is_some_and(|p| p.workdir_set),
+                env,
+                args: HashSet::new(),
             };
             if words.len() == 3 {
                 stages.insert(words[2].to_lowercase(), states.len());
@@ -509,6 +551,45 @@ pub fn build_checks_parsed(
         let Ok(inst) = parse_instruction(node) else {
             continue;
         };
+        if let Some(env) = &state.env {
+            let mut unmatched = BTreeSet::new();
+            for word in expanded_words(&inst.value, node) {
+                let defined = |name: &str| env.contains(name) || state.args.contains(name);
+                unmatched_vars(&word, parsed.escape, &defined, &mut unmatched);
+            }
+            for var in unmatched {
+                if NON_ENV_ARGS.contains(&var.as_str()) {
+                    continue;
+                }
+                let hint = suggest(&var, env)
+                    .map(|m| format!(" (did you mean ${m}?)"))
+                    .unwrap_or_default();
+                out.push(
+                    "UndefinedVar",
+                    node,
+                    line,
+                    format!("Usage of undefined variable '${var}'{hint}"),
+                );
+            }
+        }
+        match &inst.value {
+            Instruction::Env(kvs) => {
+                if let Some(env) = &mut state.env {
+                    env.extend(kvs.iter().map(|kv| kv.key.clone()));
+                }
+            }
+            Instruction::Arg(defs) => {
+                for d in defs {
+                    state.args.insert(d.key.clone());
+                    if d.default.is_some()
+                        && let Some(env) = &mut state.env
+                    {
+                        env.insert(d.key.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
         match &inst.value {
             Instruction::Cmd(_) | Instruction::Entrypoint(_) | Instruction::Healthcheck(_) => {
                 if let Some(previous) = used_once.insert(lower_kw.clone(), node) {
@@ -590,6 +671,166 @@ pub fn build_checks_parsed(
     });
     findings.dedup();
     Ok(findings)
+}
+
+/// ARGs that BuildKit never puts in the environment, and never reports as undefined.
+const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
+/// The words BuildKit expands against the stage's environment (its `Expand` methods): ENV and
+/// LABEL keys and values, ADD/COPY sources, destination, `--chown`, `--chmod`, `--checksum`,
+/// WORKDIR, USER, VOLUME, STOPSIGNAL, RUN `--mount` options and ARG defaults.
+fn expanded_words(inst: &Instruction, node: &Node) -> Vec<String> {
+    let mut words = Vec::new();
+    match inst {
+        Instruction::Env(kvs) | Instruction::Label(kvs) => {
+            for kv in kvs {
+                words.push(kv.key.clone());
+                words.push(kv.value.clone());
+            }
+        }
+        Instruction::Copy(c) => {
+            words.extend(c.sources.iter().cloned());
+            words.push(c.dest.clone());
+            words.extend(c.chown.iter().chain(&c.chmod).cloned());
+        }
+        Instruction::Add(a) => {
+            words.extend(a.sources.iter().cloned());
+            words.push(a.dest.clone());
+            words.extend(a.chown.iter().chain(&a.chmod).chain(&a.checksum).cloned());
+        }
+        Instruction::Workdir(w) | Instruction::User(w) | Instruction::StopSignal(w) => {
+            words.push(w.clone())
+        }
+        Instruction::Volume(v) => words.extend(v.iter().cloned()),
+        Instruction::Arg(defs) => words.extend(defs.iter().filter_map(|d| d.default.clone())),
+        Instruction::Run(_) => words.extend(
+            node.flags
+                .iter()
+                .filter_map(|f| f.strip_prefix("--mount="))
+                .map(str::to_string),
+        ),
+        _ => {}
+    }
+    words
+}
+
+/// The variables a word looks up and does not find, as BuildKit's lexer records them:
+/// `$NAME` and `${NAME…}` outside single quotes and not escaped; the word of `${NAME:-word}`
+/// only when NAME is unset, of `${NAME:+word}` only when it is set.
+fn unmatched_vars(
+    word: &str,
+    escape: char,
+    defined: &dyn Fn(&str) -> bool,
+    out: &mut BTreeSet<String>,
+) {
+    let chars: Vec<char> = word.chars().collect();
+    let mut i = 0;
+    let mut in_single = false;
+    let mut in_double = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == escape && !in_single {
+            i += 2;
+            continue;
+        }
+        match c {
+            '\'' if !in_double => in_single = !in_single,
+            '"' if !in_single => in_double = !in_double,
+            '$' if !in_single => {
+                if chars.get(i + 1) == Some(&'{') {
+                    // Find the matching brace, counting nested `${`.
+                    let mut depth = 1;
+                    let mut j = i + 2;
+                    while j < chars.len() && depth > 0 {
+                        if chars[j] == '{' && j > 0 && chars[j - 1] == '$' {
+                            depth += 1;
+                        } else if chars[j] == '}' {
+                            depth -= 1;
+                        }
+                        j += 1;
+                    }
+                    let inner: String = chars[i + 2..j.saturating_sub(1).max(i + 2)]
+                        .iter()
+                        .collect();
+                    let name: String = inner
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let rest = &inner[name.len()..];
+                    if !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) {
+                        let set = defined(&name);
+                        if !set {
+                            out.insert(name.clone());
+                        }
+                        let op = rest.trim_start_matches(':');
+                        let nested = op.get(1..).unwrap_or("");
+                        let evaluated = match op.chars().next() {
+                            Some('-') | Some('?') => !set,
+                            Some('+') => set,
+                            Some(_) => true,
+                            None => false,
+                        };
+                        if evaluated {
+                            unmatched_vars(nested, escape, defined, out);
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
+                {
+                    end += 1;
+                }
+                if end > start && !chars[start].is_ascii_digit() {
+                    let name: String = chars[start..end].iter().collect();
+                    if !defined(&name) {
+                        out.insert(name);
+                    }
+                }
+                i = end.max(start);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// BuildKit's suggestion: the closest name at a Levenshtein distance under 3 (case-sensitive).
+fn suggest(var: &str, names: &BTreeSet<String>) -> Option<String> {
+    let mut best: Option<(usize, &String)> = None;
+    for name in names {
+        if name == var {
+            return None;
+        }
+        let d = levenshtein(var, name);
+        if d < best.map_or(3, |(bd, _)| bd) {
+            best = Some((d, name));
+        }
+    }
+    best.map(|(_, n)| n.clone())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn legacy(keyword: &str) -> String {

@@ -477,3 +477,67 @@ fn redundant_target_platform() {
         .is_empty()
     );
 }
+
+/// testUnmatchedVars, with `alpine`'s environment given as BuildKit reads it from the image.
+#[test]
+fn undefined_var() {
+    let alpine = |name: &str| (name == "alpine").then(|| vec!["PATH".to_string()]);
+    let undefined = |text: &str| -> Vec<(usize, String)> {
+        let parsed = kiln_dockerfile::parse(text).unwrap();
+        build_checks_with_base_env(&parsed, &CheckConfig::default(), &[], &alpine)
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.rule.id == "UndefinedVar")
+            .map(|f| (f.location.line, f.message))
+            .collect()
+    };
+    // Quiet: a declared ARG (even without value), an ARG of the parent stage, $PATH, RUN.
+    for quiet in [
+        "\nFROM scratch\nARG foo\nCOPY Dockerfile${foo} .\n",
+        "\nFROM alpine AS base\nARG foo=Dockerfile\n\nFROM base\nCOPY $foo .\n",
+        "\nFROM alpine\nRUN echo $PATH\n",
+        "\nFROM alpine\nENV PATH=$PATH:/tmp/bin\n",
+    ] {
+        assert!(
+            undefined(quiet).is_empty(),
+            "{quiet}: {:?}",
+            undefined(quiet)
+        );
+    }
+    assert_eq!(
+        undefined("\nFROM alpine\nCOPY $foo .\nARG foo=bar\nRUN echo $foo\n"),
+        [(3, "Usage of undefined variable '$foo'".to_string())]
+    );
+    assert_eq!(
+        undefined(
+            "\nFROM alpine\nARG DIR_BINARIES=binaries/\nARG DIR_ASSETS=assets/\nARG DIR_CONFIG=config/\nCOPY $DIR_ASSET .\n"
+        ),
+        [(
+            6,
+            "Usage of undefined variable '$DIR_ASSET' (did you mean $DIR_ASSETS?)".to_string()
+        )]
+    );
+    assert_eq!(
+        undefined("\nFROM alpine\nENV PATH=$PAHT:/tmp/bin\n"),
+        [(
+            3,
+            "Usage of undefined variable '$PAHT' (did you mean $PATH?)".to_string()
+        )]
+    );
+    // An image whose environment is unknown: no guess, no finding.
+    assert!(undefined("FROM debian\nCOPY $foo .\n").is_empty());
+    // Escaped and single-quoted dollars are not lookups; ${x:-$y} looks up y only if x is unset.
+    assert!(undefined("FROM scratch\nENV a='$nope' b=\\$nope\n").is_empty());
+    assert_eq!(
+        undefined(
+            "FROM scratch\nARG defined=1\nENV a1=${defined:-$yyyyy}\nENV b1=${zzzzz:-$wwwww}\n"
+        )
+        .into_iter()
+        .map(|(l, m)| format!("{l}:{m}"))
+        .collect::<Vec<_>>(),
+        [
+            "4:Usage of undefined variable '$wwwww'",
+            "4:Usage of undefined variable '$zzzzz'"
+        ]
+    );
+}

@@ -565,6 +565,8 @@ pub fn build(
         reporter.line(&format!("isolation: rootless (user namespace {mapping})"));
     }
     if let Some(code) = super::checks::before_build(
+        store,
+        request.platform.as_ref(),
         &reporter,
         &request.dockerfile,
         &request.dockerfile_name,

@@ -38,6 +38,8 @@ fn excerpt(file: &str, text: &str, line: usize) -> String {
 /// `None` when the build goes on; an error when `error=true` and a check was violated, or
 /// when the check options are invalid.
 pub(crate) fn before_build(
+    store: &kiln_image::Store,
+    platform: Option<&kiln_image::Platform>,
     reporter: &BuildView,
     dockerfile: &str,
     dockerfile_name: &str,
@@ -60,7 +62,18 @@ pub(crate) fn before_build(
     let config = CheckConfig::for_build(&parsed, from_arg)
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
     let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
-    let findings = buildkit::build_checks_parsed(&parsed, &config, &arg_names)
+    // UndefinedVar needs the base images' environment: the store's copy, when it has one
+    // (nothing is pulled for the checks).
+    let base_env = |name: &str| {
+        let image = store.resolve_platform(name, platform).ok()?;
+        let env = image.config.config.and_then(|c| c.env).unwrap_or_default();
+        Some(
+            env.iter()
+                .map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string())
+                .collect(),
+        )
+    };
+    let findings = buildkit::build_checks_with_base_env(&parsed, &config, &arg_names, &base_env)
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
     if check_only {
         for finding in &findings {

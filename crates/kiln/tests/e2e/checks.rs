@@ -186,3 +186,25 @@ fn build_check_runs_the_checks_only() {
     ]);
     assert!(stderr.contains("CopyIgnoredFile"), "{stderr}");
 }
+
+/// Follows `testUnmatchedVars`: UndefinedVar knows the base image's environment (here from
+/// the store) and suggests the near name.
+#[test]
+fn undefined_var_uses_the_base_image_environment() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "uv",
+        "FROM busybox\nENV PATH=$PATH:/opt/bin\nENV X=$PAHT\n",
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", "--progress=plain", "-t", "uv", &ctx]);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "WARN: UndefinedVar: Usage of undefined variable '$PAHT' (did you mean $PATH?) (line 3)"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("'$PATH'"), "PATH comes from the base:\n{log}");
+}
