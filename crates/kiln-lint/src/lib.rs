@@ -35,10 +35,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod buildkit;
 mod check;
 mod rules;
 pub mod shell;
 
+pub use buildkit::{BUILDKIT_RULES, CheckConfig, build_checks};
 pub use rules::{RULES, Rule, Severity, rule};
 
 /// A line and column in the Dockerfile (both 1-based; the column counts characters).
@@ -82,6 +84,14 @@ pub enum Error {
     /// An instruction is not valid.
     #[error("line {}:{}: {}", .0.position.line, .0.position.column, .0.message)]
     Instruction(#[from] kiln_dockerfile::InstructionError),
+    /// A `# check=` directive or `BUILDKIT_DOCKERFILE_CHECK` value that is not valid.
+    #[error("check option {value:?}: {message}")]
+    CheckOption {
+        /// The whole value as given.
+        value: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Lints Dockerfile text. Findings are sorted by line, then column, then rule ID; those

@@ -218,7 +218,8 @@ Right:\n    RUN apt-get update && apt-get install -y --no-install-recommends cur
     },
 ];
 
-/// The rule with this ID or name (case-insensitive).
+/// The rule with this ID or name (case-insensitive): kiln's KL rules, then BuildKit's checks
+/// (whose ID and name are BuildKit's name, `JSONArgsRecommended`).
 ///
 /// ```
 /// assert_eq!(kiln_lint::rule("kl002").map(|r| r.name), Some("late-cleanup"));
@@ -227,6 +228,7 @@ Right:\n    RUN apt-get update && apt-get install -y --no-install-recommends cur
 pub fn rule(id_or_name: &str) -> Option<&'static Rule> {
     RULES
         .iter()
+        .chain(crate::buildkit::BUILDKIT_RULES)
         .find(|r| r.id.eq_ignore_ascii_case(id_or_name) || r.name.eq_ignore_ascii_case(id_or_name))
 }
 

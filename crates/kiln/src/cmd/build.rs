@@ -82,6 +82,10 @@ pub struct BuildArgs {
     /// Do not show `kiln lint` findings before the build.
     #[arg(long)]
     pub no_lint: bool,
+    /// Only run BuildKit's build checks and print what they find (`docker build --check`):
+    /// nothing is built; exit 1 when a check is violated.
+    #[arg(long)]
+    pub check: bool,
     /// Check the registry for a newer base image even when the store has one.
     #[arg(long)]
     pub pull: bool,
@@ -592,6 +596,17 @@ pub fn build(
         isolation,
     };
     let reporter = super::progress::BuildView::new(progress);
+    if let Some(code) = super::checks::before_build(
+        store,
+        request.platform.as_ref(),
+        &reporter,
+        &request.dockerfile,
+        &request.dockerfile_name,
+        &request.build_args,
+        args.check,
+    )? {
+        return Ok(code);
+    }
     if !args.no_lint {
         // A Dockerfile that does not parse is reported by the build itself.
         if let Ok(findings) = super::lint::lint_text(&request.dockerfile, &request.dockerfile_name)

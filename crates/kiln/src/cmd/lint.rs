@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use kiln_lint::{Finding, RULES, Severity};
+use kiln_lint::{BUILDKIT_RULES, Finding, RULES, Rule, Severity};
 use serde_json::json;
 
 use super::Output;
@@ -14,7 +14,7 @@ use super::Output;
 /// `kiln lint`
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  kiln lint                       (./Dockerfile)\n  kiln lint -f sarif examples/python-base/Dockerfile > lint.sarif\n  kiln lint --explain KL002\n\nSilence a rule for one instruction with a comment above it (or inside it):\n  # kiln-ignore=KL003,consecutive-run\nand for the whole file with `# kiln-ignore-file=KL006`.\nExit code: 1 when a finding reaches --failure-threshold, and on errors."
+    after_help = "Examples:\n  kiln lint                       (./Dockerfile)\n  kiln lint -f sarif examples/python-base/Dockerfile > lint.sarif\n  kiln lint --explain KL002\n  kiln lint --explain JSONArgsRecommended\n\nBuildKit's build checks run beside kiln's KL rules, under BuildKit's names; `# check=skip=NAME` at the top skips them.\nSilence a rule for one instruction with a comment above it (or inside it):\n  # kiln-ignore=KL003,consecutive-run\nand for the whole file with `# kiln-ignore-file=KL006`.\nExit code: 1 when a finding reaches --failure-threshold, and on errors."
 )]
 pub struct LintArgs {
     /// The Dockerfile (`-` for stdin).
@@ -77,7 +77,29 @@ pub fn lint_text(text: &str, file_name: &str) -> anyhow::Result<Vec<Finding>> {
     kiln_lint::lint(text).map_err(|e| match e {
         kiln_lint::Error::Parse(p) => anyhow::anyhow!("{}", p.render(file_name)),
         kiln_lint::Error::Instruction(i) => anyhow::anyhow!("{}", i.render(file_name, text)),
+        other => anyhow::anyhow!("{file_name}: {other}"),
     })
+}
+
+/// kiln's KL findings and BuildKit's build checks (as the file's `# check=` directive sets
+/// them), sorted by place.
+fn lint_all(text: &str, file_name: &str) -> anyhow::Result<Vec<Finding>> {
+    let mut findings = lint_text(text, file_name)?;
+    let parsed =
+        kiln_dockerfile::parse(text).map_err(|p| anyhow::anyhow!("{}", p.render(file_name)))?;
+    let config = kiln_lint::CheckConfig::for_build(&parsed, None)
+        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    findings.extend(
+        kiln_lint::buildkit::build_checks_parsed(&parsed, &config, &[])
+            .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?,
+    );
+    findings.sort_by(|a, b| (a.location, a.rule.id).cmp(&(b.location, b.rule.id)));
+    Ok(findings)
+}
+
+/// Every rule: kiln's, then BuildKit's checks.
+fn all_rules() -> impl Iterator<Item = &'static Rule> {
+    RULES.iter().chain(BUILDKIT_RULES)
 }
 
 /// One finding as `FILE:LINE:COL: warning[KL002] late-cleanup: …` (and its related lines).
@@ -109,7 +131,7 @@ pub fn lint(out: &mut Output, args: LintArgs) -> anyhow::Result<ExitCode> {
             "SEVERITY".into(),
             "SUMMARY".into(),
         ]];
-        for r in RULES {
+        for r in all_rules() {
             table.push([
                 r.id.to_owned(),
                 r.name.to_owned(),
@@ -147,7 +169,7 @@ pub fn lint(out: &mut Output, args: LintArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("read {}", args.file.display()))?;
         (text, args.file.display().to_string())
     };
-    let mut findings = lint_text(&text, &file)?;
+    let mut findings = lint_all(&text, &file)?;
     findings.retain(|f| {
         !args
             .ignore
@@ -210,8 +232,7 @@ fn sarif(file: &str, findings: &[Finding]) -> serde_json::Value {
             "region": region(line, column),
         }})
     };
-    let rules: Vec<_> = RULES
-        .iter()
+    let rules: Vec<_> = all_rules()
         .map(|r| {
             json!({
                 "id": r.id,
@@ -226,7 +247,7 @@ fn sarif(file: &str, findings: &[Finding]) -> serde_json::Value {
     let results: Vec<_> = findings
         .iter()
         .map(|f| {
-            let index = RULES.iter().position(|r| r.id == f.rule.id).unwrap_or(0);
+            let index = all_rules().position(|r| r.id == f.rule.id).unwrap_or(0);
             let related: Vec<_> = f
                 .related
                 .iter()

@@ -5,6 +5,7 @@ mod analyze;
 mod archive;
 mod bake;
 mod build;
+mod checks;
 mod debug;
 mod image;
 mod init;
