@@ -352,19 +352,14 @@ fn read_in_root(root_fd: &OwnedFd, root: &Path, rel: &str) -> Result<Option<Stri
 
 /// `execvp`'s search, inside the rootfs.
 fn lookup_in_root(root_fd: &OwnedFd, program: &str, path_var: &str) -> Option<String> {
-    if program.contains('/') {
-        return Some(program.to_string());
-    }
-    path_var
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .find_map(|dir| {
-            let cand = format!("{}/{program}", dir.trim_end_matches('/'));
-            let fd = open_in(root_fd, cand.trim_start_matches('/'), OFlags::PATH).ok()?;
-            let st = rustix::fs::fstat(&fd).ok()?;
-            let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
-            (regular && st.st_mode & 0o111 != 0).then_some(cand)
+    crate::container::search_path(program, path_var, |cand| {
+        let Ok(fd) = open_in(root_fd, cand.trim_start_matches('/'), OFlags::PATH) else {
+            return false;
+        };
+        rustix::fs::fstat(&fd).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mode & 0o111 != 0
         })
+    })
 }
 
 /// `mkdir -p` of the cwd inside the rootfs (as docker makes a missing `WORKDIR`).

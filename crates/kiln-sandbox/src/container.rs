@@ -242,17 +242,27 @@ fn read_rootfs_file(path: &str) -> Result<Option<String>, SandboxError> {
 
 /// Find `program` like `execvp`, inside the current root.
 fn lookup(program: &str, path_var: &str) -> Option<String> {
+    search_path(program, path_var, |cand| {
+        std::fs::metadata(cand).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// `execvp`'s search of `PATH`: `program` itself when it has a `/`, else the first
+/// `DIR/program` that `is_executable` accepts. Shared by the namespaced and the chroot run,
+/// which look at the rootfs in their own ways.
+pub(crate) fn search_path(
+    program: &str,
+    path_var: &str,
+    is_executable: impl Fn(&str) -> bool,
+) -> Option<String> {
     if program.contains('/') {
         return Some(program.to_string());
     }
     path_var
         .split(':')
         .filter(|d| !d.is_empty())
-        .find_map(|dir| {
-            let cand = format!("{}/{program}", dir.trim_end_matches('/'));
-            let m = std::fs::metadata(&cand).ok()?;
-            (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(cand)
-        })
+        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+        .find(|cand| is_executable(cand))
 }
 
 pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
