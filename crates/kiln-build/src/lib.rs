@@ -66,6 +66,6 @@ pub fn source_date_epoch() -> Option<i64> {
 }
 
 pub use steps::{
-    BuildRequest, Event, ManifestAnnotation, MultiPlatform, Reporter, RunOptions, Session, Silent,
-    apply_changes, build, build_platforms, export_cache, plan_only,
+    Annotation, AnnotationKind, BuildRequest, Event, MultiPlatform, Reporter, RunOptions, Session,
+    Silent, apply_changes, build, build_platforms, export_cache, plan_only,
 };

@@ -112,13 +112,19 @@ impl Store {
     }
 
     /// Stores an index over images of several platforms and, after them, their attestation
-    /// manifests (entries made by [`Store::put_attestation`]).
+    /// manifests (entries made by [`Store::put_attestation`]), with the index's own
+    /// annotations. Each image's entry is its descriptor, so annotations it carries
+    /// (`--annotation manifest-descriptor:K=V`) stay on the entry.
     pub fn put_attested_index(
         &self,
         images: &[(Platform, Image)],
         attestations: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
     ) -> Result<Descriptor> {
-        let mut index = Index::default();
+        let mut index = Index {
+            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+            ..Index::default()
+        };
         for (platform, image) in images {
             let mut entry = image.descriptor.clone();
             entry.platform = Some(platform.clone());
@@ -228,6 +234,7 @@ mod tests {
             .put_attested_index(
                 &[(host.clone(), image.clone())],
                 std::slice::from_ref(&entry),
+                &BTreeMap::new(),
             )
             .unwrap();
         store.tag("a", &index).unwrap();

@@ -442,19 +442,16 @@ impl Store {
 
     /// Stores an index over images of several platforms (`kiln build --platform a,b`).
     pub fn put_index(&self, entries: &[(Platform, Image)]) -> Result<Descriptor> {
-        let mut index = Index::default();
-        for (platform, image) in entries {
-            let mut entry = image.descriptor.clone();
-            entry.platform = Some(platform.clone());
-            index.manifests.push(entry);
+        self.put_attested_index(entries, &[], &BTreeMap::new())
+    }
+
+    /// The annotations of an index (`--annotation index:K=V`); none for a single image.
+    pub fn index_annotations(&self, descriptor: &Descriptor) -> Result<BTreeMap<String, String>> {
+        if !is_index(&descriptor.media_type) {
+            return Ok(BTreeMap::new());
         }
-        let bytes = index.to_bytes();
-        let digest = self.write_blob(&bytes)?;
-        Ok(Descriptor::new(
-            media_type::OCI_INDEX,
-            digest,
-            bytes.len() as u64,
-        ))
+        let index: Index = self.read_json(&descriptor.digest, MAX_MANIFEST_SIZE, "index")?;
+        Ok(index.annotations.unwrap_or_default())
     }
 
     /// The images a descriptor stands for: itself, or each platform's of an index (whose

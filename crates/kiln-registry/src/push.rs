@@ -2,6 +2,7 @@
 //! mounted from a sibling repository when kiln knows one, the rest streamed up; the manifest
 //! goes last.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -160,23 +161,28 @@ impl Registry {
         target: &Reference,
         reporter: &dyn Reporter,
     ) -> Result<Pushed, Error> {
-        self.push_attested_index(store, images, &[], target, reporter)
+        self.push_attested_index(store, images, &[], &BTreeMap::new(), target, reporter)
     }
 
     /// [`Registry::push_index`] with the index's attestation manifests, after the images as
-    /// BuildKit orders them. An image whose manifest changes on the way (its layers gzipped
-    /// here) gets its attestation rebound to the manifest the registry holds.
+    /// BuildKit orders them, and the index's annotations. An image whose manifest changes on
+    /// the way (its layers gzipped here) gets its attestation rebound to the manifest the
+    /// registry holds; an image's entry keeps the annotations its descriptor carries.
     pub fn push_attested_index(
         &self,
         store: &Store,
         images: &[(Platform, Image)],
         attestations: &[Attestation],
+        annotations: &BTreeMap<String, String>,
         target: &Reference,
         reporter: &dyn Reporter,
     ) -> Result<Pushed, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
-            let mut index = Index::default();
+            let mut index = Index {
+                annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+                ..Index::default()
+            };
             // Each image's manifest digest in the store and its index entry as pushed.
             let mut pushed_as: Vec<(Digest, Descriptor)> = Vec::new();
             let mut total = Pushed {
@@ -198,6 +204,7 @@ impl Registry {
                 let mut entry =
                     Descriptor::new(media_type::OCI_MANIFEST, pushed.digest, pushed.size);
                 entry.platform = Some(platform.clone());
+                entry.annotations = image.descriptor.annotations.clone();
                 pushed_as.push((image.descriptor.digest.clone(), entry.clone()));
                 index.manifests.push(entry);
                 total.uploaded += pushed.uploaded;
@@ -214,6 +221,7 @@ impl Registry {
                 };
                 let mut subject = new.clone();
                 subject.platform = None;
+                subject.annotations = None;
                 let attestation = if old == &new.digest {
                     attestation.clone()
                 } else {

@@ -11,6 +11,8 @@ mod meta;
 mod run;
 mod stage;
 
+use std::collections::BTreeMap;
+
 use kiln_dockerfile::Instruction;
 use kiln_image::{Descriptor, Image, Platform, Reference, Store};
 
@@ -74,7 +76,7 @@ pub struct BuildRequest {
     /// `--add-host`, `--shm-size` and `--ulimit` of every RUN step.
     pub run_options: RunOptions,
     /// `--annotation`: what the target's manifest of each platform is annotated with.
-    pub annotations: Vec<ManifestAnnotation>,
+    pub annotations: Vec<Annotation>,
     /// Registry access: pulling bases, `--pull`, `--cache-from`/`--cache-to` (none: the
     /// store only).
     pub registry: Option<std::sync::Arc<crate::registry::BuildRegistry>>,
@@ -158,16 +160,49 @@ impl Reporter for Silent {
     fn report(&self, _event: Event<'_>) {}
 }
 
-/// `--annotation [manifest[PLATFORM]:]KEY=VALUE`: an annotation of the image manifest, of one
-/// platform's or of every platform's.
+/// Where an `--annotation` goes, as BuildKit's exporter types name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationKind {
+    /// `manifest:` (the default): the image manifest.
+    Manifest,
+    /// `manifest-descriptor:`: the index's entry for the manifest.
+    ManifestDescriptor,
+    /// `index:`: the image index.
+    Index,
+}
+
+/// `--annotation [TYPE[PLATFORM]:]KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ManifestAnnotation {
-    /// Only this platform's manifest; every one when `None`.
+pub struct Annotation {
+    /// Where it goes.
+    pub kind: AnnotationKind,
+    /// Only this platform's manifest (or entry); every one when `None`.
     pub platform: Option<Platform>,
     /// The key.
     pub key: String,
     /// The value.
     pub value: String,
+}
+
+impl BuildRequest {
+    /// The annotations of `kind` for `platform`'s image (every platform's when `None`), as a
+    /// map: a later flag for a key wins, as in BuildKit.
+    pub fn annotations_of(
+        &self,
+        kind: AnnotationKind,
+        platform: Option<&Platform>,
+    ) -> BTreeMap<String, String> {
+        self.annotations
+            .iter()
+            .filter(|a| a.kind == kind)
+            .filter(|a| match (&a.platform, platform) {
+                (None, _) => true,
+                (Some(want), Some(platform)) => want.matches(platform),
+                (Some(_), None) => false,
+            })
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect()
+    }
 }
 
 /// What every RUN step of a build gets, and is keyed on, as BuildKit's exec ops are.
@@ -237,7 +272,11 @@ pub fn build_platforms(
     for (platform, result) in platforms.iter().zip(results) {
         built.push((platform.clone(), result?));
     }
-    let index = store.put_index(&built)?;
+    let index = store.put_attested_index(
+        &built,
+        &[],
+        &request.annotations_of(AnnotationKind::Index, None),
+    )?;
     for tag in &request.tags {
         store.tag(&tag.store_name(), &index)?;
     }
@@ -323,17 +362,18 @@ fn build_for(
         })
         .collect();
     crate::solve::solve(&nodes, slots, &builder)?;
-    let image = builder.finish(build_plan.target)?;
-    let annotations: std::collections::BTreeMap<String, String> = request
-        .annotations
-        .iter()
-        .filter(|a| a.platform.as_ref().is_none_or(|p| p.matches(platform)))
-        .map(|a| (a.key.clone(), a.value.clone()))
-        .collect();
-    if annotations.is_empty() {
-        return Ok(image);
+    let mut image = builder.finish(build_plan.target)?;
+    let annotations = request.annotations_of(AnnotationKind::Manifest, Some(platform));
+    if !annotations.is_empty() {
+        image = store.annotate_manifest(&image, annotations)?;
     }
-    Ok(store.annotate_manifest(&image, annotations)?)
+    // The entry an index gets for this image is its descriptor.
+    let entry_annotations =
+        request.annotations_of(AnnotationKind::ManifestDescriptor, Some(platform));
+    if !entry_annotations.is_empty() {
+        image.descriptor.annotations = Some(entry_annotations);
+    }
+    Ok(image)
 }
 
 /// The plan of a build, without building: what `kiln debug plan` prints. Base images are

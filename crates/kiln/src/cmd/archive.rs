@@ -137,15 +137,24 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                 let mut platforms = Vec::new();
                 let mut members = Vec::new();
                 let mut originals = Vec::new();
+                let mut entry_annotations = Vec::new();
                 for (p, image) in store.platform_images(&tagged.descriptor)? {
                     platforms.push(p.unwrap_or_else(|| image.config.platform()));
                     originals.push(image.manifest_digest().clone());
+                    entry_annotations.push(image.descriptor.annotations.clone());
                     members.push((image, Vec::new()));
                 }
                 let members = archive::compress_for_export(store, members, compression, None)?;
+                // The compressed images keep their entries' annotations
+                // (`manifest-descriptor:`).
                 let entries: Vec<(kiln_image::Platform, Image)> = platforms
                     .into_iter()
                     .zip(members.into_iter().map(|(image, _)| image))
+                    .zip(&entry_annotations)
+                    .map(|((platform, mut image), annotations)| {
+                        image.descriptor.annotations = annotations.clone();
+                        (platform, image)
+                    })
                     .collect();
                 // Compressing for export gives each image another manifest: its attestations
                 // are rebound to it.
@@ -161,10 +170,15 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                     };
                     let mut descriptor = new.descriptor.clone();
                     descriptor.platform = None;
+                    descriptor.annotations = None;
                     attestations.push(store.rebind_attestation(&attestation, old, &descriptor)?);
                 }
                 let entries_only: Vec<_> = attestations.iter().map(|a| a.entry.clone()).collect();
-                let index = store.put_attested_index(&entries, &entries_only)?;
+                let index = store.put_attested_index(
+                    &entries,
+                    &entries_only,
+                    &store.index_annotations(&tagged.descriptor)?,
+                )?;
                 indexes.push(archive::SavedIndex {
                     index,
                     images: entries.into_iter().map(|(_, image)| image).collect(),

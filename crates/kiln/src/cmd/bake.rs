@@ -646,11 +646,10 @@ fn finish(
         }
         if outputs.exporters.iter().any(|e| e.push) {
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_attested_tags(
+            super::registry::push_tags(
                 store,
                 &images[0].1,
-                Some(images),
-                &store.attestations(&index)?,
+                Some((images, &index)),
                 &tags,
                 &registry,
                 progress,
@@ -701,7 +700,7 @@ fn finish(
         super::registry::push_tags(
             store,
             &images[0].1,
-            Some(images),
+            Some((images, &index)),
             &tags,
             &registry,
             progress,

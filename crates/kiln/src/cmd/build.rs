@@ -47,8 +47,9 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// An annotation of the image manifest: `[manifest[PLATFORM]:]KEY=VALUE` (repeatable).
-    #[arg(long = "annotation", value_name = "[manifest[PLATFORM]:]KEY=VALUE")]
+    /// An annotation of the image manifest, its index entry (`manifest-descriptor:`) or the
+    /// image index (`index:`): `[TYPE[PLATFORM]:]KEY=VALUE` (repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE[PLATFORM]:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// An `/etc/hosts` entry of RUN steps: `HOST:IP` (or `HOST=IP`) (repeatable).
     #[arg(long = "add-host", value_name = "HOST:IP")]
@@ -199,47 +200,86 @@ fn at_line(err: kiln_build::Error, request: &BuildRequest) -> anyhow::Error {
 }
 
 /// An `--annotation` as buildx reads it: `KEY=VALUE`, with an optional `TYPE[PLATFORM]:`
-/// before the key. kiln writes manifest annotations (the default type); the other types are
-/// refused by name.
-fn annotation(text: &str) -> anyhow::Result<kiln_build::ManifestAnnotation> {
+/// before the key. `index-descriptor` is refused by name: it goes on an OCI layout's
+/// descriptor of the index, and kiln writes no multi-platform image to an OCI layout.
+fn annotation(text: &str) -> anyhow::Result<kiln_build::Annotation> {
+    use kiln_build::AnnotationKind;
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| anyhow::anyhow!("--annotation {text}: expected KEY=VALUE"))?;
-    const TYPES: [&str; 4] = [
-        "manifest-descriptor",
-        "index-descriptor",
-        "manifest",
-        "index",
-    ];
-    let typed = TYPES.iter().find_map(|t| {
-        let rest = key.strip_prefix(t)?;
-        (rest.starts_with(':') || rest.starts_with('[')).then_some((*t, rest))
-    });
-    let (platform, key) = match typed {
-        None => (None, key),
-        Some(("manifest", rest)) => match rest.strip_prefix('[') {
-            Some(bracketed) => {
-                let (platform, key) = bracketed.split_once("]:").ok_or_else(|| {
-                    anyhow::anyhow!("--annotation {text}: expected manifest[PLATFORM]:KEY=VALUE")
-                })?;
-                let platform = platform
-                    .parse::<kiln_image::Platform>()
-                    .map_err(|e| anyhow::anyhow!("--annotation {text}: {e}"))?;
-                (Some(platform), key)
-            }
-            None => (None, &rest[1..]),
-        },
-        Some((kind, _)) => anyhow::bail!(
-            "--annotation {text}: kiln writes manifest annotations only; {kind} annotations are \
-             not supported"
+    // The longer names first: `manifest-descriptor:` is not `manifest` and a key.
+    const TYPES: [(&str, Option<AnnotationKind>); 4] = [
+        (
+            "manifest-descriptor",
+            Some(AnnotationKind::ManifestDescriptor),
         ),
+        ("index-descriptor", None),
+        ("manifest", Some(AnnotationKind::Manifest)),
+        ("index", Some(AnnotationKind::Index)),
+    ];
+    let typed = TYPES.iter().find_map(|(name, kind)| {
+        let rest = key.strip_prefix(name)?;
+        (rest.starts_with(':') || rest.starts_with('[')).then_some((*name, *kind, rest))
+    });
+    let (kind, platform, key) = match typed {
+        None => (AnnotationKind::Manifest, None, key),
+        Some((name, kind, rest)) => {
+            let (platform, key) = match rest.strip_prefix('[') {
+                Some(bracketed) => {
+                    let (platform, key) = bracketed.split_once("]:").ok_or_else(|| {
+                        anyhow::anyhow!("--annotation {text}: expected {name}[PLATFORM]:KEY=VALUE")
+                    })?;
+                    let platform = platform
+                        .parse::<kiln_image::Platform>()
+                        .map_err(|e| anyhow::anyhow!("--annotation {text}: {e}"))?;
+                    (Some(platform), key)
+                }
+                None => (None, &rest[1..]),
+            };
+            let kind = kind.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--annotation {text}: index-descriptor annotations go on the descriptor of \
+                     the index in an OCI layout's index.json, and kiln writes no index to an OCI \
+                     layout (-o type=oci takes one platform): use index: or manifest-descriptor:"
+                )
+            })?;
+            anyhow::ensure!(
+                kind != AnnotationKind::Index || platform.is_none(),
+                "--annotation {text}: an index is every platform's: give index:KEY=VALUE"
+            );
+            (kind, platform, key)
+        }
     };
     anyhow::ensure!(!key.is_empty(), "--annotation {text}: the key is empty");
-    Ok(kiln_build::ManifestAnnotation {
+    Ok(kiln_build::Annotation {
+        kind,
         platform,
         key: key.to_owned(),
         value: value.to_owned(),
     })
+}
+
+/// BuildKit's rule: `index:` and `manifest-descriptor:` annotations need an image index, which
+/// a build makes for several platforms or with attestations; a single image has none.
+fn check_annotations_have_an_index(
+    annotations: &[kiln_build::Annotation],
+    makes_an_index: bool,
+    texts: &[String],
+) -> anyhow::Result<()> {
+    if makes_an_index {
+        return Ok(());
+    }
+    let needs_index = annotations
+        .iter()
+        .zip(texts)
+        .find(|(a, _)| a.kind != kiln_build::AnnotationKind::Manifest);
+    match needs_index {
+        None => Ok(()),
+        Some((_, text)) => anyhow::bail!(
+            "--annotation {text}: index annotations not supported for single platform export: \
+             an image index is made for several --platform values or with --sbom/--provenance"
+        ),
+    }
 }
 
 /// `--add-host`, `--shm-size` and `--ulimit`, read as buildx reads them.
@@ -558,6 +598,16 @@ pub fn build(
             unsupported.join(", ")
         );
     }
+    let annotations = args
+        .annotations
+        .iter()
+        .map(|a| annotation(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    check_annotations_have_an_index(
+        &annotations,
+        platforms.len() > 1 || attest.any(),
+        &args.annotations,
+    )?;
     let started = super::sbom::started();
     let interrupt = kiln_sandbox::Interrupt::new();
     super::on_interrupt(interrupt.clone());
@@ -582,11 +632,7 @@ pub fn build(
         allow_security_insecure,
         limits: args.limits.limits()?,
         run_options: run_options(&args)?,
-        annotations: args
-            .annotations
-            .iter()
-            .map(|a| annotation(a))
-            .collect::<anyhow::Result<_>>()?,
+        annotations,
         registry: Some(super::registry::build_registry(
             &args.registry,
             args.pull,
@@ -649,11 +695,10 @@ pub fn build(
         if args.push {
             let (_, first) = &built.images[0];
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_attested_tags(
+            super::registry::push_tags(
                 store,
                 first,
-                Some(&built.images),
-                &store.attestations(&built.index)?,
+                Some((&built.images, &built.index)),
                 &tags,
                 &registry,
                 progress,
@@ -677,11 +722,10 @@ pub fn build(
         ));
         if args.push {
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_attested_tags(
+            super::registry::push_tags(
                 store,
                 &image,
-                Some(&images),
-                &store.attestations(&index)?,
+                Some((&images, &index)),
                 &tags,
                 &registry,
                 progress,

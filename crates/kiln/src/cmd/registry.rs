@@ -188,10 +188,16 @@ pub fn push(
                 .into_iter()
                 .map(|(p, image)| (p.unwrap_or_else(|| image.config.platform()), image))
                 .collect();
-            let attestations = store.attestations(&tagged.descriptor)?;
-            registry.push_attested_index(store, &images, &attestations, &target, &printer)
+            push_stored_index(
+                store,
+                &registry,
+                &images,
+                &tagged.descriptor,
+                &target,
+                &printer,
+            )
         }
-        None => registry.push(store, &image, &target, &printer),
+        None => Ok(registry.push(store, &image, &target, &printer)?),
     }
     .with_context(|| format!("push {target}"))?;
     printer.line(&format!(
@@ -396,24 +402,15 @@ pub fn build_registry(
     Ok(std::sync::Arc::new(settings))
 }
 
-/// `kiln build --push` and `-o type=registry`: pushes the built image under each name.
+/// `kiln build --push` and `-o type=registry`: pushes the built image under each name; with
+/// `index`, the images of that stored index, with its attestations and annotations.
 pub fn push_tags(
     store: &Store,
     image: &kiln_image::Image,
-    multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
-    tags: &[Reference],
-    registry: &Registry,
-    progress: Progress,
-) -> anyhow::Result<Vec<kiln_registry::Pushed>> {
-    push_attested_tags(store, image, multi_platform, &[], tags, registry, progress)
-}
-
-/// [`push_tags`] of an index with its attestation manifests (`build --sbom --push`).
-pub fn push_attested_tags(
-    store: &Store,
-    image: &kiln_image::Image,
-    multi_platform: Option<&[(kiln_image::Platform, kiln_image::Image)]>,
-    attestations: &[kiln_image::attestation::Attestation],
+    index: Option<(
+        &[(kiln_image::Platform, kiln_image::Image)],
+        &kiln_image::Descriptor,
+    )>,
     tags: &[Reference],
     registry: &Registry,
     progress: Progress,
@@ -421,11 +418,11 @@ pub fn push_attested_tags(
     let printer = TransferPrinter::new(progress);
     let mut all = Vec::with_capacity(tags.len());
     for tag in tags {
-        let pushed = match multi_platform {
-            Some(images) => {
-                registry.push_attested_index(store, images, attestations, tag, &printer)
+        let pushed = match index {
+            Some((images, index)) => {
+                push_stored_index(store, registry, images, index, tag, &printer)
             }
-            None => registry.push(store, image, tag, &printer),
+            None => Ok(registry.push(store, image, tag, &printer)?),
         }
         .with_context(|| format!("push {tag}"))?;
         printer.line(&format!(
@@ -435,4 +432,24 @@ pub fn push_attested_tags(
         all.push(pushed);
     }
     Ok(all)
+}
+
+/// Pushes `images` as the index the store holds over them: with its attestation manifests
+/// and its annotations.
+fn push_stored_index(
+    store: &Store,
+    registry: &Registry,
+    images: &[(kiln_image::Platform, kiln_image::Image)],
+    index: &kiln_image::Descriptor,
+    target: &Reference,
+    printer: &TransferPrinter,
+) -> anyhow::Result<kiln_registry::Pushed> {
+    Ok(registry.push_attested_index(
+        store,
+        images,
+        &store.attestations(index)?,
+        &store.index_annotations(index)?,
+        target,
+        printer,
+    )?)
 }

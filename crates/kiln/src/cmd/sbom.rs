@@ -232,9 +232,14 @@ pub fn attach(
         }
         let mut subject = image.descriptor.clone();
         subject.platform = None;
+        subject.annotations = None;
         attestations.push(store.put_attestation(&subject, &statements)?);
     }
-    let index = store.put_attested_index(images, &attestations)?;
+    let index = store.put_attested_index(
+        images,
+        &attestations,
+        &request.annotations_of(kiln_build::AnnotationKind::Index, None),
+    )?;
     for tag in &request.tags {
         store.tag(&tag.store_name(), &index)?;
     }

@@ -234,8 +234,10 @@ fn no_cache_filter_reruns_only_the_named_stages() {
     );
 }
 
-/// `--annotation` annotates each platform's manifest (or one platform's), and the registry
-/// gets them; the other annotation types are refused by name.
+/// `--annotation` annotates each platform's manifest (or one platform's), the index
+/// (`index:`) and its entries (`manifest-descriptor:`), and the registry gets them, from the
+/// build's push and from `kiln push` of the stored index. As BuildKit's exporter, index types
+/// need an index; `index-descriptor` (an OCI layout's) is refused by name.
 #[test]
 fn annotations_reach_the_pushed_manifests() {
     let env = Env::new();
@@ -252,11 +254,17 @@ fn annotations_reach_the_pushed_manifests() {
         "org.opencontainers.image.title=kiln-test",
         "--annotation",
         "manifest[linux/arm64]:only=arm",
+        "--annotation",
+        "index:org.opencontainers.image.description=the family",
+        "--annotation",
+        "manifest-descriptor[linux/amd64]:entry=amd",
         "--push",
         "-t",
         &target,
         &ctx,
     ]);
+    let again = format!("{}/kiln/annotated:again", registry.host());
+    env.ok(&["push", &target, &again]);
     let skopeo = |reference: &str| -> serde_json::Value {
         let raw = run(std::process::Command::new(require("skopeo")).args([
             "inspect",
@@ -266,6 +274,20 @@ fn annotations_reach_the_pushed_manifests() {
         ]));
         serde_json::from_str(&raw).unwrap()
     };
+    for pushed in [&target, &again] {
+        let index = skopeo(pushed);
+        assert_eq!(
+            index["annotations"]["org.opencontainers.image.description"], "the family",
+            "{pushed}: {index}"
+        );
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{index}");
+        for entry in entries {
+            let arch = entry["platform"]["architecture"].as_str().unwrap();
+            let annotation = entry["annotations"]["entry"].as_str();
+            assert_eq!(annotation, (arch == "amd64").then_some("amd"), "{index}");
+        }
+    }
     let index = skopeo(&target);
     let repo = format!("{}/kiln/annotated", registry.host());
     for entry in index["manifests"].as_array().unwrap() {
@@ -283,9 +305,19 @@ fn annotations_reach_the_pushed_manifests() {
             "{arch}: {manifest}"
         );
     }
-    let err = env.fails(&["build", "--annotation", "index:a=b", &ctx]);
+    for single in ["index:a=b", "manifest-descriptor:a=b"] {
+        let err = env.fails(&["build", "--annotation", single, &ctx]);
+        assert!(
+            err.contains(&format!("--annotation {single}"))
+                && err.contains("not supported for single platform export"),
+            "{err}"
+        );
+    }
+    let err = env.fails(&["build", "--annotation", "index-descriptor:a=b", &ctx]);
     assert!(
-        err.contains("--annotation index:a=b") && err.contains("index annotations"),
+        err.contains("--annotation index-descriptor:a=b") && err.contains("OCI layout"),
         "{err}"
     );
+    let err = env.fails(&["build", "--annotation", "index[linux/amd64]:a=b", &ctx]);
+    assert!(err.contains("every platform's"), "{err}");
 }
