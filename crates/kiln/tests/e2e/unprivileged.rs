@@ -332,3 +332,160 @@ fn writers_of_one_cache_ref_keep_each_others_records() {
         );
     }
 }
+
+/// The shell of the CI job named `name` in docs/ci.md: the block under its `# kiln-ci: NAME`
+/// line, up to the first line indented less, with that indentation taken off.
+fn ci_recipe(name: &str) -> String {
+    let doc = std::fs::read_to_string(repo().join("docs/ci.md")).unwrap();
+    let marker = format!("# kiln-ci: {name}");
+    let mut lines = doc.lines().skip_while(|l| l.trim() != marker);
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("docs/ci.md has no {marker:?} line"));
+    let indent = first.len() - first.trim_start().len();
+    let mut script = String::new();
+    for line in lines {
+        if !line.trim().is_empty() && line.len() - line.trim_start().len() < indent {
+            break;
+        }
+        script.push_str(line.get(indent..).unwrap_or(""));
+        script.push('\n');
+    }
+    script
+}
+
+/// Runs a docs/ci.md job's shell in kiln's image as the runner would: docker's default
+/// security, an empty store, the repository at `workdir` (holding `python-base/`, the seed's
+/// Dockerfile), the CI variables, and a kiln config sending docker.io pulls to `mirror`.
+/// Returns the output and `build-metadata.json`.
+fn run_ci_recipe(
+    env: &Env,
+    name: &str,
+    workdir: &str,
+    variables: &[(&str, String)],
+    mirror: &str,
+) -> (String, serde_json::Value) {
+    let checkout = env.path(&format!("checkout-{name}"));
+    std::fs::create_dir_all(&checkout).unwrap();
+    let config = env.path(&format!("kiln-config-{name}.toml"));
+    std::fs::write(
+        &config,
+        format!("[registry.\"docker.io\"]\nmirrors = [\"http://{mirror}\"]\n"),
+    )
+    .unwrap();
+    let python_base = repo().join("examples/python-base");
+    let mut args: Vec<String> = vec![
+        "--network".into(),
+        "host".into(),
+        "-v".into(),
+        format!("{}:{workdir}", checkout.display()),
+        "-v".into(),
+        format!("{}:{workdir}/python-base:ro", python_base.display()),
+        "-v".into(),
+        format!("{}:/etc/kiln/config.toml:ro", config.display()),
+        "-w".into(),
+        workdir.into(),
+        "--entrypoint".into(),
+        "sh".into(),
+    ];
+    for (key, value) in variables {
+        args.push("-e".into());
+        args.push(format!("{key}={value}"));
+    }
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = docker_kiln(&extra, &["-e", "-c", &ci_recipe(name)]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_success(&out, &format!("the {name} job of docs/ci.md"));
+    let metadata = std::fs::read_to_string(checkout.join("build-metadata.json"))
+        .unwrap_or_else(|e| panic!("{name}: build-metadata.json: {e}\n{text}"));
+    (text, serde_json::from_str(&metadata).unwrap())
+}
+
+/// docs/ci.md's GitLab and GitHub jobs, run as written: the GitLab job builds the Python base
+/// cold, pushes it and writes the metadata; the GitHub job, in a new container with an empty
+/// store, finds every step in the registry cache and pushes the same image.
+#[test]
+fn ci_recipes_in_the_docs_build_the_python_base_and_share_the_cache() {
+    let env = Env::new();
+    let registry = Registry::start(&env, "ci-recipes");
+    let host = registry.host();
+    env.debian_base("debian:bookworm");
+    env.ok(&[
+        "push",
+        "debian:bookworm",
+        &format!("{host}/library/debian:bookworm"),
+    ]);
+
+    let (gitlab, first) = run_ci_recipe(
+        &env,
+        "gitlab",
+        "/builds/team/app",
+        &[
+            ("CI_REGISTRY", host.clone()),
+            ("CI_REGISTRY_USER", "gitlab-ci-token".into()),
+            ("CI_REGISTRY_PASSWORD", "token".into()),
+            ("CI_REGISTRY_IMAGE", format!("{host}/team/app")),
+            ("CI_COMMIT_SHORT_SHA", "0123abcd".into()),
+            ("CI_PROJECT_DIR", "/builds/team/app".into()),
+        ],
+        &host,
+    );
+    let pushed = format!("{host}/team/app/my-python-base:0123abcd");
+    assert!(gitlab.contains(&format!("pushed {pushed}")), "{gitlab}");
+    assert!(gitlab.contains("exported"), "{gitlab}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run(std::process::Command::new(require("skopeo")).args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{pushed}"),
+        ])))
+        .unwrap();
+    assert_eq!(
+        first["containerimage.digest"], inspect["Digest"],
+        "the metadata's digest is the registry's: {first}"
+    );
+    assert!(
+        first["image.name"].as_str().unwrap_or("").contains(&pushed),
+        "{first}"
+    );
+
+    let (github, second) = run_ci_recipe(
+        &env,
+        "github",
+        "/__w/app/app",
+        &[
+            ("REGISTRY", host.clone()),
+            ("REGISTRY_USER", "octocat".into()),
+            ("REGISTRY_TOKEN", "token".into()),
+            ("GITHUB_REPOSITORY", "Team/App".into()),
+            ("GITHUB_SHA", "0123abcd0123abcd".into()),
+        ],
+        &host,
+    );
+    assert!(
+        github.contains(&format!("pushed {host}/team/app/my-python-base:latest")),
+        "{github}"
+    );
+    // Progress is BuildKit's: `#N [stage-0 3/7] RUN …`, then `#N CACHED`.
+    let run_steps: Vec<&str> = github
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(run_steps.len(), 2, "{github}");
+    for step in run_steps {
+        assert!(
+            github.lines().any(|l| l == format!("{step} CACHED")),
+            "{step} not CACHED:\n{github}"
+        );
+    }
+    assert!(!github.contains("Setting up python3"), "{github}");
+    assert_eq!(
+        first["containerimage.config.digest"], second["containerimage.config.digest"],
+        "the same image from the cache"
+    );
+}
