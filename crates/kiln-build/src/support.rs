@@ -4,9 +4,7 @@
 //! are refused here, before anything runs, with an error that names them. A Dockerfile is
 //! never built with a flag quietly dropped: that would give an image BuildKit would not.
 
-use kiln_dockerfile::{
-    AddInstruction, CacheSharing, Directive, Instruction, MountType, RunInstruction,
-};
+use kiln_dockerfile::{AddInstruction, Directive, Instruction, MountType, RunInstruction};
 
 /// Checks the flags of one instruction as written (before variables are expanded: the flags
 /// themselves never come from variables).
@@ -37,26 +35,10 @@ fn check_run(run: &RunInstruction) -> Result<(), String> {
     }
     for mount in &run.mounts {
         match mount.kind {
-            MountType::Cache => {
-                if mount.from.is_some() || mount.source.is_some() {
-                    return Err(
-                        "RUN --mount=type=cache with from= or source=: kiln's cache \
-                                mounts start empty; seeding one from a stage is not supported"
-                            .into(),
-                    );
-                }
-                if mount.sharing == Some(CacheSharing::Private) {
-                    return Err(
-                        "RUN --mount=type=cache,sharing=private is not supported by \
-                                kiln: use sharing=shared or sharing=locked"
-                            .into(),
-                    );
-                }
-            }
             MountType::Ssh => {
                 return Err("RUN --mount=type=ssh is not supported by kiln".into());
             }
-            MountType::Bind | MountType::Tmpfs | MountType::Secret => {}
+            MountType::Bind | MountType::Cache | MountType::Tmpfs | MountType::Secret => {}
         }
     }
     Ok(())
@@ -177,12 +159,8 @@ mod tests {
             None,
         ),
         ("type=cache,target=/x,sharing=locked", None),
-        (
-            "type=cache,target=/x,sharing=private",
-            Some("sharing=private"),
-        ),
-        ("type=cache,target=/x,from=base", Some("from=")),
-        ("type=cache,target=/x,source=sub", Some("source=")),
+        ("type=cache,target=/x,sharing=private", None),
+        ("type=cache,target=/x,from=base,source=sub", None),
         (
             "type=secret,id=s,target=/s,required,mode=0400,uid=1,gid=1",
             None,

@@ -380,21 +380,41 @@ fn ignore_filtered(
     source: &str,
     keep: &mut Keep,
 ) -> Result<(PathBuf, String), Error> {
-    let src = crate::copy::SourceRoot {
-        root,
-        ignore: Some(ignore),
-    };
-    let clean = crate::context::clean_path(source);
-    let pattern = if clean.is_empty() {
-        "."
-    } else {
-        clean.as_str()
-    };
-    let matched = crate::copy::match_sources(src, pattern)?;
     let staged = builder.store.staging_dir("bind")?;
-    let tar_path = staged.path().join("files.tar");
     let copy = staged.path().join("files");
     std::fs::create_dir(&copy).map_err(Error::io("create directory", &copy))?;
+    let pattern = copy_tree(builder, root, Some(ignore), source, "/", &copy)?;
+    // A directory's contents land at the copy's root; a file keeps its name.
+    let is_dir = crate::copy::kind_in_root(root, &pattern).is_some_and(|k| k.is_dir());
+    let shown = match crate::context::clean_path(source).rsplit('/').next() {
+        Some(name) if !is_dir && !name.is_empty() => name.to_owned(),
+        _ => String::new(),
+    };
+    keep.staged.push(staged);
+    Ok((copy, shown))
+}
+
+/// `source` of `root` (what `ignore` keeps of it), with owners and modes, copied to `dest`
+/// under `into`, as a COPY would copy it: a directory's contents land at `dest`. Returns the
+/// pattern `source` was matched as.
+fn copy_tree(
+    builder: &super::stage::Builder<'_>,
+    root: &std::path::Path,
+    ignore: Option<&crate::context::IgnoreRules>,
+    source: &str,
+    dest: &str,
+    into: &std::path::Path,
+) -> Result<String, Error> {
+    let src = crate::copy::SourceRoot { root, ignore };
+    let clean = crate::context::clean_path(source);
+    let pattern = if clean.is_empty() {
+        ".".to_owned()
+    } else {
+        clean
+    };
+    let matched = crate::copy::match_sources(src, &pattern)?;
+    let staged = builder.store.staging_dir("tree")?;
+    let tar_path = staged.path().join("files.tar");
     let options = crate::copy::CopyOptions {
         keep_owners: true,
         ..Default::default()
@@ -402,25 +422,241 @@ fn ignore_filtered(
     {
         let tar = std::fs::File::create(&tar_path).map_err(Error::io("create", &tar_path))?;
         let mut out = std::io::BufWriter::new(tar);
-        crate::copy::write_copy_tar(src, &matched, "/", None, &options, &mut out)?;
+        crate::copy::write_copy_tar(src, &matched, dest, None, &options, &mut out)?;
         std::io::Write::flush(&mut out).map_err(Error::io("write", &tar_path))?;
     }
     let tar = std::fs::File::open(&tar_path).map_err(Error::io("open", &tar_path))?;
     kiln_layer::apply_layer(
         std::io::BufReader::new(tar),
-        &copy,
+        into,
         kiln_layer::ApplyMode::Merged,
         kiln_layer::ApplyOptions::default(),
     )?;
-    std::fs::remove_file(&tar_path).map_err(Error::io("remove", &tar_path))?;
-    // A directory's contents land at the copy's root; a file keeps its name.
-    let is_dir = crate::copy::kind_in_root(root, pattern).is_some_and(|k| k.is_dir());
-    let shown = match clean.rsplit('/').next() {
-        Some(name) if !is_dir && !name.is_empty() => name.to_owned(),
-        _ => String::new(),
+    Ok(pattern)
+}
+
+/// The content key of `source` in `root`: what a copy of it would hold (names, owners, modes,
+/// contents), read without writing anything.
+fn tree_key(root: &std::path::Path, source: &str) -> Result<kiln_image::Digest, Error> {
+    let src = crate::copy::SourceRoot { root, ignore: None };
+    let clean = crate::context::clean_path(source);
+    let pattern = if clean.is_empty() {
+        "."
+    } else {
+        clean.as_str()
     };
-    keep.staged.push(staged);
-    Ok((copy, shown))
+    let matched = crate::copy::match_sources(src, pattern)?;
+    let options = crate::copy::CopyOptions {
+        keep_owners: true,
+        ..Default::default()
+    };
+    crate::copy::write_copy_tar(src, &matched, "/", None, &options, std::io::sink())
+}
+
+/// The directory `rel` under `root`, made if missing, each component opened without following
+/// a symlink: a cache mount's contents come from earlier steps, which may have planted links
+/// pointing out of it.
+fn dir_in_root(root: &std::path::Path, rel: &str) -> Result<OwnedFd, Error> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    let mut fd: OwnedFd = rustix::fs::open(root, flags, Mode::empty())
+        .map_err(|e| Error::io("open", root)(e.into()))?;
+    let clean = crate::context::clean_path(rel);
+    for part in clean.split('/').filter(|p| !p.is_empty()) {
+        let next = match rustix::fs::openat(&fd, part, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) => {
+                rustix::fs::mkdirat(&fd, part, Mode::from_raw_mode(0o755))
+                    .map_err(|e| Error::io("create directory", root.join(&clean))(e.into()))?;
+                rustix::fs::openat(&fd, part, flags, Mode::empty())
+            }
+            other => other,
+        };
+        fd = next.map_err(|e| Error::io("open directory", root.join(&clean))(e.into()))?;
+    }
+    Ok(fd)
+}
+
+/// The path a held fd names, for a bind mount: the sandbox clones the mount tree at a path,
+/// which a /proc magic link is not. The fd stays open for the run.
+fn bind_path(fd: OwnedFd, keep: &mut Keep) -> Result<PathBuf, Error> {
+    let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let path = std::fs::read_link(&link).map_err(Error::io("readlink", &link))?;
+    keep.fds.push(fd);
+    Ok(path)
+}
+
+/// Takes an exclusive lock on `path` (made if missing), blocking or not; `None` when it is
+/// held elsewhere and `wait` is false. The lock lasts while the file stays open.
+fn lock_file(path: &std::path::Path, wait: bool) -> Result<Option<std::fs::File>, Error> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io("open cache lock", path))?;
+    let operation = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(&lock, operation) {
+        Ok(()) => Ok(Some(lock)),
+        Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
+        Err(e) => Err(Error::io("flock", path)(e.into())),
+    }
+}
+
+/// The directory of a cache mount, made and seeded on first use, locked as `sharing=` asks.
+///
+/// As BuildKit keys its cache directories, a cache is its id together with what it starts
+/// from: `from=`'s files (here their content key), or the directory that `uid=`, `gid=` and
+/// `mode=` make. `shared` (the default) lets steps use it at once; `locked` makes them take
+/// turns; `private` gives a step that finds every instance in use a new one, which later steps
+/// reuse when it is free.
+fn cache_dir(
+    ctx: &StepContext<'_, '_>,
+    mount: &kiln_dockerfile::Mount,
+    id: &str,
+    source: &str,
+    keep: &mut Keep,
+) -> Result<PathBuf, Error> {
+    use kiln_dockerfile::CacheSharing;
+    let builder = ctx.builder;
+    let seed = match &mount.from {
+        Some(_) => {
+            let (root, from_source) = mount_source_root(ctx, mount, source, keep)?;
+            Some((tree_key(&root, &from_source)?, root, from_source))
+        }
+        None => None,
+    };
+    let key = match (&seed, mount.uid, mount.gid, mount.mode) {
+        (Some((content, _, _)), ..) => format!("{id}\0from {content}"),
+        (None, None, None, None) => id.to_owned(),
+        (None, uid, gid, mode) => format!("{id}\0dir {uid:?} {gid:?} {mode:?}"),
+    };
+    let mounts = builder.store.root().join("cache-mounts");
+    // Only the mount itself gets the step's mode; other users stay out of the rest.
+    kiln_image::create_private_dir(&mounts)?;
+    let base = mounts.join(kiln_image::Digest::of(key.as_bytes()).hex());
+    let dir = match mount.sharing {
+        None | Some(CacheSharing::Shared) => base,
+        Some(CacheSharing::Locked) => {
+            // One step at a time uses the cache, across kiln processes too.
+            keep.locks
+                .extend(lock_file(&base.with_extension("lock"), true)?);
+            base
+        }
+        Some(CacheSharing::Private) => {
+            let mut instance = 0usize;
+            loop {
+                let dir = match instance {
+                    0 => base.clone(),
+                    n => base.with_extension(format!("private-{n}")),
+                };
+                if let Some(lock) =
+                    lock_file(&dir.with_extension(format!("lock-{instance}")), false)?
+                {
+                    keep.locks.push(lock);
+                    break dir;
+                }
+                instance += 1;
+            }
+        }
+    };
+    if !dir.is_dir() {
+        // Made and seeded beside it, then renamed into place: a step that comes at the same
+        // time sees the whole seed or makes its own.
+        let staged = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(&mounts)
+            .map_err(Error::io("create cache mount", &mounts))?;
+        let fresh = staged.path().join("cache");
+        std::fs::create_dir(&fresh).map_err(Error::io("create cache mount", &fresh))?;
+        if let Some((_, root, from_source)) = &seed {
+            copy_tree(
+                builder,
+                root,
+                None,
+                from_source,
+                &format!("/{source}"),
+                &fresh,
+            )?;
+        }
+        let mode = mount.mode.unwrap_or(0o755);
+        std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(Error::io("chmod", &fresh))?;
+        std::os::unix::fs::chown(&fresh, mount.uid, mount.gid)
+            .map_err(Error::io("chown", &fresh))?;
+        match std::fs::rename(&fresh, &dir) {
+            Ok(()) => {}
+            Err(_) if dir.is_dir() => {}
+            Err(e) => return Err(Error::io("create cache mount", &dir)(e)),
+        }
+    }
+    Ok(dir)
+}
+
+/// The directory a bind mount (or a cache mount's `from=`) reads, and `source`'s path in it:
+/// the build context or a named context's directory (only the files its ignore rules keep, as
+/// BuildKit sends a step only those), or a stage's or image's filesystem (a read-only overlay
+/// kept for the run).
+fn mount_source_root(
+    ctx: &StepContext<'_, '_>,
+    mount: &kiln_dockerfile::Mount,
+    source: &str,
+    keep: &mut Keep,
+) -> Result<(PathBuf, String), Error> {
+    let builder = ctx.builder;
+    let mut source = source.to_owned();
+    let dir_context = match &mount.from {
+        Some(from) => builder.dir_context(from),
+        None => Some(&builder.request.context),
+    };
+    let root: PathBuf =
+        match &mount.from {
+            _ if let Some(dir) = dir_context
+                && !dir.ignore.is_empty()
+                && let Some(root) = dir.root.as_deref() =>
+            {
+                let (copy, shown) = ignore_filtered(builder, root, &dir.ignore, &source, keep)?;
+                source = shown;
+                copy
+            }
+            Some(from) if let Some(dir) = dir_context => dir
+                .root
+                .clone()
+                .ok_or_else(|| Error::BadInput(format!("RUN --mount from={from}: no directory")))?,
+            Some(from) => {
+                let (layers, diff_ids) = match builder.stage_for(from, ctx.stage_index) {
+                    Some(dep) => {
+                        let s = builder.built[dep].get().ok_or_else(|| {
+                            Error::BadInput(format!(
+                                "RUN --mount from={from}: that stage was not built"
+                            ))
+                        })?;
+                        (s.layers.clone(), s.config.rootfs.diff_ids.clone())
+                    }
+                    None => {
+                        let image = builder
+                            .resolve_image(from, &builder.stage_platform(ctx.stage_index))?;
+                        (
+                            image.manifest.layers.clone(),
+                            image.config.rootfs.diff_ids.clone(),
+                        )
+                    }
+                };
+                let dirs = StepDirs::new(builder.store, "bind")?;
+                let lowers = snapshot::lowers_of(builder.store, &layers, &diff_ids)?;
+                let overlay = OverlayMount::mount(&lowers, None, &dirs.empty(), &dirs.merged())?;
+                let path = overlay.path().to_path_buf();
+                keep.overlays.push((overlay, dirs));
+                path
+            }
+            None => builder.request.context.root.clone().ok_or_else(|| {
+                Error::BadInput("RUN --mount=type=bind needs a build context".into())
+            })?,
+        };
+    Ok((root, source))
 }
 
 /// The sandbox mount for one `--mount`, or none when a secret goes only to `env`.
@@ -449,33 +685,11 @@ fn mount_for(
         MountType::Cache => {
             let target = target(None)?;
             let id = mount.id.clone().unwrap_or_else(|| target.clone());
-            let mounts = builder.store.root().join("cache-mounts");
-            let dir = mounts.join(kiln_image::Digest::of(id.as_bytes()).hex());
-            if !dir.is_dir() {
-                // Only the mount itself gets the step's mode; other users stay out of the rest.
-                kiln_image::create_private_dir(&mounts)?;
-                std::fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
-                let mode = mount.mode.unwrap_or(0o755);
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(Error::io("chmod", &dir))?;
-                std::os::unix::fs::chown(&dir, mount.uid, mount.gid)
-                    .map_err(Error::io("chown", &dir))?;
-            }
-            if mount.sharing == Some(kiln_dockerfile::CacheSharing::Locked) {
-                // One step at a time uses the cache, across kiln processes too.
-                let lock_path = dir.with_extension("lock");
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(Error::io("open cache lock", &lock_path))?;
-                rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-                    .map_err(|e| Error::io("flock", &lock_path)(e.into()))?;
-                keep.locks.push(lock);
-            }
+            // BuildKit mounts `source=` of the cache (of from='s files, when given).
+            let source = crate::context::clean_path(mount.source.as_deref().unwrap_or(""));
+            let dir = cache_dir(ctx, mount, &id, &source, keep)?;
             Ok(Some(kiln_sandbox::Mount::Bind {
-                source: dir,
+                source: bind_path(dir_in_root(&dir, &source)?, keep)?,
                 target,
                 readonly: mount.readonly,
             }))
@@ -522,61 +736,12 @@ fn mount_for(
         }
         MountType::Bind => {
             let target = target(None)?;
-            let mut source = mount.source.clone().unwrap_or_default();
-            let dir_context = match &mount.from {
-                Some(from) => builder.dir_context(from),
-                None => Some(&builder.request.context),
-            };
-            let root: PathBuf = match &mount.from {
-                _ if let Some(dir) = dir_context
-                    && !dir.ignore.is_empty()
-                    && let Some(root) = dir.root.as_deref() =>
-                {
-                    let (copy, shown) = ignore_filtered(builder, root, &dir.ignore, &source, keep)?;
-                    source = shown;
-                    copy
-                }
-                Some(from) if let Some(dir) = dir_context => dir.root.clone().ok_or_else(|| {
-                    Error::BadInput(format!("RUN --mount from={from}: no directory"))
-                })?,
-                Some(from) => {
-                    let (layers, diff_ids) = match builder.stage_for(from, ctx.stage_index) {
-                        Some(dep) => {
-                            let s = builder.built[dep].get().ok_or_else(|| {
-                                Error::BadInput(format!(
-                                    "RUN --mount from={from}: that stage was not built"
-                                ))
-                            })?;
-                            (s.layers.clone(), s.config.rootfs.diff_ids.clone())
-                        }
-                        None => {
-                            let image = builder
-                                .resolve_image(from, &builder.stage_platform(ctx.stage_index))?;
-                            (
-                                image.manifest.layers.clone(),
-                                image.config.rootfs.diff_ids.clone(),
-                            )
-                        }
-                    };
-                    let dirs = StepDirs::new(builder.store, "bind")?;
-                    let lowers = snapshot::lowers_of(builder.store, &layers, &diff_ids)?;
-                    let overlay =
-                        OverlayMount::mount(&lowers, None, &dirs.empty(), &dirs.merged())?;
-                    let path = overlay.path().to_path_buf();
-                    keep.overlays.push((overlay, dirs));
-                    path
-                }
-                None => builder.request.context.root.clone().ok_or_else(|| {
-                    Error::BadInput("RUN --mount=type=bind needs a build context".into())
-                })?,
-            };
+            let source = mount.source.clone().unwrap_or_default();
+            let (root, source) = mount_source_root(ctx, mount, &source, keep)?;
+            // Resolved inside the root: no symlink leads out of it.
             let fd = crate::copy::open_in_root(&root, &crate::context::clean_path(&source))
                 .map_err(Error::io("open bind source", root.join(&source)))?;
-            // Resolved inside the root (no symlink leads out of it), then bound by its real path:
-            // the sandbox clones the mount tree at a path, which a /proc magic link is not.
-            let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-            let path = std::fs::read_link(&link).map_err(Error::io("readlink", &link))?;
-            keep.fds.push(fd);
+            let path = bind_path(fd, keep)?;
             // BuildKit: writes to a bind mount, rw or not, never reach its source.
             Ok(Some(if mount.readonly {
                 kiln_sandbox::Mount::Bind {

@@ -248,3 +248,89 @@ fn add_host_shm_size_and_ulimit_reach_run_steps() {
         "{err}"
     );
 }
+
+/// Cache mounts as BuildKit's dockerfile2llb makes them (convert_runmount.go): `from=` seeds
+/// the cache with that stage's files and keys it apart from the same id without them,
+/// `source=` mounts a directory of the cache, and a `source=` that resolves through a link out
+/// of the cache fails (BuildKit's testCacheMountSourceEscape).
+#[test]
+fn cache_mounts_take_from_and_source() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dockerfile = "FROM busybox AS seed\n\
+        RUN mkdir -p /deps/sub && echo seeded > /deps/sub/a\n\
+        FROM busybox\n\
+        RUN --mount=type=cache,id=c1,from=seed,source=/deps,target=/c \
+            cat /c/sub/a > /got && echo more > /c/sub/b\n\
+        RUN --mount=type=cache,id=c1,from=seed,source=/deps,target=/c ls /c/sub > /second\n\
+        RUN --mount=type=cache,id=c1,target=/c ls -A /c > /plain\n\
+        RUN --mount=type=cache,id=c2,target=/c mkdir -p /c/x && echo in-x > /c/x/f\n\
+        RUN --mount=type=cache,id=c2,source=x,target=/y cat /y/f > /via-source\n";
+    let ctx = env.context("cache-from", dockerfile, &[]);
+    env.build(&["--no-lint", "-t", "cache-from", &ctx]);
+    let cat = |path: &str| {
+        env.ok(&["run", "--rm", "cache-from", "cat", path])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(cat("/got"), "seeded");
+    assert_eq!(cat("/second"), "a\nb", "the seeded cache keeps what steps write");
+    assert_eq!(cat("/plain"), "", "the same id without from= is another cache");
+    assert_eq!(cat("/via-source"), "in-x");
+
+    let escape = "FROM busybox\n\
+        RUN --mount=type=cache,id=esc,target=/cache mkdir -p /cache/sel && echo benign > /cache/sel/b\n\
+        RUN --mount=type=cache,id=esc,target=/cache rm -rf /cache/sel && ln -s /etc /cache/sel\n\
+        RUN --mount=type=cache,id=esc,source=sel,target=/victim cat /victim/hostname\n";
+    let ctx = env.context("cache-escape", escape, &[]);
+    let err = env.fails(&["build", "--no-lint", "--no-cache", "-t", "escape", &ctx]);
+    assert!(err.contains("open directory"), "{err}");
+}
+
+/// `sharing=private`: a step that finds the cache in use gets an instance of its own (two
+/// steps that meet in the middle of their runs each see only their own file), and a later
+/// step reuses a free instance. `shared` steps at the same time see each other's files.
+#[test]
+fn private_cache_mounts_give_concurrent_steps_their_own() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    // Each step marks the cache, waits (up to a minute) in a shared rendezvous cache until the
+    // other step is running too, then lists the cache.
+    let step = |me: &str, other: &str, sharing: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meet-{sharing},target=/meet,sharing=shared \
+             --mount=type=cache,id=work-{sharing},target=/c,sharing={sharing} \
+             touch /c/{me} /meet/{me} && i=0; while [ ! -e /meet/{other} ]; do \
+             i=$((i+1)); [ $i -lt 600 ] || {{ echo {me} waited alone; exit 1; }}; sleep 0.1; done; \
+             ls /c | tr '\\n' ' ' > /seen"
+        )
+    };
+    for sharing in ["private", "shared"] {
+        let dockerfile = format!(
+            "FROM busybox AS left\n{}\nFROM busybox AS right\n{}\n\
+             FROM busybox\nCOPY --from=left /seen /left\nCOPY --from=right /seen /right\n\
+             RUN --mount=type=cache,id=work-{sharing},target=/c,sharing={sharing} \
+                 ls /c | tr '\\n' ' ' > /after\n",
+            step("left", "right", sharing),
+            step("right", "left", sharing),
+        );
+        let ctx = env.context(&format!("cache-{sharing}"), &dockerfile, &[]);
+        env.build(&["--no-lint", "--jobs", "2", "-t", sharing, &ctx]);
+        let cat = |path: &str| {
+            env.ok(&["run", "--rm", sharing, "cat", path])
+                .trim()
+                .to_owned()
+        };
+        let (left, right, after) = (cat("/left"), cat("/right"), cat("/after"));
+        if sharing == "private" {
+            assert_eq!((left.as_str(), right.as_str()), ("left", "right"));
+            assert!(
+                after == "left" || after == "right",
+                "a later step reuses a free instance: {after:?}"
+            );
+        } else {
+            assert_eq!((left.as_str(), right.as_str()), ("left right", "left right"));
+            assert_eq!(after, "left right");
+        }
+    }
+}
