@@ -134,57 +134,13 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
                     "{name} is a multi-platform image, and docker's archive holds one platform \
                      per image: choose one with --platform, or save --format oci"
                 );
-                let mut platforms = Vec::new();
-                let mut members = Vec::new();
-                let mut originals = Vec::new();
-                let mut entry_annotations = Vec::new();
-                for (p, image) in store.platform_images(&tagged.descriptor)? {
-                    platforms.push(p.unwrap_or_else(|| image.config.platform()));
-                    originals.push(image.manifest_digest().clone());
-                    entry_annotations.push(image.descriptor.annotations.clone());
-                    members.push((image, Vec::new()));
-                }
-                let members = archive::compress_for_export(store, members, compression, None)?;
-                // The compressed images keep their entries' annotations
-                // (`manifest-descriptor:`).
-                let entries: Vec<(kiln_image::Platform, Image)> = platforms
-                    .into_iter()
-                    .zip(members.into_iter().map(|(image, _)| image))
-                    .zip(&entry_annotations)
-                    .map(|((platform, mut image), annotations)| {
-                        image.descriptor.annotations = annotations.clone();
-                        (platform, image)
-                    })
-                    .collect();
-                // Compressing for export gives each image another manifest: its attestations
-                // are rebound to it.
-                let mut attestations = Vec::new();
-                for attestation in store.attestations(&tagged.descriptor)? {
-                    let subject = attestation.subject().unwrap_or_default().to_owned();
-                    let Some(((_, new), old)) = entries
-                        .iter()
-                        .zip(&originals)
-                        .find(|(_, old)| old.as_str() == subject)
-                    else {
-                        continue;
-                    };
-                    let mut descriptor = new.descriptor.clone();
-                    descriptor.platform = None;
-                    descriptor.annotations = None;
-                    attestations.push(store.rebind_attestation(&attestation, old, &descriptor)?);
-                }
-                let entries_only: Vec<_> = attestations.iter().map(|a| a.entry.clone()).collect();
-                let index = store.put_attested_index(
-                    &entries,
-                    &entries_only,
-                    &store.index_annotations(&tagged.descriptor)?,
-                )?;
-                indexes.push(archive::SavedIndex {
-                    index,
-                    images: entries.into_iter().map(|(_, image)| image).collect(),
+                indexes.push(saved_index(
+                    store,
+                    &tagged.descriptor,
                     names,
-                    attestations,
-                });
+                    compression,
+                    None,
+                )?);
             }
             _ => images.push((store.resolve_platform(name, platform.as_ref())?, names)),
         }
@@ -333,4 +289,65 @@ fn other_platforms(
             .filter(|(p, _)| !(p.matches(platform) && platform.matches(p)))
             .collect(),
     )
+}
+
+/// A stored index made ready for an archive (`save --format oci`, `build -o type=oci` of
+/// several platforms): each platform's image with its layers compressed as asked, its
+/// attestations rebound to the new manifests, and a new index over them that keeps the
+/// index's annotations and each entry's.
+pub fn saved_index(
+    store: &Store,
+    index: &kiln_image::Descriptor,
+    names: Vec<String>,
+    compression: kiln_layer::Compression,
+    level: Option<u32>,
+) -> anyhow::Result<archive::SavedIndex> {
+    let mut platforms = Vec::new();
+    let mut members = Vec::new();
+    let mut originals = Vec::new();
+    let mut entry_annotations = Vec::new();
+    for (p, image) in store.platform_images(index)? {
+        platforms.push(p.unwrap_or_else(|| image.config.platform()));
+        originals.push(image.manifest_digest().clone());
+        entry_annotations.push(image.descriptor.annotations.clone());
+        members.push((image, Vec::new()));
+    }
+    let members = archive::compress_for_export(store, members, compression, level)?;
+    // The compressed images keep their entries' annotations
+    // (`manifest-descriptor:`).
+    let entries: Vec<(kiln_image::Platform, Image)> = platforms
+        .into_iter()
+        .zip(members.into_iter().map(|(image, _)| image))
+        .zip(&entry_annotations)
+        .map(|((platform, mut image), annotations)| {
+            image.descriptor.annotations = annotations.clone();
+            (platform, image)
+        })
+        .collect();
+    // Compressing for export gives each image another manifest: its attestations
+    // are rebound to it.
+    let mut attestations = Vec::new();
+    for attestation in store.attestations(index)? {
+        let subject = attestation.subject().unwrap_or_default().to_owned();
+        let Some(((_, new), old)) = entries
+            .iter()
+            .zip(&originals)
+            .find(|(_, old)| old.as_str() == subject)
+        else {
+            continue;
+        };
+        let mut descriptor = new.descriptor.clone();
+        descriptor.platform = None;
+        descriptor.annotations = None;
+        attestations.push(store.rebind_attestation(&attestation, old, &descriptor)?);
+    }
+    let entries_only: Vec<_> = attestations.iter().map(|a| a.entry.clone()).collect();
+    let index =
+        store.put_attested_index(&entries, &entries_only, &store.index_annotations(index)?)?;
+    Ok(archive::SavedIndex {
+        index,
+        images: entries.into_iter().map(|(_, image)| image).collect(),
+        names,
+        attestations,
+    })
 }

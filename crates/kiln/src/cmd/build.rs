@@ -664,22 +664,7 @@ pub fn build(
         }
     }
     if platforms.len() > 1 {
-        let unsupported: Vec<&str> = [
-            ("-o/--output", !args.outputs.is_empty()),
-            ("--load", args.load),
-            ("--iidfile", args.iidfile.is_some()),
-            ("--metadata-file", args.metadata_file.is_some()),
-            ("-q/--quiet", args.quiet),
-        ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect();
-        anyhow::ensure!(
-            unsupported.is_empty(),
-            "{} with several platforms is not supported yet: build one platform with \
-             --platform P, or push the multi-platform image with --push",
-            unsupported.join(", ")
-        );
+        outputs.check_several_platforms()?;
         let mut built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
             .map_err(|e| at_line(e, &request))?;
         for (platform, image) in &built.images {
@@ -692,10 +677,24 @@ pub fn build(
         for tag in &tags {
             reporter.line(&format!("naming to {}", tag.store_name()));
         }
-        if args.push {
-            let (_, first) = &built.images[0];
+        let (_, first) = &built.images[0];
+        let mut exported = super::output::export_index(
+            &super::output::ExportContext {
+                store,
+                view: &reporter,
+                progress,
+                registry: &args.registry,
+            },
+            &outputs,
+            &built.index,
+            &built.images,
+            &args.tags,
+        )?;
+        // With attestations the outputs are refused and the index pushed here, attestations
+        // and all.
+        if attest.any() && args.push {
             let registry = super::registry::client(&args.registry)?;
-            super::registry::push_tags(
+            let pushed = super::registry::push_tags(
                 store,
                 first,
                 Some((&built.images, &built.index)),
@@ -703,9 +702,24 @@ pub fn build(
                 &registry,
                 progress,
             )?;
+            if let Some(last) = pushed.last() {
+                exported = Some(super::output::Exported {
+                    manifest: kiln_image::Descriptor::new(
+                        kiln_image::media_type::OCI_INDEX,
+                        last.digest.clone(),
+                        last.size,
+                    ),
+                    names: args.tags.join(","),
+                });
+            }
         }
-        out.line(built.index.digest.as_str())?;
-        return Ok(ExitCode::SUCCESS);
+        // buildx's iidfile holds the config digest, or, for an index, which has none, its
+        // digest.
+        let id = exported
+            .as_ref()
+            .map_or(&built.index.digest, |e| &e.manifest.digest)
+            .clone();
+        return write_results(out, &args, &outputs, first, &id, exported.as_ref());
     }
     let image = kiln_build::build(store, &request, &reporter).map_err(|e| at_line(e, &request))?;
     reporter.line(&format!("writing image {} done", image.id()));
@@ -746,20 +760,33 @@ pub fn build(
         &image,
         &args.tags,
     )?;
+    write_results(out, &args, &outputs, &image, image.id(), exported.as_ref())
+}
+
+/// What a build leaves for scripts: `--iidfile`, `--metadata-file`, and the id on stdout
+/// (alone with `-q`).
+fn write_results(
+    out: &mut Output,
+    args: &BuildArgs,
+    outputs: &super::output::Plan,
+    image: &kiln_image::Image,
+    id: &kiln_image::Digest,
+    exported: Option<&super::output::Exported>,
+) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.iidfile {
-        super::output::write_small_file("--iidfile", path, image.id().as_str().as_bytes())?;
+        super::output::write_small_file("--iidfile", path, id.as_str().as_bytes())?;
     }
     if let Some(path) = &args.metadata_file {
-        let json = super::output::metadata(&image, exported.as_ref());
+        let json = super::output::metadata(image, exported);
         let bytes = serde_json::to_vec_pretty(&json).context("--metadata-file")?;
         super::output::write_small_file("--metadata-file", path, &bytes)?;
     }
     if args.quiet {
         if outputs.has_image() {
-            writeln!(io::stdout().lock(), "{}", image.id())?;
+            writeln!(io::stdout().lock(), "{id}")?;
         }
     } else if !outputs.uses_stdout() {
-        out.line(image.id().as_str())?;
+        out.line(id.as_str())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -555,6 +555,21 @@ impl Plan {
         Ok(Plan { exporters })
     }
 
+    /// Refuses, before a build of several platforms, the outputs that hold one platform: the
+    /// docker exporter, as BuildKit's ("docker exporter does not currently support exporting
+    /// manifest lists").
+    pub fn check_several_platforms(&self) -> anyhow::Result<()> {
+        match self.exporters.iter().find(|o| o.kind == Kind::Docker) {
+            Some(out) => anyhow::bail!(
+                "{}: docker exporter does not currently support exporting manifest lists: \
+                 docker's archive and `docker load` take one platform; build one with \
+                 --platform P, or use -o type=oci or --push for all of them",
+                flag_words(out)
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Whether an output writes to stdout (then stdout carries nothing else).
     pub fn uses_stdout(&self) -> bool {
         self.exporters.iter().any(Exporter::writes_stdout)
@@ -596,7 +611,8 @@ fn docker_binary(out: &Exporter) -> anyhow::Result<PathBuf> {
 /// The image an output made: what `--metadata-file` describes.
 #[derive(Debug, Clone)]
 pub struct Exported {
-    /// The manifest as the output wrote it (layers compressed as it compressed them).
+    /// The manifest (an index, for several platforms) as the output wrote it (layers
+    /// compressed as it compressed them).
     pub manifest: Descriptor,
     /// `image.name`: the names, comma-joined.
     pub names: String,
@@ -649,6 +665,158 @@ pub fn export(
         }
     }
     Ok(last)
+}
+
+/// Runs every output in order for a build of several platforms: the index and its images.
+/// Returns the index the last image output made (the store's, when there are no outputs).
+/// Directory and tar outputs hold one directory per platform, named as BuildKit names them
+/// (`linux_amd64`, `linux_arm_v7`).
+pub fn export_index(
+    cx: &ExportContext<'_>,
+    plan: &Plan,
+    index: &Descriptor,
+    images: &[(kiln_image::Platform, Image)],
+    tags: &[String],
+) -> anyhow::Result<Option<Exported>> {
+    plan.check_several_platforms()?;
+    let mut last = plan.exporters.is_empty().then(|| Exported {
+        manifest: index.clone(),
+        names: tags.join(","),
+    });
+    let unpack_all = |root: &Path, keep_owners: bool| -> anyhow::Result<()> {
+        for (platform, image) in images {
+            let dir = root.join(platform_dir(platform));
+            std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+            unpack(cx.store, image, &dir, keep_owners)?;
+        }
+        Ok(())
+    };
+    for out in &plan.exporters {
+        let made = match out.kind {
+            Kind::Local => {
+                cx.view
+                    .line(&format!("exporting to client directory ({})", out.flag));
+                export_local_with(out, |root| unpack_all(root, false))?;
+                None
+            }
+            Kind::Tar => {
+                cx.view
+                    .line(&format!("exporting to client tarball ({})", out.flag));
+                export_tar_with(cx.store, out, |root| unpack_all(root, true))?;
+                None
+            }
+            Kind::Oci => {
+                cx.view
+                    .line(&format!("exporting to oci image format ({})", out.flag));
+                let saved = super::archive::saved_index(
+                    cx.store,
+                    index,
+                    out.names.clone(),
+                    out.layers.compression.unwrap_or(Compression::Gzip),
+                    out.layers.level,
+                )
+                .with_context(|| format!("{}: compress the layers", flag_words(out)))?;
+                let manifest = saved.index.clone();
+                let indexes = [saved];
+                match &out.dest {
+                    Some(Dest::Path(dir)) if !out.tar => write_dir(dir, |staged| {
+                        archive::save_oci_dir(cx.store, &[], &indexes, staged)
+                            .with_context(|| format!("{}: write the OCI layout", flag_words(out)))
+                    })?,
+                    dest => write_file(dest.as_ref(), out, |w| {
+                        archive::save_with_indexes(
+                            cx.store,
+                            &[],
+                            &indexes,
+                            SaveFormat::OciArchive,
+                            w,
+                        )
+                        .with_context(|| format!("{}: write the OCI archive", flag_words(out)))
+                    })?,
+                }
+                Some(Exported {
+                    manifest,
+                    names: normalized_names(&out.names)?.join(","),
+                })
+            }
+            Kind::Docker => unreachable!("refused by check_several_platforms"),
+            Kind::Image => Some(export_index_image(cx, index, images, out)?),
+        };
+        if made.is_some() {
+            last = made;
+        }
+    }
+    Ok(last)
+}
+
+/// BuildKit's directory for one platform's files in a local or tar output of several.
+fn platform_dir(platform: &kiln_image::Platform) -> String {
+    platform.to_string().replace('/', "_")
+}
+
+/// `type=image`/`type=registry` of several platforms: the index tagged in the store under each
+/// name and, with push, pushed with its images.
+fn export_index_image(
+    cx: &ExportContext<'_>,
+    index: &Descriptor,
+    images: &[(kiln_image::Platform, Image)],
+    out: &Exporter,
+) -> anyhow::Result<Exported> {
+    anyhow::ensure!(
+        !out.layers.given(),
+        "{}: compression options with several platforms are not supported yet: push with \
+         kiln's default gzip (the config's [push] gzip_level), or write -o type=oci with them",
+        flag_words(out)
+    );
+    let names = out
+        .names
+        .iter()
+        .map(|n| n.parse::<Reference>())
+        .collect::<Result<Vec<_>, _>>()?;
+    for name in &names {
+        cx.store.tag(&name.store_name(), index)?;
+    }
+    if !out.push {
+        return Ok(Exported {
+            manifest: index.clone(),
+            names: out.names.join(","),
+        });
+    }
+    let registry = registry_for(cx, out, &names)?;
+    let first = &images.first().context("an index without images")?.1;
+    let pushed = super::registry::push_tags(
+        cx.store,
+        first,
+        Some((images, index)),
+        &names,
+        &registry,
+        cx.progress,
+    )?;
+    let last = pushed.last().context("a push without a name")?;
+    Ok(Exported {
+        manifest: Descriptor::new(media_type::OCI_INDEX, last.digest.clone(), last.size),
+        names: out.names.join(","),
+    })
+}
+
+/// The registry client of an image output: the build's settings, and `registry.insecure=true`
+/// for the output's names.
+fn registry_for(
+    cx: &ExportContext<'_>,
+    out: &Exporter,
+    names: &[Reference],
+) -> anyhow::Result<kiln_registry::Registry> {
+    let mut config = super::registry::load_config(cx.registry)?;
+    if out.insecure {
+        for name in names {
+            config
+                .registry
+                .entry(name.domain.clone())
+                .or_default()
+                .insecure = true;
+        }
+    }
+    Ok(kiln_registry::Registry::new(config)?)
 }
 
 /// The image with its layers compressed as the output asks (`default` when it does not say).
@@ -841,17 +1009,7 @@ fn export_image(cx: &ExportContext<'_>, image: &Image, out: &Exporter) -> anyhow
             names: out.names.join(","),
         });
     }
-    let mut config = super::registry::load_config(cx.registry)?;
-    if out.insecure {
-        for name in &names {
-            config
-                .registry
-                .entry(name.domain.clone())
-                .or_default()
-                .insecure = true;
-        }
-    }
-    let registry = kiln_registry::Registry::new(config)?;
+    let registry = registry_for(cx, out, &names)?;
     // Without compression options the push compresses as `kiln push` does (its gzip level is
     // the config's); with them, the layers are compressed first and pushed as they are.
     let image = if out.layers.given() {
@@ -897,6 +1055,14 @@ fn unpack(store: &Store, image: &Image, root: &Path, keep_owners: bool) -> anyho
 /// client writes them). They are unpacked next to their place first, then renamed in: a
 /// failure leaves DIR as it was.
 fn export_local(store: &Store, image: &Image, out: &Exporter) -> anyhow::Result<()> {
+    export_local_with(out, |root| unpack(store, image, root, false))
+}
+
+/// [`export_local`] of what `fill` unpacks into a fresh directory.
+fn export_local_with(
+    out: &Exporter,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let Some(Dest::Path(dest)) = &out.dest else {
         anyhow::bail!("{}: no dest", flag_words(out));
     };
@@ -906,14 +1072,12 @@ fn export_local(store: &Store, image: &Image, out: &Exporter) -> anyhow::Result<
             .prefix(".kiln-output-")
             .tempdir_in(dest)
             .with_context(|| format!("{what}: create a directory in {}", dest.display()))?;
-        unpack(store, image, staged.path(), false).with_context(|| what.clone())?;
+        fill(staged.path()).with_context(|| what.clone())?;
         merge_into(staged.path(), dest)
             .with_context(|| format!("{what}: move the files into {}", dest.display()))?;
         return Ok(());
     }
-    write_dir(dest, |staged| {
-        unpack(store, image, staged, false).with_context(|| what.clone())
-    })?;
+    write_dir(dest, |staged| fill(staged).with_context(|| what.clone()))?;
     // BuildKit's client creates the directory 0700.
     std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("{what}: chmod {}", dest.display()))?;
@@ -954,6 +1118,15 @@ fn merge_into(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// `type=tar`: the image's files as one tarball, owners kept (as BuildKit's tar exporter
 /// writes them from the snapshot).
 fn export_tar(store: &Store, image: &Image, out: &Exporter) -> anyhow::Result<()> {
+    export_tar_with(store, out, |root| unpack(store, image, root, true))
+}
+
+/// [`export_tar`] of what `fill` unpacks into a fresh directory.
+fn export_tar_with(
+    store: &Store,
+    out: &Exporter,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let what = flag_words(out);
     anyhow::ensure!(
         rustix::process::geteuid().is_root(),
@@ -961,7 +1134,7 @@ fn export_tar(store: &Store, image: &Image, out: &Exporter) -> anyhow::Result<()
          as root, or use type=local"
     );
     let staged = store.staging_dir("output")?;
-    unpack(store, image, staged.path(), true).with_context(|| what.clone())?;
+    fill(staged.path()).with_context(|| what.clone())?;
     write_file(out.dest.as_ref(), out, |w| {
         kiln_layer::write_layer_from_dir(staged.path(), w, kiln_layer::DiffOptions::default())
             .with_context(|| format!("{what}: write the tarball"))?;
@@ -1080,6 +1253,9 @@ pub fn metadata(image: &Image, exported: Option<&Exported>) -> serde_json::Value
     let Some(exported) = exported else {
         return serde_json::Value::Object(map);
     };
+    if kiln_image::is_index(&exported.manifest.media_type) {
+        return index_metadata(exported);
+    }
     let config_digest = image.id().as_str().to_owned();
     let mut annotations = serde_json::Map::new();
     annotations.insert("config.digest".into(), config_digest.clone().into());
@@ -1106,6 +1282,26 @@ pub fn metadata(image: &Image, exported: Option<&Exported>) -> serde_json::Value
         "platform": platform,
     });
     map.insert("containerimage.config.digest".into(), config_digest.into());
+    map.insert(
+        "containerimage.digest".into(),
+        exported.manifest.digest.as_str().into(),
+    );
+    map.insert("containerimage.descriptor".into(), descriptor);
+    if !exported.names.is_empty() {
+        map.insert("image.name".into(), exported.names.clone().into());
+    }
+    serde_json::Value::Object(map)
+}
+
+/// [`metadata`] of an index (several platforms): BuildKit's exporter then has no config
+/// digest to give, and the descriptor is the index's, with no platform.
+fn index_metadata(exported: &Exported) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    let descriptor = serde_json::json!({
+        "mediaType": exported.manifest.media_type,
+        "digest": exported.manifest.digest.as_str(),
+        "size": exported.manifest.size,
+    });
     map.insert(
         "containerimage.digest".into(),
         exported.manifest.digest.as_str().into(),

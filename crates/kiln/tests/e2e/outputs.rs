@@ -1314,3 +1314,147 @@ fn build_contexts_of_each_kind_serve_from_and_copy_from() {
         "is not a directory",
     );
 }
+
+/// Several platforms, as buildx exports them: `type=local` and `type=tar` hold a directory per
+/// platform (`linux_amd64`, `linux_arm64`); `type=oci` an index skopeo reads for each
+/// platform; `type=registry` the index pushed; `--iidfile` and `--metadata-file` the index's
+/// digest (an index has no config digest); the docker exporter and `--load` are refused
+/// before the build with BuildKit's words.
+#[test]
+fn several_platforms_export_as_an_index_and_a_directory_per_platform() {
+    let env = Env::new();
+    env.busybox_base_for("bb", "amd64");
+    env.busybox_base_for("bb", "arm64");
+    // No RUN: nothing needs emulation. WORKDIR makes a directory named after the platform.
+    let ctx = env.context(
+        "multi",
+        "FROM bb\nARG TARGETARCH\nWORKDIR /made-for-$TARGETARCH\nCOPY f /f\n",
+        &[("f", "same\n")],
+    );
+    let out_dir = env.path("local");
+    let oci = env.path("multi-oci.tar");
+    let tarball = env.path("multi.tar");
+    let iid = env.path("iid");
+    let meta = env.path("meta.json");
+    let (o_local, o_oci, o_tar) = (
+        format!("type=local,dest={}", out_dir.display()),
+        format!("type=oci,dest={}", oci.display()),
+        format!("type=tar,dest={}", tarball.display()),
+    );
+    let out = bare_kiln(&env)
+        .args([
+            "build",
+            "--no-lint",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .args(["-o", &o_local, "-o", &o_tar, &ctx])
+        .output()
+        .unwrap();
+    assert_success(&out, "a two-platform build with local and tar outputs");
+    // buildx refuses --iidfile with local and tar outputs, which have no image id.
+    let out = bare_kiln(&env)
+        .args([
+            "build",
+            "--no-lint",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .args(["-o", &o_oci, "-t", "multi:1"])
+        .args(["--iidfile", iid.to_str().unwrap()])
+        .args(["--metadata-file", meta.to_str().unwrap(), &ctx])
+        .output()
+        .unwrap();
+    assert_success(&out, "a two-platform build with an oci output");
+    for arch in ["amd64", "arm64"] {
+        let dir = out_dir.join(format!("linux_{arch}"));
+        assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "same\n");
+        assert!(dir.join(format!("made-for-{arch}")).is_dir(), "{arch}");
+        assert!(dir.join("bin/busybox").is_file(), "{arch}");
+    }
+    let listing = run(Command::new(require("tar")).arg("-tf").arg(&tarball));
+    for entry in ["linux_amd64/made-for-amd64/", "linux_arm64/f"] {
+        assert!(
+            listing.lines().any(|l| l.trim_start_matches("./") == entry),
+            "{entry} in the tar output:\n{listing}"
+        );
+    }
+    let archive = format!("oci-archive:{}", oci.display());
+    let (raw, index) = skopeo_manifest(&archive);
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    for arch in ["amd64", "arm64"] {
+        let config = run(skopeo().args(["inspect", "--config", "--override-arch", arch, &archive]));
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(config["architecture"], arch);
+    }
+    let digest = sha256_of(&raw);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str(), "{meta}");
+    assert_eq!(
+        meta["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{meta}"
+    );
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+    assert_eq!(meta["image.name"], "docker.io/library/multi:1", "{meta}");
+
+    // The registry gets the index; the metadata names the digest it holds.
+    let registry = crate::registry::Registry::start(&env, "multi-outputs");
+    let target = format!("{}/kiln/multi:1", registry.host());
+    let out = bare_kiln(&env)
+        .args([
+            "build",
+            "--no-lint",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .args(["-o", "type=registry", "-t", &target])
+        .args(["--metadata-file", meta_path(&env).to_str().unwrap(), &ctx])
+        .output()
+        .unwrap();
+    assert_success(&out, "a two-platform build pushed with -o type=registry");
+    let (raw, pushed) = skopeo_manifest(&format!("docker://{target}"));
+    assert_eq!(pushed["manifests"].as_array().unwrap().len(), 2, "{pushed}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(meta_path(&env)).unwrap()).unwrap();
+    assert_eq!(
+        meta["containerimage.digest"],
+        sha256_of(&raw).as_str(),
+        "{meta}"
+    );
+
+    for refused in [&["-o", "type=docker,dest=x.tar"][..], &["--load"][..]] {
+        let out = bare_kiln(&env)
+            .args([
+                "build",
+                "--no-lint",
+                "--platform",
+                "linux/amd64,linux/arm64",
+            ])
+            .args(refused)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let err = assert_clean_failure(&out, "the docker exporter with several platforms");
+        assert!(
+            err.contains("does not currently support exporting manifest lists")
+                && err.contains(refused[0]),
+            "{err}"
+        );
+    }
+}
+
+fn meta_path(env: &Env) -> PathBuf {
+    env.path("pushed-meta.json")
+}
