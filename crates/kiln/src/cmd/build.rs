@@ -663,6 +663,12 @@ pub fn build(
             }
         }
     }
+    let export_context = super::output::ExportContext {
+        store,
+        view: &reporter,
+        progress,
+        registry: &args.registry,
+    };
     if platforms.len() > 1 {
         outputs.check_several_platforms()?;
         let mut built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
@@ -679,12 +685,7 @@ pub fn build(
         }
         let (_, first) = &built.images[0];
         let mut exported = super::output::export_index(
-            &super::output::ExportContext {
-                store,
-                view: &reporter,
-                progress,
-                registry: &args.registry,
-            },
+            &export_context,
             &outputs,
             &built.index,
             &built.images,
@@ -749,17 +750,7 @@ pub fn build(
     for tag in &tags {
         reporter.line(&format!("naming to {}", tag.store_name()));
     }
-    let exported = super::output::export(
-        &super::output::ExportContext {
-            store,
-            view: &reporter,
-            progress,
-            registry: &args.registry,
-        },
-        &outputs,
-        &image,
-        &args.tags,
-    )?;
+    let exported = super::output::export(&export_context, &outputs, &image, &args.tags)?;
     write_results(out, &args, &outputs, &image, image.id(), exported.as_ref())
 }
 

@@ -1253,55 +1253,35 @@ pub fn metadata(image: &Image, exported: Option<&Exported>) -> serde_json::Value
     let Some(exported) = exported else {
         return serde_json::Value::Object(map);
     };
-    if kiln_image::is_index(&exported.manifest.media_type) {
-        return index_metadata(exported);
-    }
-    let config_digest = image.id().as_str().to_owned();
-    let mut annotations = serde_json::Map::new();
-    annotations.insert("config.digest".into(), config_digest.clone().into());
-    if let Some(created) = &image.config.created {
-        annotations.insert(
-            "org.opencontainers.image.created".into(),
-            created.clone().into(),
+    let mut descriptor = serde_json::json!({
+        "mediaType": exported.manifest.media_type,
+        "digest": exported.manifest.digest.as_str(),
+        "size": exported.manifest.size,
+    });
+    // An index (several platforms) has no config digest, and its descriptor no platform.
+    if !kiln_image::is_index(&exported.manifest.media_type) {
+        let config_digest = image.id().as_str().to_owned();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("config.digest".into(), config_digest.clone().into());
+        if let Some(created) = &image.config.created {
+            annotations.insert(
+                "org.opencontainers.image.created".into(),
+                created.clone().into(),
+            );
+        }
+        let mut platform = serde_json::Map::new();
+        platform.insert(
+            "architecture".into(),
+            image.config.architecture.clone().into(),
         );
+        platform.insert("os".into(), image.config.os.clone().into());
+        if let Some(variant) = &image.config.variant {
+            platform.insert("variant".into(), variant.clone().into());
+        }
+        descriptor["annotations"] = annotations.into();
+        descriptor["platform"] = platform.into();
+        map.insert("containerimage.config.digest".into(), config_digest.into());
     }
-    let mut platform = serde_json::Map::new();
-    platform.insert(
-        "architecture".into(),
-        image.config.architecture.clone().into(),
-    );
-    platform.insert("os".into(), image.config.os.clone().into());
-    if let Some(variant) = &image.config.variant {
-        platform.insert("variant".into(), variant.clone().into());
-    }
-    let descriptor = serde_json::json!({
-        "mediaType": exported.manifest.media_type,
-        "digest": exported.manifest.digest.as_str(),
-        "size": exported.manifest.size,
-        "annotations": annotations,
-        "platform": platform,
-    });
-    map.insert("containerimage.config.digest".into(), config_digest.into());
-    map.insert(
-        "containerimage.digest".into(),
-        exported.manifest.digest.as_str().into(),
-    );
-    map.insert("containerimage.descriptor".into(), descriptor);
-    if !exported.names.is_empty() {
-        map.insert("image.name".into(), exported.names.clone().into());
-    }
-    serde_json::Value::Object(map)
-}
-
-/// [`metadata`] of an index (several platforms): BuildKit's exporter then has no config
-/// digest to give, and the descriptor is the index's, with no platform.
-fn index_metadata(exported: &Exported) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    let descriptor = serde_json::json!({
-        "mediaType": exported.manifest.media_type,
-        "digest": exported.manifest.digest.as_str(),
-        "size": exported.manifest.size,
-    });
     map.insert(
         "containerimage.digest".into(),
         exported.manifest.digest.as_str().into(),
