@@ -15,6 +15,7 @@ use super::stage::{StageState, StepContext, commit_upper, push_history};
 use crate::Error;
 use crate::copy::{self, CopyOptions, Matched, SourceRoot};
 use crate::snapshot::{self, OverlayMount, StepDirs};
+use crate::support::{chown_id, split_chown};
 
 /// Where a COPY or ADD reads from, resolved before the cache lookup.
 pub(crate) enum Origin {
@@ -89,11 +90,10 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     };
     // BuildKit (dockerfile2llb's dispatchCopy) links only a copy without --chmod; with one it
     // copies onto the stage as if --link were not given.
-    let link = link && chmod.as_deref().is_none_or(str::is_empty);
+    let link = crate::support::links(link, chmod.as_deref());
+    // An empty value (`--chown=$UNSET`) is no --chown, as BuildKit takes it. A name with
+    // --link was refused by the plan (support::check_expanded).
     let chown = chown.filter(|spec| !spec.is_empty());
-    if link && let Some(spec) = &chown {
-        refuse_chown_names_with_link(&ctx.inst.keyword, spec)?;
-    }
 
     // BuildKit's history: the keyword, the (expanded) sources and destination, no flags.
     let created_by = if inline.is_empty() {
@@ -267,40 +267,6 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         key: Digest::from_hasher(key),
         created_by,
     })
-}
-
-/// A `--link` copy is made in an empty root, which has no `/etc/passwd` to look a name up in:
-/// BuildKit's solver then fails with "invalid user index: -1" (moby/buildkit#2987), and its
-/// frontend refuses the name before building since moby/buildkit#7134. Numeric ids and `root`
-/// need no lookup.
-fn refuse_chown_names_with_link(keyword: &str, spec: &str) -> Result<(), Error> {
-    let (user, group) = split_chown(spec);
-    let named = chown_id(user).is_none() || group.is_some_and(|g| chown_id(g).is_none());
-    if named {
-        return Err(Error::BadInput(format!(
-            "{} --link --chown={spec}: a --link copy is made in an empty root, where no user or \
-             group name can be looked up (BuildKit refuses it too); give numeric ids \
-             (--chown=1000:1000) or drop --link",
-            keyword.to_uppercase()
-        )));
-    }
-    Ok(())
-}
-
-/// `--chown`'s user and group parts; an empty group is no group (BuildKit's `WithUser`).
-fn split_chown(spec: &str) -> (&str, Option<&str>) {
-    match spec.split_once(':') {
-        Some((user, group)) => (user, Some(group).filter(|g| !g.is_empty())),
-        None => (spec, None),
-    }
-}
-
-/// A `--chown` part that needs no lookup: a number, or `root` (BuildKit's `parseUID`).
-fn chown_id(part: &str) -> Option<u32> {
-    if part == "root" {
-        return Some(0);
-    }
-    part.parse().ok()
 }
 
 impl Origin {

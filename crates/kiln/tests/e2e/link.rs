@@ -133,7 +133,7 @@ fn link_with_a_chown_name_is_refused_and_numeric_ids_give_the_uid_as_gid() {
     );
     let stderr = env.fails(&["build", "--no-lint", &named]);
     assert!(
-        stderr.contains("--chown=app") && stderr.contains("--link"),
+        stderr.contains("COPY --link --chown=app:") && stderr.contains("Dockerfile:2"),
         "{stderr}"
     );
     let numeric = env.context(
