@@ -43,7 +43,8 @@ fn a_link_layer_is_reused_over_a_changed_base_and_what_follows_is_rebuilt() {
     let files = [("a.txt", "copied\n")];
     let linked = env.context(
         "linked",
-        "FROM base\nWORKDIR /srv\nCOPY --link a.txt sub/\nRUN cat /srv/sub/a.txt /base-* > /seen\n",
+        "FROM base\nWORKDIR /srv\nCOPY --link --chmod=600 a.txt /m.txt\nCOPY --link a.txt sub/\n\
+         RUN cat /srv/sub/a.txt /base-* > /seen\n",
         &files,
     );
     let plain = env.context(
@@ -70,16 +71,20 @@ fn a_link_layer_is_reused_over_a_changed_base_and_what_follows_is_rebuilt() {
         !cached(&run) && run.iter().any(|l| l.starts_with("DONE")),
         "the RUN after it depends on the new base and runs again:\n{log}"
     );
-    let second = layer_digests(&env, "linked2");
-    assert_eq!(
-        first.len(),
-        5,
-        "busybox, base, WORKDIR, COPY, RUN: {first:?}"
+    // dockerfile2llb links only `cfg.link && cfg.chmod == ""`: with --chmod the copy is made
+    // onto the stage, keyed on it.
+    let chmod = step_log(&log, "COPY --link --chmod=600");
+    assert!(
+        !cached(&chmod) && chmod.iter().any(|l| l.starts_with("DONE")),
+        "COPY --link --chmod is copied onto the new base:\n{log}"
     );
-    assert_eq!(second.len(), 5, "{second:?}");
+    let second = layer_digests(&env, "linked2");
+    let layers = "busybox, base, WORKDIR, COPY --chmod, COPY, RUN";
+    assert_eq!(first.len(), 6, "{layers}: {first:?}");
+    assert_eq!(second.len(), 6, "{layers}: {second:?}");
     assert_ne!(first[1], second[1], "the base's layer changed");
     assert_eq!(
-        first[3], second[3],
+        first[4], second[4],
         "the COPY --link layer is the same blob, laid on the new base"
     );
     let seen = env.ok(&["run", "--rm", "linked2", "cat", "/seen"]);
