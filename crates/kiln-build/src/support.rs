@@ -214,7 +214,24 @@ mod tests {
         ("ADD", "--unpack=false", None),
         ("ADD", "--keep-git-dir", None),
         ("ADD", "--exclude=*.md", None),
+        // The plan picks the stage's platform (plan.rs); the config takes the health check.
+        ("FROM", "--platform=linux/amd64", None),
+        ("HEALTHCHECK", "--interval=5s", None),
+        ("HEALTHCHECK", "--timeout=5s", None),
+        ("HEALTHCHECK", "--start-period=5s", None),
+        ("HEALTHCHECK", "--start-interval=5s", None),
+        ("HEALTHCHECK", "--retries=3", None),
     ];
+
+    /// A line of `keyword` with `flag` that parses.
+    fn line_with(keyword: &str, flag: &str) -> String {
+        match keyword {
+            "RUN" => format!("FROM scratch AS base\nRUN {flag} true\n"),
+            "FROM" => format!("FROM {flag} scratch AS base\nCMD [\"x\"]\n"),
+            "HEALTHCHECK" => format!("FROM scratch AS base\nHEALTHCHECK {flag} CMD true\n"),
+            _ => format!("FROM scratch AS base\n{keyword} {flag} a /b\n"),
+        }
+    }
 
     /// Every `--mount` option, with what kiln does with it.
     const MOUNT_OPTIONS: &[(&str, Option<&str>)] = &[
@@ -272,11 +289,15 @@ mod tests {
     #[test]
     fn every_flag_is_implemented_or_refused_by_name() {
         for (keyword, flag, refused) in FLAGS {
-            let line = match *keyword {
-                "RUN" => format!("FROM scratch AS base\nRUN {flag} true\n"),
-                _ => format!("FROM scratch AS base\n{keyword} {flag} a /b\n"),
+            let line = line_with(keyword, flag);
+            let parsed = kiln_dockerfile::parse(&line).expect("parses");
+            let (_, stages) = kiln_dockerfile::parse_stages(&parsed)
+                .unwrap_or_else(|e| panic!("{keyword} {flag} parses: {e:?}"));
+            let inst = match *keyword {
+                "FROM" => &stages[0].from.value,
+                _ => &stages[0].instructions[0].value,
             };
-            let result = check_instruction(&instruction(&line));
+            let result = check_instruction(inst).and_then(|()| check_expanded(inst));
             match refused {
                 None => assert_eq!(result, Ok(()), "{keyword} {flag}"),
                 Some(words) => {
@@ -304,8 +325,8 @@ mod tests {
     #[test]
     fn the_table_covers_every_flag_the_parser_accepts() {
         // The parser names the flags it accepts when it meets one it does not know.
-        for keyword in ["RUN", "COPY", "ADD"] {
-            let line = format!("FROM scratch\n{keyword} --zzzz a /b\n");
+        for keyword in ["RUN", "COPY", "ADD", "FROM", "HEALTHCHECK"] {
+            let line = line_with(keyword, "--zzzz");
             let parsed = kiln_dockerfile::parse(&line).expect("parses");
             let error = match kiln_dockerfile::parse_stages(&parsed) {
                 Ok(_) => String::new(),
