@@ -486,36 +486,24 @@ impl<'a> Builder<'a> {
             }
             None => {
                 tracing::debug!(step = id, key = %key, "cache miss: no record of this key");
-                if linked {
-                    // The copy is made onto the empty image; its record keeps that one layer,
-                    // which any parent can take as it is.
-                    let mut alone = empty_state(state, empty_image.clone());
-                    {
-                        let _slot = slots.acquire();
-                        work(&mut alone)?;
-                    }
-                    let config_digest = self.store.write_blob(&alone.config.to_bytes())?;
-                    self.store.cache_put(
-                        &key,
-                        &CacheRecord {
-                            config: config_digest,
-                            layers: alone.layers.clone(),
-                        },
-                    )?;
+                // A --link copy is made onto the empty image: its record keeps that one
+                // layer, which any parent can take as it is.
+                let mut alone = linked.then(|| empty_state(state, empty_image.clone()));
+                {
+                    let _slot = heavy.then(|| slots.acquire());
+                    work(alone.as_mut().unwrap_or(state))?;
+                }
+                let made = alone.as_ref().unwrap_or(state);
+                let config_digest = self.store.write_blob(&made.config.to_bytes())?;
+                self.store.cache_put(
+                    &key,
+                    &CacheRecord {
+                        config: config_digest,
+                        layers: made.layers.clone(),
+                    },
+                )?;
+                if let Some(alone) = &alone {
                     lay_link_layer(state, &alone.config, &alone.layers)?;
-                } else {
-                    {
-                        let _slot = heavy.then(|| slots.acquire());
-                        work(state)?;
-                    }
-                    let config_digest = self.store.write_blob(&state.config.to_bytes())?;
-                    self.store.cache_put(
-                        &key,
-                        &CacheRecord {
-                            config: config_digest,
-                            layers: state.layers.clone(),
-                        },
-                    )?;
                 }
                 slots.mark_built(&key);
                 self.reporter.report(Event::Done {
