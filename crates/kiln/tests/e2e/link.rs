@@ -168,3 +168,48 @@ fn link_with_a_chown_name_is_refused_and_numeric_ids_give_the_uid_as_gid() {
     ]);
     assert_eq!(owners, "4000:4000\n0:4001\n");
 }
+
+#[test]
+fn a_link_layer_comes_from_a_registry_cache_onto_another_runners_base() {
+    // reference.md, "Benefits of using --link": with --cache-from, the layer a previous build
+    // made is reused and laid on the new base, which need not be the one it was made on.
+    let env = Env::new();
+    let registry = crate::registry::Registry::start(&env, "link-cache");
+    let cache = format!(
+        "type=registry,ref={}/cache/linked:buildcache",
+        registry.host()
+    );
+    let dockerfile = "FROM base\nCOPY --link a.txt /srv/\nRUN cat /srv/a.txt /base-* > /seen\n";
+    let files = [("a.txt", "copied\n")];
+
+    let first = Env::new();
+    first.busybox_base("busybox");
+    let base_one = first.context("base", "FROM busybox\nRUN echo one > /base-one\n", &[]);
+    first.build(&["--no-lint", "-t", "base", &base_one]);
+    let ctx = first.context("app", dockerfile, &files);
+    let (_, log) = first.build(&["--no-lint", "--cache-to", &cache, "-t", "app", &ctx]);
+    assert!(log.contains("exported"), "{log}");
+
+    // Another runner, an empty store, another base.
+    let second = Env::new();
+    second.busybox_base("busybox");
+    let base_two = second.context("base", "FROM busybox\nRUN echo two > /base-two\n", &[]);
+    second.build(&["--no-lint", "-t", "base", &base_two]);
+    let ctx = second.context("app", dockerfile, &files);
+    let (_, log) = second.build(&["--no-lint", "--cache-from", &cache, "-t", "app", &ctx]);
+    assert!(
+        cached(&step_log(&log, "COPY --link a.txt /srv/")),
+        "the COPY --link layer comes from the cache:\n{log}"
+    );
+    assert!(
+        !cached(&step_log(&log, "RUN cat")),
+        "the RUN depends on the new base:\n{log}"
+    );
+    assert_eq!(
+        layer_digests(&first, "app")[2],
+        layer_digests(&second, "app")[2],
+        "the same blob"
+    );
+    let seen = second.ok(&["run", "--rm", "app", "cat", "/seen"]);
+    assert_eq!(seen, "copied\ntwo\n");
+}
