@@ -22,7 +22,7 @@ use crate::rules::{Rule, Severity};
 use crate::{Error, Finding, Location};
 
 macro_rules! bk_rule {
-    ($name:literal, $description:literal, $slug:literal, $example:literal) => {
+    (@doc $name:literal, $description:literal, $example:literal, $more:expr) => {
         Rule {
             id: $name,
             name: $name,
@@ -37,35 +37,26 @@ macro_rules! bk_rule {
                 $example,
                 "\n\nSkip it with `# check=skip=",
                 $name,
-                "`; fail the build on any check with `# check=error=true`.\n\
-                 More info: https://docs.docker.com/go/dockerfile/rule/",
-                $slug,
-                "/"
+                "`; fail the build on any check with `# check=error=true`.",
+                $more
             ),
         }
     };
-}
-
-/// A BuildKit check without a page of its own (BuildKit gives it no URL).
-macro_rules! bk_rule_no_page {
+    ($name:literal, $description:literal, $slug:literal, $example:literal) => {
+        bk_rule!(
+            @doc $name,
+            $description,
+            $example,
+            concat!(
+                "\nMore info: https://docs.docker.com/go/dockerfile/rule/",
+                $slug,
+                "/"
+            )
+        )
+    };
+    // A check BuildKit gives no page (no URL).
     ($name:literal, $description:literal, $example:literal) => {
-        Rule {
-            id: $name,
-            name: $name,
-            severity: Severity::Warning,
-            summary: $description,
-            doc: concat!(
-                "BuildKit build check ",
-                $name,
-                ": ",
-                $description,
-                ".\n\n",
-                $example,
-                "\n\nSkip it with `# check=skip=",
-                $name,
-                "`; fail the build on any check with `# check=error=true`."
-            ),
-        }
+        bk_rule!(@doc $name, $description, $example, "")
     };
 }
 
@@ -113,7 +104,7 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "from-platform-flag-const-disallowed",
         "Wrong:\n    FROM --platform=linux/amd64 alpine AS build\n\nRight:\n    FROM --platform=$BUILDPLATFORM alpine AS build\n    FROM --platform=linux/amd64 alpine AS build_amd64"
     ),
-    bk_rule_no_page!(
+    bk_rule!(
         "InvalidBaseImagePlatform",
         "Base image platform does not match expected target platform",
         "Needs the base image: `kiln build --check` reads its platform from the store. With an arm64-only image, building for amd64:\n\nWrong:\n    FROM my-arm64-image\n\nRight:\n    FROM --platform=linux/arm64 my-arm64-image AS arm64-tools"
