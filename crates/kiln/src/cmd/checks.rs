@@ -112,15 +112,17 @@ pub(crate) fn before_build(
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
     if check_only {
         for finding in &findings {
-            let url = finding
+            // A check without a page of its own (InvalidBaseImagePlatform) has no such line.
+            let more = finding
                 .rule
                 .doc
                 .lines()
-                .find_map(|l| l.strip_prefix("More info: "))
-                .unwrap_or("");
+                .find(|l| l.starts_with("More info: "))
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default();
             // buildx's verbose form: the violation, the rule, its page, the lines.
             reporter.line(&format!(
-                "{}\n{}\nMore info: {url}\n{}",
+                "{}\n{}\n{more}{}",
                 short(finding),
                 finding.rule.summary,
                 excerpt(dockerfile_name, dockerfile, finding.location.line)

@@ -348,6 +348,10 @@ fn invalid_base_image_platform_compares_the_stores_image_with_the_build() {
          \"{other_platform}\", expected \"linux/{host}\" for current build (line 2)"
     );
     assert!(log.contains(&want), "{want}\n{log}");
+    assert!(
+        !log.contains("More info: \n"),
+        "BuildKit gives this check no page:\n{log}"
+    );
     // The image's own platform: no finding.
     let log = check(&env, &ctx, &["--platform", &other_platform], false);
     assert!(!log.contains("InvalidBaseImagePlatform"), "{log}");
