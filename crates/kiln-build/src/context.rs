@@ -16,6 +16,8 @@ use crate::Error;
 struct Pattern {
     matcher: GlobMatcher,
     exclusion: bool,
+    /// The pattern, cleaned, as BuildKit's `Pattern.String()` gives it.
+    text: String,
 }
 
 /// The compiled `.dockerignore`.
@@ -81,6 +83,7 @@ impl IgnoreRules {
         self.patterns.push(Pattern {
             matcher: glob.compile_matcher(),
             exclusion,
+            text: cleaned,
         });
         Ok(())
     }
@@ -126,6 +129,33 @@ impl IgnoreRules {
     /// something below it may be re-included.
     pub fn has_exclusions(&self) -> bool {
         self.patterns.iter().any(|p| p.exclusion)
+    }
+
+    /// The build check `CopyIgnoredFile` (BuildKit's `validateCopySourcePath`): the source of
+    /// a COPY or ADD from the context, cleaned, when these rules exclude it. Rules with
+    /// exclusions are not judged (a directory may be excluded and a file in it not); the
+    /// context root only when a pattern ignores every entry of it (`*`, `**`, `**/*`). An
+    /// absolute source is never matched, as BuildKit matches it as written.
+    pub fn copy_source_ignored(&self, source: &str) -> Option<String> {
+        if self.is_empty() || self.has_exclusions() {
+            return None;
+        }
+        let absolute = source.starts_with('/');
+        let relative = clean_path(source);
+        let cleaned = match (absolute, relative.is_empty()) {
+            (true, true) => "/".to_owned(),
+            (false, true) => ".".to_owned(),
+            (true, false) => return None,
+            (false, false) => relative,
+        };
+        if cleaned == "." || cleaned == "/" {
+            let whole_root = self
+                .patterns
+                .iter()
+                .any(|p| matches!(p.text.as_str(), "*" | "**" | "**/*"));
+            return whole_root.then_some(cleaned);
+        }
+        self.is_excluded(&cleaned).then_some(cleaned)
     }
 }
 
@@ -196,6 +226,33 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_sources_that_the_rules_exclude_as_buildkit_judges_them() {
+        let only = rules("\nDockerfile\n");
+        assert_eq!(
+            only.copy_source_ignored("./Dockerfile").as_deref(),
+            Some("Dockerfile")
+        );
+        assert_eq!(only.copy_source_ignored("/Dockerfile"), None);
+        assert_eq!(only.copy_source_ignored("app.py"), None);
+        assert_eq!(only.copy_source_ignored("."), None);
+        let dir = rules("build\n");
+        assert_eq!(
+            dir.copy_source_ignored("build/out.bin").as_deref(),
+            Some("build/out.bin")
+        );
+        // Exclusions: not judged.
+        assert_eq!(rules("**\n!Dockerfile\n").copy_source_ignored("x"), None);
+        // The root: only when every entry of it is ignored.
+        assert_eq!(rules(".*\n").copy_source_ignored("."), None);
+        assert_eq!(rules("*\n").copy_source_ignored(".").as_deref(), Some("."));
+        assert_eq!(rules("**\n").copy_source_ignored("/").as_deref(), Some("/"));
+        assert_eq!(
+            IgnoreRules::default().copy_source_ignored("Dockerfile"),
+            None
+        );
+    }
 
     fn rules(text: &str) -> IgnoreRules {
         IgnoreRules::parse(text).unwrap()

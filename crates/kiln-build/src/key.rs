@@ -36,6 +36,12 @@ pub struct KeyInput<'a> {
     /// Content digests of what the step reads, by role: `sources` (COPY/ADD), `from` (the
     /// stage or image COPY --from reads), `bind:<source>` (a RUN bind mount).
     pub inputs: Vec<(String, Digest)>,
+    /// `COPY --link`/`ADD --link`: the absolute destination. Such a step copies onto an empty
+    /// root, so its `parent` is the empty image's key and the only thing it takes from the
+    /// stage is where WORKDIR puts a relative destination (left out otherwise, so that other
+    /// keys are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_dest: Option<&'a str>,
 }
 
 /// The process context of a `RUN`.
@@ -73,6 +79,22 @@ impl KeyInput<'_> {
     pub fn canonical(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// The key of the state after a `--link` step: its layer (keyed without the parent) laid on
+/// the parent, as BuildKit's MergeOp is keyed on both of its inputs. Steps after it depend on
+/// the parent through this key.
+pub fn merge_key(parent: &Digest, layer: &Digest) -> Digest {
+    #[derive(Serialize)]
+    struct MergeInput<'a> {
+        format: u32,
+        merge: [&'a Digest; 2],
+    }
+    let input = MergeInput {
+        format: KEY_FORMAT,
+        merge: [parent, layer],
+    };
+    Digest::of(&serde_json::to_vec(&input).unwrap_or_default())
 }
 
 /// The key of a stage's base: an image by its manifest digest, or the empty image.
@@ -113,6 +135,7 @@ mod tests {
             run,
             args: None,
             inputs: Vec::new(),
+            link_dest: None,
         }
         .digest()
     }
@@ -183,6 +206,7 @@ mod tests {
             run: None,
             args: None,
             inputs: vec![("sources".into(), Digest::of(b"the files"))],
+            link_dest: None,
         };
         assert_eq!(
             copy.digest().as_str(),
@@ -197,6 +221,7 @@ mod tests {
             run: None,
             args: Some(vec![("VERSION".into(), Some("2".into()))]),
             inputs: Vec::new(),
+            link_dest: None,
         };
         assert_eq!(
             arg.digest().as_str(),
@@ -239,6 +264,7 @@ mod tests {
             run: Some(run_input()),
             args: None,
             inputs: Vec::new(),
+            link_dest: None,
         };
         assert_ne!(reference, on_arm.digest());
         let with_epoch = KeyInput {
@@ -250,7 +276,37 @@ mod tests {
             run: Some(run_input()),
             args: None,
             inputs: Vec::new(),
+            link_dest: None,
         };
         assert_ne!(reference, with_epoch.digest());
+    }
+
+    #[test]
+    fn a_link_key_has_no_parent_and_the_merge_key_has_both() {
+        let scratch = base_key("linux/amd64", None);
+        let inst = instruction("COPY --link a /app/");
+        let link = |dest| KeyInput {
+            format: KEY_FORMAT,
+            parent: &scratch,
+            platform: "linux/amd64",
+            source_date_epoch: None,
+            instruction: &inst,
+            run: None,
+            args: None,
+            inputs: vec![("sources".into(), Digest::of(b"the files"))],
+            link_dest: Some(dest),
+        };
+        let layer = link("/app/").digest();
+        // WORKDIR moves a relative destination: another layer.
+        assert_ne!(layer, link("/srv/app/").digest());
+        let (one, two) = (
+            base_key("linux/amd64", Some(&Digest::of(b"base one"))),
+            base_key("linux/amd64", Some(&Digest::of(b"base two"))),
+        );
+        assert_ne!(merge_key(&one, &layer), merge_key(&two, &layer));
+        assert_ne!(
+            merge_key(&one, &layer),
+            merge_key(&one, &link("/srv/").digest())
+        );
     }
 }

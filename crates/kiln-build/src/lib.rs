@@ -21,7 +21,10 @@
 //!    without touching a file system. A miss runs the step (a `RUN` in the sandbox over an
 //!    overlay of the parent snapshots; a `COPY`/`ADD` writes into an upper dir), commits the
 //!    upper dir as a layer (hashed once, as it is written), keeps the upper dir as the
-//!    snapshot, and records the key.
+//!    snapshot, and records the key. A `COPY --link`/`ADD --link` (without `--chmod`, as
+//!    BuildKit has it) is copied onto the empty image and keyed without its parent: its
+//!    record keeps that one layer, which is laid as it is on whatever parent the stage has,
+//!    and the steps after it are keyed on both ([`key::merge_key`]).
 //! 4. **Finish**: the target stage's config and layers become an image in the store, tagged;
 //!    `--cache-to` exports the keys the build went through.
 #![deny(missing_docs)]

@@ -630,6 +630,13 @@ impl<'a> Planner<'a> {
         let expanded = vars
             .expand_and_apply(inst, self.parsed.escape)
             .map_err(|e| self.dockerfile_error(e))?;
+        crate::support::check_expanded(&expanded.value).map_err(|e| {
+            Error::Dockerfile(format!(
+                "{}:{}: {e}",
+                self.request.dockerfile_name,
+                expanded.span.start_line()
+            ))
+        })?;
         if trigger {
             // The Dockerfile's own instructions were checked up front; a base image's
             // triggers are met only here.

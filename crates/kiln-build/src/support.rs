@@ -48,6 +48,57 @@ fn check_add(_add: &AddInstruction) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks what only the expanded instruction shows (a flag's value may come from a variable).
+pub(crate) fn check_expanded(inst: &Instruction) -> Result<(), String> {
+    let (keyword, link, chown, chmod) = match inst {
+        Instruction::Copy(c) => ("COPY", c.link, &c.chown, &c.chmod),
+        Instruction::Add(a) => ("ADD", a.link, &a.chown, &a.chmod),
+        _ => return Ok(()),
+    };
+    match chown.as_deref().filter(|spec| !spec.is_empty()) {
+        Some(spec) if links(link, chmod.as_deref()) => refuse_chown_names_with_link(keyword, spec),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a copy is linked: BuildKit's dispatchCopy uses its MergeOp only for `--link`
+/// without `--chmod`; with one it copies onto the stage as if `--link` were not given.
+pub(crate) fn links(link: bool, chmod: Option<&str>) -> bool {
+    link && chmod.is_none_or(str::is_empty)
+}
+
+/// A `--link` copy is made in an empty root, which has no `/etc/passwd` to look a name up in:
+/// BuildKit's solver then fails with "invalid user index: -1" (moby/buildkit#2987), and its
+/// frontend refuses the name before building since moby/buildkit#7134. Numeric ids and `root`
+/// need no lookup.
+fn refuse_chown_names_with_link(keyword: &str, spec: &str) -> Result<(), String> {
+    let (user, group) = split_chown(spec);
+    if chown_id(user).is_some() && group.is_none_or(|g| chown_id(g).is_some()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{keyword} --link --chown={spec}: a --link copy is made in an empty root, where no \
+         user or group name can be looked up (BuildKit refuses it too); give numeric ids \
+         (--chown=1000:1000) or drop --link"
+    ))
+}
+
+/// `--chown`'s user and group parts; an empty group is no group (BuildKit's `WithUser`).
+pub(crate) fn split_chown(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group).filter(|g| !g.is_empty())),
+        None => (spec, None),
+    }
+}
+
+/// A `--chown` part that needs no lookup: a number, or `root` (BuildKit's `parseUID`).
+pub(crate) fn chown_id(part: &str) -> Option<u32> {
+    if part == "root" {
+        return Some(0);
+    }
+    part.parse().ok()
+}
+
 /// The entitlements an instruction needs that `kiln build --allow` did not grant, as BuildKit
 /// checks them on the whole build before it runs anything (its words: "entitlement
 /// security.insecure is not allowed"). `RUN --network=host` is checked where the network is
@@ -145,7 +196,24 @@ mod tests {
         ("ADD", "--unpack=false", None),
         ("ADD", "--keep-git-dir", None),
         ("ADD", "--exclude=*.md", None),
+        // The plan picks the stage's platform (plan.rs); the config takes the health check.
+        ("FROM", "--platform=linux/amd64", None),
+        ("HEALTHCHECK", "--interval=5s", None),
+        ("HEALTHCHECK", "--timeout=5s", None),
+        ("HEALTHCHECK", "--start-period=5s", None),
+        ("HEALTHCHECK", "--start-interval=5s", None),
+        ("HEALTHCHECK", "--retries=3", None),
     ];
+
+    /// A line of `keyword` with `flag` that parses.
+    fn line_with(keyword: &str, flag: &str) -> String {
+        match keyword {
+            "RUN" => format!("FROM scratch AS base\nRUN {flag} true\n"),
+            "FROM" => format!("FROM {flag} scratch AS base\nCMD [\"x\"]\n"),
+            "HEALTHCHECK" => format!("FROM scratch AS base\nHEALTHCHECK {flag} CMD true\n"),
+            _ => format!("FROM scratch AS base\n{keyword} {flag} a /b\n"),
+        }
+    }
 
     /// Every `--mount` option, with what kiln does with it.
     const MOUNT_OPTIONS: &[(&str, Option<&str>)] = &[
@@ -170,13 +238,44 @@ mod tests {
     ];
 
     #[test]
+    fn a_link_copy_takes_only_ids_for_chown() {
+        let check = |line: &str| check_expanded(&instruction(&format!("FROM scratch\n{line}\n")));
+        for ok in [
+            "COPY --link --chown=1000 a /b",
+            "COPY --link --chown=root:4001 a /b",
+            "ADD --link --chown=1:2 a /b",
+            "COPY --link --chown= a /b",
+            // --chmod turns --link off in BuildKit: the names are looked up in the stage.
+            "COPY --link --chmod=644 --chown=app a /b",
+            "COPY --chown=app:staff a /b",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for refused in [
+            "COPY --link --chown=app a /b",
+            "COPY --link --chown=1000:staff a /b",
+            "ADD --link --chown=app:1 a /b",
+        ] {
+            let err = check(refused).unwrap_err();
+            assert!(
+                err.contains("--link --chown=") && err.contains("numeric ids"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn every_flag_is_implemented_or_refused_by_name() {
         for (keyword, flag, refused) in FLAGS {
-            let line = match *keyword {
-                "RUN" => format!("FROM scratch AS base\nRUN {flag} true\n"),
-                _ => format!("FROM scratch AS base\n{keyword} {flag} a /b\n"),
+            let line = line_with(keyword, flag);
+            let parsed = kiln_dockerfile::parse(&line).expect("parses");
+            let (_, stages) = kiln_dockerfile::parse_stages(&parsed)
+                .unwrap_or_else(|e| panic!("{keyword} {flag} parses: {e:?}"));
+            let inst = match *keyword {
+                "FROM" => &stages[0].from.value,
+                _ => &stages[0].instructions[0].value,
             };
-            let result = check_instruction(&instruction(&line));
+            let result = check_instruction(inst).and_then(|()| check_expanded(inst));
             match refused {
                 None => assert_eq!(result, Ok(()), "{keyword} {flag}"),
                 Some(words) => {
@@ -204,8 +303,8 @@ mod tests {
     #[test]
     fn the_table_covers_every_flag_the_parser_accepts() {
         // The parser names the flags it accepts when it meets one it does not know.
-        for keyword in ["RUN", "COPY", "ADD"] {
-            let line = format!("FROM scratch\n{keyword} --zzzz a /b\n");
+        for keyword in ["RUN", "COPY", "ADD", "FROM", "HEALTHCHECK"] {
+            let line = line_with(keyword, "--zzzz");
             let parsed = kiln_dockerfile::parse(&line).expect("parses");
             let error = match kiln_dockerfile::parse_stages(&parsed) {
                 Ok(_) => String::new(),

@@ -6,22 +6,23 @@
 //! violations as [`Finding`]s whose rule IDs are BuildKit's names (`JSONArgsRecommended`).
 //! A comment `# check=skip=RULE` right above an instruction skips RULE for it alone.
 //!
-//! `UndefinedVar` needs the base images' environment: [`build_checks_with_base_env`] takes it.
-//! The checks that need the build context, image references or BuildKit's experimental
-//! description comments (`InvalidDefaultArgInFrom`, `CopyIgnoredFile`,
-//! `InvalidDefinitionDescription`, `InvalidBaseImagePlatform`) are not implemented:
-//! [`UNIMPLEMENTED`] names them; skipping one is accepted, asking for one with
-//! `experimental=` is an error.
+//! Some checks need what the build knows besides the Dockerfile: [`BuildFacts`] carries it
+//! (the base images' environment and platform from the store, the `.dockerignore`, whether a
+//! name is an image reference). A check whose fact is missing does not run.
+//! `InvalidDefinitionDescription` is experimental in BuildKit, as here: it runs only when
+//! `experimental=` names it (or says `all`), and `skip=` does not apply to it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use kiln_dockerfile::{Instruction, Node, Parsed, parse_instruction};
+use kiln_dockerfile::{
+    Instruction, Node, Parsed, Platform, PlatformArgs, Variables, parse_instruction,
+};
 
 use crate::rules::{Rule, Severity};
 use crate::{Error, Finding, Location};
 
 macro_rules! bk_rule {
-    ($name:literal, $description:literal, $slug:literal, $example:literal) => {
+    (@doc $name:literal, $description:literal, $example:literal, $more:expr) => {
         Rule {
             id: $name,
             name: $name,
@@ -36,12 +37,26 @@ macro_rules! bk_rule {
                 $example,
                 "\n\nSkip it with `# check=skip=",
                 $name,
-                "`; fail the build on any check with `# check=error=true`.\n\
-                 More info: https://docs.docker.com/go/dockerfile/rule/",
-                $slug,
-                "/"
+                "`; fail the build on any check with `# check=error=true`.",
+                $more
             ),
         }
+    };
+    ($name:literal, $description:literal, $slug:literal, $example:literal) => {
+        bk_rule!(
+            @doc $name,
+            $description,
+            $example,
+            concat!(
+                "\nMore info: https://docs.docker.com/go/dockerfile/rule/",
+                $slug,
+                "/"
+            )
+        )
+    };
+    // A check BuildKit gives no page (no URL).
+    ($name:literal, $description:literal, $example:literal) => {
+        bk_rule!(@doc $name, $description, $example, "")
     };
 }
 
@@ -52,6 +67,12 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "All commands within the Dockerfile should use the same casing (either upper or lower)",
         "consistent-instruction-casing",
         "Wrong:\n    FROM alpine\n    run echo hi\n\nRight:\n    FROM alpine\n    RUN echo hi"
+    ),
+    bk_rule!(
+        "CopyIgnoredFile",
+        "Attempting to Copy file that is excluded by .dockerignore",
+        "copy-ignored-file",
+        "Needs the build context: `kiln build --check` runs it, `kiln lint` does not. With `Dockerfile` in .dockerignore:\n\nWrong:\n    COPY Dockerfile .\n\nRight:\n    COPY app.py ."
     ),
     bk_rule!(
         "DuplicateStageName",
@@ -82,6 +103,23 @@ pub const BUILDKIT_RULES: &[Rule] = &[
         "FROM --platform flag should not use a constant value",
         "from-platform-flag-const-disallowed",
         "Wrong:\n    FROM --platform=linux/amd64 alpine AS build\n\nRight:\n    FROM --platform=$BUILDPLATFORM alpine AS build\n    FROM --platform=linux/amd64 alpine AS build_amd64"
+    ),
+    bk_rule!(
+        "InvalidBaseImagePlatform",
+        "Base image platform does not match expected target platform",
+        "Needs the base image: `kiln build --check` reads its platform from the store. With an arm64-only image, building for amd64:\n\nWrong:\n    FROM my-arm64-image\n\nRight:\n    FROM --platform=linux/arm64 my-arm64-image AS arm64-tools"
+    ),
+    bk_rule!(
+        "InvalidDefaultArgInFrom",
+        "Default value for global ARG results in an empty or invalid base image name",
+        "invalid-default-arg-in-from",
+        "Wrong:\n    ARG TAG\n    FROM busybox:${TAG}\n\nRight:\n    ARG TAG=latest\n    FROM busybox:${TAG}"
+    ),
+    bk_rule!(
+        "InvalidDefinitionDescription",
+        "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
+        "invalid-definition-description",
+        "Experimental in BuildKit: runs only with `# check=experimental=InvalidDefinitionDescription`.\n\nWrong:\n    # the version to build\n    ARG VERSION=1\n\nRight:\n    # VERSION the version to build\n    ARG VERSION=1"
     ),
     bk_rule!(
         "JSONArgsRecommended",
@@ -157,14 +195,8 @@ pub const BUILDKIT_RULES: &[Rule] = &[
     ),
 ];
 
-/// BuildKit's checks that kiln does not implement (they need the base image's config, the
-/// build context, or are experimental in BuildKit).
-pub const UNIMPLEMENTED: &[&str] = &[
-    "CopyIgnoredFile",
-    "InvalidBaseImagePlatform",
-    "InvalidDefaultArgInFrom",
-    "InvalidDefinitionDescription",
-];
+/// BuildKit's experimental checks: they run only when `experimental=` names them.
+pub const EXPERIMENTAL: &[&str] = &["InvalidDefinitionDescription"];
 
 /// The build arg that replaces the `# check=` directive (BuildKit's name).
 pub const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
@@ -216,13 +248,9 @@ impl CheckConfig {
                 "experimental" => {
                     for name in names() {
                         if !BUILDKIT_RULES.iter().any(|r| r.id == name) {
-                            let why = if UNIMPLEMENTED.contains(&name.as_str()) {
-                                "is a BuildKit check that kiln does not implement"
-                            } else {
-                                "is not a BuildKit check"
-                            };
                             return Err(bad(format!(
-                                "{name} {why}; `kiln lint --rules` lists the checks kiln runs"
+                                "{name} is not a BuildKit check; `kiln lint --rules` lists the \
+                                 checks kiln runs"
                             )));
                         }
                         config.experimental.insert(name);
@@ -253,8 +281,12 @@ impl CheckConfig {
         }
     }
 
+    /// BuildKit's linter: an experimental rule runs when asked for, whatever `skip=` says;
+    /// any other runs unless skipped.
     fn runs(&self, rule: &str) -> bool {
-        // No implemented rule is experimental; experimental= only names implemented ones.
+        if EXPERIMENTAL.contains(&rule) {
+            return self.experimental_all || self.experimental.contains(rule);
+        }
         !(self.skip_all || self.skip.contains(rule))
     }
 }
@@ -280,10 +312,10 @@ pub fn violation_error(findings: &[Finding]) -> Option<String> {
     })
 }
 
-/// BuildKit's `# check=skip=…` comment directly above an instruction: the rules it skips
-/// there (`all` for all).
-fn local_skips(node: &Node) -> HashSet<String> {
-    let mut out = HashSet::new();
+/// BuildKit's `# check=…` comments directly above an instruction: what they ask for there,
+/// on top of the file's config (`WithMergedConfigFromComments`).
+fn local_config(node: &Node) -> CheckConfig {
+    let mut out = CheckConfig::default();
     for comment in &node.comments {
         let Some(value) = comment.trim().strip_prefix("check=") else {
             continue;
@@ -291,10 +323,10 @@ fn local_skips(node: &Node) -> HashSet<String> {
         // BuildKit reads the value up to the first space (the rest is a remark).
         let value = value.split(' ').next().unwrap_or("");
         if let Ok(config) = CheckConfig::parse(value) {
-            if config.skip_all {
-                out.insert("all".to_string());
-            }
-            out.extend(config.skip);
+            out.skip_all |= config.skip_all;
+            out.skip.extend(config.skip);
+            out.experimental_all |= config.experimental_all;
+            out.experimental.extend(config.experimental);
         }
     }
     out
@@ -307,8 +339,13 @@ struct Out<'c> {
 
 impl Out<'_> {
     fn push(&mut self, rule: &str, node: &Node, line: usize, message: String) {
-        let local = local_skips(node);
-        if !self.config.runs(rule) || local.contains("all") || local.contains(rule) {
+        let local = local_config(node);
+        let runs = if EXPERIMENTAL.contains(&rule) {
+            self.config.runs(rule) || local.runs(rule)
+        } else {
+            self.config.runs(rule) && local.runs(rule)
+        };
+        if !runs {
             return;
         }
         let Some(rule) = BUILDKIT_RULES.iter().find(|r| r.id == rule) else {
@@ -390,7 +427,7 @@ pub fn build_checks(
 }
 
 /// [`build_checks`] on an already parsed Dockerfile. `UndefinedVar` runs only on stages whose
-/// root is `scratch` (see [`build_checks_with_base_env`]).
+/// root is `scratch` (see [`build_checks_with`]).
 pub fn build_checks_parsed(
     parsed: &Parsed,
     config: &CheckConfig,
@@ -401,13 +438,56 @@ pub fn build_checks_parsed(
 
 /// [`build_checks_parsed`] with the environment of base images: `base_env(NAME)` gives the
 /// variable names that image `NAME` (as written after FROM) sets, or `None` when unknown.
-/// `UndefinedVar` needs them (BuildKit reads the base image's config); on a stage whose root
-/// image's environment is unknown it does not run, rather than flag `$PATH`.
 pub fn build_checks_with_base_env(
     parsed: &Parsed,
     config: &CheckConfig,
     build_args: &[String],
     base_env: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Result<Vec<Finding>, Error> {
+    let build_args: Vec<(String, String)> = build_args
+        .iter()
+        .map(|name| (name.clone(), String::new()))
+        .collect();
+    let facts = BuildFacts {
+        build_args: &build_args,
+        base_env: Some(base_env),
+        ..BuildFacts::default()
+    };
+    build_checks_with(parsed, config, &facts)
+}
+
+/// A lookup by name: an image's environment, a path's exclusion, an image's platform.
+pub type Lookup<'a, T> = &'a dyn Fn(&str) -> Option<T>;
+
+/// What a build knows besides the Dockerfile, for the checks that need it. A check whose fact
+/// is `None` does not run.
+#[derive(Default, Clone, Copy)]
+pub struct BuildFacts<'a> {
+    /// `--build-arg`s with their values: they count as declared for `UndefinedArgInFrom`, and
+    /// FROM lines are expanded with them.
+    pub build_args: &'a [(String, String)],
+    /// The platform the build is for; the host's when `None`.
+    pub platform: Option<&'a Platform>,
+    /// `UndefinedVar`: the variable names that image NAME (as written after FROM) sets, or
+    /// `None` when unknown (BuildKit reads the base image's config; on a stage whose root
+    /// image's environment is unknown the check does not run, rather than flag `$PATH`).
+    pub base_env: Option<Lookup<'a, Vec<String>>>,
+    /// `InvalidDefaultArgInFrom`: whether a name is an image reference (docker's grammar).
+    pub is_image_reference: Option<&'a dyn Fn(&str) -> bool>,
+    /// `CopyIgnoredFile`: for a COPY or ADD source from the context, the cleaned path when the
+    /// `.dockerignore` excludes it by BuildKit's rule.
+    pub copy_ignored: Option<Lookup<'a, String>>,
+    /// `InvalidBaseImagePlatform`: the platform of image NAME when NAME is a single image (not
+    /// an index) that the build can read.
+    pub base_platform: Option<Lookup<'a, Platform>>,
+}
+
+/// BuildKit's checks with what the build knows ([`BuildFacts`]). Findings are sorted by line,
+/// then rule name.
+pub fn build_checks_with(
+    parsed: &Parsed,
+    config: &CheckConfig,
+    facts: &BuildFacts<'_>,
 ) -> Result<Vec<Finding>, Error> {
     let mut out = Out {
         config,
@@ -437,7 +517,7 @@ pub fn build_checks_with_base_env(
     }
 
     // Meta ARGs (before the first FROM) declare what FROM may use.
-    let mut declared: HashSet<String> = build_args.iter().cloned().collect();
+    let mut declared: HashSet<String> = facts.build_args.iter().map(|(k, _)| k.clone()).collect();
     declared.extend(PLATFORM_ARGS.iter().map(|s| s.to_string()));
     for node in &parsed.nodes[..first_from] {
         if node.keyword_lower() == "maintainer" {
@@ -519,7 +599,7 @@ pub fn build_checks_with_base_env(
                 None if base.contains('$') => None,
                 None => words
                     .first()
-                    .and_then(|b| base_env(b))
+                    .and_then(|b| facts.base_env.and_then(|env| env(b)))
                     .map(|names| with_path(names.into_iter().collect())),
             };
             let state = StageState {
@@ -661,9 +741,17 @@ pub fn build_checks_with_base_env(
                     check_expose(port, node, &mut out);
                 }
             }
+            // A COPY --from reads a stage or an image, which .dockerignore does not filter.
+            Instruction::Copy(c) if c.from.is_none() => {
+                check_copy_ignored("Copy", &c.sources, node, facts, &mut out)
+            }
+            Instruction::Add(a) => check_copy_ignored("Add", &a.sources, node, facts, &mut out),
             _ => {}
         }
     }
+    check_default_args_in_from(parsed, facts, &mut out);
+    check_base_image_platforms(parsed, facts, &mut out);
+    check_definition_descriptions(parsed, &mut out);
 
     let mut findings = out.findings;
     findings.sort_by(|a, b| {
@@ -1068,6 +1156,219 @@ fn normalize_arch(arch: &str) -> String {
         other => other,
     }
     .to_string()
+}
+
+/// `CopyIgnoredFile`: each local source (not a URL or a git repository) that the build
+/// context's `.dockerignore` excludes. A source with a variable is left out: BuildKit judges
+/// it expanded against the stage, which the checks do not follow.
+fn check_copy_ignored(
+    command: &str,
+    sources: &[String],
+    node: &Node,
+    facts: &BuildFacts<'_>,
+    out: &mut Out<'_>,
+) {
+    let Some(ignored) = facts.copy_ignored else {
+        return;
+    };
+    for source in sources {
+        let remote = source.contains("://") || source.starts_with("git@");
+        if remote || source.contains('$') {
+            continue;
+        }
+        if let Some(path) = ignored(source) {
+            out.push(
+                "CopyIgnoredFile",
+                node,
+                node.span.start.line,
+                format!(
+                    "Attempting to {command} file {} that is excluded by .dockerignore",
+                    go_quote(&path)
+                ),
+            );
+        }
+    }
+}
+
+/// The stages with their FROM nodes, and the global scope to expand FROM lines with: the
+/// platform ARGs (a `--build-arg` may set those) and the meta ARGs, with `build_args` when
+/// given (BuildKit's `defaultArgs` and `buildMetaArgs`). `None` when an expansion fails: the
+/// build reports that.
+fn global_scope<'p>(
+    parsed: &'p Parsed,
+    facts: &BuildFacts<'_>,
+    build_args: &[(String, String)],
+) -> Option<(Vec<(kiln_dockerfile::Stage, &'p Node)>, Variables)> {
+    let (meta_args, stages) = kiln_dockerfile::parse_stages(parsed).ok()?;
+    let mut platforms = PlatformArgs::same(facts.platform.cloned().unwrap_or_else(Platform::host));
+    platforms.build = Platform::host();
+    let mut global = Variables::new(&platforms, build_args.iter().cloned());
+    global.declare_meta_args(&meta_args, parsed.escape).ok()?;
+    let froms = parsed.nodes.iter().filter(|n| n.keyword_lower() == "from");
+    Some((stages.into_iter().zip(froms).collect(), global))
+}
+
+/// `InvalidDefaultArgInFrom`: with no `--build-arg` but the platform ones, every FROM name must
+/// still be an image reference (BuildKit's `validateBaseImagesWithDefaultArgs`).
+fn check_default_args_in_from(parsed: &Parsed, facts: &BuildFacts<'_>, out: &mut Out<'_>) {
+    let Some(is_reference) = facts.is_image_reference else {
+        return;
+    };
+    let platform_args: Vec<(String, String)> = facts
+        .build_args
+        .iter()
+        .filter(|(k, _)| {
+            PlatformArgs::same(Platform::host())
+                .builtin_args()
+                .iter()
+                .any(|(name, _)| name == k)
+        })
+        .cloned()
+        .collect();
+    let Some((stages, defaults)) = global_scope(parsed, facts, &platform_args) else {
+        return;
+    };
+    for (stage, node) in stages {
+        let Ok(expanded) = defaults
+            .clone()
+            .expand_and_apply(&stage.from, parsed.escape)
+        else {
+            return;
+        };
+        let (Instruction::From(written), Instruction::From(from)) =
+            (&stage.from.value, &expanded.value)
+        else {
+            continue;
+        };
+        if !is_reference(&from.base) {
+            out.push(
+                "InvalidDefaultArgInFrom",
+                node,
+                node.span.start.line,
+                format!(
+                    "Default value for ARG {} results in empty or invalid base image name",
+                    written.base
+                ),
+            );
+        }
+    }
+}
+
+/// `InvalidBaseImagePlatform`: a base image whose OS or architecture is not the stage's
+/// platform (its `--platform`, else the build's). BuildKit checks every stage when it only
+/// checks (`--check`), as here.
+fn check_base_image_platforms(parsed: &Parsed, facts: &BuildFacts<'_>, out: &mut Out<'_>) {
+    let Some(base_platform) = facts.base_platform else {
+        return;
+    };
+    let Some((stages, global)) = global_scope(parsed, facts, facts.build_args) else {
+        return;
+    };
+    let target = facts.platform.cloned().unwrap_or_else(Platform::host);
+    let mut stage_names = HashSet::new();
+    for (stage, node) in stages {
+        let Ok(expanded) = global.clone().expand_and_apply(&stage.from, parsed.escape) else {
+            continue;
+        };
+        let Instruction::From(from) = &expanded.value else {
+            continue;
+        };
+        let base = from.base.to_lowercase();
+        let from_stage = stage_names.contains(&base) || base == "scratch";
+        stage_names.extend(from.stage_name.clone());
+        if from_stage {
+            continue;
+        }
+        let expected = match from.platform.as_deref().filter(|p| !p.is_empty()) {
+            Some(flag) => match platform_of(flag) {
+                Some(p) => p,
+                // Not a platform: the build fails on it.
+                None => continue,
+            },
+            None => target.clone(),
+        };
+        let Some(actual) = base_platform(&from.base) else {
+            continue;
+        };
+        let (expected_text, actual_text) = (normalized(&expected), normalized(&actual));
+        let same = expected.os == actual.os
+            && normalize_arch(&expected.architecture) == normalize_arch(&actual.architecture);
+        if !same {
+            out.push(
+                "InvalidBaseImagePlatform",
+                node,
+                node.span.start.line,
+                format!(
+                    "Base image {} was pulled with platform {}, expected {} for current build",
+                    from.base,
+                    go_quote(&actual_text),
+                    go_quote(&expected_text)
+                ),
+            );
+        }
+    }
+}
+
+/// `os/arch[/variant]` as a platform (containerd's `platforms.Parse`, as far as
+/// [`parse_platform`] goes).
+fn platform_of(value: &str) -> Option<Platform> {
+    let (os, arch) = parse_platform(value)?;
+    let variant = value.split('/').nth(2).unwrap_or_default().to_lowercase();
+    Some(Platform::new(&os, &arch, &variant))
+}
+
+/// containerd's `FormatAll(Normalize(p))`: arm64's `v8` goes, a bare arm is `arm/v7`.
+fn normalized(p: &Platform) -> String {
+    let arch = normalize_arch(&p.architecture);
+    let variant = match (arch.as_str(), p.variant.as_str()) {
+        ("arm64", "8" | "v8") => String::new(),
+        ("arm", "" | "7") => "v7".to_string(),
+        ("arm", v @ ("5" | "6" | "8")) => format!("v{v}"),
+        (_, v) => v.to_string(),
+    };
+    Platform::new(&p.os, &arch, &variant).format()
+}
+
+/// `InvalidDefinitionDescription` (experimental): the comment right above a named FROM or an
+/// ARG must start with the stage's or an ARG's name (BuildKit's
+/// `validateDefinitionDescription`, on the last comment's first space-separated word).
+fn check_definition_descriptions(parsed: &Parsed, out: &mut Out<'_>) {
+    for node in &parsed.nodes {
+        let Some(last) = node.comments.last() else {
+            continue;
+        };
+        let (instruction, keys) = match node.keyword_lower().as_str() {
+            "from" => {
+                let words = node.words();
+                match words.get(2).filter(|_| words.len() == 3) {
+                    Some(name) => ("FROM", vec![name.to_lowercase()]),
+                    None => continue,
+                }
+            }
+            "arg" => match parse_instruction(node).map(|i| i.value) {
+                Ok(Instruction::Arg(defs)) => ("ARG", defs.into_iter().map(|d| d.key).collect()),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let first = last.split(' ').next().unwrap_or_default();
+        if keys.is_empty() || keys.iter().any(|k| k == first) {
+            continue;
+        }
+        let example = if keys.len() > 1 {
+            "<arg_key>"
+        } else {
+            &keys[0]
+        };
+        out.push(
+            "InvalidDefinitionDescription",
+            node,
+            node.span.start.line,
+            format!(
+                "Comment for {instruction} should follow the format: `# {example} <description>`"
+            ),
+        );
+    }
 }
 
 /// BuildKit's secret-name test: a token (whole name, or first or last `_` part, any case) from

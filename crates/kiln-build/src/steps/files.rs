@@ -15,6 +15,7 @@ use super::stage::{StageState, StepContext, commit_upper, push_history};
 use crate::Error;
 use crate::copy::{self, CopyOptions, Matched, SourceRoot};
 use crate::snapshot::{self, OverlayMount, StepDirs};
+use crate::support::{chown_id, split_chown};
 
 /// Where a COPY or ADD reads from, resolved before the cache lookup.
 pub(crate) enum Origin {
@@ -39,6 +40,8 @@ pub(crate) struct Plan {
     chown: Option<String>,
     chmod: Option<String>,
     extract: bool,
+    /// `--link` as BuildKit applies it: the copy is made onto an empty root.
+    link: bool,
     key: Digest,
     created_by: String,
 }
@@ -48,12 +51,19 @@ impl Plan {
     pub fn key(&self) -> &Digest {
         &self.key
     }
+
+    /// The absolute destination of a `--link` copy, whose layer does not depend on the stage
+    /// it is laid on; `None` for a copy onto the stage.
+    pub fn link_dest(&self) -> Option<&str> {
+        self.link.then_some(self.dest.as_str())
+    }
 }
 
 /// Finds the sources of a COPY/ADD and digests them for the cache key.
 pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan, Error> {
     let builder = ctx.builder;
-    let (sources, inline, dest, from, chown, chmod, extract, checksum) = match &ctx.inst.value {
+    let (sources, inline, dest, from, chown, chmod, extract, checksum, link) = match &ctx.inst.value
+    {
         Instruction::Copy(c) => (
             &c.sources,
             &c.inline_sources,
@@ -63,6 +73,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             c.chmod.clone(),
             false,
             None,
+            c.link,
         ),
         Instruction::Add(a) => (
             &a.sources,
@@ -73,9 +84,16 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             a.chmod.clone(),
             a.unpack.unwrap_or(true),
             a.checksum.clone(),
+            a.link,
         ),
         _ => return Err(Error::BadInput("not a COPY or ADD".into())),
     };
+    // BuildKit (dockerfile2llb's dispatchCopy) links only a copy without --chmod; with one it
+    // copies onto the stage as if --link were not given.
+    let link = crate::support::links(link, chmod.as_deref());
+    // An empty value (`--chown=$UNSET`) is no --chown, as BuildKit takes it. A name with
+    // --link was refused by the plan (support::check_expanded).
+    let chown = chown.filter(|spec| !spec.is_empty());
 
     // BuildKit's history: the keyword, the (expanded) sources and destination, no flags.
     let created_by = if inline.is_empty() {
@@ -245,6 +263,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         chown,
         chmod,
         extract,
+        link,
         key: Digest::from_hasher(key),
         created_by,
     })
@@ -362,6 +381,19 @@ pub(crate) fn apply(
     state: &mut StageState,
     plan: Plan,
 ) -> Result<(), Error> {
+    // A --link copy is made in an empty root of its own (`state` is the empty image's); in
+    // `--isolation chroot` that root must not replace the stage's working one.
+    let own_root = std::sync::Mutex::new(None);
+    let link_ctx;
+    let ctx = if plan.link {
+        link_ctx = StepContext {
+            root: &own_root,
+            ..*ctx
+        };
+        &link_ctx
+    } else {
+        ctx
+    };
     let store = ctx.builder.store;
     let target = Writable::new(ctx, state, "copy")?;
     // Sources from other layers are read through a read-only overlay of their own (a tree of
@@ -509,9 +541,24 @@ fn read_only_lowers(mut lowers: Vec<PathBuf>, empties: [PathBuf; 2]) -> Vec<Path
     lowers
 }
 
-/// `--chown=user:group`, resolved against the rootfs being written to.
+/// `--chown=user:group`, as BuildKit's copy takes it (`llb.WithUser`, then the solver's
+/// `readUser`): a numeric user (or `root`) is taken as it is and is the group too when none is
+/// given, whatever `/etc/passwd` says; only names are looked up, in the rootfs being written to.
 fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), Error> {
-    resolve_user(rootfs, spec).map_err(|why| Error::BadInput(format!("--chown={spec}: {why}")))
+    let bad = |why: String| Error::BadInput(format!("--chown={spec}: {why}"));
+    let (user, group) = split_chown(spec);
+    let (uid, gid) = match chown_id(user) {
+        Some(id) => (id, id),
+        None => resolve_user(rootfs, user).map_err(bad)?,
+    };
+    let gid = match group {
+        None => gid,
+        Some(group) => match chown_id(group) {
+            Some(id) => id,
+            None => resolve_user(rootfs, &format!("0:{group}")).map_err(bad)?.1,
+        },
+    };
+    Ok((uid, gid))
 }
 
 /// `user[:group]` (names or ids) against the rootfs's `/etc/passwd` and `/etc/group`.

@@ -375,6 +375,9 @@ impl<'a> Builder<'a> {
             root,
         };
         let platform = self.stage_platform(stage_index).to_string();
+        // A --link step's parent: the empty image, onto which its copy is made.
+        let empty_image = crate::key::base_key(&platform, None);
+        let link_dest: Option<String>;
         let mut input = KeyInput {
             format: crate::key::KEY_FORMAT,
             parent: &state.key,
@@ -384,6 +387,7 @@ impl<'a> Builder<'a> {
             run: None,
             args: None,
             inputs: Vec::new(),
+            link_dest: None,
         };
         let (shell, workdir, user) = (state.shell(), state.workdir(), state.user());
         let ulimit_texts: Vec<String> = (self.request.run_options.ulimits.iter())
@@ -413,6 +417,11 @@ impl<'a> Builder<'a> {
                     files::plan(&ctx, state)?
                 };
                 input.inputs = vec![("sources".to_owned(), plan.key().clone())];
+                link_dest = plan.link_dest().map(str::to_owned);
+                if link_dest.is_some() {
+                    input.parent = &empty_image;
+                    input.link_dest = link_dest.as_deref();
+                }
                 Box::new(move |state| files::apply(&ctx, state, plan))
             }
             Instruction::Workdir(dir) => {
@@ -460,7 +469,13 @@ impl<'a> Builder<'a> {
             // Another stage ran this very step while this one waited for the key.
             cached = self.store.cache_get(&key);
         }
+        let linked = input.link_dest.is_some();
         match cached {
+            Some(record) if linked => {
+                let layer_config = self.store.config(&record.config)?;
+                lay_link_layer(state, &layer_config, &record.layers)?;
+                self.reporter.report(Event::Cached { id });
+            }
             Some(record) => {
                 state.config = self.store.config(&record.config)?;
                 state.layers = record.layers;
@@ -471,18 +486,25 @@ impl<'a> Builder<'a> {
             }
             None => {
                 tracing::debug!(step = id, key = %key, "cache miss: no record of this key");
+                // A --link copy is made onto the empty image: its record keeps that one
+                // layer, which any parent can take as it is.
+                let mut alone = linked.then(|| empty_state(state, empty_image.clone()));
                 {
                     let _slot = heavy.then(|| slots.acquire());
-                    work(state)?;
+                    work(alone.as_mut().unwrap_or(state))?;
                 }
-                let config_digest = self.store.write_blob(&state.config.to_bytes())?;
+                let made = alone.as_ref().unwrap_or(state);
+                let config_digest = self.store.write_blob(&made.config.to_bytes())?;
                 self.store.cache_put(
                     &key,
                     &CacheRecord {
                         config: config_digest,
-                        layers: state.layers.clone(),
+                        layers: made.layers.clone(),
                     },
                 )?;
+                if let Some(alone) = &alone {
+                    lay_link_layer(state, &alone.config, &alone.layers)?;
+                }
                 slots.mark_built(&key);
                 self.reporter.report(Event::Done {
                     id,
@@ -490,7 +512,11 @@ impl<'a> Builder<'a> {
                 });
             }
         }
-        state.key = key;
+        state.key = if linked {
+            crate::key::merge_key(&state.key, &key)
+        } else {
+            key
+        };
         Ok(())
     }
 
@@ -629,6 +655,46 @@ impl StepContext<'_, '_> {
         let mut slot = self.root.lock().unwrap_or_else(PoisonError::into_inner);
         root.commit(&mut slot, self.builder.store, state, created_by)
     }
+}
+
+/// The empty image a `--link` copy is made onto: no layers, no history, the stage's platform.
+fn empty_state(stage: &StageState, key: Digest) -> StageState {
+    let mut config = ImageConfig::scratch();
+    config.os = stage.config.os.clone();
+    config.architecture = stage.config.architecture.clone();
+    config.variant = stage.config.variant.clone();
+    StageState {
+        config,
+        layers: Vec::new(),
+        key,
+        vars: stage.vars.clone(),
+        cmd_set: false,
+    }
+}
+
+/// Lays the layer of a `--link` step (made onto the empty image, or found in the cache) on
+/// the stage as it is: the same blob and diff id, and its history entry; the stage's config
+/// is otherwise its own.
+fn lay_link_layer(
+    state: &mut StageState,
+    layer_config: &ImageConfig,
+    layers: &[Descriptor],
+) -> Result<(), Error> {
+    let (Some(history), [layer], [diff_id]) = (
+        layer_config.history.last(),
+        layers,
+        &layer_config.rootfs.diff_ids[..],
+    ) else {
+        return Err(Error::BadInput(format!(
+            "the cache record of a --link step holds {} layers, not the one it made; \
+             rebuild with --no-cache",
+            layers.len()
+        )));
+    };
+    state.layers.push(layer.clone());
+    state.config.rootfs.diff_ids.push(diff_id.clone());
+    state.config.history.push(history.clone());
+    Ok(())
 }
 
 /// Appends a history entry, docker-style.

@@ -649,6 +649,7 @@ pub fn build(
         &request.dockerfile,
         &request.dockerfile_name,
         &request.build_args,
+        &request.context,
         args.check,
     )? {
         return Ok(code);

@@ -37,6 +37,7 @@ fn excerpt(file: &str, text: &str, line: usize) -> String {
 /// Runs the checks for a build. Returns `Some(exit code)` when the command is over (`--check`),
 /// `None` when the build goes on; an error when `error=true` and a check was violated, or
 /// when the check options are invalid.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn before_build(
     store: &kiln_image::Store,
     platform: Option<&kiln_image::Platform>,
@@ -44,6 +45,7 @@ pub(crate) fn before_build(
     dockerfile: &str,
     dockerfile_name: &str,
     build_args: &[(String, String)],
+    context: &kiln_build::context::Context,
     check_only: bool,
 ) -> anyhow::Result<Option<ExitCode>> {
     // A Dockerfile that does not parse is reported by the build itself.
@@ -61,7 +63,6 @@ pub(crate) fn before_build(
         .map(|(_, v)| v.as_str());
     let config = CheckConfig::for_build(&parsed, from_arg)
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
-    let arg_names: Vec<String> = build_args.iter().map(|(k, _)| k.clone()).collect();
     // UndefinedVar needs the base images' environment: the store's copy, when it has one
     // (nothing is pulled for the checks).
     let base_env = |name: &str| {
@@ -73,19 +74,55 @@ pub(crate) fn before_build(
                 .collect(),
         )
     };
-    let findings = buildkit::build_checks_with_base_env(&parsed, &config, &arg_names, &base_env)
+    // InvalidBaseImagePlatform: a single image's platform (an index gives each platform
+    // its own image, or fails the build for a missing one).
+    let base_platform = |name: &str| {
+        let descriptor = store.descriptor_of(name).ok()?;
+        match store.platform_images(&descriptor).ok()?.as_slice() {
+            [(None, image)] => {
+                let p = image.config.platform();
+                Some(kiln_dockerfile::Platform::new(
+                    &p.os,
+                    &p.architecture,
+                    p.variant.as_deref().unwrap_or_default(),
+                ))
+            }
+            _ => None,
+        }
+    };
+    let target = platform.map(|p| {
+        kiln_dockerfile::Platform::new(
+            &p.os,
+            &p.architecture,
+            p.variant.as_deref().unwrap_or_default(),
+        )
+    });
+    let is_image_reference = |name: &str| name.parse::<kiln_image::Reference>().is_ok();
+    // CopyIgnoredFile: only a build with a context has a .dockerignore.
+    let copy_ignored = |source: &str| context.ignore.copy_source_ignored(source);
+    let facts = buildkit::BuildFacts {
+        build_args,
+        platform: target.as_ref(),
+        base_env: Some(&base_env),
+        is_image_reference: Some(&is_image_reference),
+        copy_ignored: context.root.is_some().then_some(&copy_ignored as _),
+        base_platform: Some(&base_platform),
+    };
+    let findings = buildkit::build_checks_with(&parsed, &config, &facts)
         .map_err(|e| anyhow::anyhow!("{dockerfile_name}: {e}"))?;
     if check_only {
         for finding in &findings {
-            let url = finding
+            // A check without a page of its own (InvalidBaseImagePlatform) has no such line.
+            let more = finding
                 .rule
                 .doc
                 .lines()
-                .find_map(|l| l.strip_prefix("More info: "))
-                .unwrap_or("");
+                .find(|l| l.starts_with("More info: "))
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default();
             // buildx's verbose form: the violation, the rule, its page, the lines.
             reporter.line(&format!(
-                "{}\n{}\nMore info: {url}\n{}",
+                "{}\n{}\n{more}{}",
                 short(finding),
                 finding.rule.summary,
                 excerpt(dockerfile_name, dockerfile, finding.location.line)

@@ -89,8 +89,15 @@ fn lint_all(text: &str, file_name: &str) -> anyhow::Result<Vec<Finding>> {
         kiln_dockerfile::parse(text).map_err(|p| anyhow::anyhow!("{}", p.render(file_name)))?;
     let config = kiln_lint::CheckConfig::for_build(&parsed, None)
         .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    // The Dockerfile alone: the checks that need a context, a store or the base images'
+    // environment are `kiln build --check`'s.
+    let is_image_reference = |name: &str| name.parse::<kiln_image::Reference>().is_ok();
+    let facts = kiln_lint::buildkit::BuildFacts {
+        is_image_reference: Some(&is_image_reference),
+        ..Default::default()
+    };
     findings.extend(
-        kiln_lint::buildkit::build_checks_parsed(&parsed, &config, &[])
+        kiln_lint::buildkit::build_checks_with(&parsed, &config, &facts)
             .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?,
     );
     findings.sort_by(|a, b| (a.location, a.rule.id).cmp(&(b.location, b.rule.id)));

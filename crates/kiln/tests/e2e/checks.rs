@@ -181,10 +181,13 @@ fn build_check_runs_the_checks_only() {
         "build",
         "--check",
         "--build-arg",
-        "BUILDKIT_DOCKERFILE_CHECK=experimental=CopyIgnoredFile",
+        "BUILDKIT_DOCKERFILE_CHECK=experimental=NoSuchCheck",
         &clean,
     ]);
-    assert!(stderr.contains("CopyIgnoredFile"), "{stderr}");
+    assert!(
+        stderr.contains("NoSuchCheck is not a BuildKit check"),
+        "{stderr}"
+    );
 }
 
 /// Follows `testUnmatchedVars`: UndefinedVar knows the base image's environment (here from
@@ -207,4 +210,183 @@ fn undefined_var_uses_the_base_image_environment() {
         "{log}"
     );
     assert!(!log.contains("'$PATH'"), "PATH comes from the base:\n{log}");
+}
+
+/// `kiln build --check` on a context: the log, asserting the exit code (1 with violations).
+fn check(env: &Env, ctx: &str, extra: &[&str], violations: bool) -> String {
+    let mut args = vec!["--check"];
+    args.extend_from_slice(extra);
+    args.push(ctx);
+    let (out, log) = env.build_output(&args);
+    assert_eq!(out.status.code(), Some(i32::from(violations)), "{log}");
+    log
+}
+
+/// Follows `testCopyIgnoredFiles` and `testCopyIgnoredFileContextRoot`: a COPY or ADD source
+/// that `.dockerignore` excludes, unless the ignore file has exclusions (`!`), which BuildKit
+/// cannot judge statically; the context root only when every root entry is ignored.
+#[test]
+fn copy_ignored_file_reads_the_contexts_dockerignore() {
+    let env = Env::new();
+    let text = "\nFROM scratch\nCOPY Dockerfile .\nADD Dockerfile /windy\n";
+    let ctx = env.context("ignored", text, &[(".dockerignore", "\nDockerfile\n")]);
+    let log = check(&env, &ctx, &[], true);
+    for line in [
+        "CopyIgnoredFile: Attempting to Copy file \"Dockerfile\" that is excluded by .dockerignore (line 3)",
+        "CopyIgnoredFile: Attempting to Add file \"Dockerfile\" that is excluded by .dockerignore (line 4)",
+    ] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+    let skipped = env.context(
+        "skipped",
+        &format!("# check=skip=CopyIgnoredFile\n{text}"),
+        &[(".dockerignore", "\nDockerfile\n")],
+    );
+    check(&env, &skipped, &[], false);
+    let negated = env.context(
+        "negated",
+        "\nFROM scratch\nCOPY ./Dockerfile .\n",
+        &[(".dockerignore", "\n**\n!Dockerfile\n")],
+    );
+    check(&env, &negated, &[], false);
+    let from_stage = env.context(
+        "stage",
+        "\nFROM scratch AS base\nCOPY Dockerfile /foobar\n\nFROM base\nCOPY --from=base /foobar /Dockerfile\n",
+        &[(".dockerignore", "\nfoobar\n")],
+    );
+    check(&env, &from_stage, &[], false);
+    let dotfiles = env.context(
+        "dots",
+        "\nFROM scratch\nCOPY . .\n",
+        &[(".dockerignore", "\n.*\n")],
+    );
+    check(&env, &dotfiles, &[], false);
+    let everything = env.context(
+        "all",
+        "\nFROM scratch\nCOPY . .\n",
+        &[(".dockerignore", "\n*\n")],
+    );
+    let log = check(&env, &everything, &[], true);
+    assert!(
+        log.contains("CopyIgnoredFile: Attempting to Copy file \".\" that is excluded by .dockerignore (line 3)"),
+        "{log}"
+    );
+}
+
+/// Follows `testInvalidDefaultArgInFrom`: the FROM name with the global ARGs' defaults only
+/// (a `--build-arg` does not hide it) must be a valid image reference.
+#[test]
+fn invalid_default_arg_in_from_ignores_build_args() {
+    let env = Env::new();
+    for (text, arg, base) in [
+        (
+            "\nARG VERSION\nFROM busybox:$VERSION\n",
+            "VERSION=latest",
+            "busybox:$VERSION",
+        ),
+        (
+            "\nARG IMAGE\nFROM $IMAGE\n",
+            "IMAGE=busybox:latest",
+            "$IMAGE",
+        ),
+        (
+            "\nARG SFX=\"box:\"\nFROM busy${SFX}\n",
+            "SFX=box:latest",
+            "busy${SFX}",
+        ),
+    ] {
+        let ctx = env.context("bad", text, &[]);
+        let log = check(&env, &ctx, &["--build-arg", arg], true);
+        let want = format!(
+            "InvalidDefaultArgInFrom: Default value for ARG {base} results in empty or invalid \
+             base image name (line 3)"
+        );
+        assert!(log.contains(&want), "{want}\n{log}");
+    }
+    for (text, arg) in [
+        (
+            "\nARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n",
+            "VERSION=latest",
+        ),
+        (
+            "\nARG BUSYBOX_VARIANT=\"\"\nFROM busybox:stable${BUSYBOX_VARIANT}\n",
+            "BUSYBOX_VARIANT=-musl",
+        ),
+        (
+            "\nARG BUSYBOX_VARIANT\nFROM busybox:stable${BUSYBOX_VARIANT}\n",
+            "BUSYBOX_VARIANT=-musl",
+        ),
+    ] {
+        let ctx = env.context("good", text, &[]);
+        let log = check(&env, &ctx, &["--build-arg", arg], false);
+        assert!(!log.contains("InvalidDefaultArgInFrom"), "{log}");
+    }
+}
+
+/// Follows `testBaseImagePlatformMismatch`: a base image that the store has for another
+/// platform than the build's. BuildKit pulls it; kiln reads the store (nothing is pulled for
+/// the checks).
+#[test]
+fn invalid_base_image_platform_compares_the_stores_image_with_the_build() {
+    let env = Env::new();
+    let host = crate::util::kiln_image_host_arch();
+    let other = if host == "arm64" { "amd64" } else { "arm64" };
+    let other_platform = format!("linux/{other}");
+    let base = env.context("base", "FROM scratch\nCOPY foo /foo\n", &[("foo", "test")]);
+    env.build(&[
+        "--no-lint",
+        "--platform",
+        &other_platform,
+        "-t",
+        "elsewhere",
+        &base,
+    ]);
+    let ctx = env.context("app", "\nFROM elsewhere\nENV foo=bar\n", &[]);
+    let log = check(&env, &ctx, &["--platform", &format!("linux/{host}")], true);
+    let want = format!(
+        "InvalidBaseImagePlatform: Base image elsewhere was pulled with platform \
+         \"{other_platform}\", expected \"linux/{host}\" for current build (line 2)"
+    );
+    assert!(log.contains(&want), "{want}\n{log}");
+    assert!(
+        !log.contains("More info: \n"),
+        "BuildKit gives this check no page:\n{log}"
+    );
+    // The image's own platform: no finding.
+    let log = check(&env, &ctx, &["--platform", &other_platform], false);
+    assert!(!log.contains("InvalidBaseImagePlatform"), "{log}");
+}
+
+/// Follows `testDefinitionDescription`: experimental in BuildKit (its linter runs it only when
+/// `experimental=` names it, and `skip=` does not apply to it).
+#[test]
+fn invalid_definition_description_runs_only_when_asked() {
+    let env = Env::new();
+    let body = "# bar this is the bar\nARG foo=bar\n# BasE this is the BasE image\nFROM scratch AS base\n\
+                # definitely a bad comment\nARG version=latest\n# definitely a bad comment\n\
+                ARG foo=baz bar=qux baz=quux\n";
+    let quiet = env.context(
+        "quiet",
+        &format!("# check=skip=JSONArgsRecommended\n{body}"),
+        &[],
+    );
+    check(&env, &quiet, &[], false);
+    let asked = env.context(
+        "asked",
+        &format!("# check=experimental=InvalidDefinitionDescription\n{body}"),
+        &[],
+    );
+    let log = check(&env, &asked, &[], true);
+    for (line, what, name) in [
+        (3, "ARG", "foo"),
+        (5, "FROM", "base"),
+        (7, "ARG", "version"),
+        (9, "ARG", "<arg_key>"),
+    ] {
+        let want = format!(
+            "InvalidDefinitionDescription: Comment for {what} should follow the format: \
+             `# {name} <description>` (line {line})"
+        );
+        assert!(log.contains(&want), "{want}\n{log}");
+    }
 }

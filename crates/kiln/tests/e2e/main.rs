@@ -15,6 +15,7 @@ mod differential;
 mod hostile;
 mod init;
 mod isolation;
+mod link;
 mod lint;
 mod outputs;
 mod plan;
