@@ -8,6 +8,7 @@ mod util;
 
 mod analyze;
 mod bake;
+mod cache;
 mod builds;
 mod checks;
 mod crash;
