@@ -17,10 +17,20 @@ ENV DONE=1\n";
 const TWO_TARGETS: &str = "FROM bb AS a\nRUN echo a-ran && echo a > /a\nENV A=1\n\
 FROM bb AS b\nRUN echo b-ran && echo b > /b\nENV B=1\n";
 
-/// A runner with an empty store, `bb` imported and the Dockerfile written.
-fn runner(dockerfile: &str) -> (Env, String) {
+/// The base `bb` as an OCI archive, for every runner of a test: an import stamps its own time,
+/// so runners that imported it each would have bases of different digests, and no shared keys.
+fn base_archive() -> (Env, String) {
+    let seed = Env::new();
+    seed.busybox_base("bb");
+    let tar = seed.path("bb.tar").to_string_lossy().into_owned();
+    seed.ok(&["save", "--format", "oci", "-o", &tar, "bb"]);
+    (seed, tar)
+}
+
+/// A runner with an empty store, the base loaded and the Dockerfile written.
+fn runner(base: &(Env, String), dockerfile: &str) -> (Env, String) {
     let env = Env::new();
-    env.busybox_base("bb");
+    env.ok(&["load", "-i", &base.1]);
     let ctx = env.context("ctx", dockerfile, &[]);
     (env, ctx)
 }
@@ -57,7 +67,8 @@ fn all_cached(log: &str) {
 fn local_cache_round_trip_gives_every_step_cached_and_the_same_image() {
     let dockerfile = "FROM bb\nRUN echo one-ran && echo one > /one\nENV X=1\n\
                       RUN echo two-ran && echo two > /two\n";
-    let (a, ctx) = runner(dockerfile);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, dockerfile);
     let dir = a.path("cache-dir");
     let to = format!("type=local,dest={}", dir.display());
     let log = build(&a, &["--cache-to", &to, "-t", "app", &ctx]);
@@ -65,7 +76,7 @@ fn local_cache_round_trip_gives_every_step_cached_and_the_same_image() {
     for file in ["oci-layout", "index.json", "blobs/sha256"] {
         assert!(dir.join(file).exists(), "{file} missing in the cache dir");
     }
-    let (b, ctx) = runner(dockerfile);
+    let (b, ctx) = runner(&base, dockerfile);
     let from = format!("type=local,src={}", dir.display());
     let log = build(&b, &["--cache-from", &from, "-t", "app", &ctx]);
     all_cached(&log);
@@ -75,19 +86,28 @@ fn local_cache_round_trip_gives_every_step_cached_and_the_same_image() {
 
 #[test]
 fn local_cache_exports_of_two_targets_merge() {
-    let (a, ctx) = runner(TWO_TARGETS);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, TWO_TARGETS);
     let dir = a.path("cache-dir");
     let to = format!("type=local,dest={}", dir.display());
     build(&a, &["--target", "a", "--cache-to", &to, "-t", "a", &ctx]);
     // Another runner, another target, the same directory.
-    let (b, ctx_b) = runner(TWO_TARGETS);
+    let (b, ctx_b) = runner(&base, TWO_TARGETS);
     build(&b, &["--target", "b", "--cache-to", &to, "-t", "b", &ctx_b]);
-    let (c, ctx_c) = runner(TWO_TARGETS);
+    let (c, ctx_c) = runner(&base, TWO_TARGETS);
     let from = format!("type=local,src={}", dir.display());
     for (target, built_by) in [("a", &a), ("b", &b)] {
         let log = build(
             &c,
-            &["--target", target, "--cache-from", &from, "-t", target, &ctx_c],
+            &[
+                "--target",
+                target,
+                "--cache-from",
+                &from,
+                "-t",
+                target,
+                &ctx_c,
+            ],
         );
         all_cached(&log);
         assert_eq!(image_id(built_by, target), image_id(&c, target));
@@ -96,12 +116,17 @@ fn local_cache_exports_of_two_targets_merge() {
 
 #[test]
 fn mode_min_exports_the_final_stage_and_mode_max_every_stage() {
-    let (a, ctx) = runner(TWO_STAGES);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, TWO_STAGES);
     let min_dir = a.path("min");
     let max_dir = a.path("max");
     let log = build(
         &a,
-        &["--cache-to", &format!("type=local,dest={}", min_dir.display()), &ctx],
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", min_dir.display()),
+            &ctx,
+        ],
     );
     // The final stage's COPY, RUN and ENV.
     assert!(log.contains("exported 3 cache records"), "{log}");
@@ -114,12 +139,12 @@ fn mode_min_exports_the_final_stage_and_mode_max_every_stage() {
         ],
     );
     assert!(log.contains("exported 4 cache records"), "{log}");
-    let (b, ctx) = runner(TWO_STAGES);
+    let (b, ctx) = runner(&base, TWO_STAGES);
     let from = format!("type=local,src={}", max_dir.display());
     let log = build(&b, &["--cache-from", &from, &ctx]);
     assert!(cached(&log, "RUN echo inter-ran"), "{log}");
     all_cached(&log);
-    let (c, ctx) = runner(TWO_STAGES);
+    let (c, ctx) = runner(&base, TWO_STAGES);
     let from = format!("type=local,src={}", min_dir.display());
     let log = build(&c, &["--cache-from", &from, &ctx]);
     assert!(
@@ -131,15 +156,19 @@ fn mode_min_exports_the_final_stage_and_mode_max_every_stage() {
 
 #[test]
 fn registry_cache_mode_max_exports_an_intermediate_stage() {
-    let (a, ctx) = runner(TWO_STAGES);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, TWO_STAGES);
     let registry = Registry::start(&a, "cache-max");
     let min = format!("type=registry,ref={}/cache/app:min", registry.host());
-    let max = format!("type=registry,ref={}/cache/app:max,mode=max", registry.host());
+    let max = format!(
+        "type=registry,ref={}/cache/app:max,mode=max",
+        registry.host()
+    );
     let log = build(&a, &["--cache-to", &min, &ctx]);
     assert!(log.contains("exported 3 cache records"), "{log}");
     let log = build(&a, &["--cache-to", &max, &ctx]);
     assert!(log.contains("exported 4 cache records"), "{log}");
-    let (b, ctx) = runner(TWO_STAGES);
+    let (b, ctx) = runner(&base, TWO_STAGES);
     let from = format!("type=registry,ref={}/cache/app:max", registry.host());
     let log = build(&b, &["--cache-from", &from, &ctx]);
     assert!(cached(&log, "RUN echo inter-ran"), "{log}");
@@ -148,7 +177,8 @@ fn registry_cache_mode_max_exports_an_intermediate_stage() {
 
 #[test]
 fn inline_cache_in_the_pushed_image_gives_every_step_cached_and_the_same_image() {
-    let (a, ctx) = runner(TWO_STAGES);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, TWO_STAGES);
     let registry = Registry::start(&a, "inline");
     let image = format!("{}/app/inline:1", registry.host());
     let log = build(
@@ -159,10 +189,18 @@ fn inline_cache_in_the_pushed_image_gives_every_step_cached_and_the_same_image()
     // buildx's shorthand (a bare reference is type=registry) and the long form.
     let registry_form = format!("type=registry,ref={image}");
     for from in [image.as_str(), registry_form.as_str()] {
-        let (b, ctx) = runner(TWO_STAGES);
+        let (b, ctx) = runner(&base, TWO_STAGES);
         let log = build(
             &b,
-            &["--cache-from", from, "--cache-to", "type=inline", "-t", &image, &ctx],
+            &[
+                "--cache-from",
+                from,
+                "--cache-to",
+                "type=inline",
+                "-t",
+                &image,
+                &ctx,
+            ],
         );
         // Inline is mode=min: the intermediate stage runs, the final stage is all hits.
         assert!(
@@ -179,14 +217,26 @@ fn inline_cache_in_the_pushed_image_gives_every_step_cached_and_the_same_image()
 #[test]
 fn inline_cache_of_a_single_stage_build_is_every_step() {
     let dockerfile = "FROM bb\nRUN echo one-ran && echo one > /one\nENV X=1\n";
-    let (a, ctx) = runner(dockerfile);
+    let base = base_archive();
+    let (a, ctx) = runner(&base, dockerfile);
     let registry = Registry::start(&a, "inline-one");
     let image = format!("{}/app/one:1", registry.host());
-    build(&a, &["--cache-to", "type=inline", "-t", &image, "--push", &ctx]);
-    let (b, ctx) = runner(dockerfile);
+    build(
+        &a,
+        &["--cache-to", "type=inline", "-t", &image, "--push", &ctx],
+    );
+    let (b, ctx) = runner(&base, dockerfile);
     let log = build(
         &b,
-        &["--cache-from", &image, "--cache-to", "type=inline", "-t", &image, &ctx],
+        &[
+            "--cache-from",
+            &image,
+            "--cache-to",
+            "type=inline",
+            "-t",
+            &image,
+            &ctx,
+        ],
     );
     all_cached(&log);
     assert_eq!(image_id(&a, &image), image_id(&b, &image));
@@ -201,18 +251,39 @@ fn assert_nothing_written(env: &Env, blobs_before: &[String], dir: &Path) {
 
 #[test]
 fn bad_cache_specs_get_clear_errors() {
-    let (env, ctx) = runner("FROM bb\nRUN echo hi\n");
+    let base = base_archive();
+    let (env, ctx) = runner(&base, "FROM bb\nRUN echo hi\n");
     let blobs = env.blobs();
     let dir = env.path("never");
     let dest = format!("type=local,dest={}", dir.display());
     let cases: Vec<(&str, String, &[&str])> = vec![
         ("--cache-to", "type=local".into(), &["--cache-to", "dest="]),
-        ("--cache-from", "type=local".into(), &["--cache-from", "src="]),
-        ("--cache-to", format!("{dest},colour=red"), &["--cache-to", "colour"]),
-        ("--cache-to", format!("{dest},mode=most"), &["--cache-to", "mode"]),
-        ("--cache-to", "type=inline,mode=max".into(), &["--cache-to", "mode=max"]),
+        (
+            "--cache-from",
+            "type=local".into(),
+            &["--cache-from", "src="],
+        ),
+        (
+            "--cache-to",
+            format!("{dest},colour=red"),
+            &["--cache-to", "colour"],
+        ),
+        (
+            "--cache-to",
+            format!("{dest},mode=most"),
+            &["--cache-to", "mode"],
+        ),
+        (
+            "--cache-to",
+            "type=inline,mode=max".into(),
+            &["--cache-to", "mode=max"],
+        ),
         ("--cache-to", "type=gha".into(), &["--cache-to", "gha"]),
-        ("--cache-from", "type=local,src=/x,digest=nope".into(), &["--cache-from", "digest"]),
+        (
+            "--cache-from",
+            "type=local,src=/x,digest=nope".into(),
+            &["--cache-from", "digest"],
+        ),
     ];
     for (flag, spec, wanted) in &cases {
         let (out, text) = env.build_output(&[flag, spec, &ctx]);
@@ -225,8 +296,11 @@ fn bad_cache_specs_get_clear_errors() {
     // A directory that is not a kiln cache layout.
     let not_cache = env.path("not-cache");
     std::fs::create_dir_all(&not_cache).unwrap();
-    std::fs::write(not_cache.join("index.json"), "{\"schemaVersion\":2,\"manifests\":[{}]}")
-        .unwrap();
+    std::fs::write(
+        not_cache.join("index.json"),
+        "{\"schemaVersion\":2,\"manifests\":[{}]}",
+    )
+    .unwrap();
     let from = format!("type=local,src={}", not_cache.display());
     let err = env.fails(&["build", "--cache-from", &from, &ctx]);
     assert!(err.contains("--cache-from"), "{err}");

@@ -8,8 +8,8 @@ mod util;
 
 mod analyze;
 mod bake;
-mod cache;
 mod builds;
+mod cache;
 mod checks;
 mod crash;
 mod differential;
