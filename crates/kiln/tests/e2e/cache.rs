@@ -307,3 +307,49 @@ fn bad_cache_specs_get_clear_errors() {
     assert!(err.contains("not-cache"), "{err}");
     assert_eq!(env.blobs(), blobs, "the failed build wrote blobs");
 }
+
+#[test]
+fn concurrent_local_cache_writers_keep_each_others_records() {
+    let base = base_archive();
+    let (a, ctx_a) = runner(&base, TWO_TARGETS);
+    let (b, ctx_b) = runner(&base, TWO_TARGETS);
+    let dir = a.path("shared");
+    let to = format!("type=local,dest={}", dir.display());
+    // Both at once: each export is a read-merge-write of the same index.json.
+    let spawn = |env: &Env, target: &str, ctx: &str| {
+        env.kiln()
+            .args([
+                "build",
+                "--target",
+                target,
+                "--cache-to",
+                &to,
+                "-t",
+                target,
+                ctx,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = [spawn(&a, "a", &ctx_a), spawn(&b, "b", &ctx_b)];
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, "a concurrent build with --cache-to type=local");
+    }
+    let (c, ctx) = runner(&base, TWO_TARGETS);
+    let from = format!("type=local,src={}", dir.display());
+    for target in ["a", "b"] {
+        let log = build(&c, &["--target", target, "--cache-from", &from, &ctx]);
+        all_cached(&log);
+    }
+    // One tag in the index, however many exports.
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
+}
