@@ -25,7 +25,8 @@ pub fn export(store: &Store, dir: &Path, tag: &str, keys: &[Digest]) -> Result<u
     let blobs_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs_dir).map_err(Error::io("create directory", &blobs_dir))?;
     let lock = File::open(dir).map_err(Error::io("open", dir))?;
-    lock.lock().map_err(Error::io("flock", dir))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io("flock", dir)(e.into()))?;
     let mut index = read_index(dir)?.unwrap_or_default();
     let mut artifact = Artifact::of(store, keys)?;
     let exported = artifact.config.records.len();
