@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -620,4 +622,70 @@ pub(crate) fn after_build(
         line: &format!("exported {count} cache records to {place}"),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn cache_specs_parse_as_buildkit_has_them() {
+        let to = parse_cache_to("type=local,dest=/c").unwrap();
+        assert!(
+            matches!(&to.kind, CacheKind::Local { dir, tag } if dir == Path::new("/c") && tag == "latest")
+        );
+        assert_eq!(to.mode, CacheMode::Min);
+        let to = parse_cache_to("type=registry,ref=r.example/c:1,mode=max").unwrap();
+        assert_eq!(to.mode, CacheMode::Max);
+        assert!(matches!(
+            parse_cache_to("r.example/c:1").unwrap().kind,
+            CacheKind::Registry(_)
+        ));
+        assert!(matches!(
+            parse_cache_to("type=inline").unwrap().kind,
+            CacheKind::Inline
+        ));
+        let from = parse_cache_from("type=local,src=/c,tag=t").unwrap();
+        assert!(matches!(from, CacheFrom::Local { tag, digest: None, .. } if tag == "t"));
+        assert!(matches!(
+            parse_cache_from("r.example/app:1").unwrap(),
+            CacheFrom::Registry(_)
+        ));
+        for (bad, word) in [
+            ("type=local", "dest="),
+            ("type=local,dest=/c,compression=zstd", "compression"),
+            ("type=inline,mode=max", "mode=max"),
+            ("type=registry,ref=r/c,mode=all", "mode"),
+            ("type=s3,bucket=b", "\"s3\""),
+            ("mode=max", "type="),
+        ] {
+            let err = parse_cache_to(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--cache-to") && err.contains(word),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse_cache_from("type=inline").unwrap_err().to_string();
+        assert!(
+            err.contains("--cache-from") && err.contains("inline"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mode_min_is_the_chain_of_the_results_and_max_every_key() {
+        let settings = BuildRegistry::new(RegistryConfig::default());
+        let d = |s: &str| Digest::of(s.as_bytes());
+        // A stage `inter` (base → i1), and the final stage (base → f1 → f2).
+        let keys = [("i1", "base"), ("f1", "base"), ("f2", "f1")];
+        *settings.keys.lock().unwrap() = keys.iter().map(|(k, p)| (d(k), d(p))).collect();
+        let mut min = settings.export_keys(CacheMode::Min, &[d("f2")]);
+        min.sort();
+        let mut want = vec![d("f1"), d("f2")];
+        want.sort();
+        assert_eq!(min, want);
+        assert_eq!(settings.export_keys(CacheMode::Max, &[d("f2")]).len(), 3);
+    }
 }
