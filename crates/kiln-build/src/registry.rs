@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-#[cfg(test)]
-use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
