@@ -319,16 +319,84 @@ impl Registry {
             reference: name.clone(),
             why,
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if inline && value.get("manifests").is_some() {
+            // An image index (several platforms, or attestations): each image's inline cache.
+            let index: kiln_image::Index =
+                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let mut all = CacheConfig::default();
+            let mut configs = BTreeMap::new();
+            let mut failed = None;
+            let images = index
+                .manifests
+                .iter()
+                .filter(|d| d.platform.as_ref().is_some_and(|p| p.os != "unknown"));
+            for entry in images {
+                let (bytes, _) = self
+                    .get_manifest(endpoint, &source.path, None, Some(&entry.digest), reporter)
+                    .await?;
+                let manifest: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                match self
+                    .read_inline(store, endpoint, source, &manifest, reporter)
+                    .await
+                {
+                    Ok((records, embedded)) => {
+                        all.records.extend(records.records);
+                        all.config_sizes.extend(records.config_sizes);
+                        configs.extend(embedded);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            return match failed {
+                Some(e) if all.records.is_empty() => Err(e),
+                _ => Ok(Some(Held::Inline(all, configs))),
+            };
+        }
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         let image_config = [media_type::OCI_CONFIG, media_type::DOCKER_CONFIG]
             .contains(&manifest.config.media_type.as_str());
-        if !(inline && image_config) {
-            Artifact::check_manifest(&name, &manifest)?;
-        } else if manifest.config.size > inline::MAX_IMAGE_CONFIG_SIZE {
-            return Err(bad(format!(
-                "its config is {} bytes, more than kiln reads",
-                manifest.config.size
-            )));
+        if inline && image_config {
+            let (records, configs) = self
+                .read_inline(store, endpoint, source, &manifest, reporter)
+                .await?;
+            return Ok(Some(Held::Inline(records, configs)));
+        }
+        Artifact::check_manifest(&name, &manifest)?;
+        self.fetch_blobs(
+            store,
+            endpoint,
+            &source.path,
+            &[Wanted::blob(&manifest.config)],
+            reporter,
+        )
+        .await?;
+        let config = store.read_blob(&manifest.config.digest)?;
+        Ok(Some(Held::Cache(Artifact::parse(
+            &name, manifest, &config,
+        )?)))
+    }
+
+    /// The inline cache of the image whose manifest is `manifest`, in `source`'s repository.
+    async fn read_inline(
+        &self,
+        store: &Store,
+        endpoint: &std::sync::Arc<crate::client::Endpoint>,
+        source: &Reference,
+        manifest: &Manifest,
+        reporter: &dyn Reporter,
+    ) -> Result<(CacheConfig, BTreeMap<Digest, Vec<u8>>), Error> {
+        let name = source.to_string();
+        if manifest.config.size > inline::MAX_IMAGE_CONFIG_SIZE {
+            return Err(Error::BadCache {
+                reference: name,
+                why: format!(
+                    "its config is {} bytes, more than kiln reads",
+                    manifest.config.size
+                ),
+            });
         }
         self.fetch_blobs(
             store,
@@ -339,13 +407,7 @@ impl Registry {
         )
         .await?;
         let config = store.read_blob(&manifest.config.digest)?;
-        if inline && image_config {
-            let (records, configs) = inline::read(&name, &config, &manifest.layers)?;
-            return Ok(Some(Held::Inline(records, configs)));
-        }
-        Ok(Some(Held::Cache(Artifact::parse(
-            &name, manifest, &config,
-        )?)))
+        inline::read(&name, &config, &manifest.layers)
     }
 
     /// The entry tags of `source`'s cache in its repository (see the module docs).

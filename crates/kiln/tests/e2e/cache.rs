@@ -353,3 +353,32 @@ fn concurrent_local_cache_writers_keep_each_others_records() {
         "{index}"
     );
 }
+
+/// With attestations the push is an index; its image's inline cache is read through it.
+#[test]
+fn inline_cache_is_read_through_an_index_with_attestations() {
+    let dockerfile = "FROM bb\nRUN echo one-ran && echo one > /one\nENV X=1\n";
+    let base = base_archive();
+    let (a, ctx) = runner(&base, dockerfile);
+    let registry = Registry::start(&a, "inline-index");
+    let image = format!("{}/app/attested:1", registry.host());
+    let log = build(
+        &a,
+        &[
+            "--cache-to",
+            "type=inline",
+            "--provenance",
+            "-t",
+            &image,
+            "--push",
+            &ctx,
+        ],
+    );
+    assert!(log.contains("inline cache: 2 records"), "{log}");
+    let (b, ctx) = runner(&base, dockerfile);
+    let log = build(
+        &b,
+        &["--cache-from", &image, "--cache-to", "type=inline", &ctx],
+    );
+    all_cached(&log);
+}
