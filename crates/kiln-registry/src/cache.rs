@@ -1,6 +1,8 @@
-//! The build cache in a registry: `--cache-to type=registry,ref=R` and `--cache-from …`.
+//! The build cache outside the store: `--cache-to`/`--cache-from` of `type=registry,ref=R`,
+//! `type=local` (an OCI layout directory, [`local`]) and `type=inline` (in the image config,
+//! [`inline`]).
 //!
-//! The cache is one OCI artifact manifest. Its config blob
+//! The registry and the local backends store the same artifact: one OCI artifact manifest. Its config blob
 //! (`application/vnd.kiln.build-cache.v1+json`) maps step keys to [`CacheRecord`]s; its
 //! layers are every blob those records name: the image configs after each step and the
 //! layers, pushed as the store holds them so that an importing store rebuilds byte-identical
@@ -20,13 +22,17 @@
 //! any point: blobs are pushed before the manifest naming them, and a manifest PUT replaces a
 //! tag at once. Entry tags are not pruned: each distinct export adds one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use kiln_image::{CacheRecord, Descriptor, Digest, Manifest, Reference, Store, media_type};
 use serde::{Deserialize, Serialize};
 
 use crate::pull::Wanted;
 use crate::{Error, Registry, Reporter};
+
+pub mod inline;
+pub mod local;
 
 /// The media type of the cache's config blob, and the artifact type of its manifest.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.build-cache.v1+json";
@@ -45,16 +51,162 @@ struct CacheConfig {
     config_sizes: BTreeMap<Digest, u64>,
 }
 
-/// A cache read from a registry: its records, and where to fetch their blobs.
+/// The records of `keys` that the store still has complete, in the order of `keys`, each
+/// once: what every backend exports.
+fn select(store: &Store, keys: &[Digest]) -> Vec<(Digest, CacheRecord)> {
+    let mut seen = BTreeSet::new();
+    keys.iter()
+        .filter(|key| seen.insert((*key).clone()))
+        .filter_map(|key| Some((key.clone(), store.cache_get(key)?)))
+        .collect()
+}
+
+/// One cache artifact, as the registry and the local backends store it: the config and the
+/// blobs its manifest lists.
+#[derive(Debug, Default)]
+struct Artifact {
+    config: CacheConfig,
+    blobs: Vec<Descriptor>,
+}
+
+impl Artifact {
+    /// The artifact of the records of `keys` (see [`select`]).
+    fn of(store: &Store, keys: &[Digest]) -> Result<Artifact, Error> {
+        let mut artifact = Artifact::default();
+        let mut seen = BTreeSet::new();
+        for (key, record) in select(store, keys) {
+            let path = store.blob_path(&record.config);
+            let config_size = std::fs::metadata(&path)
+                .map_err(Error::io("stat", &path))?
+                .len();
+            artifact
+                .config
+                .config_sizes
+                .insert(record.config.clone(), config_size);
+            if seen.insert(record.config.clone()) {
+                artifact.blobs.push(Descriptor::new(
+                    media_type::OCI_CONFIG,
+                    record.config.clone(),
+                    config_size,
+                ));
+            }
+            for layer in &record.layers {
+                if seen.insert(layer.digest.clone()) {
+                    artifact.blobs.push(Descriptor::new(
+                        &layer.media_type,
+                        layer.digest.clone(),
+                        layer.size,
+                    ));
+                }
+            }
+            artifact.config.records.insert(key, record);
+        }
+        Ok(artifact)
+    }
+
+    /// Adds the records of `held` (what a backend had before this export) that this one lacks:
+    /// the same key means the same inputs, so either record of it will do.
+    fn merge(&mut self, held: Artifact) {
+        for (key, record) in held.config.records {
+            self.config.records.entry(key).or_insert(record);
+        }
+        for (digest, size) in held.config.config_sizes {
+            self.config.config_sizes.entry(digest).or_insert(size);
+        }
+        let mut seen: BTreeSet<Digest> = self.blobs.iter().map(|d| d.digest.clone()).collect();
+        for blob in held.blobs {
+            if seen.insert(blob.digest.clone()) {
+                self.blobs.push(blob);
+            }
+        }
+    }
+
+    /// The config blob's bytes and descriptor, and the manifest naming it and the blobs.
+    fn manifest(&self) -> (Vec<u8>, Descriptor, Manifest) {
+        let bytes = serde_json::to_vec(&self.config).unwrap_or_default();
+        let config = Descriptor::new(
+            CACHE_CONFIG_MEDIA_TYPE,
+            Digest::of(&bytes),
+            bytes.len() as u64,
+        );
+        let mut manifest = Manifest::oci(config.clone(), self.blobs.clone());
+        manifest.extra.insert(
+            "artifactType".into(),
+            serde_json::Value::String(CACHE_CONFIG_MEDIA_TYPE.into()),
+        );
+        (bytes, config, manifest)
+    }
+
+    /// Checks that `manifest` is a kiln cache's before its config is read; `name` says where
+    /// it is, for the error.
+    fn check_manifest(name: &str, manifest: &Manifest) -> Result<(), Error> {
+        if manifest.config.media_type != CACHE_CONFIG_MEDIA_TYPE {
+            return Err(Error::BadCache {
+                reference: name.to_owned(),
+                why: format!(
+                    "its config is {}, not {CACHE_CONFIG_MEDIA_TYPE}",
+                    manifest.config.media_type
+                ),
+            });
+        }
+        if manifest.config.size > MAX_CACHE_CONFIG_SIZE {
+            return Err(kiln_image::Error::TooLarge {
+                what: format!("cache config {}", manifest.config.digest),
+                size: manifest.config.size,
+                limit: MAX_CACHE_CONFIG_SIZE,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The artifact of a checked manifest and its config's bytes.
+    fn parse(name: &str, manifest: Manifest, config: &[u8]) -> Result<Artifact, Error> {
+        let config = serde_json::from_slice(config).map_err(|e| Error::BadCache {
+            reference: name.to_owned(),
+            why: e.to_string(),
+        })?;
+        Ok(Artifact {
+            config,
+            blobs: manifest.layers,
+        })
+    }
+}
+
+/// Where a cache read for `--cache-from` fetches the blobs of its records.
+#[derive(Debug)]
+enum Source {
+    Registry { reference: Reference, host: String },
+    Local(PathBuf),
+}
+
+/// A cache read for `--cache-from`: its records, and where to fetch their blobs.
 #[derive(Debug)]
 pub struct RemoteCache {
-    reference: Reference,
-    host: String,
+    source: Source,
     records: BTreeMap<Digest, CacheRecord>,
     config_sizes: BTreeMap<Digest, u64>,
+    /// Configs the cache carries itself (an inline cache's), checked against their digests.
+    embedded: BTreeMap<Digest, Vec<u8>>,
 }
 
 impl RemoteCache {
+    fn new(source: Source) -> RemoteCache {
+        RemoteCache {
+            source,
+            records: BTreeMap::new(),
+            config_sizes: BTreeMap::new(),
+            embedded: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, config: CacheConfig) {
+        for (key, record) in config.records {
+            self.records.entry(key).or_insert(record);
+        }
+        self.config_sizes.extend(config.config_sizes);
+    }
+
     /// How many step records it holds.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -71,9 +223,17 @@ impl RemoteCache {
     }
 }
 
+/// What a registry ref held for `--cache-from`.
+enum Held {
+    Cache(Artifact),
+    /// An image with an inline cache: its records and configs.
+    Inline(CacheConfig, BTreeMap<Digest, Vec<u8>>),
+}
+
 impl Registry {
     /// Pushes the records of these step keys (those the store still has complete) and their
-    /// blobs to `target`. Returns the number of records exported.
+    /// blobs to `target`, merged with what the ref held. Returns the number of records
+    /// exported.
     pub fn export_cache(
         &self,
         store: &Store,
@@ -81,47 +241,17 @@ impl Registry {
         keys: &[Digest],
         reporter: &dyn Reporter,
     ) -> Result<usize, Error> {
-        let mut config = CacheConfig::default();
-        let mut blobs: Vec<Descriptor> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for key in keys {
-            let Some(record) = store.cache_get(key) else {
-                continue;
-            };
-            let config_size = std::fs::metadata(store.blob_path(&record.config))
-                .map_err(Error::io("stat", store.blob_path(&record.config)))?
-                .len();
-            config
-                .config_sizes
-                .insert(record.config.clone(), config_size);
-            if seen.insert(record.config.clone()) {
-                blobs.push(Descriptor::new(
-                    media_type::OCI_CONFIG,
-                    record.config.clone(),
-                    config_size,
-                ));
-            }
-            for layer in &record.layers {
-                if seen.insert(layer.digest.clone()) {
-                    blobs.push(Descriptor::new(
-                        &layer.media_type,
-                        layer.digest.clone(),
-                        layer.size,
-                    ));
-                }
-            }
-            config.records.insert(key.clone(), record);
-        }
-        let exported = config.records.len();
-        let config_desc = cache_config_blob(store, &config)?;
-        let entry = entry_tag(target, &config_desc.digest);
+        let mut artifact = Artifact::of(store, keys)?;
+        let exported = artifact.config.records.len();
         self.block_on(async {
             let endpoint = self.endpoint(&target.domain, false, false).await?;
-            let mut all = vec![config_desc.clone()];
-            all.extend(blobs.iter().cloned());
+            let (bytes, config_desc, manifest) = artifact.manifest();
+            store.write_blob(&bytes)?;
+            let entry = entry_tag(target, &config_desc.digest);
+            let mut all = vec![config_desc];
+            all.extend(artifact.blobs.iter().cloned());
             self.push_blobs(store, &endpoint, &target.path, &all, reporter)
                 .await?;
-            let manifest = cache_manifest(config_desc, blobs.clone());
             self.put_manifest(
                 &endpoint,
                 &entry,
@@ -131,27 +261,15 @@ impl Registry {
             )
             .await?;
             // The ref: what it held, and ours. Its blobs are in the repository already.
-            let mut merged = config;
-            let mut layers = blobs;
-            if let Some((held, held_manifest)) = self
-                .read_cache_at(store, &endpoint, target, reporter)
+            match self
+                .read_cache_at(store, &endpoint, target, false, reporter)
                 .await?
             {
-                for (key, record) in held.records {
-                    merged.records.entry(key).or_insert(record);
-                }
-                for (digest, size) in held.config_sizes {
-                    merged.config_sizes.entry(digest).or_insert(size);
-                }
-                let mut seen: std::collections::BTreeSet<Digest> =
-                    layers.iter().map(|d| d.digest.clone()).collect();
-                for layer in held_manifest.layers {
-                    if seen.insert(layer.digest.clone()) {
-                        layers.push(layer);
-                    }
-                }
+                Some(Held::Cache(held)) => artifact.merge(held),
+                Some(Held::Inline(..)) | None => {}
             }
-            let merged_desc = cache_config_blob(store, &merged)?;
+            let (bytes, merged_desc, manifest) = artifact.manifest();
+            store.write_blob(&bytes)?;
             self.push_blobs(
                 store,
                 &endpoint,
@@ -163,7 +281,7 @@ impl Registry {
             self.put_manifest(
                 &endpoint,
                 target,
-                cache_manifest(merged_desc, layers).to_bytes(),
+                manifest.to_bytes(),
                 media_type::OCI_MANIFEST,
                 reporter,
             )
@@ -172,14 +290,16 @@ impl Registry {
         })
     }
 
-    /// The cache manifest and config at `source`, None if there is none.
+    /// What `source` holds, None if nothing. An image with an inline cache is read only when
+    /// `inline` (an import); anything else is an error.
     async fn read_cache_at(
         &self,
         store: &Store,
         endpoint: &std::sync::Arc<crate::client::Endpoint>,
         source: &Reference,
+        inline: bool,
         reporter: &dyn Reporter,
-    ) -> Result<Option<(CacheConfig, Manifest)>, Error> {
+    ) -> Result<Option<Held>, Error> {
         let name = source.to_string();
         let got = self
             .get_manifest(
@@ -199,20 +319,84 @@ impl Registry {
             reference: name.clone(),
             why,
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if manifest.config.media_type != CACHE_CONFIG_MEDIA_TYPE {
-            return Err(bad(format!(
-                "its config is {}, not {CACHE_CONFIG_MEDIA_TYPE}",
-                manifest.config.media_type
-            )));
-        }
-        if manifest.config.size > MAX_CACHE_CONFIG_SIZE {
-            return Err(kiln_image::Error::TooLarge {
-                what: format!("cache config {}", manifest.config.digest),
-                size: manifest.config.size,
-                limit: MAX_CACHE_CONFIG_SIZE,
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if inline && value.get("manifests").is_some() {
+            // An image index (several platforms, or attestations): each image's inline cache.
+            let index: kiln_image::Index =
+                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let mut all = CacheConfig::default();
+            let mut configs = BTreeMap::new();
+            let mut failed = None;
+            let images = index
+                .manifests
+                .iter()
+                .filter(|d| d.platform.as_ref().is_some_and(|p| p.os != "unknown"));
+            for entry in images {
+                let (bytes, _) = self
+                    .get_manifest(endpoint, &source.path, None, Some(&entry.digest), reporter)
+                    .await?;
+                let manifest: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                match self
+                    .read_inline(store, endpoint, source, &manifest, reporter)
+                    .await
+                {
+                    Ok((records, embedded)) => {
+                        all.records.extend(records.records);
+                        all.config_sizes.extend(records.config_sizes);
+                        configs.extend(embedded);
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-            .into());
+            return match failed {
+                Some(e) if all.records.is_empty() => Err(e),
+                _ => Ok(Some(Held::Inline(all, configs))),
+            };
+        }
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let image_config = [media_type::OCI_CONFIG, media_type::DOCKER_CONFIG]
+            .contains(&manifest.config.media_type.as_str());
+        if inline && image_config {
+            let (records, configs) = self
+                .read_inline(store, endpoint, source, &manifest, reporter)
+                .await?;
+            return Ok(Some(Held::Inline(records, configs)));
+        }
+        Artifact::check_manifest(&name, &manifest)?;
+        self.fetch_blobs(
+            store,
+            endpoint,
+            &source.path,
+            &[Wanted::blob(&manifest.config)],
+            reporter,
+        )
+        .await?;
+        let config = store.read_blob(&manifest.config.digest)?;
+        Ok(Some(Held::Cache(Artifact::parse(
+            &name, manifest, &config,
+        )?)))
+    }
+
+    /// The inline cache of the image whose manifest is `manifest`, in `source`'s repository.
+    async fn read_inline(
+        &self,
+        store: &Store,
+        endpoint: &std::sync::Arc<crate::client::Endpoint>,
+        source: &Reference,
+        manifest: &Manifest,
+        reporter: &dyn Reporter,
+    ) -> Result<(CacheConfig, BTreeMap<Digest, Vec<u8>>), Error> {
+        let name = source.to_string();
+        if manifest.config.size > inline::MAX_IMAGE_CONFIG_SIZE {
+            return Err(Error::BadCache {
+                reference: name,
+                why: format!(
+                    "its config is {} bytes, more than kiln reads",
+                    manifest.config.size
+                ),
+            });
         }
         self.fetch_blobs(
             store,
@@ -222,10 +406,8 @@ impl Registry {
             reporter,
         )
         .await?;
-        let config: CacheConfig =
-            serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
-                .map_err(|e| bad(e.to_string()))?;
-        Ok(Some((config, manifest)))
+        let config = store.read_blob(&manifest.config.digest)?;
+        inline::read(&name, &config, &manifest.layers)
     }
 
     /// The entry tags of `source`'s cache in its repository (see the module docs).
@@ -259,8 +441,9 @@ impl Registry {
             .collect())
     }
 
-    /// Reads the cache at `source` (the ref and its entries, see the module docs): its
-    /// records, not yet their blobs. A cache that does not exist yet is empty.
+    /// Reads the cache at `source` (the ref and its entries, see the module docs; or the
+    /// inline cache of the image at `source`): its records, not yet their blobs. A cache that
+    /// does not exist yet is empty.
     pub fn import_cache(
         &self,
         store: &Store,
@@ -269,51 +452,51 @@ impl Registry {
     ) -> Result<RemoteCache, Error> {
         self.block_on(async {
             let endpoint = self.endpoint(&source.domain, false, false).await?;
-            let mut cache = RemoteCache {
+            let mut cache = RemoteCache::new(Source::Registry {
                 reference: source.clone(),
                 host: endpoint.host.clone(),
-                records: BTreeMap::new(),
-                config_sizes: BTreeMap::new(),
-            };
+            });
             let main = self
-                .read_cache_at(store, &endpoint, source, reporter)
+                .read_cache_at(store, &endpoint, source, true, reporter)
                 .await?;
-            let entries = match self.entry_tags(&endpoint, source).await {
-                Ok(tags) => tags,
-                // No ref and no tag list: no repository, so no cache yet.
-                Err(_) if main.is_none() => Vec::new(),
-                Err(e) => return Err(e),
+            let entries = match &main {
+                // An image has no entry tags.
+                Some(Held::Inline(..)) => Vec::new(),
+                _ => match self.entry_tags(&endpoint, source).await {
+                    Ok(tags) => tags,
+                    // No ref and no tag list: no repository, so no cache yet.
+                    Err(_) if main.is_none() => Vec::new(),
+                    Err(e) => return Err(e),
+                },
             };
-            let mut add = |config: CacheConfig| {
-                for (key, record) in config.records {
-                    cache.records.entry(key).or_insert(record);
+            match main {
+                Some(Held::Cache(artifact)) => cache.add(artifact.config),
+                Some(Held::Inline(config, configs)) => {
+                    cache.add(config);
+                    cache.embedded = configs;
                 }
-                cache.config_sizes.extend(config.config_sizes);
-            };
-            if let Some((config, _)) = main {
-                add(config);
+                None => {}
             }
-            let mut sources = Vec::new();
             for tag in entries {
-                sources.push(Reference {
+                let one = Reference {
                     tag: Some(tag),
                     digest: None,
                     ..source.clone()
-                });
-            }
-            for one in &sources {
-                if let Some((config, _)) =
-                    self.read_cache_at(store, &endpoint, one, reporter).await?
+                };
+                if let Some(Held::Cache(artifact)) = self
+                    .read_cache_at(store, &endpoint, &one, false, reporter)
+                    .await?
                 {
-                    add(config);
+                    cache.add(artifact.config);
                 }
             }
             Ok(cache)
         })
     }
 
-    /// The record of a step key from a remote cache: its blobs are fetched into the store and
-    /// the record is put in the local cache, so the step is a plain cache hit from then on.
+    /// The record of a step key from a cache read for `--cache-from`: its blobs are fetched
+    /// into the store and the record is put in the local cache, so the step is a plain cache
+    /// hit from then on.
     pub fn fetch_cached(
         &self,
         store: &Store,
@@ -324,21 +507,33 @@ impl Registry {
         let Some(record) = cache.records.get(key) else {
             return Ok(None);
         };
-        self.block_on(async {
-            let endpoint = self.endpoint(&cache.host, false, false).await?;
-            let config_size = cache.config_sizes.get(&record.config).copied().unwrap_or(0);
-            let mut blobs = vec![Descriptor::new(
-                media_type::OCI_CONFIG,
-                record.config.clone(),
-                config_size,
-            )];
-            blobs.extend(record.layers.iter().cloned());
-            // The layers' diff ids are checked when a build unpacks them.
-            let blobs: Vec<Wanted> = blobs.iter().map(Wanted::blob).collect();
-            self.fetch_blobs(store, &endpoint, &cache.reference.path, &blobs, reporter)
-                .await?;
-            Ok::<(), Error>(())
-        })?;
+        let mut blobs = Vec::new();
+        match cache.embedded.get(&record.config) {
+            Some(bytes) => {
+                store.write_blob(bytes)?;
+            }
+            None => {
+                let size = cache.config_sizes.get(&record.config).copied().unwrap_or(0);
+                blobs.push(Descriptor::new(
+                    media_type::OCI_CONFIG,
+                    record.config.clone(),
+                    size,
+                ));
+            }
+        }
+        blobs.extend(record.layers.iter().cloned());
+        blobs.retain(|b| !store.has_blob(&b.digest));
+        match &cache.source {
+            Source::Local(dir) => local::copy_blobs(store, dir, &blobs)?,
+            Source::Registry { reference, host } => self.block_on(async {
+                let endpoint = self.endpoint(host, false, false).await?;
+                // The layers' diff ids are checked when a build unpacks them.
+                let blobs: Vec<Wanted> = blobs.iter().map(Wanted::blob).collect();
+                self.fetch_blobs(store, &endpoint, &reference.path, &blobs, reporter)
+                    .await?;
+                Ok::<(), Error>(())
+            })?,
+        }
         store.cache_put(key, record)?;
         Ok(store.cache_get(key))
     }
@@ -372,26 +567,6 @@ fn entry_tag(target: &Reference, config: &Digest) -> Reference {
         digest: None,
         ..target.clone()
     }
-}
-
-/// Writes the config blob of a cache into the store; its descriptor.
-fn cache_config_blob(store: &Store, config: &CacheConfig) -> Result<Descriptor, Error> {
-    let bytes = serde_json::to_vec(config).unwrap_or_default();
-    let digest = store.write_blob(&bytes)?;
-    Ok(Descriptor::new(
-        CACHE_CONFIG_MEDIA_TYPE,
-        digest,
-        bytes.len() as u64,
-    ))
-}
-
-fn cache_manifest(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
-    let mut manifest = Manifest::oci(config, layers);
-    manifest.extra.insert(
-        "artifactType".into(),
-        serde_json::Value::String(CACHE_CONFIG_MEDIA_TYPE.into()),
-    );
-    manifest
 }
 
 #[cfg(test)]

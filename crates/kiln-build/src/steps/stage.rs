@@ -222,8 +222,13 @@ impl<'a> Builder<'a> {
                     let _slot = slots.acquire();
                     self.resolve_image(name, &planned.platform)?
                 };
+                let mut config = image.config.clone();
+                // A base's inline cache is about the base's steps, not this image's.
+                config
+                    .extra
+                    .remove(kiln_registry::cache::inline::INLINE_CACHE_KEY);
                 Ok(StageState {
-                    config: image.config.clone(),
+                    config,
                     layers: image.manifest.layers.clone(),
                     key: crate::key::base_key(
                         &planned.platform.to_string(),
@@ -459,6 +464,7 @@ impl<'a> Builder<'a> {
             self.store,
             self.request,
             &key,
+            &state.key,
             ignore_cache,
             self.reporter,
             id,
@@ -544,6 +550,19 @@ impl<'a> Builder<'a> {
             .rev()
             .find_map(|h| h.created.clone())
             .or_else(|| Some(crate::created_timestamp()));
+        crate::registry::note_result(self.request, &state.key);
+        let inline =
+            crate::registry::inline_cache(self.store, self.request, &state.key, &state.layers)?;
+        if let Some((value, count)) = inline {
+            state
+                .config
+                .extra
+                .insert(kiln_registry::cache::inline::INLINE_CACHE_KEY.into(), value);
+            self.reporter.report(Event::Output {
+                id: 0,
+                line: &format!("inline cache: {count} records"),
+            });
+        }
         Ok(self.store.put_image(&state.config, state.layers.clone())?)
     }
 }

@@ -122,11 +122,15 @@ pub struct BuildArgs {
     /// chooses bases from multi-platform images. Default: the host's.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
-    /// Import build cache from a registry: `type=registry,ref=REFERENCE` (repeatable).
-    #[arg(long = "cache-from", value_name = "type=registry,ref=R")]
+    /// Import build cache: `type=registry,ref=REF` (a cache, or an image built with
+    /// `--cache-to type=inline`; a bare `REF` is the same), `type=local,src=DIR[,tag=T|digest=D]`
+    /// (repeatable).
+    #[arg(long = "cache-from", value_name = "type=registry|local,…")]
     pub cache_from: Vec<String>,
-    /// Export the build cache to a registry: `type=registry,ref=REFERENCE`.
-    #[arg(long = "cache-to", value_name = "type=registry,ref=R")]
+    /// Export the build cache: `type=registry,ref=REF`, `type=local,dest=DIR[,tag=T]` or
+    /// `type=inline`, with `mode=min` (the final stage's steps, the default) or `mode=max`
+    /// (every step), and `ignore-error=true`.
+    #[arg(long = "cache-to", value_name = "type=registry|local|inline,…")]
     pub cache_to: Option<String>,
     /// The network of RUN steps: default (a private network with outbound access), host
     /// (the host's own: an explicit opt-in) or none. With --isolation chroot, the

@@ -389,16 +389,14 @@ pub fn build_registry(
     cache_from: &[String],
     cache_to: Option<&str>,
 ) -> anyhow::Result<std::sync::Arc<kiln_build::registry::BuildRegistry>> {
-    use kiln_build::registry::{BuildRegistry, parse_cache_spec};
+    use kiln_build::registry::{BuildRegistry, parse_cache_from, parse_cache_to};
     let mut settings = BuildRegistry::new(load_config(flags)?);
     settings.pull = pull;
     settings.cache_from = cache_from
         .iter()
-        .map(|c| parse_cache_spec("--cache-from", c))
+        .map(|c| parse_cache_from(c))
         .collect::<Result<_, _>>()?;
-    settings.cache_to = cache_to
-        .map(|c| parse_cache_spec("--cache-to", c))
-        .transpose()?;
+    settings.cache_to = cache_to.map(parse_cache_to).transpose()?;
     Ok(std::sync::Arc::new(settings))
 }
 

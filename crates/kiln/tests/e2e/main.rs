@@ -9,6 +9,7 @@ mod util;
 mod analyze;
 mod bake;
 mod builds;
+mod cache;
 mod checks;
 mod crash;
 mod differential;
