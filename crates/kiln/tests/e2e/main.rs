@@ -28,5 +28,6 @@ mod sbom;
 mod security;
 mod semantics;
 mod slim;
+mod ssh_mounts;
 mod store;
 mod unprivileged;
