@@ -39,6 +39,7 @@ pub mod plan;
 pub mod registry;
 pub mod snapshot;
 pub mod solve;
+pub mod ssh;
 pub mod steps;
 mod support;
 
