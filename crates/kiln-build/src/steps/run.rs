@@ -155,7 +155,17 @@ pub(crate) fn run(
     let mut working = None;
     let mut dirs = None;
     let rootfs = if ctx.chroot() {
-        if let Some(mount) = run.mounts.first() {
+        // An ssh mount with no agent makes no mount: BuildKit leaves it out (or fails it when
+        // required, below), so that a step can run either way.
+        let given = |m: &&kiln_dockerfile::Mount| {
+            m.kind != MountType::Ssh
+                || builder
+                    .request
+                    .ssh
+                    .iter()
+                    .any(|a| a.id == m.id.as_deref().unwrap_or(crate::ssh::DEFAULT_ID))
+        };
+        if let Some(mount) = run.mounts.iter().find(given) {
             return Err(Error::BadInput(format!(
                 "RUN --mount=type={}: a mount cannot be made with --isolation chroot (no \
                  mounts are allowed here); use --isolation oci where mounts are allowed",
