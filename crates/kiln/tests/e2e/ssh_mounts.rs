@@ -369,3 +369,82 @@ fn ssh_agents_reach_a_private_repository_from_run_steps() {
         "a bad --ssh left staging behind"
     );
 }
+
+/// The socket without a network or a Debian: its mode and owner, `SSH_AUTH_SOCK` as BuildKit
+/// sets it (not over the step's own), and a mount with no agent left out in each isolation
+/// mode, chroot included, where a mount of an agent is refused by name.
+#[test]
+fn ssh_mounts_have_buildkits_socket_and_environment() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let agent_key = key(&env.path("keys/agent"), "");
+    let agent = Agent::start(&env.path("agent.sock"), &[&agent_key]);
+    let with_agent = format!("default={}", agent.socket.display());
+
+    let ctx = env.context(
+        "stat",
+        "FROM busybox\n\
+         RUN --mount=type=ssh --mount=type=ssh,id=other,uid=7,gid=8,mode=0604 \
+         stat -c 'sock=%n %a %u %g %F' $SSH_AUTH_SOCK /run/buildkit/ssh_agent.1\n\
+         ENV SSH_AUTH_SOCK=/mine\n\
+         RUN --mount=type=ssh echo \"env=$SSH_AUTH_SOCK\" && stat -c 'sock=%n %a' /run/buildkit/ssh_agent.0\n",
+        &[],
+    );
+    let (result, log) = env.build_output(&[
+        "--no-lint",
+        "--ssh",
+        &with_agent,
+        "--ssh",
+        &format!("other={}", agent_key.display()),
+        "-t",
+        "stat",
+        &ctx,
+    ]);
+    assert_success(&result, "two ssh mounts");
+    for line in [
+        "sock=/run/buildkit/ssh_agent.0 600 0 0 socket",
+        "sock=/run/buildkit/ssh_agent.1 604 7 8 socket",
+        "env=/mine",
+        "sock=/run/buildkit/ssh_agent.0 600",
+    ] {
+        assert!(log.contains(line), "the build log shows {line}:\n{log}");
+    }
+
+    let ctx = env.context(
+        "absent",
+        "FROM busybox\nRUN --mount=type=ssh test ! -e /run/buildkit && echo \"no-agent $SSH_AUTH_SOCK\"\n",
+        &[],
+    );
+    for isolation in ["oci", "chroot"] {
+        let (result, log) = env.build_output(&[
+            "--no-lint",
+            "--no-cache",
+            "--isolation",
+            isolation,
+            "-t",
+            "absent",
+            &ctx,
+        ]);
+        assert_success(&result, &format!("--isolation {isolation}"));
+        assert!(
+            log.contains("no-agent /run/buildkit/ssh_agent.0"),
+            "--isolation {isolation}: the step ran without the mount:\n{log}"
+        );
+    }
+    let (result, log) = env.build_output(&[
+        "--no-lint",
+        "--no-cache",
+        "--isolation",
+        "chroot",
+        "--ssh",
+        &with_agent,
+        "-t",
+        "absent",
+        &ctx,
+    ]);
+    assert_clean_failure(&result, "an ssh mount under --isolation chroot");
+    assert!(
+        log.contains("type=ssh") && log.contains("--isolation chroot"),
+        "the error names the mount and the mode:\n{log}"
+    );
+}
