@@ -137,7 +137,10 @@ impl SshAgents {
 /// store; killed, and its dir removed, when dropped.
 #[derive(Debug)]
 struct KeyAgent {
+    /// The command the agent watches: it ends when kiln closes its stdin, or dies.
     child: Child,
+    /// The agent's pid, to stop it at once.
+    pid: Option<rustix::process::Pid>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -198,28 +201,41 @@ impl KeyAgent {
             copies.push(copy);
         }
         let socket = dir.path().join("agent.sock");
+        // With a command, ssh-agent forks the agent and runs the command in its own process;
+        // the agent exits once that process is gone (it looks every 10 s). The command reads
+        // a pipe that only kiln holds, so the agent, and the keys it holds, die with kiln even
+        // when kiln is killed before it can stop them. The socket listens before the fork.
+        let log_path = dir.path().join("agent.log");
+        let log = std::fs::File::create(&log_path).map_err(Error::io("create", &log_path))?;
         let mut child = tool("ssh-agent")
-            .arg("-D")
             .arg("-a")
             .arg(&socket)
+            .args(["sh", "-c", "echo \"$SSH_AGENT_PID\" && exec cat >/dev/null"])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| not_started("ssh-agent", text, e))?;
-        // In the foreground it prints `SSH_AUTH_SOCK=…` once its socket is listening.
         let mut line = String::new();
         if let Some(stdout) = child.stdout.take() {
             let _ = std::io::BufReader::new(stdout).read_line(&mut line);
         }
         let agent = KeyAgent {
             child,
+            pid: line
+                .trim()
+                .parse()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw),
             socket,
             _dir: dir,
         };
-        if !line.contains("SSH_AUTH_SOCK") {
+        if agent.pid.is_none() {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(bad(format!(
-                "ssh-agent did not start on {}",
-                agent.socket.display()
+                "ssh-agent did not start on {}: {}",
+                agent.socket.display(),
+                said.trim()
             )));
         }
         for (copy, key) in copies.iter().zip(keys) {
@@ -245,6 +261,11 @@ impl KeyAgent {
 
 impl Drop for KeyAgent {
     fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SIGTERM: the agent removes its socket and exits.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        drop(self.child.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
