@@ -16,7 +16,7 @@ fi
 
 packages=(docker.io skopeo umoci mmdebstrap docker-registry busybox-static buildah apache2-utils
   openssl python3 bsdutils passt slirp4netns uidmap hyperfine jq bc gcc libc6-dev
-  qemu-user-static binfmt-support git)
+  qemu-user-static binfmt-support git openssh-server openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +24,24 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # No service may start while installing: openssh-server would leave an sshd on port 22
+  # (the ssh tests run their own `sshd -i` per connection). A policy-rc.d that exits 101
+  # is what invoke-rc.d and deb-systemd-invoke ask; one already there is left as it is.
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || exit "$rc"
+  # Nor after a reboot, where systemd starts the units the package enabled; only when this
+  # run installed the server, so that a machine's own sshd is never touched.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 scripts/start-dockerd.sh

@@ -42,6 +42,7 @@ pub mod plan;
 pub mod registry;
 pub mod snapshot;
 pub mod solve;
+pub mod ssh;
 pub mod steps;
 mod support;
 

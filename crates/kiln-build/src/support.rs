@@ -36,7 +36,25 @@ fn check_run(run: &RunInstruction) -> Result<(), String> {
     for mount in &run.mounts {
         match mount.kind {
             MountType::Ssh => {
-                return Err("RUN --mount=type=ssh is not supported by kiln".into());
+                if mount.source.is_some() {
+                    return Err(
+                        "RUN --mount=type=ssh,source=…: ssh does not support source \
+                                (BuildKit's words): the mount is the agent's socket; drop source="
+                            .into(),
+                    );
+                }
+                // BuildKit accepts these on an ssh mount and does nothing with them.
+                for (option, given) in [
+                    ("from=", mount.from.is_some()),
+                    ("env=", mount.env.is_some()),
+                ] {
+                    if given {
+                        return Err(format!(
+                            "RUN --mount=type=ssh,{option}…: an ssh mount has no use for \
+                             {option} (BuildKit ignores it); drop {option}"
+                        ));
+                    }
+                }
             }
             MountType::Bind | MountType::Cache | MountType::Tmpfs | MountType::Secret => {}
         }
@@ -234,7 +252,14 @@ mod tests {
             None,
         ),
         ("type=secret,id=s,env=TOKEN", None),
-        ("type=ssh", Some("type=ssh")),
+        (
+            "type=ssh,id=k,target=/s,required,mode=0600,uid=1,gid=1",
+            None,
+        ),
+        ("type=ssh", None),
+        ("type=ssh,source=k", Some("source=")),
+        ("type=ssh,from=base", Some("from=")),
+        ("type=ssh,env=SOCK", Some("env=")),
     ];
 
     #[test]

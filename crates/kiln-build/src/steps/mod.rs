@@ -63,6 +63,8 @@ pub struct BuildRequest {
     pub labels: Vec<(String, String)>,
     /// `--secret id=ID,src=PATH`: files that `RUN --mount=type=secret` binds.
     pub secrets: Vec<(String, std::path::PathBuf)>,
+    /// `--ssh`: the agents that `RUN --mount=type=ssh` forwards, by id.
+    pub ssh: Vec<crate::ssh::SshAgent>,
     /// Stops a running step when the user presses Ctrl-C.
     pub interrupt: kiln_sandbox::Interrupt,
     /// The network of RUN steps without `--network` (`kiln build --network`).

@@ -155,7 +155,17 @@ pub(crate) fn run(
     let mut working = None;
     let mut dirs = None;
     let rootfs = if ctx.chroot() {
-        if let Some(mount) = run.mounts.first() {
+        // An ssh mount with no agent makes no mount: BuildKit leaves it out (or fails it when
+        // required, below), so that a step can run either way.
+        let given = |m: &&kiln_dockerfile::Mount| {
+            m.kind != MountType::Ssh
+                || builder
+                    .request
+                    .ssh
+                    .iter()
+                    .any(|a| a.id == m.id.as_deref().unwrap_or(crate::ssh::DEFAULT_ID))
+        };
+        if let Some(mount) = run.mounts.iter().find(given) {
             return Err(Error::BadInput(format!(
                 "RUN --mount=type={}: a mount cannot be made with --isolation chroot (no \
                  mounts are allowed here); use --isolation oci where mounts are allowed",
@@ -238,10 +248,25 @@ pub(crate) fn run(
     {
         spec.hostname = hostname.clone();
     }
+    let mut ssh_mounts = 0;
     for mount in &run.mounts {
-        if let Some(m) = mount_for(ctx, state, mount, &mut keep, &mut spec.env)? {
+        let m = if mount.kind == MountType::Ssh {
+            ssh_mounts += 1;
+            ssh_mount(ctx, state, mount, ssh_mounts - 1, &mut keep)?
+        } else {
+            mount_for(ctx, state, mount, &mut keep, &mut spec.env)?
+        };
+        if let Some(m) = m {
             spec.mounts.push(m);
         }
+    }
+    // BuildKit names the first ssh mount's target in SSH_AUTH_SOCK unless the step's
+    // environment has one, whether or not an agent was given for it.
+    if let Some(first) = run.mounts.iter().find(|m| m.kind == MountType::Ssh)
+        && !spec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+    {
+        spec.env
+            .push(format!("SSH_AUTH_SOCK={}", ssh_target(state, first, 0)));
     }
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial = Vec::new();
@@ -344,6 +369,55 @@ struct Keep {
     /// Secret copies and heredoc programs.
     staged: Vec<tempfile::TempDir>,
     locks: Vec<std::fs::File>,
+    /// The sockets of ssh mounts, relaying to their agents.
+    forwards: Vec<crate::ssh::Forward>,
+}
+
+/// Where an ssh mount's socket goes: `target=`, or BuildKit's `/run/buildkit/ssh_agent.N`
+/// for the step's Nth ssh mount.
+fn ssh_target(state: &StageState, mount: &kiln_dockerfile::Mount, index: usize) -> String {
+    match &mount.target {
+        Some(target) if target.starts_with('/') => target.clone(),
+        Some(target) => format!("{}/{}", state.workdir().trim_end_matches('/'), target),
+        None => format!("/run/buildkit/ssh_agent.{index}"),
+    }
+}
+
+/// An ssh mount: a socket of kiln's at the target, with the mount's owner and mode (BuildKit's
+/// defaults: root's, 0600), relaying to the agent `--ssh` gave for its id. Without one, a
+/// mount that is not `required` is left out, as BuildKit leaves it.
+fn ssh_mount(
+    ctx: &StepContext<'_, '_>,
+    state: &StageState,
+    mount: &kiln_dockerfile::Mount,
+    index: usize,
+    keep: &mut Keep,
+) -> Result<Option<kiln_sandbox::Mount>, Error> {
+    let builder = ctx.builder;
+    let id = mount.id.as_deref().unwrap_or(crate::ssh::DEFAULT_ID);
+    let Some(agent) = builder.request.ssh.iter().find(|a| a.id == id) else {
+        if mount.required {
+            return Err(Error::BadInput(format!(
+                "RUN --mount=type=ssh,id={id} is required, and no SSH agent {id:?} was given: \
+                 pass --ssh {id}[=SOCKET|KEYFILE] to kiln build"
+            )));
+        }
+        return Ok(None);
+    };
+    let forward = crate::ssh::Forward::start(
+        builder.store,
+        agent,
+        mount.uid.unwrap_or(0),
+        mount.gid.unwrap_or(0),
+        mount.mode.unwrap_or(0o600),
+    )?;
+    let source = forward.socket().to_path_buf();
+    keep.forwards.push(forward);
+    Ok(Some(kiln_sandbox::Mount::Bind {
+        source,
+        target: ssh_target(state, mount, index),
+        readonly: true,
+    }))
 }
 
 /// A secret as the step sees it: a copy with BuildKit's owner and mode (root, 0400 unless
@@ -756,8 +830,7 @@ fn mount_for(
                 }
             }))
         }
-        MountType::Ssh => Err(Error::BadInput(
-            "RUN --mount=type=ssh is not supported by kiln".into(),
-        )),
+        // Made by ssh_mount, which knows the mount's place among the step's ssh mounts.
+        MountType::Ssh => Ok(None),
     }
 }

@@ -334,6 +334,8 @@ fn prepare(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         secrets,
+        // bake refuses a target's `ssh` key: no agent is forwarded.
+        ssh: Vec::new(),
         interrupt: interrupt.clone(),
         // A chroot run has no network namespace: RUN steps share the container's network.
         network: if isolation == kiln_build::isolation::Isolation::Chroot {

@@ -80,6 +80,11 @@ pub struct BuildArgs {
     /// (the variable ID if set, else the file ID), as buildx reads them (repeatable).
     #[arg(long = "secret", value_name = "id=ID[,src=PATH|env=VAR]")]
     pub secrets: Vec<String>,
+    /// An ssh agent for `RUN --mount=type=ssh`, as buildx reads it (repeatable): `default`
+    /// ($SSH_AUTH_SOCK), `ID=SOCKET`, or `ID=KEYFILE[,KEYFILE…]` (loaded into an ssh-agent
+    /// of kiln's, stopped after the build; keys without a passphrase).
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE]]")]
+    pub ssh: Vec<String>,
     /// Do not show `kiln lint` findings before the build.
     #[arg(long)]
     pub no_lint: bool,
@@ -534,6 +539,14 @@ pub fn build(
         .map(|s| secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (secrets, _staged_secrets) = secret_files(store, secrets)?;
+    // Lives until the build is done: the agents of key files are kiln's own.
+    let ssh_agents = kiln_build::ssh::SshAgents::start(
+        store,
+        &args.ssh,
+        std::env::var_os("SSH_AUTH_SOCK")
+            .as_deref()
+            .map(std::path::Path::new),
+    )?;
     let attest = super::sbom::Attest::from_flags(args.sbom.as_deref(), args.provenance.as_deref())?;
     let outputs = super::output::Plan::new(super::output::Flags {
         outputs: &args.outputs,
@@ -630,6 +643,7 @@ pub fn build(
         sync: args.sync,
         labels,
         secrets,
+        ssh: ssh_agents.agents(),
         interrupt,
         network,
         allow_network_host,

@@ -229,6 +229,7 @@ fn plan(args: &PlanArgs, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         sync: false,
         labels: Vec::new(),
         secrets: Vec::new(),
+        ssh: Vec::new(),
         interrupt: kiln_sandbox::Interrupt::new(),
         network: kiln_sandbox::Network::default(),
         allow_network_host: false,

@@ -30,5 +30,6 @@ mod sbom;
 mod security;
 mod semantics;
 mod slim;
+mod ssh_mounts;
 mod store;
 mod unprivileged;
