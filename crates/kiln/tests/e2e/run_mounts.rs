@@ -274,8 +274,16 @@ fn cache_mounts_take_from_and_source() {
             .to_owned()
     };
     assert_eq!(cat("/got"), "seeded");
-    assert_eq!(cat("/second"), "a\nb", "the seeded cache keeps what steps write");
-    assert_eq!(cat("/plain"), "", "the same id without from= is another cache");
+    assert_eq!(
+        cat("/second"),
+        "a\nb",
+        "the seeded cache keeps what steps write"
+    );
+    assert_eq!(
+        cat("/plain"),
+        "",
+        "the same id without from= is another cache"
+    );
     assert_eq!(cat("/via-source"), "in-x");
 
     let escape = "FROM busybox\n\
@@ -329,7 +337,10 @@ fn private_cache_mounts_give_concurrent_steps_their_own() {
                 "a later step reuses a free instance: {after:?}"
             );
         } else {
-            assert_eq!((left.as_str(), right.as_str()), ("left right", "left right"));
+            assert_eq!(
+                (left.as_str(), right.as_str()),
+                ("left right", "left right")
+            );
             assert_eq!(after, "left right");
         }
     }

@@ -316,6 +316,35 @@ fn proxy_build_args_reach_run_without_arg_and_stay_out_of_the_history() {
 }
 
 #[test]
+fn proxy_build_arg_reaches_run_in_both_cases() {
+    // BuildKit's testBuiltinArgs (dockerfile_args_test.go): `--build-arg http_proxy=…` is read
+    // as `$HTTP_PROXY`; the exec op sets each proxy variable in upper and lower case
+    // (proxyEnvList in solver/llbsolver/ops/exec.go), whatever case the build arg had.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "proxy-case",
+        "FROM busybox\nARG FOO\nRUN echo \"out=$HTTP_PROXY::$http_proxy::$NO_PROXY::$no_proxy::$FOO\"\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "FOO=foocontents",
+        "--build-arg",
+        "http_proxy=hpvalue",
+        "--build-arg",
+        "NO_PROXY=npvalue",
+        &ctx,
+    ]);
+    let text = format!("{stdout}{stderr}");
+    assert!(
+        text.contains("out=hpvalue::hpvalue::npvalue::npvalue::foocontents"),
+        "{text}"
+    );
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
