@@ -366,19 +366,24 @@ pub fn likely_images(parsed: &Parsed, request: &PlanRequest<'_>) -> Vec<String> 
         if let Ok(from) = global.clone().expand_and_apply(&stage.from, parsed.escape)
             && let Instruction::From(from) = from.value
         {
-            names.push(from.base);
+            names.push((from.base, false));
         }
         for inst in &stage.instructions {
             names.extend(
                 references(&inst.value)
                     .into_iter()
-                    .map(|(_, n)| n.to_owned()),
+                    .map(|(_, n)| (n.to_owned(), true)),
             );
         }
-        for name in names {
+        // A FROM may name an image like its own stage; a --from naming a later stage is an
+        // error the plan reports, not an image to pull.
+        for (name, reference) in names {
             match stage_by_name(&stages, &name, index) {
                 Some(dep) => todo.push(dep),
-                None if name != "scratch" && !name.contains('$') => {
+                None if name != "scratch"
+                    && !name.contains('$')
+                    && !(reference && names_later_stage(&stages, &name, index)) =>
+                {
                     images.insert(name);
                 }
                 None => {}
@@ -444,6 +449,18 @@ pub(crate) fn stage_by_name(stages: &[Stage], name: &str, before: usize) -> Opti
         .iter()
         .position(|s| s.name.as_deref() == Some(lower.as_str()))
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+}
+
+/// Whether `name` names this stage or a later one (`stage_by_name` looks only before): BuildKit
+/// refuses such a reference rather than taking it for an image.
+fn names_later_stage(stages: &[Stage], name: &str, current: usize) -> bool {
+    let lower = name.to_lowercase();
+    stages[current..]
+        .iter()
+        .any(|s| s.name.as_deref() == Some(lower.as_str()))
+        || name
+            .parse::<usize>()
+            .is_ok_and(|i| i >= current && i < stages.len())
 }
 
 /// The label BuildKit gives a stage in progress lines.
@@ -658,6 +675,20 @@ impl<'a> Planner<'a> {
                     self.plan_stage(dep)?;
                     deps.insert(dep);
                     reads.push(dep);
+                }
+                None if named.is_none() && names_later_stage(self.stages, from, index) => {
+                    let stage = stage_label(&self.stages[index]);
+                    return Err(Error::BadInput(if what == "COPY --from" {
+                        format!(
+                            "cannot copy from stage {from:?}, it needs to be defined before \
+                             current stage {stage:?}"
+                        )
+                    } else {
+                        format!(
+                            "{what}={from}: cannot mount from stage {from:?} in stage \
+                             {stage:?}, stage needs to be defined before current command"
+                        )
+                    }));
                 }
                 None => {
                     self.resolver.image(from, platform).map_err(|e| {

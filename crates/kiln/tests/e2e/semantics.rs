@@ -345,6 +345,32 @@ fn proxy_build_arg_reaches_run_in_both_cases() {
 }
 
 #[test]
+fn copy_from_a_later_stage_is_refused_as_buildkit_does() {
+    // BuildKit's testOutOfOrderStage (dockerfile_multistage_test.go): a stage named by
+    // --from but defined after the current one is an error, not an image to look up.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    for src in ["/", "/d2"] {
+        let ctx = env.context(
+            &format!("ooo{}", src.len()),
+            &format!(
+                "FROM busybox AS target\nCOPY --from=build {src} /out\n\
+                 FROM busybox AS build\nCOPY /Dockerfile /d2\nFROM target\n"
+            ),
+            &[],
+        );
+        let (out, text) = env.build_output(&["--no-lint", &ctx]);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains(
+                "cannot copy from stage \"build\", it needs to be defined before current stage \"target\""
+            ),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
