@@ -371,6 +371,21 @@ fn copy_from_a_later_stage_is_refused_as_buildkit_does() {
 }
 
 #[test]
+fn a_failed_run_names_the_process_as_buildkit_does() {
+    // BuildKit's testDockerfileInvalidCommand (dockerfile_cmd_test.go): the error holds
+    // `/bin/sh -c invalidcmd` and "did not complete successfully".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("invalidcmd", "FROM busybox\nRUN invalidcmd\n", &[]);
+    let (out, text) = env.build_output(&["--no-lint", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("process \"/bin/sh -c invalidcmd\" did not complete successfully"),
+        "{text}"
+    );
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
