@@ -430,14 +430,13 @@ fn target_index(stages: &[Stage], target: Option<&str>) -> Result<usize, Error> 
         .position(|s| s.name.as_deref() == Some(lower.as_str()))
         .ok_or_else(|| {
             let known: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-            Error::BadInput(format!(
-                "target stage {name:?} is not in the Dockerfile (its named stages: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ))
+            // BuildKit's wording, which scripts match; the hint is theirs too.
+            let hint = match kiln_dockerfile::suggest(name, &known) {
+                Some(close) => format!("did you mean {close}?"),
+                None if known.is_empty() => "the Dockerfile names no stage".to_owned(),
+                None => format!("its named stages: {}", known.join(", ")),
+            };
+            Error::BadInput(format!("target stage {name:?} could not be found ({hint})"))
         })
 }
 

@@ -386,6 +386,23 @@ fn a_failed_run_names_the_process_as_buildkit_does() {
 }
 
 #[test]
+fn a_mistyped_target_gets_buildkits_error_and_hint() {
+    // BuildKit's testTargetMistype (dockerfile_core_test.go).
+    let env = Env::new();
+    let ctx = env.context(
+        "mistype",
+        "FROM scratch AS build\nCOPY Dockerfile /out\nFROM scratch\nCOPY --from=build /out /\n",
+        &[],
+    );
+    let (out, text) = env.build_output(&["--no-lint", "--target", "bulid", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("target stage \"bulid\" could not be found (did you mean build?)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
