@@ -403,6 +403,28 @@ fn a_mistyped_target_gets_buildkits_error_and_hint() {
 }
 
 #[test]
+fn a_scratch_stage_numbers_its_steps_without_the_from() {
+    // BuildKit's testStepNames (dockerfile_core_test.go): `FROM scratch` is no step, so the
+    // COPY of a one-instruction scratch stage is `[stage-1 1/1]`; a base image's FROM counts.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "stepnames",
+        "FROM busybox AS base\nWORKDIR /out\nRUN echo \"base\" > base\n\
+         FROM scratch\nCOPY --from=base --chmod=0644 /out /out\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "--progress", "plain", &ctx]);
+    let log = format!("{stdout}{stderr}");
+    assert!(log.contains("[base 3/3] RUN echo \"base\" > base"), "{log}");
+    assert!(
+        log.contains("[stage-1 1/1] COPY --from=base --chmod=0644 /out /out"),
+        "{log}"
+    );
+    assert!(!log.contains("FROM scratch"), "{log}");
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
