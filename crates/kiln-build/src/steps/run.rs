@@ -237,6 +237,9 @@ pub(crate) fn run(
         .find(|(k, _)| k == "BUILDKIT_SANDBOX_HOSTNAME")
     {
         spec.hostname = hostname.clone();
+        // BuildKit's hosts file names the step's hostname; kiln's is the host's plus this.
+        spec.extra_hosts
+            .push((hostname.clone(), "127.0.0.1".to_owned()));
     }
     for mount in &run.mounts {
         if let Some(m) = mount_for(ctx, state, mount, &mut keep, &mut spec.env)? {

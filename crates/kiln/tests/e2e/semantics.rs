@@ -425,6 +425,27 @@ fn a_scratch_stage_numbers_its_steps_without_the_from() {
 }
 
 #[test]
+fn the_sandbox_hostname_resolves_in_etc_hosts() {
+    // BuildKit's testDockerfileCheckHostname (dockerfile_core_test.go), its build-arg case:
+    // with BUILDKIT_SANDBOX_HOSTNAME=foo, `/etc/hosts`, `$HOSTNAME` and `hostname` all say foo
+    // (BuildKit writes `127.0.0.1 localhost foo` in the step's hosts file).
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "hostname",
+        "FROM busybox\nRUN cat /etc/hosts | grep foo\nRUN echo $HOSTNAME | grep foo\n\
+         RUN echo $(hostname) | grep foo\nRUN grep -E '^127.0.0.1\\s+foo$' /etc/hosts\n",
+        &[],
+    );
+    env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "BUILDKIT_SANDBOX_HOSTNAME=foo",
+        &ctx,
+    ]);
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
