@@ -724,7 +724,8 @@ fn mount_for(
             let Some((_, source)) = source else {
                 if mount.required {
                     return Err(Error::BadInput(format!(
-                        "RUN --mount=type=secret,id={id} is required: pass --secret id={id},src=FILE"
+                        "secret {id}: not found: RUN --mount=type=secret,id={id} is required: \
+                         pass --secret id={id},src=FILE"
                     )));
                 }
                 return Ok(None);

@@ -446,6 +446,23 @@ fn the_sandbox_hostname_resolves_in_etc_hosts() {
 }
 
 #[test]
+fn a_required_secret_not_given_says_not_found_as_buildkit_does() {
+    // BuildKit's testSecretRequiredWithoutValue (dockerfile_secrets_test.go): the error holds
+    // "secret mysecret: not found".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "secret-required",
+        "FROM busybox\nRUN --mount=type=secret,required,id=mysecret foo\n",
+        &[],
+    );
+    let (out, text) = env.build_output(&["--no-lint", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("secret mysecret: not found"), "{text}");
+    assert!(text.contains("--secret id=mysecret,src=FILE"), "{text}");
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
