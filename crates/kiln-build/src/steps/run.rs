@@ -100,7 +100,8 @@ fn shebang_heredoc(run: &RunInstruction) -> Option<&kiln_dockerfile::Heredoc> {
     match &run.command {
         CommandLine::Shell(script) if run.heredocs.len() == 1 && is_bare_heredoc(script) => {
             let heredoc = &run.heredocs[0];
-            heredoc.content.starts_with("#!").then_some(heredoc)
+            // `<<-` strips the tabs before the `#!` as it does from every line.
+            heredoc.chomped().starts_with("#!").then_some(heredoc)
         }
         _ => None,
     }

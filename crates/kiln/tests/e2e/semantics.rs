@@ -463,6 +463,31 @@ fn a_required_secret_not_given_says_not_found_as_buildkit_does() {
 }
 
 #[test]
+fn a_tab_stripped_shebang_heredoc_runs_with_its_interpreter() {
+    // BuildKit's testRunShebangHeredoc (dockerfile_heredoc_test.go), its `RUN <<-EOF` case:
+    // the shebang is found after the leading tabs are removed.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "shebang-chomp",
+        "FROM busybox\nWORKDIR /dest\nRUN <<-EOF\n\t#!/bin/awk -f\n\tBEGIN {\n\
+         \t\tprint \"hello\" >> \"./out2\"\n\t\tprint \"world\" >> \"./out2\"\n\t}\nEOF\n\
+         RUN cat /dest/out2\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "--progress", "plain", &ctx]);
+    let log = format!("{stdout}{stderr}");
+    assert_eq!(
+        step_log(&log, "RUN cat /dest/out2")
+            .into_iter()
+            .filter(|l| *l == "hello" || *l == "world")
+            .collect::<Vec<_>>(),
+        ["hello", "world"],
+        "{log}"
+    );
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
