@@ -488,6 +488,32 @@ fn a_tab_stripped_shebang_heredoc_runs_with_its_interpreter() {
 }
 
 #[test]
+fn mistyped_flags_and_mount_keys_get_buildkits_hints() {
+    // BuildKit's testMountInvalid (dockerfile_mount_test.go): "unknown flag: --mont" with
+    // "did you mean mount?", and "unexpected key 'typ'" with "did you mean type?".
+    let env = Env::new();
+    for (name, dockerfile, wants) in [
+        (
+            "mont",
+            "FROM scratch\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n",
+            ["unknown flag: --mont", "did you mean mount?"],
+        ),
+        (
+            "typ",
+            "FROM scratch\nRUN --mount=typ=tmpfs /bin/true\n",
+            ["unexpected key 'typ'", "did you mean type?"],
+        ),
+    ] {
+        let ctx = env.context(name, dockerfile, &[]);
+        let (out, text) = env.build_output(&["--no-lint", &ctx]);
+        assert!(!out.status.success(), "{text}");
+        for want in wants {
+            assert!(text.contains(want), "{name}: want {want:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
