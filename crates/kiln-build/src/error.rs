@@ -37,8 +37,9 @@ pub enum Error {
         /// The FROM line.
         line: usize,
     },
-    /// A `RUN` exited non-zero.
-    #[error("RUN at Dockerfile line {line} failed with exit code {code}\n  step: {instruction}\n  command: {command:?}\n  last output:\n{}", tail.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))]
+    /// A `RUN` exited non-zero; the first line ends as BuildKit's does (`process "…" did not
+    /// complete successfully`), which scripts and users grep for.
+    #[error("RUN at Dockerfile line {line} failed with exit code {code}: process {:?} did not complete successfully\n  step: {instruction}\n  command: {command:?}\n  last output:\n{}", command.join(" "), tail.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))]
     RunFailed {
         /// The RUN line.
         line: usize,

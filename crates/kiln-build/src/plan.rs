@@ -366,19 +366,24 @@ pub fn likely_images(parsed: &Parsed, request: &PlanRequest<'_>) -> Vec<String> 
         if let Ok(from) = global.clone().expand_and_apply(&stage.from, parsed.escape)
             && let Instruction::From(from) = from.value
         {
-            names.push(from.base);
+            names.push((from.base, false));
         }
         for inst in &stage.instructions {
             names.extend(
                 references(&inst.value)
                     .into_iter()
-                    .map(|(_, n)| n.to_owned()),
+                    .map(|(_, n)| (n.to_owned(), true)),
             );
         }
-        for name in names {
+        // A FROM may name an image like its own stage; a --from naming a later stage is an
+        // error the plan reports, not an image to pull.
+        for (name, reference) in names {
             match stage_by_name(&stages, &name, index) {
                 Some(dep) => todo.push(dep),
-                None if name != "scratch" && !name.contains('$') => {
+                None if name != "scratch"
+                    && !name.contains('$')
+                    && !(reference && names_later_stage(&stages, &name, index)) =>
+                {
                     images.insert(name);
                 }
                 None => {}
@@ -425,14 +430,13 @@ fn target_index(stages: &[Stage], target: Option<&str>) -> Result<usize, Error> 
         .position(|s| s.name.as_deref() == Some(lower.as_str()))
         .ok_or_else(|| {
             let known: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-            Error::BadInput(format!(
-                "target stage {name:?} is not in the Dockerfile (its named stages: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ))
+            // BuildKit's wording, which scripts match; the hint is theirs too.
+            let hint = match kiln_dockerfile::suggest(name, &known) {
+                Some(close) => format!("did you mean {close}?"),
+                None if known.is_empty() => "the Dockerfile names no stage".to_owned(),
+                None => format!("its named stages: {}", known.join(", ")),
+            };
+            Error::BadInput(format!("target stage {name:?} could not be found ({hint})"))
         })
 }
 
@@ -444,6 +448,18 @@ pub(crate) fn stage_by_name(stages: &[Stage], name: &str, before: usize) -> Opti
         .iter()
         .position(|s| s.name.as_deref() == Some(lower.as_str()))
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+}
+
+/// Whether `name` names this stage or a later one (`stage_by_name` looks only before): BuildKit
+/// refuses such a reference rather than taking it for an image.
+fn names_later_stage(stages: &[Stage], name: &str, current: usize) -> bool {
+    let lower = name.to_lowercase();
+    stages[current..]
+        .iter()
+        .any(|s| s.name.as_deref() == Some(lower.as_str()))
+        || name
+            .parse::<usize>()
+            .is_ok_and(|i| i >= current && i < stages.len())
 }
 
 /// The label BuildKit gives a stage in progress lines.
@@ -665,6 +681,20 @@ impl<'a> Planner<'a> {
                     self.plan_stage(dep)?;
                     deps.insert(dep);
                     reads.push(dep);
+                }
+                None if named.is_none() && names_later_stage(self.stages, from, index) => {
+                    let stage = stage_label(&self.stages[index]);
+                    return Err(Error::BadInput(if what == "COPY --from" {
+                        format!(
+                            "cannot copy from stage {from:?}, it needs to be defined before \
+                             current stage {stage:?}"
+                        )
+                    } else {
+                        format!(
+                            "{what}={from}: cannot mount from stage {from:?} in stage \
+                             {stage:?}, stage needs to be defined before current command"
+                        )
+                    }));
                 }
                 None => {
                     self.resolver.image(from, platform).map_err(|e| {

@@ -199,7 +199,7 @@ pub(crate) fn nth_line(source: &str, line: usize) -> &str {
 /// The closest candidate to `word` (case-insensitive edit distance, transpositions counting
 /// as one edit, of at most 1 for short words and 2 or a third of the length otherwise), for
 /// "did you mean" hints.
-pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_lowercase();
     let len = word.chars().count();
     let max = if len <= 3 { 1 } else { (len / 3).max(2) };

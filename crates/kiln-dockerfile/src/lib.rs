@@ -78,7 +78,7 @@ mod variables;
 
 pub use ast::{Arg, Heredoc, Node, Parsed, Warning, chomp_leading_tabs};
 pub use directives::Directive;
-pub use error::{ParseError, Position, Span, render_at_line};
+pub use error::{ParseError, Position, Span, render_at_line, suggest};
 pub use instructions::{
     AddInstruction, ArgDefinition, CacheSharing, CommandLine, CopyInstruction, FromInstruction,
     HealthcheckConfig, HealthcheckInstruction, InlineSource, Instruction, InstructionError,

@@ -131,7 +131,7 @@ mod tests {
         let e = parse_stages(&crate::parse("RUN x\n").unwrap()).unwrap_err();
         assert!(e.message.contains("no build stage"));
         let e = parse_stages(&crate::parse("FROM a\nCOPY --form=x a b\n").unwrap()).unwrap_err();
-        assert_eq!(e.hint.as_deref(), Some("did you mean --from?"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean from?"));
         assert_eq!(e.position.column, 6);
     }
 }

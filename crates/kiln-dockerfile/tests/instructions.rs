@@ -216,7 +216,7 @@ fn from_and_stage_names() {
 #[test]
 fn errors_point_at_the_problem_and_say_what_to_write() {
     let e = error("COPY --chwon=app src /dst");
-    assert_eq!(e.hint.as_deref(), Some("did you mean --chown?"));
+    assert_eq!(e.hint.as_deref(), Some("did you mean chown?"));
     assert_eq!((e.position.line, e.position.column), (1, 6));
     let e = error("RUN --mount=type=cahce,target=/x make");
     assert_eq!(e.hint.as_deref(), Some("did you mean type=cache?"));

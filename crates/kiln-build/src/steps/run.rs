@@ -100,7 +100,8 @@ fn shebang_heredoc(run: &RunInstruction) -> Option<&kiln_dockerfile::Heredoc> {
     match &run.command {
         CommandLine::Shell(script) if run.heredocs.len() == 1 && is_bare_heredoc(script) => {
             let heredoc = &run.heredocs[0];
-            heredoc.content.starts_with("#!").then_some(heredoc)
+            // `<<-` strips the tabs before the `#!` as it does from every line.
+            heredoc.chomped().starts_with("#!").then_some(heredoc)
         }
         _ => None,
     }
@@ -247,6 +248,9 @@ pub(crate) fn run(
         .find(|(k, _)| k == "BUILDKIT_SANDBOX_HOSTNAME")
     {
         spec.hostname = hostname.clone();
+        // BuildKit's hosts file names the step's hostname; kiln's is the host's plus this.
+        spec.extra_hosts
+            .push((hostname.clone(), "127.0.0.1".to_owned()));
     }
     let mut ssh_mounts = 0;
     for mount in &run.mounts {
@@ -337,26 +341,32 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// BuildKit's predefined proxy args: a `--build-arg` of these reaches every RUN without an
-/// `ARG`, and stays out of the history and the cache key (the caller adds them after both).
-const PROXY_ARGS: [&str; 10] = [
+/// BuildKit's predefined proxy args: a `--build-arg` of these (in any case) reaches every RUN
+/// without an `ARG`, in upper and lower case both, as BuildKit's exec op sets them, and stays
+/// out of the history and the cache key (the caller adds them after both).
+const PROXY_ARGS: [&str; 5] = [
     "HTTP_PROXY",
-    "http_proxy",
     "HTTPS_PROXY",
-    "https_proxy",
     "FTP_PROXY",
-    "ftp_proxy",
     "NO_PROXY",
-    "no_proxy",
     "ALL_PROXY",
-    "all_proxy",
 ];
 
 fn add_proxy_args(env: &mut Vec<String>, build_args: &[(String, String)]) {
-    for (key, value) in build_args {
-        let set = |e: &String| e.split_once('=').is_some_and(|(k, _)| k == key);
-        if PROXY_ARGS.contains(&key.as_str()) && !env.iter().any(set) {
-            env.push(format!("{key}={value}"));
+    for name in PROXY_ARGS {
+        // BuildKit takes the build args in sorted order: the last match wins.
+        let Some((_, value)) = build_args
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .max_by(|a, b| a.0.cmp(&b.0))
+        else {
+            continue;
+        };
+        for key in [name.to_owned(), name.to_ascii_lowercase()] {
+            let set = |e: &String| e.split_once('=').is_some_and(|(k, _)| k == key);
+            if !env.iter().any(set) {
+                env.push(format!("{key}={value}"));
+            }
         }
     }
 }
@@ -789,7 +799,8 @@ fn mount_for(
             let Some((_, source)) = source else {
                 if mount.required {
                     return Err(Error::BadInput(format!(
-                        "RUN --mount=type=secret,id={id} is required: pass --secret id={id},src=FILE"
+                        "secret {id}: not found: RUN --mount=type=secret,id={id} is required: \
+                         pass --secret id={id},src=FILE"
                     )));
                 }
                 return Ok(None);

@@ -128,26 +128,31 @@ impl<'a> Builder<'a> {
             planned.label.clone()
         };
         let label = label.as_str();
-        // BuildKit counts the FROM as the stage's first step: `[stage-1 1/3] FROM …`.
-        let total = planned.steps.len() + 1;
-        let id = self.next_step(label, 1, total, &planned.from.original);
+        // BuildKit counts the FROM as the stage's first step: `[stage-1 1/3] FROM …`; but
+        // `FROM scratch` is no step of its graph, so a scratch stage's steps start at 1.
+        let from_steps = usize::from(!matches!(planned.base, Base::Scratch));
+        let total = planned.steps.len() + from_steps;
+        let id = (from_steps == 1).then(|| self.next_step(label, 1, total, &planned.from.original));
         let started = Instant::now();
         let mut state = self.base_state(planned, slots)?;
         // The base's ONBUILD triggers are steps of the plan; the new image does not keep them.
         if let Some(config) = state.config.config.as_mut() {
             config.on_build = None;
         }
-        self.reporter.report(Event::Done {
-            id,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        if let Some(id) = id {
+            self.reporter.report(Event::Done {
+                id,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
         // `--isolation chroot`: the stage's plain rootfs, carried from step to step.
         let root = Mutex::new(None);
         for (i, step) in planned.steps.iter().enumerate() {
             if self.request.interrupt.is_interrupted() {
                 return Err(Error::Interrupted);
             }
-            self.step(label, i + 2, total, &mut state, step, index, slots, &root)?;
+            let number = i + 1 + from_steps;
+            self.step(label, number, total, &mut state, step, index, slots, &root)?;
         }
         self.built[index]
             .set(state)

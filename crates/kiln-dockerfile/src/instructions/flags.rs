@@ -70,7 +70,7 @@ impl Flags {
             let Some((&static_name, &kind)) = self.kinds.get_key_value(name) else {
                 let known: Vec<&str> = self.kinds.keys().copied().collect();
                 let hint = match suggest(name, &known) {
-                    Some(s) => format!("did you mean --{s}?"),
+                    Some(s) => format!("did you mean {s}?"),
                     None if known.is_empty() => format!("{keyword} takes no flags"),
                     None => format!(
                         "{keyword} accepts {}",
@@ -177,7 +177,7 @@ mod tests {
             .string("from")
             .parse(&words(&["--form=a"]), "COPY")
             .unwrap_err();
-        assert_eq!(e.hint.as_deref(), Some("did you mean --from?"));
+        assert_eq!(e.hint.as_deref(), Some("did you mean from?"));
         let from = |args: &[&str]| {
             Flags::new()
                 .string("from")

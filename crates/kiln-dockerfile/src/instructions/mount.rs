@@ -271,7 +271,7 @@ pub(crate) fn parse_mount(
             _ => {
                 return Err(MountError {
                     message: format!("unexpected key '{key}' in '{field}'"),
-                    hint: suggest(&key, &MOUNT_KEYS).map(|s| format!("did you mean {s}=?")),
+                    hint: suggest(&key, &MOUNT_KEYS).map(|s| format!("did you mean {s}?")),
                 });
             }
         }

@@ -328,6 +328,204 @@ fn proxy_build_args_reach_run_without_arg_and_stay_out_of_the_history() {
 }
 
 #[test]
+fn proxy_build_arg_reaches_run_in_both_cases() {
+    // BuildKit's testBuiltinArgs (dockerfile_args_test.go): `--build-arg http_proxy=…` is read
+    // as `$HTTP_PROXY`; the exec op sets each proxy variable in upper and lower case
+    // (proxyEnvList in solver/llbsolver/ops/exec.go), whatever case the build arg had.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "proxy-case",
+        "FROM busybox\nARG FOO\nRUN echo \"out=$HTTP_PROXY::$http_proxy::$NO_PROXY::$no_proxy::$FOO\"\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "FOO=foocontents",
+        "--build-arg",
+        "http_proxy=hpvalue",
+        "--build-arg",
+        "NO_PROXY=npvalue",
+        &ctx,
+    ]);
+    let text = format!("{stdout}{stderr}");
+    assert!(
+        text.contains("out=hpvalue::hpvalue::npvalue::npvalue::foocontents"),
+        "{text}"
+    );
+}
+
+#[test]
+fn copy_from_a_later_stage_is_refused_as_buildkit_does() {
+    // BuildKit's testOutOfOrderStage (dockerfile_multistage_test.go): a stage named by
+    // --from but defined after the current one is an error, not an image to look up.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    for src in ["/", "/d2"] {
+        let ctx = env.context(
+            &format!("ooo{}", src.len()),
+            &format!(
+                "FROM busybox AS target\nCOPY --from=build {src} /out\n\
+                 FROM busybox AS build\nCOPY /Dockerfile /d2\nFROM target\n"
+            ),
+            &[],
+        );
+        let (out, text) = env.build_output(&["--no-lint", &ctx]);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains(
+                "cannot copy from stage \"build\", it needs to be defined before current stage \"target\""
+            ),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_run_names_the_process_as_buildkit_does() {
+    // BuildKit's testDockerfileInvalidCommand (dockerfile_cmd_test.go): the error holds
+    // `/bin/sh -c invalidcmd` and "did not complete successfully".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context("invalidcmd", "FROM busybox\nRUN invalidcmd\n", &[]);
+    let (out, text) = env.build_output(&["--no-lint", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("process \"/bin/sh -c invalidcmd\" did not complete successfully"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_mistyped_target_gets_buildkits_error_and_hint() {
+    // BuildKit's testTargetMistype (dockerfile_core_test.go).
+    let env = Env::new();
+    let ctx = env.context(
+        "mistype",
+        "FROM scratch AS build\nCOPY Dockerfile /out\nFROM scratch\nCOPY --from=build /out /\n",
+        &[],
+    );
+    let (out, text) = env.build_output(&["--no-lint", "--target", "bulid", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("target stage \"bulid\" could not be found (did you mean build?)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_scratch_stage_numbers_its_steps_without_the_from() {
+    // BuildKit's testStepNames (dockerfile_core_test.go): `FROM scratch` is no step, so the
+    // COPY of a one-instruction scratch stage is `[stage-1 1/1]`; a base image's FROM counts.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "stepnames",
+        "FROM busybox AS base\nWORKDIR /out\nRUN echo \"base\" > base\n\
+         FROM scratch\nCOPY --from=base --chmod=0644 /out /out\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "--progress", "plain", &ctx]);
+    let log = format!("{stdout}{stderr}");
+    assert!(log.contains("[base 3/3] RUN echo \"base\" > base"), "{log}");
+    assert!(
+        log.contains("[stage-1 1/1] COPY --from=base --chmod=0644 /out /out"),
+        "{log}"
+    );
+    assert!(!log.contains("FROM scratch"), "{log}");
+}
+
+#[test]
+fn the_sandbox_hostname_resolves_in_etc_hosts() {
+    // BuildKit's testDockerfileCheckHostname (dockerfile_core_test.go), its build-arg case:
+    // with BUILDKIT_SANDBOX_HOSTNAME=foo, `/etc/hosts`, `$HOSTNAME` and `hostname` all say foo
+    // (BuildKit writes `127.0.0.1 localhost foo` in the step's hosts file).
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "hostname",
+        "FROM busybox\nRUN cat /etc/hosts | grep foo\nRUN echo $HOSTNAME | grep foo\n\
+         RUN echo $(hostname) | grep foo\nRUN grep -E '^127.0.0.1\\s+foo$' /etc/hosts\n",
+        &[],
+    );
+    env.build(&[
+        "--no-lint",
+        "--build-arg",
+        "BUILDKIT_SANDBOX_HOSTNAME=foo",
+        &ctx,
+    ]);
+}
+
+#[test]
+fn a_required_secret_not_given_says_not_found_as_buildkit_does() {
+    // BuildKit's testSecretRequiredWithoutValue (dockerfile_secrets_test.go): the error holds
+    // "secret mysecret: not found".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "secret-required",
+        "FROM busybox\nRUN --mount=type=secret,required,id=mysecret foo\n",
+        &[],
+    );
+    let (out, text) = env.build_output(&["--no-lint", &ctx]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("secret mysecret: not found"), "{text}");
+    assert!(text.contains("--secret id=mysecret,src=FILE"), "{text}");
+}
+
+#[test]
+fn a_tab_stripped_shebang_heredoc_runs_with_its_interpreter() {
+    // BuildKit's testRunShebangHeredoc (dockerfile_heredoc_test.go), its `RUN <<-EOF` case:
+    // the shebang is found after the leading tabs are removed.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "shebang-chomp",
+        "FROM busybox\nWORKDIR /dest\nRUN <<-EOF\n\t#!/bin/awk -f\n\tBEGIN {\n\
+         \t\tprint \"hello\" >> \"./out2\"\n\t\tprint \"world\" >> \"./out2\"\n\t}\nEOF\n\
+         RUN cat /dest/out2\n",
+        &[],
+    );
+    let (stdout, stderr) = env.build(&["--no-lint", "--progress", "plain", &ctx]);
+    let log = format!("{stdout}{stderr}");
+    assert_eq!(
+        step_log(&log, "RUN cat /dest/out2")
+            .into_iter()
+            .filter(|l| *l == "hello" || *l == "world")
+            .collect::<Vec<_>>(),
+        ["hello", "world"],
+        "{log}"
+    );
+}
+
+#[test]
+fn mistyped_flags_and_mount_keys_get_buildkits_hints() {
+    // BuildKit's testMountInvalid (dockerfile_mount_test.go): "unknown flag: --mont" with
+    // "did you mean mount?", and "unexpected key 'typ'" with "did you mean type?".
+    let env = Env::new();
+    for (name, dockerfile, wants) in [
+        (
+            "mont",
+            "FROM scratch\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n",
+            ["unknown flag: --mont", "did you mean mount?"],
+        ),
+        (
+            "typ",
+            "FROM scratch\nRUN --mount=typ=tmpfs /bin/true\n",
+            ["unexpected key 'typ'", "did you mean type?"],
+        ),
+    ] {
+        let ctx = env.context(name, dockerfile, &[]);
+        let (out, text) = env.build_output(&["--no-lint", &ctx]);
+        assert!(!out.status.success(), "{text}");
+        for want in wants {
+            assert!(text.contains(want), "{name}: want {want:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
 fn targetstage_is_the_last_stages_name() {
     let env = Env::new();
     env.busybox_base("busybox");
