@@ -131,26 +131,39 @@ pub fn compressed_in_store(
         media_type::OCI_LAYER_GZIP
     };
     let record = record_path(store, &layer.digest, compression);
-    let mut made = compress_into_store(store, layer, compression, level, Parallel::Yes)?;
     // The copy must give back the layer: a compressor fault (a parallel gzip once produced a
-    // CRC error under load) would otherwise be pushed, and registries take any bytes. A copy
-    // that does not decompress to the layer's digest is made again on one thread.
-    if !decompresses_to(store, &made, wanted, &layer.digest)? {
-        made = compress_into_store(store, layer, compression, level, Parallel::No)?;
-        if !decompresses_to(store, &made, wanted, &layer.digest)? {
-            return Err(Error::Compress {
-                codec: if compression == Compression::Zstd {
-                    "zstd"
-                } else {
-                    "gzip"
-                },
-                message: format!(
-                    "the compressed copy of layer {} does not decompress to it",
-                    layer.digest
-                ),
-            });
+    // CRC error under load) would otherwise be pushed, and registries take any bytes. The
+    // parallel gzip checks each block as it makes it, on the compressing threads, and fails
+    // rather than write a block that does not inflate to its input; a zstd copy is read back
+    // whole. A copy that fails either check is made again on one thread and read back.
+    let parallel = compress_into_store(store, layer, compression, level, Parallel::Yes);
+    let checked = match parallel {
+        Ok(made) if compression == Compression::Gzip => Some(made),
+        Ok(made) if decompresses_to(store, &made, wanted, &layer.digest)? => Some(made),
+        Ok(_) | Err(Error::Compress { .. }) => None,
+        Err(other) => return Err(other),
+    };
+    let made = match checked {
+        Some(made) => made,
+        None => {
+            let made = compress_into_store(store, layer, compression, level, Parallel::No)?;
+            if decompresses_to(store, &made, wanted, &layer.digest)? {
+                made
+            } else {
+                return Err(Error::Compress {
+                    codec: if compression == Compression::Zstd {
+                        "zstd"
+                    } else {
+                        "gzip"
+                    },
+                    message: format!(
+                        "the compressed copy of layer {} does not decompress to it",
+                        layer.digest
+                    ),
+                });
+            }
         }
-    }
+    };
     let (digest, size) = made;
     if let Some(dir) = record.parent() {
         kiln_image::create_private_dir(dir)?;
