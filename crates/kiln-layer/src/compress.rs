@@ -496,7 +496,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             out.extend_from_slice(vocabulary[(state % 20) as usize].as_bytes());
-            out.push(if state % 7 == 0 { b'\n' } else { b' ' });
+            out.push(if state.is_multiple_of(7) { b'\n' } else { b' ' });
         }
         out.truncate(len);
         out
