@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use kiln_image::{Descriptor, Digest, HashingReader, Store};
+use kiln_image::{Descriptor, Digest, HashingReader, HashingWriter, Store};
 
 use crate::compress::is_compressed;
 use crate::error::{Error, Result};
@@ -70,16 +70,44 @@ impl DiffIdWriter {
         // buffering the blob in memory.
         let (chunks, received) = sync_channel::<Vec<u8>>(32);
         let decoder = std::thread::spawn(move || -> Result<Digest> {
-            let plain = decompress_auto(ChunkReader {
+            let mut plain = decompress_auto(ChunkReader {
                 chunks: received,
                 current: io::Cursor::new(Vec::new()),
             })?;
-            let mut hashing = HashingReader::new(plain);
-            io::copy(&mut hashing, &mut io::sink()).map_err(|source| Error::TarRead {
-                entry: None,
-                source,
+            // Inflating and hashing take about as long as each other: the output is hashed on
+            // a thread of its own, a few blocks behind, rather than after each block here.
+            let (blocks, to_hash) = sync_channel::<Vec<u8>>(4);
+            let hasher = std::thread::spawn(move || {
+                let mut hashing = HashingWriter::new(io::sink());
+                for block in to_hash {
+                    let _ = hashing.write_all(&block);
+                }
+                hashing.finish().1
+            });
+            let inflated = (|| loop {
+                let mut block = vec![0u8; 1 << 20];
+                let n = match plain.read(&mut block) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(Error::TarRead {
+                            entry: None,
+                            source,
+                        });
+                    }
+                };
+                block.truncate(n);
+                if blocks.send(block).is_err() {
+                    return Ok(());
+                }
+            })();
+            drop(blocks);
+            let digest = hasher.join().map_err(|_| Error::Compress {
+                codec: "layer",
+                message: "the hashing thread stopped".into(),
             })?;
-            Ok(hashing.finish().0)
+            inflated.map(|()| digest)
         });
         // A decoder that stopped early (bad data) says why at `finish`.
         let _ = chunks.send(head);

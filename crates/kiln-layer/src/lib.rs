@@ -125,4 +125,4 @@ pub use diff::{
 pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
 pub use error::{Error, Result};
 pub use in_root::open_in_root;
-pub use stored::{compressed_in_store, known_compressed};
+pub use stored::{Tee, compressed_in_store, compressed_in_store_teed, known_compressed};

@@ -62,6 +62,29 @@ enum Parallel {
     No,
 }
 
+/// Where the compressed bytes go besides the store (an upload, as they are made).
+pub type Tee<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
+
+/// A blob writer that also hands each piece it writes to a [`Tee`].
+struct Teed<'a, W> {
+    inner: W,
+    tee: Option<Tee<'a>>,
+}
+
+impl<W: std::io::Write> std::io::Write for Teed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(tee) = self.tee.as_mut() {
+            tee(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Compresses a stored plain layer into a new blob of the store; its digest and size.
 fn compress_into_store(
     store: &Store,
@@ -69,11 +92,15 @@ fn compress_into_store(
     compression: Compression,
     level: Option<u32>,
     parallel: Parallel,
+    tee: Option<Tee<'_>>,
 ) -> Result<(Digest, u64)> {
     // Checked as it is read: a corrupt layer must not come out as a sound compressed blob.
     let mut source = store.open_verified(&layer.digest, Some(layer.size))?;
     // The blob writer hashes the compressed bytes: the compressor need not.
-    let writer = store.blob_writer()?;
+    let writer = Teed {
+        inner: store.blob_writer()?,
+        tee,
+    };
     let made = match (compression, parallel) {
         (Compression::Zstd, _) => {
             crate::compress::zstd_into(&mut source, writer, level.map_or(ZSTD_LEVEL, |l| l as i32))
@@ -86,7 +113,7 @@ fn compress_into_store(
         }
     };
     source.finish()?;
-    let (digest, size) = made?.commit(None)?;
+    let (digest, size) = made?.inner.commit(None)?;
     Ok((digest, size))
 }
 
@@ -115,15 +142,30 @@ pub fn compressed_in_store(
     compression: Compression,
     level: Option<u32>,
 ) -> Result<(Descriptor, bool)> {
+    let (desc, made, _) = compressed_in_store_teed(store, layer, compression, level, None)?;
+    Ok((desc, made))
+}
+
+/// [`compressed_in_store`] that also hands the compressed bytes to `tee` as they are made, so
+/// that a push can upload them while the rest is compressed. The last value tells whether
+/// `tee` was given exactly the blob returned: it is not when the copy had to be made again
+/// (the bytes it got are then to be thrown away), nor when no copy was made now.
+pub fn compressed_in_store_teed(
+    store: &Store,
+    layer: &Descriptor,
+    compression: Compression,
+    level: Option<u32>,
+    tee: Option<Tee<'_>>,
+) -> Result<(Descriptor, bool, bool)> {
     let plain = matches!(
         layer.media_type.as_str(),
         media_type::OCI_LAYER_TAR | media_type::DOCKER_LAYER_TAR
     );
     if !plain || compression == Compression::None {
-        return Ok((layer.clone(), false));
+        return Ok((layer.clone(), false, false));
     }
     if let Some(known) = known_compressed(store, layer, compression) {
-        return Ok((known, false));
+        return Ok((known, false, false));
     }
     let wanted = if compression == Compression::Zstd {
         media_type::OCI_LAYER_ZSTD
@@ -131,26 +173,40 @@ pub fn compressed_in_store(
         media_type::OCI_LAYER_GZIP
     };
     let record = record_path(store, &layer.digest, compression);
-    let mut made = compress_into_store(store, layer, compression, level, Parallel::Yes)?;
     // The copy must give back the layer: a compressor fault (a parallel gzip once produced a
-    // CRC error under load) would otherwise be pushed, and registries take any bytes. A copy
-    // that does not decompress to the layer's digest is made again on one thread.
-    if !decompresses_to(store, &made, wanted, &layer.digest)? {
-        made = compress_into_store(store, layer, compression, level, Parallel::No)?;
-        if !decompresses_to(store, &made, wanted, &layer.digest)? {
-            return Err(Error::Compress {
-                codec: if compression == Compression::Zstd {
-                    "zstd"
-                } else {
-                    "gzip"
-                },
-                message: format!(
-                    "the compressed copy of layer {} does not decompress to it",
-                    layer.digest
-                ),
-            });
+    // CRC error under load) would otherwise be pushed, and registries take any bytes. The
+    // parallel gzip checks each block as it makes it, on the compressing threads, and fails
+    // rather than write a block that does not inflate to its input; a zstd copy is read back
+    // whole. A copy that fails either check is made again on one thread and read back.
+    let teed = tee.is_some();
+    let parallel = compress_into_store(store, layer, compression, level, Parallel::Yes, tee);
+    let checked = match parallel {
+        Ok(made) if compression == Compression::Gzip => Some(made),
+        Ok(made) if decompresses_to(store, &made, wanted, &layer.digest)? => Some(made),
+        Ok(_) | Err(Error::Compress { .. }) => None,
+        Err(other) => return Err(other),
+    };
+    let (made, streamed) = match checked {
+        Some(made) => (made, teed),
+        None => {
+            let made = compress_into_store(store, layer, compression, level, Parallel::No, None)?;
+            if decompresses_to(store, &made, wanted, &layer.digest)? {
+                (made, false)
+            } else {
+                return Err(Error::Compress {
+                    codec: if compression == Compression::Zstd {
+                        "zstd"
+                    } else {
+                        "gzip"
+                    },
+                    message: format!(
+                        "the compressed copy of layer {} does not decompress to it",
+                        layer.digest
+                    ),
+                });
+            }
         }
-    }
+    };
     let (digest, size) = made;
     if let Some(dir) = record.parent() {
         kiln_image::create_private_dir(dir)?;
@@ -162,7 +218,7 @@ pub fn compressed_in_store(
     })
     .unwrap_or_default();
     kiln_image::write_atomic(&store.root().join("tmp"), &record, &bytes)?;
-    Ok((Descriptor::new(wanted, digest, size), true))
+    Ok((Descriptor::new(wanted, digest, size), true, streamed))
 }
 
 #[cfg(test)]

@@ -704,15 +704,9 @@ async fn send_get(
     what: &str,
 ) -> Result<reqwest::Response, Error> {
     let registry_err = |e| Error::registry(&endpoint.host, what.to_owned(), e);
-    let token = endpoint
-        .client
-        .auth(r, &endpoint.auth, RegistryOperation::Pull)
-        .await
-        .map_err(registry_err)?;
     let url = format!(
-        "{}://{}/v2/{}/{kind}/{}",
-        if endpoint.http { "http" } else { "https" },
-        r.resolve_registry(),
+        "{}/v2/{}/{kind}/{}",
+        base_url(endpoint, r),
         r.repository(),
         r.digest().or(r.tag()).unwrap_or("latest")
     );
@@ -720,13 +714,7 @@ async fn send_get(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    request = match (token, &endpoint.auth) {
-        (Some(token), _) => request.bearer_auth(token),
-        (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
-            request.basic_auth(user, Some(password))
-        }
-        _ => request,
-    };
+    let request = authorized(endpoint, r, RegistryOperation::Pull, request, what).await?;
     let http_err = |source| Error::Http {
         host: endpoint.host.clone(),
         what: what.to_owned(),
@@ -749,6 +737,38 @@ async fn send_get(
         }));
     }
     Ok(response)
+}
+
+/// `scheme://registry` of an endpoint, for the requests kiln makes itself.
+pub(crate) fn base_url(endpoint: &Endpoint, r: &oci_client::Reference) -> String {
+    format!(
+        "{}://{}",
+        if endpoint.http { "http" } else { "https" },
+        r.resolve_registry()
+    )
+}
+
+/// A request of kiln's own with the endpoint's credentials: oci-client answers the registry's
+/// challenge and gives the token.
+pub(crate) async fn authorized(
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    operation: RegistryOperation,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<reqwest::RequestBuilder, Error> {
+    let token = endpoint
+        .client
+        .auth(r, &endpoint.auth, operation)
+        .await
+        .map_err(|e| Error::registry(&endpoint.host, what.to_owned(), e))?;
+    Ok(match (token, &endpoint.auth) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
+            request.basic_auth(user, Some(password))
+        }
+        _ => request,
+    })
 }
 
 /// GETs a blob from `offset` on (a ranged GET when it is not 0). Not oci-client's blob

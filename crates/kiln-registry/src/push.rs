@@ -101,6 +101,7 @@ fn layer_blob(store: &Store, layer: &Descriptor) -> LayerBlob {
 
 /// Gzips a layer into the store, remembering diff id → gzip blob. Blocking: runs on a
 /// blocking thread.
+#[cfg(test)]
 fn compress_layer(store: &Store, layer: &Descriptor, level: u32) -> Result<Descriptor, Error> {
     Ok(
         kiln_layer::compressed_in_store(store, layer, kiln_layer::Compression::Gzip, Some(level))?
@@ -108,10 +109,88 @@ fn compress_layer(store: &Store, layer: &Descriptor, level: u32) -> Result<Descr
     )
 }
 
-/// Compresses a layer (on every core), then pushes the gzip blob like any other: HEAD, mount,
-/// or one streamed upload. (Compressing into a chunked upload as the bytes come was measured
-/// slower: 4.1–4.4 s against 3.5 s for the seed image, the PATCH round trips throttling the
-/// compressor.)
+/// Where a response sends the upload next (its `Location`, relative to `from`).
+fn next_location(
+    from: &reqwest::Url,
+    response: &reqwest::Response,
+) -> Result<reqwest::Url, String> {
+    if !response.status().is_success() {
+        return Err(format!("{} answered {}", from, response.status()));
+    }
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("{from} answered without a Location"))?;
+    from.join(location)
+        .map_err(|e| format!("Location {location}: {e}"))
+}
+
+/// Starts an upload and sends `body` into it as one PATCH, as its bytes come; returns where
+/// the closing PUT goes.
+async fn stream_upload(
+    endpoint: &Endpoint,
+    path: &str,
+    body: reqwest::Body,
+) -> Result<reqwest::Url, String> {
+    let r = endpoint.reference(path, None, None);
+    let what = "upload a blob as it is compressed";
+    let start = format!(
+        "{}/v2/{}/blobs/uploads/",
+        crate::pull::base_url(endpoint, &r),
+        r.repository()
+    );
+    let start = reqwest::Url::parse(&start).map_err(|e| format!("{start}: {e}"))?;
+    let push = oci_client::RegistryOperation::Push;
+    let post = endpoint.web.post(start.clone());
+    let response = crate::pull::authorized(endpoint, &r, push, post, what)
+        .await
+        .map_err(|e| e.to_string())?
+        .header(reqwest::header::CONTENT_LENGTH, 0)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let location = next_location(&start, &response)?;
+    let patch = endpoint.web.patch(location.clone());
+    let response = crate::pull::authorized(endpoint, &r, push, patch, what)
+        .await
+        .map_err(|e| e.to_string())?
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    next_location(&location, &response)
+}
+
+/// Closes a streamed upload as the blob `digest`; the registry checks the bytes against it.
+async fn finish_upload(
+    endpoint: &Endpoint,
+    path: &str,
+    mut location: reqwest::Url,
+    digest: &Digest,
+) -> Result<(), String> {
+    let r = endpoint.reference(path, None, None);
+    location
+        .query_pairs_mut()
+        .append_pair("digest", digest.as_str());
+    let put = endpoint.web.put(location.clone());
+    let push = oci_client::RegistryOperation::Push;
+    let response = crate::pull::authorized(endpoint, &r, push, put, "finish an upload")
+        .await
+        .map_err(|e| e.to_string())?
+        .header(reqwest::header::CONTENT_LENGTH, 0)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    next_location(&location, &response).map(|_| ())
+}
+
+/// Compresses a layer (on every core) into the store while its bytes stream up in one upload,
+/// which the registry checks against the blob's digest once it is known. Overlapping the two
+/// takes the upload's time off a push that compresses (1.35 s to 1.0 s on the Debian base,
+/// level 1, 2 cores). When that path fails, or the copy had to be made again, the blob in the
+/// store is pushed like any other: HEAD, mount, or one upload.
 async fn compress_and_push(
     level: u32,
     store: &Store,
@@ -120,20 +199,64 @@ async fn compress_and_push(
     layer: &Descriptor,
     reporter: &dyn Reporter,
 ) -> Result<(Descriptor, BlobAction, u64), Error> {
-    let desc = {
+    let (pieces, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let compressing = {
         let store = store.clone();
         let layer = layer.clone();
-        tokio::task::spawn_blocking(move || compress_layer(&store, &layer, level))
-            .await
-            .map_err(|e| Error::Config(format!("the compression task failed: {e}")))??
+        tokio::task::spawn_blocking(move || {
+            let mut send = |piece: &[u8]| {
+                // An upload that stopped takes nothing more; the blob is pushed afterwards.
+                let _ = pieces.blocking_send(bytes::Bytes::copy_from_slice(piece));
+            };
+            kiln_layer::compressed_in_store_teed(
+                &store,
+                &layer,
+                kiln_layer::Compression::Gzip,
+                Some(level),
+                Some(&mut send),
+            )
+        })
     };
+    let body = reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|piece| piece.map(Ok::<_, std::io::Error>))
+    }));
+    let (compressed, uploaded) = tokio::join!(compressing, stream_upload(endpoint, path, body));
+    let (desc, _, streamed) =
+        compressed.map_err(|e| Error::Config(format!("the compression task failed: {e}")))??;
     reporter.report(Event::Compressed {
         diff_id: &layer.digest,
         digest: &desc.digest,
         size: desc.size,
     });
-    let (_, action, bytes) = push_blob(store, endpoint, path, &desc, reporter).await?;
-    Ok((desc, action, bytes))
+    let finished = match uploaded {
+        Ok(location) if streamed => finish_upload(endpoint, path, location, &desc.digest).await,
+        Ok(_) => Err("the copy was made again".to_owned()),
+        Err(e) => Err(e),
+    };
+    match finished {
+        Ok(()) => {
+            reporter.report(Event::BlobStart {
+                digest: &desc.digest,
+                size: desc.size,
+            });
+            reporter.report(Event::BlobDone {
+                digest: &desc.digest,
+                bytes: desc.size,
+                action: BlobAction::Uploaded,
+            });
+            Ok((desc.clone(), BlobAction::Uploaded, desc.size))
+        }
+        Err(why) => {
+            tracing::debug!(
+                "streamed upload of {} not used ({why}); pushing it",
+                desc.digest
+            );
+            let (_, action, bytes) = push_blob(store, endpoint, path, &desc, reporter).await?;
+            Ok((desc, action, bytes))
+        }
+    }
 }
 
 impl Registry {
