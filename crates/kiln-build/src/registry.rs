@@ -406,6 +406,16 @@ pub(crate) fn resolve_image(
     }
 }
 
+/// Notes a step key and its parent's, for `--cache-to`: `mode=min` walks them back from the
+/// image's last key.
+pub(crate) fn remember_key(request: &BuildRequest, key: &Digest, parent: &Digest) {
+    if let Some(settings) = &request.registry
+        && let Ok(mut keys) = settings.keys.lock()
+    {
+        keys.push((key.clone(), parent.clone()));
+    }
+}
+
 /// The cached result of a step: the local cache, else a `--cache-from` cache (whose blobs are
 /// then fetched into the store); none when `ignore_cache` (`--no-cache`, or the step's stage
 /// is in `--no-cache-filter`). Remembers the key and its parent's for `--cache-to`.
@@ -418,11 +428,7 @@ pub(crate) fn cache_get(
     reporter: &dyn Reporter,
     id: usize,
 ) -> Result<Option<CacheRecord>, Error> {
-    if let Some(settings) = &request.registry
-        && let Ok(mut keys) = settings.keys.lock()
-    {
-        keys.push((key.clone(), parent.clone()));
-    }
+    remember_key(request, key, parent);
     if ignore_cache {
         return Ok(None);
     }

@@ -524,7 +524,11 @@ impl<'a> Builder<'a> {
             }
         }
         state.key = if linked {
-            crate::key::merge_key(&state.key, &key)
+            let merged = crate::key::merge_key(&state.key, &key);
+            // mode=min walks the parents back from the image's last key: past a --link step
+            // (keyed without its parent) through the merged key to the step's own.
+            crate::registry::remember_key(self.request, &merged, &key);
+            merged
         } else {
             key
         };

@@ -768,14 +768,7 @@ fn export_index_image(
          kiln's default gzip (the config's [push] gzip_level), or write -o type=oci with them",
         flag_words(out)
     );
-    let names = out
-        .names
-        .iter()
-        .map(|n| n.parse::<Reference>())
-        .collect::<Result<Vec<_>, _>>()?;
-    for name in &names {
-        cx.store.tag(&name.store_name(), index)?;
-    }
+    let names = tag_names(cx, out, index)?;
     if !out.push {
         return Ok(Exported {
             manifest: index.clone(),
@@ -797,6 +790,23 @@ fn export_index_image(
         manifest: Descriptor::new(media_type::OCI_INDEX, last.digest.clone(), last.size),
         names: out.names.join(","),
     })
+}
+
+/// An image output's names, each tagged in the store with `descriptor`.
+fn tag_names(
+    cx: &ExportContext<'_>,
+    out: &Exporter,
+    descriptor: &Descriptor,
+) -> anyhow::Result<Vec<Reference>> {
+    let names = out
+        .names
+        .iter()
+        .map(|n| n.parse::<Reference>())
+        .collect::<Result<Vec<_>, _>>()?;
+    for name in &names {
+        cx.store.tag(&name.store_name(), descriptor)?;
+    }
+    Ok(names)
 }
 
 /// The registry client of an image output: the build's settings, and `registry.insecure=true`
@@ -995,14 +1005,7 @@ fn load_into_docker(cx: &ExportContext<'_>, image: &Image, out: &Exporter) -> an
 }
 
 fn export_image(cx: &ExportContext<'_>, image: &Image, out: &Exporter) -> anyhow::Result<Exported> {
-    let names = out
-        .names
-        .iter()
-        .map(|n| n.parse::<Reference>())
-        .collect::<Result<Vec<_>, _>>()?;
-    for name in &names {
-        cx.store.tag(&name.store_name(), &image.descriptor)?;
-    }
+    let names = tag_names(cx, out, &image.descriptor)?;
     if !out.push {
         return Ok(Exported {
             manifest: image.descriptor.clone(),
