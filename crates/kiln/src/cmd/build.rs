@@ -431,30 +431,19 @@ pub(crate) fn secret_files(
     Ok((files, staged))
 }
 
-/// BuildKit takes `SOURCE_DATE_EPOCH` from `--build-arg` as well as from the environment, and
-/// refuses a value that is not a number of seconds. The build arg wins; it is put in the
-/// environment, where the library reads the epoch for every timestamp.
+/// Puts the resolved `SOURCE_DATE_EPOCH` in the environment, where the library reads the epoch
+/// for every timestamp.
 #[allow(unsafe_code)]
-fn source_date_epoch(build_args: &[(String, String)]) -> anyhow::Result<()> {
-    let from_arg = build_args
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
-        .map(|(_, v)| v.clone());
-    let value = from_arg
-        .clone()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
-    if let Some(value) = value
-        && value.trim().parse::<i64>().is_err()
-    {
-        anyhow::bail!("SOURCE_DATE_EPOCH={value:?}: not a number of seconds since 1970");
+fn set_source_date_epoch(epoch: super::epoch::Epoch) {
+    // SAFETY: `kiln build` calls this before starting any thread of its own (the ssh agents,
+    // the interrupt handler and the sandbox's come later); a remote context's download client
+    // is dropped, its runtime's threads joined, before `read_input` returns.
+    match epoch {
+        super::epoch::Epoch::Seconds(value) => unsafe {
+            std::env::set_var("SOURCE_DATE_EPOCH", value)
+        },
+        super::epoch::Epoch::Unset => unsafe { std::env::remove_var("SOURCE_DATE_EPOCH") },
     }
-    if let Some(value) = from_arg {
-        // SAFETY: `kiln build` sets it before starting any thread (the interrupt handler and
-        // the sandbox's come later), so no other thread reads the environment meanwhile.
-        unsafe { std::env::set_var("SOURCE_DATE_EPOCH", value) };
-    }
-    Ok(())
 }
 
 /// `--platform a,b`: each checked, none twice.
@@ -522,12 +511,22 @@ pub fn build(
         .iter()
         .map(|t| t.parse::<Reference>())
         .collect::<Result<Vec<_>, _>>()?;
-    let build_args = args
+    let mut build_args = args
         .build_args
         .iter()
         .map(|a| key_value("--build-arg", a))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    source_date_epoch(&build_args)?;
+    // Read first: the Dockerfile's meta ARGs can give SOURCE_DATE_EPOCH, which the outputs
+    // below check (rewrite-timestamp) and every timestamp of the build uses.
+    let input =
+        super::input::read_input(store, &args.context, args.file.as_deref(), &args.registry)?;
+    let remote_context = kiln_build::git::Remote::parse(&args.context)?.is_some();
+    set_source_date_epoch(super::epoch::resolve(
+        &mut build_args,
+        &input.dockerfile,
+        remote_context,
+        &args.build_contexts,
+    )?);
     let labels = args
         .labels
         .iter()
@@ -560,8 +559,6 @@ pub fn build(
     if let Some(iidfile) = &args.iidfile {
         super::output::remove_stale(iidfile)?;
     }
-    let input =
-        super::input::read_input(store, &args.context, args.file.as_deref(), &args.registry)?;
     let named = super::input::named_contexts(store, &args.build_contexts, &args.registry)?;
     let jobs = jobs(args.jobs)?;
     let platforms = platforms(args.platform.as_deref())?;

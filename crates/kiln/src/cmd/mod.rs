@@ -7,6 +7,7 @@ mod bake;
 mod build;
 mod checks;
 mod debug;
+mod epoch;
 mod image;
 mod init;
 mod input;

@@ -1085,3 +1085,102 @@ fn run_security_insecure_needs_the_entitlement_and_then_drops_the_sandbox() {
     }
     assert!(!sandboxed.iter().any(|l| l.starts_with("dev-")), "{text}");
 }
+
+/// BuildKit's `testSourceDateEpochDockerfileDefault`, `…DefaultOverride`, `…DefaultInvalid`,
+/// `…ContextLocalUnset` and `…StageInvalid` (dockerfile_source_date_epoch_test.go): a meta
+/// `ARG SOURCE_DATE_EPOCH=<seconds>` is the epoch unless `--build-arg` gives another; a value
+/// that is neither seconds, `context` nor a source stage is refused; `context` on a local
+/// directory leaves the epoch unset.
+#[test]
+fn a_meta_arg_source_date_epoch_is_the_epoch_as_buildkit_takes_it() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let created = |tag: &str| -> String {
+        let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", tag])).unwrap();
+        inspect[0]["Created"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // 1445412480 is 2015-10-21T07:28:00Z.
+    let default = env.context(
+        "default",
+        "ARG SOURCE_DATE_EPOCH=1445412480\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" > /epoch\n",
+        &[],
+    );
+    env.ok(&["build", "--no-lint", "-t", "default", &default]);
+    assert!(
+        created("default").starts_with("2015-10-21T07:28:00"),
+        "the Dockerfile's default is the epoch: {}",
+        created("default")
+    );
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000002",
+        "-t",
+        "override",
+        &default,
+    ]);
+    assert!(
+        created("override").starts_with("2023-11-14T22:13:22"),
+        "--build-arg wins over the default: {}",
+        created("override")
+    );
+
+    let invalid = env.context(
+        "invalid",
+        "ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\nCOPY Dockerfile .\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "invalid", &invalid]);
+    assert!(
+        stderr.contains("invalid SOURCE_DATE_EPOCH: not-a-timestamp"),
+        "BuildKit's words:\n{stderr}"
+    );
+
+    let stage = env.context(
+        "stage",
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nCOPY Dockerfile /Dockerfile\nFROM scratch\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "stage", &stage]);
+    assert!(
+        stderr.contains("SOURCE_DATE_EPOCH stage does not meet source-only requirements"),
+        "a stage that is not one remote ADD is refused as BuildKit refuses it:\n{stderr}"
+    );
+
+    // A source stage is what BuildKit reads the time of; kiln does not, and says so.
+    let remote = env.context(
+        "remote",
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD http://127.0.0.1:9/src.tar /\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" > /epoch\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "remote", &remote]);
+    assert!(
+        stderr.contains("SOURCE_DATE_EPOCH=mysource") && stderr.contains("not supported"),
+        "the error names what kiln does not do:\n{stderr}"
+    );
+
+    let local = env.context(
+        "local",
+        "FROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"[$SOURCE_DATE_EPOCH]\" > /epoch\n",
+        &[],
+    );
+    let out_dir = env.path("local-out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=context",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &local,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("epoch")).unwrap(),
+        "[]",
+        "context on a local directory leaves SOURCE_DATE_EPOCH empty, as BuildKit does"
+    );
+}

@@ -1,0 +1,131 @@
+//! `SOURCE_DATE_EPOCH` as BuildKit's Dockerfile frontend resolves it (dockerfile2llb
+//! `epoch.go`): from `--build-arg`, the environment (buildx passes it as a build arg), or the
+//! default of a meta `ARG SOURCE_DATE_EPOCH=…`. A number is the epoch; `context` takes it from
+//! the build context, which a local directory does not give (the epoch stays unset); any other
+//! word names a named context or a source-only stage whose remote file or commit gives it.
+
+use kiln_dockerfile::{Instruction, Parsed, Platform, PlatformArgs, Stage, Variables};
+
+const NAME: &str = "SOURCE_DATE_EPOCH";
+
+/// Where the epoch is read from, once resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Epoch {
+    /// No epoch: timestamps are the build's.
+    Unset,
+    /// Seconds since 1970.
+    Seconds(String),
+}
+
+/// Resolves the epoch of a build. `build_args` gets `SOURCE_DATE_EPOCH=` when BuildKit would
+/// blank it (`context` on a local directory), so that a stage's `ARG SOURCE_DATE_EPOCH` sees
+/// what BuildKit's sees.
+pub(crate) fn resolve(
+    build_args: &mut Vec<(String, String)>,
+    dockerfile: &str,
+    remote_context: bool,
+    named_contexts: &[String],
+) -> anyhow::Result<Epoch> {
+    let from_arg = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == NAME)
+        .map(|(_, v)| v.clone());
+    let parsed = kiln_dockerfile::parse(dockerfile).ok();
+    let stages = parsed
+        .as_ref()
+        .and_then(|p| kiln_dockerfile::parse_stages(p).ok());
+    let value = from_arg.or_else(|| std::env::var(NAME).ok()).or_else(|| {
+        let (parsed, (meta_args, _)) = (parsed.as_ref()?, stages.as_ref()?);
+        let mut global = Variables::new(
+            &PlatformArgs::same(Platform::host()),
+            build_args.iter().cloned(),
+        );
+        // A meta ARG that does not expand is reported by the build itself, with its line.
+        global.declare_meta_args(meta_args, parsed.escape).ok()?;
+        global.global().lookup(NAME).map(str::to_owned)
+    });
+    let Some(value) = value else {
+        return Ok(Epoch::Unset);
+    };
+    if value.is_empty() {
+        return Ok(Epoch::Unset);
+    }
+    if value.parse::<i64>().is_ok() {
+        return Ok(Epoch::Seconds(value));
+    }
+    if value == "context" {
+        anyhow::ensure!(
+            !remote_context,
+            "{NAME}=context: taking the epoch from a git or URL build context is not supported \
+             by kiln: pass --build-arg {NAME}=<seconds>"
+        );
+        build_args.retain(|(k, _)| k != NAME);
+        build_args.push((NAME.to_owned(), String::new()));
+        return Ok(Epoch::Unset);
+    }
+    let not_supported = |what: &str| {
+        anyhow::anyhow!(
+            "{NAME}={value}: taking the epoch from {what} is not supported by kiln: pass \
+             --build-arg {NAME}=<seconds>"
+        )
+    };
+    if named_contexts
+        .iter()
+        .any(|c| c.split_once('=').is_some_and(|(name, _)| name == value))
+    {
+        return Err(not_supported("the named context's source"));
+    }
+    if let (Some(parsed), Some((_, stages))) = (&parsed, &stages)
+        && let Some(stage) = Stage::find_by_name(stages, &value)
+    {
+        source_only(parsed, stage)?;
+        return Err(not_supported("a source stage's remote file or commit"));
+    }
+    anyhow::bail!("invalid {NAME}: {value}")
+}
+
+/// BuildKit's checks of a stage named by `SOURCE_DATE_EPOCH`: `FROM scratch`, ARGs and one ADD
+/// of one remote source, nothing else.
+fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<()> {
+    let at = |text: &str| format!("{text} (Dockerfile line {})", stage.span.start.line);
+    let base = kiln_dockerfile::shell::expand_word(
+        &stage.base,
+        &kiln_dockerfile::shell::EnvList::new(),
+        parsed.escape,
+    )
+    .unwrap_or_else(|_| stage.base.clone());
+    anyhow::ensure!(
+        base == "scratch",
+        at(&format!("{NAME} stage must use FROM scratch"))
+    );
+    let mut adds = 0;
+    for inst in &stage.instructions {
+        match &inst.value {
+            Instruction::Arg(_) => {}
+            Instruction::Add(add) => {
+                adds += 1;
+                anyhow::ensure!(
+                    adds == 1,
+                    at(&format!("{NAME} stage must contain exactly one remote ADD"))
+                );
+                anyhow::ensure!(
+                    add.inline_sources.is_empty() && add.sources.len() == 1,
+                    at(&format!(
+                        "{NAME} stage must contain exactly one remote ADD source"
+                    ))
+                );
+            }
+            _ => anyhow::bail!(at(&format!(
+                "{NAME} stage does not meet source-only requirements: unsupported {} \
+                 instruction",
+                inst.keyword.to_lowercase()
+            ))),
+        }
+    }
+    anyhow::ensure!(
+        adds == 1,
+        at(&format!("{NAME} stage must contain exactly one remote ADD"))
+    );
+    Ok(())
+}
