@@ -91,10 +91,20 @@ pub fn checkout(
         move |e: String| Error::BadInput(format!("git source {url}: {what}: {e}"))
     };
     git(dir, &["init", "-q"]).map_err(failed("git init"))?;
-    let shallow = git(
-        dir,
-        &["fetch", "-q", "--depth=1", "--no-tags", url, reference],
-    );
+    let shallow_args = ["fetch", "-q", "--depth=1", "--no-tags", url, reference];
+    let mut shallow = git(dir, &shallow_args);
+    // git's dumb HTTP transport (a repository served as files after `update-server-info`)
+    // cannot fetch shallow; BuildKit's git runs the fetch again without --depth then. What git
+    // said follows the command line, which names --depth itself.
+    let said = |e: &str| {
+        e.split_at_checked(shallow_args.join(" ").len() + 6)
+            .map(|(_, s)| s.to_owned())
+    };
+    if let Err(e) = &shallow
+        && said(e).is_some_and(|s| s.contains("--depth") || s.contains("shallow"))
+    {
+        shallow = git(dir, &["fetch", "-q", "--no-tags", url, reference]);
+    }
     if shallow.is_err() && is_commit_id(reference) {
         // A server that does not serve single commits: fetch everything, then pick it.
         git(

@@ -240,3 +240,67 @@ fn add_of_a_git_url_copies_the_checkout() {
         assert!(err.contains(expected), "{dockerfile}: {err}");
     }
 }
+
+/// Serves the files under `root` over plain HTTP on 127.0.0.1 (GET only, 404 for anything
+/// missing): git's "dumb" HTTP transport, as Go's `http.FileServer` in BuildKit's tests.
+fn static_file_server(root: &Path) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut stream, &mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let path = path
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let file = root.join(path);
+            let response = match std::fs::read(&file) {
+                Ok(body) if !path.contains("..") => {
+                    let mut r =
+                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .into_bytes();
+                    r.extend(body);
+                    r
+                }
+                _ => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            };
+            let _ = std::io::Write::write_all(&mut stream, &response);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_of_a_git_url_over_dumb_http_fetches_without_depth() {
+    // BuildKit's testExcludedFilesOnCopy (exclude_patterns_test.go) serves its repository with
+    // `git update-server-info` and http.FileServer; git's dumb transport cannot fetch
+    // --depth=1, and BuildKit's git CLI then fetches again without it (gitutil argsNoDepth).
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let served = env.path("www");
+    let repo = served.join("repo");
+    std::fs::create_dir_all(repo.join("dir3")).unwrap();
+    std::fs::write(repo.join("dir3/file-302.mpeg"), "10").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "0.1"]);
+    git(&repo, &["tag", "0.1"]);
+    git(&repo, &["update-server-info"]);
+    let port = static_file_server(&served);
+    let ctx = env.context(
+        "dumb",
+        &format!(
+            "FROM busybox\nADD --keep-git-dir=true http://127.0.0.1:{port}/repo/.git#0.1 /src/\n\
+             RUN test -d /src/.git && echo \"fetched $(cat /src/dir3/file-302.mpeg)\"\n"
+        ),
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, &format!("ADD of a git URL over dumb HTTP\n{log}"));
+    assert!(log.contains("fetched 10"), "{log}");
+}
