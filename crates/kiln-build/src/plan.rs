@@ -68,6 +68,8 @@ pub struct PlanRequest<'a> {
     pub platform: kiln_dockerfile::Platform,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_security_insecure: bool,
+    /// `--allow network.host` or `--network host`: `RUN --network=host` may run.
+    pub allow_network_host: bool,
     /// `--no-cache-filter`: stage names, each of which must be in the Dockerfile.
     pub no_cache_filter: &'a [String],
 }
@@ -292,12 +294,17 @@ pub fn plan(
 ) -> Result<BuildPlan, Error> {
     let (meta_args, stages) = kiln_dockerfile::parse_stages(parsed)
         .map_err(|e| Error::Dockerfile(e.render(request.dockerfile_name, request.dockerfile)))?;
-    crate::support::check_directives(&parsed.directives)
-        .map_err(|e| Error::Dockerfile(format!("{}: {e}", request.dockerfile_name)))?;
+    crate::support::check_directives(&parsed.directives).map_err(|(line, e)| {
+        Error::Dockerfile(format!("{}:{line}: {e}", request.dockerfile_name))
+    })?;
     for inst in stages.iter().flat_map(|s| &s.instructions) {
         crate::support::check_instruction(&inst.value)
             .and_then(|()| {
-                crate::support::check_entitlements(&inst.value, request.allow_security_insecure)
+                crate::support::check_entitlements(
+                    &inst.value,
+                    request.allow_security_insecure,
+                    request.allow_network_host,
+                )
             })
             .map_err(|e| {
                 Error::Dockerfile(format!(
@@ -661,6 +668,7 @@ impl<'a> Planner<'a> {
                     crate::support::check_entitlements(
                         &expanded.value,
                         self.request.allow_security_insecure,
+                        self.request.allow_network_host,
                     )
                 })
                 .map_err(|e| {
@@ -884,6 +892,7 @@ mod tests {
             target,
             platform: kiln_dockerfile::Platform::new("linux", "amd64", ""),
             allow_security_insecure: false,
+            allow_network_host: false,
             no_cache_filter: &[],
         }
     }

@@ -119,13 +119,20 @@ pub(crate) fn chown_id(part: &str) -> Option<u32> {
 
 /// The entitlements an instruction needs that `kiln build --allow` did not grant, as BuildKit
 /// checks them on the whole build before it runs anything (its words: "entitlement
-/// security.insecure is not allowed"). `RUN --network=host` is checked where the network is
-/// chosen (steps/run.rs), since `kiln build --network host` grants it too.
+/// security.insecure is not allowed"). `kiln build --network host` grants network.host too.
 pub(crate) fn check_entitlements(
     inst: &Instruction,
     allow_security_insecure: bool,
+    allow_network_host: bool,
 ) -> Result<(), String> {
     match inst {
+        Instruction::Run(run) if run.network.as_deref() == Some("host") && !allow_network_host => {
+            Err(
+                "RUN --network=host: entitlement network.host is not allowed: pass --allow \
+                 network.host to kiln build to run this step in the host's network"
+                    .into(),
+            )
+        }
         Instruction::Run(run)
             if run.security.as_deref() == Some("insecure") && !allow_security_insecure =>
         {
@@ -144,14 +151,17 @@ pub(crate) fn check_entitlements(
 /// `docker/dockerfile:1` reference, so naming that image is fine and only noted; any other
 /// frontend image (or the labs channel) would build differently. `# check=` is BuildKit's
 /// build checks, which the `kiln` binary runs (kiln-lint) before it builds.
-pub(crate) fn check_directives(directives: &[Directive]) -> Result<Vec<String>, String> {
+pub(crate) fn check_directives(directives: &[Directive]) -> Result<Vec<String>, (usize, String)> {
     let mut notes = Vec::new();
     for directive in directives.iter().filter(|d| d.name == "syntax") {
         if !is_dockerfile_v1(&directive.value) {
-            return Err(format!(
-                "# syntax={}: kiln implements the docker/dockerfile:1 frontend itself \
-                 and cannot run another frontend image",
-                directive.value
+            return Err((
+                directive.line,
+                format!(
+                    "# syntax={}: kiln implements the docker/dockerfile:1 frontend itself \
+                     and cannot run another frontend image",
+                    directive.value
+                ),
             ));
         }
         notes.push(format!(
@@ -314,15 +324,15 @@ mod tests {
     #[test]
     fn security_insecure_needs_its_entitlement() {
         let inst = instruction("FROM scratch AS base\nRUN --security=insecure true\n");
-        let error = check_entitlements(&inst, false).unwrap_err();
+        let error = check_entitlements(&inst, false, false).unwrap_err();
         assert!(
             error.contains("entitlement security.insecure is not allowed")
                 && error.contains("--allow security.insecure"),
             "{error}"
         );
-        assert_eq!(check_entitlements(&inst, true), Ok(()));
+        assert_eq!(check_entitlements(&inst, true, false), Ok(()));
         let plain = instruction("FROM scratch AS base\nRUN --security=sandbox true\n");
-        assert_eq!(check_entitlements(&plain, false), Ok(()));
+        assert_eq!(check_entitlements(&plain, false, false), Ok(()));
     }
 
     #[test]
@@ -409,8 +419,8 @@ mod tests {
             notes[0].contains("docker/dockerfile:1 reference"),
             "{notes:?}"
         );
-        let error = check_directives(&[directive("syntax", "tonistiigi/x:1")]).unwrap_err();
-        assert!(error.contains("tonistiigi/x:1"), "{error}");
+        let (line, error) = check_directives(&[directive("syntax", "tonistiigi/x:1")]).unwrap_err();
+        assert!(error.contains("tonistiigi/x:1") && line == 1, "{error}");
         assert_eq!(
             check_directives(&[directive("check", "skip=JSONArgsRecommended")]),
             Ok(vec![])

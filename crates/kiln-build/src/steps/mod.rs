@@ -431,6 +431,8 @@ fn prepare(
             platform.variant.as_deref().unwrap_or_default(),
         ),
         allow_security_insecure: request.allow_security_insecure,
+        allow_network_host: request.allow_network_host
+            || request.network == kiln_sandbox::Network::Host,
         no_cache_filter: &request.no_cache_filter,
     };
     // The plan asks the executor for images; it has no stages to read yet.

@@ -229,7 +229,7 @@ pub(crate) fn run(
         }
         Some("host") => {
             return Err(Error::BadInput(
-                "RUN --network=host needs the network.host entitlement: pass \
+                "RUN --network=host: entitlement network.host is not allowed: pass \
                  --allow network.host to kiln build"
                     .into(),
             ));

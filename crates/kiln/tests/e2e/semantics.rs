@@ -1184,3 +1184,52 @@ fn a_meta_arg_source_date_epoch_is_the_epoch_as_buildkit_takes_it() {
         "context on a local directory leaves SOURCE_DATE_EPOCH empty, as BuildKit does"
     );
 }
+
+/// BuildKit's `testRunHostNetwork` (dockerfile_runnetwork_test.go), denied: "entitlement
+/// network.host is not allowed", checked on the whole Dockerfile before any step runs, and
+/// `testErrorsSourceMap` (errors_test.go): the error names the Dockerfile line, here also for
+/// a `# syntax=` directive kiln cannot honour.
+#[test]
+fn refused_entitlements_and_frontends_are_named_in_buildkit_words_with_their_line() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "host",
+        "FROM busybox\nRUN echo first-step-ran\nRUN --network=host true\n",
+        &[],
+    );
+    let out = env
+        .kiln()
+        .args(["build", "--no-lint", "-t", "x", &ctx])
+        .output()
+        .unwrap();
+    let stderr = assert_clean_failure(&out, "RUN --network=host without --allow");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("entitlement network.host is not allowed")
+            && stderr.contains("--allow network.host")
+            && stderr.contains("Dockerfile:3"),
+        "BuildKit's words, kiln's flag, the line:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("first-step-ran") && !stderr.contains("first-step-ran"),
+        "refused before anything runs:\n{stdout}\n{stderr}"
+    );
+    // Granted, the same Dockerfile builds.
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--allow",
+        "network.host",
+        "-t",
+        "x",
+        &ctx,
+    ]);
+
+    let syntax = env.context("syntax", "#syntax=foobar\nFROM busybox\n", &[]);
+    let stderr = env.fails(&["build", "--no-lint", "-t", "y", &syntax]);
+    assert!(
+        stderr.contains("Dockerfile:1") && stderr.contains("syntax=foobar"),
+        "the directive's line:\n{stderr}"
+    );
+}
