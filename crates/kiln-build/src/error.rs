@@ -55,6 +55,17 @@ pub enum Error {
     /// The sandbox could not start the process.
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::SandboxError),
+    /// A `RUN` whose process the sandbox could not start (no shell in the image, ...).
+    /// Its message has the sandbox's (not a source too: it would be printed twice).
+    #[error("RUN at Dockerfile line {line} could not start: {cause}\n  step: {instruction}")]
+    RunStart {
+        /// The RUN line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// Why.
+        cause: kiln_sandbox::SandboxError,
+    },
     /// The build was interrupted (Ctrl-C or SIGTERM); nothing of the step was kept.
     #[error("interrupted; the store keeps every step completed before")]
     Interrupted,

@@ -289,7 +289,11 @@ pub(crate) fn run(
             tail.push_back(text);
         }
     };
-    let outcome = kiln_sandbox::run(&spec, &mut on_output)?;
+    let outcome = kiln_sandbox::run(&spec, &mut on_output).map_err(|cause| Error::RunStart {
+        line: ctx.inst.span.start_line(),
+        instruction: ctx.inst.original.clone(),
+        cause,
+    })?;
     if !partial.is_empty() {
         let text = String::from_utf8_lossy(&partial).into_owned();
         builder.reporter.report(super::Event::Output {

@@ -1233,3 +1233,29 @@ fn refused_entitlements_and_frontends_are_named_in_buildkit_words_with_their_lin
         "the directive's line:\n{stderr}"
     );
 }
+
+/// BuildKit's `testErrorsSourceMap` (errors_test.go), `invalidrun` and `invalidmultiline`: a
+/// RUN that cannot start (no shell in `FROM scratch`) is an error at its Dockerfile line.
+#[test]
+fn a_run_that_cannot_start_names_its_line() {
+    let env = Env::new();
+    for (name, dockerfile, line) in [
+        (
+            "invalidrun",
+            "from scratch\nenv foo=bar\nrun what",
+            "line 3",
+        ),
+        (
+            "invalidmultiline",
+            "from scratch\nrun wh\\\nat\nenv bar=baz",
+            "line 2",
+        ),
+    ] {
+        let ctx = env.context(name, dockerfile, &[]);
+        let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+        assert!(
+            stderr.contains(&format!("RUN at Dockerfile {line}")) && stderr.contains("/bin/sh"),
+            "{name}: the step, its line and what is missing:\n{stderr}"
+        );
+    }
+}
