@@ -676,6 +676,16 @@ impl<'a> Planner<'a> {
                 })?;
         }
         let mut reads = Vec::new();
+        // A base image's trigger has no line of this Dockerfile.
+        let at = if trigger {
+            String::new()
+        } else {
+            format!(
+                "{}:{}: ",
+                self.request.dockerfile_name,
+                expanded.span.start_line()
+            )
+        };
         for (what, from) in references(&expanded.value) {
             let named = self.resolver.named_context(from);
             match named
@@ -692,23 +702,26 @@ impl<'a> Planner<'a> {
                 }
                 None if named.is_none() && names_later_stage(self.stages, from, index) => {
                     let stage = stage_label(&self.stages[index]);
-                    return Err(Error::BadInput(if what == "COPY --from" {
-                        format!(
-                            "cannot copy from stage {from:?}, it needs to be defined before \
+                    return Err(Error::BadInput(format!(
+                        "{at}{}",
+                        if what == "COPY --from" {
+                            format!(
+                                "cannot copy from stage {from:?}, it needs to be defined before \
                              current stage {stage:?}"
-                        )
-                    } else {
-                        format!(
-                            "{what}={from}: cannot mount from stage {from:?} in stage \
+                            )
+                        } else {
+                            format!(
+                                "{what}={from}: cannot mount from stage {from:?} in stage \
                              {stage:?}, stage needs to be defined before current command"
-                        )
-                    }));
+                            )
+                        }
+                    )));
                 }
                 None => {
                     self.resolver.image(from, platform).map_err(|e| {
                         Error::BadInput(format!(
-                            "{what}={from}: no stage of that name before this one, and the \
-                             image cannot be found ({e})"
+                            "{at}{what}={from}: no stage of that name before this one, and \
+                             the image cannot be found ({e})"
                         ))
                     })?;
                 }

@@ -1259,3 +1259,20 @@ fn a_run_that_cannot_start_names_its_line() {
         );
     }
 }
+
+/// BuildKit's `testErrorsSourceMap` (errors_test.go), `invalidcopyfrom`: `COPY --from=` of
+/// neither a stage nor an image is an error at its Dockerfile line.
+#[test]
+fn copy_from_of_no_stage_and_no_image_names_its_line() {
+    let env = Env::new();
+    let ctx = env.context(
+        "invalidcopyfrom",
+        "from scratch\nenv foo=bar\ncopy --from=invalid foo bar\nenv bar=baz",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+    assert!(
+        stderr.contains("Dockerfile:3") && stderr.contains("--from=invalid"),
+        "the line and the name:\n{stderr}"
+    );
+}
