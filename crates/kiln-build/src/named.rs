@@ -39,6 +39,8 @@ pub enum NamedKind {
     Dir,
     /// An image: a base, or files to copy.
     Image,
+    /// `docker-image://scratch`: the empty base, as `FROM scratch`.
+    Scratch,
 }
 
 /// The named contexts of a build, by name.
@@ -84,6 +86,7 @@ impl NamedContexts {
     pub fn kind(&self, name: &str) -> Option<NamedKind> {
         self.get(name).map(|c| match c {
             NamedContext::Dir(_) => NamedKind::Dir,
+            NamedContext::Image(target) if target == "scratch" => NamedKind::Scratch,
             NamedContext::Image(_) | NamedContext::Loaded(_) => NamedKind::Image,
         })
     }

@@ -568,7 +568,11 @@ impl<'a> Planner<'a> {
             .is_none()
             .then(|| stage_by_name(self.stages, &name, index))
             .flatten();
-        let (base, mut vars, triggers, platform) = if name == "scratch" && named.is_none() {
+        let scratch = match named {
+            None => name == "scratch",
+            Some(kind) => kind == crate::named::NamedKind::Scratch,
+        };
+        let (base, mut vars, triggers, platform) = if scratch {
             let mut vars = self.global.for_stage();
             vars.set_base_env([format!("PATH={}", crate::steps::DEFAULT_PATH)]);
             (Base::Scratch, vars, Vec::new(), asked.unwrap_or(target))

@@ -1276,3 +1276,34 @@ fn copy_from_of_no_stage_and_no_image_names_its_line() {
         "the line and the name:\n{stderr}"
     );
 }
+
+/// BuildKit's `testNamedImageContextScratch` (dockerfile_namedcontext_test.go): a
+/// `--build-context NAME=docker-image://scratch` makes `FROM NAME` the empty image.
+#[test]
+fn a_named_context_of_docker_image_scratch_is_the_empty_base() {
+    let env = Env::new();
+    let ctx = env.context(
+        "scratchctx",
+        "FROM busybox AS build\nCOPY <<EOF /out\nhello world!\nEOF\n",
+        &[],
+    );
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-context",
+        "busybox=docker-image://scratch",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &ctx,
+    ]);
+    assert_eq!(
+        entries(&out_dir),
+        vec!["out".to_owned()],
+        "only the copied file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("out")).unwrap(),
+        "hello world!\n"
+    );
+}
