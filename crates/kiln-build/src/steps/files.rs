@@ -136,11 +136,9 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                 "ADD --checksum: checksum requires HTTP(S) or Git sources".into(),
             ));
         }
-        if add.unpack == Some(true) && urls {
+        if add.unpack == Some(true) && git_source.is_some() {
             return Err(Error::BadInput(
-                "ADD --unpack=true of a URL is not supported by kiln: download it, then \
-                 extract it in a RUN step"
-                    .into(),
+                "ADD --unpack=true of a git source: a checkout is files, not an archive".into(),
             ));
         }
     }
@@ -238,9 +236,14 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         })?;
         (Origin::Context(root), sources.clone())
     };
-    // Only local archives from the context are extracted: a download never is (docker's rule),
-    // nor is a heredoc.
-    let extract = extract && matches!(origin, Origin::Context(_));
+    // Local archives from the context are extracted; a download only with --unpack=true
+    // (BuildKit's rule), and a heredoc never.
+    let unpack_download = matches!(&ctx.inst.value, Instruction::Add(add) if add.unpack == Some(true))
+        && inline.is_empty()
+        && sources.iter().any(|s| is_url(s));
+    let extract = extract
+        && (matches!(origin, Origin::Context(_))
+            || (unpack_download && matches!(origin, Origin::Staged(_))));
     let (parents, exclude) = copy_flags(&ctx.inst.value);
     let options = copy_options(None, chmod.as_deref(), extract, false, exclude)?;
     if let Some(root) = origin.local_root() {

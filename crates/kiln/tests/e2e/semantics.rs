@@ -1307,3 +1307,52 @@ fn a_named_context_of_docker_image_scratch_is_the_empty_base() {
         "hello world!\n"
     );
 }
+
+/// BuildKit's `testDockerfileAddArchive` (dockerfile_add_test.go), "ADD from URL with
+/// --unpack=true": the downloaded archive is extracted into the destination; without the
+/// flag a download stays packed.
+#[test]
+fn add_unpack_true_extracts_a_downloaded_archive() {
+    let env = Env::new();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(8);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "foo", &b"content0"[..])
+        .unwrap();
+    let archive = tar.into_inner().unwrap();
+    let gz = env.path("t.tar");
+    std::fs::write(&gz, &archive).unwrap();
+    run(std::process::Command::new(require("gzip"))
+        .arg("-kn")
+        .arg(&gz));
+    let port = loopback_server_of(std::fs::read(env.path("t.tar.gz")).unwrap());
+    let url = format!("http://127.0.0.1:{port}/t.tar.gz");
+    for (name, flag, expected) in [
+        ("unpacked", "--unpack=true ", vec!["dest/foo"]),
+        ("packed", "", vec!["dest/t.tar.gz"]),
+    ] {
+        let ctx = env.context(
+            name,
+            &format!("FROM scratch\nADD {flag}{url} /dest/\n"),
+            &[],
+        );
+        let out_dir = env.path(&format!("{name}-out"));
+        env.ok(&[
+            "build",
+            "--no-lint",
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            &ctx,
+        ]);
+        let (dir, file) = expected[0].split_once('/').unwrap();
+        assert_eq!(entries(&out_dir.join(dir)), vec![file.to_owned()], "{name}");
+        if name == "unpacked" {
+            assert_eq!(
+                std::fs::read_to_string(out_dir.join("dest/foo")).unwrap(),
+                "content0"
+            );
+        }
+    }
+}
