@@ -464,7 +464,9 @@ impl<'a> Builder<'a> {
         };
         let key = input.digest();
         tracing::debug!(step = id, key = %key, input = %input.canonical(), "cache key");
-        let ignore_cache = self.request.no_cache || self.ignores_cache(stage_index);
+        // --no-cache-filter: this stage runs again, the others may take the cache.
+        let filtered = !self.request.no_cache && self.ignores_cache(stage_index);
+        let ignore_cache = self.request.no_cache || filtered;
         let mut cached = crate::registry::cache_get(
             self.store,
             self.request,
@@ -481,6 +483,11 @@ impl<'a> Builder<'a> {
             cached = self.store.cache_get(&key);
         }
         let linked = input.link_dest.is_some();
+        // The key the step's result is known by: its own, or, for a step of a filtered stage
+        // run again, one of the new result too. A step of another stage that reads this one
+        // (COPY --from, FROM) is then keyed on what it reads, as BuildKit keys a copy on its
+        // content, and the record under the step's own key stays the one its readers saw.
+        let mut key_of_result = key.clone();
         match cached {
             Some(record) if linked => {
                 let layer_config = self.store.config(&record.config)?;
@@ -506,8 +513,11 @@ impl<'a> Builder<'a> {
                 }
                 let made = alone.as_ref().unwrap_or(state);
                 let config_digest = self.store.write_blob(&made.config.to_bytes())?;
+                if filtered {
+                    key_of_result = crate::key::merge_key(&key, &config_digest);
+                }
                 self.store.cache_put(
-                    &key,
+                    &key_of_result,
                     &CacheRecord {
                         config: config_digest,
                         layers: made.layers.clone(),
@@ -516,7 +526,9 @@ impl<'a> Builder<'a> {
                 if let Some(alone) = &alone {
                     lay_link_layer(state, &alone.config, &alone.layers)?;
                 }
-                slots.mark_built(&key);
+                if !filtered {
+                    slots.mark_built(&key);
+                }
                 self.reporter.report(Event::Done {
                     id,
                     seconds: started.elapsed().as_secs_f64(),
@@ -524,13 +536,13 @@ impl<'a> Builder<'a> {
             }
         }
         state.key = if linked {
-            let merged = crate::key::merge_key(&state.key, &key);
+            let merged = crate::key::merge_key(&state.key, &key_of_result);
             // mode=min walks the parents back from the image's last key: past a --link step
             // (keyed without its parent) through the merged key to the step's own.
-            crate::registry::remember_key(self.request, &merged, &key);
+            crate::registry::remember_key(self.request, &merged, &key_of_result);
             merged
         } else {
-            key
+            key_of_result
         };
         Ok(())
     }

@@ -1356,3 +1356,38 @@ fn add_unpack_true_extracts_a_downloaded_archive() {
         }
     }
 }
+
+/// BuildKit's `testNoCache` (dockerfile_cache_test.go): `--no-cache-filter s1` runs stage s1
+/// again, and what the final stage copies from it is the new run's file, not the layer a
+/// previous build copied (BuildKit keys a copy on the content it copies).
+#[test]
+fn no_cache_filter_reruns_the_stage_and_what_copies_from_it() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "nocache",
+        "FROM busybox AS s0\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /unique\n\
+         FROM busybox AS s1\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /unique2\n\
+         FROM scratch\nCOPY --from=s0 /unique /\nCOPY --from=s1 /unique2 /\n",
+        &[],
+    );
+    let build = |name: &str, extra: &[&str]| -> (String, String) {
+        let out_dir = env.path(name);
+        let dest = format!("type=local,dest={}", out_dir.display());
+        let mut args = vec!["build", "--no-lint", "-o", &dest];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        env.ok(&args);
+        let read = |f: &str| std::fs::read_to_string(out_dir.join(f)).unwrap();
+        (read("unique"), read("unique2"))
+    };
+    let first = build("first", &[]);
+    let filtered = build("filtered", &["--no-cache-filter", "s1"]);
+    assert_eq!(first.0, filtered.0, "s0 is not in the filter: cached");
+    assert_ne!(
+        first.1, filtered.1,
+        "s1 ran again: the copy has its new file"
+    );
+    let again = build("again", &["--no-cache-filter", "s1"]);
+    assert_ne!(filtered.1, again.1, "and again");
+}
