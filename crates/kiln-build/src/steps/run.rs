@@ -651,6 +651,25 @@ fn cache_dir(
             }
         }
     };
+    // BuildKit's --no-cache (and --no-cache-filter) starts a cache mount empty; later builds
+    // use the one it leaves.
+    let ignores_cache = builder.request.no_cache || builder.ignores_cache(ctx.stage_index);
+    if ignores_cache
+        && builder
+            .emptied_cache_mounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dir.clone())
+        && dir.is_dir()
+    {
+        let old = tempfile::Builder::new()
+            .prefix(".old-")
+            .tempdir_in(&mounts)
+            .map_err(Error::io("create cache mount", &mounts))?;
+        let aside = old.path().join("cache");
+        std::fs::rename(&dir, &aside).map_err(Error::io("empty cache mount", &dir))?;
+        // Dropping `old` removes the previous contents.
+    }
     if !dir.is_dir() {
         // Made and seeded beside it, then renamed into place: a step that comes at the same
         // time sees the whole seed or makes its own.

@@ -76,6 +76,9 @@ pub(crate) struct Builder<'a> {
     finished: Mutex<bool>,
     finished_changed: Condvar,
     images: &'a ResolvedImages,
+    /// Cache mounts a step that ignores the cache has emptied in this build: once each, so
+    /// that the build's later steps share what its first one left.
+    pub emptied_cache_mounts: Mutex<std::collections::BTreeSet<std::path::PathBuf>>,
 }
 
 /// Images resolved so far, by name: each is pulled or read once per build, by the plan and the
@@ -111,6 +114,7 @@ impl<'a> Builder<'a> {
             finished: Mutex::new(false),
             finished_changed: Condvar::new(),
             images,
+            emptied_cache_mounts: Mutex::default(),
         }
     }
 
@@ -341,7 +345,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Whether `--no-cache-filter` names stage `index`.
-    fn ignores_cache(&self, index: usize) -> bool {
+    pub fn ignores_cache(&self, index: usize) -> bool {
         let name = self.plan.stage(index).and_then(|s| s.name.as_deref());
         name.is_some_and(|name| {
             self.request

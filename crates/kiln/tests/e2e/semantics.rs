@@ -1391,3 +1391,39 @@ fn no_cache_filter_reruns_the_stage_and_what_copies_from_it() {
     let again = build("again", &["--no-cache-filter", "s1"]);
     assert_ne!(filtered.1, again.1, "and again");
 }
+
+/// BuildKit's `testCacheMountModeNoCache` (dockerfile_cache_test.go, moby/buildkit#5305): a
+/// `--no-cache` build starts its cache mounts empty, and the next build (with the cache) finds
+/// what that build left.
+#[test]
+fn no_cache_starts_cache_mounts_empty() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "cachemount",
+        "FROM busybox AS base\nARG FOO=abc\n\
+         RUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls /cache | tr '\\n' ' ' > /out\n\
+         FROM scratch\nCOPY --from=base /out /\n",
+        &[],
+    );
+    let build = |name: &str, extra: &[&str]| -> String {
+        let out_dir = env.path(name);
+        let dest = format!("type=local,dest={}", out_dir.display());
+        let mut args = vec!["build", "--no-lint", "-o", &dest];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        env.ok(&args);
+        std::fs::read_to_string(out_dir.join("out")).unwrap()
+    };
+    assert_eq!(build("one", &["--no-cache"]), "abc ");
+    assert_eq!(
+        build("two", &["--no-cache", "--build-arg", "FOO=def"]),
+        "def ",
+        "--no-cache: the cache mount starts empty"
+    );
+    assert_eq!(
+        build("three", &["--build-arg", "FOO=ghi"]),
+        "def ghi ",
+        "with the cache: the mount the last build left"
+    );
+}
