@@ -59,7 +59,8 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
         "{listing}"
     );
 
-    // The cache dir outlives the build: a rebuild with --no-cache sees the first run's file.
+    // --no-cache starts the cache mount empty, as BuildKit's has since 2019 (moby/buildkit
+    // #1213, #5305; testCacheMountModeNoCache): the rerun counts one run again.
     env.build(&[
         "--no-cache",
         "--secret",
@@ -68,7 +69,7 @@ RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token | wc -c > /secret
         "mounts",
         ctx.to_str().unwrap(),
     ]);
-    assert_eq!(cat("/cache-count.txt"), "2");
+    assert_eq!(cat("/cache-count.txt"), "1");
 
     // A bound file is part of the step's cache key: changing it reruns the step.
     std::fs::write(ctx.join("conf/app.ini"), "mode=changed\n").unwrap();
