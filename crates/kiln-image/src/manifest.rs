@@ -133,7 +133,38 @@ impl Platform {
     pub fn matches(&self, want: &Platform) -> bool {
         self.os == want.os
             && self.architecture == want.architecture
-            && (want.variant.is_none() || self.variant == want.variant)
+            && (want.variant.is_none() || self.normal_variant() == want.normal_variant())
+    }
+
+    /// The variant as containerd's matcher reads it: an `arm` image that names none is v7.
+    fn normal_variant(&self) -> Option<&str> {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("arm", None) => Some("v7"),
+            (_, variant) => variant,
+        }
+    }
+}
+
+/// An architecture and variant as containerd's `platforms.Normalize` (which BuildKit applies
+/// to `--platform`) spells them: `aarch64` is `arm64` (whose `v8` is no variant), `x86_64` is
+/// `amd64`, `armhf` is `arm/v7`, and a bare `arm` is `arm/v7`.
+fn normalize_arch<'a>(arch: &'a str, variant: Option<&'a str>) -> (&'a str, Option<String>) {
+    let owned = |v: Option<&str>| v.map(str::to_owned);
+    match arch {
+        "i386" => ("386", owned(variant)),
+        "x86_64" | "x86-64" | "amd64" => ("amd64", owned(variant.filter(|v| *v != "v1"))),
+        "aarch64" | "arm64" => (
+            "arm64",
+            owned(variant.filter(|v| !matches!(*v, "8" | "v8"))),
+        ),
+        "armhf" => ("arm", Some("v7".to_owned())),
+        "armel" => ("arm", Some("v6".to_owned())),
+        "arm" => match variant {
+            None | Some("7") => ("arm", Some("v7".to_owned())),
+            Some(v @ ("5" | "6" | "8")) => ("arm", Some(format!("v{v}"))),
+            Some(v) => ("arm", Some(v.to_owned())),
+        },
+        other => (other, owned(variant)),
     }
 }
 
@@ -163,13 +194,14 @@ impl std::str::FromStr for Platform {
         if os != "linux" {
             return Err(format!("{text:?}: kiln builds linux images only"));
         }
+        let (arch, variant) = normalize_arch(arch, variant);
         if !ARCHES.contains(&arch) {
             return Err(format!(
                 "{text:?}: unknown architecture {arch:?} (known: {})",
                 ARCHES.join(", ")
             ));
         }
-        Ok(Platform::new(os, arch, variant))
+        Ok(Platform::new(os, arch, variant.as_deref()))
     }
 }
 
@@ -251,5 +283,26 @@ impl Index {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Plain data with string keys: serialization cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_normalize_as_containerd_does() {
+        let parse = |s: &str| s.parse::<Platform>().unwrap().to_string();
+        assert_eq!(parse("linux/arm"), "linux/arm/v7");
+        assert_eq!(parse("linux/armhf"), "linux/arm/v7");
+        assert_eq!(parse("linux/arm/6"), "linux/arm/v6");
+        assert_eq!(parse("linux/aarch64"), "linux/arm64");
+        assert_eq!(parse("linux/arm64/v8"), "linux/arm64");
+        assert_eq!(parse("linux/x86_64"), "linux/amd64");
+        assert_eq!(parse("linux/amd64/v2"), "linux/amd64/v2");
+        // An arm image that names no variant serves a request for v7.
+        let bare = Platform::new("linux", "arm", None);
+        assert!(bare.matches(&"linux/arm".parse().unwrap()));
+        assert!(!bare.matches(&"linux/arm/v6".parse().unwrap()));
     }
 }

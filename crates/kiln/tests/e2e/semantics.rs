@@ -1427,3 +1427,58 @@ fn no_cache_starts_cache_mounts_empty() {
         "with the cache: the mount the last build left"
     );
 }
+
+/// BuildKit's `testExportMultiPlatform` (dockerfile_export_test.go): `--platform linux/arm` is
+/// normalized as containerd's `platforms.Normalize` does, to `linux/arm/v7`: TARGETPLATFORM,
+/// TARGETVARIANT, the image's variant and the output directory say so.
+#[test]
+fn platforms_are_normalized_as_buildkit_normalizes_them() {
+    let env = Env::new();
+    let ctx = env.context(
+        "arm",
+        "FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nARG TARGETVARIANT\n\
+         LABEL target=$TARGETPLATFORM variant=$TARGETVARIANT\nCOPY arch-$TARGETARCH whoami\n",
+        &[
+            ("arch-arm", "i am arm"),
+            ("arch-s390x", "i am s390x"),
+            ("arch-arm64", "i am arm64"),
+        ],
+    );
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--platform",
+        "linux/arm,linux/s390x",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &ctx,
+    ]);
+    assert_eq!(entries(&out_dir), vec!["linux_arm_v7", "linux_s390x"]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("linux_arm_v7/whoami")).unwrap(),
+        "i am arm"
+    );
+    for (asked, label, variant, arch) in [
+        ("linux/arm", "linux/arm/v7", "v7", "arm"),
+        ("linux/arm64/v8", "linux/arm64", "", "arm64"),
+    ] {
+        env.ok(&[
+            "build",
+            "--no-lint",
+            "--platform",
+            asked,
+            "-t",
+            "norm",
+            &ctx,
+        ]);
+        let inspect: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "norm"])).unwrap();
+        let labels = &inspect[0]["Config"]["Labels"];
+        assert_eq!(labels["target"], label, "{asked}: {inspect}");
+        assert_eq!(labels["variant"], variant, "{asked}: {inspect}");
+        assert_eq!(inspect[0]["Architecture"], arch, "{asked}");
+        let want = (!variant.is_empty()).then_some(variant);
+        assert_eq!(inspect[0]["Variant"].as_str(), want, "{asked}: {inspect}");
+    }
+}
