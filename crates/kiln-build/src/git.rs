@@ -79,18 +79,51 @@ impl Remote {
 /// Clones `url` at `reference` into `dir` (which exists and is empty), with its submodules;
 /// sets every file's mtime to the commit's time; removes `.git` unless `keep_git_dir`. Returns
 /// the commit id.
+///
+/// `checksum` (`ADD --checksum`) is checked as BuildKit's git source checks it: hex digits
+/// that begin the id of what the reference names (an annotated tag's, or its commit's).
 pub fn checkout(
     url: &str,
     reference: Option<&str>,
     dir: &Path,
     keep_git_dir: bool,
+    checksum: Option<&str>,
 ) -> Result<String, Error> {
     let reference = reference.unwrap_or("HEAD");
     let failed = |what: &str| {
         let what = what.to_owned();
         move |e: String| Error::BadInput(format!("git source {url}: {what}: {e}"))
     };
-    git(dir, &["init", "-q"]).map_err(failed("git init"))?;
+    let mismatch = |checksum: &str, got: &str| {
+        Error::BadInput(format!(
+            "git source {url}: expected checksum to match {checksum}, got {got}: --checksum is \
+             not the commit fetched"
+        ))
+    };
+    if let Some(checksum) = checksum {
+        if checksum.is_empty() || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // BuildKit's words.
+            return Err(Error::BadInput(format!(
+                "git source {url}: invalid checksum {checksum} for Git URL, expected hex \
+                 commit hash"
+            )));
+        }
+        if is_commit_id(reference) && !reference.starts_with(checksum) {
+            return Err(mismatch(checksum, reference));
+        }
+    }
+    // A sha256 repository needs a sha256 one to fetch into (git does not convert): its ids
+    // are 64 digits long, in ls-remote's answer or in the reference itself.
+    let sha256 = if is_commit_id(reference) {
+        reference.len() == 64
+    } else {
+        git_output(dir, &["ls-remote", url, reference])
+            .ok()
+            .and_then(|out| out.split_whitespace().next().map(|id| id.len() == 64))
+            .unwrap_or(false)
+    };
+    let format = if sha256 { "sha256" } else { "sha1" };
+    git(dir, &["init", "-q", &format!("--object-format={format}")]).map_err(failed("git init"))?;
     let shallow_args = ["fetch", "-q", "--depth=1", "--no-tags", url, reference];
     let mut shallow = git(dir, &shallow_args);
     // git's dumb HTTP transport (a repository served as files after `update-server-info`)
@@ -122,6 +155,16 @@ pub fn checkout(
             .map_err(failed(&format!("no commit {reference}")))?;
     } else {
         shallow.map_err(failed(&format!("fetch {reference}")))?;
+        if let Some(checksum) = checksum {
+            // An annotated tag: FETCH_HEAD is the tag object, which the checksum may name.
+            let fetched =
+                git_output(dir, &["rev-parse", "FETCH_HEAD"]).map_err(failed("git rev-parse"))?;
+            let commit = git_output(dir, &["rev-parse", "FETCH_HEAD^{commit}"])
+                .map_err(failed("git rev-parse"))?;
+            if !fetched.starts_with(checksum) && !commit.starts_with(checksum) {
+                return Err(mismatch(checksum, &commit));
+            }
+        }
         git(dir, &["checkout", "-q", "--detach", "FETCH_HEAD"])
             .map_err(failed(&format!("check out {reference}")))?;
     }

@@ -166,14 +166,13 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             .map_err(Error::io("create staging dir", builder.store.root()))?;
         let checkout = dir.path().join("checkout");
         std::fs::create_dir(&checkout).map_err(Error::io("create directory", &checkout))?;
-        let commit = crate::git::checkout(&url, reference.as_deref(), &checkout, keep_git_dir)?;
-        if let Some(expected) = checksum.as_deref()
-            && expected != commit
-        {
-            return Err(Error::BadInput(format!(
-                "ADD {url}: --checksum={expected} is not the commit fetched ({commit})"
-            )));
-        }
+        crate::git::checkout(
+            &url,
+            reference.as_deref(),
+            &checkout,
+            keep_git_dir,
+            checksum.as_deref(),
+        )?;
         let root = crate::git::subdir_of(&checkout, subdir.as_deref(), &url)?;
         let real_dir = dir
             .path()

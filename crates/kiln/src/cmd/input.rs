@@ -244,7 +244,7 @@ fn stage_git(
     subdir: Option<&str>,
 ) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let staged = store.staging_dir("git-context")?;
-    kiln_build::git::checkout(url, reference, staged.path(), false)?;
+    kiln_build::git::checkout(url, reference, staged.path(), false, None)?;
     // Private (0700) as made; a context directory is as a user makes it.
     std::fs::set_permissions(
         staged.path(),

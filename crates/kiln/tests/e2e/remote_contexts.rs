@@ -304,3 +304,55 @@ fn add_of_a_git_url_over_dumb_http_fetches_without_depth() {
     assert_success(&out, &format!("ADD of a git URL over dumb HTTP\n{log}"));
     assert!(log.contains("fetched 10"), "{log}");
 }
+
+#[test]
+fn add_of_a_git_url_checks_checksum_and_object_format_as_buildkit_does() {
+    // BuildKit's testAddGitSHA1/testAddGitSHA256 (dockerfile_addgit_test.go): a sha256
+    // repository is fetched too; --checksum is a hex prefix of the commit (source/git
+    // resolveMetadata); a wrong one is "expected checksum to match", garbage is "invalid
+    // checksum … expected hex commit hash".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let served = env.path("www");
+    let repo = served.join("sha256");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(
+        &repo,
+        &["init", "-q", "--object-format=sha256", "-b", "main"],
+    );
+    for tag in ["v0.0.1", "v0.0.2"] {
+        std::fs::write(repo.join("foo"), format!("foo of {tag}\n")).unwrap();
+        git(&repo, &["add", "foo"]);
+        git(&repo, &["commit", "-q", "-m", tag]);
+        git(&repo, &["tag", tag]);
+    }
+    git(&repo, &["update-server-info"]);
+    let v1 = git(&repo, &["rev-parse", "v0.0.1"]).trim().to_owned();
+    let v2 = git(&repo, &["rev-parse", "v0.0.2"]).trim().to_owned();
+    assert_eq!(v2.len(), 64, "a sha256 repository");
+    let port = static_file_server(&served);
+    let url = format!("http://127.0.0.1:{port}/sha256/.git");
+    let ctx = env.context(
+        "ok",
+        &format!(
+            "FROM busybox\nADD --checksum={} {url}#v0.0.2 /x\nRUN [ \"$(cat /x/foo)\" = \"foo of v0.0.2\" ] && echo \"checked $((6*7))\"\n",
+            &v2[..12]
+        ),
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, &format!("sha256 repository, checksum prefix\n{log}"));
+    assert!(log.contains("checked 42"), "{log}");
+    for (checksum, expected) in [
+        (v1.as_str(), "expected checksum to match"),
+        ("foobar", "expected hex commit hash"),
+    ] {
+        let bad = env.context(
+            "bad",
+            &format!("FROM busybox\nADD --checksum={checksum} {url}#v0.0.2 /x\n"),
+            &[],
+        );
+        let err = env.fails(&["build", "--no-lint", &bad]);
+        assert!(err.contains(expected), "{checksum}: {err}");
+    }
+}
