@@ -111,6 +111,8 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
     // `ADD <git URL>`: one source, the repository (BuildKit's rule and words).
     let mut git_source = None;
+    // The commit an `ADD <git URL>` fetched: what its step is keyed on.
+    let mut git_commit = None;
     if let Instruction::Add(add) = &ctx.inst.value {
         for source in sources.iter() {
             if let Some(remote @ crate::git::Remote::Git { .. }) =
@@ -166,13 +168,13 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             .map_err(Error::io("create staging dir", builder.store.root()))?;
         let checkout = dir.path().join("checkout");
         std::fs::create_dir(&checkout).map_err(Error::io("create directory", &checkout))?;
-        crate::git::checkout(
+        git_commit = Some(crate::git::checkout(
             &url,
             reference.as_deref(),
             &checkout,
             keep_git_dir,
             checksum.as_deref(),
-        )?;
+        )?);
         let root = crate::git::subdir_of(&checkout, subdir.as_deref(), &url)?;
         let real_dir = dir
             .path()
@@ -245,7 +247,11 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             || (unpack_download && matches!(origin, Origin::Staged(_))));
     let (parents, exclude) = copy_flags(&ctx.inst.value);
     let options = copy_options(None, chmod.as_deref(), extract, false, exclude)?;
-    if let Some(root) = origin.local_root() {
+    if let Some(commit) = &git_commit {
+        // BuildKit keys a git source on its commit: a kept `.git` (index, FETCH_HEAD) is
+        // written anew by every fetch, but the same commit is the same files.
+        key.update(commit.as_bytes());
+    } else if let Some(root) = origin.local_root() {
         let src = SourceRoot {
             root,
             ignore: origin.ignore(builder),

@@ -392,12 +392,23 @@ impl<'a> Builder<'a> {
         // A --link step's parent: the empty image, onto which its copy is made.
         let empty_image = crate::key::base_key(&platform, None);
         let link_dest: Option<String>;
+        // ADD --checksum only checks what the key already holds (the fetched files' digest):
+        // with it or without, the same source is the same step, as in BuildKit.
+        let unchecked = match &expanded.value {
+            Instruction::Add(add) if add.checksum.is_some() => {
+                Some(Instruction::Add(kiln_dockerfile::AddInstruction {
+                    checksum: None,
+                    ..add.clone()
+                }))
+            }
+            _ => None,
+        };
         let mut input = KeyInput {
             format: crate::key::KEY_FORMAT,
             parent: &state.key,
             platform: &platform,
             source_date_epoch: crate::source_date_epoch(),
-            instruction: &expanded.value,
+            instruction: unchecked.as_ref().unwrap_or(&expanded.value),
             run: None,
             args: None,
             inputs: Vec::new(),

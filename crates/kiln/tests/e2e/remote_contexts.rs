@@ -356,3 +356,46 @@ fn add_of_a_git_url_checks_checksum_and_object_format_as_buildkit_does() {
         assert!(err.contains(expected), "{checksum}: {err}");
     }
 }
+
+#[test]
+fn add_checksum_does_not_change_the_cache_key() {
+    // BuildKit's testAddGitChecksumCache (dockerfile_addgit_test.go): the same tag fetched
+    // with and without --checksum is the same source, so the steps after it stay cached.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let served = env.path("www");
+    let repo = served.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("foo"), "foo of v0.0.2\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "foo"]);
+    git(&repo, &["commit", "-q", "-m", "v0.0.2"]);
+    git(&repo, &["tag", "v0.0.2"]);
+    git(&repo, &["update-server-info"]);
+    let commit = git(&repo, &["rev-parse", "v0.0.2"]).trim().to_owned();
+    let port = static_file_server(&served);
+    let url = format!("http://127.0.0.1:{port}/repo/.git#v0.0.2");
+    let unique = |name: &str, flag: &str| -> String {
+        let ctx = env.context(
+            name,
+            &format!(
+                "FROM busybox AS src\nADD --keep-git-dir {flag}{url} /repo\n\
+                 RUN head -c 16 /dev/urandom | od -An -tx1 > /repo/unique.txt\n\
+                 FROM scratch\nCOPY --from=src /repo/unique.txt /\n"
+            ),
+            &[],
+        );
+        let out_dir = env.path(&format!("{name}-out"));
+        env.ok(&[
+            "build",
+            "--no-lint",
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            &ctx,
+        ]);
+        std::fs::read_to_string(out_dir.join("unique.txt")).unwrap()
+    };
+    let without = unique("without", "");
+    let with = unique("with", &format!("--checksum={commit} "));
+    assert_eq!(without, with, "the cache matched: the same unique file");
+}
