@@ -124,20 +124,10 @@ pub fn checkout(
     };
     let format = if sha256 { "sha256" } else { "sha1" };
     git(dir, &["init", "-q", &format!("--object-format={format}")]).map_err(failed("git init"))?;
-    let shallow_args = ["fetch", "-q", "--depth=1", "--no-tags", url, reference];
-    let mut shallow = git(dir, &shallow_args);
-    // git's dumb HTTP transport (a repository served as files after `update-server-info`)
-    // cannot fetch shallow; BuildKit's git runs the fetch again without --depth then. What git
-    // said follows the command line, which names --depth itself.
-    let said = |e: &str| {
-        e.split_at_checked(shallow_args.join(" ").len() + 6)
-            .map(|(_, s)| s.to_owned())
-    };
-    if let Err(e) = &shallow
-        && said(e).is_some_and(|s| s.contains("--depth") || s.contains("shallow"))
-    {
-        shallow = git(dir, &["fetch", "-q", "--no-tags", url, reference]);
-    }
+    let shallow = git_shallow(
+        dir,
+        &["fetch", "-q", "--depth=1", "--no-tags", url, reference],
+    );
     if shallow.is_err() && is_commit_id(reference) {
         // A server that does not serve single commits: fetch everything, then pick it.
         git(
@@ -170,7 +160,7 @@ pub fn checkout(
     }
     // Submodule URLs are relative to the remote, which `origin` gives them.
     git(dir, &["remote", "add", "origin", url]).map_err(failed("git remote add"))?;
-    git(
+    git_shallow(
         dir,
         &[
             "-c",
@@ -260,6 +250,25 @@ pub fn subdir_of(root: &Path, subdir: Option<&str>, url: &str) -> Result<PathBuf
 
 fn is_commit_id(reference: &str) -> bool {
     (7..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// [`git`] with `--depth=1`, and again without it when git refuses a shallow fetch: git's
+/// dumb HTTP transport (a repository served as files after `update-server-info`) cannot, and
+/// BuildKit's git runs the command again without --depth then (gitutil `argsNoDepth`).
+fn git_shallow(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let result = git(dir, args);
+    // What git said follows the command line, which names --depth itself.
+    let said = |e: &str| {
+        e.split_at_checked(args.join(" ").len() + 6)
+            .map(|(_, said)| said.contains("--depth") || said.contains("shallow"))
+    };
+    match &result {
+        Err(e) if said(e) == Some(true) => {
+            let deep: Vec<&str> = args.iter().copied().filter(|a| *a != "--depth=1").collect();
+            git(dir, &deep)
+        }
+        _ => result,
+    }
 }
 
 /// Runs `git ARGS` in `dir`, never prompting; its stderr is the error.

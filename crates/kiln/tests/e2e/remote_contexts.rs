@@ -399,3 +399,50 @@ fn add_checksum_does_not_change_the_cache_key() {
     let with = unique("with", &format!("--checksum={commit} "));
     assert_eq!(without, with, "the cache matched: the same unique file");
 }
+
+#[test]
+fn a_git_context_over_dumb_http_fetches_its_submodules() {
+    // BuildKit's testGitQueryString (dockerfile_addgit_test.go), "withsubmod": a context
+    // repository on git's dumb HTTP transport whose submodule is served the same way;
+    // BuildKit's git fetches again without --depth, for the submodules too.
+    let env = Env::new();
+    let served = env.path("www");
+    let sub = served.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("file"), "123\n").unwrap();
+    git(&sub, &["init", "-q", "-b", "main"]);
+    git(&sub, &["add", "file"]);
+    git(&sub, &["commit", "-q", "-m", "initial"]);
+    git(&sub, &["update-server-info"]);
+    let port = static_file_server(&served);
+    let top = served.join("top");
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(
+        top.join("Dockerfile"),
+        "FROM scratch AS withsubmod\nCOPY submod/file out\n",
+    )
+    .unwrap();
+    git(&top, &["init", "-q", "-b", "main"]);
+    git(
+        &top,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &format!("http://127.0.0.1:{port}/sub/.git"),
+            "submod",
+        ],
+    );
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "initial"]);
+    git(&top, &["update-server-info"]);
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &format!("http://127.0.0.1:{port}/top/.git"),
+    ]);
+    assert_eq!(std::fs::read_to_string(out_dir.join("out")).unwrap(), "123\n");
+}
