@@ -28,9 +28,102 @@ pub enum Remote {
         reference: Option<String>,
         /// The directory of the checkout that is the source.
         subdir: Option<String>,
+        /// The URL's query options (`?commit=…&keep-git-dir&submodules=false`).
+        options: GitOptions,
     },
     /// A file over HTTP(S).
     Http(String),
+}
+
+/// What a git URL's query asks for besides the reference and subdirectory (BuildKit's
+/// dfgitutil `loadQuery`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitOptions {
+    /// `?commit=` or `?checksum=`: hex digits the fetched commit's id begins with.
+    pub checksum: Option<String>,
+    /// `?keep-git-dir[=BOOL]`.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules[=BOOL]`: fetch the submodules (the default) or not.
+    pub submodules: Option<bool>,
+}
+
+/// Reads a git URL's query into the reference, subdirectory and options, with BuildKit's
+/// rules and words.
+fn load_query(
+    query: &str,
+    reference: &mut Option<String>,
+    subdir: &mut Option<String>,
+) -> Result<GitOptions, String> {
+    let mut options = GitOptions::default();
+    let (mut tag, mut branch) = (None, None);
+    let mut seen = std::collections::BTreeSet::new();
+    let flag = |key: &str, value: Option<&str>| -> Result<bool, String> {
+        match value {
+            None => Ok(true),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+            Some(other) => Err(format!("invalid {key} value: {other:?}")),
+        }
+    };
+    let conflict = |what: &str, old: &Option<String>, new: &str| match old {
+        Some(old) if old != new => Err(format!("{what} conflicts: {old:?} vs {new:?}")),
+        _ => Ok(()),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (pair, None),
+        };
+        if !seen.insert(key.to_owned()) {
+            return Err(format!("query {key:?} has multiple values"));
+        }
+        let value = value.filter(|v| !v.is_empty());
+        let needs_value = !matches!(key, "submodules" | "keep-git-dir" | "fetch-by-commit");
+        let text = match value {
+            Some(v) => v.to_owned(),
+            None if needs_value => return Err(format!("query {key:?} has no value")),
+            None => String::new(),
+        };
+        match key {
+            "ref" => {
+                conflict("ref", reference, &text)?;
+                *reference = Some(text);
+            }
+            "tag" => tag = Some(text),
+            "branch" => branch = Some(text),
+            "subdir" => {
+                conflict("subdir", subdir, &text)?;
+                *subdir = Some(text);
+            }
+            "checksum" | "commit" => options.checksum = Some(text),
+            "keep-git-dir" => options.keep_git_dir = Some(flag(key, value)?),
+            "submodules" => options.submodules = Some(flag(key, value)?),
+            "mtime" | "fetch-by-commit" => {
+                return Err(format!("query {key:?} is not supported by kiln"));
+            }
+            other => return Err(format!("unexpected query {other:?}")),
+        }
+    }
+    if let Some(tag) = tag {
+        let tag = match tag.strip_prefix("refs/tags/") {
+            Some(_) => tag,
+            None => format!("refs/tags/{tag}"),
+        };
+        conflict("ref", reference, &tag)?;
+        *reference = Some(tag);
+        if branch.is_some() {
+            return Err("branch conflicts with tag".to_owned());
+        }
+    }
+    if let Some(branch) = branch {
+        let branch = match branch.strip_prefix("refs/heads/") {
+            Some(_) => branch,
+            None => format!("refs/heads/{branch}"),
+        };
+        conflict("ref", reference, &branch)?;
+        *reference = Some(branch);
+    }
+    Ok(options)
 }
 
 impl Remote {
@@ -43,22 +136,20 @@ impl Remote {
             Some((url, fragment)) => (url, Some(fragment)),
             None => (arg, None),
         };
+        let (before_query, query) = match before_fragment.split_once('?') {
+            Some((url, query)) => (url, Some(query)),
+            None => (before_fragment, None),
+        };
         let is_git = ["git://", "git@", "github.com/"]
             .iter()
             .any(|p| arg.starts_with(p))
-            || (is_http && before_fragment.ends_with(".git"));
+            || (is_http && before_query.ends_with(".git"));
         if is_git {
-            let url = match before_fragment.strip_prefix("github.com/") {
+            let url = match before_query.strip_prefix("github.com/") {
                 Some(path) => format!("https://github.com/{path}"),
-                None => before_fragment.to_owned(),
+                None => before_query.to_owned(),
             };
-            if url.contains('?') {
-                return Err(Error::BadInput(format!(
-                    "{arg}: git URL query options (?ref=, ?subdir=, …) are not supported by \
-                     kiln; use the #REF:SUBDIR fragment"
-                )));
-            }
-            let (reference, subdir) = match fragment {
+            let (mut reference, mut subdir) = match fragment {
                 None => (None, None),
                 Some(f) => {
                     let (reference, subdir) = f.split_once(':').unwrap_or((f, ""));
@@ -66,17 +157,24 @@ impl Remote {
                     (non_empty(reference), non_empty(subdir))
                 }
             };
+            let options = match query {
+                Some(query) => load_query(query, &mut reference, &mut subdir)
+                    .map_err(|e| Error::BadInput(format!("{arg}: {e}")))?,
+                None => GitOptions::default(),
+            };
             return Ok(Some(Remote::Git {
                 url,
                 reference,
                 subdir,
+                options,
             }));
         }
         Ok(is_http.then(|| Remote::Http(arg.to_owned())))
     }
 }
 
-/// Clones `url` at `reference` into `dir` (which exists and is empty), with its submodules;
+/// Clones `url` at `reference` into `dir` (which exists and is empty), with its submodules
+/// unless `submodules` is false;
 /// sets every file's mtime to the commit's time; removes `.git` unless `keep_git_dir`. Returns
 /// the commit id.
 ///
@@ -88,6 +186,7 @@ pub fn checkout(
     dir: &Path,
     keep_git_dir: bool,
     checksum: Option<&str>,
+    submodules: bool,
 ) -> Result<String, Error> {
     let reference = reference.unwrap_or("HEAD");
     let failed = |what: &str| {
@@ -117,10 +216,20 @@ pub fn checkout(
     let sha256 = if is_commit_id(reference) {
         reference.len() == 64
     } else {
-        git_output(dir, &["ls-remote", url, reference])
-            .ok()
-            .and_then(|out| out.split_whitespace().next().map(|id| id.len() == 64))
-            .unwrap_or(false)
+        match git_output(dir, &["ls-remote", url, reference]) {
+            // BuildKit's words; a remote that answers names every ref it has.
+            Ok(out) if out.is_empty() => {
+                return Err(Error::BadInput(format!(
+                    "git source {url}: repository does not contain ref {reference}"
+                )));
+            }
+            Ok(out) => out
+                .split_whitespace()
+                .next()
+                .is_some_and(|id| id.len() == 64),
+            // The fetch says what is wrong.
+            Err(_) => false,
+        }
     };
     let format = if sha256 { "sha256" } else { "sha1" };
     git(dir, &["init", "-q", &format!("--object-format={format}")]).map_err(failed("git init"))?;
@@ -160,20 +269,22 @@ pub fn checkout(
     }
     // Submodule URLs are relative to the remote, which `origin` gives them.
     git(dir, &["remote", "add", "origin", url]).map_err(failed("git remote add"))?;
-    git_shallow(
-        dir,
-        &[
-            "-c",
-            "protocol.file.allow=never",
-            "submodule",
-            "update",
-            "-q",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ],
-    )
-    .map_err(failed("fetch its submodules"))?;
+    if submodules {
+        git_shallow(
+            dir,
+            &[
+                "-c",
+                "protocol.file.allow=never",
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ],
+        )
+        .map_err(failed("fetch its submodules"))?;
+    }
     let commit = git_output(dir, &["rev-parse", "HEAD"]).map_err(failed("git rev-parse"))?;
     let time = git_output(dir, &["log", "-1", "--format=%ct", "HEAD"])
         .map_err(failed("git log"))?
@@ -249,7 +360,7 @@ pub fn subdir_of(root: &Path, subdir: Option<&str>, url: &str) -> Result<PathBuf
 }
 
 fn is_commit_id(reference: &str) -> bool {
-    (7..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
+    matches!(reference.len(), 40 | 64) && reference.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// [`git`] with `--depth=1`, and again without it when git refuses a shallow fetch: git's
@@ -307,6 +418,7 @@ mod tests {
             url: url.into(),
             reference: reference.map(Into::into),
             subdir: subdir.map(Into::into),
+            options: GitOptions::default(),
         })
     }
 
@@ -343,12 +455,28 @@ mod tests {
             parse("https://h/ctx.tar.gz"),
             Some(Remote::Http("https://h/ctx.tar.gz".into()))
         );
-        assert!(Remote::parse("git://h/r?ref=main").is_err());
+        assert_eq!(
+            parse("https://h/r.git?tag=v1&subdir=sub"),
+            git_url("https://h/r.git", Some("refs/tags/v1"), Some("sub"))
+        );
+        let Some(Remote::Git { options, .. }) =
+            parse("https://h/r.git?commit=abc&keep-git-dir&submodules=false")
+        else {
+            panic!("a git URL");
+        };
+        assert_eq!(options.checksum.as_deref(), Some("abc"));
+        assert_eq!(options.keep_git_dir, Some(true));
+        assert_eq!(options.submodules, Some(false));
+        let err = |s| Remote::parse(s).unwrap_err().to_string();
+        assert!(err("https://h/r.git?tag=v1#refs/heads/main").contains("ref conflicts"));
+        assert!(err("https://h/r.git?nope=1").contains("unexpected query"));
     }
 
     #[test]
     fn commit_ids_are_hex() {
-        assert!(is_commit_id("0123abc"));
+        assert!(is_commit_id(&"0123abcd".repeat(5)));
+        // A short id is a name, as BuildKit's IsCommitSHA has it.
+        assert!(!is_commit_id("0123abc"));
         assert!(!is_commit_id("main"));
         assert!(!is_commit_id("abc"));
     }

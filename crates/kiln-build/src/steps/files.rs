@@ -160,10 +160,13 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         url,
         reference,
         subdir,
+        options,
     }) = git_source
     {
-        let keep_git_dir =
-            matches!(&ctx.inst.value, Instruction::Add(add) if add.keep_git_dir == Some(true));
+        // The flag or the URL's query keeps it, as BuildKit's convert adds either.
+        let keep_git_dir = matches!(&ctx.inst.value, Instruction::Add(add) if add.keep_git_dir == Some(true))
+            || options.keep_git_dir == Some(true);
+        let checksum = checksum.or(options.checksum);
         let dir = tempfile::tempdir_in(builder.store.root().join("tmp"))
             .map_err(Error::io("create staging dir", builder.store.root()))?;
         let checkout = dir.path().join("checkout");
@@ -174,6 +177,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
             &checkout,
             keep_git_dir,
             checksum.as_deref(),
+            options.submodules != Some(false),
         )?);
         let root = crate::git::subdir_of(&checkout, subdir.as_deref(), &url)?;
         let real_dir = dir

@@ -203,8 +203,15 @@ fn read_remote(
             url,
             reference,
             subdir,
+            options,
         } => {
-            let (staged, root) = stage_git(store, &url, reference.as_deref(), subdir.as_deref())?;
+            let (staged, root) = stage_git(
+                store,
+                &url,
+                reference.as_deref(),
+                subdir.as_deref(),
+                &options,
+            )?;
             staged_input(staged, &root, file, &format!("the git context {url}"))
         }
         Remote::Http(url) => {
@@ -242,9 +249,17 @@ fn stage_git(
     url: &str,
     reference: Option<&str>,
     subdir: Option<&str>,
+    options: &kiln_build::git::GitOptions,
 ) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let staged = store.staging_dir("git-context")?;
-    kiln_build::git::checkout(url, reference, staged.path(), false, None)?;
+    kiln_build::git::checkout(
+        url,
+        reference,
+        staged.path(),
+        options.keep_git_dir == Some(true),
+        options.checksum.as_deref(),
+        options.submodules != Some(false),
+    )?;
     // Private (0700) as made; a context directory is as a user makes it.
     std::fs::set_permissions(
         staged.path(),
@@ -421,7 +436,14 @@ pub fn named_contexts(
                     url,
                     reference,
                     subdir,
-                } => stage_git(store, &url, reference.as_deref(), subdir.as_deref()),
+                    options,
+                } => stage_git(
+                    store,
+                    &url,
+                    reference.as_deref(),
+                    subdir.as_deref(),
+                    &options,
+                ),
                 Remote::Http(url) => stage_download(store, &url, registry),
             }
             .with_context(|| format!("--build-context {text}"))?;

@@ -444,5 +444,97 @@ fn a_git_context_over_dumb_http_fetches_its_submodules() {
         &format!("type=local,dest={}", out_dir.display()),
         &format!("http://127.0.0.1:{port}/top/.git"),
     ]);
-    assert_eq!(std::fs::read_to_string(out_dir.join("out")).unwrap(), "123\n");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("out")).unwrap(),
+        "123\n"
+    );
+}
+
+#[test]
+fn git_url_queries_name_refs_and_options_as_buildkit_reads_them() {
+    // BuildKit's testGitQueryString (dockerfile_addgit_test.go): `?ref=`, `?branch=`, `?tag=`,
+    // `?commit=`, `?subdir=`, `?keep-git-dir` and `?submodules=false`, for a context and for
+    // ADD, with BuildKit's errors.
+    let env = Env::new();
+    let served = env.path("www");
+    let repo = served.join("repo");
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    std::fs::write(
+        repo.join("Dockerfile"),
+        "FROM scratch AS withgit\nCOPY .git/HEAD out\nFROM scratch\nCOPY foo out\n",
+    )
+    .unwrap();
+    std::fs::copy(repo.join("Dockerfile"), repo.join("sub/Dockerfile")).unwrap();
+    std::fs::write(repo.join("sub/foo"), "subfeature\n").unwrap();
+    std::fs::write(repo.join("foo"), "base\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "master"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "base"]);
+    git(&repo, &["branch", "base"]);
+    std::fs::write(repo.join("foo"), "v0.0.2\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "v0.0.2"]);
+    git(&repo, &["tag", "v0.0.2"]);
+    let v2 = git(&repo, &["rev-parse", "v0.0.2"]).trim().to_owned();
+    std::fs::write(repo.join("foo"), "latest\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "latest"]);
+    git(&repo, &["update-server-info"]);
+    let port = static_file_server(&served);
+    let url = format!("http://127.0.0.1:{port}/repo/.git");
+    let out_dir = env.path("out");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    for (query, target, expected) in [
+        ("?branch=base", None, "base\n"),
+        ("?ref=base&subdir=sub", None, "subfeature\n"),
+        ("?tag=v0.0.2#refs/tags/v0.0.2", None, "v0.0.2\n"),
+        (
+            &format!("?tag=v0.0.2&commit={v2}") as &str,
+            None,
+            "v0.0.2\n",
+        ),
+        (
+            "?tag=v0.0.2&keep-git-dir=true",
+            Some("withgit"),
+            &format!("{v2}\n") as &str,
+        ),
+    ] {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let context = format!("{url}{query}");
+        let mut args = vec!["build", "--no-lint", "-o", &dest];
+        if let Some(target) = target {
+            args.extend(["--target", target]);
+        }
+        args.push(&context);
+        env.ok(&args);
+        assert_eq!(
+            std::fs::read_to_string(out_dir.join("out")).unwrap(),
+            expected,
+            "{query}"
+        );
+    }
+    for (query, error) in [
+        ("?branch=v0.0.2", "repository does not contain ref"),
+        (
+            &format!("?ref={}", &v2[..8]) as &str,
+            "repository does not contain ref",
+        ),
+        (
+            &format!("?commit={}", &v2[..8]),
+            "expected checksum to match",
+        ),
+        ("?tag=v0.0.2#refs/heads/master", "ref conflicts"),
+    ] {
+        let context = format!("{url}{query}");
+        let err = env.fails(&["build", "--no-lint", "-o", &dest, &context]);
+        assert!(err.contains(error), "{query}: {err}");
+    }
+    // ADD takes the same URL.
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "add",
+        &format!("FROM busybox\nADD {url}?tag=v0.0.2&keep-git-dir /repo/\nRUN cat /repo/foo /repo/.git/HEAD\n"),
+        &[],
+    );
+    let (out, log) = env.build_output(&["--no-lint", &ctx]);
+    assert_success(&out, &format!("ADD with a query\n{log}"));
+    assert!(log.contains("v0.0.2") && log.contains(&v2), "{log}");
 }
