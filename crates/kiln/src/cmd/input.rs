@@ -224,18 +224,24 @@ fn read_remote(
                 let from = format!("the build context {url}");
                 return unpack_context(store, io::Cursor::new(head).chain(download), file, &from);
             }
+            // BuildKit builds the download whatever -f names ("any name should work"), but
+            // -f - would be a second Dockerfile.
             anyhow::ensure!(
-                file.is_none(),
-                "build context {url} is a Dockerfile (not an archive), so -f names nothing"
+                file != Some(Path::new("-")),
+                "build context {url} is a Dockerfile (not an archive), so -f - gives a second one"
             );
             let mut bytes = head;
             download
                 .read_to_end(&mut bytes)
                 .with_context(|| format!("download {url}"))?;
+            let name = file.and_then(Path::file_name).map_or_else(
+                || "Dockerfile".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            );
             Ok(Input {
                 context: Context::none(),
                 dockerfile: dockerfile_text(bytes, &url)?,
-                dockerfile_name: "Dockerfile".to_owned(),
+                dockerfile_name: name,
                 _staged: None,
             })
         }

@@ -538,3 +538,28 @@ fn git_url_queries_name_refs_and_options_as_buildkit_reads_them() {
     assert_success(&out, &format!("ADD with a query\n{log}"));
     assert!(log.contains("v0.0.2") && log.contains(&v2), "{log}");
 }
+
+#[test]
+fn a_dockerfile_url_context_builds_whatever_dash_f_says() {
+    // BuildKit's testHTTPDockerfile (dockerfile_git_http_test.go): the context is a Dockerfile
+    // served over HTTP, with a filename that is "bogus, any name should work".
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let port = loopback_server(
+        "FROM busybox\nRUN echo -n \"foo-contents\" > /foo\nFROM scratch\nCOPY --from=0 /foo /foo\n",
+    );
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "-f",
+        "mydockerfile",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &format!("http://127.0.0.1:{port}/df"),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("foo")).unwrap(),
+        "foo-contents"
+    );
+}
