@@ -1,7 +1,7 @@
 //! `kiln build`: a Dockerfile and a context become an image in the store.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -520,11 +520,25 @@ pub fn build(
     // below check (rewrite-timestamp) and every timestamp of the build uses.
     let input =
         super::input::read_input(store, &args.context, args.file.as_deref(), &args.registry)?;
-    let remote_context = kiln_build::git::Remote::parse(&args.context)?.is_some();
+    let context_source = match kiln_build::git::Remote::parse(&args.context)? {
+        None => super::epoch::ContextSource::Local,
+        Some(kiln_build::git::Remote::Http(_)) => super::epoch::ContextSource::Http,
+        // The checkout gives every file, and its root, the commit's time.
+        Some(kiln_build::git::Remote::Git { .. }) => {
+            let root = input.context.root.as_deref().unwrap_or(Path::new("."));
+            let time = std::fs::metadata(root)
+                .and_then(|m| m.modified())
+                .with_context(|| format!("read the time of {}", root.display()))?;
+            let seconds = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            super::epoch::ContextSource::Git(i64::try_from(seconds).unwrap_or(i64::MAX))
+        }
+    };
     set_source_date_epoch(super::epoch::resolve(
         &mut build_args,
         &input.dockerfile,
-        remote_context,
+        context_source,
         &args.build_contexts,
     )?);
     let labels = args

@@ -1,7 +1,8 @@
 //! `SOURCE_DATE_EPOCH` as BuildKit's Dockerfile frontend resolves it (dockerfile2llb
 //! `epoch.go`): from `--build-arg`, the environment (buildx passes it as a build arg), or the
 //! default of a meta `ARG SOURCE_DATE_EPOCH=…`. A number is the epoch; `context` takes it from
-//! the build context, which a local directory does not give (the epoch stays unset); any other
+//! the build context: a git context's commit time; a local directory gives none (the epoch
+//! stays unset); any other
 //! word names a named context or a source-only stage whose remote file or commit gives it.
 
 use kiln_dockerfile::{Instruction, Parsed, Platform, PlatformArgs, Stage, Variables};
@@ -20,10 +21,20 @@ pub(crate) enum Epoch {
 /// Resolves the epoch of a build. `build_args` gets `SOURCE_DATE_EPOCH=` when BuildKit would
 /// blank it (`context` on a local directory), so that a stage's `ARG SOURCE_DATE_EPOCH` sees
 /// what BuildKit's sees.
+/// The build context, as `context` reads it.
+pub(crate) enum ContextSource {
+    /// A directory (or stdin): no time of its own.
+    Local,
+    /// A git checkout, whose files all have the commit's time.
+    Git(i64),
+    /// A download.
+    Http,
+}
+
 pub(crate) fn resolve(
     build_args: &mut Vec<(String, String)>,
     dockerfile: &str,
-    remote_context: bool,
+    context: ContextSource,
     named_contexts: &[String],
 ) -> anyhow::Result<Epoch> {
     let from_arg = build_args
@@ -55,14 +66,20 @@ pub(crate) fn resolve(
         return Ok(Epoch::Seconds(value));
     }
     if value == "context" {
-        anyhow::ensure!(
-            !remote_context,
-            "{NAME}=context: taking the epoch from a git or URL build context is not supported \
-             by kiln: pass --build-arg {NAME}=<seconds>"
-        );
+        let (epoch, text) = match context {
+            ContextSource::Git(seconds) => {
+                (Epoch::Seconds(seconds.to_string()), seconds.to_string())
+            }
+            ContextSource::Local => (Epoch::Unset, String::new()),
+            ContextSource::Http => anyhow::bail!(
+                "{NAME}=context: taking the epoch from a URL build context (its Last-Modified) \
+                 is not supported by kiln: pass --build-arg {NAME}=<seconds>"
+            ),
+        };
+        // What a stage's `ARG SOURCE_DATE_EPOCH` sees, as BuildKit sets it.
         build_args.retain(|(k, _)| k != NAME);
-        build_args.push((NAME.to_owned(), String::new()));
-        return Ok(Epoch::Unset);
+        build_args.push((NAME.to_owned(), text));
+        return Ok(epoch);
     }
     let not_supported = |what: &str| {
         anyhow::anyhow!(

@@ -563,3 +563,45 @@ fn a_dockerfile_url_context_builds_whatever_dash_f_says() {
         "foo-contents"
     );
 }
+
+#[test]
+fn source_date_epoch_context_of_a_git_context_is_its_commit_time() {
+    // BuildKit's testSourceDateEpochContextGit (dockerfile_source_date_epoch_test.go):
+    // SOURCE_DATE_EPOCH=context takes the time of the git context's commit.
+    let env = Env::new();
+    let served = env.path("www");
+    let repo = served.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    run(Command::new(require("git"))
+        .current_dir(&repo)
+        .env("GIT_AUTHOR_DATE", "2023-11-14T22:15:01Z")
+        .env("GIT_COMMITTER_DATE", "2023-11-14T22:15:01Z")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "msg",
+        ]));
+    git(&repo, &["update-server-info"]);
+    let port = static_file_server(&served);
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=context",
+        "-t",
+        "fromgit",
+        &format!("http://127.0.0.1:{port}/repo/.git"),
+    ]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "fromgit"])).unwrap();
+    let created = inspect[0]["Created"].as_str().unwrap_or_default();
+    assert!(created.starts_with("2023-11-14T22:15:01"), "{created}");
+}
