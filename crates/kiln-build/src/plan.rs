@@ -556,14 +556,29 @@ impl<'a> Planner<'a> {
         };
         // A named context comes before a stage or an image of its name (BuildKit's order).
         let named = self.resolver.named_context(&name);
-        if named == Some(crate::named::NamedKind::Dir) {
-            return Err(Error::BadInput(format!(
-                "{}:{}: FROM {name}: --build-context {name} is a directory, which kiln reads \
-                 with COPY --from={name} and RUN --mount=from={name} but does not use as a base",
-                self.request.dockerfile_name,
-                from.span.start_line()
-            )));
-        }
+        // `FROM DIR` of a directory context: the stage starts from its files, as BuildKit's
+        // local source as a base, here an empty base and a copy of the directory onto it.
+        let from_dir = (named == Some(crate::named::NamedKind::Dir)).then(|| Spanned {
+            value: Instruction::Copy(kiln_dockerfile::CopyInstruction {
+                sources: vec!["/".to_owned()],
+                inline_sources: Vec::new(),
+                dest: "/".to_owned(),
+                from: Some(name.clone()),
+                chown: None,
+                chmod: None,
+                link: false,
+                parents: false,
+                exclude: Vec::new(),
+            }),
+            span: from.span,
+            original: format!("COPY --from={name} / /"),
+            keyword: "COPY".to_owned(),
+        });
+        let named = if from_dir.is_some() {
+            Some(crate::named::NamedKind::Scratch)
+        } else {
+            named
+        };
         let stage_dep = named
             .is_none()
             .then(|| stage_by_name(self.stages, &name, index))
@@ -608,6 +623,9 @@ impl<'a> Planner<'a> {
         };
         let base_vars = vars.clone();
         let mut steps = Vec::new();
+        if let Some(copy) = &from_dir {
+            steps.push(self.plan_step(index, &platform, &mut vars, copy, false, &mut deps)?);
+        }
         for trigger in &triggers {
             for inst in parse_trigger(trigger)? {
                 let step = self.plan_step(index, &platform, &mut vars, &inst, true, &mut deps)?;

@@ -1482,3 +1482,39 @@ fn platforms_are_normalized_as_buildkit_normalizes_them() {
         assert_eq!(inspect[0]["Variant"].as_str(), want, "{asked}: {inspect}");
     }
 }
+
+/// BuildKit's `testNamedFilteredContext` (dockerfile_namedcontext_test.go), `image_source`:
+/// `FROM foo` where `--build-context foo=DIR` is a directory starts the stage from the
+/// directory's files (its `.dockerignore` applied).
+#[test]
+fn from_a_named_directory_context_starts_from_its_files() {
+    let env = Env::new();
+    env.busybox_base("alpine");
+    let dir = env.path("foo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("foo"), "foo").unwrap();
+    std::fs::write(dir.join("skipped"), "x").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "skipped\n").unwrap();
+    let ctx = env.context(
+        "filtered",
+        "FROM foo AS image_source\nCOPY --from=alpine / /\nRUN cat /foo > /bar && ls / > /listing\n\
+         FROM scratch\nCOPY --from=image_source /bar /foo.d\nCOPY --from=image_source /listing /\n",
+        &[],
+    );
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-context",
+        &format!("foo={}", dir.display()),
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &ctx,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("foo.d")).unwrap(),
+        "foo"
+    );
+    let listing = std::fs::read_to_string(out_dir.join("listing")).unwrap();
+    assert!(!listing.lines().any(|l| l == "skipped"), "{listing}");
+}
