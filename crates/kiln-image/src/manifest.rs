@@ -191,10 +191,27 @@ impl std::str::FromStr for Platform {
             [os, arch, variant] if !variant.is_empty() => (*os, *arch, Some(*variant)),
             _ => return Err(format!("{text:?} is not os/arch[/variant]")),
         };
-        if os != "linux" {
-            return Err(format!("{text:?}: kiln builds linux images only"));
+        if os.contains('(') {
+            return Err(format!(
+                "{text:?}: an OS version (os(version)/arch) is not supported by kiln"
+            ));
         }
         let (arch, variant) = normalize_arch(arch, variant);
+        if os != "linux" {
+            // A stage for another OS builds when it runs nothing (FROM scratch, COPY), as
+            // BuildKit's; the build refuses a RUN for it.
+            let component = |c: &str| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            if !(component(os) && component(arch)) {
+                return Err(format!(
+                    "{text:?}: a platform component must match ^[A-Za-z0-9_-]+$"
+                ));
+            }
+            return Ok(Platform::new(os, arch, variant.as_deref()));
+        }
         if !ARCHES.contains(&arch) {
             return Err(format!(
                 "{text:?}: unknown architecture {arch:?} (known: {})",

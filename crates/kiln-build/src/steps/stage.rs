@@ -625,6 +625,12 @@ impl crate::plan::Resolver for Builder<'_> {
     }
 
     fn check_run_platform(&self, platform: &Platform) -> Result<(), Error> {
+        if platform.os != "linux" {
+            return Err(Error::BadInput(format!(
+                "RUN steps for {platform} cannot run here: kiln runs linux steps only (a stage \
+                 for another OS may copy, not run)"
+            )));
+        }
         kiln_sandbox::check_emulation(&platform.architecture).map_err(|why| {
             Error::BadInput(format!("RUN steps for {platform} cannot run here: {why}"))
         })

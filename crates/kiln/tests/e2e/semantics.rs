@@ -1518,3 +1518,45 @@ fn from_a_named_directory_context_starts_from_its_files() {
     let listing = std::fs::read_to_string(out_dir.join("listing")).unwrap();
     assert!(!listing.lines().any(|l| l == "skipped"), "{listing}");
 }
+
+/// BuildKit's `testPlatformArgsExplicit` (dockerfile_platform_test.go): a target platform
+/// other than linux builds when its stages run nothing (`FROM --platform=$BUILDPLATFORM` does
+/// the work); a RUN for such a platform is refused by name.
+#[test]
+fn a_non_linux_target_platform_builds_when_no_step_runs_for_it() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let ctx = env.context(
+        "darwin",
+        "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETPLATFORM\nARG TARGETOS\n\
+         RUN mkdir /out && echo -n $TARGETPLATFORM > /out/platform && echo -n $TARGETOS > /out/os\n\
+         FROM scratch\nCOPY --from=build out .\n",
+        &[],
+    );
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--platform",
+        "darwin/ppc64le",
+        "--build-arg",
+        "TARGETOS=freebsd",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &ctx,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("platform")).unwrap(),
+        "darwin/ppc64le"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("os")).unwrap(),
+        "freebsd"
+    );
+    let runs = env.context("runs", "FROM busybox\nRUN true\n", &[]);
+    let err = env.fails(&["build", "--no-lint", "--platform", "windows/amd64", &runs]);
+    assert!(
+        err.contains("windows/amd64") && err.contains("linux"),
+        "{err}"
+    );
+}
