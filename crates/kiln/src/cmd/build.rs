@@ -575,7 +575,18 @@ pub fn build(
     }
     let named = super::input::named_contexts(store, &args.build_contexts, &args.registry)?;
     let jobs = jobs(args.jobs)?;
-    let platforms = platforms(args.platform.as_deref())?;
+    let mut platforms = platforms(args.platform.as_deref())?;
+    // BUILDKIT_MULTI_PLATFORM=1 (BuildKit's built-in build arg): the multi-platform output,
+    // index and per-platform directories, for a single platform too.
+    let forced_multi = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "BUILDKIT_MULTI_PLATFORM")
+        .is_some_and(|(_, v)| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    if forced_multi && platforms.is_empty() {
+        platforms.push(kiln_image::Platform::host());
+    }
+    let multi_platform = platforms.len() > 1 || forced_multi;
     let asked = kiln_build::isolation::parse(&args.isolation)?;
     let (isolation, why) = kiln_build::isolation::choose(asked)?;
     let network = match (isolation, args.network.as_deref()) {
@@ -633,7 +644,7 @@ pub fn build(
         .collect::<anyhow::Result<Vec<_>>>()?;
     check_annotations_have_an_index(
         &annotations,
-        platforms.len() > 1 || attest.any(),
+        multi_platform || attest.any(),
         &args.annotations,
     )?;
     let started = super::sbom::started();
@@ -699,7 +710,7 @@ pub fn build(
         progress,
         registry: &args.registry,
     };
-    if platforms.len() > 1 {
+    if multi_platform {
         outputs.check_several_platforms()?;
         let mut built = kiln_build::build_platforms(store, &request, &reporter, &platforms)
             .map_err(|e| at_line(e, &request))?;

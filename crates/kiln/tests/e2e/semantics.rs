@@ -1560,3 +1560,28 @@ fn a_non_linux_target_platform_builds_when_no_step_runs_for_it() {
         "{err}"
     );
 }
+
+/// BuildKit's `BUILDKIT_MULTI_PLATFORM=1` build arg (reference.md "Automatic platform ARGs" /
+/// built-in build args; `testNamedImageContextPlatform` builds with it): the output is the
+/// multi-platform one for a single platform too, so a local output is under `linux_<arch>/`.
+#[test]
+fn buildkit_multi_platform_gives_the_multi_platform_output_for_one_platform() {
+    let env = Env::new();
+    let ctx = env.context("multi", "FROM scratch\nCOPY foo /\n", &[("foo", "x")]);
+    let out_dir = env.path("out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-arg",
+        "BUILDKIT_MULTI_PLATFORM=1",
+        "-o",
+        &format!("type=local,dest={}", out_dir.display()),
+        &ctx,
+    ]);
+    let dir = format!("linux_{}", kiln_image_host_arch());
+    assert_eq!(entries(&out_dir), vec![dir.clone()]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join(dir).join("foo")).unwrap(),
+        "x"
+    );
+}
