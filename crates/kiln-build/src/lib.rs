@@ -71,5 +71,5 @@ pub fn source_date_epoch() -> Option<i64> {
 
 pub use steps::{
     Annotation, AnnotationKind, BuildRequest, Event, MultiPlatform, Reporter, RunOptions, Session,
-    Silent, apply_changes, build, build_platforms, export_cache, plan_only,
+    Silent, apply_changes, build, build_platforms, export_cache, http_date, plan_only,
 };

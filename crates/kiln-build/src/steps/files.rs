@@ -689,7 +689,8 @@ fn create_staged(dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
 }
 
 /// An HTTP date (RFC 9110's IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
-fn http_date(text: &str) -> Option<std::time::SystemTime> {
+/// An HTTP date (`Last-Modified`), as RFC 2822 reads it.
+pub fn http_date(text: &str) -> Option<std::time::SystemTime> {
     let parsed =
         time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc2822)
             .ok()?;

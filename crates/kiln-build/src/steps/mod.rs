@@ -7,6 +7,7 @@
 //! touching a file system; only a miss unpacks snapshots and mounts anything.
 
 mod files;
+pub use files::http_date;
 mod meta;
 mod run;
 mod stage;

@@ -522,7 +522,9 @@ pub fn build(
         super::input::read_input(store, &args.context, args.file.as_deref(), &args.registry)?;
     let context_source = match kiln_build::git::Remote::parse(&args.context)? {
         None => super::epoch::ContextSource::Local,
-        Some(kiln_build::git::Remote::Http(_)) => super::epoch::ContextSource::Http,
+        Some(kiln_build::git::Remote::Http(_)) => {
+            super::epoch::ContextSource::Http(input.source_time)
+        }
         // The checkout gives every file, and its root, the commit's time.
         Some(kiln_build::git::Remote::Git { .. }) => {
             let root = input.context.root.as_deref().unwrap_or(Path::new("."));

@@ -1,8 +1,8 @@
 //! `SOURCE_DATE_EPOCH` as BuildKit's Dockerfile frontend resolves it (dockerfile2llb
 //! `epoch.go`): from `--build-arg`, the environment (buildx passes it as a build arg), or the
 //! default of a meta `ARG SOURCE_DATE_EPOCH=…`. A number is the epoch; `context` takes it from
-//! the build context: a git context's commit time; a local directory gives none (the epoch
-//! stays unset); any other
+//! the build context: a git context's commit time, a URL's Last-Modified (or its archive's
+//! newest file); a local directory gives none (the epoch stays unset); any other
 //! word names a named context or a source-only stage whose remote file or commit gives it.
 
 use kiln_dockerfile::{Instruction, Parsed, Platform, PlatformArgs, Stage, Variables};
@@ -27,8 +27,8 @@ pub(crate) enum ContextSource {
     Local,
     /// A git checkout, whose files all have the commit's time.
     Git(i64),
-    /// A download.
-    Http,
+    /// A download: its Last-Modified, or an archive's newest file.
+    Http(Option<i64>),
 }
 
 pub(crate) fn resolve(
@@ -67,14 +67,10 @@ pub(crate) fn resolve(
     }
     if value == "context" {
         let (epoch, text) = match context {
-            ContextSource::Git(seconds) => {
+            ContextSource::Git(seconds) | ContextSource::Http(Some(seconds)) => {
                 (Epoch::Seconds(seconds.to_string()), seconds.to_string())
             }
-            ContextSource::Local => (Epoch::Unset, String::new()),
-            ContextSource::Http => anyhow::bail!(
-                "{NAME}=context: taking the epoch from a URL build context (its Last-Modified) \
-                 is not supported by kiln: pass --build-arg {NAME}=<seconds>"
-            ),
+            ContextSource::Local | ContextSource::Http(None) => (Epoch::Unset, String::new()),
         };
         // What a stage's `ARG SOURCE_DATE_EPOCH` sees, as BuildKit sets it.
         build_args.retain(|(k, _)| k != NAME);

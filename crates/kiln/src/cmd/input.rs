@@ -32,6 +32,9 @@ pub struct Input {
     pub dockerfile: String,
     /// Its name, for diagnostics.
     pub dockerfile_name: String,
+    /// A URL context's time, for `SOURCE_DATE_EPOCH=context`: its `Last-Modified`, or the
+    /// newest file of an archive without one (BuildKit's rule); seconds since 1970.
+    pub source_time: Option<i64>,
     /// An unpacked stdin context, removed when the build is done.
     _staged: Option<tempfile::TempDir>,
 }
@@ -72,6 +75,7 @@ pub fn read_input(
             context: Context::none(),
             dockerfile: dockerfile_text(bytes, "stdin")?,
             dockerfile_name: "-".to_owned(),
+            source_time: None,
             _staged: None,
         });
     }
@@ -88,6 +92,7 @@ pub fn read_input(
             context,
             dockerfile: dockerfile_text(bytes, "stdin (-f -)")?,
             dockerfile_name: "-".to_owned(),
+            source_time: None,
             _staged: None,
         });
     }
@@ -101,6 +106,7 @@ pub fn read_input(
         context,
         dockerfile: text,
         dockerfile_name: file_name(&file),
+        source_time: None,
         _staged: None,
     })
 }
@@ -219,10 +225,23 @@ fn read_remote(
             let mut download = client
                 .fetch_url(&url)
                 .with_context(|| format!("build context {url}"))?;
+            let last_modified = download
+                .header("last-modified")
+                .and_then(kiln_build::http_date)
+                .map(unix_seconds);
             let head = peek(&mut download).with_context(|| format!("download {url}"))?;
             if is_archive(&head) {
                 let from = format!("the build context {url}");
-                return unpack_context(store, io::Cursor::new(head).chain(download), file, &from);
+                let mut input =
+                    unpack_context(store, io::Cursor::new(head).chain(download), file, &from)?;
+                input.source_time = match last_modified {
+                    Some(seconds) => Some(seconds),
+                    None => match &input.context.root {
+                        Some(root) => newest_time(root)?,
+                        None => None,
+                    },
+                };
+                return Ok(input);
             }
             // BuildKit builds the download whatever -f names ("any name should work"), but
             // -f - would be a second Dockerfile.
@@ -242,10 +261,40 @@ fn read_remote(
                 context: Context::none(),
                 dockerfile: dockerfile_text(bytes, &url)?,
                 dockerfile_name: name,
+                source_time: last_modified,
                 _staged: None,
             })
         }
     }
+}
+
+fn unix_seconds(time: std::time::SystemTime) -> i64 {
+    let seconds = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// The newest mtime under `root` (not following links), what BuildKit takes as an archive's
+/// time when its download has no `Last-Modified`.
+fn newest_time(root: &Path) -> anyhow::Result<Option<i64>> {
+    let mut newest = None;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("stat {}", entry.path().display()))?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+            if let Ok(modified) = meta.modified() {
+                newest = newest.max(Some(unix_seconds(modified)));
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// A git checkout in a staging directory of the store, and the directory of it that `subdir`
@@ -334,6 +383,7 @@ fn staged_input(
             context: Context::open(root, None)?,
             dockerfile: dockerfile_text(bytes, "stdin (-f -)")?,
             dockerfile_name: "-".to_owned(),
+            source_time: None,
             _staged: Some(staged),
         });
     }
@@ -369,6 +419,7 @@ fn staged_input(
         context,
         dockerfile: dockerfile_text(text, &format!("the context's {shown}"))?,
         dockerfile_name: file_name(&dockerfile),
+        source_time: None,
         _staged: Some(staged),
     })
 }

@@ -605,3 +605,60 @@ fn source_date_epoch_context_of_a_git_context_is_its_commit_time() {
     let created = inspect[0]["Created"].as_str().unwrap_or_default();
     assert!(created.starts_with("2023-11-14T22:15:01"), "{created}");
 }
+
+#[test]
+fn source_date_epoch_context_of_a_url_context_is_its_last_modified_or_newest_file() {
+    // BuildKit's testSourceDateEpochContextHTTPLastModified and …ContextHTTPArchive
+    // (dockerfile_source_date_epoch_test.go): SOURCE_DATE_EPOCH=context of an archive served
+    // over HTTP is its Last-Modified, or without one the newest time in the archive.
+    let env = Env::new();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, body, mtime) in [
+        (
+            "Dockerfile",
+            &b"FROM scratch\nCOPY foo /\n"[..],
+            1_700_000_302 - 3600,
+        ),
+        ("foo", &b"bar"[..], 1_700_000_302),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(mtime);
+        header.set_cksum();
+        tar.append_data(&mut header, name, body).unwrap();
+    }
+    let archive = tar.into_inner().unwrap();
+    let created = |tag: &str| -> String {
+        let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", tag])).unwrap();
+        inspect[0]["Created"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // 1700000201 is Tue, 14 Nov 2023 22:16:41 GMT.
+    let with = loopback_server_with(
+        "Last-Modified: Tue, 14 Nov 2023 22:16:41 GMT\r\n",
+        archive.clone(),
+    );
+    let without = loopback_server_of(archive);
+    for (port, tag, expected) in [
+        (with, "lastmodified", "2023-11-14T22:16:41"),
+        (without, "newest", "2023-11-14T22:18:22"),
+    ] {
+        env.ok(&[
+            "build",
+            "--no-lint",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=context",
+            "-t",
+            tag,
+            &format!("http://127.0.0.1:{port}/context.tar"),
+        ]);
+        assert!(
+            created(tag).starts_with(expected),
+            "{tag}: {}",
+            created(tag)
+        );
+    }
+}
