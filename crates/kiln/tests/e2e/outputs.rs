@@ -1270,12 +1270,25 @@ fn build_contexts_of_each_kind_serve_from_and_copy_from() {
             "{all:?}: want {expected:?} in:\n{stderr}"
         );
     };
+    // FROM a directory context starts from its files, its .dockerignore applied (BuildKit's
+    // local source as a base).
     let from_dir = env.context("from-dir", "FROM extra\n", &[]);
     let extra_arg = format!("extra={}", extra.display());
-    bad(
-        &["--build-context", &extra_arg, &from_dir],
-        "--build-context extra is a directory",
+    let from_dir_out = env.path("from-dir-out");
+    env.ok(&[
+        "build",
+        "--no-lint",
+        "--build-context",
+        &extra_arg,
+        "-o",
+        &format!("type=local,dest={}", from_dir_out.display()),
+        &from_dir,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(from_dir_out.join("file.txt")).unwrap(),
+        "from the extra dir\n"
     );
+    assert!(!from_dir_out.join("secret.txt").exists());
     let target = env.context("target", "FROM kiln-ctx/busybox AS final\n", &[]);
     bad(
         &[
