@@ -351,8 +351,8 @@ fn private_cache_mounts_give_concurrent_steps_their_own() {
 /// whatever the order of the flags, and the inner mountpoint is made inside it. Files written
 /// in each cache reach a later step with the same caches and never the layer; a bind, tmpfs
 /// or secret nested in a cache works the same, and leaves no content in the cache. A symlink
-/// in the rootfs on the way to a target is resolved inside the container's root, never on the
-/// host.
+/// on the way to a target, in the rootfs or in a cache, is resolved inside the container's
+/// root, never on the host.
 #[test]
 fn nested_mount_targets_mount_outer_first() {
     let env = Env::new();
@@ -375,7 +375,10 @@ fn nested_mount_targets_mount_outer_first() {
          RUN --mount=type=cache,target=/c sh -c 'ls -A /c /c/tmp; wc -c < /c/secret/tok' > /c-list\n\
          RUN mkdir -p {host} && ln -s {host} /link\n\
          RUN --mount=type=cache,target=/link/bar --mount=type=cache,target=/link/bar/baz \
-             sh -c 'echo x > /link/bar/baz/f && cat /link/bar/baz/f > /via-link'\n"
+             sh -c 'echo x > /link/bar/baz/f && cat /link/bar/baz/f > /via-link'\n\
+         RUN --mount=type=cache,id=lnk,target=/c ln -s {host} /c/sub\n\
+         RUN --mount=type=cache,id=lnk,target=/c --mount=type=tmpfs,target=/c/sub/t \
+             sh -c 'echo y > /c/sub/t/f && cat {host}/t/f > /via-cache-link'\n"
     );
     let ctx = env.context("nested", &dockerfile, &[("conf/app.ini", "mode=bound\n")]);
     let secret = env.path("tok.txt");
@@ -406,6 +409,11 @@ fn nested_mount_targets_mount_outer_first() {
         "the secret's content reached the cache: {c_list}"
     );
     assert_eq!(cat("/via-link"), "x");
+    assert_eq!(
+        cat("/via-cache-link"),
+        "y",
+        "a link in a cache leads inside the container"
+    );
     assert_eq!(
         entries(std::path::Path::new(&host)),
         Vec::<String>::new(),
