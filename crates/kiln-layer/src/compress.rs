@@ -163,27 +163,35 @@ struct Block {
     data: Vec<u8>,
 }
 
-/// Compresses one block into a gzip member of its own.
-fn gzip_member(compressor: &mut libdeflater::Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; compressor.gzip_compress_bound(data.len())];
+/// Compresses one block into a gzip member of its own, through `scratch` (one per thread, so
+/// that no block pays for zeroing a buffer of its own).
+fn gzip_member(
+    compressor: &mut libdeflater::Compressor,
+    scratch: &mut Vec<u8>,
+    data: &[u8],
+) -> io::Result<Vec<u8>> {
+    let bound = compressor.gzip_compress_bound(data.len());
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
+    }
     let n = compressor
-        .gzip_compress(data, &mut out)
+        .gzip_compress(data, scratch)
         .map_err(|e| io::Error::other(format!("{e:?}")))?;
-    out.truncate(n);
-    Ok(out)
+    Ok(scratch[..n].to_vec())
 }
 
-/// Whether `member` is one gzip member that inflates to exactly `data`: each member is checked
-/// as it is made, on its own thread, so that no faulty stream leaves here (a parallel
-/// compressor once pushed a layer that failed its CRC). libdeflate checks the CRC and length
-/// in the trailer as it inflates.
-fn inflates_to(decompressor: &mut libdeflater::Decompressor, member: &[u8], data: &[u8]) -> bool {
-    // One byte more than the block: a member that inflates to more shows it.
-    let mut out = vec![0u8; data.len() + 1];
-    match decompressor.gzip_decompress(member, &mut out) {
-        Ok(n) => n == data.len() && out[..n] == *data,
-        Err(_) => false,
-    }
+/// Whether `member`'s trailer gives `data`'s CRC-32 and length, computed here apart from the
+/// compressor: a member paired with the wrong block, or cut short, is caught before it is
+/// written. (The streaming compressor kiln used before failed that way under load; it was
+/// checked by inflating every block, 14% of a push's CPU. libdeflate compresses each member in
+/// one call that shares nothing with other threads, so what is left to check is the pairing.)
+fn trailer_matches(member: &[u8], data: &[u8]) -> bool {
+    let Some(trailer) = member.len().checked_sub(8).map(|at| &member[at..]) else {
+        return false;
+    };
+    let crc = libdeflater::crc32(data).to_le_bytes();
+    let size = (data.len() as u32).to_le_bytes();
+    member.starts_with(&[0x1f, 0x8b, 8]) && trailer[..4] == crc && trailer[4..] == size
 }
 
 /// Reads up to [`BLOCK`] bytes (fewer only at the end of the input).
@@ -218,7 +226,7 @@ fn compress_error(message: impl Into<String>) -> Error {
 /// store): returns the writer.
 ///
 /// This thread reads the input; one thread a core compresses blocks into members and checks
-/// each by inflating it; one more writes them in order. At most a few blocks a thread are in
+/// each one's trailer; one more writes them in order. At most a few blocks a thread are in
 /// memory at once.
 pub(crate) fn gzip_into<R: Read, W: Write + Send>(
     mut reader: R,
@@ -267,20 +275,22 @@ pub(crate) fn gzip_into<R: Read, W: Write + Send>(
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
             scope.spawn(move || {
                 let mut compressor = libdeflater::Compressor::new(level);
-                let mut decompressor = libdeflater::Decompressor::new();
+                let mut scratch = Vec::new();
                 loop {
                     let job = job_rx.lock().ok().and_then(|rx| rx.recv().ok());
                     let Some(block) = job else { return };
-                    let member = gzip_member(&mut compressor, &block.data).and_then(|member| {
-                        if inflates_to(&mut decompressor, &member, &block.data) {
-                            Ok(member)
-                        } else {
-                            Err(io::Error::other(format!(
-                                "block {} does not inflate to its input",
-                                block.index
-                            )))
-                        }
-                    });
+                    let member = gzip_member(&mut compressor, &mut scratch, &block.data).and_then(
+                        |member| {
+                            if trailer_matches(&member, &block.data) {
+                                Ok(member)
+                            } else {
+                                Err(io::Error::other(format!(
+                                    "the member of block {} does not end with its CRC and size",
+                                    block.index
+                                )))
+                            }
+                        },
+                    );
                     if done_tx.send((block.index, member)).is_err() {
                         return;
                     }
@@ -510,27 +520,17 @@ mod tests {
     }
 
     #[test]
-    fn a_member_that_does_not_inflate_to_its_input_is_caught() {
+    fn a_member_paired_with_another_block_or_cut_short_is_caught() {
         let data = words(BLOCK);
         let mut compressor = libdeflater::Compressor::new(member_level(6).unwrap());
-        let mut decompressor = libdeflater::Decompressor::new();
-        let good = gzip_member(&mut compressor, &data).unwrap();
-        assert!(inflates_to(&mut decompressor, &good, &data));
-        let mut bad = good.clone();
-        let middle = bad.len() / 2;
-        bad[middle] ^= 0x10;
-        assert!(!inflates_to(&mut decompressor, &bad, &data));
-        assert!(!inflates_to(
-            &mut decompressor,
-            &good[..good.len() - 1],
-            &data
-        ));
-        assert!(!inflates_to(&mut decompressor, &good, &data[1..]));
-        assert!(!inflates_to(
-            &mut decompressor,
-            &good,
-            &data[..data.len() - 1]
-        ));
+        let mut scratch = Vec::new();
+        let good = gzip_member(&mut compressor, &mut scratch, &data).unwrap();
+        assert!(trailer_matches(&good, &data));
+        let other = gzip_member(&mut compressor, &mut scratch, &data[1..]).unwrap();
+        assert!(!trailer_matches(&other, &data));
+        assert!(!trailer_matches(&good, &data[1..]));
+        assert!(!trailer_matches(&good[..good.len() - 1], &data));
+        assert!(!trailer_matches(&good[..7], &data));
     }
 
     #[test]
