@@ -83,6 +83,9 @@ impl Registry {
     /// A client with these settings.
     pub fn new(config: RegistryConfig) -> Result<Registry, Error> {
         config.validate()?;
+        // Every HTTP client kiln makes is made through a `Registry`, after this. A provider
+        // installed already (by an earlier `Registry`) is the same one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
