@@ -464,14 +464,13 @@ impl Registry {
             }
             if let Some(diff_id) = &wanted.diff_id
                 && let Some(actual) = kiln_layer::known_diff_id_in_store(store, &wanted.blob)?
+                && actual != *diff_id
             {
-                if actual != *diff_id {
-                    return Err(Error::DiffIdMismatch {
-                        layer: wanted.blob.digest.clone(),
-                        actual,
-                        expected: diff_id.clone(),
-                    });
-                }
+                return Err(Error::DiffIdMismatch {
+                    layer: wanted.blob.digest.clone(),
+                    actual,
+                    expected: diff_id.clone(),
+                });
             }
             reporter.report(Event::BlobDone {
                 digest: &wanted.blob.digest,
