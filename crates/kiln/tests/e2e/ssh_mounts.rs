@@ -198,14 +198,7 @@ fn ssh_agents_reach_a_private_repository_from_run_steps() {
     let agent = Agent::start(&env.path("agent.sock"), &[&agent_key]);
     let agent_socket = agent.socket.to_str().unwrap().to_owned();
 
-    env.debian_base("debian");
-    let tools = env.context(
-        "tools",
-        "FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends \
-         openssh-client git ca-certificates && rm -rf /var/lib/apt/lists/*\n",
-        &[],
-    );
-    env.build(&["--no-lint", "--network", "host", "-t", "tools", &tools]);
+    build_tools_image(&env);
 
     // `--ssh default`: the agent of $SSH_AUTH_SOCK, at BuildKit's default target, 0600 root's.
     let dockerfile = format!(
@@ -460,14 +453,7 @@ fn bake_ssh_attribute_forwards_agents_as_build_ssh_does() {
     let file_key = key(&env.path("keys/file"), "");
     let agent = Agent::start(&env.path("agent.sock"), &[&agent_key]);
 
-    env.debian_base("debian");
-    let tools = env.context(
-        "tools",
-        "FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends \
-         openssh-client git ca-certificates && rm -rf /var/lib/apt/lists/*\n",
-        &[],
-    );
-    env.build(&["--no-lint", "--network", "host", "-t", "tools", &tools]);
+    build_tools_image(&env);
 
     // A bake target has no host network (no sshd on 127.0.0.1): the steps ask the agents
     // for their keys instead of cloning.
@@ -526,4 +512,16 @@ fn bake_ssh_attribute_forwards_agents_as_build_ssh_does() {
         stderr.contains("\"app\"") && stderr.contains("/no/such/key"),
         "{stderr}"
     );
+}
+
+/// Builds `tools`: Debian with the ssh client and git, what the steps of these tests run.
+fn build_tools_image(env: &Env) {
+    env.debian_base("debian");
+    let tools = env.context(
+        "tools",
+        "FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends \
+         openssh-client git ca-certificates && rm -rf /var/lib/apt/lists/*\n",
+        &[],
+    );
+    env.build(&["--no-lint", "--network", "host", "-t", "tools", &tools]);
 }
