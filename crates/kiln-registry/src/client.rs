@@ -17,6 +17,8 @@ const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stalled body is an error after this long without data.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a probe or login check may take, whole.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per request before giving up on transient errors.
 pub(crate) const ATTEMPTS: u32 = 5;
 
@@ -163,11 +165,14 @@ impl Registry {
         } else {
             host
         };
+        // No cap on the whole request, as for oci-client's own: a big blob takes time. The
+        // probes use it too, capped each (each client loads the system's root certificates).
+        let web = self.build_client(host, connect_timeout, |b| b.read_timeout(READ_TIMEOUT))?;
+        let probe = |url: String| web.get(url).timeout(PROBE_TIMEOUT).send();
         let http = if mirror_http {
             true
         } else {
-            let probe = self.http_client(host, connect_timeout)?;
-            let https = probe.get(format!("https://{api_host}/v2/")).send().await;
+            let https = probe(format!("https://{api_host}/v2/")).await;
             match https {
                 Ok(_) => false,
                 Err(e) if !http_allowed => {
@@ -180,7 +185,7 @@ impl Registry {
                         ),
                     });
                 }
-                Err(https_err) => match probe.get(format!("http://{api_host}/v2/")).send().await {
+                Err(https_err) => match probe(format!("http://{api_host}/v2/")).await {
                     Ok(r) if matches!(r.status().as_u16(), 200 | 401) => true,
                     Ok(r) => {
                         return Err(Error::Unreachable {
@@ -234,8 +239,7 @@ impl Registry {
             auth,
             mirror,
             http,
-            // No cap on the whole request, as for oci-client's own: a big blob takes time.
-            web: self.build_client(host, connect_timeout, |b| b.read_timeout(READ_TIMEOUT))?,
+            web,
         });
         if let Ok(mut map) = self.endpoints.lock() {
             map.insert(key, endpoint.clone());
@@ -250,9 +254,7 @@ impl Registry {
         host: &str,
         connect_timeout: Duration,
     ) -> Result<reqwest::Client, Error> {
-        self.build_client(host, connect_timeout, |b| {
-            b.timeout(Duration::from_secs(30))
-        })
+        self.build_client(host, connect_timeout, |b| b.timeout(PROBE_TIMEOUT))
     }
 
     /// A reqwest client with the host's TLS settings and the timeouts `timeouts` sets.
