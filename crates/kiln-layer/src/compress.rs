@@ -144,9 +144,10 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
     Ok(Compressed { digest, size })
 }
 
-/// Input bytes one member holds. Members do not share a window, so each starts cold: at
-/// 1 MiB that costs about 0.3% of the bytes, and a block is still small enough to give every
-/// core work on a small layer.
+/// Input bytes one member holds. Members do not share a window, so each starts cold; at 1 MiB
+/// the bytes that costs are fewer than libdeflate saves over zlib (the members of the Debian
+/// base are 3.4% smaller than one zlib-rs stream at level 6), and a block is still small
+/// enough to give every core work on a small layer.
 const BLOCK: usize = 1 << 20;
 
 /// libdeflate's level for a gzip level: the same number, which gives fewer bytes than gzip's
