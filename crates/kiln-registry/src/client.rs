@@ -48,6 +48,40 @@ pub(crate) struct Endpoint {
     /// A plain client with the host's TLS settings, for the requests kiln makes itself
     /// (manifests and blobs): a body may take as long as it needs while data flows.
     pub web: reqwest::Client,
+    /// What the registry's auth answered, reused for later requests.
+    pub grants: Grants,
+}
+
+/// What a registry's auth answered for a repository and operation (a bearer token, or none
+/// needed), and when: asking costs a `GET /v2/` and, with token auth, a round trip to the
+/// realm, and kiln makes many requests of one repository.
+#[derive(Default)]
+pub(crate) struct Grants(Mutex<HashMap<(String, bool), Grant>>);
+
+/// A token, or none needed, and when the registry's auth gave it.
+type Grant = (Option<String>, std::time::Instant);
+
+impl Grants {
+    /// How long an answer is reused. Registry tokens live at least 60 s (the distribution
+    /// token spec's default `expires_in`), so a reused one is never stale.
+    const REUSE: Duration = Duration::from_secs(45);
+
+    /// The answer for `repository` (pushing or not) if it is fresh: `Some(None)` is "no token
+    /// needed".
+    pub(crate) fn fresh(&self, repository: &str, push: bool) -> Option<Option<String>> {
+        let grants = self.0.lock().ok()?;
+        let (token, at) = grants.get(&(repository.to_owned(), push))?;
+        (at.elapsed() < Self::REUSE).then(|| token.clone())
+    }
+
+    pub(crate) fn remember(&self, repository: &str, push: bool, token: Option<String>) {
+        if let Ok(mut grants) = self.0.lock() {
+            grants.insert(
+                (repository.to_owned(), push),
+                (token, std::time::Instant::now()),
+            );
+        }
+    }
 }
 
 impl Endpoint {
@@ -240,6 +274,7 @@ impl Registry {
             mirror,
             http,
             web,
+            grants: Grants::default(),
         });
         if let Ok(mut map) = self.endpoints.lock() {
             map.insert(key, endpoint.clone());

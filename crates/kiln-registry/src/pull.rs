@@ -715,11 +715,21 @@ pub(crate) async fn authorized(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<reqwest::RequestBuilder, Error> {
-    let token = endpoint
-        .client
-        .auth(r, &endpoint.auth, operation)
-        .await
-        .map_err(|e| Error::registry(&endpoint.host, what.to_owned(), e))?;
+    let push = matches!(operation, RegistryOperation::Push);
+    let token = match endpoint.grants.fresh(r.repository(), push) {
+        Some(token) => token,
+        None => {
+            let token = endpoint
+                .client
+                .auth(r, &endpoint.auth, operation)
+                .await
+                .map_err(|e| Error::registry(&endpoint.host, what.to_owned(), e))?;
+            endpoint
+                .grants
+                .remember(r.repository(), push, token.clone());
+            token
+        }
+    };
     Ok(match (token, &endpoint.auth) {
         (Some(token), _) => request.bearer_auth(token),
         (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
