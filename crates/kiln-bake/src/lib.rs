@@ -110,6 +110,27 @@ pub struct Secret {
     pub env: Option<String>,
 }
 
+/// An `ssh` entry, buildx's `buildflags.SSH`: an agent id and its socket or key files (none:
+/// `$SSH_AUTH_SOCK`), as `kiln build --ssh ID[=PATH[,PATH]]` takes them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ssh {
+    /// The id `RUN --mount=type=ssh,id=…` asks for (`default` when it names none).
+    pub id: String,
+    /// A socket, or key files.
+    pub paths: Vec<String>,
+}
+
+impl Ssh {
+    /// The `--ssh` value: `ID` or `ID=PATH,PATH`.
+    pub fn spec(&self) -> String {
+        if self.paths.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{}={}", self.id, self.paths.join(","))
+        }
+    }
+}
+
 /// One resolved target: buildx's `Target`, the fields kiln builds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Target {
@@ -142,6 +163,8 @@ pub struct Target {
     pub target: Option<String>,
     /// `secret`.
     pub secret: Vec<Secret>,
+    /// `ssh`: one entry per id.
+    pub ssh: Vec<Ssh>,
     /// `platforms`.
     pub platforms: Vec<String>,
     /// `output`.
@@ -305,11 +328,40 @@ target "app" {
         assert_eq!(b.targets["b"].tags, ["x", "y"]);
         assert_eq!(b.targets["a"].args["K"], "V");
         assert_eq!(b.targets["b"].platforms, ["linux/amd64"]);
-        let err = bake("target \"a\" {}\n", &["a"], &["a.ssh=default"]).unwrap_err();
+        let err = bake("target \"a\" {}\n", &["a"], &["a.shm-size=1g"]).unwrap_err();
         assert!(
-            err.to_string().contains("the key `ssh` is not supported"),
+            err.to_string()
+                .contains("the key `shm-size` is not supported"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ssh_entries_append_through_inherits_one_per_id() {
+        // buildx's SSHKeys: `ID[=PATH,PATH]` or `{ id, paths }`, merged by appending, a later
+        // entry of the same id taking the earlier one's place.
+        let file = "target \"base\" {\n  ssh = [\"default\", \"k=/a/key,/b/key\"]\n}\n\
+                    target \"a\" {\n  inherits = [\"base\"]\n  \
+                    ssh = [{ id = \"k\", paths = [\"/c/key\"] }, \"other=/run/agent.sock\"]\n}\n";
+        let specs =
+            |b: &Bake, t: &str| -> Vec<String> { b.targets[t].ssh.iter().map(Ssh::spec).collect() };
+        let b = bake(file, &["a"], &[]).unwrap();
+        assert_eq!(
+            specs(&b, "a"),
+            ["default", "k=/c/key", "other=/run/agent.sock"]
+        );
+        let b = bake(file, &["a"], &["a.ssh+=extra"]).unwrap();
+        assert_eq!(specs(&b, "a").last().map(String::as_str), Some("extra"));
+        let b = bake(file, &["a"], &["a.ssh=only=/x"]).unwrap();
+        assert_eq!(specs(&b, "a"), ["only=/x"]);
+        assert!(b.print().contains("\"ssh\": [\n        {\n          \"id\": \"only\",\n          \"paths\": [\n            \"/x\"\n          ]\n        }\n      ]"), "{}", b.print());
+        let err = bake(
+            "target \"a\" {\n  ssh = [{ id = \"k\", path = \"/x\" }]\n}\n",
+            &["a"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unexpected key \"path\""), "{err}");
     }
 
     #[test]

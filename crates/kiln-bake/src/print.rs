@@ -145,6 +145,23 @@ fn target(t: &Target) -> Value {
             .collect();
         put("secret", Value::Array(secrets));
     }
+    if !t.ssh.is_empty() {
+        let ssh = t
+            .ssh
+            .iter()
+            .map(|s| {
+                let mut o = Map::new();
+                if !s.id.is_empty() {
+                    o.insert("id".into(), s.id.clone().into());
+                }
+                if !s.paths.is_empty() {
+                    o.insert("paths".into(), strings(&s.paths));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        put("ssh", Value::Array(ssh));
+    }
     if !t.platforms.is_empty() {
         put("platforms", strings(&t.platforms));
     }

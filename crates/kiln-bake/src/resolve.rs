@@ -8,7 +8,7 @@ use hcl::Value;
 use hcl::eval::{Context, Evaluate as _, FuncArgs, FuncDef, ParamType};
 
 use crate::parse::{self, Attr, Block, Kind};
-use crate::{Bake, BakeFile, Entry, Error, Group, Secret, Target};
+use crate::{Bake, BakeFile, Entry, Error, Group, Secret, Ssh, Target};
 
 /// A target as one block (and one matrix combination) gives it: `None` is "not set", which
 /// matters when merging.
@@ -29,6 +29,7 @@ struct Partial {
     attest: Option<Vec<Entry>>,
     target: Option<String>,
     secret: Option<Vec<Secret>>,
+    ssh: Option<Vec<Ssh>>,
     platforms: Option<Vec<String>>,
     output: Option<Vec<Entry>>,
     pull: Option<bool>,
@@ -611,6 +612,69 @@ fn secret_entry(text: &str, at: &str) -> Result<Secret, Error> {
     Ok(secret)
 }
 
+/// `ID` or `ID=PATH[,PATH]`, as buildx's `SSH.UnmarshalText` splits it (no CSV quoting).
+fn ssh_entry(text: &str) -> Ssh {
+    match text.split_once('=') {
+        Some((id, paths)) => Ssh {
+            id: id.to_owned(),
+            paths: paths.split(',').map(str::to_owned).collect(),
+        },
+        None => Ssh {
+            id: text.to_owned(),
+            paths: Vec::new(),
+        },
+    }
+}
+
+/// An `ssh` list: strings (`ssh_entry`) or `{ id = "…", paths = ["…"] }` objects.
+fn ssh_entries(value: &Value, attr: &Attr) -> Result<Vec<Ssh>, Error> {
+    let Value::Array(items) = value else {
+        return Err(invalid(attr, "must be a list"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Value::Null => {}
+            Value::Object(map) => {
+                let mut ssh = Ssh::default();
+                for (k, v) in map {
+                    match k.as_str() {
+                        "id" => ssh.id = string(v, attr)?,
+                        "paths" => ssh.paths = strings(v, attr)?,
+                        other => {
+                            return Err(invalid(
+                                attr,
+                                &format!("entry: unexpected key {other:?} (id and paths are)"),
+                            ));
+                        }
+                    }
+                }
+                out.push(ssh);
+            }
+            other => {
+                let text = string(other, attr)?;
+                // buildx's ParseSSHSpecs skips empty values.
+                if !text.is_empty() {
+                    out.push(ssh_entry(&text));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// buildx's `SSHKeys.Normalize`: one entry per id, a later one taking the earlier one's place.
+fn dedup_ssh(items: &mut Vec<Ssh>) {
+    let mut out: Vec<Ssh> = Vec::new();
+    for item in items.drain(..) {
+        match out.iter_mut().find(|o| o.id == item.id) {
+            Some(slot) => *slot = item,
+            None => out.push(item),
+        }
+    }
+    *items = out;
+}
+
 /// A list of entries, each a string or an object of strings (buildx takes both).
 fn entries(
     value: &Value,
@@ -658,6 +722,7 @@ fn target_block(ctx: &Context, block: &Block) -> Result<Partial, Error> {
             "attest",
             "target",
             "secret",
+            "ssh",
             "platforms",
             "output",
             "pull",
@@ -702,6 +767,7 @@ fn target_block(ctx: &Context, block: &Block) -> Result<Partial, Error> {
                 }
                 t.secret = Some(secrets);
             }
+            "ssh" => t.ssh = Some(ssh_entries(&value, attr)?),
             "platforms" => t.platforms = Some(strings(&value, attr)?),
             "output" => t.output = Some(entries(&value, attr, export_entry)?),
             "pull" => t.pull = Some(boolean(&value, attr)?),
@@ -725,7 +791,7 @@ fn dedup<T: PartialEq + Clone>(items: &mut Vec<T>) {
 }
 
 impl Partial {
-    /// buildx's `Target.Merge`: maps merge key by key, `cache-from` and `secret` append, the
+    /// buildx's `Target.Merge`: maps merge key by key, `cache-from`, `secret` and `ssh` append, the
     /// other lists and the scalars are replaced when set.
     fn merge(&mut self, other: &Partial) {
         if other.description.as_ref().is_some_and(|d| !d.is_empty()) {
@@ -754,6 +820,12 @@ impl Partial {
             all.extend(secret.iter().cloned());
             dedup(&mut all);
             self.secret = Some(all);
+        }
+        if let Some(ssh) = &other.ssh {
+            let mut all = self.ssh.take().unwrap_or_default();
+            all.extend(ssh.iter().cloned());
+            dedup_ssh(&mut all);
+            self.ssh = Some(all);
         }
         if other.platforms.is_some() {
             self.platforms.clone_from(&other.platforms);
@@ -817,7 +889,14 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
         let name = keys.next();
         let list = matches!(
             field,
-            "output" | "cache-to" | "cache-from" | "tags" | "platform" | "secrets" | "attest"
+            "output"
+                | "cache-to"
+                | "cache-from"
+                | "tags"
+                | "platform"
+                | "secrets"
+                | "ssh"
+                | "attest"
         );
         let keyed = matches!(field, "args" | "contexts" | "labels");
         let scalar = matches!(
@@ -829,7 +908,7 @@ fn overrides(config: &Config, sets: &[String]) -> Result<BTreeMap<String, Vec<Ov
                 at: format!("--set {text}"),
                 what: format!("the key `{field}`"),
                 hint: "; kiln sets context, dockerfile, target, args.NAME, contexts.NAME, \
-                       labels.NAME, tags, platform, output, cache-from, cache-to, attest, secrets, \
+                       labels.NAME, tags, platform, output, cache-from, cache-to, attest, secrets, ssh, \
                        no-cache, pull and push"
                     .into(),
             });
@@ -962,6 +1041,10 @@ fn apply(t: &mut Partial, overrides: &[Override]) -> Result<(), Error> {
                     .map(|v| secret_entry(v, &at))
                     .collect::<Result<_, _>>()?;
                 list(&mut t.secret, new, o.append);
+            }
+            ("ssh", _) => {
+                let new = o.values.iter().map(|v| ssh_entry(v)).collect();
+                list(&mut t.ssh, new, o.append);
             }
             _ => {
                 return Err(Error::Invalid {
@@ -1151,6 +1234,7 @@ impl Config {
         dedup(merged.cache_to.get_or_insert_with(Vec::new));
         dedup(merged.output.get_or_insert_with(Vec::new));
         dedup(merged.secret.get_or_insert_with(Vec::new));
+        dedup_ssh(merged.ssh.get_or_insert_with(Vec::new));
         merged.contexts.retain(|_, v| !v.is_empty());
         Ok(merged)
     }
@@ -1177,6 +1261,7 @@ fn finish(name: String, t: Partial) -> Target {
         attest: t.attest.unwrap_or_default(),
         target: t.target,
         secret: t.secret.unwrap_or_default(),
+        ssh: t.ssh.unwrap_or_default(),
         platforms: t.platforms.unwrap_or_default(),
         output: t.output.unwrap_or_default(),
         pull: t.pull,

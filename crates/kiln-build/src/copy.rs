@@ -29,6 +29,9 @@ pub struct SourceRoot<'a> {
     pub root: &'a Path,
     /// `.dockerignore` rules (context only).
     pub ignore: Option<&'a IgnoreRules>,
+    /// What the root is when it is no build context (`stage NAME`, `image REF`), for the
+    /// errors about sources it lacks.
+    pub of: Option<&'a str>,
 }
 
 /// What to do with the sources.
@@ -136,9 +139,14 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
     };
     if !cleaned.contains(['*', '?', '[']) {
         if excluded(&cleaned) || open_in_root(src.root, &cleaned).is_err() {
-            return Err(Error::BadInput(format!(
-                "source {pattern:?} was not found in the build context (or is excluded by .dockerignore)"
-            )));
+            return Err(Error::BadInput(match src.of {
+                // BuildKit's words, the path quoted from the root.
+                Some(of) => format!("{:?}: not found in {of}", format!("/{cleaned}")),
+                None => format!(
+                    "source {pattern:?} was not found in the build context (or is excluded by \
+                     .dockerignore)"
+                ),
+            }));
         }
         return Ok(vec![Matched::path(cleaned)]);
     }
@@ -162,7 +170,8 @@ pub fn match_sources(src: SourceRoot<'_>, pattern: &str) -> Result<Vec<Matched>,
     }
     if found.is_empty() {
         return Err(Error::BadInput(format!(
-            "no source files were specified: nothing in the build context matches {pattern:?}"
+            "no source files were specified: nothing in {} matches {pattern:?}",
+            src.of.unwrap_or("the build context")
         )));
     }
     Ok(found)
@@ -769,6 +778,7 @@ mod tests {
         let src = SourceRoot {
             root: dir.path(),
             ignore: None,
+            of: None,
         };
         assert_eq!(names(match_sources(src, "**/*.md").unwrap()), ["a/one.md"]);
     }
@@ -851,6 +861,7 @@ mod tests {
         let src = SourceRoot {
             root: dir.path(),
             ignore: None,
+            of: None,
         };
         let entries = copy_entries(src, &["d"], "/out/", &CopyOptions::default());
         let kinds: Vec<_> = entries
@@ -872,6 +883,7 @@ mod tests {
         let src = SourceRoot {
             root: dir.path(),
             ignore: None,
+            of: None,
         };
         let uid = u64::from(std::fs::metadata(dir.path().join("f")).unwrap().uid());
         let root_owned = copy_entries(src, &["f"], "/f", &CopyOptions::default());
@@ -899,6 +911,7 @@ mod tests {
         let src = SourceRoot {
             root: dir.path(),
             ignore: Some(&rules),
+            of: None,
         };
         let mut out = Vec::new();
         let matched = [Matched::path("")];
@@ -935,6 +948,7 @@ mod tests {
         let src = SourceRoot {
             root: dir.path(),
             ignore: Some(&rules),
+            of: None,
         };
         assert_eq!(names(match_sources(src, "docs").unwrap()), ["docs"]);
         assert_eq!(names(match_sources(src, "doc*").unwrap()), ["docs"]);

@@ -1,8 +1,8 @@
 //! Diff ids checked: a layer's diff id is the digest of its uncompressed stream, and the
 //! config's `rootfs.diff_ids` are what snapshots are keyed by (their chain ids). A layer that
 //! unpacks to something else than its config says would be unpacked into another image's
-//! snapshot, so kiln computes the diff id itself wherever a layer comes in (load, pull) and
-//! again whenever it unpacks one.
+//! snapshot, so kiln computes the diff id itself whenever it unpacks one, and when `load` takes
+//! one in; only a diff id kiln computed is recorded.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -240,21 +240,32 @@ pub fn apply_stored_layer(
             expected: diff_id.clone(),
         });
     }
+    // Computed here: the next pull that finds this blob compares it for free.
+    store.record_diff_id(&layer.digest, &actual)?;
     Ok(stats)
 }
 
 /// The diff id of a layer blob the store holds: its own digest when it is not compressed,
 /// what kiln recorded when it last computed it, or computed now (and recorded).
 pub fn diff_id_in_store(store: &Store, layer: &Descriptor) -> Result<Digest> {
-    if let Some(known) = store.known_diff_id(&layer.digest) {
+    if let Some(known) = known_diff_id_in_store(store, layer)? {
         return Ok(known);
-    }
-    if !is_compressed(&stored_head(store, layer)?) {
-        return Ok(layer.digest.clone());
     }
     let ((), diff_id) = read_stored_layer(store, layer, |_| Ok(()))?;
     store.record_diff_id(&layer.digest, &diff_id)?;
     Ok(diff_id)
+}
+
+/// The diff id of a layer blob the store holds when it costs nothing to know: its own digest
+/// when it is not compressed, or what kiln recorded when it last computed it.
+pub fn known_diff_id_in_store(store: &Store, layer: &Descriptor) -> Result<Option<Digest>> {
+    if let Some(known) = store.known_diff_id(&layer.digest) {
+        return Ok(Some(known));
+    }
+    if !is_compressed(&stored_head(store, layer)?) {
+        return Ok(Some(layer.digest.clone()));
+    }
+    Ok(None)
 }
 
 /// The first bytes of a stored blob, which tell its compression.

@@ -122,7 +122,7 @@ pub use diff::{
     DiffOptions, LayerSummary, TreeState, store_layer_from_changes, store_layer_from_upper,
     write_layer_from_dir, write_layer_from_upper,
 };
-pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store};
+pub use diff_id::{DiffIdWriter, apply_stored_layer, diff_id_in_store, known_diff_id_in_store};
 pub use error::{Error, Result};
 pub use in_root::open_in_root;
 pub use stored::{Tee, compressed_in_store, compressed_in_store_teed, known_compressed};

@@ -173,11 +173,12 @@ pub fn compressed_in_store_teed(
         media_type::OCI_LAYER_GZIP
     };
     let record = record_path(store, &layer.digest, compression);
-    // The copy must give back the layer: a compressor fault (a parallel gzip once produced a
-    // CRC error under load) would otherwise be pushed, and registries take any bytes. The
-    // parallel gzip checks each block as it makes it, on the compressing threads, and fails
-    // rather than write a block that does not inflate to its input; a zstd copy is read back
-    // whole. A copy that fails either check is made again on one thread and read back.
+    // The copy must give back the layer: a compressor fault (a streaming parallel gzip once
+    // produced a CRC error under load) would otherwise be pushed, and registries take any
+    // bytes. The parallel gzip checks each member's CRC and size against its block as it
+    // makes it and fails rather than write a member paired with the wrong block; a zstd copy
+    // is read back whole. A copy that fails either check is made again on one thread and
+    // read back.
     let teed = tee.is_some();
     let parallel = compress_into_store(store, layer, compression, level, Parallel::Yes, tee);
     let checked = match parallel {

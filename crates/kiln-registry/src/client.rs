@@ -17,6 +17,8 @@ const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stalled body is an error after this long without data.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a probe or login check may take, whole.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per request before giving up on transient errors.
 pub(crate) const ATTEMPTS: u32 = 5;
 
@@ -46,6 +48,40 @@ pub(crate) struct Endpoint {
     /// A plain client with the host's TLS settings, for the requests kiln makes itself
     /// (manifests and blobs): a body may take as long as it needs while data flows.
     pub web: reqwest::Client,
+    /// What the registry's auth answered, reused for later requests.
+    pub grants: Grants,
+}
+
+/// What a registry's auth answered for a repository and operation (a bearer token, or none
+/// needed), and when: asking costs a `GET /v2/` and, with token auth, a round trip to the
+/// realm, and kiln makes many requests of one repository.
+#[derive(Default)]
+pub(crate) struct Grants(Mutex<HashMap<(String, bool), Grant>>);
+
+/// A token, or none needed, and when the registry's auth gave it.
+type Grant = (Option<String>, std::time::Instant);
+
+impl Grants {
+    /// How long an answer is reused. Registry tokens live at least 60 s (the distribution
+    /// token spec's default `expires_in`), so a reused one is never stale.
+    const REUSE: Duration = Duration::from_secs(45);
+
+    /// The answer for `repository` (pushing or not) if it is fresh: `Some(None)` is "no token
+    /// needed".
+    pub(crate) fn fresh(&self, repository: &str, push: bool) -> Option<Option<String>> {
+        let grants = self.0.lock().ok()?;
+        let (token, at) = grants.get(&(repository.to_owned(), push))?;
+        (at.elapsed() < Self::REUSE).then(|| token.clone())
+    }
+
+    pub(crate) fn remember(&self, repository: &str, push: bool, token: Option<String>) {
+        if let Ok(mut grants) = self.0.lock() {
+            grants.insert(
+                (repository.to_owned(), push),
+                (token, std::time::Instant::now()),
+            );
+        }
+    }
 }
 
 impl Endpoint {
@@ -83,6 +119,9 @@ impl Registry {
     /// A client with these settings.
     pub fn new(config: RegistryConfig) -> Result<Registry, Error> {
         config.validate()?;
+        // Every HTTP client kiln makes is made through a `Registry`, after this. A provider
+        // installed already (by an earlier `Registry`) is the same one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
@@ -160,11 +199,14 @@ impl Registry {
         } else {
             host
         };
+        // No cap on the whole request, as for oci-client's own: a big blob takes time. The
+        // probes use it too, capped each (each client loads the system's root certificates).
+        let web = self.build_client(host, connect_timeout, |b| b.read_timeout(READ_TIMEOUT))?;
+        let probe = |url: String| web.get(url).timeout(PROBE_TIMEOUT).send();
         let http = if mirror_http {
             true
         } else {
-            let probe = self.http_client(host, connect_timeout)?;
-            let https = probe.get(format!("https://{api_host}/v2/")).send().await;
+            let https = probe(format!("https://{api_host}/v2/")).await;
             match https {
                 Ok(_) => false,
                 Err(e) if !http_allowed => {
@@ -177,7 +219,7 @@ impl Registry {
                         ),
                     });
                 }
-                Err(https_err) => match probe.get(format!("http://{api_host}/v2/")).send().await {
+                Err(https_err) => match probe(format!("http://{api_host}/v2/")).await {
                     Ok(r) if matches!(r.status().as_u16(), 200 | 401) => true,
                     Ok(r) => {
                         return Err(Error::Unreachable {
@@ -231,8 +273,8 @@ impl Registry {
             auth,
             mirror,
             http,
-            // No cap on the whole request, as for oci-client's own: a big blob takes time.
-            web: self.build_client(host, connect_timeout, |b| b.read_timeout(READ_TIMEOUT))?,
+            web,
+            grants: Grants::default(),
         });
         if let Ok(mut map) = self.endpoints.lock() {
             map.insert(key, endpoint.clone());
@@ -247,9 +289,7 @@ impl Registry {
         host: &str,
         connect_timeout: Duration,
     ) -> Result<reqwest::Client, Error> {
-        self.build_client(host, connect_timeout, |b| {
-            b.timeout(Duration::from_secs(30))
-        })
+        self.build_client(host, connect_timeout, |b| b.timeout(PROBE_TIMEOUT))
     }
 
     /// A reqwest client with the host's TLS settings and the timeouts `timeouts` sets.

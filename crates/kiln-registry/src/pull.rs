@@ -1,11 +1,17 @@
 //! Pull: manifest (through mirrors, read up to 4 MiB), platform choice, the config (up to
-//! 8 MiB), then the layers streamed into staging, each checked against its digest, its size
-//! and, decompressed as it comes, its config's diff id; committed only when all are, and only
-//! then the manifest stored and tagged.
+//! 8 MiB), then the layers streamed into staging, each checked against its digest and its
+//! size; committed only when all are, and only then the manifest stored and tagged.
+//!
+//! A layer's diff id is checked where the layer is first decompressed, not here: the unpack
+//! into a snapshot (`kiln_layer::apply_stored_layer`) refuses a layer that does not unpack to
+//! its diff id, and only a diff id kiln computed is ever recorded. Decompressing on the way in
+//! as well would double the work of a pull (one gzip stream inflates on one core, slower than
+//! the download) and buys nothing the unpack does not check again. A diff id kiln already
+//! knows for a blob is still compared here, for free.
 //!
 //! Each byte stream is hashed once: a blob by the store's `BlobWriter` as it is staged (kiln
 //! makes the GET itself, as oci-client's blob streams hash what they hand over a second
-//! time), a compressed layer's uncompressed stream by the `DiffIdWriter`.
+//! time).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +21,6 @@ use kiln_image::{
     BlobWriter, Descriptor, Digest, Image, ImageConfig, Index, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
     Manifest, Platform, Reference, StagedBlob, Store, media_type,
 };
-use kiln_layer::DiffIdWriter;
 use oci_client::RegistryOperation;
 use oci_client::errors::OciDistributionError;
 use reqwest::StatusCode;
@@ -139,7 +144,7 @@ pub(crate) fn select_platform<'a>(
 }
 
 /// A download's outcome: the staged blob and the bytes it took, or why it failed.
-type Downloaded = Result<(Staged, u64), Error>;
+type Downloaded = Result<(StagedBlob, u64), Error>;
 
 /// A blob to fetch, with the diff id its config gives it when it is a layer.
 #[derive(Debug, Clone)]
@@ -154,24 +159,6 @@ impl Wanted {
             blob: blob.clone(),
             diff_id: None,
         }
-    }
-}
-
-/// A verified blob waiting in staging for the rest of the image.
-pub(crate) struct Staged {
-    blob: StagedBlob,
-    /// The diff id it was checked against, for a compressed layer.
-    diff_id: Option<Digest>,
-}
-
-impl Staged {
-    pub(crate) fn commit(self, store: &Store) -> Result<(), Error> {
-        let digest = self.blob.digest().clone();
-        self.blob.commit()?;
-        if let Some(diff_id) = &self.diff_id {
-            store.record_diff_id(&digest, diff_id)?;
-        }
-        Ok(())
     }
 }
 
@@ -455,8 +442,8 @@ impl Registry {
     }
 
     /// Downloads every blob the store lacks, in parallel, into staging; commits them all only
-    /// when all are verified (digest, size and, for a layer, diff id). A layer the store has
-    /// is checked against its diff id too. Returns the bytes downloaded.
+    /// when all are verified (digest and size). A layer the store has, whose diff id kiln
+    /// knows, is checked against the config's. Returns the bytes downloaded.
     pub(crate) async fn fetch_blobs(
         &self,
         store: &Store,
@@ -475,15 +462,15 @@ impl Registry {
                 todo.push(wanted);
                 continue;
             }
-            if let Some(diff_id) = &wanted.diff_id {
-                let actual = kiln_layer::diff_id_in_store(store, &wanted.blob)?;
-                if actual != *diff_id {
-                    return Err(Error::DiffIdMismatch {
-                        layer: wanted.blob.digest.clone(),
-                        actual,
-                        expected: diff_id.clone(),
-                    });
-                }
+            if let Some(diff_id) = &wanted.diff_id
+                && let Some(actual) = kiln_layer::known_diff_id_in_store(store, &wanted.blob)?
+                && actual != *diff_id
+            {
+                return Err(Error::DiffIdMismatch {
+                    layer: wanted.blob.digest.clone(),
+                    actual,
+                    expected: diff_id.clone(),
+                });
             }
             reporter.report(Event::BlobDone {
                 digest: &wanted.blob.digest,
@@ -529,15 +516,11 @@ impl Registry {
         let mut total = 0;
         for (blob, bytes) in staged {
             total += bytes;
-            blob.commit(store)?;
+            blob.commit()?;
         }
         Ok(total)
     }
 }
-
-/// What a download is writing: the blob (hashed as it is written), and the diff id computed
-/// from it for a layer.
-type Sink = (BlobWriter, Option<DiffIdWriter>);
 
 /// Streams one blob into staging, resuming with a ranged GET after a transient error.
 async fn download(
@@ -546,7 +529,7 @@ async fn download(
     path: &str,
     wanted: &Wanted,
     reporter: &dyn Reporter,
-) -> Result<(Staged, u64), Error> {
+) -> Result<(StagedBlob, u64), Error> {
     let desc = &wanted.blob;
     let digest = &desc.digest;
     reporter.report(Event::BlobStart {
@@ -556,7 +539,7 @@ async fn download(
     let r = endpoint.reference(path, None, Some(digest.as_str()));
     endpoint.authorize(&r).await;
     let what = format!("GET blob {}", digest.short());
-    let mut writer: Option<Sink> = None;
+    let mut writer: Option<BlobWriter> = None;
     let mut wire = 0u64;
     let mut attempt = 1;
     loop {
@@ -584,7 +567,7 @@ async fn download(
             Err(e) => return Err(e),
         }
     }
-    let Some((blob, diff_id_writer)) = writer else {
+    let Some(blob) = writer else {
         return Err(Error::Truncated {
             digest: digest.clone(),
             got: 0,
@@ -609,30 +592,12 @@ async fn download(
             actual: blob.size(),
         });
     }
-    let mut checked_diff_id = None;
-    if let (Some(expected), Some(diff_id_writer)) = (&wanted.diff_id, diff_id_writer) {
-        let diff_id = diff_id_writer.finish(&actual)?;
-        if diff_id != *expected {
-            return Err(Error::DiffIdMismatch {
-                layer: digest.clone(),
-                actual: diff_id,
-                expected: expected.clone(),
-            });
-        }
-        checked_diff_id = Some(diff_id);
-    }
     reporter.report(Event::BlobDone {
         digest,
         bytes: wire,
         action: BlobAction::Downloaded,
     });
-    Ok((
-        Staged {
-            blob,
-            diff_id: checked_diff_id,
-        },
-        wire,
-    ))
+    Ok((blob, wire))
 }
 
 async fn download_attempt(
@@ -640,23 +605,20 @@ async fn download_attempt(
     endpoint: &Endpoint,
     r: &oci_client::Reference,
     wanted: &Wanted,
-    writer: &mut Option<Sink>,
+    writer: &mut Option<BlobWriter>,
     wire: &mut u64,
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
     let desc = &wanted.blob;
     let digest = &desc.digest;
-    let offset = writer.as_ref().map_or(0, |(w, _)| w.written());
+    let offset = writer.as_ref().map_or(0, |w| w.written());
     let what = format!("GET blob {digest}");
     let mut response = get_blob(endpoint, r, offset, &what).await?;
     if offset == 0 || response.status() != StatusCode::PARTIAL_CONTENT {
         // A fresh start: whatever was staged is dropped (and its file removed).
-        *writer = Some((
-            store.blob_writer()?,
-            wanted.diff_id.as_ref().map(|_| DiffIdWriter::new()),
-        ));
+        *writer = Some(store.blob_writer()?);
     }
-    let Some((out, diff_id)) = writer.as_mut() else {
+    let Some(out) = writer.as_mut() else {
         return Err(Error::Truncated {
             digest: digest.clone(),
             got: 0,
@@ -667,10 +629,6 @@ async fn download_attempt(
         *wire += chunk.len() as u64;
         out.write_all(&chunk)
             .map_err(Error::io("write staged blob", store.root().join("tmp")))?;
-        if let Some(diff_id) = diff_id {
-            // Decompressed on a thread of its own; this only hands the bytes over.
-            let _ = diff_id.write_all(&chunk);
-        }
         reporter.report(Event::BlobProgress {
             digest,
             bytes: out.written(),
@@ -757,11 +715,21 @@ pub(crate) async fn authorized(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<reqwest::RequestBuilder, Error> {
-    let token = endpoint
-        .client
-        .auth(r, &endpoint.auth, operation)
-        .await
-        .map_err(|e| Error::registry(&endpoint.host, what.to_owned(), e))?;
+    let push = matches!(operation, RegistryOperation::Push);
+    let token = match endpoint.grants.fresh(r.repository(), push) {
+        Some(token) => token,
+        None => {
+            let token = endpoint
+                .client
+                .auth(r, &endpoint.auth, operation)
+                .await
+                .map_err(|e| Error::registry(&endpoint.host, what.to_owned(), e))?;
+            endpoint
+                .grants
+                .remember(r.repository(), push, token.clone());
+            token
+        }
+    };
     Ok(match (token, &endpoint.auth) {
         (Some(token), _) => request.bearer_auth(token),
         (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {

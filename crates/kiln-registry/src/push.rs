@@ -141,26 +141,35 @@ async fn stream_upload(
         r.repository()
     );
     let start = reqwest::Url::parse(&start).map_err(|e| format!("{start}: {e}"))?;
-    let push = oci_client::RegistryOperation::Push;
-    let post = endpoint.web.post(start.clone());
-    let response = crate::pull::authorized(endpoint, &r, push, post, what)
-        .await
-        .map_err(|e| e.to_string())?
-        .header(reqwest::header::CONTENT_LENGTH, 0)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let post = endpoint
+        .web
+        .post(start.clone())
+        .header(reqwest::header::CONTENT_LENGTH, 0);
+    let response = send_for_push(endpoint, &r, post, what).await?;
     let location = next_location(&start, &response)?;
-    let patch = endpoint.web.patch(location.clone());
-    let response = crate::pull::authorized(endpoint, &r, push, patch, what)
+    let patch = endpoint
+        .web
+        .patch(location.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body);
+    let response = send_for_push(endpoint, &r, patch, what).await?;
+    next_location(&location, &response)
+}
+
+/// Sends a request of an upload to `r`'s repository, with the push scope's credentials.
+async fn send_for_push(
+    endpoint: &Endpoint,
+    r: &oci_client::Reference,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<reqwest::Response, String> {
+    let push = oci_client::RegistryOperation::Push;
+    crate::pull::authorized(endpoint, r, push, request, what)
         .await
         .map_err(|e| e.to_string())?
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
-    next_location(&location, &response)
+        .map_err(|e| e.to_string())
 }
 
 /// Closes a streamed upload as the blob `digest`; the registry checks the bytes against it.
@@ -174,15 +183,11 @@ async fn finish_upload(
     location
         .query_pairs_mut()
         .append_pair("digest", digest.as_str());
-    let put = endpoint.web.put(location.clone());
-    let push = oci_client::RegistryOperation::Push;
-    let response = crate::pull::authorized(endpoint, &r, push, put, "finish an upload")
-        .await
-        .map_err(|e| e.to_string())?
-        .header(reqwest::header::CONTENT_LENGTH, 0)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let put = endpoint
+        .web
+        .put(location.clone())
+        .header(reqwest::header::CONTENT_LENGTH, 0);
+    let response = send_for_push(endpoint, &r, put, "finish an upload").await?;
     next_location(&location, &response).map(|_| ())
 }
 

@@ -506,11 +506,12 @@ fn in_namespaces(
             }),
         }
     }
-    // Targets in /dev get their mountpoints on its tmpfs later, never in the rootfs.
-    for p in planned[n_etc..]
-        .iter()
-        .filter(|p| !p.target().starts_with("/dev/"))
-    {
+    mounts::sort_outer_first(&mut planned[n_etc..]);
+    // Targets in /dev get their mountpoints on its tmpfs later, never in the rootfs; targets
+    // inside another mount get theirs in it, once it is mounted.
+    for (_, p) in planned.iter().enumerate().skip(n_etc).filter(|(i, p)| {
+        !p.target().starts_with("/dev/") && mounts::outer_of(&planned, *i).is_none()
+    }) {
         let kind = if p.is_dir() {
             FileKind::Dir
         } else {
@@ -635,7 +636,11 @@ fn inside(
     }
     // Mountpoints in /dev go on its fresh tmpfs, which dies with the run.
     let mut in_dev = Vec::new();
-    for p in planned.iter().filter(|p| p.target().starts_with("/dev/")) {
+    for (_, p) in planned
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| p.target().starts_with("/dev/") && mounts::outer_of(planned, *i).is_none())
+    {
         let kind = if p.is_dir() {
             FileKind::Dir
         } else {

@@ -89,6 +89,22 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// A mount's target lies inside another mount, and its mountpoint cannot be made there.
+    #[error(
+        "mount target {target}: its mountpoint cannot be made inside the mount on {outer}: \
+         {}{}",
+        errno_name(.source),
+        nested_hint(.source)
+    )]
+    NestedMountpoint {
+        /// The inner target.
+        target: String,
+        /// The target of the mount that holds it.
+        outer: String,
+        /// The OS error of the mkdir or create.
+        #[source]
+        source: io::Error,
+    },
     /// The run's private network could not be set up.
     #[error("{0}")]
     Network(String),
@@ -148,6 +164,18 @@ impl SandboxError {
             SandboxError::Syscall { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+/// What to do about a mountpoint that cannot be made in an outer mount.
+fn nested_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EROFS) => {
+            " (that mount is read-only: its source must have the directory already, or mount \
+             it read-write)"
+        }
+        Some(libc::ENOTDIR) => " (the outer mount is a file)",
+        _ => "",
     }
 }
 

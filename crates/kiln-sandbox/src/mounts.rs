@@ -214,9 +214,47 @@ pub(crate) fn mount_sys(sys: &dyn Syscall, writable: bool) -> Result<(), Sandbox
         .map_err(|e| SandboxError::sys("mount sysfs on", "/sys", e))
 }
 
-/// The resolver files and the caller's mounts, in order.
+/// Puts every mount after the mounts whose targets hold its target, keeping the caller's
+/// order otherwise (the last of two mounts on one target stays on top). Mounted in the given
+/// order, `/foo/bar/baz` would land in the rootfs and then be hidden by `/foo/bar`, or find
+/// no mountpoint; runc and BuildKit sort their mounts by target for the same reason.
+pub(crate) fn sort_outer_first(planned: &mut [Planned]) {
+    planned.sort_by_key(|p| Path::new(p.target()).components().count());
+}
+
+/// The mount that holds `planned[i]`'s target, among the ones mounted before it: the
+/// mountpoint must be made in it, after it is mounted, not in the rootfs.
+pub(crate) fn outer_of(planned: &[Planned], i: usize) -> Option<&Planned> {
+    let inner = Path::new(planned[i].target());
+    planned[..i].iter().rev().find(|o| {
+        let outer = Path::new(o.target());
+        inner.starts_with(outer) && inner.components().count() > outer.components().count()
+    })
+}
+
+/// The resolver files and the caller's mounts, in order (see [`sort_outer_first`]). The
+/// mountpoint of a target inside an earlier mount is made in that mount, in the container's
+/// root (a link on the way resolves inside it); it belongs to that mount's source (a cache
+/// keeps it, as under BuildKit), so it is not recorded for removal from the rootfs.
 pub(crate) fn mount_planned(sys: &dyn Syscall, planned: &[Planned]) -> Result<(), SandboxError> {
-    for m in planned {
+    for (i, m) in planned.iter().enumerate() {
+        if let Some(outer) = outer_of(planned, i) {
+            let kind = if m.is_dir() {
+                FileKind::Dir
+            } else {
+                FileKind::File
+            };
+            ensure_mountpoint(sys, Path::new(m.target()), kind, &mut Vec::new()).map_err(|e| {
+                match e {
+                    SandboxError::Syscall { source, .. } => SandboxError::NestedMountpoint {
+                        target: m.target().to_string(),
+                        outer: outer.target().to_string(),
+                        source,
+                    },
+                    other => other,
+                }
+            })?;
+        }
         match m {
             Planned::Tree { target, fd, .. } => sys
                 .attach_tree(*fd, Path::new(target))
@@ -411,6 +449,46 @@ mod tests {
         )
         .unwrap();
         assert!(sys.lines().is_empty());
+    }
+
+    #[test]
+    fn inner_targets_mount_after_outer_ones_with_their_mountpoint_made_inside() {
+        let tree = |target: &str, fd| Planned::Tree {
+            target: target.into(),
+            fd,
+            dir: true,
+        };
+        let mut planned = vec![
+            tree("/foo/bar/baz", 1),
+            tree("/foo/bar/", 2),
+            tree("/other", 3),
+            tree("/other", 4),
+        ];
+        sort_outer_first(&mut planned);
+        let order: Vec<_> = planned.iter().map(Planned::target).collect();
+        assert_eq!(order, vec!["/other", "/other", "/foo/bar/", "/foo/bar/baz"]);
+        assert_eq!(
+            outer_of(&planned, 3).map(Planned::target),
+            Some("/foo/bar/")
+        );
+        assert!(
+            outer_of(&planned, 2).is_none(),
+            "one target is not inside itself"
+        );
+        assert!(outer_of(&[tree("/foo/b", 1), tree("/foo/bar", 2)], 1).is_none());
+
+        let sys = Recorder::with(&[("/foo", FileKind::Dir), ("/foo/bar", FileKind::Dir)]);
+        mount_planned(&sys, &planned).unwrap();
+        assert_eq!(
+            sys.lines(),
+            vec![
+                "attach 3 /other",
+                "attach 4 /other",
+                "attach 2 /foo/bar/",
+                "mkdir /foo/bar/baz 755",
+                "attach 1 /foo/bar/baz",
+            ]
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(crate) enum Origin {
     Layers {
         layers: Vec<kiln_image::Descriptor>,
         diff_ids: Vec<Digest>,
+        /// `stage NAME` or `image REF`, for the errors about missing sources.
+        what: String,
     },
     /// Files kiln wrote itself (heredoc sources, downloads), in a staging dir.
     Staged(tempfile::TempDir),
@@ -219,6 +221,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                 Origin::Layers {
                     layers: dep_state.layers.clone(),
                     diff_ids: dep_state.config.rootfs.diff_ids.clone(),
+                    what: format!("stage {from}"),
                 },
                 sources.clone(),
             )
@@ -231,6 +234,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
                 Origin::Layers {
                     layers: image.manifest.layers.clone(),
                     diff_ids: image.config.rootfs.diff_ids.clone(),
+                    what: format!("image {from}"),
                 },
                 sources.clone(),
             )
@@ -259,6 +263,7 @@ pub(crate) fn plan(ctx: &StepContext<'_, '_>, state: &StageState) -> Result<Plan
         let src = SourceRoot {
             root,
             ignore: origin.ignore(builder),
+            of: origin.of(),
         };
         let parents = parents && !matches!(origin, Origin::Staged(_));
         let matched = match_all(src, &patterns, parents)?;
@@ -288,6 +293,13 @@ impl Origin {
             Origin::Named(dir) => dir.root.as_deref(),
             Origin::Staged(dir) => Some(dir.path()),
             Origin::Layers { .. } => None,
+        }
+    }
+
+    fn of(&self) -> Option<&str> {
+        match self {
+            Origin::Layers { what, .. } => Some(what),
+            _ => None,
         }
     }
 
@@ -414,11 +426,15 @@ pub(crate) fn apply(
     let from_mount;
     let from_tree;
     let source_root: PathBuf = match &plan.origin {
-        Origin::Layers { layers, diff_ids } if ctx.chroot() => {
+        Origin::Layers {
+            layers, diff_ids, ..
+        } if ctx.chroot() => {
             from_tree = snapshot::materialize(store, layers, diff_ids)?;
             from_tree.path().join("rootfs")
         }
-        Origin::Layers { layers, diff_ids } => {
+        Origin::Layers {
+            layers, diff_ids, ..
+        } => {
             from_dirs = StepDirs::new(store, "from")?;
             // Both are empty: the upper dir is not used by a read-only mount.
             let from_lowers = read_only_lowers(
@@ -451,6 +467,7 @@ pub(crate) fn apply(
     let src = SourceRoot {
         root: &source_root,
         ignore: plan.origin.ignore(ctx.builder),
+        of: plan.origin.of(),
     };
     let parents = parents && !matches!(plan.origin, Origin::Staged(_));
     let matched = match_all(src, &plan.patterns, parents)?;

@@ -38,6 +38,7 @@ pub(crate) fn bind_inputs(
                 let src = crate::copy::SourceRoot {
                     root,
                     ignore: Some(&dir.ignore),
+                    of: None,
                 };
                 let matched =
                     crate::copy::match_sources(src, if source.is_empty() { "." } else { &source })?;
@@ -493,7 +494,11 @@ fn copy_tree(
     dest: &str,
     into: &std::path::Path,
 ) -> Result<String, Error> {
-    let src = crate::copy::SourceRoot { root, ignore };
+    let src = crate::copy::SourceRoot {
+        root,
+        ignore,
+        of: None,
+    };
     let clean = crate::context::clean_path(source);
     let pattern = if clean.is_empty() {
         ".".to_owned()
@@ -526,7 +531,11 @@ fn copy_tree(
 /// The content key of `source` in `root`: what a copy of it would hold (names, owners, modes,
 /// contents), read without writing anything.
 fn tree_key(root: &std::path::Path, source: &str) -> Result<kiln_image::Digest, Error> {
-    let src = crate::copy::SourceRoot { root, ignore: None };
+    let src = crate::copy::SourceRoot {
+        root,
+        ignore: None,
+        of: None,
+    };
     let clean = crate::context::clean_path(source);
     let pattern = if clean.is_empty() {
         "."

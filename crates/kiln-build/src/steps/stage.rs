@@ -655,6 +655,7 @@ impl crate::plan::Resolver for Builder<'_> {
         let src = crate::copy::SourceRoot {
             root,
             ignore: Some(&self.request.context.ignore),
+            of: None,
         };
         files::match_all(src, patterns, parents).map(drop)
     }

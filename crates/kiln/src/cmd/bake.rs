@@ -127,8 +127,13 @@ struct Prepared {
     /// `attest`: the SBOM and provenance attestations to attach, as `kiln build --sbom
     /// --provenance` attaches them.
     attest: super::sbom::Attest,
-    /// Where URL contexts were fetched, and `env=` secrets written: kept until the build ends.
-    _staged: (super::input::Named, Option<tempfile::TempDir>),
+    /// Where URL contexts were fetched, `env=` secrets written, and the `ssh` entries' agents
+    /// of key files: kept until the build ends.
+    _staged: (
+        super::input::Named,
+        Option<tempfile::TempDir>,
+        kiln_build::ssh::SshAgents,
+    ),
 }
 
 /// A target's `attest` entries as `kiln build --sbom --provenance` takes them: `type=sbom`,
@@ -245,6 +250,16 @@ fn prepare(
         secrets.push(super::build::secret(&text).with_context(|| format!("target {name:?}"))?);
     }
     let (secrets, staged_secrets) = super::build::secret_files(store, secrets)?;
+    // The same agents `kiln build --ssh` starts, from the same values.
+    let ssh_specs: Vec<String> = target.ssh.iter().map(kiln_bake::Ssh::spec).collect();
+    let ssh_agents = kiln_build::ssh::SshAgents::start(
+        store,
+        &ssh_specs,
+        std::env::var_os("SSH_AUTH_SOCK")
+            .as_deref()
+            .map(std::path::Path::new),
+    )
+    .with_context(|| format!("target {name:?}: ssh"))?;
     let mut platforms = Vec::new();
     for text in &target.platforms {
         let platform = super::platform_flag(Some(text))
@@ -334,8 +349,7 @@ fn prepare(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         secrets,
-        // bake refuses a target's `ssh` key: no agent is forwarded.
-        ssh: Vec::new(),
+        ssh: ssh_agents.agents(),
         interrupt: interrupt.clone(),
         // A chroot run has no network namespace: RUN steps share the container's network.
         network: if isolation == kiln_build::isolation::Isolation::Chroot {
@@ -366,7 +380,7 @@ fn prepare(
         outputs,
         context_names: target.contexts.keys().cloned().collect(),
         attest,
-        _staged: (named, staged_secrets),
+        _staged: (named, staged_secrets, ssh_agents),
     })
 }
 

@@ -1010,7 +1010,13 @@ fn percent_decode(text: &str) -> String {
 /// A token issuer for distribution's `auth.token`: checks basic credentials and hands out an
 /// RS256 JWT (signed with `openssl dgst`) granting the scopes asked for, its certificate in
 /// the `x5c` header. Returns its port.
-fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> u16 {
+/// A token realm on 127.0.0.1 that grants any scope to `user`; its port, and the count of
+/// tokens it has given.
+fn token_issuer(
+    dir: &Path,
+    user: &'static str,
+    password: &'static str,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let openssl = require("openssl");
     run(Command::new(&openssl).current_dir(dir).args([
         "req",
@@ -1044,6 +1050,8 @@ fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> u16 {
         "Basic {}",
         base64(format!("{user}:{password}").as_bytes(), false)
     );
+    let granted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = granted.clone();
     std::thread::spawn(move || {
         for (n, conn) in listener.incoming().enumerate() {
             let Ok(mut conn) = conn else { continue };
@@ -1114,6 +1122,7 @@ fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> u16 {
             let signature = sign.wait_with_output().unwrap().stdout;
             let jwt = format!("{signing_input}.{}", base64(&signature, true));
             let body = format!(r#"{{"token":"{jwt}","access_token":"{jwt}","expires_in":600}}"#);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = write!(
                 conn,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1121,7 +1130,7 @@ fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> u16 {
             );
         }
     });
-    port
+    (port, granted)
 }
 
 #[test]
@@ -1129,7 +1138,7 @@ fn bearer_token_registry_login_push_pull() {
     let env = Env::new();
     let dir = env.path("token");
     std::fs::create_dir_all(&dir).unwrap();
-    let issuer = token_issuer(&dir, "kiln", "t0ken-pass");
+    let (issuer, granted) = token_issuer(&dir, "kiln", "t0ken-pass");
     let registry = Registry::start_with(
         &env,
         "bearer",
@@ -1178,8 +1187,16 @@ fn bearer_token_registry_login_push_pull() {
     let out = kiln_with_creds(&env, &["push", "bb", &target], None);
     assert_success(&out, "push with a bearer token");
     let runner = other_env();
+    let before = granted.load(std::sync::atomic::Ordering::SeqCst);
     let out = kiln_with_creds(&runner, &["pull", &target], None);
     assert_success(&out, "pull with a bearer token");
+    // The manifest, the config and the layer are fetched with one token of the pull scope,
+    // not one each: the realm is a round trip away from the registry.
+    assert_eq!(
+        granted.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "tokens the realm gave for one pull"
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         image_id(&env, "bb")

@@ -346,3 +346,108 @@ fn private_cache_mounts_give_concurrent_steps_their_own() {
         }
     }
 }
+
+/// Nested mount targets, as BuildKit's testCacheMountParallel
+/// (frontend/dockerfile/dockerfile_mount_test.go) runs them: the outer mount goes first
+/// whatever the order of the flags, and the inner mountpoint is made inside it. Files written
+/// in each cache reach a later step with the same caches and never the layer; a bind, tmpfs
+/// or secret nested in a cache works the same, and leaves no content in the cache. A symlink
+/// on the way to a target, in the rootfs or in a cache, is resolved inside the container's
+/// root, never on the host.
+#[test]
+fn nested_mount_targets_mount_outer_first() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    // A link in the image to this (absolute) path: if a mountpoint were made on the host
+    // through it, it would show up here.
+    let host = env.path("host-side");
+    std::fs::create_dir_all(&host).unwrap();
+    let host = host.display().to_string();
+    let dockerfile = format!(
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz \
+             sh -c 'echo outer > /foo/bar/outer && echo inner > /foo/bar/baz/inner'\n\
+         RUN --mount=type=cache,target=/foo/bar/baz --mount=type=cache,target=/foo/bar \
+             sh -c 'cat /foo/bar/outer /foo/bar/baz/inner > /seen; ls -A /foo/bar/baz > /inner-list'\n\
+         RUN ls -AR /foo > /listing 2>&1; true\n\
+         RUN --mount=type=cache,target=/c --mount=type=bind,source=conf,target=/c/conf \
+             --mount=type=tmpfs,target=/c/tmp --mount=type=secret,id=tok,target=/c/secret/tok \
+             sh -c 'cat /c/conf/app.ini /c/secret/tok > /mix; echo t > /c/tmp/t; echo kept > /c/kept'\n\
+         RUN --mount=type=cache,target=/c sh -c 'ls -A /c /c/tmp; wc -c < /c/secret/tok' > /c-list\n\
+         RUN mkdir -p {host} && ln -s {host} /link\n\
+         RUN --mount=type=cache,target=/link/bar --mount=type=cache,target=/link/bar/baz \
+             sh -c 'echo x > /link/bar/baz/f && cat /link/bar/baz/f > /via-link'\n\
+         RUN --mount=type=cache,id=lnk,target=/c ln -s {host} /c/sub\n\
+         RUN --mount=type=cache,id=lnk,target=/c --mount=type=tmpfs,target=/c/sub/t \
+             sh -c 'echo y > /c/sub/t/f && cat {host}/t/f > /via-cache-link'\n"
+    );
+    let ctx = env.context("nested", &dockerfile, &[("conf/app.ini", "mode=bound\n")]);
+    let secret = env.path("tok.txt");
+    std::fs::write(&secret, "tok-value\n").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    env.build(&["--no-lint", "--secret", &secret_arg, "-t", "nested", &ctx]);
+    let cat = |path: &str| {
+        env.ok(&["run", "--rm", "nested", "cat", path])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(cat("/seen"), "outer\ninner");
+    assert_eq!(cat("/inner-list"), "inner", "the inner cache is its own");
+    let listing = cat("/listing");
+    assert!(
+        !listing.contains("outer") && !listing.contains("inner"),
+        "cache files reached the layer: {listing}"
+    );
+    assert_eq!(cat("/mix"), "mode=bound\ntok-value");
+    let c_list = cat("/c-list");
+    assert!(c_list.contains("kept"), "{c_list}");
+    assert!(
+        !c_list.contains("app.ini") && !c_list.contains("\nt\n"),
+        "a nested mount's files reached the cache: {c_list}"
+    );
+    assert!(
+        c_list.ends_with("\n0"),
+        "the secret's content reached the cache: {c_list}"
+    );
+    assert_eq!(cat("/via-link"), "x");
+    assert_eq!(
+        cat("/via-cache-link"),
+        "y",
+        "a link in a cache leads inside the container"
+    );
+    assert_eq!(
+        entries(std::path::Path::new(&host)),
+        Vec::<String>::new(),
+        "a mountpoint was made on the host through the image's link"
+    );
+}
+
+/// A cache nested in a read-only bind: where the bind's source has the directory, the cache
+/// is mounted on it; where not, no mountpoint can be made in a read-only mount (runc, under
+/// BuildKit, fails the same way) and the error names the target.
+#[test]
+fn nested_target_in_a_read_only_bind() {
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=bind,source=ro,target=/r --mount=type=cache,target=/r/has \
+            sh -c 'echo c > /r/has/f && cat /r/has/f /r/file > /got'\n";
+    let ctx = env.context(
+        "ro-has",
+        dockerfile,
+        &[("ro/file", "from-bind\n"), ("ro/has/.keep", "")],
+    );
+    env.build(&["--no-lint", "-t", "ro-has", &ctx]);
+    let got = env.ok(&["run", "--rm", "ro-has", "cat", "/got"]);
+    assert_eq!(got.trim(), "c\nfrom-bind");
+
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=bind,source=ro,target=/r --mount=type=cache,target=/r/missing/dir true\n";
+    let ctx = env.context("ro-missing", dockerfile, &[("ro/file", "x\n")]);
+    let err = env.fails(&["build", "--no-lint", "-t", "ro-missing", &ctx]);
+    assert!(
+        err.contains("/r/missing/dir") && err.contains("read-only"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

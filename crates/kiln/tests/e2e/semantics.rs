@@ -1585,3 +1585,37 @@ fn buildkit_multi_platform_gives_the_multi_platform_output_for_one_platform() {
         "x"
     );
 }
+
+#[test]
+fn a_missing_copy_from_source_names_the_stage_or_image_not_the_context() {
+    // BuildKit's testCopyParents (dockerfile_parents_test.go), target nonexistentfile:
+    // `"/test/nonexistent-file": not found`, the path quoted with its leading slash. The
+    // checksum's ref is the stage's snapshot there; kiln names the stage or image instead.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let cases = [
+        (
+            "FROM busybox AS base\nRUN mkdir -p /test\n\
+             FROM busybox\nCOPY --from=base --parents /test/nonexistent-file /out/\n",
+            "\"/test/nonexistent-file\": not found in stage base",
+        ),
+        (
+            "FROM busybox AS base\nFROM busybox\nCOPY --from=base missing /x\n",
+            "\"/missing\": not found in stage base",
+        ),
+        (
+            "FROM busybox\nCOPY --from=busybox /no/such/file /x\n",
+            "\"/no/such/file\": not found in image busybox",
+        ),
+    ];
+    for (i, (dockerfile, want)) in cases.iter().enumerate() {
+        let ctx = env.context(&format!("from-missing-{i}"), dockerfile, &[]);
+        let err = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+        assert!(err.contains(want), "want {want:?}:\n{err}");
+        assert!(!err.contains("build context"), "{err}");
+    }
+    // From the context, the words stay the context's.
+    let ctx = env.context("ctx-missing", "FROM busybox\nCOPY missing /x\n", &[]);
+    let err = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+    assert!(err.contains("not found in the build context"), "{err}");
+}

@@ -198,14 +198,7 @@ fn ssh_agents_reach_a_private_repository_from_run_steps() {
     let agent = Agent::start(&env.path("agent.sock"), &[&agent_key]);
     let agent_socket = agent.socket.to_str().unwrap().to_owned();
 
-    env.debian_base("debian");
-    let tools = env.context(
-        "tools",
-        "FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends \
-         openssh-client git ca-certificates && rm -rf /var/lib/apt/lists/*\n",
-        &[],
-    );
-    env.build(&["--no-lint", "--network", "host", "-t", "tools", &tools]);
+    build_tools_image(&env);
 
     // `--ssh default`: the agent of $SSH_AUTH_SOCK, at BuildKit's default target, 0600 root's.
     let dockerfile = format!(
@@ -447,4 +440,88 @@ fn ssh_mounts_have_buildkits_socket_and_environment() {
         log.contains("type=ssh") && log.contains("--isolation chroot"),
         "the error names the mount and the mode:\n{log}"
     );
+}
+
+/// `kiln bake`'s `ssh` attribute, as buildx reads it (bake reference, `target.ssh`; buildx's
+/// `buildflags.SSHKeys`): a list of `default`, `ID=PATH[,PATH]` or `{ id, paths }`, appended
+/// through `inherits`. Each entry reaches the steps as `kiln build --ssh` does: a step given
+/// the user's agent sees its key, a step given a key file sees that key alone.
+#[test]
+fn bake_ssh_attribute_forwards_agents_as_build_ssh_does() {
+    let env = Env::new();
+    let agent_key = key(&env.path("keys/agent"), "");
+    let file_key = key(&env.path("keys/file"), "");
+    let agent = Agent::start(&env.path("agent.sock"), &[&agent_key]);
+
+    build_tools_image(&env);
+
+    // A bake target has no host network (no sshd on 127.0.0.1): the steps ask the agents
+    // for their keys instead of cloning.
+    env.context(
+        "app",
+        "FROM tools\nRUN --mount=type=ssh ssh-add -l > /dep.keys\n\
+         RUN --mount=type=ssh,id=mykey ssh-add -l > /bykey.keys\n",
+        &[],
+    );
+    let out = env.path("out");
+    std::fs::write(
+        env.path("docker-bake.hcl"),
+        format!(
+            "target \"base\" {{\n  ssh = [\"default\"]\n}}\n\
+             target \"app\" {{\n  inherits = [\"base\"]\n  context = \"app\"\n  \
+             ssh = [{{ id = \"mykey\", paths = [\"{}\"] }}]\n  \
+             output = [\"type=local,dest={}\"]\n}}\n",
+            file_key.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let bake = |args: &[&str]| {
+        env.kiln()
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .arg("bake")
+            .args(["--set", "*.no-cache=true"])
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap()
+    };
+    let print = bake(&["--print", "app"]);
+    assert_success(&print, "kiln bake --print app");
+    let printed = String::from_utf8_lossy(&print.stdout);
+    assert!(
+        printed.contains("\"ssh\": [\n        {\n          \"id\": \"default\"\n        },"),
+        "inherited and own entries both, as buildx prints them:\n{printed}"
+    );
+    let result = bake(&["app"]);
+    assert_success(&result, "kiln bake app with ssh");
+    assert!(
+        read(&out, "dep.keys").contains(&fingerprint(&agent_key)),
+        "`default` is the agent of SSH_AUTH_SOCK"
+    );
+    let keys = read(&out, "bykey.keys");
+    assert!(
+        keys.contains(&fingerprint(&file_key)) && !keys.contains(&fingerprint(&agent_key)),
+        "`mykey` holds the key file alone: {keys}"
+    );
+
+    // A bad entry fails as `--ssh` does, naming the target.
+    let result = bake(&["--set", "app.ssh=k=/no/such/key", "app"]);
+    let stderr = assert_clean_failure(&result, "a missing ssh key file");
+    assert!(
+        stderr.contains("\"app\"") && stderr.contains("/no/such/key"),
+        "{stderr}"
+    );
+}
+
+/// Builds `tools`: Debian with the ssh client and git, what the steps of these tests run.
+fn build_tools_image(env: &Env) {
+    env.debian_base("debian");
+    let tools = env.context(
+        "tools",
+        "FROM debian\nRUN apt-get update && apt-get install -y --no-install-recommends \
+         openssh-client git ca-certificates && rm -rf /var/lib/apt/lists/*\n",
+        &[],
+    );
+    env.build(&["--no-lint", "--network", "host", "-t", "tools", &tools]);
 }

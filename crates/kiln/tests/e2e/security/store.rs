@@ -342,7 +342,7 @@ fn kiln_output(env: &Env, args: &[&str]) -> Output {
 /// Before, the load passed, and the first use unpacked the attacker's layer into the snapshot
 /// of the victim's chain id: a later `FROM debian:bookworm` ran the attacker's files.
 #[test]
-fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
+fn layers_under_borrowed_diff_ids_are_refused_by_load_and_by_unpack() {
     let env = Env::new();
     let victim = std::fs::read(busybox_tar()).unwrap();
     let victim_diff_id = sha256(&victim);
@@ -410,19 +410,47 @@ fn layers_under_borrowed_diff_ids_are_refused_by_load_and_pull() {
     env.ok(&["rmi", "honest:1"]);
     env.ok(&["gc"]);
 
-    // The same lies from a registry.
+    // The same lies from a registry. A pull checks each blob against its digest and size, as
+    // skopeo does; the diff id is checked where the layer is first decompressed, its unpack,
+    // so the lie is refused there and no snapshot is made of it.
     let registry = Registry::start(&env, "evil");
     put_crafted(&registry, "evil", "1", &substituted);
     let runner = Env::new();
     let evil_ref = format!("{}/evil:1", registry.host());
-    let out = kiln_output(&runner, &["pull", &evil_ref]);
-    let err = assert_clean_failure(&out, "pull of the substituted image");
-    assert!(
-        err.contains(&format!("unpacks to {evil_diff_id}"))
-            && err.contains(&format!("the config says {victim_diff_id}")),
-        "{err}"
-    );
-    assert_nothing_stored(&runner, "pull substituted");
+    runner.ok(&["pull", &evil_ref]);
+    let context = runner.path("context");
+    std::fs::create_dir_all(&context).unwrap();
+    for command in [
+        &["run", "--rm", &evil_ref, "cat", "/pwned"][..],
+        &[
+            "build",
+            "-t",
+            "on-evil",
+            "-f",
+            "-",
+            context.to_str().unwrap(),
+        ][..],
+    ] {
+        let out = runner.with_stdin(command, format!("FROM {evil_ref}\nRUN cat /pwned\n"));
+        let err = assert_clean_failure(
+            &out,
+            &format!("kiln {} on the substituted image", command[0]),
+        );
+        assert!(
+            err.contains(&format!("unpacks to {evil_diff_id}"))
+                && err.contains(&format!("the config says {victim_diff_id}")),
+            "{err}"
+        );
+        assert_eq!(
+            entries(&runner.root().join("snapshots")),
+            Vec::<String>::new(),
+            "kiln {}: a snapshot was made of the lying layer",
+            command[0]
+        );
+    }
+    runner.ok(&["rmi", &evil_ref]);
+    runner.ok(&["gc"]);
+    assert_nothing_stored(&runner, "pull substituted, then rmi and gc");
     env.busybox_base("legit");
     let legit_ref = format!("{}/kiln/legit:1", registry.host());
     env.ok(&["push", "legit", &legit_ref]);
