@@ -542,6 +542,7 @@ pub fn build(
         &input.dockerfile,
         context_source,
         &args.build_contexts,
+        &|url| super::input::url_source_time(store, url, &args.registry),
     )?);
     let labels = args
         .labels

@@ -31,11 +31,14 @@ pub(crate) enum ContextSource {
     Http(Option<i64>),
 }
 
+/// `url_time` gives a URL's time (see `input::url_source_time`), for a named context or a
+/// source stage that names a download.
 pub(crate) fn resolve(
     build_args: &mut Vec<(String, String)>,
     dockerfile: &str,
     context: ContextSource,
     named_contexts: &[String],
+    url_time: &dyn Fn(&str) -> anyhow::Result<Option<i64>>,
 ) -> anyhow::Result<Epoch> {
     let from_arg = build_args
         .iter()
@@ -83,24 +86,47 @@ pub(crate) fn resolve(
              --build-arg {NAME}=<seconds>"
         )
     };
-    if named_contexts
+    let is_http = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    // What the epoch is then, and what a stage's `ARG SOURCE_DATE_EPOCH` sees.
+    let mut from_source = |time: Option<i64>| {
+        let text = time.map(|t| t.to_string()).unwrap_or_default();
+        build_args.retain(|(k, _)| k != NAME);
+        build_args.push((NAME.to_owned(), text.clone()));
+        if text.is_empty() {
+            Epoch::Unset
+        } else {
+            Epoch::Seconds(text)
+        }
+    };
+    if let Some((_, source)) = named_contexts
         .iter()
-        .any(|c| c.split_once('=').is_some_and(|(name, _)| name == value))
+        .filter_map(|c| c.split_once('='))
+        .find(|(name, _)| *name == value)
     {
-        return Err(not_supported("the named context's source"));
+        if is_http(source) && !source.contains(".git") {
+            return Ok(from_source(url_time(source)?));
+        }
+        return Err(not_supported(
+            "a named context other than an HTTP(S) download",
+        ));
     }
     if let (Some(parsed), Some((_, stages))) = (&parsed, &stages)
         && let Some(stage) = Stage::find_by_name(stages, &value)
     {
-        source_only(parsed, stage)?;
-        return Err(not_supported("a source stage's remote file or commit"));
+        let source = source_only(parsed, stage)?;
+        if is_http(&source) && !source.contains('$') && !source.contains(".git") {
+            return Ok(from_source(url_time(&source)?));
+        }
+        return Err(not_supported(
+            "a source stage's git commit or a source with variables",
+        ));
     }
     anyhow::bail!("invalid {NAME}: {value}")
 }
 
 /// BuildKit's checks of a stage named by `SOURCE_DATE_EPOCH`: `FROM scratch`, ARGs and one ADD
-/// of one remote source, nothing else.
-fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<()> {
+/// of one remote source, nothing else. Returns that source, unexpanded.
+fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<String> {
     let at = |text: &str| format!("{text} (Dockerfile line {})", stage.span.start.line);
     let base = kiln_dockerfile::shell::expand_word(
         &stage.base,
@@ -113,6 +139,7 @@ fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<()> {
         at(&format!("{NAME} stage must use FROM scratch"))
     );
     let mut adds = 0;
+    let mut source = String::new();
     for inst in &stage.instructions {
         match &inst.value {
             Instruction::Arg(_) => {}
@@ -128,6 +155,7 @@ fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<()> {
                         "{NAME} stage must contain exactly one remote ADD source"
                     ))
                 );
+                source = add.sources[0].clone();
             }
             _ => anyhow::bail!(at(&format!(
                 "{NAME} stage does not meet source-only requirements: unsupported {} \
@@ -140,5 +168,5 @@ fn source_only(parsed: &Parsed, stage: &Stage) -> anyhow::Result<()> {
         adds == 1,
         at(&format!("{NAME} stage must contain exactly one remote ADD"))
     );
-    Ok(())
+    Ok(source)
 }

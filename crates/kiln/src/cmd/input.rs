@@ -268,6 +268,42 @@ fn read_remote(
     }
 }
 
+/// The time BuildKit takes for `SOURCE_DATE_EPOCH` from a download: its `Last-Modified`, or
+/// the newest file of the archive it is (unpacked in a staging directory of the store, then
+/// dropped); `None` for a plain file without one.
+pub fn url_source_time(
+    store: &Store,
+    url: &str,
+    registry: &RegistryFlags,
+) -> anyhow::Result<Option<i64>> {
+    let client = super::registry::client(registry)?;
+    let mut download = client
+        .fetch_url(url)
+        .with_context(|| format!("download {url}"))?;
+    if let Some(seconds) = download
+        .header("last-modified")
+        .and_then(kiln_build::http_date)
+        .map(unix_seconds)
+    {
+        return Ok(Some(seconds));
+    }
+    let head = peek(&mut download).with_context(|| format!("download {url}"))?;
+    if !is_archive(&head) {
+        return Ok(None);
+    }
+    let staged = store.staging_dir("epoch")?;
+    let plain =
+        kiln_layer::decompress_auto(io::BufReader::new(io::Cursor::new(head).chain(download)))
+            .with_context(|| format!("read {url}"))?;
+    let opts = kiln_layer::ApplyOptions {
+        preserve_owner: false,
+        ..Default::default()
+    };
+    kiln_layer::apply_layer(plain, staged.path(), kiln_layer::ApplyMode::Merged, opts)
+        .with_context(|| format!("unpack {url}"))?;
+    newest_time(staged.path())
+}
+
 fn unix_seconds(time: std::time::SystemTime) -> i64 {
     let seconds = time
         .duration_since(std::time::UNIX_EPOCH)

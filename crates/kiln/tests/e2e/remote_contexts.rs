@@ -662,3 +662,50 @@ fn source_date_epoch_context_of_a_url_context_is_its_last_modified_or_newest_fil
         );
     }
 }
+
+#[test]
+fn source_date_epoch_of_a_source_stage_or_named_context_is_its_download_time() {
+    // BuildKit's testSourceDateEpochStageHTTPArchive, …NamedContextHTTPLastModified and
+    // …NamedContextHTTPArchive (dockerfile_source_date_epoch_test.go): `ARG
+    // SOURCE_DATE_EPOCH=mysource` names a stage of one remote ADD, or a named context, whose
+    // download gives the time: its Last-Modified, or the newest file of its archive.
+    let env = Env::new();
+    env.busybox_base("busybox");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o600);
+    header.set_mtime(1_700_000_402);
+    header.set_cksum();
+    tar.append_data(&mut header, "foo", &b"bar"[..]).unwrap();
+    let archive = tar.into_inner().unwrap();
+    let plain = loopback_server_of(archive.clone());
+    // 1700000601 is Tue, 14 Nov 2023 22:23:21 GMT.
+    let dated = loopback_server_with("Last-Modified: Tue, 14 Nov 2023 22:23:21 GMT\r\n", archive);
+    let epoch_of = |name: &str, dockerfile: &str, extra: &[&str]| -> String {
+        let ctx = env.context(name, dockerfile, &[]);
+        let out_dir = env.path(&format!("{name}-out"));
+        let dest = format!("type=local,dest={}", out_dir.display());
+        let mut args = vec!["build", "--no-lint", "-o", &dest];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        env.ok(&args);
+        std::fs::read_to_string(out_dir.join("epoch")).unwrap()
+    };
+    let run = "FROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" > /epoch\n";
+    let stage = format!(
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD http://127.0.0.1:{plain}/src.tar /\n{run}"
+    );
+    assert_eq!(epoch_of("stage", &stage, &[]), "1700000402");
+    let named = format!("ARG SOURCE_DATE_EPOCH=mysource\n{run}");
+    let dated_url = format!("mysource=http://127.0.0.1:{dated}/src.tar");
+    assert_eq!(
+        epoch_of("named", &named, &["--build-context", &dated_url]),
+        "1700000601"
+    );
+    let plain_url = format!("mysource=http://127.0.0.1:{plain}/src.tar");
+    assert_eq!(
+        epoch_of("named-archive", &named, &["--build-context", &plain_url]),
+        "1700000402"
+    );
+}

@@ -1151,10 +1151,11 @@ fn a_meta_arg_source_date_epoch_is_the_epoch_as_buildkit_takes_it() {
         "a stage that is not one remote ADD is refused as BuildKit refuses it:\n{stderr}"
     );
 
-    // A source stage is what BuildKit reads the time of; kiln does not, and says so.
+    // A source stage of a git commit is what BuildKit reads the time of; kiln does not (a
+    // download's it does: remote_contexts.rs), and says so.
     let remote = env.context(
         "remote",
-        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD http://127.0.0.1:9/src.tar /\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" > /epoch\n",
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD https://127.0.0.1:9/repo.git /\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" > /epoch\n",
         &[],
     );
     let stderr = env.fails(&["build", "--no-lint", "-t", "remote", &remote]);
