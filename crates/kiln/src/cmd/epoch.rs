@@ -18,9 +18,6 @@ pub(crate) enum Epoch {
     Seconds(String),
 }
 
-/// Resolves the epoch of a build. `build_args` gets `SOURCE_DATE_EPOCH=` when BuildKit would
-/// blank it (`context` on a local directory), so that a stage's `ARG SOURCE_DATE_EPOCH` sees
-/// what BuildKit's sees.
 /// The build context, as `context` reads it.
 pub(crate) enum ContextSource {
     /// A directory (or stdin): no time of its own.
@@ -31,8 +28,10 @@ pub(crate) enum ContextSource {
     Http(Option<i64>),
 }
 
-/// `url_time` gives a URL's time (see `input::url_source_time`), for a named context or a
-/// source stage that names a download.
+/// Resolves the epoch of a build. `build_args` gets `SOURCE_DATE_EPOCH=` when BuildKit would
+/// blank it (`context` on a local directory), so that a stage's `ARG SOURCE_DATE_EPOCH` sees
+/// what BuildKit's sees. `url_time` gives a URL's time (see `input::url_source_time`), for a
+/// named context or a source stage that names a download.
 pub(crate) fn resolve(
     build_args: &mut Vec<(String, String)>,
     dockerfile: &str,

@@ -1274,16 +1274,8 @@ fn build_contexts_of_each_kind_serve_from_and_copy_from() {
     // local source as a base).
     let from_dir = env.context("from-dir", "FROM extra\n", &[]);
     let extra_arg = format!("extra={}", extra.display());
-    let from_dir_out = env.path("from-dir-out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--build-context",
-        &extra_arg,
-        "-o",
-        &format!("type=local,dest={}", from_dir_out.display()),
-        &from_dir,
-    ]);
+    let from_dir_out =
+        env.build_to_dir("from-dir-out", &["--build-context", &extra_arg, &from_dir]);
     assert_eq!(
         std::fs::read_to_string(from_dir_out.join("file.txt")).unwrap(),
         "from the extra dir\n"

@@ -436,14 +436,7 @@ fn a_git_context_over_dumb_http_fetches_its_submodules() {
     git(&top, &["add", "-A"]);
     git(&top, &["commit", "-q", "-m", "initial"]);
     git(&top, &["update-server-info"]);
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &format!("http://127.0.0.1:{port}/top/.git"),
-    ]);
+    let out_dir = env.build_to_dir("out", &[&format!("http://127.0.0.1:{port}/top/.git")]);
     assert_eq!(
         std::fs::read_to_string(out_dir.join("out")).unwrap(),
         "123\n"
@@ -548,16 +541,10 @@ fn a_dockerfile_url_context_builds_whatever_dash_f_says() {
     let port = loopback_server(
         "FROM busybox\nRUN echo -n \"foo-contents\" > /foo\nFROM scratch\nCOPY --from=0 /foo /foo\n",
     );
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "-f",
-        "mydockerfile",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &format!("http://127.0.0.1:{port}/df"),
-    ]);
+    let out_dir = env.build_to_dir(
+        "out",
+        &["-f", "mydockerfile", &format!("http://127.0.0.1:{port}/df")],
+    );
     assert_eq!(
         std::fs::read_to_string(out_dir.join("foo")).unwrap(),
         "foo-contents"

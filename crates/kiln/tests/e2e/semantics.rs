@@ -1169,16 +1169,10 @@ fn a_meta_arg_source_date_epoch_is_the_epoch_as_buildkit_takes_it() {
         "FROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"[$SOURCE_DATE_EPOCH]\" > /epoch\n",
         &[],
     );
-    let out_dir = env.path("local-out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--build-arg",
-        "SOURCE_DATE_EPOCH=context",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &local,
-    ]);
+    let out_dir = env.build_to_dir(
+        "local-out",
+        &["--build-arg", "SOURCE_DATE_EPOCH=context", &local],
+    );
     assert_eq!(
         std::fs::read_to_string(out_dir.join("epoch")).unwrap(),
         "[]",
@@ -1288,16 +1282,10 @@ fn a_named_context_of_docker_image_scratch_is_the_empty_base() {
         "FROM busybox AS build\nCOPY <<EOF /out\nhello world!\nEOF\n",
         &[],
     );
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--build-context",
-        "busybox=docker-image://scratch",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &ctx,
-    ]);
+    let out_dir = env.build_to_dir(
+        "out",
+        &["--build-context", "busybox=docker-image://scratch", &ctx],
+    );
     assert_eq!(
         entries(&out_dir),
         vec!["out".to_owned()],
@@ -1445,16 +1433,7 @@ fn platforms_are_normalized_as_buildkit_normalizes_them() {
             ("arch-arm64", "i am arm64"),
         ],
     );
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--platform",
-        "linux/arm,linux/s390x",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &ctx,
-    ]);
+    let out_dir = env.build_to_dir("out", &["--platform", "linux/arm,linux/s390x", &ctx]);
     assert_eq!(entries(&out_dir), vec!["linux_arm_v7", "linux_s390x"]);
     assert_eq!(
         std::fs::read_to_string(out_dir.join("linux_arm_v7/whoami")).unwrap(),
@@ -1502,16 +1481,10 @@ fn from_a_named_directory_context_starts_from_its_files() {
          FROM scratch\nCOPY --from=image_source /bar /foo.d\nCOPY --from=image_source /listing /\n",
         &[],
     );
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--build-context",
-        &format!("foo={}", dir.display()),
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &ctx,
-    ]);
+    let out_dir = env.build_to_dir(
+        "out",
+        &["--build-context", &format!("foo={}", dir.display()), &ctx],
+    );
     assert_eq!(
         std::fs::read_to_string(out_dir.join("foo.d")).unwrap(),
         "foo"
@@ -1534,18 +1507,16 @@ fn a_non_linux_target_platform_builds_when_no_step_runs_for_it() {
          FROM scratch\nCOPY --from=build out .\n",
         &[],
     );
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--platform",
-        "darwin/ppc64le",
-        "--build-arg",
-        "TARGETOS=freebsd",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &ctx,
-    ]);
+    let out_dir = env.build_to_dir(
+        "out",
+        &[
+            "--platform",
+            "darwin/ppc64le",
+            "--build-arg",
+            "TARGETOS=freebsd",
+            &ctx,
+        ],
+    );
     assert_eq!(
         std::fs::read_to_string(out_dir.join("platform")).unwrap(),
         "darwin/ppc64le"
@@ -1569,16 +1540,7 @@ fn a_non_linux_target_platform_builds_when_no_step_runs_for_it() {
 fn buildkit_multi_platform_gives_the_multi_platform_output_for_one_platform() {
     let env = Env::new();
     let ctx = env.context("multi", "FROM scratch\nCOPY foo /\n", &[("foo", "x")]);
-    let out_dir = env.path("out");
-    env.ok(&[
-        "build",
-        "--no-lint",
-        "--build-arg",
-        "BUILDKIT_MULTI_PLATFORM=1",
-        "-o",
-        &format!("type=local,dest={}", out_dir.display()),
-        &ctx,
-    ]);
+    let out_dir = env.build_to_dir("out", &["--build-arg", "BUILDKIT_MULTI_PLATFORM=1", &ctx]);
     let dir = format!("linux_{}", kiln_image_host_arch());
     assert_eq!(entries(&out_dir), vec![dir.clone()]);
     assert_eq!(

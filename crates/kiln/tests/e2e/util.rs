@@ -374,6 +374,17 @@ impl Env {
         entries(&self.root().join("oci/blobs/sha256"))
     }
 
+    /// `kiln build --no-lint -o type=local,dest=DIR ARGS…` (the context last in `args`), into
+    /// a fresh `DIR` named `dir` under the test's directory; returns it.
+    pub fn build_to_dir(&self, dir: &str, args: &[&str]) -> PathBuf {
+        let out = self.path(dir);
+        let dest = format!("type=local,dest={}", out.display());
+        let mut all = vec!["build", "--no-lint", "-o", &dest];
+        all.extend_from_slice(args);
+        self.ok(&all);
+        out
+    }
+
     /// Runs kiln with `args` and `input` on its stdin (`kiln build -`, `kiln lint -`, a tar
     /// context).
     pub fn with_stdin(&self, args: &[&str], input: impl AsRef<[u8]>) -> Output {
