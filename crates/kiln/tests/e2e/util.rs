@@ -374,6 +374,13 @@ impl Env {
         entries(&self.root().join("oci/blobs/sha256"))
     }
 
+    /// Builds `dockerfile` (in a context of its own, named `name`) as `name`, expecting it to
+    /// fail; returns the error output.
+    pub fn build_error(&self, name: &str, dockerfile: &str) -> String {
+        let context = self.context(name, dockerfile, &[]);
+        self.fails(&["build", "--no-lint", "-t", name, &context])
+    }
+
     /// `kiln build --no-lint -o type=local,dest=DIR ARGS…` (the context last in `args`), into
     /// a fresh `DIR` named `dir` under the test's directory; returns it.
     pub fn build_to_dir(&self, dir: &str, args: &[&str]) -> PathBuf {
