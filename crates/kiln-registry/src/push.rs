@@ -682,7 +682,7 @@ mod tests {
         }
         let mut unzipped = Vec::new();
         std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(store.open_blob(&gz.digest).unwrap()),
+            &mut flate2::read::MultiGzDecoder::new(store.open_blob(&gz.digest).unwrap()),
             &mut unzipped,
         )
         .unwrap();
