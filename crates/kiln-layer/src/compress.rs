@@ -65,20 +65,7 @@ pub fn detect_compression(head: &[u8]) -> Compression {
 /// ```
 pub fn decompress_auto<'a, R: Read + 'a>(mut reader: R) -> Result<Box<dyn Read + 'a>> {
     let mut head = [0u8; 4];
-    let mut n = 0;
-    while n < head.len() {
-        match reader.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Error::TarRead {
-                    entry: None,
-                    source: e,
-                });
-            }
-        }
-    }
+    let n = read_full(&mut reader, &mut head)?;
     let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
     let buffered = io::BufReader::with_capacity(1 << 20, whole);
     // bzip2 and xz are not layer formats, but `ADD` extracts local archives in them too.
@@ -195,12 +182,11 @@ fn trailer_matches(member: &[u8], data: &[u8]) -> bool {
     member.starts_with(&[0x1f, 0x8b, 8]) && trailer[..4] == crc && trailer[4..] == size
 }
 
-/// Reads up to [`BLOCK`] bytes (fewer only at the end of the input).
-fn read_block<R: Read>(reader: &mut R) -> Result<Vec<u8>> {
-    let mut data = vec![0u8; BLOCK];
+/// Fills `buf` from `reader`, short only at the end of the input; returns how much it read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> Result<usize> {
     let mut n = 0;
-    while n < BLOCK {
-        match reader.read(&mut data[n..]) {
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -212,6 +198,13 @@ fn read_block<R: Read>(reader: &mut R) -> Result<Vec<u8>> {
             }
         }
     }
+    Ok(n)
+}
+
+/// Reads up to [`BLOCK`] bytes (fewer only at the end of the input).
+fn read_block<R: Read>(reader: &mut R) -> Result<Vec<u8>> {
+    let mut data = vec![0u8; BLOCK];
+    let n = read_full(reader, &mut data)?;
     data.truncate(n);
     Ok(data)
 }

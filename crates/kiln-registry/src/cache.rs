@@ -365,6 +365,24 @@ impl Registry {
             return Ok(Some(Held::Inline(records, configs)));
         }
         Artifact::check_manifest(&name, &manifest)?;
+        let config = self
+            .store_config(store, endpoint, source, &manifest, reporter)
+            .await?;
+        Ok(Some(Held::Cache(Artifact::parse(
+            &name, manifest, &config,
+        )?)))
+    }
+
+    /// The config blob of `manifest`, fetched into the store from `source`'s repository if
+    /// the store lacks it.
+    async fn store_config(
+        &self,
+        store: &Store,
+        endpoint: &std::sync::Arc<crate::client::Endpoint>,
+        source: &Reference,
+        manifest: &Manifest,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<u8>, Error> {
         self.fetch_blobs(
             store,
             endpoint,
@@ -373,10 +391,7 @@ impl Registry {
             reporter,
         )
         .await?;
-        let config = store.read_blob(&manifest.config.digest)?;
-        Ok(Some(Held::Cache(Artifact::parse(
-            &name, manifest, &config,
-        )?)))
+        Ok(store.read_blob(&manifest.config.digest)?)
     }
 
     /// The inline cache of the image whose manifest is `manifest`, in `source`'s repository.
@@ -398,15 +413,9 @@ impl Registry {
                 ),
             });
         }
-        self.fetch_blobs(
-            store,
-            endpoint,
-            &source.path,
-            &[Wanted::blob(&manifest.config)],
-            reporter,
-        )
-        .await?;
-        let config = store.read_blob(&manifest.config.digest)?;
+        let config = self
+            .store_config(store, endpoint, source, manifest, reporter)
+            .await?;
         inline::read(&name, &config, &manifest.layers)
     }
 
