@@ -79,12 +79,7 @@ fn directives_name_the_frontend_and_refuse_what_kiln_cannot_do() {
         ),
         ("# syntax=docker/dockerfile:1-labs", "1-labs"),
     ] {
-        let ctx = env.context(
-            "d",
-            &format!("{directive}\nFROM busybox\nRUN echo ok\n"),
-            &[],
-        );
-        let stderr = env.fails(&["build", "--no-lint", "-t", "d", &ctx]);
+        let stderr = env.build_error("d", &format!("{directive}\nFROM busybox\nRUN echo ok\n"));
         assert!(stderr.contains(named), "{directive}:\n{stderr}");
     }
     // `# check=` is BuildKit's build checks, now run (checks.rs): a Dockerfile that passes
@@ -930,12 +925,10 @@ fn copy_parents_keeps_the_path_from_the_context_or_from_a_pivot() {
     assert!(text.contains("mode /middle/c 700"), "{text}");
     assert!(text.contains("mode /double/b/c 700"), "{text}");
     // A path without a wildcard must be there.
-    let ctx = env.context(
+    let stderr = env.build_error(
         "parents-missing",
         "FROM busybox\nCOPY --parents nonexistent-file /out/\n",
-        &[],
     );
-    let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
     assert!(stderr.contains("nonexistent-file"), "{stderr}");
 }
 
@@ -1138,12 +1131,7 @@ fn a_meta_arg_source_date_epoch_is_the_epoch_as_buildkit_takes_it() {
         "BuildKit's words:\n{stderr}"
     );
 
-    let stage = env.context(
-        "stage",
-        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nCOPY Dockerfile /Dockerfile\nFROM scratch\n",
-        &[],
-    );
-    let stderr = env.fails(&["build", "--no-lint", "-t", "stage", &stage]);
+    let stderr = env.build_error("stage", "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nCOPY Dockerfile /Dockerfile\nFROM scratch\n");
     assert!(
         stderr.contains("SOURCE_DATE_EPOCH stage does not meet source-only requirements"),
         "a stage that is not one remote ADD is refused as BuildKit refuses it:\n{stderr}"
@@ -1214,8 +1202,7 @@ fn refused_entitlements_and_frontends_are_named_in_buildkit_words_with_their_lin
         &ctx,
     ]);
 
-    let syntax = env.context("syntax", "#syntax=foobar\nFROM busybox\n", &[]);
-    let stderr = env.fails(&["build", "--no-lint", "-t", "y", &syntax]);
+    let stderr = env.build_error("syntax", "#syntax=foobar\nFROM busybox\n");
     assert!(
         stderr.contains("Dockerfile:1") && stderr.contains("syntax=foobar"),
         "the directive's line:\n{stderr}"
@@ -1239,8 +1226,7 @@ fn a_run_that_cannot_start_names_its_line() {
             "line 2",
         ),
     ] {
-        let ctx = env.context(name, dockerfile, &[]);
-        let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+        let stderr = env.build_error(name, dockerfile);
         assert!(
             stderr.contains(&format!("RUN at Dockerfile {line}")) && stderr.contains("/bin/sh"),
             "{name}: the step, its line and what is missing:\n{stderr}"
@@ -1253,12 +1239,10 @@ fn a_run_that_cannot_start_names_its_line() {
 #[test]
 fn copy_from_of_no_stage_and_no_image_names_its_line() {
     let env = Env::new();
-    let ctx = env.context(
+    let stderr = env.build_error(
         "invalidcopyfrom",
         "from scratch\nenv foo=bar\ncopy --from=invalid foo bar\nenv bar=baz",
-        &[],
     );
-    let stderr = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
     assert!(
         stderr.contains("Dockerfile:3") && stderr.contains("--from=invalid"),
         "the line and the name:\n{stderr}"
@@ -1565,13 +1549,11 @@ fn a_missing_copy_from_source_names_the_stage_or_image_not_the_context() {
         ),
     ];
     for (i, (dockerfile, want)) in cases.iter().enumerate() {
-        let ctx = env.context(&format!("from-missing-{i}"), dockerfile, &[]);
-        let err = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+        let err = env.build_error(&format!("from-missing-{i}"), dockerfile);
         assert!(err.contains(want), "want {want:?}:\n{err}");
         assert!(!err.contains("build context"), "{err}");
     }
     // From the context, the words stay the context's.
-    let ctx = env.context("ctx-missing", "FROM busybox\nCOPY missing /x\n", &[]);
-    let err = env.fails(&["build", "--no-lint", "-t", "x", &ctx]);
+    let err = env.build_error("ctx-missing", "FROM busybox\nCOPY missing /x\n");
     assert!(err.contains("not found in the build context"), "{err}");
 }
