@@ -35,6 +35,13 @@ fn git_daemon(base: &Path) -> u16 {
     port
 }
 
+/// `git init` on `branch`, then one commit of every file in `repo`.
+fn init_and_commit_all(repo: &Path, branch: &str, message: &str) {
+    git(repo, &["init", "-q", "-b", branch]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     run(Command::new(require("git"))
         .current_dir(dir)
@@ -57,9 +64,7 @@ fn a_git_context_builds_the_image_its_checkout_builds() {
         .arg("-a")
         .arg(format!("{}/.", dir.display()))
         .arg(&repo));
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "root"]);
+    init_and_commit_all(&repo, "main", "root");
     let root_commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
     let app = env.path("app");
     std::fs::create_dir(&app).unwrap();
@@ -161,9 +166,7 @@ fn build_contexts_of_git_and_http_urls_serve_copy_from() {
     let repo = served.join("lib.git");
     std::fs::create_dir_all(repo.join("src")).unwrap();
     std::fs::write(repo.join("src/lib.txt"), "from git\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "lib"]);
+    init_and_commit_all(&repo, "main", "lib");
     let git_port = git_daemon(&served);
     let http_port = loopback_server("downloaded\n");
     let ctx = env.context(
@@ -198,9 +201,7 @@ fn add_of_a_git_url_copies_the_checkout() {
     std::fs::create_dir_all(repo.join("src/pkg")).unwrap();
     std::fs::write(repo.join("src/pkg/mod.py"), "print('from git')\n").unwrap();
     std::fs::write(repo.join("README"), "top\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "app"]);
+    init_and_commit_all(&repo, "main", "app");
     git(&repo, &["tag", "v1"]);
     let commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
     let port = git_daemon(&served);
@@ -286,9 +287,7 @@ fn add_of_a_git_url_over_dumb_http_fetches_without_depth() {
     let repo = served.join("repo");
     std::fs::create_dir_all(repo.join("dir3")).unwrap();
     std::fs::write(repo.join("dir3/file-302.mpeg"), "10").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "0.1"]);
+    init_and_commit_all(&repo, "main", "0.1");
     git(&repo, &["tag", "0.1"]);
     git(&repo, &["update-server-info"]);
     let port = static_file_server(&served);
@@ -460,9 +459,7 @@ fn git_url_queries_name_refs_and_options_as_buildkit_reads_them() {
     std::fs::copy(repo.join("Dockerfile"), repo.join("sub/Dockerfile")).unwrap();
     std::fs::write(repo.join("sub/foo"), "subfeature\n").unwrap();
     std::fs::write(repo.join("foo"), "base\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "master"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "base"]);
+    init_and_commit_all(&repo, "master", "base");
     git(&repo, &["branch", "base"]);
     std::fs::write(repo.join("foo"), "v0.0.2\n").unwrap();
     git(&repo, &["commit", "-q", "-am", "v0.0.2"]);
