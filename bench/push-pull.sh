@@ -20,7 +20,8 @@
 # gzip_level = N`, skopeo with `--dest-compress-level N` (containers/image compresses with
 # klauspost/pgzip at that level; without the flag it uses pgzip's default). Each row prints the
 # layer bytes each tool pushed, since a level means different bytes in different deflate
-# implementations (kiln's libdeflate gives fewer bytes at each level than skopeo's pgzip). So
+# implementations (kiln's ISA-L at level 1 and libdeflate at the others give fewer bytes than
+# skopeo's pgzip). So
 # one more row compares at equal bytes: kiln at its lowest level whose bytes are within 1% of
 # skopeo's level 6 (found before the rounds by pushing at levels 1, 2, … until one is). The
 # issue's targets: push >= 1.5x skopeo, its bytes within 1% of skopeo's (or fewer); pull >= 1.5x.

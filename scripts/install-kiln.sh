@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${PREFIX:-/usr/local}
+# ISA-L (gzip level 1, see crates/kiln-layer/src/isal.rs) is built from its bundled source with
+# autotools and nasm; gcc and make build the other C the crates bundle.
+missing=()
+for p in gcc make nasm autoconf automake libtool; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "building kiln needs ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1; }
+  echo "installing the build tools: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 cargo build --release -p kiln
 built=${CARGO_TARGET_DIR:-target}/release/kiln
 mkdir -p "$prefix/bin"

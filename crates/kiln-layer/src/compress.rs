@@ -113,7 +113,7 @@ fn copy_into<R: Read, W: Write>(mut reader: R, writer: &mut W) -> Result<()> {
 /// it streams. `level` is 0–9 as gzip's (0 stores; libdeflate's 10–12 are slower and smaller).
 ///
 /// The output is a series of gzip members, one per [`BLOCK`] of input, each made on its own
-/// core by libdeflate. A series of members is one gzip file (RFC 1952 §2.2): gunzip, Go's
+/// core (by ISA-L at level 1, by libdeflate at the others). A series of members is one gzip file (RFC 1952 §2.2): gunzip, Go's
 /// reader (docker, containerd, skopeo), Python's and zlib's read it whole, and eStargz layers
 /// are built the same way. `writer` is only borrowed: flush and fsync it afterwards as needed.
 ///
@@ -137,12 +137,45 @@ pub fn gzip_parallel<R: Read, W: Write + Send>(
 /// enough to give every core work on a small layer.
 const BLOCK: usize = 1 << 20;
 
-/// libdeflate's level for a gzip level: the same number, which gives fewer bytes than gzip's
-/// own level in about half its time (on the Debian base: level 1 64.3 MB against gzip -1's
-/// 66.7 MB, level 6 59.5 MB against gzip -6's 60.4 MB).
-fn member_level(level: u32) -> Result<libdeflater::CompressionLvl> {
-    libdeflater::CompressionLvl::new(level.min(12) as i32)
-        .map_err(|e| compress_error(format!("level {level}: {e:?}")))
+/// What makes one thread's gzip members at one level: ISA-L at level 1, the fastest gzip
+/// there is (see [`crate::isal`]); libdeflate at every other level, at the same number, which
+/// gives fewer bytes than gzip's own level in about half its time (on the Debian base: level 6
+/// 59.5 MB against gzip -6's 60.4 MB).
+enum MemberCompressor {
+    Isal(crate::isal::Level1),
+    Libdeflate(libdeflater::Compressor),
+}
+
+impl MemberCompressor {
+    fn new(level: u32) -> Result<Self> {
+        if level == 1 {
+            return Ok(MemberCompressor::Isal(crate::isal::Level1::new()));
+        }
+        let level = libdeflater::CompressionLvl::new(level.min(12) as i32)
+            .map_err(|e| compress_error(format!("level {level}: {e:?}")))?;
+        Ok(MemberCompressor::Libdeflate(libdeflater::Compressor::new(
+            level,
+        )))
+    }
+
+    /// Compresses one block into a gzip member of its own, through `scratch` (one per thread,
+    /// so that no block pays for zeroing a buffer of its own).
+    fn gzip_member(&mut self, scratch: &mut Vec<u8>, data: &[u8]) -> io::Result<Vec<u8>> {
+        let bound = match self {
+            MemberCompressor::Isal(_) => crate::isal::Level1::bound(data.len()),
+            MemberCompressor::Libdeflate(c) => c.gzip_compress_bound(data.len()),
+        };
+        if scratch.len() < bound {
+            scratch.resize(bound, 0);
+        }
+        let n = match self {
+            MemberCompressor::Isal(c) => c.gzip_member(data, scratch).map_err(io::Error::other)?,
+            MemberCompressor::Libdeflate(c) => c
+                .gzip_compress(data, scratch)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?,
+        };
+        Ok(scratch[..n].to_vec())
+    }
 }
 
 /// A piece of the input for a compressing thread.
@@ -151,28 +184,12 @@ struct Block {
     data: Vec<u8>,
 }
 
-/// Compresses one block into a gzip member of its own, through `scratch` (one per thread, so
-/// that no block pays for zeroing a buffer of its own).
-fn gzip_member(
-    compressor: &mut libdeflater::Compressor,
-    scratch: &mut Vec<u8>,
-    data: &[u8],
-) -> io::Result<Vec<u8>> {
-    let bound = compressor.gzip_compress_bound(data.len());
-    if scratch.len() < bound {
-        scratch.resize(bound, 0);
-    }
-    let n = compressor
-        .gzip_compress(data, scratch)
-        .map_err(|e| io::Error::other(format!("{e:?}")))?;
-    Ok(scratch[..n].to_vec())
-}
-
 /// Whether `member`'s trailer gives `data`'s CRC-32 and length, computed here apart from the
 /// compressor: a member paired with the wrong block, or cut short, is caught before it is
 /// written. (The streaming compressor kiln used before failed that way under load; it was
-/// checked by inflating every block, 14% of a push's CPU. libdeflate compresses each member in
-/// one call that shares nothing with other threads, so what is left to check is the pairing.)
+/// checked by inflating every block, 14% of a push's CPU. ISA-L and libdeflate compress each
+/// member in one call that shares nothing with other threads, so what is left to check is the
+/// pairing.)
 fn trailer_matches(member: &[u8], data: &[u8]) -> bool {
     let Some(trailer) = member.len().checked_sub(8).map(|at| &member[at..]) else {
         return false;
@@ -232,7 +249,10 @@ pub(crate) fn gzip_into<R: Read, W: Write + Send>(
         .map(|n| n.get())
         .unwrap_or(1);
     let in_flight = threads * 4;
-    let level = member_level(level)?;
+    // Made here, not in each thread: a level that cannot be used fails before any reading.
+    let compressors = (0..threads)
+        .map(|_| MemberCompressor::new(level))
+        .collect::<Result<Vec<_>>>()?;
     let (job_tx, job_rx) = sync_channel::<Block>(threads);
     let job_rx = std::sync::Mutex::new(job_rx);
     let (done_tx, done_rx) = sync_channel::<(usize, io::Result<Vec<u8>>)>(in_flight);
@@ -265,26 +285,26 @@ pub(crate) fn gzip_into<R: Read, W: Write + Send>(
             Ok((writer, next))
         };
         let writing = scope.spawn(move || write_all(writer, done_rx, token_tx));
-        for _ in 0..threads {
+        for mut compressor in compressors {
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
             scope.spawn(move || {
-                let mut compressor = libdeflater::Compressor::new(level);
                 let mut scratch = Vec::new();
                 loop {
                     let job = job_rx.lock().ok().and_then(|rx| rx.recv().ok());
                     let Some(block) = job else { return };
-                    let member = gzip_member(&mut compressor, &mut scratch, &block.data).and_then(
-                        |member| {
-                            if trailer_matches(&member, &block.data) {
-                                Ok(member)
-                            } else {
-                                Err(io::Error::other(format!(
-                                    "the member of block {} does not end with its CRC and size",
-                                    block.index
-                                )))
-                            }
-                        },
-                    );
+                    let member =
+                        compressor
+                            .gzip_member(&mut scratch, &block.data)
+                            .and_then(|member| {
+                                if trailer_matches(&member, &block.data) {
+                                    Ok(member)
+                                } else {
+                                    Err(io::Error::other(format!(
+                                        "the member of block {} does not end with its CRC and size",
+                                        block.index
+                                    )))
+                                }
+                            });
                     if done_tx.send((block.index, member)).is_err() {
                         return;
                     }
@@ -479,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn parallel_gzip_is_within_half_a_percent_of_one_zlib_stream_and_reproducible() {
+    fn parallel_gzip_is_close_to_one_zlib_stream_and_reproducible() {
         let data = executable(2 * BLOCK + 12_345);
         // No input, less than a block, exactly two blocks, and two and a bit.
         for len in [0, 1000, 2 * BLOCK, data.len()] {
@@ -502,7 +522,11 @@ mod tests {
                     back == input,
                     "{len} bytes at level {level} came back wrong"
                 );
-                let limit = serial.len() as f64 * 1.005 + 32.0;
+                // Level 1 is ISA-L's, which trades bytes for speed: 3.4% more than one zlib-rs
+                // stream on the Debian base (still 2.6% fewer than skopeo's level 1). The
+                // other levels are libdeflate's, whose members cost no more than half a percent.
+                let slack = if level == 1 { 1.05 } else { 1.005 };
+                let limit = serial.len() as f64 * slack + 32.0;
                 assert!(
                     (parallel.len() as f64) <= limit,
                     "{len} bytes at level {level}: {} bytes in members, {} in one stream",
@@ -516,15 +540,18 @@ mod tests {
     #[test]
     fn a_member_paired_with_another_block_or_cut_short_is_caught() {
         let data = words(BLOCK);
-        let mut compressor = libdeflater::Compressor::new(member_level(6).unwrap());
-        let mut scratch = Vec::new();
-        let good = gzip_member(&mut compressor, &mut scratch, &data).unwrap();
-        assert!(trailer_matches(&good, &data));
-        let other = gzip_member(&mut compressor, &mut scratch, &data[1..]).unwrap();
-        assert!(!trailer_matches(&other, &data));
-        assert!(!trailer_matches(&good, &data[1..]));
-        assert!(!trailer_matches(&good[..good.len() - 1], &data));
-        assert!(!trailer_matches(&good[..7], &data));
+        // Level 1 is ISA-L's member, 6 libdeflate's: the check holds for both.
+        for level in [1, 6] {
+            let mut compressor = MemberCompressor::new(level).unwrap();
+            let mut scratch = Vec::new();
+            let good = compressor.gzip_member(&mut scratch, &data).unwrap();
+            assert!(trailer_matches(&good, &data));
+            let other = compressor.gzip_member(&mut scratch, &data[1..]).unwrap();
+            assert!(!trailer_matches(&other, &data));
+            assert!(!trailer_matches(&good, &data[1..]));
+            assert!(!trailer_matches(&good[..good.len() - 1], &data));
+            assert!(!trailer_matches(&good[..7], &data));
+        }
     }
 
     #[test]
