@@ -21,9 +21,8 @@
 # klauspost/pgzip at that level; without the flag it uses pgzip's default). Each row prints the
 # layer bytes each tool pushed, since a level means different bytes in different deflate
 # implementations (kiln's ISA-L at level 1 and libdeflate at the others give fewer bytes than
-# skopeo's pgzip). So
-# one more row compares at equal bytes: kiln at its lowest level whose bytes are within 1% of
-# skopeo's level 6 (found before the rounds by pushing at levels 1, 2, … until one is). The
+# skopeo's pgzip). So one more row compares at equal bytes: kiln at its lowest level whose
+# bytes are within 1% of skopeo's level 6 (found before the rounds by pushing at levels 1, 2, … until one is). The
 # issue's targets: push >= 1.5x skopeo, its bytes within 1% of skopeo's (or fewer); pull >= 1.5x.
 set -euo pipefail
 
