@@ -115,7 +115,8 @@ fn copy_into<R: Read, W: Write>(mut reader: R, writer: &mut W) -> Result<()> {
 /// The output is a series of gzip members, one per [`BLOCK`] of input, each made on its own
 /// core (by ISA-L at level 1, by libdeflate at the others). A series of members is one gzip
 /// file (RFC 1952 §2.2): gunzip, Go's reader (docker, containerd, skopeo), Python's and zlib's
-/// read it whole, and eStargz layers are built the same way. `writer` is only borrowed: flush and fsync it afterwards as needed.
+/// read it whole, and eStargz layers are built the same way. `writer` is only borrowed: flush
+/// and fsync it afterwards as needed.
 ///
 /// ```
 /// let mut out = Vec::new();
