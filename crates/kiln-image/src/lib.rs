@@ -35,7 +35,8 @@ pub use manifest::{Compression, Descriptor, Index, Manifest, Platform, media_typ
 pub use reference::{DEFAULT_DOMAIN, Reference};
 pub use store::{
     BlobWriter, CacheRecord, CheckReport, GcReport, Image, Problem, REF_NAME_ANNOTATION,
-    StagedBlob, Store, StoreLock, TaggedImage, create_private_dir, is_index, write_atomic,
+    StagedBlob, Store, StoreLock, TaggedImage, create_private_dir, is_index, place_dir,
+    write_atomic,
 };
 
 /// The most kiln reads of a manifest or an index: containerd's cap. A document is read into

@@ -649,13 +649,7 @@ impl Store {
     /// Moves a finished snapshot into place. If another process won the race, ours is dropped.
     pub fn commit_snapshot(&self, staged: &Path, chain: &Digest) -> Result<PathBuf> {
         let target = self.snapshot_dir(chain);
-        match fs::rename(staged, &target) {
-            Ok(()) => {}
-            Err(_) if target.is_dir() => {}
-            Err(e) => {
-                return Err(Error::io("rename snapshot into", target)(e));
-            }
-        }
+        place_dir(staged, &target)?;
         sync_dir(&self.root.join("snapshots"));
         Ok(target)
     }
@@ -909,6 +903,20 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Renames the directory `staged` to `target`, unless a directory is already there: then the
+/// one there stays, and `staged` is left for the caller to drop.
+///
+/// rename(2) alone would replace an empty directory that a concurrent writer has just put in
+/// place and may have opened, leaving that writer a deleted directory.
+pub fn place_dir(staged: &Path, target: &Path) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, staged, CWD, target, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) if target.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("rename into", target)(e.into())),
+    }
+}
+
 /// Writes `bytes` to `path` through a temp file in `tmp_dir`: fsync, rename, fsync the dir.
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = staging_file(tmp_dir)?;
@@ -1112,5 +1120,25 @@ mod tests {
         let report = store.gc(true).unwrap();
         assert_eq!((report.blobs, report.cache_records), (1, 1));
         assert!(store.has_blob(image.manifest_digest()));
+    }
+
+    #[test]
+    fn placing_a_directory_keeps_an_empty_one_already_there() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second, target) = (
+            dir.path().join("first"),
+            dir.path().join("second"),
+            dir.path().join("target"),
+        );
+        fs::create_dir(&first).unwrap();
+        fs::create_dir(&second).unwrap();
+        place_dir(&first, &target).unwrap();
+        let placed = fs::metadata(&target).unwrap().ino();
+        // The one a concurrent writer may hold open stays; the loser is left to its caller.
+        place_dir(&second, &target).unwrap();
+        assert_eq!(fs::metadata(&target).unwrap().ino(), placed);
+        assert!(second.is_dir());
+        assert!(place_dir(&dir.path().join("missing"), &dir.path().join("other")).is_err());
     }
 }

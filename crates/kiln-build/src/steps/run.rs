@@ -663,22 +663,26 @@ fn cache_dir(
     // BuildKit's --no-cache (and --no-cache-filter) starts a cache mount empty; later builds
     // use the one it leaves.
     let ignores_cache = builder.request.no_cache || builder.ignores_cache(ctx.stage_index);
-    if ignores_cache
-        && builder
+    let mut old = None;
+    if ignores_cache {
+        // Held until the old directory is moved aside, so that a step of this build that
+        // comes at the same time never opens the directory about to go.
+        let mut emptied = builder
             .emptied_cache_mounts
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(dir.clone())
-        && dir.is_dir()
-    {
-        let old = tempfile::Builder::new()
-            .prefix(".old-")
-            .tempdir_in(&mounts)
-            .map_err(Error::io("create cache mount", &mounts))?;
-        let aside = old.path().join("cache");
-        std::fs::rename(&dir, &aside).map_err(Error::io("empty cache mount", &dir))?;
-        // Dropping `old` removes the previous contents.
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if emptied.insert(dir.clone()) && dir.is_dir() {
+            let aside = tempfile::Builder::new()
+                .prefix(".old-")
+                .tempdir_in(&mounts)
+                .map_err(Error::io("create cache mount", &mounts))?;
+            std::fs::rename(&dir, aside.path().join("cache"))
+                .map_err(Error::io("empty cache mount", &dir))?;
+            old = Some(aside);
+        }
     }
+    // The previous contents are removed outside the lock.
+    drop(old);
     if !dir.is_dir() {
         // Made and seeded beside it, then renamed into place: a step that comes at the same
         // time sees the whole seed or makes its own.
@@ -703,11 +707,8 @@ fn cache_dir(
             .map_err(Error::io("chmod", &fresh))?;
         std::os::unix::fs::chown(&fresh, mount.uid, mount.gid)
             .map_err(Error::io("chown", &fresh))?;
-        match std::fs::rename(&fresh, &dir) {
-            Ok(()) => {}
-            Err(_) if dir.is_dir() => {}
-            Err(e) => return Err(Error::io("create cache mount", &dir)(e)),
-        }
+        // A step that comes at the same time may have put its own in place first.
+        kiln_image::place_dir(&fresh, &dir)?;
     }
     Ok(dir)
 }
