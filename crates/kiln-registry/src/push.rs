@@ -415,33 +415,34 @@ impl Registry {
         );
         let config_pushed = push_blob(store, endpoint, &target.path, &config, reporter);
         // Layers move concurrently; one that needs gzip is compressed first.
-        let layers: Vec<(Descriptor, BlobAction, u64, bool)> =
-            futures_util::stream::iter(&image.manifest.layers)
-                .map(|layer| async move {
-                    match layer_blob(store, layer) {
-                        LayerBlob::Ready(desc) => {
-                            let (_, action, bytes) =
-                                push_blob(store, endpoint, &target.path, &desc, reporter).await?;
-                            Ok::<_, Error>((desc, action, bytes, false))
-                        }
-                        LayerBlob::Compress(plain) => {
-                            let (desc, action, bytes) = compress_and_push(
-                                self.config.push.gzip_level.unwrap_or(GZIP_LEVEL),
-                                store,
-                                endpoint,
-                                &target.path,
-                                &plain,
-                                reporter,
-                            )
-                            .await?;
-                            Ok((desc, action, bytes, true))
-                        }
+        let layers_pushed = futures_util::stream::iter(&image.manifest.layers)
+            .map(|layer| async move {
+                match layer_blob(store, layer) {
+                    LayerBlob::Ready(desc) => {
+                        let (_, action, bytes) =
+                            push_blob(store, endpoint, &target.path, &desc, reporter).await?;
+                        Ok::<_, Error>((desc, action, bytes, false))
                     }
-                })
-                .buffered(self.concurrency)
-                .try_collect()
-                .await?;
-        let (_, config_action, config_bytes) = config_pushed.await?;
+                    LayerBlob::Compress(plain) => {
+                        let (desc, action, bytes) = compress_and_push(
+                            self.config.push.gzip_level.unwrap_or(GZIP_LEVEL),
+                            store,
+                            endpoint,
+                            &target.path,
+                            &plain,
+                            reporter,
+                        )
+                        .await?;
+                        Ok((desc, action, bytes, true))
+                    }
+                }
+            })
+            .buffered(self.concurrency)
+            .try_collect::<Vec<(Descriptor, BlobAction, u64, bool)>>();
+        // The config goes up beside the layers: a future left until they finish would only
+        // start then.
+        let ((_, config_action, config_bytes), layers) =
+            futures_util::future::try_join(config_pushed, layers_pushed).await?;
         let mut blobs = vec![config.clone()];
         blobs.extend(layers.iter().map(|(d, ..)| d.clone()));
         let mut manifest = Manifest::oci(config.clone(), blobs[1..].to_vec());
